@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs exactly what Cairn needs to build, test and be compared against etcd, on Debian 12.
+# Idempotent: packages already present are not touched, and apt-get update runs only when
+# something is missing.
+set -euo pipefail
+PKGS=(build-essential cmake pkg-config
+      libzmq3-dev libczmq-dev libmsgpack-dev libleveldb-dev libsnappy-dev libcriterion-dev
+      libnghttp2-dev libssl-dev libprotobuf-c-dev protobuf-c-compiler
+      etcd-server etcd-client nghttp2-client curl)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,3 @@
+/* gatewayd - entry point (being written). */
+#include <stdio.h>
+int main(void) { fprintf(stderr, "gatewayd: not built yet\n"); return 1; }

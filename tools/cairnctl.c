@@ -1,0 +1,3 @@
+/* cairnctl - entry point (being written). */
+#include <stdio.h>
+int main(void) { fprintf(stderr, "cairnctl: not built yet\n"); return 1; }
