@@ -1,0 +1,125 @@
+/* cairn_ipc.h - every message exchanged between the processes of one Cairn node.
+ *
+ * Wire format (msgpack): each ZeroMQ message frame holding a Cairn message is ONE msgpack
+ * array:
+ *     [ version:uint (=CAIRN_IPC_VERSION), type:uint, field1, field2, ... ]
+ * The fields of each type, in order, are listed in the schema table in cairn_ipc.c (and in
+ * the comments of cairn_ipc_type_t below). Field kinds:
+ *     u64   msgpack positive integer (any width)
+ *     i64   msgpack integer (signed)
+ *     bin   msgpack bin or str (bytes; not NUL-terminated)
+ *     ents  msgpack array of entries, each entry an array [index:u64, term:u64, type:u64, data:bin]
+ * A decoder accepts exactly the listed number of fields; a frame that is not a msgpack array,
+ * has another version, an unknown type, a field of the wrong kind or a wrong field count is
+ * rejected with CAIRN_EPROTO / CAIRN_EVERSION / CAIRN_EUNKNOWN_MSG and never read further.
+ * New fields are added by a new version; both sides of a node are built together.
+ *
+ * Who sends what:
+ *   gatewayd -> raftd   PROPOSE, READ_INDEX
+ *   raftd -> gatewayd   PROPOSE_FAIL, READ_INDEX_RESP
+ *   raftd -> stored     LOAD, APPEND, COMMIT
+ *   stored -> raftd     HELLO, LOAD_RESP, APPENDED
+ *   gatewayd -> stored  RANGE, STATUS
+ *   stored -> gatewayd  RESULT (applied proposals and ranges), STATUS_RESP
+ *   anyone -> sender    ERROR (the answer to a frame that could not be decoded)
+ *
+ * The payload of a raft entry proposed by a gateway is a REQUEST ENVELOPE, also msgpack:
+ *     [ version:uint, origin:bin (gateway identity), req_id:u64, kind:u64, body:bin ]
+ * where kind is a cairn_req_kind_t and body the protobuf bytes of the etcd request. It is
+ * stored in the WAL, so its layout is a durable format: change it only with a new version.
+ */
+#ifndef CAIRN_IPC_H
+#define CAIRN_IPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CAIRN_IPC_VERSION 1
+#define CAIRN_IPC_MAX_FRAME (64u << 20) /* no frame above this is decoded */
+
+typedef enum {
+    CAIRN_IPC_PROPOSE = 1,        /* req_id, body(entry data = request envelope) */
+    CAIRN_IPC_PROPOSE_FAIL,       /* req_id, code, message */
+    CAIRN_IPC_READ_INDEX,         /* req_id(context) */
+    CAIRN_IPC_READ_INDEX_RESP,    /* req_id(context), index, code, message */
+    CAIRN_IPC_LOAD,               /* (none) */
+    CAIRN_IPC_LOAD_RESP,          /* boot_id, term, vote, commit, snap_index, snap_term, entries */
+    CAIRN_IPC_APPEND,             /* seq, has_hs, term, vote, commit, entries */
+    CAIRN_IPC_APPENDED,           /* seq, index, term, code, message */
+    CAIRN_IPC_COMMIT,             /* commit, term, leader */
+    CAIRN_IPC_HELLO,              /* boot_id */
+    CAIRN_IPC_RANGE,              /* req_id, read_index, body(RangeRequest) */
+    CAIRN_IPC_RESULT,             /* req_id, code, message, body(response protobuf) */
+    CAIRN_IPC_STATUS,             /* req_id */
+    CAIRN_IPC_STATUS_RESP,        /* req_id, leader, term, index, applied, db_size, db_size_in_use,
+                                     revision, compact_rev */
+    CAIRN_IPC_ERROR,              /* req_id, code, message */
+    CAIRN_IPC_TYPE_MAX_
+} cairn_ipc_type_t;
+
+typedef struct {
+    uint64_t index;
+    uint64_t term;
+    uint8_t type;
+    const uint8_t *data;
+    size_t len;
+} cairn_ipc_entry_t;
+
+/* A decoded (or to-be-encoded) message. Only the fields of its type are meaningful.
+ * After cairn_ipc_decode, bin fields and entries point into memory owned by the message;
+ * release it with cairn_ipc_msg_release(). */
+typedef struct {
+    uint8_t type;
+    uint64_t req_id;
+    uint64_t seq;
+    uint64_t index;
+    uint64_t term;
+    uint64_t vote;
+    uint64_t commit;
+    uint64_t leader;
+    uint64_t boot_id;
+    uint64_t snap_index;
+    uint64_t snap_term;
+    uint64_t read_index;
+    uint64_t has_hs;
+    uint64_t applied;
+    uint64_t db_size;
+    uint64_t db_size_in_use;
+    int64_t revision;
+    int64_t compact_rev;
+    int64_t code; /* grpc status code (0 ok) or a CAIRN_E* code for ERROR */
+    const uint8_t *message;
+    size_t message_len;
+    const uint8_t *body;
+    size_t body_len;
+    const cairn_ipc_entry_t *entries;
+    size_t n_entries;
+    void *priv_; /* decoder's storage */
+} cairn_ipc_msg_t;
+
+/* Encodes msg into a malloc'd buffer (*out, *out_len). Returns 0 or CAIRN_EINVAL/CAIRN_ENOMEM. */
+int cairn_ipc_encode(const cairn_ipc_msg_t *msg, uint8_t **out, size_t *out_len);
+/* Decodes one frame. On success returns 0 and msg must be released; on failure msg holds
+ * nothing to release. The frame must outlive msg (bin fields may point into it). */
+int cairn_ipc_decode(const uint8_t *frame, size_t len, cairn_ipc_msg_t *msg);
+void cairn_ipc_msg_release(cairn_ipc_msg_t *msg);
+const char *cairn_ipc_type_name(int type);
+
+/* Sets message/message_len from a C string (borrowed). */
+void cairn_ipc_set_message(cairn_ipc_msg_t *msg, const char *s);
+
+/* ---- request envelope (the data of a proposed raft entry) ---- */
+typedef struct {
+    const uint8_t *origin;
+    size_t origin_len;
+    uint64_t req_id;
+    uint64_t kind;
+    const uint8_t *body;
+    size_t body_len;
+} cairn_ipc_req_t;
+
+int cairn_ipc_req_encode(const cairn_ipc_req_t *req, uint8_t **out, size_t *out_len);
+/* Zero-copy: origin/body point into data. */
+int cairn_ipc_req_decode(const uint8_t *data, size_t len, cairn_ipc_req_t *req);
+
+#endif
