@@ -1,0 +1,145 @@
+/* cairn_zmq.c - see cairn_zmq.h. */
+#include "cairn_zmq.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cairn_err.h"
+
+static void tune(zsock_t *s)
+{
+    zsock_set_sndhwm(s, CAIRN_ZMQ_HWM);
+    zsock_set_rcvhwm(s, CAIRN_ZMQ_HWM);
+    zsock_set_linger(s, 0);
+}
+
+zsock_t *cairn_zmq_router_bind(const char *endpoint, int *err)
+{
+    /* A crashed process leaves its socket file behind; binding over it would fail, and no
+     * live process can be using it because only this process binds this endpoint. */
+    if (strncmp(endpoint, "ipc://", 6) == 0)
+        unlink(endpoint + 6);
+    zsock_t *s = zsock_new(ZMQ_ROUTER);
+    if (!s) {
+        *err = CAIRN_ENOMEM;
+        return NULL;
+    }
+    tune(s);
+    zsock_set_router_mandatory(s, 1);
+    if (zsock_bind(s, "%s", endpoint) < 0) {
+        zsock_destroy(&s);
+        *err = CAIRN_EIO;
+        return NULL;
+    }
+    return s;
+}
+
+zsock_t *cairn_zmq_dealer_connect(const char *endpoint, const char *identity, int *err)
+{
+    zsock_t *s = zsock_new(ZMQ_DEALER);
+    if (!s) {
+        *err = CAIRN_ENOMEM;
+        return NULL;
+    }
+    tune(s);
+    if (identity)
+        zsock_set_identity(s, identity);
+    zsock_set_reconnect_ivl(s, 50);
+    zsock_set_reconnect_ivl_max(s, 500);
+    if (zsock_connect(s, "%s", endpoint) < 0) {
+        zsock_destroy(&s);
+        *err = CAIRN_EIO;
+        return NULL;
+    }
+    return s;
+}
+
+static void free_buf(void *data, void *hint) { free(data); }
+
+int cairn_zmq_send(zsock_t *sock, const void *identity, size_t identity_len, const cairn_ipc_msg_t *msg)
+{
+    uint8_t *buf;
+    size_t len;
+    int rc = cairn_ipc_encode(msg, &buf, &len);
+    if (rc)
+        return rc;
+    void *raw = zsock_resolve(sock);
+    if (identity) {
+        if (zmq_send(raw, identity, identity_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+            free(buf);
+            return CAIRN_EAGAIN;
+        }
+    }
+    zmq_msg_t m;
+    zmq_msg_init_data(&m, buf, len, free_buf, NULL);
+    if (zmq_msg_send(&m, raw, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        return CAIRN_EAGAIN;
+    }
+    return 0;
+}
+
+int cairn_zmq_recv(zsock_t *sock, int is_router, cairn_zmq_in_t *in)
+{
+    void *raw = zsock_resolve(sock);
+    memset(in, 0, sizeof *in);
+    zmq_msg_init(&in->frame);
+    if (is_router) {
+        zmq_msg_init(&in->ident);
+        if (zmq_msg_recv(&in->ident, raw, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&in->ident);
+            zmq_msg_close(&in->frame);
+            return CAIRN_EAGAIN;
+        }
+        in->has_ident = 1;
+        if (!zmq_msg_more(&in->ident)) {
+            cairn_zmq_in_close(in);
+            return CAIRN_EPROTO;
+        }
+        zmq_msg_recv(&in->frame, raw, 0);
+    } else if (zmq_msg_recv(&in->frame, raw, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&in->frame);
+        return CAIRN_EAGAIN;
+    }
+    if (zmq_msg_more(&in->frame)) { /* we only ever send one payload frame: drain the rest */
+        int more = 1;
+        while (more) {
+            zmq_msg_t x;
+            zmq_msg_init(&x);
+            zmq_msg_recv(&x, raw, 0);
+            more = zmq_msg_more(&x);
+            zmq_msg_close(&x);
+        }
+        cairn_zmq_in_close(in);
+        return CAIRN_EPROTO;
+    }
+    return 0;
+}
+
+void cairn_zmq_in_close(cairn_zmq_in_t *in)
+{
+    if (in->has_ident)
+        zmq_msg_close(&in->ident);
+    zmq_msg_close(&in->frame);
+    in->has_ident = 0;
+}
+
+int64_t cairn_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint64_t cairn_random_u64(void)
+{
+    uint64_t v = 0;
+    while (v == 0) {
+        if (getrandom(&v, sizeof v, 0) != sizeof v)
+            v = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    }
+    return v;
+}
