@@ -1,0 +1,1496 @@
+/* cairn_config.c - see cairn_config.h.
+ *
+ * Every option is one row of k_opts: its flag name (which is also its YAML key and, upper-
+ * cased, its CAIRN_* variable), how its text is parsed, where the value lands in
+ * cairn_config_t, its default and its help line. Flags, environment, file, usage and print
+ * all walk that one table, so an option cannot exist in one source and be missing from
+ * another.
+ *
+ * Loading happens in two steps. Each source is parsed value by value into the typed fields
+ * (so an error can name the exact flag, variable or file line), in precedence order, later
+ * sources overwriting earlier ones. Then cairn_config_finalize fills the defaults that
+ * depend on other options (data-dir from name, initial-cluster from name and peer URLs,
+ * run-dir from data-dir), checks the options against each other, and computes the member
+ * list and the etcd member and cluster IDs.
+ *
+ * Where etcd has an error for the same mistake, the message follows etcd's wording so that
+ * operators and their search engines recognise it.
+ */
+#include "cairn_config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <openssl/evp.h>
+
+#include "cairn_err.h"
+#include "cairn_log.h"
+
+/* ---- the option table ------------------------------------------------------------------- */
+
+typedef enum {
+    K_STR,         /* char *, any text */
+    K_URLS,        /* cairn_config_urls_t, comma-separated URLs */
+    K_U64,         /* uint64_t, decimal */
+    K_I64,         /* int64_t, decimal, may be negative */
+    K_MS,          /* int64_t milliseconds written as a plain integer (etcd's uint flags) */
+    K_DUR,         /* int64_t milliseconds written as a Go duration ("5s", "2h", "1m30s") */
+    K_BOOL,        /* bool */
+    K_ENUM,        /* int index into choices */
+    K_LOGLEVEL,    /* int cairn_log_level_t */
+    K_IGNORED,     /* etcd flag Cairn accepts so etcd configs work, and ignores */
+    K_CONFIG_FILE, /* char *, the config file; not settable from inside a file */
+} kind_t;
+
+enum {
+    O_EMPTY_OK = 1,  /* K_URLS: an empty list is allowed */
+    O_NEED_HOST = 2, /* K_URLS: others connect to these URLs, so the host must be given */
+    O_BOOLISH = 4,   /* K_IGNORED: a boolean in etcd, so `--flag` alone is valid */
+    O_QUIET = 8,     /* K_IGNORED: ignoring it changes nothing; no note */
+};
+
+typedef struct {
+    const char *name;
+    kind_t kind;
+    size_t off;
+    const char *def;  /* default as text; NULL when derived in finalize */
+    const char *shown; /* default as printed in usage when def is NULL */
+    const char *help;
+    const char *const *choices; /* K_ENUM */
+    unsigned flags;
+    const char *group; /* non-NULL: a new group starts here in usage */
+} opt_t;
+
+static const char *const k_states[] = {"new", "existing", NULL};
+static const char *const k_compaction[] = {"periodic", "revision", NULL};
+static const char *const k_metrics[] = {"basic", "extensive", NULL};
+
+#define F(field) offsetof(cairn_config_t, field)
+static const opt_t k_opts[] = {
+    {"config-file", K_CONFIG_FILE, F(config_file), "", NULL,
+     "Path to the node's config file (YAML with etcd's keys); also CAIRN_CONFIG_FILE.", NULL, 0, "Config"},
+
+    {"name", K_STR, F(name), "default", NULL, "Human-readable name for this member.", NULL, 0, "Member"},
+    {"data-dir", K_STR, F(data_dir), NULL, "${name}.etcd", "Path to the data directory.", NULL, 0, NULL},
+    {"wal-dir", K_STR, F(wal_dir), "", NULL, "Path to the dedicated wal directory.", NULL, 0, NULL},
+    {"snapshot-count", K_U64, F(snapshot_count), "100000", NULL,
+     "Number of committed transactions to trigger a snapshot to disk.", NULL, 0, NULL},
+    {"heartbeat-interval", K_MS, F(heartbeat_ms), "100", NULL,
+     "Time (in milliseconds) of a heartbeat interval; also raftd's tick.", NULL, 0, NULL},
+    {"election-timeout", K_MS, F(election_ms), "1000", NULL,
+     "Time (in milliseconds) for an election to timeout.", NULL, 0, NULL},
+    {"listen-peer-urls", K_URLS, F(listen_peer_urls), "http://localhost:2380", NULL,
+     "List of URLs to listen on for peer traffic.", NULL, 0, NULL},
+    {"listen-client-urls", K_URLS, F(listen_client_urls), "http://localhost:2379", NULL,
+     "List of URLs to listen on for client traffic.", NULL, 0, NULL},
+    {"quota-backend-bytes", K_I64, F(quota_backend_bytes), "0", NULL,
+     "Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB, negative disables).",
+     NULL, 0, NULL},
+    {"max-txn-ops", K_U64, F(max_txn_ops), "128", NULL,
+     "Maximum number of operations permitted in a transaction.", NULL, 0, NULL},
+    {"max-request-bytes", K_U64, F(max_request_bytes), "1572864", NULL,
+     "Maximum client request size in bytes the server will accept.", NULL, 0, NULL},
+    {"grpc-keepalive-min-time", K_DUR, F(grpc_keepalive_min_time_ms), "5s", NULL,
+     "Minimum duration interval that a client should wait before pinging server.", NULL, 0, NULL},
+    {"grpc-keepalive-interval", K_DUR, F(grpc_keepalive_interval_ms), "2h", NULL,
+     "Frequency duration of server-to-client ping to check if a connection is alive (0 to disable).",
+     NULL, 0, NULL},
+    {"grpc-keepalive-timeout", K_DUR, F(grpc_keepalive_timeout_ms), "20s", NULL,
+     "Additional duration of wait before closing a non-responsive connection (0 to disable).", NULL, 0,
+     NULL},
+
+    {"initial-advertise-peer-urls", K_URLS, F(initial_advertise_peer_urls), "http://localhost:2380", NULL,
+     "List of this member's peer URLs to advertise to the rest of the cluster.", NULL, O_NEED_HOST,
+     "Clustering"},
+    {"initial-cluster", K_STR, F(initial_cluster), NULL, "${name}=${initial-advertise-peer-urls}",
+     "Initial cluster configuration for bootstrapping (name=url,...; a name may repeat).", NULL, 0, NULL},
+    {"initial-cluster-state", K_ENUM, F(initial_cluster_state), "new", NULL,
+     "Initial cluster state ('new' or 'existing').", k_states, 0, NULL},
+    {"initial-cluster-token", K_STR, F(initial_cluster_token), "etcd-cluster", NULL,
+     "Initial cluster token for the cluster during bootstrap; part of every member ID.", NULL, 0, NULL},
+    {"advertise-client-urls", K_URLS, F(advertise_client_urls), "http://localhost:2379", NULL,
+     "List of this member's client URLs to advertise to the public.", NULL, O_NEED_HOST, NULL},
+    {"auto-compaction-retention", K_STR, F(auto_compaction_retention), "0", NULL,
+     "Auto compaction retention length. 0 means disable auto compaction.", NULL, 0, NULL},
+    {"auto-compaction-mode", K_ENUM, F(auto_compaction_mode), "periodic", NULL,
+     "Interpret 'auto-compaction-retention' as 'periodic' (duration, hours if no unit) or 'revision'.",
+     k_compaction, 0, NULL},
+
+    {"cert-file", K_STR, F(cert_file), "", NULL, "Path to the client server TLS cert file.", NULL, 0,
+     "Security"},
+    {"key-file", K_STR, F(key_file), "", NULL, "Path to the client server TLS key file.", NULL, 0, NULL},
+    {"client-cert-auth", K_BOOL, F(client_cert_auth), "false", NULL, "Enable client cert authentication.",
+     NULL, 0, NULL},
+    {"trusted-ca-file", K_STR, F(trusted_ca_file), "", NULL,
+     "Path to the client server TLS trusted CA cert file.", NULL, 0, NULL},
+    {"auto-tls", K_BOOL, F(auto_tls), "false", NULL, "Client TLS using generated certificates.", NULL, 0,
+     NULL},
+    {"peer-cert-file", K_STR, F(peer_cert_file), "", NULL, "Path to the peer server TLS cert file.", NULL, 0,
+     NULL},
+    {"peer-key-file", K_STR, F(peer_key_file), "", NULL, "Path to the peer server TLS key file.", NULL, 0,
+     NULL},
+    {"peer-client-cert-auth", K_BOOL, F(peer_client_cert_auth), "false", NULL,
+     "Enable peer client cert authentication.", NULL, 0, NULL},
+    {"peer-trusted-ca-file", K_STR, F(peer_trusted_ca_file), "", NULL,
+     "Path to the peer server TLS trusted CA file.", NULL, 0, NULL},
+    {"peer-auto-tls", K_BOOL, F(peer_auto_tls), "false", NULL,
+     "Peer TLS using self-generated certificates if --peer-key-file and --peer-cert-file are not provided.",
+     NULL, 0, NULL},
+
+    {"log-level", K_LOGLEVEL, F(log_level), "info", NULL,
+     "Configures log level. Only supports debug, info, warn, error, panic, or fatal.", NULL, 0,
+     "Logging and monitoring"},
+    {"metrics", K_ENUM, F(metrics), "basic", NULL,
+     "Set level of detail for exported metrics, specify 'extensive' to include histogram metrics.",
+     k_metrics, 0, NULL},
+    {"listen-metrics-urls", K_URLS, F(listen_metrics_urls), "", NULL,
+     "List of URLs to listen on for the metrics and health endpoints.", NULL, O_EMPTY_OK, NULL},
+
+    {"run-dir", K_STR, F(run_dir), NULL, "${data-dir}/run",
+     "Directory of the node's ipc:// sockets (raftd, stored, gateways); paths must fit 107 bytes.", NULL, 0,
+     "Cairn"},
+    {"gateway-id", K_STR, F(gateway_id), "", NULL,
+     "Identifies one gatewayd among several on the node ([A-Za-z0-9._-]; empty: derived from its pid).",
+     NULL, 0, NULL},
+
+    {"logger", K_IGNORED, 0, "zap", NULL, "Cairn always logs structured lines; 'zap' is accepted.", NULL,
+     O_QUIET, "Accepted for etcd compatibility and ignored"},
+    {"log-outputs", K_IGNORED, 0, "default", NULL, "Cairn logs to stderr (journald captures it).", NULL, 0,
+     NULL},
+    {"enable-pprof", K_IGNORED, 0, "false", NULL, "Cairn has no Go runtime to profile.", NULL, O_BOOLISH,
+     NULL},
+    {"pre-vote", K_IGNORED, 0, "true", NULL, "Cairn always runs the PreVote phase.", NULL, O_BOOLISH, NULL},
+    {"strict-reconfig-check", K_IGNORED, 0, "true", NULL,
+     "Cairn always rejects reconfigurations that would lose quorum.", NULL, O_BOOLISH, NULL},
+    {"initial-election-tick-advance", K_IGNORED, 0, "true", NULL, "Not tunable in Cairn.", NULL, O_BOOLISH,
+     NULL},
+    {"max-snapshots", K_IGNORED, 0, "5", NULL, "Cairn's stored manages snapshot retention itself.", NULL, 0,
+     NULL},
+    {"max-wals", K_IGNORED, 0, "5", NULL, "Cairn's stored manages WAL retention itself.", NULL, 0, NULL},
+};
+#undef F
+#define N_OPTS (sizeof k_opts / sizeof k_opts[0])
+
+/* Where an option's current value came from; derived defaults apply only to SRC_DEFAULT. */
+enum { SRC_DEFAULT = 0, SRC_FILE, SRC_ENV, SRC_FLAG };
+
+struct cairn_config_priv_t {
+    unsigned char src[N_OPTS];
+    char *notes;
+};
+
+/* ---- small helpers ---------------------------------------------------------------------- */
+
+static int fail(char *eb, size_t el, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int fail(char *eb, size_t el, int code, const char *fmt, ...)
+{
+    if (eb && el) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(eb, el, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+static char *xstrndup(const char *s, size_t n)
+{
+    char *p = malloc(n + 1);
+    if (p) {
+        memcpy(p, s, n);
+        p[n] = 0;
+    }
+    return p;
+}
+
+static void *field(cairn_config_t *c, const opt_t *o) { return (char *)c + o->off; }
+static const void *cfield(const cairn_config_t *c, const opt_t *o) { return (const char *)c + o->off; }
+
+static int opt_index(const char *name, size_t len)
+{
+    for (size_t i = 0; i < N_OPTS; i++)
+        if (strncmp(k_opts[i].name, name, len) == 0 && k_opts[i].name[len] == 0)
+            return (int)i;
+    return -1;
+}
+
+static bool opt_is_bool(const opt_t *o) { return o->kind == K_BOOL || (o->kind == K_IGNORED && (o->flags & O_BOOLISH)); }
+
+/* CAIRN_ + the flag upper-cased, '-' -> '_'. */
+static void env_name(const opt_t *o, char *buf, size_t len)
+{
+    size_t n = (size_t)snprintf(buf, len, "CAIRN_");
+    for (const char *p = o->name; *p && n + 1 < len; p++)
+        buf[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+    buf[n < len ? n : len - 1] = 0;
+}
+
+/* ---- URL lists ---------------------------------------------------------------------------- */
+
+static void urls_free(cairn_config_urls_t *u)
+{
+    for (size_t i = 0; i < u->n; i++)
+        free(u->v[i]);
+    free(u->v);
+    u->v = NULL;
+    u->n = 0;
+}
+
+static int urls_push(cairn_config_urls_t *u, char *s)
+{
+    char **v = realloc(u->v, (u->n + 1) * sizeof *v);
+    if (!v) {
+        free(s);
+        return CAIRN_ENOMEM;
+    }
+    u->v = v;
+    u->v[u->n++] = s;
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static void urls_sort(cairn_config_urls_t *u)
+{
+    if (u->n > 1)
+        qsort(u->v, u->n, sizeof *u->v, cmp_str);
+}
+
+/* Joins with sep, each item prefixed by prefix (may be ""). Returns malloc'd text or NULL. */
+static char *join(char *const *v, size_t n, const char *prefix, const char *sep)
+{
+    size_t len = 1;
+    for (size_t i = 0; i < n; i++)
+        len += strlen(prefix) + strlen(v[i]) + strlen(sep);
+    char *s = malloc(len), *p = s;
+    if (!s)
+        return NULL;
+    *p = 0;
+    for (size_t i = 0; i < n; i++)
+        p += sprintf(p, "%s%s%s", i ? sep : "", prefix, v[i]);
+    return s;
+}
+
+/* Validates one URL the way etcd's types.NewURLs does (scheme http/https/unix/unixs, an
+ * authority of the form host:port, no path) and returns its normal form: spaces trimmed,
+ * scheme lower-cased, otherwise as written - the exact string etcd hashes into member IDs.
+ * Stricter than etcd: the port must be numeric and present, and user info, a query or a
+ * fragment are refused (they have no meaning for a peer or listen address). */
+static int url_norm(const char *in, size_t len, bool need_host, char **out, char *why, size_t wl)
+{
+    while (len && isspace((unsigned char)*in))
+        in++, len--;
+    while (len && isspace((unsigned char)in[len - 1]))
+        len--;
+    char *s = xstrndup(in, len);
+    if (!s)
+        return CAIRN_ENOMEM;
+    int rc = CAIRN_ECONFIG;
+    char *sep = strstr(s, "://");
+    if (!sep) {
+        fail(why, wl, 0, "URL scheme must be http, https, unix, or unixs: %s", s);
+        goto out;
+    }
+    for (char *p = s; p < sep; p++)
+        *p = (char)tolower((unsigned char)*p);
+    size_t sl = (size_t)(sep - s);
+    if (!((sl == 4 && !memcmp(s, "http", 4)) || (sl == 5 && !memcmp(s, "https", 5)) ||
+          (sl == 4 && !memcmp(s, "unix", 4)) || (sl == 5 && !memcmp(s, "unixs", 5)))) {
+        fail(why, wl, 0, "URL scheme must be http, https, unix, or unixs: %s", s);
+        goto out;
+    }
+    char *auth = sep + 3;
+    size_t al = strcspn(auth, "/?#");
+    if (auth[al] == '/') {
+        fail(why, wl, 0, "URL must not contain a path: %s", s);
+        goto out;
+    }
+    if (auth[al]) {
+        fail(why, wl, 0, "URL must not contain a query or fragment: %s", s);
+        goto out;
+    }
+    if (memchr(auth, '@', al)) {
+        fail(why, wl, 0, "URL must not contain user information: %s", s);
+        goto out;
+    }
+    const char *host = auth, *hend, *port;
+    if (*auth == '[') {
+        hend = memchr(auth, ']', al);
+        if (!hend || hend[1] != ':') {
+            fail(why, wl, 0, "URL address does not have the form \"host:port\": %s", s);
+            goto out;
+        }
+        host = auth + 1;
+        port = hend + 2;
+    } else {
+        hend = strrchr(auth, ':');
+        if (!hend || memchr(auth, ':', (size_t)(hend - auth))) {
+            fail(why, wl, 0, "URL address does not have the form \"host:port\": %s", s);
+            goto out;
+        }
+        port = hend + 1;
+    }
+    size_t pl = strlen(port);
+    if (pl == 0 || pl > 5 || strspn(port, "0123456789") != pl || atol(port) > 65535) {
+        fail(why, wl, 0, "URL port must be a number from 0 to 65535: %s", s);
+        goto out;
+    }
+    if (need_host && hend == host) {
+        fail(why, wl, 0, "URL must name a host that others can reach: %s", s);
+        goto out;
+    }
+    *out = s;
+    return 0;
+out:
+    free(s);
+    return rc;
+}
+
+static int urls_parse(const char *text, unsigned flags, cairn_config_urls_t *out, char *why, size_t wl)
+{
+    cairn_config_urls_t u = {0};
+    const char *p = text;
+    while (isspace((unsigned char)*p))
+        p++;
+    if (*p == 0) {
+        if (flags & O_EMPTY_OK) {
+            *out = u;
+            return 0;
+        }
+        return fail(why, wl, CAIRN_ECONFIG, "no valid URLs given");
+    }
+    for (;;) {
+        size_t n = strcspn(p, ",");
+        char *one;
+        int rc = url_norm(p, n, flags & O_NEED_HOST, &one, why, wl);
+        if (rc == 0)
+            rc = urls_push(&u, one);
+        if (rc) {
+            urls_free(&u);
+            return rc;
+        }
+        if (!p[n])
+            break;
+        p += n + 1;
+    }
+    *out = u;
+    return 0;
+}
+
+/* ---- scalar parsers --------------------------------------------------------------------- */
+
+static bool parse_u64(const char *s, uint64_t *v)
+{
+    if (!*s || strspn(s, "0123456789") != strlen(s))
+        return false;
+    uint64_t x = 0;
+    for (; *s; s++) {
+        if (x > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
+            return false;
+        x = x * 10 + (uint64_t)(*s - '0');
+    }
+    *v = x;
+    return true;
+}
+
+static bool parse_i64(const char *s, int64_t *v)
+{
+    bool neg = *s == '-';
+    uint64_t x;
+    if (!parse_u64(s + neg, &x) || x > (uint64_t)INT64_MAX + neg)
+        return false;
+    *v = neg ? (int64_t)(0 - x) : (int64_t)x;
+    return true;
+}
+
+/* Go's strconv.ParseBool, plus the YAML 1.1 words etcd's YAML parser takes. */
+static int parse_bool(const char *s, bool *v)
+{
+    static const char *const t[] = {"1", "t", "T", "true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"};
+    static const char *const f[] = {"0", "f", "F", "false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        if (!strcmp(s, t[i]))
+            return *v = true, 0;
+        if (!strcmp(s, f[i]))
+            return *v = false, 0;
+    }
+    return -1;
+}
+
+/* Go's time.ParseDuration ("300ms", "1.5h", "2h45m", "0"), truncated to milliseconds.
+ * Negative durations are refused: nothing here means anything negative. */
+static int parse_duration_ms(const char *s, int64_t *ms, char *why, size_t wl)
+{
+    static const struct {
+        const char *u;
+        double ns;
+    } units[] = {{"ns", 1}, {"us", 1e3}, {"\xc2\xb5s", 1e3}, {"\xce\xbcs", 1e3}, {"ms", 1e6},
+                 {"s", 1e9}, {"m", 60e9}, {"h", 3600e9}};
+    const char *p = s;
+    if (*p == '-')
+        return fail(why, wl, -1, "must not be negative");
+    if (*p == '+')
+        p++;
+    if (!strcmp(p, "0")) {
+        *ms = 0;
+        return 0;
+    }
+    if (!*p)
+        return fail(why, wl, -1, "invalid duration");
+    double total = 0;
+    while (*p) {
+        const char *start = p;
+        double v = 0, scale = 1;
+        while (isdigit((unsigned char)*p))
+            v = v * 10 + (*p++ - '0');
+        if (*p == '.') {
+            p++;
+            while (isdigit((unsigned char)*p))
+                v += (*p++ - '0') * (scale /= 10);
+        }
+        if (p == start || (p == start + 1 && *start == '.'))
+            return fail(why, wl, -1, "invalid duration");
+        const char *u = p;
+        while (*p && !isdigit((unsigned char)*p) && *p != '.')
+            p++;
+        if (u == p)
+            return fail(why, wl, -1, "missing unit in duration (e.g. 5s, 500ms, 2h)");
+        double mult = 0;
+        for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+            if (strlen(units[i].u) == (size_t)(p - u) && !memcmp(units[i].u, u, (size_t)(p - u)))
+                mult = units[i].ns;
+        if (mult == 0)
+            return fail(why, wl, -1, "unknown unit \"%.*s\" in duration", (int)(p - u), u);
+        total += v * mult;
+        if (total > 9.2e18) /* Go's limit: int64 nanoseconds */
+            return fail(why, wl, -1, "invalid duration (too large)");
+    }
+    *ms = (int64_t)(total / 1e6);
+    return 0;
+}
+
+/* ---- applying one value ------------------------------------------------------------------- */
+
+enum { HOW_TEXT = 0, HOW_YAML_PLAIN, HOW_YAML_QUOTED };
+
+/* Parses val into o's field. On CAIRN_ECONFIG, why says what is wrong with val. */
+static int parse_into(cairn_config_t *c, const opt_t *o, const char *val, int how, char *why, size_t wl)
+{
+    void *f = field(c, o);
+    switch (o->kind) {
+    case K_STR:
+    case K_CONFIG_FILE: {
+        char *s = strdup(val);
+        if (!s)
+            return CAIRN_ENOMEM;
+        free(*(char **)f);
+        *(char **)f = s;
+        return 0;
+    }
+    case K_URLS: {
+        cairn_config_urls_t u;
+        int rc = urls_parse(val, o->flags, &u, why, wl);
+        if (rc)
+            return rc;
+        urls_free(f);
+        *(cairn_config_urls_t *)f = u;
+        return 0;
+    }
+    case K_U64:
+        if (!parse_u64(val, f))
+            return fail(why, wl, CAIRN_ECONFIG, "must be a non-negative integer");
+        return 0;
+    case K_I64:
+        if (!parse_i64(val, f))
+            return fail(why, wl, CAIRN_ECONFIG, "must be an integer");
+        return 0;
+    case K_MS: {
+        uint64_t v;
+        if (!parse_u64(val, &v))
+            return fail(why, wl, CAIRN_ECONFIG, "must be a whole number of milliseconds");
+        if (v > INT32_MAX)
+            return fail(why, wl, CAIRN_ECONFIG, "too large");
+        *(int64_t *)f = (int64_t)v;
+        return 0;
+    }
+    case K_DUR: {
+        /* In etcd's YAML a duration is a bare integer of nanoseconds (the YAML becomes JSON
+         * for a Go time.Duration), while its flags take "5s". Take both; refuse the small
+         * bare numbers that are surely meant as seconds or milliseconds. */
+        uint64_t ns;
+        if (how == HOW_YAML_PLAIN && parse_u64(val, &ns)) {
+            if (ns != 0 && ns < 1000000)
+                return fail(why, wl, CAIRN_ECONFIG,
+                            "a bare number is nanoseconds here (as in etcd's YAML); write a duration "
+                            "such as '5s'");
+            *(int64_t *)f = (int64_t)(ns / 1000000);
+            return 0;
+        }
+        return parse_duration_ms(val, f, why, wl) ? CAIRN_ECONFIG : 0;
+    }
+    case K_BOOL:
+        if (parse_bool(val, f))
+            return fail(why, wl, CAIRN_ECONFIG, "must be true or false");
+        return 0;
+    case K_ENUM:
+        for (int i = 0; o->choices[i]; i++)
+            if (!strcmp(val, o->choices[i])) {
+                *(int *)f = i;
+                return 0;
+            }
+        return fail(why, wl, CAIRN_ECONFIG, "must be '%s' or '%s'", o->choices[0], o->choices[1]);
+    case K_LOGLEVEL: {
+        int lv = cairn_log_level_parse(val);
+        if (lv < 0)
+            return fail(why, wl, CAIRN_ECONFIG, "unknown level (debug, info, warn, error, panic or fatal)");
+        *(int *)f = lv;
+        return 0;
+    }
+    case K_IGNORED:
+        if ((o->flags & O_BOOLISH)) {
+            bool b;
+            if (parse_bool(val, &b))
+                return fail(why, wl, CAIRN_ECONFIG, "must be true or false");
+        }
+        return 0;
+    }
+    return CAIRN_EINVAL;
+}
+
+/* Applies val to option i from source src; ctx names the source for the error message:
+ * "flag --x", "CAIRN_X", "x" (file: the caller prefixes file and line). */
+static int apply(cairn_config_t *c, size_t i, const char *val, int src, int how, const char *ctx, char *eb,
+                 size_t el)
+{
+    char why[256] = "";
+    int rc = parse_into(c, &k_opts[i], val, how, why, sizeof why);
+    if (rc == CAIRN_ECONFIG)
+        return fail(eb, el, rc, "invalid value \"%s\" for %s: %s", val, ctx, why);
+    if (rc)
+        return fail(eb, el, rc, "%s", cairn_strerror(rc));
+    c->priv_->src[i] = (unsigned char)src;
+    return 0;
+}
+
+/* ---- new / destroy -------------------------------------------------------------------------- */
+
+static void free_derived(cairn_config_t *c)
+{
+    for (size_t i = 0; i < c->n_members; i++) {
+        free(c->members[i].name);
+        urls_free(&c->members[i].peer_urls);
+    }
+    free(c->members);
+    c->members = NULL;
+    c->n_members = 0;
+    c->self = 0;
+    c->member_id = c->cluster_id = 0;
+    c->finalized = false;
+    if (c->priv_) {
+        free(c->priv_->notes);
+        c->priv_->notes = NULL;
+    }
+}
+
+void cairn_config_destroy(cairn_config_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    cairn_config_t *c = *self_p;
+    free_derived(c);
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const opt_t *o = &k_opts[i];
+        if (o->kind == K_STR || o->kind == K_CONFIG_FILE)
+            free(*(char **)field(c, o));
+        else if (o->kind == K_URLS)
+            urls_free(field(c, o));
+    }
+    free(c->priv_);
+    free(c);
+    *self_p = NULL;
+}
+
+cairn_config_t *cairn_config_new(void)
+{
+    cairn_config_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->priv_ = calloc(1, sizeof *c->priv_);
+    if (!c->priv_)
+        goto oom;
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const opt_t *o = &k_opts[i];
+        /* Derived options hold "" until finalize, so no string field is ever NULL. */
+        const char *def = o->def ? o->def : "";
+        if (o->kind == K_IGNORED)
+            continue;
+        if (parse_into(c, o, def, HOW_TEXT, NULL, 0))
+            goto oom; /* the defaults are valid, so only allocation can fail */
+    }
+    return c;
+oom:
+    cairn_config_destroy(&c);
+    return NULL;
+}
+
+/* ---- config file ---------------------------------------------------------------------------- */
+
+/* Reads one YAML scalar starting at s (leading spaces allowed), in place. Sets *val to its
+ * text, *quoted when it was quoted, *null when it was empty, ~ or null. */
+static int yaml_scalar(char *s, char **val, bool *quoted, bool *null, char *why, size_t wl)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    *quoted = *null = false;
+    char *rest;
+    if (*s == '\'' || *s == '"') {
+        char q = *s, *w = s, *r = s + 1;
+        for (;;) {
+            if (!*r)
+                return fail(why, wl, -1, "unterminated quoted string");
+            if (*r == q) {
+                if (q == '\'' && r[1] == '\'') { /* '' is a quote inside '...' */
+                    *w++ = '\'';
+                    r += 2;
+                    continue;
+                }
+                break;
+            }
+            if (q == '"' && *r == '\\') {
+                r++;
+                switch (*r) {
+                case '\\': *w++ = '\\'; break;
+                case '"': *w++ = '"'; break;
+                case '/': *w++ = '/'; break;
+                case 'n': *w++ = '\n'; break;
+                case 't': *w++ = '\t'; break;
+                default: return fail(why, wl, -1, "unsupported escape \\%c in quoted string", *r ? *r : ' ');
+                }
+                r++;
+                continue;
+            }
+            *w++ = *r++;
+        }
+        *w = 0;
+        rest = r + 1;
+        while (*rest == ' ' || *rest == '\t')
+            rest++;
+        if (*rest && *rest != '#')
+            return fail(why, wl, -1, "unexpected text after the quoted string");
+        *val = s;
+        *quoted = true;
+        return 0;
+    }
+    /* Plain scalar: a comment starts at " #". */
+    char *end = s;
+    while (*end && !(*end == '#' && (end == s || end[-1] == ' ' || end[-1] == '\t')))
+        end++;
+    while (end > s && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    *end = 0;
+    *val = s;
+    *null = !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
+    return 0;
+}
+
+/* etcd writes TLS settings as two nested blocks; their keys map onto our flags. */
+static const char *const k_tls_keys[] = {"cert-file", "key-file", "client-cert-auth", "trusted-ca-file",
+                                         "auto-tls", NULL};
+
+static int load_file(cairn_config_t *c, const char *path, char *eb, size_t el)
+{
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        return fail(eb, el, CAIRN_ECONFIG, "cannot read config file %s: %s", path, strerror(errno));
+    enum { B_NONE, B_CLIENT, B_PEER, B_SKIP } block = B_NONE;
+    int block_indent = -1, lineno = 0, rc = 0;
+    int seen[N_OPTS] = {0};
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t got;
+#define FERR(...)                                                                                    \
+    do {                                                                                             \
+        char msg_[384];                                                                              \
+        snprintf(msg_, sizeof msg_, __VA_ARGS__);                                                    \
+        rc = fail(eb, el, CAIRN_ECONFIG, "config file %s line %d: %s", path, lineno, msg_);          \
+        goto out;                                                                                    \
+    } while (0)
+    while ((got = getline(&line, &cap, fp)) >= 0) {
+        lineno++;
+        if ((size_t)got != strlen(line))
+            FERR("NUL byte in line");
+        while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r'))
+            line[--got] = 0;
+        int indent = (int)strspn(line, " ");
+        char *s = line + indent;
+        if (*s == '\t')
+            FERR("tab in indentation (YAML indents with spaces)");
+        if (!*s || *s == '#')
+            continue;
+        if (indent == 0 && (!strncmp(s, "---", 3) || !strncmp(s, "...", 3)) &&
+            (!s[3] || s[3] == ' ' || s[3] == '#'))
+            continue;
+        bool item = *s == '-' && (s[1] == ' ' || !s[1]);
+        if (indent > 0 || (item && block == B_SKIP)) {
+            if (block == B_NONE)
+                FERR("unexpected indentation");
+            if (block == B_SKIP)
+                continue; /* the value of an ignored key: a list or nested block */
+            if (block_indent < 0)
+                block_indent = indent;
+            if (indent != block_indent)
+                FERR("inconsistent indentation");
+        } else {
+            block = B_NONE;
+            block_indent = -1;
+        }
+        if (item)
+            FERR("YAML lists are not supported here; write a comma-separated string");
+        /* key: the text before the first ':' that ends the line or is followed by a blank */
+        char *colon = s;
+        while (*colon && !(*colon == ':' && (!colon[1] || colon[1] == ' ' || colon[1] == '\t')))
+            colon++;
+        if (!*colon)
+            FERR("expected 'key: value'");
+        char *kend = colon;
+        while (kend > s && (kend[-1] == ' ' || kend[-1] == '\t'))
+            kend--;
+        *kend = 0;
+        char *val, why[256];
+        bool quoted, null;
+        if (yaml_scalar(colon + 1, &val, &quoted, &null, why, sizeof why))
+            FERR("%s: %s", s, why);
+        if (block == B_NONE && (!strcmp(s, "client-transport-security") || !strcmp(s, "peer-transport-security"))) {
+            if (!null)
+                FERR("%s must be a nested block of keys", s);
+            block = s[0] == 'c' ? B_CLIENT : B_PEER;
+            continue;
+        }
+        int i;
+        if (block == B_CLIENT || block == B_PEER) {
+            const char *sec = block == B_CLIENT ? "client-transport-security" : "peer-transport-security";
+            i = -1;
+            for (int k = 0; k_tls_keys[k]; k++)
+                if (!strcmp(s, k_tls_keys[k])) {
+                    char full[64];
+                    snprintf(full, sizeof full, "%s%s", block == B_PEER ? "peer-" : "", s);
+                    i = opt_index(full, strlen(full));
+                }
+            if (i < 0)
+                FERR("unknown key \"%s\" in %s", s, sec);
+        } else {
+            i = opt_index(s, strlen(s));
+            if (i < 0)
+                FERR("unknown key \"%s\"", s);
+        }
+        const opt_t *o = &k_opts[i];
+        if (o->kind == K_CONFIG_FILE)
+            FERR("config-file cannot be set inside a config file");
+        if (seen[i])
+            FERR("duplicate key \"%s\" (first set on line %d)", o->name, seen[i]);
+        seen[i] = lineno;
+        if (o->kind == K_IGNORED) {
+            c->priv_->src[i] = SRC_FILE;
+            if (null && block == B_NONE)
+                block = B_SKIP;
+            continue;
+        }
+        if (null)
+            continue; /* an empty value keeps the default, as in etcd's YAML */
+        if (!quoted && (*val == '[' || *val == '{'))
+            FERR("%s: YAML lists and maps are not supported; write a comma-separated string", o->name);
+        rc = apply(c, (size_t)i, val, SRC_FILE, quoted ? HOW_YAML_QUOTED : HOW_YAML_PLAIN, o->name, why,
+                   sizeof why);
+        if (rc == CAIRN_ECONFIG)
+            FERR("%s", why);
+        if (rc) {
+            fail(eb, el, rc, "%s", why);
+            goto out;
+        }
+    }
+#undef FERR
+    if (ferror(fp))
+        rc = fail(eb, el, CAIRN_ECONFIG, "cannot read config file %s: %s", path, strerror(errno));
+out:
+    free(line);
+    fclose(fp);
+    return rc;
+}
+
+/* ---- load ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    size_t opt;
+    const char *val;
+} flagval_t;
+
+/* Parses argv the way Go's flag package (and so etcd) does, into a list applied later, so
+ * that flag errors are reported before any file is read and flags still win over it. */
+static int parse_argv(int argc, char *const argv[], flagval_t *fv, size_t *nfv, char *eb, size_t el)
+{
+    size_t n = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--")) {
+            if (i + 1 < argc)
+                return fail(eb, el, CAIRN_ECONFIG, "unexpected argument: %s", argv[i + 1]);
+            break;
+        }
+        if (a[0] != '-' || !a[1])
+            return fail(eb, el, CAIRN_ECONFIG, "unexpected argument: %s (flags start with --)", a);
+        const char *name = a + 1 + (a[1] == '-');
+        if (!*name || *name == '-' || *name == '=')
+            return fail(eb, el, CAIRN_ECONFIG, "bad flag syntax: %s", a);
+        const char *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        if ((len == 1 && *name == 'h') || (len == 4 && !strncmp(name, "help", 4)))
+            return CAIRN_CONFIG_HELP;
+        if (len == 7 && !strncmp(name, "version", 7))
+            return CAIRN_CONFIG_VERSION;
+        int k = opt_index(name, len);
+        if (k < 0)
+            return fail(eb, el, CAIRN_ECONFIG, "unknown flag: --%.*s", (int)len, name);
+        const char *val;
+        if (eq)
+            val = eq + 1;
+        else if (opt_is_bool(&k_opts[k]))
+            val = "true"; /* Go: a bare boolean flag never takes the next argument */
+        else if (i + 1 < argc)
+            val = argv[++i];
+        else
+            return fail(eb, el, CAIRN_ECONFIG, "flag needs an argument: --%s", k_opts[k].name);
+        fv[n].opt = (size_t)k;
+        fv[n].val = val;
+        n++;
+    }
+    *nfv = n;
+    return 0;
+}
+
+int cairn_config_load(cairn_config_t *c, int argc, char *const argv[], char *eb, size_t el)
+{
+    if (eb && el)
+        eb[0] = 0;
+    if (!c || argc < 0 || (argc > 0 && !argv))
+        return fail(eb, el, CAIRN_EINVAL, "invalid argument");
+    flagval_t *fv = calloc((size_t)argc + 1, sizeof *fv);
+    if (!fv)
+        return fail(eb, el, CAIRN_ENOMEM, "out of memory");
+    size_t nfv = 0;
+    int rc = parse_argv(argc, argv, fv, &nfv, eb, el);
+    if (rc)
+        goto out;
+
+    /* The config file: the last --config-file flag, else CAIRN_CONFIG_FILE. */
+    const char *file = getenv("CAIRN_CONFIG_FILE");
+    int file_src = SRC_ENV;
+    for (size_t i = 0; i < nfv; i++)
+        if (k_opts[fv[i].opt].kind == K_CONFIG_FILE)
+            file = fv[i].val, file_src = SRC_FLAG;
+    if (file && *file) {
+        size_t k = (size_t)opt_index("config-file", 11);
+        if ((rc = apply(c, k, file, file_src, HOW_TEXT, "--config-file", eb, el)))
+            goto out;
+        if ((rc = load_file(c, file, eb, el)))
+            goto out;
+    }
+
+    /* The environment. Other CAIRN_* variables (CAIRN_BIN, ...) belong to other tools and
+     * are left alone. */
+    for (size_t i = 0; i < N_OPTS; i++) {
+        if (k_opts[i].kind == K_CONFIG_FILE)
+            continue;
+        char var[96];
+        env_name(&k_opts[i], var, sizeof var);
+        const char *v = getenv(var);
+        if (!v)
+            continue;
+        char ctx[160];
+        snprintf(ctx, sizeof ctx, "environment variable %s", var);
+        if ((rc = apply(c, i, v, SRC_ENV, HOW_TEXT, ctx, eb, el)))
+            goto out;
+    }
+
+    for (size_t i = 0; i < nfv; i++) {
+        const opt_t *o = &k_opts[fv[i].opt];
+        if (o->kind == K_CONFIG_FILE)
+            continue;
+        char ctx[96];
+        snprintf(ctx, sizeof ctx, "flag --%s", o->name);
+        if ((rc = apply(c, fv[i].opt, fv[i].val, SRC_FLAG, HOW_TEXT, ctx, eb, el)))
+            goto out;
+    }
+    rc = cairn_config_finalize(c, eb, el);
+out:
+    free(fv);
+    return rc;
+}
+
+int cairn_config_set(cairn_config_t *c, const char *flag, const char *value, char *eb, size_t el)
+{
+    if (!c || !flag || !value)
+        return fail(eb, el, CAIRN_EINVAL, "invalid argument");
+    int k = opt_index(flag, strlen(flag));
+    if (k < 0)
+        return fail(eb, el, CAIRN_ECONFIG, "unknown flag: --%s", flag);
+    char ctx[96];
+    snprintf(ctx, sizeof ctx, "flag --%s", flag);
+    c->finalized = false;
+    return apply(c, (size_t)k, value, SRC_FLAG, HOW_TEXT, ctx, eb, el);
+}
+
+/* ---- IDs ----------------------------------------------------------------------------------- */
+
+static uint64_t be64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+uint64_t cairn_config_compute_member_id(const char *const *peer_urls, size_t n, const char *token,
+                                        const int64_t *unix_time)
+{
+    const char **sorted = malloc((n ? n : 1) * sizeof *sorted);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned char h[EVP_MAX_MD_SIZE];
+    unsigned int hl = 0;
+    uint64_t id = 0;
+    if (!sorted || !md || !EVP_DigestInit_ex(md, EVP_sha1(), NULL))
+        goto out;
+    memcpy(sorted, peer_urls, n * sizeof *sorted);
+    if (n > 1)
+        qsort(sorted, n, sizeof *sorted, cmp_str);
+    int ok = 1;
+    for (size_t i = 0; i < n; i++)
+        ok &= EVP_DigestUpdate(md, sorted[i], strlen(sorted[i]));
+    if (token)
+        ok &= EVP_DigestUpdate(md, token, strlen(token));
+    if (unix_time) {
+        char t[32];
+        int tl = snprintf(t, sizeof t, "%" PRId64, *unix_time);
+        ok &= EVP_DigestUpdate(md, t, (size_t)tl);
+    }
+    if (ok && EVP_DigestFinal_ex(md, h, &hl) && hl >= 8)
+        id = be64(h);
+out:
+    EVP_MD_CTX_free(md);
+    free(sorted);
+    return id; /* 0 only on allocation failure: raft reserves 0 as "no member" */
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+uint64_t cairn_config_compute_cluster_id(const uint64_t *ids, size_t n)
+{
+    uint64_t *s = malloc((n ? n : 1) * sizeof *s);
+    unsigned char *b = malloc(n * 8 + 1), h[EVP_MAX_MD_SIZE];
+    unsigned int hl = 0;
+    uint64_t id = 0;
+    if (s && b) {
+        memcpy(s, ids, n * sizeof *s);
+        qsort(s, n, sizeof *s, cmp_u64);
+        for (size_t i = 0; i < n; i++)
+            for (int j = 0; j < 8; j++)
+                b[i * 8 + j] = (unsigned char)(s[i] >> (56 - 8 * j));
+        if (EVP_Digest(b, n * 8, h, &hl, EVP_sha1(), NULL) && hl >= 8)
+            id = be64(h);
+    }
+    free(s);
+    free(b);
+    return id;
+}
+
+uint64_t cairn_config_member_id(const cairn_config_t *c) { return c && c->finalized ? c->member_id : 0; }
+uint64_t cairn_config_cluster_id(const cairn_config_t *c) { return c && c->finalized ? c->cluster_id : 0; }
+
+/* ---- finalize -------------------------------------------------------------------------------- */
+
+static size_t src_of(const cairn_config_t *c, const char *name)
+{
+    return c->priv_->src[opt_index(name, strlen(name))];
+}
+
+static int set_str(char **f, char *s)
+{
+    if (!s)
+        return CAIRN_ENOMEM;
+    free(*f);
+    *f = s;
+    return 0;
+}
+
+static bool valid_ident(const char *s)
+{
+    return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == strlen(s);
+}
+
+static bool urls_equal_sorted(const cairn_config_urls_t *a, const cairn_config_urls_t *b)
+{
+    if (a->n != b->n)
+        return false;
+    for (size_t i = 0; i < a->n; i++)
+        if (strcmp(a->v[i], b->v[i]))
+            return false;
+    return true;
+}
+
+static bool urls_has(const cairn_config_urls_t *u, const char *s)
+{
+    for (size_t i = 0; i < u->n; i++)
+        if (!strcmp(u->v[i], s))
+            return true;
+    return false;
+}
+
+/* Parses --initial-cluster into c->members (etcd's types.NewURLsMap: comma-separated
+ * name=url pairs, a name may repeat to give a member several URLs). */
+static int parse_members(cairn_config_t *c, char *eb, size_t el)
+{
+    const char *p = c->initial_cluster;
+    int rc = 0;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        const char *s = p, *e = p + n;
+        p = *e ? e + 1 : e;
+        while (s < e && isspace((unsigned char)*s))
+            s++;
+        if (s == e)
+            continue; /* empty items are skipped, as etcd's parser does */
+        const char *eq = memchr(s, '=', (size_t)(e - s));
+        if (!eq || eq == s)
+            return fail(eb, el, CAIRN_ECONFIG, "--initial-cluster: \"%.*s\" is not of the form name=url",
+                        (int)(e - s), s);
+        if (eq + 1 == e)
+            return fail(eb, el, CAIRN_ECONFIG, "--initial-cluster: empty URL given for \"%.*s\"", (int)(eq - s),
+                        s);
+        char why[256], *url;
+        if ((rc = url_norm(eq + 1, (size_t)(e - eq - 1), true, &url, why, sizeof why)))
+            return rc == CAIRN_ECONFIG ? fail(eb, el, rc, "error setting up initial cluster: %s", why) : rc;
+        size_t m;
+        for (m = 0; m < c->n_members; m++)
+            if (strlen(c->members[m].name) == (size_t)(eq - s) && !strncmp(c->members[m].name, s, (size_t)(eq - s)))
+                break;
+        if (m == c->n_members) {
+            cairn_config_member_t *v = realloc(c->members, (m + 1) * sizeof *v);
+            if (!v) {
+                free(url);
+                return CAIRN_ENOMEM;
+            }
+            c->members = v;
+            memset(&v[m], 0, sizeof v[m]);
+            if (!(v[m].name = xstrndup(s, (size_t)(eq - s)))) {
+                free(url);
+                return CAIRN_ENOMEM;
+            }
+            c->n_members++;
+        }
+        if ((rc = urls_push(&c->members[m].peer_urls, url)))
+            return rc;
+    }
+    if (c->n_members == 0)
+        return fail(eb, el, CAIRN_ECONFIG, "--initial-cluster is empty");
+    /* One URL must lead to one member: etcd refuses duplicates anywhere in the list. */
+    cairn_config_urls_t all = {0};
+    for (size_t m = 0; m < c->n_members; m++) {
+        urls_sort(&c->members[m].peer_urls);
+        for (size_t i = 0; i < c->members[m].peer_urls.n; i++) {
+            char *dup = strdup(c->members[m].peer_urls.v[i]);
+            if (!dup || urls_push(&all, dup)) {
+                urls_free(&all);
+                return CAIRN_ENOMEM;
+            }
+        }
+    }
+    urls_sort(&all);
+    for (size_t i = 1; i < all.n; i++)
+        if (!strcmp(all.v[i - 1], all.v[i])) {
+            urls_free(&all);
+            return fail(eb, el, CAIRN_ECONFIG, "initial cluster %s has duplicate url", c->initial_cluster);
+        }
+    urls_free(&all);
+    return 0;
+}
+
+/* etcd's advertiseMatchesCluster, without its DNS resolution: this member's URLs in
+ * --initial-cluster must be exactly --initial-advertise-peer-urls. */
+static int check_self_urls(cairn_config_t *c, char *eb, size_t el)
+{
+    const cairn_config_urls_t *init = &c->members[c->self].peer_urls;
+    cairn_config_urls_t ap = {0};
+    for (size_t i = 0; i < c->initial_advertise_peer_urls.n; i++) {
+        char *d = strdup(c->initial_advertise_peer_urls.v[i]);
+        if (!d || urls_push(&ap, d)) {
+            urls_free(&ap);
+            return CAIRN_ENOMEM;
+        }
+    }
+    urls_sort(&ap);
+    int rc = 0;
+    if (urls_equal_sorted(init, &ap))
+        goto out;
+    /* Like etcd: first report what --initial-cluster has that the advertised list lacks,
+     * else the other way round. */
+    cairn_config_urls_t miss = {0};
+    bool init_side = true;
+    for (int pass = 0; pass < 2 && !miss.n; pass++) {
+        init_side = pass == 0;
+        const cairn_config_urls_t *from = init_side ? init : &ap, *in = init_side ? &ap : init;
+        for (size_t i = 0; i < from->n; i++)
+            if (!urls_has(in, from->v[i])) {
+                char *d = strdup(from->v[i]);
+                if (!d || urls_push(&miss, d)) {
+                    urls_free(&miss);
+                    rc = CAIRN_ENOMEM;
+                    goto out;
+                }
+            }
+    }
+    char pre[256];
+    snprintf(pre, sizeof pre, "%s=", c->name);
+    char *apstr = join(ap.v, ap.n, "", ","), *apmap = join(ap.v, ap.n, pre, ",");
+    char *m_init = join(miss.v, miss.n, pre, ","), *m_ap = join(miss.v, miss.n, "", ",");
+    if (!apstr || !apmap || !m_init || !m_ap)
+        rc = CAIRN_ENOMEM;
+    else if (init_side)
+        rc = fail(eb, el, CAIRN_ECONFIG,
+                  "--initial-cluster has %s but missing from --initial-advertise-peer-urls=%s (URLs are compared "
+                  "as written, host names are not resolved)",
+                  m_init, apstr);
+    else
+        rc = fail(eb, el, CAIRN_ECONFIG,
+                  "--initial-advertise-peer-urls has %s but missing from --initial-cluster=%s", m_ap, apmap);
+    free(apstr);
+    free(apmap);
+    free(m_init);
+    free(m_ap);
+    urls_free(&miss);
+out:
+    urls_free(&ap);
+    return rc;
+}
+
+static int check_tls(const cairn_config_urls_t *u, const char *cert, const char *key, bool autotls,
+                     const char *what, const char *flags, char *eb, size_t el)
+{
+    for (size_t i = 0; i < u->n; i++)
+        if ((!strncmp(u->v[i], "https:", 6) || !strncmp(u->v[i], "unixs:", 6)) && (!*cert || !*key) && !autotls)
+            return fail(eb, el, CAIRN_ECONFIG, "TLS key/cert (%s) must be provided for %s url %s with HTTPS scheme",
+                        flags, what, u->v[i]);
+    return 0;
+}
+
+static int add_note(cairn_config_t *c, const opt_t *o)
+{
+    const char *old = c->priv_->notes ? c->priv_->notes : "";
+    size_t len = strlen(old) + strlen(o->name) + strlen(o->help) + 64;
+    char *s = malloc(len);
+    if (!s)
+        return CAIRN_ENOMEM;
+    snprintf(s, len, "%s%s--%s is accepted for etcd compatibility and ignored: %s", old, *old ? "\n" : "",
+             o->name, o->help);
+    free(c->priv_->notes);
+    c->priv_->notes = s;
+    return 0;
+}
+
+int cairn_config_finalize(cairn_config_t *c, char *eb, size_t el)
+{
+    if (eb && el)
+        eb[0] = 0;
+    if (!c)
+        return fail(eb, el, CAIRN_EINVAL, "invalid argument");
+    free_derived(c);
+    int rc;
+    char *s;
+
+    if (!*c->name)
+        return fail(eb, el, CAIRN_ECONFIG, "--name must not be empty");
+    if (strpbrk(c->name, ",="))
+        return fail(eb, el, CAIRN_ECONFIG, "--name \"%s\" must not contain ',' or '='", c->name);
+    if (src_of(c, "data-dir") == SRC_DEFAULT) {
+        if (asprintf(&s, "%s.etcd", c->name) < 0 || (rc = set_str(&c->data_dir, s)))
+            return fail(eb, el, CAIRN_ENOMEM, "out of memory");
+    }
+    if (!*c->data_dir)
+        return fail(eb, el, CAIRN_ECONFIG, "--data-dir must not be empty");
+    if (src_of(c, "run-dir") == SRC_DEFAULT) {
+        if (asprintf(&s, "%s/run", c->data_dir) < 0 || (rc = set_str(&c->run_dir, s)))
+            return fail(eb, el, CAIRN_ENOMEM, "out of memory");
+    }
+    if (!*c->run_dir)
+        return fail(eb, el, CAIRN_ECONFIG, "--run-dir must not be empty");
+    if (!valid_ident(c->gateway_id))
+        return fail(eb, el, CAIRN_ECONFIG, "--gateway-id \"%s\" may only contain letters, digits, '.', '_' and '-'",
+                    c->gateway_id);
+    /* ZeroMQ ipc:// endpoints are unix sockets, whose address holds at most 107 bytes; a
+     * gateway's endpoint is the longest, with an id of 8 hex digits unless one is given. */
+    size_t idlen = strlen(c->gateway_id) > 8 ? strlen(c->gateway_id) : 8;
+    size_t longest = strlen(c->run_dir) + strlen("/gatewayd-") + idlen + strlen(".ipc");
+    if (longest > CAIRN_CONFIG_IPC_PATH_MAX)
+        return fail(eb, el, CAIRN_ECONFIG,
+                    "--run-dir \"%s\" is too long: the longest ipc endpoint path \"%s/gatewayd-%s.ipc\" would be "
+                    "%zu bytes, over the %d-byte limit of a unix socket path; set a shorter --run-dir "
+                    "(it defaults to <data-dir>/run)",
+                    c->run_dir, c->run_dir, strlen(c->gateway_id) > 8 ? c->gateway_id : "XXXXXXXX", longest,
+                    CAIRN_CONFIG_IPC_PATH_MAX);
+
+    /* etcd's embed.Config.Validate, same words. */
+    if (c->heartbeat_ms <= 0)
+        return fail(eb, el, CAIRN_ECONFIG, "--heartbeat-interval must be >0 (set to %" PRId64 "ms)", c->heartbeat_ms);
+    if (c->election_ms <= 0)
+        return fail(eb, el, CAIRN_ECONFIG, "--election-timeout must be >0 (set to %" PRId64 "ms)", c->election_ms);
+    if (5 * c->heartbeat_ms > c->election_ms)
+        return fail(eb, el, CAIRN_ECONFIG,
+                    "--election-timeout[%" PRId64 "ms] should be at least as 5 times as --heartbeat-interval[%" PRId64
+                    "ms]",
+                    c->election_ms, c->heartbeat_ms);
+    if (c->election_ms > 50000)
+        return fail(eb, el, CAIRN_ECONFIG,
+                    "--election-timeout[%" PRId64 "ms] is too long, and should be set less than 50000ms",
+                    c->election_ms);
+
+    /* Without --initial-cluster, a one-member cluster of this node (etcd does the same for
+     * the default name). */
+    if (src_of(c, "initial-cluster") == SRC_DEFAULT) {
+        char pre[512];
+        snprintf(pre, sizeof pre, "%s=", c->name);
+        s = join(c->initial_advertise_peer_urls.v, c->initial_advertise_peer_urls.n, pre, ",");
+        if ((rc = set_str(&c->initial_cluster, s)))
+            return fail(eb, el, rc, "out of memory");
+    }
+    if ((rc = parse_members(c, eb, el)))
+        goto fail_derived;
+    for (c->self = 0; c->self < c->n_members; c->self++)
+        if (!strcmp(c->members[c->self].name, c->name))
+            break;
+    if (c->self == c->n_members) {
+        rc = fail(eb, el, CAIRN_ECONFIG, "couldn't find local name \"%s\" in the initial cluster configuration",
+                  c->name);
+        goto fail_derived;
+    }
+    if ((rc = check_self_urls(c, eb, el)))
+        goto fail_derived;
+
+    /* IDs: etcd's NewClusterFromURLsMap hashes every member with the token whatever the
+     * cluster state, then genID hashes the member IDs. */
+    uint64_t *ids = malloc(c->n_members * sizeof *ids);
+    if (!ids) {
+        rc = CAIRN_ENOMEM;
+        goto fail_derived;
+    }
+    for (size_t m = 0; m < c->n_members; m++) {
+        cairn_config_member_t *mb = &c->members[m];
+        mb->id = cairn_config_compute_member_id((const char *const *)mb->peer_urls.v, mb->peer_urls.n,
+                                                c->initial_cluster_token, NULL);
+        ids[m] = mb->id;
+        if (mb->id == 0) {
+            free(ids);
+            rc = fail(eb, el, CAIRN_ENOMEM, "cannot compute the ID of member %s", mb->name);
+            goto fail_derived;
+        }
+        for (size_t k = 0; k < m; k++)
+            if (ids[k] == mb->id) {
+                free(ids);
+                rc = fail(eb, el, CAIRN_ECONFIG, "--initial-cluster: members %s and %s have identical IDs",
+                          c->members[k].name, mb->name);
+                goto fail_derived;
+            }
+    }
+    c->member_id = c->members[c->self].id;
+    c->cluster_id = cairn_config_compute_cluster_id(ids, c->n_members);
+    free(ids);
+
+    if ((!*c->cert_file) != (!*c->key_file)) {
+        rc = fail(eb, el, CAIRN_ECONFIG, "--cert-file and --key-file must be given together");
+        goto fail_derived;
+    }
+    if ((!*c->peer_cert_file) != (!*c->peer_key_file)) {
+        rc = fail(eb, el, CAIRN_ECONFIG, "--peer-cert-file and --peer-key-file must be given together");
+        goto fail_derived;
+    }
+    if ((rc = check_tls(&c->listen_client_urls, c->cert_file, c->key_file, c->auto_tls, "client",
+                        "--cert-file, --key-file", eb, el)) ||
+        (rc = check_tls(&c->listen_peer_urls, c->peer_cert_file, c->peer_key_file, c->peer_auto_tls, "peer",
+                        "--peer-cert-file, --peer-key-file", eb, el)))
+        goto fail_derived;
+
+    /* etcd: periodic retention is hours when it is a bare number, else a duration;
+     * revision retention is a number of revisions. */
+    c->compaction_retention_ms = c->compaction_retention_revs = 0;
+    uint64_t n;
+    char why[128];
+    if (c->auto_compaction_mode == CAIRN_COMPACTION_REVISION) {
+        if (!parse_u64(c->auto_compaction_retention, &n) || n > INT64_MAX) {
+            rc = fail(eb, el, CAIRN_ECONFIG,
+                      "invalid value \"%s\" for --auto-compaction-retention: must be a number of revisions in "
+                      "revision mode",
+                      c->auto_compaction_retention);
+            goto fail_derived;
+        }
+        c->compaction_retention_revs = (int64_t)n;
+    } else if (parse_u64(c->auto_compaction_retention, &n)) {
+        if (n > INT64_MAX / 3600000) {
+            rc = fail(eb, el, CAIRN_ECONFIG, "invalid value \"%s\" for --auto-compaction-retention: too large",
+                      c->auto_compaction_retention);
+            goto fail_derived;
+        }
+        c->compaction_retention_ms = (int64_t)n * 3600000;
+    } else if (parse_duration_ms(c->auto_compaction_retention, &c->compaction_retention_ms, why, sizeof why)) {
+        rc = fail(eb, el, CAIRN_ECONFIG, "invalid value \"%s\" for --auto-compaction-retention: %s",
+                  c->auto_compaction_retention, why);
+        goto fail_derived;
+    }
+
+    c->quota_bytes = c->quota_backend_bytes == 0  ? (int64_t)2 << 30
+                     : c->quota_backend_bytes < 0 ? INT64_MAX
+                                                  : c->quota_backend_bytes;
+
+    for (size_t i = 0; i < N_OPTS; i++)
+        if (k_opts[i].kind == K_IGNORED && !(k_opts[i].flags & O_QUIET) && c->priv_->src[i] != SRC_DEFAULT &&
+            (rc = add_note(c, &k_opts[i])))
+            goto fail_derived;
+    c->finalized = true;
+    return 0;
+fail_derived:
+    free_derived(c);
+    if (rc == CAIRN_ENOMEM && eb && el && !eb[0])
+        fail(eb, el, rc, "out of memory");
+    return rc;
+}
+
+const char *cairn_config_notes(const cairn_config_t *c) { return c && c->priv_ ? c->priv_->notes : NULL; }
+
+/* ---- endpoints and directories ----------------------------------------------------------- */
+
+int cairn_config_ipc_endpoint(const cairn_config_t *c, const char *service, char *buf, size_t len)
+{
+    if (!c || !c->finalized || !service || !*service || !valid_ident(service) || !buf)
+        return CAIRN_EINVAL;
+    size_t path = strlen(c->run_dir) + 1 + strlen(service) + strlen(".ipc");
+    if (path > CAIRN_CONFIG_IPC_PATH_MAX)
+        return CAIRN_ETOOBIG;
+    int n = snprintf(buf, len, "ipc://%s/%s.ipc", c->run_dir, service);
+    return n < 0 || (size_t)n >= len ? CAIRN_ETOOBIG : 0;
+}
+
+/* mkdir -p: creates each missing component with mode (0700), so a fresh data directory is
+ * never readable by others even for a moment. EEXIST is fine: the node's other processes
+ * may be creating the same directories right now. */
+static int mkdir_p(const char *dir, const char *flag, char *eb, size_t el)
+{
+    char *p = strdup(dir);
+    if (!p)
+        return fail(eb, el, CAIRN_ENOMEM, "out of memory");
+    int rc = 0;
+    for (char *q = p + 1;; q++) {
+        if (*q != '/' && *q)
+            continue;
+        char save = *q;
+        *q = 0;
+        if (mkdir(p, 0700) < 0 && errno != EEXIST) {
+            rc = fail(eb, el, errno == ENOSPC ? CAIRN_ENOSPC : CAIRN_EIO, "cannot create %s directory %s: %s",
+                      flag, p, strerror(errno));
+            break;
+        }
+        *q = save;
+        if (!save)
+            break;
+    }
+    struct stat st;
+    if (!rc && stat(dir, &st) < 0)
+        rc = fail(eb, el, CAIRN_EIO, "cannot create %s directory %s: %s", flag, dir, strerror(errno));
+    else if (!rc && !S_ISDIR(st.st_mode))
+        rc = fail(eb, el, CAIRN_ECONFIG, "%s %s exists and is not a directory", flag, dir);
+    free(p);
+    return rc;
+}
+
+int cairn_config_ensure_dirs(const cairn_config_t *c, char *eb, size_t el)
+{
+    if (!c || !c->finalized)
+        return fail(eb, el, CAIRN_EINVAL, "configuration not finalized");
+    int rc = mkdir_p(c->data_dir, "--data-dir", eb, el);
+    if (!rc && *c->wal_dir)
+        rc = mkdir_p(c->wal_dir, "--wal-dir", eb, el);
+    if (!rc)
+        rc = mkdir_p(c->run_dir, "--run-dir", eb, el);
+    return rc;
+}
+
+/* ---- usage and print ------------------------------------------------------------------------- */
+
+void cairn_config_usage(FILE *out)
+{
+    fprintf(out, "Usage:\n\n  raftd|stored|gatewayd [flags]\n    Start one process of a Cairn node; the node's three "
+                 "processes take the same flags.\n\n"
+                 "  Every flag can also be set as an environment variable CAIRN_<FLAG> (upper case, '-' -> '_',\n"
+                 "  e.g. CAIRN_DATA_DIR) or as a key of the YAML --config-file. Precedence, highest first:\n"
+                 "  flags, environment, config file, defaults.\n");
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const opt_t *o = &k_opts[i];
+        if (o->group)
+            fprintf(out, "\n%s:\n", o->group);
+        fprintf(out, "  --%s '%s'\n    %s\n", o->name, o->def ? o->def : o->shown, o->help);
+    }
+    fprintf(out, "\n  -h, --help\n    Show this help.\n  --version\n    Show the version.\n");
+}
+
+/* YAML single-quoted: only the quote itself needs escaping (by doubling it). */
+static void print_quoted(FILE *out, const char *s)
+{
+    fputc('\'', out);
+    for (; *s; s++) {
+        if (*s == '\'')
+            fputc('\'', out);
+        fputc(*s, out);
+    }
+    fputc('\'', out);
+}
+
+void cairn_config_print(const cairn_config_t *c, FILE *out)
+{
+    static const char *const levels[] = {"debug", "info", "warn", "error", "fatal"};
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const opt_t *o = &k_opts[i];
+        const void *f = cfield(c, o);
+        if (o->kind == K_IGNORED || o->kind == K_CONFIG_FILE)
+            continue;
+        fprintf(out, "%s: ", o->name);
+        switch (o->kind) {
+        case K_STR: print_quoted(out, *(char *const *)f); break;
+        case K_URLS: {
+            const cairn_config_urls_t *u = f;
+            char *s = join(u->v, u->n, "", ",");
+            print_quoted(out, s ? s : "");
+            free(s);
+            break;
+        }
+        case K_U64: fprintf(out, "%" PRIu64, *(const uint64_t *)f); break;
+        case K_I64:
+        case K_MS: fprintf(out, "%" PRId64, *(const int64_t *)f); break;
+        case K_DUR: fprintf(out, "'%" PRId64 "ms'", *(const int64_t *)f); break;
+        case K_BOOL: fputs(*(const bool *)f ? "true" : "false", out); break;
+        case K_ENUM: fprintf(out, "'%s'", o->choices[*(const int *)f]); break;
+        case K_LOGLEVEL: {
+            int lv = *(const int *)f;
+            fputs(lv >= 0 && lv < 5 ? levels[lv] : "info", out);
+            break;
+        }
+        default: break;
+        }
+        fputc('\n', out);
+    }
+}
