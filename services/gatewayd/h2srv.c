@@ -1,0 +1,1955 @@
+/* h2srv.c - gRPC over HTTP/2 (nghttp2), TLS (OpenSSL) and HTTP/1.1 for gatewayd.
+ *
+ * WIRE FORMAT (this file owns it)
+ * ===============================
+ * A gRPC call is one HTTP/2 stream.
+ *
+ * Request: HEADERS with :method POST, :path /<package.Service>/<Method>, content-type
+ * "application/grpc" (optionally "+proto" or ";..."), optional grpc-timeout, metadata
+ * (etcd: token, hasleader, client-api-version). Then DATA frames carrying zero or more
+ * length-prefixed messages, END_STREAM on the last frame. A message:
+ *
+ *     offset  size  field
+ *     0       1     compressed flag: 0 = identity, 1 = compressed with grpc-encoding
+ *     1       4     message length N, unsigned big-endian
+ *     5       N     the protobuf-encoded message
+ *
+ * Messages are not aligned with DATA frames: one frame may hold several messages and one
+ * message may span many frames; this file reassembles them. Valid request rules:
+ *   - flag 0 only (we advertise no grpc-accept-encoding). Flag 1: grpc-status 12
+ *     "grpc: Decompressor is not installed for grpc-encoding "<enc>"". Other values: 13.
+ *   - N <= max_request_bytes + 512 KiB (grpc-go's max receive size as etcd sets it), else
+ *     grpc-status 8 "grpc: received message larger than max (N vs. MAX)" as soon as the
+ *     prefix is seen, without buffering the body.
+ *   - a unary call carries exactly one message, dispatched at END_STREAM; a partial
+ *     message at END_STREAM is grpc-status 13 "grpc: truncated message"; a second message
+ *     is 13 "grpc: client streaming protocol violation".
+ *   - streaming calls dispatch each complete message as it arrives.
+ *   - a content-type that is not application/grpc*: HTTP 415 (not a gRPC request at all).
+ *
+ * grpc-timeout: 1-8 ASCII digits and a unit H M S m u n ("4998230u"); we round up to ms.
+ *
+ * Response: HEADERS (:status 200, content-type application/grpc), DATA with
+ * length-prefixed messages (flag 0), then trailing HEADERS with grpc-status (decimal) and,
+ * for errors, grpc-message percent-encoded (bytes outside 0x20..0x7E and '%' as %XX),
+ * END_STREAM. An error before any message is "Trailers-Only": a single HEADERS frame
+ * holding :status, content-type, grpc-status and grpc-message, with END_STREAM. If the
+ * client has not finished sending when we finish, we follow with RST_STREAM(NO_ERROR)
+ * as grpc-go does, so it stops uploading.
+ *
+ * CONNECTION SNIFFING
+ * ===================
+ * Every connection (after the TLS handshake on https listeners) starts by reading bytes:
+ * the 24-byte HTTP/2 client preface "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" makes it HTTP/2;
+ * the first byte that differs from it makes it HTTP/1.1 (request line, headers, body by
+ * Content-Length; keep-alive unless "Connection: close" or HTTP/1.0). A connection that
+ * decides nothing within 10 s is closed. Malformed HTTP/2 closes only that connection
+ * (nghttp2 sends GOAWAY first where it can).
+ *
+ * FLOW CONTROL AND BACKPRESSURE
+ * =============================
+ * We advertise a 1 MiB stream window and a 4 MiB connection window (nghttp2 sends the
+ * WINDOW_UPDATEs as we consume). Output: frames are pulled from nghttp2_session_mem_send
+ * only while the connection's socket buffer (ours) holds less than 1 MiB, and a
+ * connection whose output is backed up is not read from; server-stream messages wait in
+ * per-stream queues whose size the service can query to decide what to do with a slow
+ * client. Input: a stream buffers at most one message (<= max recv + 5 bytes), and a
+ * connection at most 64 MiB (or 4 messages) of incomplete requests over all its streams.
+ */
+#include "h2srv.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "cairn_err.h"
+#include "cairn_log.h"
+#include "h2srv_http1.h"
+#include "h2srv_tls.h"
+
+#define H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#define H2_PREFACE_LEN 24
+
+#define OUT_HIGH (1u << 20)            /* stop pulling frames / reading above this */
+#define READ_CHUNK 65536
+#define READ_BUDGET (1u << 20)         /* plain TCP bytes per connection per pass (fairness) */
+#define STREAM_WINDOW (1 << 20)
+#define CONN_WINDOW (4 << 20)
+#define DEFAULT_MAX_REQUEST (1572864u) /* etcd's default --max-request-bytes (1.5 MiB) */
+#define GRPC_OVERHEAD (512u * 1024)    /* etcd: grpc max recv = max-request-bytes + 512 KiB */
+#define SNIFF_TIMEOUT_MS 10000
+#define CLOSING_TIMEOUT_MS 5000
+#define LINGER_TIMEOUT_MS 2000
+#define MAX_PATH_LEN 4096
+#define MAX_META_LEN 8192
+#define ACCEPT_BATCH 64
+
+enum { CS_HANDSHAKE, CS_SNIFF, CS_H2, CS_H1, CS_LINGER };
+enum { RESP_NONE, RESP_OPEN, RESP_DONE };
+
+typedef struct chunk {
+    struct chunk *next;
+    size_t len, off;
+    uint8_t data[];
+} chunk_t;
+
+typedef struct conn conn_t;
+
+typedef struct h2stream {
+    struct h2stream *prev, *next; /* the connection's open streams */
+    conn_t *conn;
+    int32_t id;
+    char *path, *authority, *token, *authz;
+    char encoding[32];
+    int64_t timeout_ms;
+    unsigned is_post : 1, is_grpc : 1, has_leader : 1, streaming : 1, announced : 1, failed : 1,
+        closed : 1, bad_header : 1, deferred : 1, finishing : 1, plain : 1, remote_closed : 1;
+    int resp; /* RESP_* */
+    int status;
+    char *message; /* percent-encoded grpc-message for the trailers, or NULL */
+    uint8_t *in;   /* request bytes not yet dispatched */
+    size_t in_len, in_cap;
+    chunk_t *out_head, *out_tail; /* response bytes not yet handed to nghttp2 */
+    size_t out_bytes;
+} h2stream_t;
+
+typedef struct {
+    uint8_t *p;
+    size_t off, len, cap; /* live bytes are p[off..len) */
+} buf_t;
+
+struct conn {
+    cairn_h2srv_t *srv;
+    int fd;
+    uint32_t serial;
+    int state;
+    SSL *ssl;
+    unsigned dead : 1, closing : 1, in_dirty : 1, hs_want_write : 1, rd_want_write : 1, wr_want_read : 1,
+        ssl_fatal : 1, h1_pending : 1, h1_keep : 1, h1_head : 1, h1_continue_sent : 1, h1_v10 : 1;
+    int64_t created_ms, closing_ms;
+    size_t idx; /* position in srv->conns */
+    conn_t *dirty_next;
+    buf_t in;  /* sniffing and HTTP/1.1 input */
+    buf_t out; /* bytes for the socket (plaintext; SSL_write encrypts) */
+    nghttp2_session *h2;
+    h2stream_t *streams;
+    size_t req_buffered;
+    uint32_t h1_seq;
+    cairn_call_id_t h1_pending_id;
+    char cn[128];
+};
+
+typedef struct {
+    int fd;
+    int tls;
+    int port;
+} listener_t;
+
+struct cairn_h2srv_t {
+    cairn_h2srv_handlers_t h;
+    size_t max_recv;      /* max gRPC message we accept */
+    size_t max_http1_body;
+    size_t conn_req_cap;  /* incomplete request bytes per connection */
+    uint32_t max_streams;
+    SSL_CTX *ssl_ctx;
+    listener_t *ls;
+    size_t n_ls;
+    conn_t **conns; /* live + dead-but-not-reaped */
+    size_t n_conns, cap_conns, n_dead;
+    conn_t **ht; /* serial -> conn, open addressing, linear probing */
+    size_t ht_cap, ht_n;
+    uint32_t next_serial;
+    uint64_t *pollmap; /* per item of the last poll_fill: LISTENER_BIT|idx or a serial */
+    size_t pollmap_n, pollmap_cap;
+    conn_t *dirty;
+    int in_cb;
+    int draining, destroying;
+    int64_t last_sweep_ms;
+    int reserve_fd;
+    nghttp2_session_callbacks *cbs;
+    nghttp2_option *h2opt;
+    uint8_t rbuf[READ_CHUNK];
+};
+
+#define LISTENER_BIT (1ull << 63)
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    if (!errbuf || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- gRPC helpers -------------------------------------------------------------------- */
+
+int64_t cairn_grpc_timeout_parse(const char *v)
+{
+    if (!v)
+        return -1;
+    size_t n = strlen(v);
+    if (n < 2 || n > 9)
+        return -1;
+    int64_t x = 0;
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return -1;
+        x = x * 10 + (v[i] - '0');
+    }
+    switch (v[n - 1]) {
+    case 'H': return x * 3600000;
+    case 'M': return x * 60000;
+    case 'S': return x * 1000;
+    case 'm': return x;
+    case 'u': return (x + 999) / 1000;
+    case 'n': return (x + 999999) / 1000000;
+    default: return -1;
+    }
+}
+
+size_t cairn_grpc_percent_encode(const char *in, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    if (!cap)
+        return 0;
+    for (const unsigned char *p = (const unsigned char *)(in ? in : ""); *p; p++) {
+        if (*p >= 0x20 && *p <= 0x7e && *p != '%') {
+            if (o + 1 >= cap)
+                break;
+            out[o++] = (char)*p;
+        } else {
+            if (o + 3 >= cap)
+                break;
+            out[o++] = '%';
+            out[o++] = hex[*p >> 4];
+            out[o++] = hex[*p & 15];
+        }
+    }
+    out[o] = 0;
+    return o;
+}
+
+/* ---- byte buffers -------------------------------------------------------------------- */
+
+static size_t buf_pending(const buf_t *b) { return b->len - b->off; }
+
+static int buf_append(buf_t *b, const void *data, size_t n)
+{
+    if (!n)
+        return 0;
+    if (b->off && b->off == b->len)
+        b->off = b->len = 0;
+    if (b->len + n > b->cap && b->off) { /* compact before growing */
+        memmove(b->p, b->p + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+    }
+    if (b->len + n > b->cap) {
+        size_t nc = b->cap ? b->cap : 4096;
+        while (nc < b->len + n)
+            nc *= 2;
+        uint8_t *np = realloc(b->p, nc);
+        if (!np)
+            return CAIRN_ENOMEM;
+        b->p = np;
+        b->cap = nc;
+    }
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+    return 0;
+}
+
+static void buf_consume(buf_t *b, size_t n)
+{
+    b->off += n;
+    if (b->off >= b->len) {
+        b->off = b->len = 0;
+        /* Give back big buffers (a large HTTP/1 response) once drained. */
+        if (b->cap > (4u << 20)) {
+            free(b->p);
+            b->p = NULL;
+            b->cap = 0;
+        }
+    }
+}
+
+static void buf_free(buf_t *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+/* ---- serial -> connection hash ------------------------------------------------------- */
+
+static size_t ht_slot(uint32_t serial, size_t cap) { return (size_t)(serial * 2654435761u) & (cap - 1); }
+
+static int ht_grow(cairn_h2srv_t *s)
+{
+    size_t nc = s->ht_cap ? s->ht_cap * 2 : 256;
+    conn_t **nt = calloc(nc, sizeof *nt);
+    if (!nt)
+        return CAIRN_ENOMEM;
+    for (size_t i = 0; i < s->ht_cap; i++) {
+        conn_t *c = s->ht[i];
+        if (!c)
+            continue;
+        size_t j = ht_slot(c->serial, nc);
+        while (nt[j])
+            j = (j + 1) & (nc - 1);
+        nt[j] = c;
+    }
+    free(s->ht);
+    s->ht = nt;
+    s->ht_cap = nc;
+    return 0;
+}
+
+static conn_t *ht_get(const cairn_h2srv_t *s, uint32_t serial)
+{
+    if (!s->ht_cap || !serial)
+        return NULL;
+    for (size_t j = ht_slot(serial, s->ht_cap);; j = (j + 1) & (s->ht_cap - 1)) {
+        conn_t *c = s->ht[j];
+        if (!c)
+            return NULL;
+        if (c->serial == serial)
+            return c;
+    }
+}
+
+static int ht_put(cairn_h2srv_t *s, conn_t *c)
+{
+    if ((s->ht_n + 1) * 2 > s->ht_cap && ht_grow(s) != 0)
+        return CAIRN_ENOMEM;
+    size_t j = ht_slot(c->serial, s->ht_cap);
+    while (s->ht[j])
+        j = (j + 1) & (s->ht_cap - 1);
+    s->ht[j] = c;
+    s->ht_n++;
+    return 0;
+}
+
+/* Linear-probing delete by backward shift: no tombstones to accumulate. */
+static void ht_del(cairn_h2srv_t *s, uint32_t serial)
+{
+    if (!s->ht_cap)
+        return;
+    size_t mask = s->ht_cap - 1, j = ht_slot(serial, s->ht_cap);
+    while (s->ht[j] && s->ht[j]->serial != serial)
+        j = (j + 1) & mask;
+    if (!s->ht[j])
+        return;
+    s->ht[j] = NULL;
+    s->ht_n--;
+    for (size_t k = (j + 1) & mask; s->ht[k]; k = (k + 1) & mask) {
+        size_t home = ht_slot(s->ht[k]->serial, s->ht_cap);
+        /* move k to j if home is not cyclically in (j, k] */
+        if ((j < k) ? (home <= j || home > k) : (home <= j && home > k)) {
+            s->ht[j] = s->ht[k];
+            s->ht[k] = NULL;
+            j = k;
+        }
+    }
+}
+
+/* ---- connection lifecycle ------------------------------------------------------------ */
+
+static void mark_dirty(conn_t *c)
+{
+    if (c->in_dirty || c->dead)
+        return;
+    c->in_dirty = 1;
+    c->dirty_next = c->srv->dirty;
+    c->srv->dirty = c;
+}
+
+static cairn_call_id_t call_id(const conn_t *c, uint32_t low) { return ((uint64_t)c->serial << 32) | low; }
+
+static void stream_free(conn_t *c, h2stream_t *st)
+{
+    if (st->prev)
+        st->prev->next = st->next;
+    else if (c->streams == st)
+        c->streams = st->next;
+    if (st->next)
+        st->next->prev = st->prev;
+    c->req_buffered -= st->in_len;
+    for (chunk_t *ch = st->out_head, *nx; ch; ch = nx) {
+        nx = ch->next;
+        free(ch);
+    }
+    free(st->path);
+    free(st->authority);
+    free(st->token);
+    free(st->authz);
+    free(st->message);
+    free(st->in);
+    free(st);
+}
+
+static void notify_close(cairn_h2srv_t *s, cairn_call_id_t id)
+{
+    if (s->destroying || !s->h.on_close)
+        return;
+    s->in_cb++;
+    s->h.on_close(s->h.ud, id);
+    s->in_cb--;
+}
+
+/* Drops all protocol state: streams (on_close for the known ones), the HTTP/2 session,
+ * the SSL object. The fd stays; the caller closes it or lingers. */
+static void conn_release(conn_t *c)
+{
+    cairn_h2srv_t *s = c->srv;
+    if (c->h2) {
+        /* nghttp2_session_del does not call on_stream_close: do its work here. */
+        while (c->streams) {
+            h2stream_t *st = c->streams;
+            int known = st->announced && !st->closed;
+            st->closed = 1;
+            cairn_call_id_t id = call_id(c, (uint32_t)st->id);
+            stream_free(c, st);
+            if (known)
+                notify_close(s, id);
+        }
+        nghttp2_session_del(c->h2);
+        c->h2 = NULL;
+    }
+    if (c->h1_pending) {
+        c->h1_pending = 0;
+        notify_close(s, c->h1_pending_id);
+    }
+    if (c->ssl) {
+        if (!c->ssl_fatal && c->state != CS_HANDSHAKE) {
+            ERR_clear_error();
+            SSL_shutdown(c->ssl); /* best effort close_notify; non-blocking */
+        }
+        ERR_clear_error();
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+    buf_free(&c->in);
+}
+
+/* Hard close: the socket is broken, or the peer is gone. */
+static void conn_kill(conn_t *c)
+{
+    if (c->dead)
+        return;
+    conn_release(c);
+    buf_free(&c->out);
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->dead = 1;
+    c->srv->n_dead++;
+    ht_del(c->srv, c->serial);
+}
+
+/* Graceful close once our output is written: half-close and read until the peer closes
+ * (or LINGER_TIMEOUT_MS), so unread input does not make the kernel reset the connection
+ * and destroy the response we just sent. */
+static void conn_finish(conn_t *c)
+{
+    if (c->dead || c->state == CS_LINGER)
+        return;
+    conn_release(c);
+    buf_free(&c->out);
+    if (shutdown(c->fd, SHUT_WR) != 0) {
+        conn_kill(c);
+        return;
+    }
+    c->state = CS_LINGER;
+    c->closing_ms = now_ms();
+}
+
+static conn_t *conn_new(cairn_h2srv_t *s, int fd, int tls)
+{
+    conn_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->srv = s;
+    c->fd = fd;
+    c->created_ms = now_ms();
+    do {
+        c->serial = s->next_serial++;
+    } while (c->serial == 0 || ht_get(s, c->serial));
+    if (tls) {
+        c->ssl = SSL_new(s->ssl_ctx);
+        if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
+            ERR_clear_error();
+            SSL_free(c->ssl);
+            free(c);
+            return NULL;
+        }
+        SSL_set_accept_state(c->ssl);
+        c->state = CS_HANDSHAKE;
+    } else {
+        c->state = CS_SNIFF;
+    }
+    if (s->n_conns == s->cap_conns) {
+        size_t nc = s->cap_conns ? s->cap_conns * 2 : 64;
+        conn_t **na = realloc(s->conns, nc * sizeof *na);
+        if (!na)
+            goto fail;
+        s->conns = na;
+        s->cap_conns = nc;
+    }
+    if (ht_put(s, c) != 0)
+        goto fail;
+    c->idx = s->n_conns;
+    s->conns[s->n_conns++] = c;
+    return c;
+fail:
+    SSL_free(c->ssl);
+    free(c);
+    return NULL;
+}
+
+/* Frees dead connections; only called when the dirty list is empty. */
+static void reap(cairn_h2srv_t *s)
+{
+    if (!s->n_dead)
+        return;
+    for (size_t i = 0; i < s->n_conns;) {
+        conn_t *c = s->conns[i];
+        if (!c->dead || c->in_dirty) {
+            i++;
+            continue;
+        }
+        s->conns[i] = s->conns[--s->n_conns];
+        s->conns[i]->idx = i;
+        s->n_dead--;
+        free(c);
+    }
+}
+
+/* ---- socket I/O ---------------------------------------------------------------------- */
+
+static int read_paused(const conn_t *c)
+{
+    if (c->closing || c->state == CS_LINGER)
+        return c->state != CS_LINGER;
+    if (buf_pending(&c->out) >= OUT_HIGH)
+        return 1;
+    if (c->state == CS_H1 && buf_pending(&c->in) > c->srv->max_http1_body + CAIRN_H1_MAX_HEADER)
+        return 1;
+    return 0;
+}
+
+static void conn_feed(conn_t *c, const uint8_t *data, size_t n);
+
+/* Writes c->out to the socket until it would block. */
+static void conn_write(conn_t *c)
+{
+    while (!c->dead && buf_pending(&c->out)) {
+        size_t n = buf_pending(&c->out);
+        const uint8_t *p = c->out.p + c->out.off;
+        if (c->ssl) {
+            ERR_clear_error();
+            int r = SSL_write(c->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
+            if (r > 0) {
+                c->wr_want_read = 0;
+                buf_consume(&c->out, (size_t)r);
+                continue;
+            }
+            int e = SSL_get_error(c->ssl, r);
+            if (e == SSL_ERROR_WANT_WRITE)
+                return;
+            if (e == SSL_ERROR_WANT_READ) {
+                c->wr_want_read = 1;
+                return;
+            }
+            c->ssl_fatal = 1;
+            conn_kill(c);
+            return;
+        }
+        ssize_t r = send(c->fd, p, n, MSG_NOSIGNAL);
+        if (r > 0) {
+            buf_consume(&c->out, (size_t)r);
+            continue;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        conn_kill(c);
+        return;
+    }
+}
+
+/* Reads what the socket has (TLS: until WANT_READ, so nothing stays buffered inside SSL
+ * while we sleep in poll) and feeds it to the protocol. */
+static void conn_read(conn_t *c)
+{
+    cairn_h2srv_t *s = c->srv;
+    size_t budget = READ_BUDGET;
+    if (c->state == CS_LINGER) {
+        for (int k = 0; k < 16; k++) {
+            ssize_t r = recv(c->fd, s->rbuf, sizeof s->rbuf, 0);
+            if (r > 0)
+                continue;
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                return;
+            conn_kill(c);
+            return;
+        }
+        return;
+    }
+    while (!c->dead && c->state != CS_LINGER && !read_paused(c)) {
+        if (c->ssl) {
+            ERR_clear_error();
+            int r = SSL_read(c->ssl, s->rbuf, sizeof s->rbuf);
+            if (r > 0) {
+                c->rd_want_write = 0;
+                conn_feed(c, s->rbuf, (size_t)r);
+                continue;
+            }
+            int e = SSL_get_error(c->ssl, r);
+            if (e == SSL_ERROR_WANT_READ) {
+                c->rd_want_write = 0;
+                return;
+            }
+            if (e == SSL_ERROR_WANT_WRITE) {
+                c->rd_want_write = 1;
+                return;
+            }
+            if (e != SSL_ERROR_ZERO_RETURN)
+                c->ssl_fatal = 1;
+            conn_kill(c);
+            return;
+        }
+        ssize_t r = recv(c->fd, s->rbuf, sizeof s->rbuf, 0);
+        if (r > 0) {
+            conn_feed(c, s->rbuf, (size_t)r);
+            if ((size_t)r >= budget)
+                return; /* poll is level-triggered: the rest comes next pass */
+            budget -= (size_t)r;
+            continue;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        conn_kill(c); /* EOF or error: no half-closed clients in gRPC */
+        return;
+    }
+}
+
+static void conn_handshake(conn_t *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->hs_want_write = 0;
+        c->state = CS_SNIFF;
+        cairn_tls_peer_cn(c->ssl, c->cn, sizeof c->cn);
+        if (cairn_log_enabled(CAIRN_LOG_DEBUG)) {
+            const unsigned char *alpn = NULL;
+            unsigned alen = 0;
+            SSL_get0_alpn_selected(c->ssl, &alpn, &alen);
+            cairn_debug("tls handshake done", "conn=%u version=%s alpn=%.*s", c->serial, SSL_get_version(c->ssl),
+                        (int)alen, alpn ? (const char *)alpn : "");
+        }
+        conn_read(c); /* application data may already sit in SSL's buffer */
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        c->hs_want_write = 0;
+        return;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        c->hs_want_write = 1;
+        return;
+    }
+    if (cairn_log_enabled(CAIRN_LOG_DEBUG)) {
+        char es[200] = "";
+        ERR_error_string_n(ERR_peek_last_error(), es, sizeof es);
+        cairn_debug("tls handshake failed", "conn=%u err=\"%s\"", c->serial, es);
+    }
+    ERR_clear_error();
+    c->ssl_fatal = 1;
+    conn_kill(c);
+}
+
+/* ---- HTTP/2 streams: responses --------------------------------------------------------- */
+
+#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
+
+static ssize_t data_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+                            uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
+{
+    (void)user_data;
+    h2stream_t *st = source->ptr;
+    size_t n = 0;
+    while (n < length && st->out_head) {
+        chunk_t *ch = st->out_head;
+        size_t take = ch->len - ch->off;
+        if (take > length - n)
+            take = length - n;
+        memcpy(buf + n, ch->data + ch->off, take);
+        ch->off += take;
+        n += take;
+        st->out_bytes -= take;
+        if (ch->off == ch->len) {
+            st->out_head = ch->next;
+            if (!st->out_head)
+                st->out_tail = NULL;
+            free(ch);
+        }
+    }
+    if (st->out_head)
+        return (ssize_t)n;
+    if (st->finishing) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        st->resp = RESP_DONE;
+        if (!st->plain) {
+            /* gRPC status goes in trailers, submitted from inside this callback as nghttp2
+             * requires; END_STREAM then rides on the trailers HEADERS frame. */
+            char sbuf[16];
+            snprintf(sbuf, sizeof sbuf, "%d", st->status);
+            nghttp2_nv tr[2] = {NV("grpc-status", sbuf), NV("grpc-message", st->message ? st->message : "")};
+            *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            if (nghttp2_submit_trailer(session, stream_id, tr, st->message && st->message[0] ? 2 : 1) != 0)
+                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        }
+        return (ssize_t)n;
+    }
+    if (n == 0) {
+        st->deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+static int st_queue(h2stream_t *st, const uint8_t *prefix, size_t plen, const uint8_t *msg, size_t len)
+{
+    if (len > SIZE_MAX - sizeof(chunk_t) - plen)
+        return CAIRN_EINVAL;
+    chunk_t *ch = malloc(sizeof *ch + plen + len);
+    if (!ch)
+        return CAIRN_ENOMEM;
+    ch->next = NULL;
+    ch->off = 0;
+    ch->len = plen + len;
+    if (plen)
+        memcpy(ch->data, prefix, plen);
+    if (len)
+        memcpy(ch->data + plen, msg, len);
+    if (st->out_tail)
+        st->out_tail->next = ch;
+    else
+        st->out_head = ch;
+    st->out_tail = ch;
+    st->out_bytes += ch->len;
+    return 0;
+}
+
+/* Submits the response HEADERS with a data provider (response body follows). */
+static int st_open(conn_t *c, h2stream_t *st, const char *status, const char *ctype)
+{
+    nghttp2_nv hdrs[2] = {NV(":status", status), NV("content-type", ctype)};
+    nghttp2_data_provider dp = {.source.ptr = st, .read_callback = data_read_cb};
+    if (nghttp2_submit_response(c->h2, st->id, hdrs, 2, &dp) != 0)
+        return CAIRN_ENOMEM;
+    st->resp = RESP_OPEN;
+    return 0;
+}
+
+static void st_resume(conn_t *c, h2stream_t *st)
+{
+    if (st->deferred) {
+        st->deferred = 0;
+        nghttp2_session_resume_data(c->h2, st->id);
+    }
+    mark_dirty(c);
+}
+
+static int st_send(conn_t *c, h2stream_t *st, const uint8_t *msg, size_t len)
+{
+    if (st->resp == RESP_DONE || st->finishing)
+        return CAIRN_ESTATE;
+    if (len > UINT32_MAX)
+        return CAIRN_EINVAL;
+    uint8_t pfx[5] = {0, (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len};
+    int rc = st_queue(st, pfx, 5, msg, len);
+    if (rc)
+        return rc;
+    if (st->resp == RESP_NONE) {
+        rc = st_open(c, st, "200", "application/grpc");
+        if (rc)
+            return rc;
+    }
+    st_resume(c, st);
+    return 0;
+}
+
+static int st_finish(conn_t *c, h2stream_t *st, int status, const char *message)
+{
+    if (st->resp == RESP_DONE || st->finishing)
+        return CAIRN_ESTATE;
+    char enc[1024] = "";
+    if (message)
+        cairn_grpc_percent_encode(message, enc, sizeof enc);
+    if (st->resp == RESP_NONE) {
+        /* Trailers-Only */
+        char sbuf[16];
+        snprintf(sbuf, sizeof sbuf, "%d", status);
+        nghttp2_nv hdrs[4] = {NV(":status", "200"), NV("content-type", "application/grpc"), NV("grpc-status", sbuf),
+                              NV("grpc-message", enc)};
+        if (nghttp2_submit_response(c->h2, st->id, hdrs, enc[0] ? 4 : 3, NULL) != 0)
+            return CAIRN_ENOMEM;
+        st->resp = RESP_DONE;
+        mark_dirty(c);
+        return 0;
+    }
+    if (enc[0] && !(st->message = strdup(enc)))
+        return CAIRN_ENOMEM;
+    st->status = status;
+    st->finishing = 1;
+    st_resume(c, st);
+    return 0;
+}
+
+/* A non-gRPC HTTP answer on an HTTP/2 stream (415 and friends). */
+static void st_http_error(conn_t *c, h2stream_t *st, int code, const char *body)
+{
+    char sbuf[8];
+    snprintf(sbuf, sizeof sbuf, "%d", code);
+    st->failed = 1;
+    st->plain = 1;
+    st->finishing = 1;
+    if (st_queue(st, NULL, 0, (const uint8_t *)body, strlen(body)) != 0 ||
+        st_open(c, st, sbuf, "text/plain; charset=utf-8") != 0)
+        nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    mark_dirty(c);
+}
+
+/* Request-side failure found by the transport: answer with a gRPC status, drop input. */
+static void st_fail(conn_t *c, h2stream_t *st, int status, const char *message)
+{
+    st->failed = 1;
+    c->req_buffered -= st->in_len;
+    free(st->in);
+    st->in = NULL;
+    st->in_len = st->in_cap = 0;
+    if (st_finish(c, st, status, message) != 0 && st->resp != RESP_DONE && !st->finishing)
+        nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    mark_dirty(c);
+}
+
+/* ---- HTTP/2 streams: requests ---------------------------------------------------------- */
+
+/* Once a call failed, closed or was finished by the service, further request bytes are
+ * meaningless: drop them (nghttp2 still credits the flow-control windows). */
+static int input_done(const h2stream_t *st)
+{
+    return st->failed || st->closed || st->finishing || st->resp == RESP_DONE;
+}
+
+static void st_dispatch(conn_t *c, h2stream_t *st, const uint8_t *msg, size_t len)
+{
+    cairn_h2srv_t *s = c->srv;
+    st->announced = 1;
+    if (!s->h.on_message)
+        return;
+    cairn_h2_meta_t meta = {
+        .authority = st->authority ? st->authority : "",
+        .token = st->token ? st->token : st->authz,
+        .has_leader_md = st->has_leader,
+        .timeout_ms = st->timeout_ms,
+        .client_cn = c->cn[0] ? c->cn : NULL,
+        .tls = c->ssl != NULL,
+    };
+    s->in_cb++;
+    s->h.on_message(s->h.ud, call_id(c, (uint32_t)st->id), st->path, msg, len, &meta);
+    s->in_cb--;
+}
+
+/* Checks the prefix at in[off]; returns the message length, or -1 after failing the call. */
+static int64_t check_prefix(conn_t *c, h2stream_t *st, size_t off)
+{
+    uint8_t flag = st->in[off];
+    uint32_t mlen = ((uint32_t)st->in[off + 1] << 24) | ((uint32_t)st->in[off + 2] << 16) |
+                    ((uint32_t)st->in[off + 3] << 8) | st->in[off + 4];
+    char m[160];
+    if (flag == 1) {
+        snprintf(m, sizeof m, "grpc: Decompressor is not installed for grpc-encoding \"%s\"", st->encoding);
+        st_fail(c, st, 12, m);
+        return -1;
+    }
+    if (flag != 0) {
+        snprintf(m, sizeof m, "grpc: received unexpected payload format %d", flag);
+        st_fail(c, st, 13, m);
+        return -1;
+    }
+    if (mlen > c->srv->max_recv) {
+        snprintf(m, sizeof m, "grpc: received message larger than max (%" PRIu32 " vs. %zu)", mlen, c->srv->max_recv);
+        st_fail(c, st, 8, m);
+        return -1;
+    }
+    return mlen;
+}
+
+/* Walks the complete messages in st->in: streaming calls get each one now; a unary call
+ * only gets checked (dispatch happens at END_STREAM). */
+static void st_parse(conn_t *c, h2stream_t *st)
+{
+    size_t off = 0;
+    while (!input_done(st) && st->in_len - off >= 5) {
+        int64_t mlen = check_prefix(c, st, off);
+        if (mlen < 0)
+            return;
+        if (!st->streaming) {
+            if (st->in_len > 5 + (size_t)mlen)
+                st_fail(c, st, 13, "grpc: client streaming protocol violation");
+            return;
+        }
+        if (st->in_len - off - 5 < (size_t)mlen)
+            break;
+        st_dispatch(c, st, st->in + off + 5, (size_t)mlen);
+        off += 5 + (size_t)mlen;
+    }
+    if (input_done(st) && st->in) {
+        c->req_buffered -= st->in_len;
+        free(st->in);
+        st->in = NULL;
+        st->in_len = st->in_cap = 0;
+    } else if (off && st->in) {
+        memmove(st->in, st->in + off, st->in_len - off);
+        st->in_len -= off;
+        c->req_buffered -= off;
+    }
+}
+
+static void st_request_end(conn_t *c, h2stream_t *st)
+{
+    cairn_h2srv_t *s = c->srv;
+    st->remote_closed = 1;
+    if (input_done(st))
+        return;
+    if (!st->streaming) {
+        if (st->in_len == 0) {
+            st_fail(c, st, 13, "grpc: client streaming protocol violation: no request message");
+            return;
+        }
+        if (st->in_len < 5) {
+            st_fail(c, st, 13, "grpc: truncated message");
+            return;
+        }
+        int64_t mlen = check_prefix(c, st, 0);
+        if (mlen < 0)
+            return;
+        if (st->in_len < 5 + (size_t)mlen) {
+            st_fail(c, st, 13, "grpc: truncated message");
+            return;
+        }
+        st_dispatch(c, st, st->in + 5, (size_t)mlen);
+        if (!st->closed && st->in) { /* the request body is no longer needed */
+            c->req_buffered -= st->in_len;
+            free(st->in);
+            st->in = NULL;
+            st->in_len = st->in_cap = 0;
+        }
+        return;
+    }
+    if (st->in_len) {
+        st_fail(c, st, 13, "grpc: truncated message");
+        return;
+    }
+    st->announced = 1;
+    if (s->h.on_half_close) {
+        s->in_cb++;
+        s->h.on_half_close(s->h.ud, call_id(c, (uint32_t)st->id));
+        s->in_cb--;
+    }
+}
+
+static void st_headers_done(conn_t *c, h2stream_t *st)
+{
+    cairn_h2srv_t *s = c->srv;
+    if (st->bad_header) {
+        st_http_error(c, st, 431, "request header too large\n");
+        return;
+    }
+    if (!st->is_grpc) {
+        st_http_error(c, st, 415, "invalid gRPC request content-type\n");
+        return;
+    }
+    if (!st->is_post || !st->path) {
+        st_http_error(c, st, 405, "gRPC requires POST\n");
+        return;
+    }
+    if (s->h.is_streaming) {
+        s->in_cb++;
+        st->streaming = s->h.is_streaming(s->h.ud, st->path) ? 1 : 0;
+        s->in_cb--;
+    }
+}
+
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    conn_t *c = user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    h2stream_t *st = calloc(1, sizeof *st);
+    if (!st)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    st->conn = c;
+    st->id = frame->hd.stream_id;
+    st->timeout_ms = -1;
+    st->next = c->streams;
+    if (c->streams)
+        c->streams->prev = st;
+    c->streams = st;
+    nghttp2_session_set_stream_user_data(session, st->id, st);
+    return 0;
+}
+
+static char *dup_capped(const uint8_t *v, size_t n, size_t cap, h2stream_t *st)
+{
+    if (n > cap) {
+        st->bad_header = 1;
+        return NULL;
+    }
+    char *p = malloc(n + 1);
+    if (!p) {
+        st->bad_header = 1;
+        return NULL;
+    }
+    memcpy(p, v, n);
+    p[n] = 0;
+    return p;
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
+                     const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data)
+{
+    (void)flags;
+    (void)user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0; /* trailers from a client: nothing in them matters to us */
+    h2stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (!st)
+        return 0;
+#define IS(lit) (namelen == sizeof(lit) - 1 && memcmp(name, lit, namelen) == 0)
+    if (IS(":path")) {
+        free(st->path);
+        st->path = dup_capped(value, valuelen, MAX_PATH_LEN, st);
+    } else if (IS(":method")) {
+        st->is_post = valuelen == 4 && memcmp(value, "POST", 4) == 0;
+    } else if (IS(":authority")) {
+        free(st->authority);
+        st->authority = dup_capped(value, valuelen, MAX_META_LEN, st);
+    } else if (IS("content-type")) {
+        /* "application/grpc", "application/grpc+proto", "application/grpc;..." */
+        st->is_grpc = valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0 &&
+                      (valuelen == 16 || value[16] == '+' || value[16] == ';');
+    } else if (IS("grpc-timeout")) {
+        char tmp[16];
+        if (valuelen < sizeof tmp) {
+            memcpy(tmp, value, valuelen);
+            tmp[valuelen] = 0;
+            st->timeout_ms = cairn_grpc_timeout_parse(tmp); /* malformed: as if absent */
+        }
+    } else if (IS("token")) {
+        free(st->token);
+        st->token = dup_capped(value, valuelen, MAX_META_LEN, st);
+    } else if (IS("authorization")) {
+        free(st->authz);
+        st->authz = dup_capped(value, valuelen, MAX_META_LEN, st);
+    } else if (IS("hasleader")) {
+        st->has_leader = valuelen == 4 && memcmp(value, "true", 4) == 0;
+    } else if (IS("grpc-encoding")) {
+        size_t n = valuelen < sizeof st->encoding - 1 ? valuelen : sizeof st->encoding - 1;
+        for (size_t i = 0; i < n; i++) /* it lands in an error message: keep it printable */
+            st->encoding[i] = (value[i] >= 0x20 && value[i] < 0x7f && value[i] != '"') ? (char)value[i] : '?';
+        st->encoding[n] = 0;
+    }
+#undef IS
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    conn_t *c = user_data;
+    if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
+        return 0;
+    h2stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+    if (!st || st->closed)
+        return 0;
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+        st_headers_done(c, st);
+    if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && !st->closed)
+        st_request_end(c, st);
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id, const uint8_t *data,
+                         size_t len, void *user_data)
+{
+    (void)flags;
+    conn_t *c = user_data;
+    h2stream_t *st = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (!st || input_done(st) || !len)
+        return 0;
+    if (c->req_buffered + len > c->srv->conn_req_cap) {
+        st_fail(c, st, 8, "grpc: too much incomplete request data on this connection");
+        return 0;
+    }
+    if (st->in_len + len > st->in_cap) {
+        /* A unary body never needs more than one message (checked in st_parse); reserve
+         * exactly that once the prefix is known, instead of doubling past it. */
+        size_t need = st->in_len + len, nc = st->in_cap ? st->in_cap : 1024;
+        while (nc < need)
+            nc *= 2;
+        if (st->in_len >= 5 || need >= 5) {
+            uint8_t hdr[5];
+            for (int i = 0; i < 5; i++)
+                hdr[i] = (size_t)i < st->in_len ? st->in[i] : data[i - st->in_len];
+            uint32_t mlen = ((uint32_t)hdr[1] << 24) | ((uint32_t)hdr[2] << 16) | ((uint32_t)hdr[3] << 8) | hdr[4];
+            if (mlen <= c->srv->max_recv && nc > (size_t)mlen + 5 && need <= (size_t)mlen + 5)
+                nc = (size_t)mlen + 5;
+        }
+        uint8_t *np = realloc(st->in, nc);
+        if (!np) {
+            st_fail(c, st, 8, "grpc: out of memory");
+            return 0;
+        }
+        st->in = np;
+        st->in_cap = nc;
+    }
+    memcpy(st->in + st->in_len, data, len);
+    st->in_len += len;
+    c->req_buffered += len;
+    st_parse(c, st);
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    (void)user_data;
+    /* We finished a stream the client is still sending on: tell it to stop (grpc-go does
+     * the same), so an oversized or rejected upload does not keep flowing. */
+    if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+        nghttp2_session_get_stream_remote_close(session, frame->hd.stream_id) == 0)
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user_data)
+{
+    (void)error_code;
+    conn_t *c = user_data;
+    h2stream_t *st = nghttp2_session_get_stream_user_data(session, stream_id);
+    if (!st)
+        return 0;
+    st->closed = 1;
+    nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+    int known = st->announced;
+    stream_free(c, st);
+    if (known)
+        notify_close(c->srv, call_id(c, (uint32_t)stream_id));
+    return 0;
+}
+
+static int on_error(nghttp2_session *session, int lib_error_code, const char *msg, size_t len, void *user_data)
+{
+    (void)session;
+    conn_t *c = user_data;
+    cairn_debug("http2 error", "conn=%u code=%d err=\"%.*s\"", c->serial, lib_error_code, (int)len, msg);
+    return 0;
+}
+
+static void h2_start(conn_t *c)
+{
+    cairn_h2srv_t *s = c->srv;
+    if (nghttp2_session_server_new2(&c->h2, s->cbs, c, s->h2opt) != 0) {
+        c->h2 = NULL;
+        conn_kill(c);
+        return;
+    }
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, s->max_streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
+    };
+    if (nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, 2) != 0 ||
+        nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW) != 0) {
+        conn_kill(c);
+        return;
+    }
+    if (s->draining)
+        nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
+    c->state = CS_H2;
+    mark_dirty(c);
+}
+
+static void h2_feed(conn_t *c, const uint8_t *data, size_t n)
+{
+    if (c->closing)
+        return;
+    ssize_t r = nghttp2_session_mem_recv(c->h2, data, n);
+    if (r < 0) {
+        cairn_debug("http2 connection error", "conn=%u err=\"%s\"", c->serial, nghttp2_strerror((int)r));
+        /* Queue a GOAWAY if nghttp2 has not; we close once it is out. */
+        nghttp2_session_terminate_session(c->h2, NGHTTP2_PROTOCOL_ERROR);
+        c->closing = 1;
+        c->closing_ms = now_ms();
+    }
+    mark_dirty(c);
+}
+
+/* ---- HTTP/1.1 -------------------------------------------------------------------------- */
+
+static void h1_respond(conn_t *c, int status, const char *ctype, const uint8_t *body, size_t len, int keep, int head)
+{
+    char hdr[512];
+    int n = snprintf(hdr, sizeof hdr, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n", status,
+                     cairn_h1_reason(status), ctype ? ctype : "text/plain; charset=utf-8", len,
+                     !keep ? "Connection: close\r\n" : (c->h1_v10 ? "Connection: keep-alive\r\n" : ""));
+    if (n < 0 || (size_t)n >= sizeof hdr || buf_append(&c->out, hdr, (size_t)n) != 0 ||
+        (!head && buf_append(&c->out, body, len) != 0)) {
+        conn_kill(c);
+        return;
+    }
+    if (!keep) {
+        c->closing = 1;
+        c->closing_ms = now_ms();
+    }
+    mark_dirty(c);
+}
+
+static void h1_process(conn_t *c)
+{
+    cairn_h2srv_t *s = c->srv;
+    cairn_h1_req_t *req = NULL;
+    while (!c->dead && !c->closing && !c->h1_pending && buf_pending(&c->in) &&
+           buf_pending(&c->out) < OUT_HIGH) {
+        if (!req && !(req = malloc(sizeof *req))) {
+            conn_kill(c);
+            break;
+        }
+        const uint8_t *p = c->in.p + c->in.off;
+        long r = cairn_h1_parse(p, buf_pending(&c->in), s->max_http1_body, req);
+        if (r < 0) {
+            c->h1_v10 = 0;
+            const char *msg = cairn_h1_reason(req->err_status);
+            h1_respond(c, req->err_status, NULL, (const uint8_t *)msg, strlen(msg), 0, 0);
+            break;
+        }
+        if (r == 0) {
+            if (req->headers_done && req->expect_continue && !c->h1_continue_sent) {
+                c->h1_continue_sent = 1;
+                static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+                if (buf_append(&c->out, cont, sizeof cont - 1) != 0)
+                    conn_kill(c);
+                mark_dirty(c);
+            }
+            break;
+        }
+        c->h1_continue_sent = 0;
+        c->h1_v10 = req->version_minor == 0;
+        int keep = req->keep_alive && !s->draining;
+        int head = strcmp(req->method, "HEAD") == 0;
+        const uint8_t *body = p + req->header_len;
+        if (s->h.on_http1_async) {
+            if (++c->h1_seq == 0)
+                c->h1_seq = 1;
+            c->h1_pending = 1;
+            c->h1_keep = keep;
+            c->h1_head = head;
+            c->h1_pending_id = call_id(c, c->h1_seq);
+            cairn_h2_meta_t meta = {.authority = req->host,
+                                    .token = req->authorization[0] ? req->authorization : NULL,
+                                    .timeout_ms = -1,
+                                    .client_cn = c->cn[0] ? c->cn : NULL,
+                                    .tls = c->ssl != NULL};
+            s->in_cb++;
+            s->h.on_http1_async(s->h.ud, c->h1_pending_id, req->method, req->path, body, req->content_length, &meta);
+            s->in_cb--;
+        } else if (s->h.on_http1) {
+            int status = 404;
+            const char *ctype = NULL;
+            char *rb = NULL;
+            size_t rl = 0;
+            s->in_cb++;
+            s->h.on_http1(s->h.ud, req->method, req->path, body, req->content_length, &status, &ctype, &rb, &rl);
+            s->in_cb--;
+            if (status < 100 || status > 999)
+                status = 500;
+            h1_respond(c, status, ctype, (const uint8_t *)(rb ? rb : ""), rb ? rl : 0, keep, head);
+            free(rb);
+        } else {
+            static const char nf[] = "404 page not found\n";
+            h1_respond(c, 404, NULL, (const uint8_t *)nf, sizeof nf - 1, keep, head);
+        }
+        if (c->dead)
+            break;
+        buf_consume(&c->in, (size_t)r);
+    }
+    free(req);
+}
+
+int cairn_h2srv_http1_reply(cairn_h2srv_t *self, cairn_call_id_t req, int status, const char *content_type,
+                            const uint8_t *body, size_t len)
+{
+    if (!self)
+        return CAIRN_EINVAL;
+    conn_t *c = ht_get(self, (uint32_t)(req >> 32));
+    if (!c || c->dead || c->state != CS_H1 || !c->h1_pending || c->h1_pending_id != req)
+        return CAIRN_ECLOSED;
+    if (status < 100 || status > 999)
+        status = 500;
+    c->h1_pending = 0;
+    h1_respond(c, status, content_type, body ? body : (const uint8_t *)"", body ? len : 0, c->h1_keep, c->h1_head);
+    return 0;
+}
+
+/* ---- protocol selection ---------------------------------------------------------------- */
+
+static void conn_feed(conn_t *c, const uint8_t *data, size_t n)
+{
+    switch (c->state) {
+    case CS_H2:
+        h2_feed(c, data, n);
+        return;
+    case CS_H1:
+        if (buf_append(&c->in, data, n) != 0) {
+            conn_kill(c);
+            return;
+        }
+        h1_process(c);
+        return;
+    case CS_SNIFF: {
+        if (buf_append(&c->in, data, n) != 0) {
+            conn_kill(c);
+            return;
+        }
+        size_t have = buf_pending(&c->in);
+        size_t cmp = have < H2_PREFACE_LEN ? have : H2_PREFACE_LEN;
+        if (memcmp(c->in.p + c->in.off, H2_PREFACE, cmp) != 0) {
+            c->state = CS_H1;
+            h1_process(c);
+            return;
+        }
+        if (have < H2_PREFACE_LEN)
+            return;
+        h2_start(c);
+        if (c->dead)
+            return;
+        /* nghttp2 checks the preface itself: hand it everything we held back */
+        buf_t held = c->in;
+        memset(&c->in, 0, sizeof c->in);
+        h2_feed(c, held.p + held.off, buf_pending(&held));
+        buf_free(&held);
+        return;
+    }
+    default:
+        return;
+    }
+}
+
+/* ---- listeners ------------------------------------------------------------------------- */
+
+static int parse_url(const char *url, int *tls, char *host, size_t hcap, char *port, size_t pcap)
+{
+    const char *p;
+    if (strncmp(url, "http://", 7) == 0) {
+        *tls = 0;
+        p = url + 7;
+    } else if (strncmp(url, "https://", 8) == 0) {
+        *tls = 1;
+        p = url + 8;
+    } else {
+        return -1;
+    }
+    const char *hs, *he, *ps;
+    if (*p == '[') {
+        hs = p + 1;
+        he = strchr(hs, ']');
+        if (!he || he[1] != ':')
+            return -1;
+        ps = he + 2;
+    } else {
+        hs = p;
+        he = strrchr(p, ':');
+        if (!he)
+            return -1;
+        ps = he + 1;
+    }
+    size_t hl = (size_t)(he - hs), pl = 0;
+    while (ps[pl] >= '0' && ps[pl] <= '9')
+        pl++;
+    if (hl >= hcap || pl == 0 || pl >= pcap || (ps[pl] && strcmp(ps + pl, "/") != 0))
+        return -1;
+    memcpy(host, hs, hl);
+    host[hl] = 0;
+    memcpy(port, ps, pl);
+    port[pl] = 0;
+    return atoi(port) <= 65535 ? 0 : -1;
+}
+
+static int listener_open(cairn_h2srv_t *s, const char *url, int reuseport, listener_t *l, char *errbuf, size_t errlen)
+{
+    char host[256], port[8];
+    if (parse_url(url, &l->tls, host, sizeof host, port, sizeof port) != 0) {
+        set_err(errbuf, errlen, "bad listen URL %s (want http://IP:PORT or https://IP:PORT)", url);
+        return CAIRN_ECONFIG;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV}, *ai = NULL;
+    int gr = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
+    if (gr != 0 || !ai) {
+        set_err(errbuf, errlen, "cannot resolve listen address %s: %s", url, gai_strerror(gr));
+        return CAIRN_ECONFIG;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0)
+        goto syserr;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+        goto syserr;
+    if (ai->ai_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 4096) != 0)
+        goto syserr;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+        goto syserr;
+    l->port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                       : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    l->fd = fd;
+    freeaddrinfo(ai);
+    cairn_info("listening for client traffic", "url=%s port=%d", url, l->port);
+    return 0;
+syserr:
+    set_err(errbuf, errlen, "cannot listen on %s: %s", url, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(ai);
+    return CAIRN_EIO;
+}
+
+static void accept_some(cairn_h2srv_t *s, listener_t *l)
+{
+    for (int k = 0; k < ACCEPT_BATCH && l->fd >= 0; k++) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if ((errno == EMFILE || errno == ENFILE) && s->reserve_fd >= 0) {
+                /* Out of fds: the pending connection would keep the listener readable
+                 * forever (busy loop). Spend the reserve fd to accept and drop it. */
+                close(s->reserve_fd);
+                int tmp = accept(l->fd, NULL, NULL);
+                if (tmp >= 0)
+                    close(tmp);
+                s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                cairn_warn("out of file descriptors: dropped a client connection", "limit=%s", "RLIMIT_NOFILE");
+                return;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                cairn_warn("accept failed", "err=\"%s\"", strerror(errno));
+            return;
+        }
+        int one = 1, idle = 15, intvl = 15;
+        /* gRPC is many small request/response writes: Nagle would add 40 ms stalls. Keepalive
+         * (Go's listener defaults) reaps peers that vanished without a FIN. */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+        conn_t *c = conn_new(s, fd, l->tls);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+    }
+}
+
+/* ---- new / destroy --------------------------------------------------------------------- */
+
+cairn_h2srv_t *cairn_h2srv_new(const cairn_h2srv_opts_t *opts, const cairn_h2srv_handlers_t *h, int *err,
+                               char *errbuf, size_t errlen)
+{
+    int rc = CAIRN_ENOMEM;
+    char tmp[256];
+    if (!errbuf || !errlen) {
+        errbuf = tmp;
+        errlen = sizeof tmp;
+    }
+    errbuf[0] = 0;
+    if (!opts || !h || !opts->n_listen || !opts->listen_urls) {
+        set_err(errbuf, errlen, "no listen URLs");
+        if (err)
+            *err = CAIRN_EINVAL;
+        return NULL;
+    }
+    cairn_h2srv_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        set_err(errbuf, errlen, "out of memory");
+        goto fail;
+    }
+    s->h = *h;
+    s->reserve_fd = -1;
+    size_t mrb = opts->max_request_bytes ? opts->max_request_bytes : DEFAULT_MAX_REQUEST;
+    s->max_recv = mrb + GRPC_OVERHEAD;
+    if (s->max_recv > UINT32_MAX)
+        s->max_recv = UINT32_MAX;
+    s->max_http1_body = s->max_recv;
+    s->conn_req_cap = 4 * (s->max_recv + 5);
+    if (s->conn_req_cap < (64u << 20))
+        s->conn_req_cap = 64u << 20;
+    s->max_streams = opts->max_concurrent_streams ? opts->max_concurrent_streams : 1000;
+    s->next_serial = 1;
+
+    struct sigaction old;
+    if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL && !(old.sa_flags & SA_SIGINFO))
+        signal(SIGPIPE, SIG_IGN);
+
+    int need_tls = 0;
+    for (size_t i = 0; i < opts->n_listen; i++)
+        if (opts->listen_urls[i] && strncmp(opts->listen_urls[i], "https://", 8) == 0)
+            need_tls = 1;
+    if (need_tls) {
+        char certp[4200], keyp[4200];
+        const char *cert = opts->cert_file, *key = opts->key_file;
+        if (!(cert && *cert && key && *key)) {
+            if (!opts->auto_tls) {
+                set_err(errbuf, errlen, "https listen URL needs --cert-file and --key-file, or --auto-tls");
+                rc = CAIRN_ECONFIG;
+                goto fail;
+            }
+            rc = cairn_tls_auto_cert(opts->auto_tls_dir, certp, sizeof certp, keyp, sizeof keyp, errbuf, errlen);
+            if (rc)
+                goto fail;
+            cert = certp;
+            key = keyp;
+        }
+        s->ssl_ctx = cairn_tls_server_ctx_new(cert, key, opts->trusted_ca_file, opts->client_cert_auth, errbuf, errlen);
+        if (!s->ssl_ctx) {
+            rc = CAIRN_ETLS;
+            goto fail;
+        }
+    }
+
+    s->ls = calloc(opts->n_listen, sizeof *s->ls);
+    if (!s->ls)
+        goto fail;
+    for (size_t i = 0; i < opts->n_listen; i++) {
+        if (!opts->listen_urls[i]) {
+            set_err(errbuf, errlen, "empty listen URL");
+            rc = CAIRN_ECONFIG;
+            goto fail;
+        }
+        s->ls[i].fd = -1;
+        rc = listener_open(s, opts->listen_urls[i], opts->reuseport, &s->ls[i], errbuf, errlen);
+        if (rc)
+            goto fail;
+        s->n_ls++;
+    }
+
+    if (nghttp2_session_callbacks_new(&s->cbs) != 0 || nghttp2_option_new(&s->h2opt) != 0) {
+        rc = CAIRN_ENOMEM;
+        goto fail;
+    }
+    nghttp2_session_callbacks_set_on_begin_headers_callback(s->cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(s->cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(s->cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(s->cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_frame_send_callback(s->cbs, on_frame_send);
+    nghttp2_session_callbacks_set_on_stream_close_callback(s->cbs, on_stream_close);
+    nghttp2_session_callbacks_set_error_callback2(s->cbs, on_error);
+    /* Closed streams need not be kept for the priority tree: saves memory per stream. */
+    nghttp2_option_set_no_closed_streams(s->h2opt, 1);
+
+    s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    s->last_sweep_ms = now_ms();
+    if (err)
+        *err = 0;
+    return s;
+fail:
+    if (err)
+        *err = rc;
+    if (!errbuf[0])
+        set_err(errbuf, errlen, "%s", cairn_strerror(rc));
+    cairn_h2srv_destroy(&s);
+    return NULL;
+}
+
+static void close_listeners(cairn_h2srv_t *s)
+{
+    for (size_t i = 0; i < s->n_ls; i++)
+        if (s->ls[i].fd >= 0) {
+            close(s->ls[i].fd);
+            s->ls[i].fd = -1;
+        }
+}
+
+void cairn_h2srv_drain(cairn_h2srv_t *self)
+{
+    if (!self || self->in_cb)
+        return;
+    self->draining = 1;
+    close_listeners(self);
+    for (size_t i = 0; i < self->n_conns; i++) {
+        conn_t *c = self->conns[i];
+        if (c->dead)
+            continue;
+        if (c->state == CS_H2 && c->h2) {
+            nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
+                                  NGHTTP2_NO_ERROR, NULL, 0);
+            mark_dirty(c);
+        } else if (c->state == CS_H1) {
+            if (!c->h1_pending && !buf_pending(&c->in)) {
+                c->closing = 1;
+                c->closing_ms = now_ms();
+                mark_dirty(c);
+            }
+        } else if (c->state == CS_SNIFF || c->state == CS_HANDSHAKE) {
+            conn_kill(c);
+        }
+    }
+    cairn_h2srv_flush(self);
+}
+
+void cairn_h2srv_destroy(cairn_h2srv_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    cairn_h2srv_t *s = *self_p;
+    if (s->in_cb) {
+        cairn_error("cairn_h2srv_destroy called from a callback: ignored", "in_cb=%d", s->in_cb);
+        return;
+    }
+    *self_p = NULL;
+    s->destroying = 1;
+    if (s->cbs && s->n_conns) {
+        /* GOAWAY NO_ERROR and a short flush so clients see an orderly shutdown and retry
+         * elsewhere instead of treating it as a network failure. */
+        cairn_h2srv_drain(s);
+        int64_t deadline = now_ms() + 200;
+        for (;;) {
+            size_t n = 0;
+            struct pollfd pf[256];
+            for (size_t i = 0; i < s->n_conns && n < 256; i++) {
+                conn_t *c = s->conns[i];
+                if (!c->dead && c->state != CS_LINGER && buf_pending(&c->out)) {
+                    pf[n].fd = c->fd;
+                    pf[n].events = POLLOUT;
+                    pf[n].revents = 0;
+                    n++;
+                }
+            }
+            int64_t left = deadline - now_ms();
+            if (!n || left <= 0)
+                break;
+            if (poll(pf, n, (int)left) <= 0)
+                break;
+            for (size_t i = 0; i < s->n_conns; i++)
+                if (!s->conns[i]->dead && buf_pending(&s->conns[i]->out))
+                    conn_write(s->conns[i]);
+        }
+    }
+    for (size_t i = 0; i < s->n_conns; i++) {
+        conn_t *c = s->conns[i];
+        conn_kill(c);
+        free(c);
+    }
+    free(s->conns);
+    close_listeners(s);
+    free(s->ls);
+    free(s->ht);
+    free(s->pollmap);
+    if (s->ssl_ctx)
+        SSL_CTX_free(s->ssl_ctx);
+    if (s->cbs)
+        nghttp2_session_callbacks_del(s->cbs);
+    if (s->h2opt)
+        nghttp2_option_del(s->h2opt);
+    if (s->reserve_fd >= 0)
+        close(s->reserve_fd);
+    free(s);
+}
+
+/* ---- poll integration ------------------------------------------------------------------ */
+
+size_t cairn_h2srv_poll_count(const cairn_h2srv_t *self)
+{
+    if (!self)
+        return 0;
+    size_t n = self->n_conns - self->n_dead;
+    for (size_t i = 0; i < self->n_ls; i++)
+        n += self->ls[i].fd >= 0;
+    return n;
+}
+
+size_t cairn_h2srv_poll_fill(cairn_h2srv_t *self, zmq_pollitem_t *items, size_t cap)
+{
+    if (!self)
+        return 0;
+    size_t want = cairn_h2srv_poll_count(self);
+    if (want > cap)
+        want = cap;
+    if (want > self->pollmap_cap) {
+        size_t nc = want * 2;
+        uint64_t *pm = realloc(self->pollmap, nc * sizeof *pm);
+        if (!pm) {
+            self->pollmap_n = 0;
+            return 0;
+        }
+        self->pollmap = pm;
+        self->pollmap_cap = nc;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < self->n_ls && n < want; i++) {
+        if (self->ls[i].fd < 0)
+            continue;
+        items[n] = (zmq_pollitem_t){.socket = NULL, .fd = self->ls[i].fd, .events = ZMQ_POLLIN, .revents = 0};
+        self->pollmap[n++] = LISTENER_BIT | i;
+    }
+    for (size_t i = 0; i < self->n_conns && n < want; i++) {
+        conn_t *c = self->conns[i];
+        if (c->dead)
+            continue;
+        short ev = 0;
+        if (c->state == CS_HANDSHAKE) {
+            ev = ZMQ_POLLIN | (c->hs_want_write ? ZMQ_POLLOUT : 0);
+        } else if (c->state == CS_LINGER) {
+            ev = ZMQ_POLLIN;
+        } else {
+            if (!read_paused(c) || c->wr_want_read)
+                ev |= ZMQ_POLLIN;
+            if (buf_pending(&c->out) || c->rd_want_write)
+                ev |= ZMQ_POLLOUT;
+        }
+        items[n] = (zmq_pollitem_t){.socket = NULL, .fd = c->fd, .events = ev, .revents = 0};
+        self->pollmap[n++] = c->serial;
+    }
+    self->pollmap_n = n;
+    return n;
+}
+
+void cairn_h2srv_poll_handle(cairn_h2srv_t *self, const zmq_pollitem_t *items, size_t n)
+{
+    if (!self || self->in_cb)
+        return;
+    if (n > self->pollmap_n)
+        n = self->pollmap_n;
+    for (size_t i = 0; i < n; i++) {
+        short re = items[i].revents;
+        if (!re)
+            continue;
+        uint64_t m = self->pollmap[i];
+        if (m & LISTENER_BIT) {
+            size_t li = (size_t)(m & ~LISTENER_BIT);
+            if (li < self->n_ls && self->ls[li].fd >= 0 && self->ls[li].fd == items[i].fd)
+                accept_some(self, &self->ls[li]);
+            continue;
+        }
+        conn_t *c = ht_get(self, (uint32_t)m);
+        if (!c || c->dead || c->fd != items[i].fd)
+            continue;
+        if (re & ZMQ_POLLERR) {
+            /* POLLERR/POLLHUP: the peer is gone; nothing we send can arrive */
+            conn_kill(c);
+            continue;
+        }
+        if (c->state == CS_HANDSHAKE) {
+            conn_handshake(c);
+        } else {
+            if ((re & ZMQ_POLLIN) || ((re & ZMQ_POLLOUT) && c->rd_want_write))
+                conn_read(c);
+            if (!c->dead && ((re & ZMQ_POLLOUT) || ((re & ZMQ_POLLIN) && c->wr_want_read)))
+                conn_write(c);
+        }
+        if (!c->dead)
+            mark_dirty(c);
+    }
+}
+
+/* Moves frames from nghttp2 into our buffer (bounded) and writes them; decides closes. */
+static void conn_pump(conn_t *c)
+{
+    if (c->dead || c->state == CS_HANDSHAKE || c->state == CS_LINGER)
+        return;
+    if (c->state == CS_H1 && !c->h1_pending && buf_pending(&c->in))
+        h1_process(c);
+    /* Input left inside SSL while we were paused is invisible to poll: read it now. */
+    if (!c->dead && c->ssl && !read_paused(c) && SSL_has_pending(c->ssl))
+        conn_read(c);
+    for (int iter = 0; iter < 64 && !c->dead; iter++) {
+        if (c->h2) {
+            while (buf_pending(&c->out) < OUT_HIGH) {
+                const uint8_t *data = NULL;
+                ssize_t n = nghttp2_session_mem_send(c->h2, &data);
+                if (n < 0) {
+                    conn_kill(c);
+                    return;
+                }
+                if (n == 0)
+                    break;
+                if (buf_append(&c->out, data, (size_t)n) != 0) {
+                    conn_kill(c);
+                    return;
+                }
+            }
+        }
+        conn_write(c);
+        if (c->dead || buf_pending(&c->out) || !c->h2 || !nghttp2_session_want_write(c->h2))
+            break;
+    }
+    if (c->dead || buf_pending(&c->out))
+        return;
+    if (c->h2) {
+        if (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2))
+            conn_finish(c);
+        else if (c->closing && !nghttp2_session_want_write(c->h2))
+            conn_finish(c);
+    } else if (c->closing) {
+        conn_finish(c);
+    }
+}
+
+static void sweep(cairn_h2srv_t *s, int64_t now)
+{
+    for (size_t i = 0; i < s->n_conns; i++) {
+        conn_t *c = s->conns[i];
+        if (c->dead)
+            continue;
+        if ((c->state == CS_HANDSHAKE || c->state == CS_SNIFF) && now - c->created_ms > SNIFF_TIMEOUT_MS)
+            conn_kill(c);
+        else if (c->state == CS_LINGER && now - c->closing_ms > LINGER_TIMEOUT_MS)
+            conn_kill(c);
+        else if (c->closing && now - c->closing_ms > CLOSING_TIMEOUT_MS)
+            conn_kill(c);
+    }
+}
+
+void cairn_h2srv_flush(cairn_h2srv_t *self)
+{
+    if (!self || self->in_cb)
+        return;
+    while (self->dirty) {
+        conn_t *c = self->dirty;
+        self->dirty = c->dirty_next;
+        c->dirty_next = NULL;
+        c->in_dirty = 0;
+        conn_pump(c);
+    }
+    int64_t now = now_ms();
+    if (now - self->last_sweep_ms >= 1000) {
+        self->last_sweep_ms = now;
+        sweep(self, now);
+    }
+    reap(self);
+}
+
+/* ---- replies --------------------------------------------------------------------------- */
+
+static h2stream_t *find_call(const cairn_h2srv_t *s, cairn_call_id_t call, conn_t **cp)
+{
+    if (!s)
+        return NULL;
+    conn_t *c = ht_get(s, (uint32_t)(call >> 32));
+    uint32_t sid = (uint32_t)call;
+    if (!c || c->dead || c->state != CS_H2 || !c->h2 || sid == 0 || sid > INT32_MAX)
+        return NULL;
+    h2stream_t *st = nghttp2_session_get_stream_user_data(c->h2, (int32_t)sid);
+    if (!st || st->closed)
+        return NULL;
+    *cp = c;
+    return st;
+}
+
+int cairn_h2srv_reply(cairn_h2srv_t *self, cairn_call_id_t call, const uint8_t *msg, size_t len)
+{
+    conn_t *c;
+    h2stream_t *st = find_call(self, call, &c);
+    if (!st)
+        return CAIRN_ECLOSED;
+    if (st->resp != RESP_NONE || st->finishing)
+        return CAIRN_ESTATE;
+    int rc = st_send(c, st, msg, len);
+    return rc ? rc : st_finish(c, st, 0, NULL);
+}
+
+int cairn_h2srv_error(cairn_h2srv_t *self, cairn_call_id_t call, int grpc_status, const char *message)
+{
+    conn_t *c;
+    h2stream_t *st = find_call(self, call, &c);
+    if (!st)
+        return CAIRN_ECLOSED;
+    return st_finish(c, st, grpc_status, message);
+}
+
+int cairn_h2srv_stream_send(cairn_h2srv_t *self, cairn_call_id_t call, const uint8_t *msg, size_t len)
+{
+    conn_t *c;
+    h2stream_t *st = find_call(self, call, &c);
+    if (!st)
+        return CAIRN_ECLOSED;
+    return st_send(c, st, msg, len);
+}
+
+int cairn_h2srv_stream_end(cairn_h2srv_t *self, cairn_call_id_t call, int grpc_status, const char *message)
+{
+    return cairn_h2srv_error(self, call, grpc_status, message);
+}
+
+size_t cairn_h2srv_stream_queued_bytes(const cairn_h2srv_t *self, cairn_call_id_t call)
+{
+    conn_t *c;
+    h2stream_t *st = find_call(self, call, &c);
+    return st ? st->out_bytes : 0;
+}
+
+size_t cairn_h2srv_conn_queued_bytes(const cairn_h2srv_t *self, cairn_call_id_t call)
+{
+    if (!self)
+        return 0;
+    conn_t *c = ht_get(self, (uint32_t)(call >> 32));
+    return c && !c->dead ? buf_pending(&c->out) : 0;
+}
+
+size_t cairn_h2srv_listener_count(const cairn_h2srv_t *self) { return self ? self->n_ls : 0; }
+
+int cairn_h2srv_bound_port(const cairn_h2srv_t *self, size_t idx)
+{
+    return self && idx < self->n_ls ? self->ls[idx].port : -1;
+}
+
+size_t cairn_h2srv_conn_count(const cairn_h2srv_t *self) { return self ? self->n_conns - self->n_dead : 0; }
