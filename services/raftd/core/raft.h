@@ -25,6 +25,9 @@
 #include <stdint.h>
 
 #define CAIRN_RAFT_NONE 0 /* no node / no leader */
+/* MSG_VOTE context of a campaign started by MSG_TIMEOUT_NOW (thesis §3.10): voters grant it
+ * even while they follow a live leader (the leader lease of thesis §4.2.3 does not apply). */
+#define CAIRN_RAFT_CTX_TRANSFER 1
 
 typedef enum { CAIRN_RAFT_FOLLOWER = 0, CAIRN_RAFT_PRECANDIDATE, CAIRN_RAFT_CANDIDATE, CAIRN_RAFT_LEADER } cairn_raft_role_t;
 
@@ -74,7 +77,7 @@ typedef struct {
     uint64_t commit;
     uint8_t reject;
     uint64_t reject_hint; /* APP_RESP rejected: the follower's hint for fast backtracking */
-    uint64_t context;     /* READINDEX/HEARTBEAT: the read request's context */
+    uint64_t context;     /* READINDEX/HEARTBEAT: the read request's context; VOTE: CAIRN_RAFT_CTX_TRANSFER */
     const cairn_raft_entry_t *entries;
     size_t n_entries;
     /* SNAP: the snapshot's metadata; the data travels outside the core (issue 3) */
