@@ -1,3 +1,202 @@
-/* cairnctl - entry point (being written). */
+/* cairnctl - Cairn's operator tool.
+ *
+ *   cairnctl run [--gateways N] [node flags...]
+ *       Starts one node's three processes (stored, raftd, N x gatewayd) with the same flags,
+ *       supervises them in the foreground (a process that dies is restarted after a short
+ *       back-off, as systemd's Restart=always would) and stops them all on Ctrl-C/SIGTERM:
+ *       gateways first (they send GOAWAY), then raftd, then stored (which syncs its WAL).
+ *   cairnctl version
+ * The daemons are looked up beside cairnctl's own executable, or in $CAIRN_BIN.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
-int main(void) { fprintf(stderr, "cairnctl: not built yet\n"); return 1; }
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t g_stop;
+static void on_signal(int sig) { g_stop = 1; }
+
+typedef struct {
+    char name[32];
+    char path[PATH_MAX];
+    char extra[64]; /* --gateway-id=... for gateways */
+    pid_t pid;
+    time_t started;
+    int fails;
+    time_t restart_at;
+} child_t;
+
+static int g_argc;
+static char **g_argv;
+
+static void bindir(char *out, size_t len)
+{
+    const char *env = getenv("CAIRN_BIN");
+    if (env && *env) {
+        snprintf(out, len, "%s", env);
+        return;
+    }
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) {
+        snprintf(out, len, ".");
+        return;
+    }
+    self[n] = 0;
+    char *slash = strrchr(self, '/');
+    if (slash)
+        *slash = 0;
+    snprintf(out, len, "%s", self);
+}
+
+static pid_t spawn(child_t *c)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        /* Own process group: Ctrl-C reaches the supervisor only, which stops children in order. */
+        setpgid(0, 0);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        char **av = calloc((size_t)g_argc + 3, sizeof *av);
+        int k = 0;
+        av[k++] = c->name;
+        for (int i = 0; i < g_argc; i++)
+            av[k++] = g_argv[i];
+        if (c->extra[0])
+            av[k++] = c->extra;
+        av[k] = NULL;
+        execv(c->path, av);
+        fprintf(stderr, "cairnctl: cannot exec %s: %s\n", c->path, strerror(errno));
+        _exit(127);
+    }
+    c->pid = pid;
+    c->started = time(NULL);
+    return pid;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    int gateways = 1;
+    int i = 0;
+    if (i < argc && strncmp(argv[i], "--gateways", 10) == 0) {
+        const char *v = argv[i][10] == '=' ? argv[i] + 11 : (i + 1 < argc ? argv[++i] : "1");
+        gateways = atoi(v);
+        i++;
+        if (gateways < 1 || gateways > 64) {
+            fprintf(stderr, "cairnctl: --gateways must be 1..64\n");
+            return 2;
+        }
+    }
+    g_argc = argc - i;
+    g_argv = argv + i;
+    char dir[PATH_MAX];
+    bindir(dir, sizeof dir);
+    int n = 2 + gateways;
+    child_t *cs = calloc((size_t)n, sizeof *cs);
+    const char *names[2] = {"stored", "raftd"};
+    for (int k = 0; k < n; k++) {
+        snprintf(cs[k].name, sizeof cs[k].name, "%s", k < 2 ? names[k] : "gatewayd");
+        snprintf(cs[k].path, sizeof cs[k].path, "%s/%s", dir, cs[k].name);
+        if (access(cs[k].path, X_OK) != 0) {
+            fprintf(stderr, "cairnctl: %s not found or not executable (set CAIRN_BIN)\n", cs[k].path);
+            return 1;
+        }
+        if (k >= 2)
+            snprintf(cs[k].extra, sizeof cs[k].extra, "--gateway-id=gw%d", k - 1);
+    }
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    for (int k = 0; k < n; k++) {
+        if (spawn(&cs[k]) < 0) {
+            fprintf(stderr, "cairnctl: fork failed: %s\n", strerror(errno));
+            g_stop = 1;
+            break;
+        }
+    }
+    fprintf(stderr, "cairnctl: node running (stored pid %d, raftd pid %d, %d gateway(s)); Ctrl-C stops it\n",
+            (int)cs[0].pid, (int)cs[1].pid, gateways);
+    while (!g_stop) {
+        int status;
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        time_t now = time(NULL);
+        if (pid > 0) {
+            for (int k = 0; k < n; k++) {
+                if (cs[k].pid != pid)
+                    continue;
+                cs[k].pid = 0;
+                int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+                cs[k].fails = now - cs[k].started < 10 ? cs[k].fails + 1 : 1;
+                int backoff = cs[k].fails > 5 ? 5 : cs[k].fails;
+                fprintf(stderr, "cairnctl: %s (pid %d) exited with %d; restarting in %d s\n", cs[k].name, (int)pid,
+                        code, backoff);
+                cs[k].restart_at = now + backoff;
+            }
+            continue;
+        }
+        for (int k = 0; k < n; k++)
+            if (!cs[k].pid && cs[k].restart_at && now >= cs[k].restart_at) {
+                cs[k].restart_at = 0;
+                spawn(&cs[k]);
+            }
+        struct timespec ts = {0, 100 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    /* stop: gateways, raftd, stored — each given up to 5 s before SIGKILL */
+    for (int k = n - 1; k >= 0; k--) {
+        if (!cs[k].pid)
+            continue;
+        kill(cs[k].pid, SIGTERM);
+        for (int t = 0; t < 50; t++) {
+            if (waitpid(cs[k].pid, NULL, WNOHANG) == cs[k].pid) {
+                cs[k].pid = 0;
+                break;
+            }
+            struct timespec ts = {0, 100 * 1000000};
+            nanosleep(&ts, NULL);
+        }
+        if (cs[k].pid) {
+            kill(cs[k].pid, SIGKILL);
+            waitpid(cs[k].pid, NULL, 0);
+        }
+    }
+    fprintf(stderr, "cairnctl: node stopped\n");
+    free(cs);
+    return 0;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: cairnctl run [--gateways N] [node flags, as for etcd: --name --data-dir "
+               "--listen-client-urls ...]\n"
+               "       cairnctl version\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "run") == 0)
+        return cmd_run(argc - 2, argv + 2);
+    if (strcmp(argv[1], "version") == 0) {
+        printf("cairnctl 0.1.0 (etcd API 3.4)\n");
+        return 0;
+    }
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "cairnctl: unknown command \"%s\"\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

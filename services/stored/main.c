@@ -1,3 +1,643 @@
-/* stored - entry point (being written). */
+/* stored - durability and state for one Cairn node (DESIGN.md "stored").
+ *
+ * One thread, one ROUTER socket (<run>/stored.ipc) that raftd and every gatewayd connect to.
+ * Each pass of the loop:
+ *   1. drains every message waiting (so many APPENDs share one fdatasync: group commit);
+ *   2. writes the buffered WAL records and fdatasyncs ONCE, then acks raftd with APPENDED
+ *      (raftd counts this node toward a quorum only after that ack);
+ *   3. applies committed entries (min(commit, persisted)) to the MVCC store in one LevelDB
+ *      write per pass, the applied index riding in the same write, and sends each result to
+ *      the gateway that proposed it;
+ *   4. serves the reads whose read index is now applied.
+ * The raft log since the last snapshot is kept in memory as well as in the WAL, so that
+ * raftd can reload it at start (LOAD) and apply never re-reads the disk.
+ */
+#include <czmq.h>
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
-int main(void) { fprintf(stderr, "stored: not built yet\n"); return 1; }
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "apply.h"
+#include "cairn_config.h"
+#include "cairn_err.h"
+#include "cairn_ipc.h"
+#include "cairn_log.h"
+#include "cairn_zmq.h"
+#include "mvcc.h"
+#include "wal.h"
+
+static volatile sig_atomic_t g_stop;
+static void on_signal(int sig) { g_stop = 1; }
+
+typedef struct {
+    uint64_t index, term;
+    uint8_t type;
+    uint8_t *data;
+    size_t len;
+} entry_t;
+
+typedef struct read_s {
+    struct read_s *next;
+    uint8_t ident[256];
+    size_t ident_len;
+    uint64_t req_id, read_index;
+    uint8_t *body;
+    size_t body_len;
+} read_t;
+
+typedef struct {
+    cairn_config_t *cfg;
+    cairn_wal_t *wal;
+    cairn_mvcc_t *mvcc;
+    zsock_t *router;
+    uint64_t boot_id;
+    char origin_prefix[40]; /* "<member id hex>/": results only for our own gateways */
+    size_t origin_prefix_len;
+    /* raft log in memory: entries [first_index, first_index + n) */
+    entry_t *log;
+    size_t n, cap;
+    uint64_t first_index; /* index of log[0] */
+    uint64_t snap_index, snap_term;
+    cairn_wal_hardstate_t hs;
+    uint64_t persisted; /* last index durable in the WAL */
+    uint64_t commit, term, leader;
+    /* raftd */
+    uint8_t raftd_ident[256];
+    size_t raftd_ident_len;
+    uint64_t pending_seq; /* highest APPEND seq written to the WAL buffer but not yet synced */
+    int have_pending;
+    int wal_failed;
+    read_t *reads, **reads_tail;
+    uint64_t n_applied_total;
+} stored_t;
+
+/* ------------------------------------------------------------------ in-memory log */
+
+static entry_t *log_at(stored_t *s, uint64_t index)
+{
+    if (index < s->first_index || index >= s->first_index + s->n)
+        return NULL;
+    return &s->log[index - s->first_index];
+}
+
+static uint64_t log_last(const stored_t *s) { return s->n ? s->first_index + s->n - 1 : s->snap_index; }
+
+static void log_truncate_from(stored_t *s, uint64_t index)
+{
+    while (s->n && s->first_index + s->n - 1 >= index) {
+        free(s->log[s->n - 1].data);
+        s->n--;
+    }
+}
+
+static int log_append(stored_t *s, uint64_t index, uint64_t term, uint8_t type, const uint8_t *data, size_t len)
+{
+    if (s->n == 0)
+        s->first_index = index;
+    else if (index <= log_last(s))
+        log_truncate_from(s, index); /* Raft overwrote a suffix (§5.3) */
+    if (s->n && index != log_last(s) + 1) {
+        /* A gap: only possible when the entries before it were already applied (a torn WAL
+         * tail behind a newer state machine); they are no longer needed. */
+        cairn_warn("log gap; restarting the in-memory log", "last=%llu next=%llu",
+                   (unsigned long long)log_last(s), (unsigned long long)index);
+        s->snap_index = index - 1;
+        s->snap_term = 0;
+        log_truncate_from(s, 0);
+    }
+    if (s->n == 0)
+        s->first_index = index;
+    if (s->n == s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 1024;
+        entry_t *nl = realloc(s->log, nc * sizeof *nl);
+        if (!nl)
+            return CAIRN_ENOMEM;
+        s->log = nl;
+        s->cap = nc;
+    }
+    entry_t *e = &s->log[s->n];
+    e->index = index;
+    e->term = term;
+    e->type = type;
+    e->len = len;
+    e->data = NULL;
+    if (len) {
+        e->data = malloc(len);
+        if (!e->data)
+            return CAIRN_ENOMEM;
+        memcpy(e->data, data, len);
+    }
+    s->n++;
+    return 0;
+}
+
+/* Entries already applied are needed only by raftd to replicate to lagging followers; the
+ * log is kept back to at most snapshot-count entries behind the applied index. */
+static void log_trim(stored_t *s)
+{
+    uint64_t applied = cairn_mvcc_applied_index(s->mvcc);
+    uint64_t keep = s->cfg->snapshot_count ? s->cfg->snapshot_count : 100000;
+    if (applied <= keep || s->n == 0)
+        return;
+    uint64_t drop_below = applied - keep;
+    if (drop_below <= s->first_index)
+        return;
+    size_t k = (size_t)(drop_below - s->first_index);
+    if (k > s->n)
+        k = s->n;
+    if (k < 4096) /* amortise the memmove */
+        return;
+    s->snap_index = s->log[k - 1].index;
+    s->snap_term = s->log[k - 1].term;
+    for (size_t i = 0; i < k; i++)
+        free(s->log[i].data);
+    memmove(s->log, s->log + k, (s->n - k) * sizeof *s->log);
+    s->n -= k;
+    s->first_index += k;
+}
+
+/* ------------------------------------------------------------------ WAL replay */
+
+static int on_replay_entry(void *ctx, const cairn_wal_entry_t *e)
+{
+    stored_t *s = ctx;
+    return log_append(s, e->index, e->term, e->type, e->data, e->len);
+}
+
+static int on_replay_hs(void *ctx, const cairn_wal_hardstate_t *hs)
+{
+    ((stored_t *)ctx)->hs = *hs;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ replies */
+
+static void reply(stored_t *s, const uint8_t *ident, size_t ident_len, const cairn_ipc_msg_t *m)
+{
+    int rc = cairn_zmq_send(s->router, ident, ident_len, m);
+    if (rc)
+        cairn_debug("reply dropped", "type=%s err=\"%s\"", cairn_ipc_type_name(m->type), cairn_strerror(rc));
+}
+
+static void reply_result(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t req_id, int code,
+                         const char *message, const uint8_t *body, size_t body_len)
+{
+    cairn_ipc_msg_t r = {.type = CAIRN_IPC_RESULT, .req_id = req_id, .code = code, .body = body, .body_len = body_len};
+    cairn_ipc_set_message(&r, message);
+    reply(s, ident, ident_len, &r);
+}
+
+static cairn_hdr_ctx_t hdr_ctx(stored_t *s)
+{
+    cairn_hdr_ctx_t h = {cairn_config_cluster_id(s->cfg), cairn_config_member_id(s->cfg), s->term};
+    return h;
+}
+
+/* ------------------------------------------------------------------ reads */
+
+static void serve_read(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t req_id, const uint8_t *body,
+                       size_t len)
+{
+    cairn_hdr_ctx_t h = hdr_ctx(s);
+    uint8_t *resp = NULL;
+    size_t resp_len = 0;
+    cairn_apply_err_t err = {0};
+    int rc = cairn_apply_range(s->mvcc, body, len, &h, &resp, &resp_len, &err);
+    if (rc < 0)
+        reply_result(s, ident, ident_len, req_id, 13, "etcdserver: storage error", NULL, 0);
+    else if (err.grpc_code)
+        reply_result(s, ident, ident_len, req_id, err.grpc_code, err.message, NULL, 0);
+    else
+        reply_result(s, ident, ident_len, req_id, 0, NULL, resp, resp_len);
+    free(resp);
+}
+
+static void serve_ready_reads(stored_t *s)
+{
+    uint64_t applied = cairn_mvcc_applied_index(s->mvcc);
+    read_t **pp = &s->reads;
+    while (*pp) {
+        read_t *r = *pp;
+        if (r->read_index <= applied) {
+            serve_read(s, r->ident, r->ident_len, r->req_id, r->body, r->body_len);
+            *pp = r->next;
+            free(r->body);
+            free(r);
+        } else
+            pp = &r->next;
+    }
+    s->reads_tail = pp;
+}
+
+/* ------------------------------------------------------------------ apply */
+
+static void apply_committed(stored_t *s)
+{
+    uint64_t applied = cairn_mvcc_applied_index(s->mvcc);
+    uint64_t upto = s->commit < s->persisted ? s->commit : s->persisted;
+    if (applied >= upto)
+        return;
+    /* Results are sent only after the batch is committed to LevelDB, so a gateway never
+     * reports a write that a crash right now could make stored forget to apply. */
+    typedef struct {
+        uint8_t ident[256];
+        size_t ident_len;
+        uint64_t req_id;
+        int code;
+        char message[256];
+        uint8_t *body;
+        size_t body_len;
+    } out_t;
+    size_t max_batch = 4096;
+    out_t *outs = calloc(max_batch, sizeof *outs);
+    if (!outs)
+        return;
+    while (applied < upto) {
+        size_t nout = 0;
+        if (cairn_mvcc_batch_begin(s->mvcc) < 0)
+            break;
+        int failed = 0;
+        for (uint64_t i = applied + 1; i <= upto && nout < max_batch; i++) {
+            entry_t *e = log_at(s, i);
+            if (!e) {
+                cairn_error("committed entry missing from log", "index=%llu", (unsigned long long)i);
+                failed = 1;
+                break;
+            }
+            cairn_ipc_req_t req;
+            if (e->type != 0 || e->len == 0 || cairn_ipc_req_decode(e->data, e->len, &req) != 0) {
+                if (e->type == 0 && e->len)
+                    cairn_warn("undecodable entry applied as no-op", "index=%llu", (unsigned long long)i);
+                if (cairn_apply_noop(s->mvcc, e->index, e->term) < 0) {
+                    failed = 1;
+                    break;
+                }
+                continue;
+            }
+            cairn_hdr_ctx_t h = hdr_ctx(s);
+            h.raft_term = e->term;
+            uint8_t *resp = NULL;
+            size_t resp_len = 0;
+            cairn_apply_err_t err = {0};
+            int rc = cairn_apply_request(s->mvcc, e->index, e->term, (int)req.kind, req.body, req.body_len, &h, &resp,
+                                         &resp_len, &err);
+            if (rc < 0) {
+                free(resp);
+                failed = 1;
+                break;
+            }
+            if (req.origin_len > s->origin_prefix_len && req.origin_len < sizeof outs[0].ident &&
+                memcmp(req.origin, s->origin_prefix, s->origin_prefix_len) == 0) {
+                out_t *o = &outs[nout++];
+                memcpy(o->ident, req.origin, req.origin_len);
+                o->ident_len = req.origin_len;
+                o->req_id = req.req_id;
+                o->code = err.grpc_code;
+                snprintf(o->message, sizeof o->message, "%s", err.message);
+                o->body = resp;
+                o->body_len = resp_len;
+            } else
+                free(resp);
+        }
+        if (failed) {
+            /* A storage failure mid-batch: nothing of the batch reached LevelDB; stop so the
+             * supervisor restarts us and the WAL replays from the durable applied index. */
+            cairn_error("apply failed; exiting so the WAL is replayed", NULL);
+            for (size_t k = 0; k < nout; k++)
+                free(outs[k].body);
+            free(outs);
+            g_stop = 2;
+            return;
+        }
+        if (cairn_mvcc_batch_commit(s->mvcc) < 0) {
+            cairn_error("mvcc batch commit failed; exiting so the WAL is replayed", NULL);
+            for (size_t k = 0; k < nout; k++)
+                free(outs[k].body);
+            g_stop = 2;
+            break;
+        }
+        for (size_t k = 0; k < nout; k++) {
+            out_t *o = &outs[k];
+            reply_result(s, o->ident, o->ident_len, o->req_id, o->code, o->code ? o->message : NULL, o->body,
+                         o->body_len);
+            free(o->body);
+        }
+        applied = cairn_mvcc_applied_index(s->mvcc);
+    }
+    free(outs);
+    log_trim(s);
+}
+
+/* ------------------------------------------------------------------ messages */
+
+static void send_load_resp(stored_t *s, const uint8_t *ident, size_t ident_len)
+{
+    cairn_ipc_entry_t *ents = NULL;
+    /* Only what is durable: raftd must never believe in an entry a crash could erase. */
+    size_t n = s->n;
+    while (n && s->log[n - 1].index > s->persisted)
+        n--;
+    if (n) {
+        ents = malloc(n * sizeof *ents);
+        if (!ents)
+            return;
+        for (size_t i = 0; i < n; i++)
+            ents[i] = (cairn_ipc_entry_t){s->log[i].index, s->log[i].term, s->log[i].type, s->log[i].data,
+                                          s->log[i].len};
+    }
+    uint64_t last = n ? s->log[n - 1].index : s->snap_index;
+    if (!n && !s->snap_index)
+        last = cairn_mvcc_applied_index(s->mvcc);
+    cairn_ipc_msg_t m = {.type = CAIRN_IPC_LOAD_RESP, .boot_id = s->boot_id, .term = s->hs.term, .vote = s->hs.vote,
+                         .commit = s->hs.commit < last ? s->hs.commit : last, .snap_index = s->snap_index, .snap_term = s->snap_term,
+                         .entries = ents, .n_entries = n};
+    if (n == 0 && s->snap_index == 0) {
+        /* nothing in the log: everything up to the applied index was compacted away */
+        m.snap_index = cairn_mvcc_applied_index(s->mvcc);
+        m.snap_term = cairn_mvcc_applied_term(s->mvcc);
+    }
+    reply(s, ident, ident_len, &m);
+    free(ents);
+}
+
+static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const uint8_t *frame, size_t len)
+{
+    cairn_ipc_msg_t m;
+    int rc = cairn_ipc_decode(frame, len, &m);
+    if (rc) {
+        cairn_warn("rejected ipc message", "err=\"%s\" bytes=%zu", cairn_strerror(rc), len);
+        cairn_ipc_msg_t e = {.type = CAIRN_IPC_ERROR, .code = rc};
+        cairn_ipc_set_message(&e, cairn_strerror(rc));
+        reply(s, ident, ident_len, &e);
+        return;
+    }
+    switch (m.type) {
+    case CAIRN_IPC_LOAD:
+        if (ident_len <= sizeof s->raftd_ident) {
+            memcpy(s->raftd_ident, ident, ident_len);
+            s->raftd_ident_len = ident_len;
+        }
+        send_load_resp(s, ident, ident_len);
+        break;
+    case CAIRN_IPC_APPEND:
+        if (s->wal_failed)
+            break;
+        if (ident_len <= sizeof s->raftd_ident) {
+            memcpy(s->raftd_ident, ident, ident_len);
+            s->raftd_ident_len = ident_len;
+        }
+        if (m.n_entries && m.entries[0].index > log_last(s) + 1) {
+            /* A raftd that has not yet noticed our restart sends past our log: ignore it; our
+             * HELLO makes it reload (LOAD) and resend from what we really hold. */
+            cairn_warn("append leaves a gap; ignored until raftd reloads", "first=%llu last=%llu",
+                       (unsigned long long)m.entries[0].index, (unsigned long long)log_last(s));
+            break;
+        }
+        for (size_t i = 0; i < m.n_entries; i++) {
+            const cairn_ipc_entry_t *e = &m.entries[i];
+            if (e->index <= cairn_mvcc_applied_index(s->mvcc)) {
+                /* Raft never rewrites a committed (hence applied) entry; refuse loudly. */
+                cairn_error("append below applied index ignored", "index=%llu applied=%llu",
+                            (unsigned long long)e->index, (unsigned long long)cairn_mvcc_applied_index(s->mvcc));
+                continue;
+            }
+            cairn_wal_entry_t we = {e->index, e->term, e->type, e->data, e->len};
+            if ((rc = cairn_wal_append_entry(s->wal, &we)) || (rc = log_append(s, e->index, e->term, e->type, e->data, e->len))) {
+                cairn_error("wal append failed", "err=\"%s\"", cairn_strerror(rc));
+                s->wal_failed = 1;
+                break;
+            }
+            if (e->index <= s->persisted)
+                s->persisted = e->index - 1; /* the overwritten suffix is no longer durable */
+        }
+        if (m.has_hs) {
+            s->hs = (cairn_wal_hardstate_t){m.term, m.vote, m.commit};
+            cairn_wal_append_hardstate(s->wal, &s->hs);
+        }
+        s->pending_seq = m.seq;
+        s->have_pending = 1;
+        break;
+    case CAIRN_IPC_COMMIT:
+        if (m.commit > s->commit)
+            s->commit = m.commit;
+        s->term = m.term;
+        s->leader = m.leader;
+        break;
+    case CAIRN_IPC_RANGE:
+        if (m.read_index <= cairn_mvcc_applied_index(s->mvcc)) {
+            serve_read(s, ident, ident_len, m.req_id, m.body, m.body_len);
+        } else {
+            read_t *r = calloc(1, sizeof *r);
+            if (!r || ident_len > sizeof r->ident || (m.body_len && !(r->body = malloc(m.body_len)))) {
+                free(r);
+                reply_result(s, ident, ident_len, m.req_id, 8, "etcdserver: too many requests", NULL, 0);
+                break;
+            }
+            memcpy(r->ident, ident, ident_len);
+            r->ident_len = ident_len;
+            r->req_id = m.req_id;
+            r->read_index = m.read_index;
+            if (m.body_len)
+                memcpy(r->body, m.body, m.body_len);
+            r->body_len = m.body_len;
+            *s->reads_tail = r;
+            s->reads_tail = &r->next;
+        }
+        break;
+    case CAIRN_IPC_STATUS: {
+        int64_t size = cairn_mvcc_db_size(s->mvcc);
+        cairn_ipc_msg_t r = {.type = CAIRN_IPC_STATUS_RESP, .req_id = m.req_id, .leader = s->leader, .term = s->term,
+                             .index = s->persisted, .applied = cairn_mvcc_applied_index(s->mvcc),
+                             .db_size = size > 0 ? (uint64_t)size : 0, .db_size_in_use = size > 0 ? (uint64_t)size : 0,
+                             .revision = cairn_mvcc_revision(s->mvcc),
+                             .compact_rev = cairn_mvcc_compact_revision(s->mvcc)};
+        reply(s, ident, ident_len, &r);
+        break;
+    }
+    default: {
+        cairn_warn("unexpected ipc message", "type=%s", cairn_ipc_type_name(m.type));
+        cairn_ipc_msg_t e = {.type = CAIRN_IPC_ERROR, .req_id = m.req_id, .code = CAIRN_EUNKNOWN_MSG};
+        cairn_ipc_set_message(&e, "stored does not handle this message type");
+        reply(s, ident, ident_len, &e);
+    }
+    }
+    cairn_ipc_msg_release(&m);
+}
+
+static void sync_wal(stored_t *s)
+{
+    if (!s->have_pending || s->wal_failed)
+        return;
+    int rc = cairn_wal_sync(s->wal);
+    if (rc) {
+        /* After a failed fsync the page cache state is unknown (fsyncgate): refuse to go on
+         * rather than acknowledge anything; the supervisor restarts us and the WAL replays. */
+        cairn_error("wal sync failed; stopping", "err=\"%s\"", cairn_strerror(rc));
+        s->wal_failed = 1;
+        g_stop = 2;
+        return;
+    }
+    s->have_pending = 0;
+    s->persisted = log_last(s);
+    entry_t *last = log_at(s, s->persisted);
+    cairn_ipc_msg_t a = {.type = CAIRN_IPC_APPENDED, .seq = s->pending_seq, .index = s->persisted,
+                         .term = last ? last->term : s->snap_term};
+    if (s->raftd_ident_len)
+        reply(s, s->raftd_ident, s->raftd_ident_len, &a);
+}
+
+int main(int argc, char **argv)
+{
+    stored_t S = {0}, *s = &S;
+    char err[512];
+    s->cfg = cairn_config_new();
+    int rc = cairn_config_load(s->cfg, argc, argv, err, sizeof err);
+    if (rc == CAIRN_CONFIG_HELP) {
+        cairn_config_usage(stdout);
+        return 0;
+    }
+    if (rc == CAIRN_CONFIG_VERSION) {
+        printf("stored (cairn) 0.1.0, etcd API 3.4\n");
+        return 0;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "stored: %s\n", err);
+        return 2;
+    }
+    cairn_log_init("stored", s->cfg->log_level);
+    if (cairn_config_ensure_dirs(s->cfg, err, sizeof err) < 0) {
+        cairn_error("cannot create directories", "err=\"%s\"", err);
+        return 1;
+    }
+    zsys_init();
+    zsys_handler_set(NULL);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGPIPE, SIG_IGN);
+    s->boot_id = cairn_random_u64();
+    s->reads_tail = &s->reads;
+    s->origin_prefix_len = (size_t)snprintf(s->origin_prefix, sizeof s->origin_prefix, "%016llx/",
+                                            (unsigned long long)cairn_config_member_id(s->cfg));
+
+    char path[4096];
+    snprintf(path, sizeof path, "%s/member/mvcc", s->cfg->data_dir);
+    char member_dir[4096];
+    snprintf(member_dir, sizeof member_dir, "%s/member", s->cfg->data_dir);
+    mkdir(member_dir, 0700);
+    s->mvcc = cairn_mvcc_open(path, &rc, err, sizeof err);
+    if (!s->mvcc) {
+        cairn_error("cannot open mvcc store", "path=%s err=\"%s\"", path, err);
+        return 1;
+    }
+    char waldir[4096];
+    if (s->cfg->wal_dir && *s->cfg->wal_dir)
+        snprintf(waldir, sizeof waldir, "%s", s->cfg->wal_dir);
+    else
+        snprintf(waldir, sizeof waldir, "%s/member/wal", s->cfg->data_dir);
+    cairn_wal_opts_t wopts = {0};
+    cairn_wal_replay_t cb = {on_replay_entry, on_replay_hs, s};
+    s->wal = cairn_wal_open(waldir, &wopts, &cb, &rc, err, sizeof err);
+    if (!s->wal) {
+        cairn_error("cannot open wal; refusing to start", "dir=%s err=\"%s\"", waldir, err);
+        return 1;
+    }
+    /* Everything replayed from the WAL is durable; the commit index we know durably is the
+     * one in the last hard state. Apply up to it now so reads after a restart see every
+     * write acknowledged before it (the rest is applied when raftd reports commit). */
+    s->commit = s->hs.commit;
+    s->term = s->hs.term;
+    if (s->n && s->first_index > cairn_mvcc_applied_index(s->mvcc) + 1) {
+        cairn_error("wal does not reach back to the applied index", "first=%llu applied=%llu",
+                    (unsigned long long)s->first_index, (unsigned long long)cairn_mvcc_applied_index(s->mvcc));
+        return 1;
+    }
+    if (log_last(s) < cairn_mvcc_applied_index(s->mvcc) && s->n) {
+        /* The WAL lost a tail the state machine already holds (a torn tail cut by hand or by
+         * a disk that lied): the log now starts after the applied index. */
+        cairn_warn("wal ends before the applied index; continuing from the state machine", "last=%llu applied=%llu",
+                   (unsigned long long)log_last(s), (unsigned long long)cairn_mvcc_applied_index(s->mvcc));
+        log_truncate_from(s, 0);
+    }
+    if (s->n == 0) {
+        s->snap_index = cairn_mvcc_applied_index(s->mvcc);
+        s->snap_term = cairn_mvcc_applied_term(s->mvcc);
+    } else {
+        s->snap_index = s->first_index - 1;
+        s->snap_term = 0;
+    }
+    s->persisted = log_last(s);
+    cairn_info("wal replayed", "entries=%zu last_index=%llu applied=%llu commit=%llu revision=%lld", s->n,
+               (unsigned long long)log_last(s), (unsigned long long)cairn_mvcc_applied_index(s->mvcc),
+               (unsigned long long)s->commit, (long long)cairn_mvcc_revision(s->mvcc));
+    apply_committed(s);
+
+    char ep[512];
+    if (cairn_config_ipc_endpoint(s->cfg, "stored", ep, sizeof ep) < 0) {
+        cairn_error("ipc endpoint path too long", "run_dir=%s", s->cfg->run_dir);
+        return 1;
+    }
+    s->router = cairn_zmq_router_bind(ep, &rc);
+    if (!s->router) {
+        cairn_error("cannot bind", "endpoint=%s err=\"%s\"", ep, zmq_strerror(zmq_errno()));
+        return 1;
+    }
+    cairn_info("stored ready", "endpoint=%s member_id=%016llx", ep, (unsigned long long)cairn_config_member_id(s->cfg));
+
+    /* raftd learns our boot id from HELLO (sent every second, and dropped while raftd is not
+     * connected): a raftd that sees a new boot id knows we restarted and reloads its state. */
+    int64_t next_hello = 0;
+    while (!g_stop) {
+        int64_t now = cairn_now_ms();
+        if (now >= next_hello) {
+            cairn_ipc_msg_t h = {.type = CAIRN_IPC_HELLO, .boot_id = s->boot_id};
+            cairn_zmq_send(s->router, "raftd", 5, &h);
+            next_hello = now + 1000;
+        }
+        zmq_pollitem_t item = {zsock_resolve(s->router), 0, ZMQ_POLLIN, 0};
+        int timeout = s->reads ? 10 : 500;
+        if (zmq_poll(&item, 1, timeout) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        /* 1. drain */
+        for (int k = 0; k < 100000; k++) {
+            cairn_zmq_in_t in;
+            rc = cairn_zmq_recv(s->router, 1, &in);
+            if (rc == CAIRN_EAGAIN)
+                break;
+            if (rc)
+                continue;
+            handle(s, zmq_msg_data(&in.ident), zmq_msg_size(&in.ident), zmq_msg_data(&in.frame),
+                   zmq_msg_size(&in.frame));
+            cairn_zmq_in_close(&in);
+            if (s->have_pending && cairn_wal_pending_bytes(s->wal) > (8u << 20))
+                break; /* bound the group-commit batch */
+        }
+        /* 2. one fdatasync for everything drained */
+        sync_wal(s);
+        /* 3. apply */
+        apply_committed(s);
+        /* 4. reads */
+        if (s->reads)
+            serve_ready_reads(s);
+    }
+    cairn_info("stored stopping", "applied=%llu", (unsigned long long)cairn_mvcc_applied_index(s->mvcc));
+    zsock_destroy(&s->router);
+    cairn_wal_destroy(&s->wal);
+    cairn_mvcc_destroy(&s->mvcc);
+    for (size_t i = 0; i < s->n; i++)
+        free(s->log[i].data);
+    free(s->log);
+    while (s->reads) {
+        read_t *r = s->reads;
+        s->reads = r->next;
+        free(r->body);
+        free(r);
+    }
+    cairn_config_destroy(&s->cfg);
+    return g_stop == 2 ? 1 : 0;
+}

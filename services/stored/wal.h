@@ -1,0 +1,91 @@
+/* wal.h - the write-ahead log of stored: raft entries and hard state, segmented,
+ * CRC32C-checked, one fdatasync per batch (group commit). The on-disk format and the
+ * recovery rules are described byte by byte at the top of wal.c.
+ *
+ * A cairn_wal_t has one owner; it is not thread-safe.
+ */
+#ifndef CAIRN_WAL_H
+#define CAIRN_WAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fileops.h"
+
+typedef struct cairn_wal cairn_wal_t;
+
+typedef struct {
+    uint64_t index, term;
+    uint8_t type;
+    const uint8_t *data; /* during replay: valid only for the duration of the callback */
+    size_t len;
+} cairn_wal_entry_t;
+
+typedef struct {
+    uint64_t term, vote, commit;
+} cairn_wal_hardstate_t;
+
+typedef struct {
+    size_t segment_bytes;       /* preallocated size of each segment; default 64 MiB */
+    const cairn_fileops_t *ops; /* NULL = cairn_fileops_default() (real POSIX) */
+    int no_sync;                /* tests/bench only: skip fdatasync (no durability, see wal.c) */
+} cairn_wal_opts_t;
+
+typedef struct {
+    /* called in log order during open; an entry whose index <= the previous entry's index
+       means the log was truncated there by Raft (a new leader overwrote it): the callee must
+       drop its entries >= that index before taking this one */
+    int (*on_entry)(void *ctx, const cairn_wal_entry_t *e);
+    /* called for every hard state record in log order; the last call is the current one
+       (a segment starts with a copy of the hard state current when it was created, so the
+       same value may be reported more than once) */
+    int (*on_hardstate)(void *ctx, const cairn_wal_hardstate_t *hs);
+    void *ctx;
+} cairn_wal_replay_t;
+
+/* Largest entry payload cairn_wal_append_entry accepts (CAIRN_ETOOBIG beyond). */
+#define CAIRN_WAL_MAX_ENTRY_BYTES ((size_t)64 << 20)
+#define CAIRN_WAL_DEFAULT_SEGMENT_BYTES ((size_t)64 << 20)
+
+/* Opens (creating if absent) the WAL in dir, replays every record through cb (may be NULL).
+   Records are replayed a whole batch (one cairn_wal_sync) at a time: a batch that did not
+   fully reach the disk is never partly replayed. On a torn tail in the LAST segment it
+   truncates (zeroes) the tail and logs how many bytes were dropped. On a bad record followed
+   by valid data, or a bad record in a non-last segment, it returns CAIRN_ECORRUPT and fills
+   errbuf with a message naming the file and byte offset. A non-zero return of a callback
+   stops the open and is returned in *err. err, errbuf may be NULL. */
+cairn_wal_t *cairn_wal_open(const char *dir, const cairn_wal_opts_t *opts, const cairn_wal_replay_t *cb,
+                            int *err, char *errbuf, size_t errlen);
+/* Closes the WAL; records appended since the last cairn_wal_sync are dropped. Idempotent,
+   sets *self_p to NULL. */
+void cairn_wal_destroy(cairn_wal_t **self_p);
+
+/* Buffer records in memory (no I/O). 0, CAIRN_EINVAL, CAIRN_ETOOBIG, CAIRN_ENOMEM, or
+   CAIRN_ESTATE once a sync has failed. */
+int cairn_wal_append_entry(cairn_wal_t *self, const cairn_wal_entry_t *e);
+int cairn_wal_append_hardstate(cairn_wal_t *self, const cairn_wal_hardstate_t *hs);
+
+/* Write every buffered record and make it durable with ONE fdatasync (group commit); rolls to
+   a new preallocated segment when the current one is full (fsync the directory after creating
+   it). Returns 0, or CAIRN_EIO/CAIRN_ENOSPC: on failure nothing is reported durable and the
+   WAL refuses further appends and syncs with CAIRN_ESTATE (the caller must restart - like
+   etcd's panic on fsync failure, because after a failed fsync the page cache state is
+   unknown). A sync with nothing buffered does no I/O and returns 0. */
+int cairn_wal_sync(cairn_wal_t *self);
+
+/* Remove whole segments whose entries are all < index - 1 (after a snapshot at index - 1 or
+   later): the segment holding index-1 and the current segment are always kept, and only
+   the oldest segments are removed (never one in the middle). Every segment starts with a
+   copy of the hard state, so the last hard state is never lost. Returns the number of
+   segments removed, or CAIRN_EIO. */
+int cairn_wal_release_before(cairn_wal_t *self, uint64_t index);
+
+/* Index of the last entry made durable (by cairn_wal_sync, or found at open); 0 if none. After
+   a Raft truncation this is the index of the overwriting entry, not the old maximum. */
+uint64_t cairn_wal_last_index(const cairn_wal_t *self);
+/* Bytes buffered by append and not yet synced (0 when nothing is pending). */
+size_t cairn_wal_pending_bytes(const cairn_wal_t *self);
+/* Number of segment files the WAL currently has. */
+size_t cairn_wal_segment_count(const cairn_wal_t *self);
+
+#endif
