@@ -90,10 +90,17 @@
  *   where <n> is the offset of the damaged record itself (inside its batch if the batch
  *   header is readable).
  *
- * Limits of what can be told apart: damage to the last batch of the log after it was
- * synced looks exactly like a torn write and is truncated (with the warning), like etcd
- * and SQLite's WAL do. With no_sync several batches can be unsynced at once, so a crash
- * can leave a state that reads as corruption; no_sync is for tests and benchmarks only.
+ * Assumptions and limits: like SQLite's default (SQLITE_IOCAP_POWERSAFE_OVERWRITE), a
+ * torn write is assumed never to damage bytes outside the range written, i.e. durable
+ * bytes sharing a sector with the batch being written (batches are not sector-aligned).
+ * Damage to the last batch of the log after it was synced looks exactly like a torn write
+ * and is truncated (with the warning), as in etcd and SQLite's WAL. When the header of the
+ * damaged batch is unreadable, the search for a following batch also looks inside that
+ * batch's own data, so entry data that embeds a well-formed batch carrying its own file
+ * offset could turn a torn tail into a (false) corruption error - never into data loss.
+ * With no_sync several batches can be unsynced at once, so a crash can leave a state that
+ * reads as corruption; no_sync is for tests and benchmarks only. There is no lock: one
+ * process must own the directory.
  *
  * Lengths read from disk are never trusted for allocation: every length is checked against
  * the bytes actually left in the file (or batch) before anything is read or allocated, so
