@@ -1,0 +1,54 @@
+/* apply.h - etcd's KV request semantics (Range/Put/DeleteRange/Txn/Compact) on cairn_mvcc.
+ *
+ * This is etcd v3.4's applierV3backend (etcdserver/apply.go) over our MVCC store: requests
+ * arrive as the protobuf bytes that were proposed, responses leave as packed protobuf, with
+ * etcd's errors (grpc code + exact message). What etcd's gateway checks before proposing is
+ * in shared/cairn_kvcheck.h, not here.
+ */
+#ifndef CAIRN_APPLY_H
+#define CAIRN_APPLY_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cairn_kvcheck.h"   /* cairn_req_kind_t, etcd's messages */
+#include "mvcc.h"
+
+/* What every response header carries besides the revision. */
+typedef struct {
+    uint64_t cluster_id, member_id, raft_term;
+} cairn_hdr_ctx_t;
+
+typedef struct {
+    int grpc_code;      /* 0 = ok */
+    char message[256];
+} cairn_apply_err_t;
+
+/* Applies one committed request (kind: cairn_req_kind_t; body: the protobuf of
+ * PutRequest / DeleteRangeRequest / TxnRequest / CompactionRequest, or RangeRequest for a
+ * read serialised through the log) at raft (index, term), inside the current batch (if no
+ * batch is open, the call makes one of its own), and records index/term as applied.
+ *
+ * On success *resp is a malloc'd packed response (caller frees) whose header is
+ * {cluster_id, member_id, revision, raft_term}, also inside nested Txn responses; per-op
+ * responses inside a Txn carry etcd's per-op revision. Otherwise err->grpc_code != 0 with
+ * etcd's exact message (e.g. 5 "etcdserver: requested lease not found", 11 "etcdserver:
+ * mvcc: required revision has been compacted") and *resp is NULL. A request that fails still
+ * consumes its index but changes no data. A malformed protobuf is grpc 3, never a crash.
+ *
+ * An index <= the applied index was applied already (a WAL replay overlapping the store):
+ * nothing happens, *resp is NULL and err->grpc_code 0.
+ *
+ * Returns 0, or a negative CAIRN_E* only for storage failures (the batch must then be
+ * abandoned with cairn_mvcc_batch_abort). */
+int cairn_apply_request(cairn_mvcc_t *m, uint64_t index, uint64_t term, int kind, const uint8_t *body, size_t len,
+                        const cairn_hdr_ctx_t *hdr, uint8_t **resp, size_t *resp_len, cairn_apply_err_t *err);
+
+/* An entry with no request (raft no-op, conf change): only advances the applied index. */
+int cairn_apply_noop(cairn_mvcc_t *m, uint64_t index, uint64_t term);
+
+/* Read path: RangeRequest bytes -> packed RangeResponse, on the COMMITTED state (a batch
+ * being applied is invisible until committed). Same contract as cairn_apply_request. */
+int cairn_apply_range(cairn_mvcc_t *m, const uint8_t *body, size_t len, const cairn_hdr_ctx_t *hdr,
+                      uint8_t **resp, size_t *resp_len, cairn_apply_err_t *err);
+
+#endif

@@ -1,0 +1,1681 @@
+/* mvcc.c - etcd's revisioned key-value store on LevelDB.
+ *
+ * ==== ON-DISK FORMAT ======================================================================
+ *
+ * One LevelDB database (bytewise comparator) in the mvcc directory. Every integer is
+ * big-endian, so LevelDB's byte order is numeric order; revisions, versions, leases and TTLs
+ * are int64 values stored as their 8 two's-complement bytes. The first byte of a LevelDB key
+ * names its table.
+ *
+ * 'M' meta records
+ *   "Mformat"  -> "cairn-mvcc/1" (12 bytes). Written when the store is created. Open refuses
+ *                 a database that lacks it but is not empty, or that has another value.
+ *   "Mapplied" -> applied_index u64 | applied_term u64 | revision i64               (24 bytes)
+ *                 revision = the store's current main revision (1 on a fresh store).
+ *   "Mcompact" -> compact_rev i64 | finished_rev i64 | cursor_main u64 | cursor_sub u64 (32)
+ *                 compact_rev: reads below it fail (ErrCompacted); -1 = never compacted.
+ *                 finished_rev: the history removal for compactions up to here is complete.
+ *                 cursor: the revision-index entry where an unfinished removal continues.
+ *
+ * 'k' current state: one record per LIVE key, so reads at the current revision never touch
+ *     the history (a point read is one Get)
+ *   'k' key    -> create_rev i64 | mod_rev i64 | version i64 | lease i64 | value      (32 + n)
+ *
+ * 'h' history: one record per change (put or delete) of every key, until compaction
+ *   'h' esc(key) 0x00 0x01 | ~main u64 | ~sub u64  ->  flags u8 [| create_rev i64 | version
+ *                                                       i64 | lease i64 | value]
+ *     esc() writes byte 0x00 as 0x00 0xFF and every other byte as itself; 0x00 0x01 ends the
+ *     key. So the encoded keys sort exactly like (key, then revision): a key that is a prefix
+ *     of another ends with 0x00 0x01, below both 0x00 0xFF and any byte >= 0x01 that the
+ *     longer key continues with. "esc(key) 0x00 0x02" is above every record of key and below
+ *     the next key: seeking there skips a key's whole history.
+ *     ~x is UINT64_MAX - x: a key's NEWEST record comes first, so "key at revision R" is one
+ *     Seek to (key, ~R, ~UINT64_MAX): the first record there, if it is this key's, is the
+ *     latest at <= R. mod_revision is the record's main revision.
+ *     flags bit 0 = tombstone (a delete); a tombstone's value is the flags byte alone.
+ *
+ * 'r' revision index: which key each revision changed (compaction walks it in revision
+ *     order; watch catch-up will too)
+ *   'r' main u64 | sub u64 -> flags u8 | key        (flags as in 'h')
+ *
+ * 'L' lease table (durable; deadlines are raftd's business)
+ *   'L' id u64 -> granted_ttl i64 | remaining_ttl i64 (16; remaining 0 = not checkpointed)
+ * 'l' lease attachments: which keys carry a lease (revoke deletes them)
+ *   'l' id u64 | key -> (empty)
+ *
+ * ==== THE RULE THAT KEEPS IT CONSISTENT ===================================================
+ *
+ * All changes of a batch of raft entries - data of every table, and "Mapplied" with the
+ * index of the last entry of the batch - go to LevelDB in ONE WriteBatch. LevelDB applies a
+ * WriteBatch atomically, also across a crash (its log record is checksummed as a whole), so
+ * the database always holds exactly the effects of entries 1..applied_index: never half a
+ * batch, never data without its index or an index without its data (etcd #13766 was an index
+ * persisted apart from the data). Writes use sync=0: the WAL is the durable copy, and on
+ * restart stored replays the WAL from applied_index + 1.
+ *
+ * Before the write, the batch lives in an in-memory sorted overlay (a skip list over the
+ * same LevelDB keys); reads of the pending view merge it over LevelDB, so entries inside a
+ * batch and ops inside a Txn see earlier writes.
+ *
+ * Compaction at C is a logical step plus a physical one. The logical step (compact_rev = C in
+ * "Mcompact") rides in the batch like any change: from then on reads below C fail. The
+ * physical step runs after the batch is written, in chunks of at most compact_chunk
+ * deletions per LevelDB write, walking the revision index from the cursor up to C: each
+ * record deletes its key's previous record (now superseded), and a tombstone deletes itself.
+ * What remains at <= C is, for each key, its latest record at <= C unless that is a
+ * tombstone - etcd's rule. Each chunk's write also moves the cursor, so a crash mid-way
+ * resumes (deleting twice is harmless); open() finishes it.
+ *
+ * Invariants: 'k' key exists iff the key's newest 'h' record is not a tombstone, and then
+ * they hold the same create/mod/version/lease/value. Every 'h' record has its 'r' record.
+ * 'l' id key exists iff 'k' key exists with lease id.
+ */
+#include "mvcc.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <leveldb/c.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cairn_crc32c.h"
+#include "cairn_err.h"
+#include "cairn_log.h"
+
+#define MVCC_FORMAT "cairn-mvcc/1"
+#define T_META 'M'
+#define T_CUR 'k'
+#define T_HIST 'h'
+#define T_REV 'r'
+#define T_LEASE 'L'
+#define T_LATT 'l'
+#define HFLAG_TOMB 0x01
+#define CUR_HDR 32    /* create, mod, version, lease */
+#define HIST_HDR 25   /* flags, create, version, lease */
+
+/* ---- byte helpers --------------------------------------------------------------------- */
+
+static inline void be64_put(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static inline uint64_t be64_get(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* LevelDB's bytewise order, which is also Go's bytes.Compare. */
+static inline int keycmp(const void *a, size_t an, const void *b, size_t bn)
+{
+    size_t n = an < bn ? an : bn;
+    int c = n ? memcmp(a, b, n) : 0;
+    if (c)
+        return c;
+    return an < bn ? -1 : an > bn ? 1 : 0;
+}
+
+/* A key being built: small ones on the stack, large ones on the heap. */
+typedef struct {
+    uint8_t *p;
+    size_t n, cap;
+    int oom;
+    uint8_t inl[192];
+} kbuf_t;
+
+static void kb_init(kbuf_t *b)
+{
+    b->p = b->inl;
+    b->n = 0;
+    b->cap = sizeof b->inl;
+    b->oom = 0;
+}
+
+static void kb_free(kbuf_t *b)
+{
+    if (b->p != b->inl)
+        free(b->p);
+    kb_init(b);
+}
+
+static int kb_reserve(kbuf_t *b, size_t extra)
+{
+    if (b->oom)
+        return -1;
+    if (b->n + extra <= b->cap)
+        return 0;
+    size_t cap = b->cap * 2;
+    while (cap < b->n + extra)
+        cap *= 2;
+    uint8_t *np = b->p == b->inl ? malloc(cap) : realloc(b->p, cap);
+    if (!np) {
+        b->oom = 1;
+        return -1;
+    }
+    if (b->p == b->inl)
+        memcpy(np, b->inl, b->n);
+    b->p = np;
+    b->cap = cap;
+    return 0;
+}
+
+static void kb_add(kbuf_t *b, const void *d, size_t n)
+{
+    if (n && kb_reserve(b, n) == 0) {
+        memcpy(b->p + b->n, d, n);
+        b->n += n;
+    }
+}
+
+static void kb_u8(kbuf_t *b, uint8_t c)
+{
+    if (kb_reserve(b, 1) == 0)
+        b->p[b->n++] = c;
+}
+
+static void kb_be64(kbuf_t *b, uint64_t v)
+{
+    if (kb_reserve(b, 8) == 0) {
+        be64_put(b->p + b->n, v);
+        b->n += 8;
+    }
+}
+
+/* 'h' esc(key) 0x00 0x01: the prefix shared by every history record of key. */
+static void kb_hist_group(kbuf_t *b, const uint8_t *key, size_t klen)
+{
+    kb_u8(b, T_HIST);
+    if (kb_reserve(b, 2 * klen + 2) != 0)
+        return;
+    uint8_t *o = b->p + b->n;
+    for (size_t i = 0; i < klen; i++) {
+        *o++ = key[i];
+        if (key[i] == 0)
+            *o++ = 0xFF;
+    }
+    *o++ = 0x00;
+    *o++ = 0x01;
+    b->n = (size_t)(o - b->p);
+}
+
+static void kb_hist_key(kbuf_t *b, const uint8_t *key, size_t klen, int64_t main, int64_t sub)
+{
+    kb_hist_group(b, key, klen);
+    kb_be64(b, ~(uint64_t)main);
+    kb_be64(b, ~(uint64_t)sub);
+}
+
+/* Parses the group of a history key: *glen = length of 'h' esc(key) 0x00 0x01, and unescapes
+ * the user key into *out (grown as needed). Returns 0 or CAIRN_ECORRUPT/CAIRN_ENOMEM. */
+static int hist_parse(const uint8_t *k, size_t n, size_t *glen, uint8_t **out, size_t *outcap, size_t *ulen)
+{
+    if (n < 3 || k[0] != T_HIST)
+        return CAIRN_ECORRUPT;
+    if (*outcap < n) {
+        uint8_t *np = realloc(*out, n);
+        if (!np)
+            return CAIRN_ENOMEM;
+        *out = np;
+        *outcap = n;
+    }
+    size_t u = 0;
+    for (size_t i = 1; i + 1 < n; i++) {
+        if (k[i] != 0) {
+            (*out)[u++] = k[i];
+        } else if (k[i + 1] == 0xFF) {
+            (*out)[u++] = 0;
+            i++;
+        } else if (k[i + 1] == 0x01) {
+            *glen = i + 2;
+            *ulen = u;
+            return 0;
+        } else {
+            return CAIRN_ECORRUPT;
+        }
+    }
+    return CAIRN_ECORRUPT;
+}
+
+/* ---- arena ---------------------------------------------------------------------------- */
+
+struct cairn_arena_chunk {
+    cairn_arena_chunk_t *next;
+    size_t cap, used;
+};
+#define ARENA_HDR ((sizeof(cairn_arena_chunk_t) + 15) & ~(size_t)15)
+#define ARENA_MIN (64 * 1024)
+#define ARENA_MAX (4 * 1024 * 1024)
+#define ARENA_DATA(c) ((uint8_t *)(c) + ARENA_HDR)
+
+void *cairn_arena_alloc(cairn_arena_t *a, size_t n)
+{
+    n = n ? (n + 15) & ~(size_t)15 : 16;
+    cairn_arena_chunk_t *c = a->head;
+    if (c && c->cap - c->used >= n) {
+        void *p = ARENA_DATA(c) + c->used;
+        c->used += n;
+        a->bytes += n;
+        return p;
+    }
+    if (n > ARENA_MIN / 4) {
+        /* A big block gets a chunk of its own, linked behind the head so the head keeps
+         * serving small allocations. */
+        cairn_arena_chunk_t *nc = malloc(ARENA_HDR + n);
+        if (!nc)
+            return NULL;
+        nc->cap = nc->used = n;
+        if (c) {
+            nc->next = c->next;
+            c->next = nc;
+        } else {
+            nc->next = NULL;
+            a->head = nc;
+        }
+        a->bytes += n;
+        return ARENA_DATA(nc);
+    }
+    /* Chunks grow with the arena (a batch of 1000 puts needs megabytes), up to 4 MiB. */
+    size_t cap = a->bytes < ARENA_MIN ? ARENA_MIN : a->bytes > ARENA_MAX ? ARENA_MAX : a->bytes;
+    cairn_arena_chunk_t *nc = malloc(ARENA_HDR + cap);
+    if (!nc)
+        return NULL;
+    nc->cap = cap;
+    nc->used = n;
+    nc->next = c;
+    a->head = nc;
+    a->bytes += n;
+    return ARENA_DATA(nc);
+}
+
+void *cairn_arena_dup(cairn_arena_t *a, const void *p, size_t n)
+{
+    void *d = cairn_arena_alloc(a, n);
+    if (d && n)
+        memcpy(d, p, n);
+    return d;
+}
+
+void cairn_arena_reset(cairn_arena_t *a)
+{
+    cairn_arena_chunk_t *keep = a->head;
+    if (keep && (keep->cap < ARENA_MIN || keep->cap > ARENA_MAX))
+        keep = NULL;   /* a dedicated big block: not worth keeping */
+    cairn_arena_chunk_t *c = a->head;
+    while (c) {
+        cairn_arena_chunk_t *next = c->next;
+        if (c != keep)
+            free(c);
+        c = next;
+    }
+    if (keep) {
+        keep->next = NULL;
+        keep->used = 0;
+    }
+    a->head = keep;
+    a->bytes = 0;
+}
+
+void cairn_arena_free(cairn_arena_t *a)
+{
+    cairn_arena_reset(a);
+    free(a->head);
+    a->head = NULL;
+}
+
+/* ---- overlay: the open batch as a sorted map of LevelDB keys --------------------------- */
+
+#define OV_MAXH 12
+
+typedef struct ov_node {
+    const uint8_t *key, *val;
+    uint32_t klen, vlen;
+    uint8_t del;   /* the batch deletes this key */
+    struct ov_node *next[];
+} ov_node_t;
+
+typedef struct {
+    cairn_arena_t arena;
+    ov_node_t *head;
+    int height;
+    uint64_t rnd;
+    size_t count;
+} overlay_t;
+
+static int ov_init(overlay_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->head = calloc(1, sizeof(ov_node_t) + OV_MAXH * sizeof(ov_node_t *));
+    o->height = 1;
+    o->rnd = 0x9E3779B97F4A7C15ull;
+    return o->head ? 0 : CAIRN_ENOMEM;
+}
+
+static void ov_clear(overlay_t *o)
+{
+    cairn_arena_reset(&o->arena);
+    memset(o->head->next, 0, OV_MAXH * sizeof(ov_node_t *));
+    o->height = 1;
+    o->count = 0;
+}
+
+static void ov_fini(overlay_t *o)
+{
+    cairn_arena_free(&o->arena);
+    free(o->head);
+    o->head = NULL;
+}
+
+/* First node >= key; fills prev[] (may be NULL) with the last node < key on each level. */
+static ov_node_t *ov_find_ge(const overlay_t *o, const uint8_t *key, size_t klen, ov_node_t **prev)
+{
+    ov_node_t *x = o->head;
+    for (int lv = o->height - 1; lv >= 0; lv--) {
+        ov_node_t *nx;
+        while ((nx = x->next[lv]) && keycmp(nx->key, nx->klen, key, klen) < 0)
+            x = nx;
+        if (prev)
+            prev[lv] = x;
+    }
+    return x->next[0];
+}
+
+static const ov_node_t *ov_get(const overlay_t *o, const uint8_t *key, size_t klen)
+{
+    if (!o->count)
+        return NULL;
+    const ov_node_t *n = ov_find_ge(o, key, klen, NULL);
+    return n && keycmp(n->key, n->klen, key, klen) == 0 ? n : NULL;
+}
+
+/* Sets key to v1||v2 (or deletes it when del), copying everything into the arena. */
+static int ov_set(overlay_t *o, const uint8_t *key, size_t klen, const void *v1, size_t n1, const void *v2,
+                  size_t n2, int del)
+{
+    if (klen > UINT32_MAX || n1 + n2 > UINT32_MAX)
+        return CAIRN_ETOOBIG;
+    ov_node_t *prev[OV_MAXH];
+    ov_node_t *n = ov_find_ge(o, key, klen, prev);
+    if (!n || keycmp(n->key, n->klen, key, klen) != 0) {
+        int h = 1;
+        while (h < OV_MAXH) {
+            o->rnd ^= o->rnd << 13;
+            o->rnd ^= o->rnd >> 7;
+            o->rnd ^= o->rnd << 17;
+            if ((o->rnd & 3) != 0)
+                break;
+            h++;
+        }
+        n = cairn_arena_alloc(&o->arena, sizeof(ov_node_t) + (size_t)h * sizeof(ov_node_t *));
+        uint8_t *kc = cairn_arena_dup(&o->arena, key, klen);
+        if (!n || !kc)
+            return CAIRN_ENOMEM;
+        n->key = kc;
+        n->klen = (uint32_t)klen;
+        for (int lv = o->height; lv < h; lv++)
+            prev[lv] = o->head;
+        if (h > o->height)
+            o->height = h;
+        for (int lv = 0; lv < h; lv++) {
+            n->next[lv] = prev[lv]->next[lv];
+            prev[lv]->next[lv] = n;
+        }
+        o->count++;
+    }
+    n->del = (uint8_t)(del != 0);
+    n->val = NULL;
+    n->vlen = 0;
+    if (!del) {
+        uint8_t *v = cairn_arena_alloc(&o->arena, n1 + n2);
+        if (!v)
+            return CAIRN_ENOMEM;
+        if (n1)
+            memcpy(v, v1, n1);
+        if (n2)
+            memcpy(v + n1, v2, n2);
+        n->val = v;
+        n->vlen = (uint32_t)(n1 + n2);
+    }
+    return 0;
+}
+
+/* ---- the store ------------------------------------------------------------------------ */
+
+typedef struct {
+    uint64_t index, term;
+    int64_t rev;
+    int64_t compact_rev, finished_rev;
+    uint64_t cur_main, cur_sub;
+} meta_t;
+
+struct cairn_mvcc_t {
+    leveldb_t *db;
+    leveldb_options_t *opts;
+    leveldb_cache_t *cache;
+    leveldb_filterpolicy_t *filter;
+    leveldb_readoptions_t *ro;       /* point reads */
+    leveldb_readoptions_t *ro_scan;  /* long scans (compaction, hash): keep them out of the cache */
+    leveldb_writeoptions_t *wo;
+    leveldb_writebatch_t *wb;
+    char *dir;
+
+    meta_t c;   /* committed: what LevelDB holds */
+    meta_t p;   /* pending: c plus the open batch */
+    int in_batch;
+    int compact_dirty;
+    overlay_t ov;
+
+    int in_txn;
+    int64_t txn_main, txn_sub;
+
+    cairn_mvcc_event_fn ev_fn;
+    void *ev_arg;
+    int compact_chunk;
+    int compact_async;
+
+    uint8_t *scratch;   /* an unescaped history key */
+    size_t scratch_cap;
+    cairn_arena_t req_arena;
+};
+
+cairn_arena_t *cairn_mvcc_arena(cairn_mvcc_t *m) { return &m->req_arena; }
+
+static void log_ldb_err(const char *what, char *err)
+{
+    cairn_error("leveldb error", "op=%s err=\"%s\"", what, err ? err : "?");
+    leveldb_free(err);
+}
+
+static int use_ov(const cairn_mvcc_t *m, int view)
+{
+    return view == CAIRN_MVCC_PENDING && m->in_batch && m->ov.count > 0;
+}
+
+int64_t cairn_mvcc_view_revision(const cairn_mvcc_t *m, int view)
+{
+    if (view == CAIRN_MVCC_PENDING && m->in_batch)
+        return m->in_txn && m->txn_sub > 0 ? m->txn_main : m->p.rev;
+    return m->c.rev;
+}
+
+int64_t cairn_mvcc_view_compact_revision(const cairn_mvcc_t *m, int view)
+{
+    return view == CAIRN_MVCC_PENDING && m->in_batch ? m->p.compact_rev : m->c.compact_rev;
+}
+
+uint64_t cairn_mvcc_applied_index(const cairn_mvcc_t *m) { return m->c.index; }
+uint64_t cairn_mvcc_applied_term(const cairn_mvcc_t *m) { return m->c.term; }
+int64_t cairn_mvcc_revision(const cairn_mvcc_t *m) { return m->c.rev; }
+int64_t cairn_mvcc_compact_revision(const cairn_mvcc_t *m) { return m->c.compact_rev; }
+int cairn_mvcc_in_batch(const cairn_mvcc_t *m) { return m->in_batch; }
+int cairn_mvcc_txn_changes(const cairn_mvcc_t *m) { return m->in_txn ? (int)m->txn_sub : 0; }
+int cairn_mvcc_compact_pending(const cairn_mvcc_t *m) { return m->c.finished_rev < m->c.compact_rev; }
+int cairn_mvcc_has_event_fn(const cairn_mvcc_t *m) { return m->ev_fn != NULL; }
+
+uint64_t cairn_mvcc_pending_applied_index(const cairn_mvcc_t *m)
+{
+    return m->in_batch ? m->p.index : m->c.index;
+}
+
+void cairn_mvcc_set_event_fn(cairn_mvcc_t *m, cairn_mvcc_event_fn fn, void *arg)
+{
+    m->ev_fn = fn;
+    m->ev_arg = arg;
+}
+
+void cairn_mvcc_set_compact_async(cairn_mvcc_t *m, int on)
+{
+    m->compact_async = on;
+}
+
+void cairn_mvcc_set_compact_chunk(cairn_mvcc_t *m, int max_deletes)
+{
+    m->compact_chunk = max_deletes > 0 ? max_deletes : 10000;
+}
+
+/* ---- merged iterator: LevelDB (committed) with the overlay on top ---------------------- */
+
+typedef struct {
+    leveldb_iterator_t *it;
+    const overlay_t *ov;          /* NULL: LevelDB only */
+    const ov_node_t *on;          /* overlay cursor */
+    const uint8_t *k, *v;
+    size_t kn, vn;
+    int valid;
+    int src;                      /* 1 LevelDB, 2 overlay, 3 both (overlay wins) */
+} miter_t;
+
+static void mi_settle(miter_t *mi)
+{
+    for (;;) {
+        int lv = leveldb_iter_valid(mi->it);
+        const ov_node_t *on = mi->on;
+        size_t lkn = 0;
+        const uint8_t *lk = lv ? (const uint8_t *)leveldb_iter_key(mi->it, &lkn) : NULL;
+        if (!lv && !on) {
+            mi->valid = 0;
+            return;
+        }
+        int c = !on ? -1 : !lv ? 1 : keycmp(lk, lkn, on->key, on->klen);
+        if (c < 0) {
+            size_t vn;
+            mi->k = lk;
+            mi->kn = lkn;
+            mi->v = (const uint8_t *)leveldb_iter_value(mi->it, &vn);
+            mi->vn = vn;
+            mi->src = 1;
+            mi->valid = 1;
+            return;
+        }
+        if (on->del) {   /* the batch deleted this key: hide it */
+            mi->on = on->next[0];
+            if (c == 0)
+                leveldb_iter_next(mi->it);
+            continue;
+        }
+        mi->k = on->key;
+        mi->kn = on->klen;
+        mi->v = on->val;
+        mi->vn = on->vlen;
+        mi->src = c == 0 ? 3 : 2;
+        mi->valid = 1;
+        return;
+    }
+}
+
+static void mi_open(miter_t *mi, cairn_mvcc_t *m, int view, const leveldb_readoptions_t *ro)
+{
+    memset(mi, 0, sizeof *mi);
+    mi->it = leveldb_create_iterator(m->db, ro);
+    mi->ov = use_ov(m, view) ? &m->ov : NULL;
+}
+
+static void mi_seek(miter_t *mi, const uint8_t *k, size_t kn)
+{
+    leveldb_iter_seek(mi->it, (const char *)k, kn);
+    mi->on = mi->ov ? ov_find_ge(mi->ov, k, kn, NULL) : NULL;
+    mi_settle(mi);
+}
+
+static void mi_next(miter_t *mi)
+{
+    if (mi->src & 1)
+        leveldb_iter_next(mi->it);
+    if (mi->src & 2)
+        mi->on = mi->on->next[0];
+    mi_settle(mi);
+}
+
+/* Closes the iterator; returns CAIRN_EIO if LevelDB reported an error while iterating. */
+static int mi_close(miter_t *mi)
+{
+    char *err = NULL;
+    leveldb_iter_get_error(mi->it, &err);
+    leveldb_iter_destroy(mi->it);
+    mi->it = NULL;
+    if (err) {
+        log_ldb_err("iterate", err);
+        return CAIRN_EIO;
+    }
+    return 0;
+}
+
+/* ---- point reads ---------------------------------------------------------------------- */
+
+/* Value of a LevelDB key in a view: 1 found (*v, *vn; *owned to free), 0 absent, <0 error. */
+static int raw_get(cairn_mvcc_t *m, int view, const uint8_t *k, size_t kn, const uint8_t **v, size_t *vn,
+                   void **owned)
+{
+    *owned = NULL;
+    if (use_ov(m, view)) {
+        const ov_node_t *n = ov_get(&m->ov, k, kn);
+        if (n) {
+            if (n->del)
+                return 0;
+            *v = n->val;
+            *vn = n->vlen;
+            return 1;
+        }
+    }
+    char *err = NULL;
+    size_t len = 0;
+    char *val = leveldb_get(m->db, m->ro, (const char *)k, kn, &len, &err);
+    if (err) {
+        log_ldb_err("get", err);
+        return CAIRN_EIO;
+    }
+    if (!val)
+        return 0;
+    *owned = val;
+    *v = (const uint8_t *)val;
+    *vn = len;
+    return 1;
+}
+
+static int dec_cur(const uint8_t *v, size_t vn, const void *key, size_t klen, cairn_kv_t *kv)
+{
+    if (vn < CUR_HDR)
+        return CAIRN_ECORRUPT;
+    kv->key = key;
+    kv->key_len = klen;
+    kv->create_revision = (int64_t)be64_get(v);
+    kv->mod_revision = (int64_t)be64_get(v + 8);
+    kv->version = (int64_t)be64_get(v + 16);
+    kv->lease = (int64_t)be64_get(v + 24);
+    kv->value = v + CUR_HDR;
+    kv->value_len = vn - CUR_HDR;
+    return 0;
+}
+
+/* A history record's value into kv (not for tombstones). */
+static int dec_hist(const uint8_t *v, size_t vn, int64_t main, cairn_kv_t *kv)
+{
+    if (vn < HIST_HDR)
+        return CAIRN_ECORRUPT;
+    kv->create_revision = (int64_t)be64_get(v + 1);
+    kv->version = (int64_t)be64_get(v + 9);
+    kv->lease = (int64_t)be64_get(v + 17);
+    kv->mod_revision = main;
+    kv->value = v + HIST_HDR;
+    kv->value_len = vn - HIST_HDR;
+    return 0;
+}
+
+static int get_current(cairn_mvcc_t *m, int view, const void *key, size_t klen, cairn_kv_t *kv, void **owned)
+{
+    kbuf_t kb;
+    kb_init(&kb);
+    kb_u8(&kb, T_CUR);
+    kb_add(&kb, key, klen);
+    if (kb.oom)
+        return CAIRN_ENOMEM;
+    const uint8_t *v;
+    size_t vn;
+    int rc = raw_get(m, view, kb.p, kb.n, &v, &vn, owned);
+    kb_free(&kb);
+    if (rc == 1 && dec_cur(v, vn, key, klen, kv) != 0) {
+        free(*owned);
+        *owned = NULL;
+        return CAIRN_ECORRUPT;
+    }
+    return rc;
+}
+
+static int get_history(cairn_mvcc_t *m, int view, const void *key, size_t klen, int64_t rev, cairn_kv_t *kv,
+                       void **owned)
+{
+    kbuf_t kb;
+    kb_init(&kb);
+    kb_hist_group(&kb, key, klen);
+    size_t glen = kb.n;
+    kb_be64(&kb, ~(uint64_t)rev);
+    kb_be64(&kb, 0);   /* ~UINT64_MAX: the first record of main revision rev */
+    if (kb.oom)
+        return CAIRN_ENOMEM;
+    miter_t mi;
+    mi_open(&mi, m, view, m->ro);
+    mi_seek(&mi, kb.p, kb.n);
+    int rc = 0;
+    if (mi.valid && mi.kn == glen + 16 && memcmp(mi.k, kb.p, glen) == 0) {
+        if (mi.vn < 1) {
+            rc = CAIRN_ECORRUPT;
+        } else if (!(mi.v[0] & HFLAG_TOMB)) {
+            int64_t main = (int64_t)~be64_get(mi.k + glen);
+            uint8_t *copy = malloc(mi.vn ? mi.vn : 1);
+            if (!copy) {
+                rc = CAIRN_ENOMEM;
+            } else {
+                memcpy(copy, mi.v, mi.vn);
+                rc = dec_hist(copy, mi.vn, main, kv);
+                if (rc == 0) {
+                    kv->key = key;
+                    kv->key_len = klen;
+                    *owned = copy;
+                    rc = 1;
+                } else {
+                    free(copy);
+                }
+            }
+        }
+    }
+    int rc2 = mi_close(&mi);
+    kb_free(&kb);
+    if (rc2 && rc >= 0) {
+        if (rc == 1) {
+            free(*owned);
+            *owned = NULL;
+        }
+        rc = rc2;
+    }
+    return rc;
+}
+
+/* Resolves rev against the view: CAIRN_EFUTURE_REV / CAIRN_ECOMPACTED (etcd's rangeKeys:
+ * future first; rev <= 0 means current; rev == compact revision is fine). */
+static int resolve_rev(const cairn_mvcc_t *m, int view, int64_t *rev, int64_t *cur)
+{
+    *cur = cairn_mvcc_view_revision(m, view);
+    if (*rev > *cur)
+        return CAIRN_EFUTURE_REV;
+    if (*rev <= 0)
+        *rev = *cur;
+    if (*rev < cairn_mvcc_view_compact_revision(m, view))
+        return CAIRN_ECOMPACTED;
+    return 0;
+}
+
+int cairn_mvcc_get(cairn_mvcc_t *m, int view, const void *key, size_t key_len, int64_t rev, cairn_kv_t *kv,
+                   void **owned)
+{
+    *owned = NULL;
+    int64_t cur;
+    int rc = resolve_rev(m, view, &rev, &cur);
+    if (rc)
+        return rc;
+    if (rev == cur)
+        return get_current(m, view, key, key_len, kv, owned);
+    return get_history(m, view, key, key_len, rev, kv, owned);
+}
+
+/* ---- range reads ---------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t n;
+    int64_t limit;
+    int count_only;
+    int want_count;
+    cairn_mvcc_kv_fn fn;
+    void *arg;
+} deliv_t;
+
+/* Counts kv and hands it on while under the limit. Returns fn's stop value, or DELIVER_DONE
+ * when the caller needs nothing more (limit reached and no count wanted). */
+#define DELIVER_DONE INT_MIN
+static int deliver(deliv_t *d, const cairn_kv_t *kv)
+{
+    d->n++;
+    if (d->count_only)
+        return 0;
+    if (d->limit > 0 && d->n > d->limit)
+        return d->want_count ? 0 : DELIVER_DONE;
+    int rc = d->fn ? d->fn(d->arg, kv) : 0;
+    if (rc)
+        return rc;
+    if (!d->want_count && d->limit > 0 && d->n >= d->limit)
+        return DELIVER_DONE;
+    return 0;
+}
+
+static int range_current(cairn_mvcc_t *m, int view, const cairn_mvcc_range_t *r, deliv_t *d)
+{
+    kbuf_t kb;
+    kb_init(&kb);
+    kb_u8(&kb, T_CUR);
+    kb_add(&kb, r->key, r->key_len);
+    if (kb.oom)
+        return CAIRN_ENOMEM;
+    miter_t mi;
+    mi_open(&mi, m, view, m->ro);
+    int rc = 0;
+    for (mi_seek(&mi, kb.p, kb.n); mi.valid; mi_next(&mi)) {
+        if (mi.kn < 1 || mi.k[0] != T_CUR)
+            break;
+        const uint8_t *uk = mi.k + 1;
+        size_t un = mi.kn - 1;
+        if (r->end_len > 0 && keycmp(uk, un, r->end, r->end_len) >= 0)
+            break;
+        cairn_kv_t kv;
+        if ((rc = dec_cur(mi.v, mi.vn, uk, un, &kv)) != 0)
+            break;
+        if ((rc = deliver(d, &kv)) != 0)
+            break;
+    }
+    int rc2 = mi_close(&mi);
+    kb_free(&kb);
+    if (rc == DELIVER_DONE)
+        rc = 0;
+    return rc2 && rc >= 0 ? rc2 : rc;
+}
+
+static int range_history(cairn_mvcc_t *m, int view, const cairn_mvcc_range_t *r, int64_t rev, deliv_t *d)
+{
+    kbuf_t kb;   /* the current group, then seek targets built on it */
+    kb_init(&kb);
+    kb_hist_group(&kb, r->key, r->key_len);
+    if (kb.oom)
+        return CAIRN_ENOMEM;
+    miter_t mi;
+    mi_open(&mi, m, view, m->ro);
+    mi_seek(&mi, kb.p, kb.n);
+    int rc = 0;
+    while (mi.valid) {
+        if (mi.k[0] != T_HIST)
+            break;
+        size_t glen, ulen;
+        if ((rc = hist_parse(mi.k, mi.kn, &glen, &m->scratch, &m->scratch_cap, &ulen)) != 0)
+            break;
+        if (r->end_len > 0 && keycmp(m->scratch, ulen, r->end, r->end_len) >= 0)
+            break;
+        if (mi.kn != glen + 16) {
+            rc = CAIRN_ECORRUPT;
+            break;
+        }
+        kb.n = 0;
+        kb_add(&kb, mi.k, glen);
+        if (kb.oom) {
+            rc = CAIRN_ENOMEM;
+            break;
+        }
+        int64_t main = (int64_t)~be64_get(mi.k + glen);
+        if (main > rev) {
+            /* Newer than asked: jump to this key's latest record at <= rev. */
+            kb_be64(&kb, ~(uint64_t)rev);
+            kb_be64(&kb, 0);
+            mi_seek(&mi, kb.p, kb.n);
+            kb.n = glen;
+            if (!mi.valid || mi.kn != glen + 16 || memcmp(mi.k, kb.p, glen) != 0)
+                continue;   /* nothing at <= rev: we are on the next key already */
+            main = (int64_t)~be64_get(mi.k + glen);
+        }
+        if (mi.vn < 1) {
+            rc = CAIRN_ECORRUPT;
+            break;
+        }
+        if (!(mi.v[0] & HFLAG_TOMB)) {
+            cairn_kv_t kv;
+            if ((rc = dec_hist(mi.v, mi.vn, main, &kv)) != 0)
+                break;
+            kv.key = m->scratch;
+            kv.key_len = ulen;
+            if ((rc = deliver(d, &kv)) != 0)
+                break;
+        }
+        /* On to the next key: a couple of steps usually do; else seek past this key. */
+        int same = 1;
+        for (int i = 0; i < 3 && same; i++) {
+            mi_next(&mi);
+            same = mi.valid && mi.kn > glen && memcmp(mi.k, kb.p, glen) == 0;
+        }
+        if (same) {
+            kb.p[glen - 1] = 0x02;   /* esc(key) 0x00 0x02: just above this key's records */
+            mi_seek(&mi, kb.p, glen);
+        }
+    }
+    int rc2 = mi_close(&mi);
+    kb_free(&kb);
+    if (rc == DELIVER_DONE)
+        rc = 0;
+    return rc2 && rc >= 0 ? rc2 : rc;
+}
+
+int cairn_mvcc_range(cairn_mvcc_t *m, int view, const cairn_mvcc_range_t *r, cairn_mvcc_kv_fn fn, void *arg,
+                     int64_t *count)
+{
+    int64_t rev = r->rev, cur;
+    int rc = resolve_rev(m, view, &rev, &cur);
+    if (rc)
+        return rc;
+    deliv_t d = {.limit = r->limit, .count_only = r->count_only, .want_count = count != NULL, .fn = fn,
+                 .arg = arg};
+    if (!r->end) {
+        /* A single key: one point read. */
+        cairn_kv_t kv;
+        void *owned = NULL;
+        rc = cairn_mvcc_get(m, view, r->key, r->key_len, rev, &kv, &owned);
+        if (rc == 1) {
+            rc = deliver(&d, &kv);
+            if (rc == DELIVER_DONE)
+                rc = 0;
+        }
+        free(owned);
+    } else if (rev == cur) {
+        rc = range_current(m, view, r, &d);
+    } else {
+        rc = range_history(m, view, r, rev, &d);
+    }
+    if (count)
+        *count = d.n;
+    return rc;
+}
+
+/* ---- writes --------------------------------------------------------------------------- */
+
+int cairn_mvcc_batch_begin(cairn_mvcc_t *m)
+{
+    if (m->in_batch)
+        return CAIRN_ESTATE;
+    m->p = m->c;
+    m->in_batch = 1;
+    m->compact_dirty = 0;
+    m->in_txn = 0;
+    return 0;
+}
+
+void cairn_mvcc_batch_abort(cairn_mvcc_t *m)
+{
+    if (!m->in_batch)
+        return;
+    ov_clear(&m->ov);
+    m->in_batch = 0;
+    m->in_txn = 0;
+    m->compact_dirty = 0;
+    m->p = m->c;
+}
+
+int cairn_mvcc_set_applied(cairn_mvcc_t *m, uint64_t index, uint64_t term)
+{
+    if (!m->in_batch)
+        return CAIRN_ESTATE;
+    m->p.index = index;
+    m->p.term = term;
+    return 0;
+}
+
+static void enc_applied(uint8_t out[24], const meta_t *mt)
+{
+    be64_put(out, mt->index);
+    be64_put(out + 8, mt->term);
+    be64_put(out + 16, (uint64_t)mt->rev);
+}
+
+static void enc_compact(uint8_t out[32], const meta_t *mt)
+{
+    be64_put(out, (uint64_t)mt->compact_rev);
+    be64_put(out + 8, (uint64_t)mt->finished_rev);
+    be64_put(out + 16, mt->cur_main);
+    be64_put(out + 24, mt->cur_sub);
+}
+
+int cairn_mvcc_batch_commit(cairn_mvcc_t *m)
+{
+    if (!m->in_batch)
+        return CAIRN_ESTATE;
+    if (m->in_txn)
+        cairn_mvcc_txn_end(m);
+    leveldb_writebatch_clear(m->wb);
+    for (const ov_node_t *n = m->ov.head->next[0]; n; n = n->next[0]) {
+        if (n->del)
+            leveldb_writebatch_delete(m->wb, (const char *)n->key, n->klen);
+        else
+            leveldb_writebatch_put(m->wb, (const char *)n->key, n->klen, (const char *)n->val, n->vlen);
+    }
+    /* The applied index rides in the same write as the data it covers. */
+    uint8_t ap[24], cp[32];
+    enc_applied(ap, &m->p);
+    leveldb_writebatch_put(m->wb, "Mapplied", 8, (const char *)ap, sizeof ap);
+    if (m->compact_dirty) {
+        enc_compact(cp, &m->p);
+        leveldb_writebatch_put(m->wb, "Mcompact", 8, (const char *)cp, sizeof cp);
+    }
+    char *err = NULL;
+    leveldb_write(m->db, m->wo, m->wb, &err);
+    leveldb_writebatch_clear(m->wb);
+    if (err) {
+        log_ldb_err("write batch", err);
+        cairn_mvcc_batch_abort(m);
+        return CAIRN_EIO;
+    }
+    m->c = m->p;
+    ov_clear(&m->ov);
+    m->in_batch = 0;
+    m->compact_dirty = 0;
+    int rc = 0;
+    while (rc == 0 && !m->compact_async && cairn_mvcc_compact_pending(m)) {
+        rc = cairn_mvcc_compact_step(m, m->compact_chunk);
+        if (rc > 0)
+            rc = 0;
+    }
+    return rc;
+}
+
+int cairn_mvcc_txn_begin(cairn_mvcc_t *m)
+{
+    if (!m->in_batch || m->in_txn)
+        return CAIRN_ESTATE;
+    m->in_txn = 1;
+    m->txn_main = m->p.rev + 1;
+    m->txn_sub = 0;
+    return 0;
+}
+
+int64_t cairn_mvcc_txn_end(cairn_mvcc_t *m)
+{
+    if (m->in_txn && m->txn_sub > 0)
+        m->p.rev = m->txn_main;
+    m->in_txn = 0;
+    return m->p.rev;
+}
+
+static int lease_att_set(cairn_mvcc_t *m, int64_t lease, const void *key, size_t klen, int del)
+{
+    kbuf_t kb;
+    kb_init(&kb);
+    kb_u8(&kb, T_LATT);
+    kb_be64(&kb, (uint64_t)lease);
+    kb_add(&kb, key, klen);
+    int rc = kb.oom ? CAIRN_ENOMEM : ov_set(&m->ov, kb.p, kb.n, NULL, 0, NULL, 0, del);
+    kb_free(&kb);
+    return rc;
+}
+
+/* The history and revision-index records of one change. hdr/hdrlen: the history value's
+ * header (flags first), value: the rest. */
+static int write_change(cairn_mvcc_t *m, const void *key, size_t klen, const uint8_t *hdr, size_t hdrlen,
+                        const void *value, size_t vlen)
+{
+    kbuf_t kb;
+    kb_init(&kb);
+    kb_hist_key(&kb, key, klen, m->txn_main, m->txn_sub);
+    int rc = kb.oom ? CAIRN_ENOMEM : ov_set(&m->ov, kb.p, kb.n, hdr, hdrlen, value, vlen, 0);
+    if (rc == 0) {
+        uint8_t rk[17];
+        rk[0] = T_REV;
+        be64_put(rk + 1, (uint64_t)m->txn_main);
+        be64_put(rk + 9, (uint64_t)m->txn_sub);
+        rc = ov_set(&m->ov, rk, sizeof rk, hdr, 1, key, klen, 0);
+    }
+    kb_free(&kb);
+    return rc;
+}
+
+int cairn_mvcc_put(cairn_mvcc_t *m, const void *key, size_t key_len, const void *value, size_t value_len,
+                   int64_t lease, const cairn_kv_t *prev)
+{
+    if (!m->in_txn)
+        return CAIRN_ESTATE;
+    int64_t main = m->txn_main;
+    cairn_kv_t kv = {.key = key, .key_len = key_len, .value = value, .value_len = value_len,
+                     .create_revision = prev ? prev->create_revision : main, .mod_revision = main,
+                     .version = prev ? prev->version + 1 : 1, .lease = lease};
+    uint8_t cur[CUR_HDR], hh[HIST_HDR];
+    be64_put(cur, (uint64_t)kv.create_revision);
+    be64_put(cur + 8, (uint64_t)main);
+    be64_put(cur + 16, (uint64_t)kv.version);
+    be64_put(cur + 24, (uint64_t)lease);
+    hh[0] = 0;
+    be64_put(hh + 1, (uint64_t)kv.create_revision);
+    be64_put(hh + 9, (uint64_t)kv.version);
+    be64_put(hh + 17, (uint64_t)lease);
+
+    kbuf_t kb;
+    kb_init(&kb);
+    kb_u8(&kb, T_CUR);
+    kb_add(&kb, key, key_len);
+    int rc = kb.oom ? CAIRN_ENOMEM : ov_set(&m->ov, kb.p, kb.n, cur, sizeof cur, value, value_len, 0);
+    kb_free(&kb);
+    if (rc == 0)
+        rc = write_change(m, key, key_len, hh, sizeof hh, value, value_len);
+    if (rc == 0 && prev && prev->lease != 0 && prev->lease != lease)
+        rc = lease_att_set(m, prev->lease, key, key_len, 1);
+    if (rc == 0 && lease != 0 && (!prev || prev->lease != lease))
+        rc = lease_att_set(m, lease, key, key_len, 0);
+    if (rc)
+        return rc;
+    if (m->ev_fn)
+        m->ev_fn(m->ev_arg, 0, &kv, prev, m->txn_sub);
+    m->txn_sub++;
+    return 0;
+}
+
+int cairn_mvcc_delete(cairn_mvcc_t *m, const cairn_kv_t *prev)
+{
+    if (!m->in_txn || !prev)
+        return CAIRN_ESTATE;
+    kbuf_t kb;
+    kb_init(&kb);
+    kb_u8(&kb, T_CUR);
+    kb_add(&kb, prev->key, prev->key_len);
+    int rc = kb.oom ? CAIRN_ENOMEM : ov_set(&m->ov, kb.p, kb.n, NULL, 0, NULL, 0, 1);
+    kb_free(&kb);
+    uint8_t flags = HFLAG_TOMB;
+    if (rc == 0)
+        rc = write_change(m, prev->key, prev->key_len, &flags, 1, NULL, 0);
+    if (rc == 0 && prev->lease != 0)
+        rc = lease_att_set(m, prev->lease, prev->key, prev->key_len, 1);
+    if (rc)
+        return rc;
+    if (m->ev_fn) {
+        cairn_kv_t kv = {.key = prev->key, .key_len = prev->key_len, .mod_revision = m->txn_main};
+        m->ev_fn(m->ev_arg, 1, &kv, prev, m->txn_sub);
+    }
+    m->txn_sub++;
+    return 0;
+}
+
+/* ---- compaction ----------------------------------------------------------------------- */
+
+int cairn_mvcc_compact(cairn_mvcc_t *m, int64_t rev)
+{
+    if (!m->in_batch || m->in_txn)
+        return CAIRN_ESTATE;
+    /* etcd's store.updateCompactRev: already compacted first, then future. */
+    if (rev <= m->p.compact_rev)
+        return CAIRN_ECOMPACTED;
+    if (rev > m->p.rev)
+        return CAIRN_EFUTURE_REV;
+    m->p.compact_rev = rev;
+    m->compact_dirty = 1;
+    return 0;
+}
+
+int cairn_mvcc_compact_step(cairn_mvcc_t *m, int max_deletes)
+{
+    if (m->in_batch)
+        return CAIRN_ESTATE;
+    if (!cairn_mvcc_compact_pending(m))
+        return 0;
+    if (max_deletes < 4)
+        max_deletes = 4;   /* one record can cost 4 deletions: it must always fit */
+    const int64_t C = m->c.compact_rev;
+    meta_t nm = m->c;
+    uint8_t rk[17];
+    rk[0] = T_REV;
+    be64_put(rk + 1, m->c.cur_main);
+    be64_put(rk + 9, m->c.cur_sub);
+    leveldb_iterator_t *ir = leveldb_create_iterator(m->db, m->ro_scan);
+    leveldb_iterator_t *ih = leveldb_create_iterator(m->db, m->ro_scan);
+    leveldb_writebatch_clear(m->wb);
+    kbuf_t kb;
+    kb_init(&kb);
+    int ndel = 0, done = 0, rc = 0;
+    for (leveldb_iter_seek(ir, (const char *)rk, sizeof rk);; leveldb_iter_next(ir)) {
+        size_t kn, vn;
+        if (!leveldb_iter_valid(ir)) {
+            done = 1;
+            break;
+        }
+        const uint8_t *k = (const uint8_t *)leveldb_iter_key(ir, &kn);
+        if (kn < 1 || k[0] != T_REV) {
+            done = 1;
+            break;
+        }
+        if (kn != 17) {
+            rc = CAIRN_ECORRUPT;
+            break;
+        }
+        uint64_t main = be64_get(k + 1), sub = be64_get(k + 9);
+        if ((int64_t)main > C) {
+            done = 1;
+            break;
+        }
+        if (ndel + 4 > max_deletes) {
+            nm.cur_main = main;
+            nm.cur_sub = sub;
+            break;
+        }
+        const uint8_t *v = (const uint8_t *)leveldb_iter_value(ir, &vn);
+        if (vn < 1) {
+            rc = CAIRN_ECORRUPT;
+            break;
+        }
+        kb.n = 0;
+        kb_hist_key(&kb, v + 1, vn - 1, (int64_t)main, (int64_t)sub);
+        if (kb.oom) {
+            rc = CAIRN_ENOMEM;
+            break;
+        }
+        size_t glen = kb.n - 16;
+        /* This record supersedes the key's previous one, the next record in 'h' order. */
+        leveldb_iter_seek(ih, (const char *)kb.p, kb.n);
+        if (leveldb_iter_valid(ih)) {
+            size_t hn;
+            const uint8_t *hk = (const uint8_t *)leveldb_iter_key(ih, &hn);
+            if (hn == kb.n && memcmp(hk, kb.p, hn) == 0)
+                leveldb_iter_next(ih);
+            if (leveldb_iter_valid(ih)) {
+                hk = (const uint8_t *)leveldb_iter_key(ih, &hn);
+                if (hn == glen + 16 && memcmp(hk, kb.p, glen) == 0) {
+                    uint8_t prk[17];
+                    prk[0] = T_REV;
+                    be64_put(prk + 1, ~be64_get(hk + glen));
+                    be64_put(prk + 9, ~be64_get(hk + glen + 8));
+                    leveldb_writebatch_delete(m->wb, (const char *)hk, hn);
+                    leveldb_writebatch_delete(m->wb, (const char *)prk, sizeof prk);
+                    ndel += 2;
+                }
+            }
+        }
+        /* A tombstone at <= C is never needed: the key did not exist at C. */
+        if (v[0] & HFLAG_TOMB) {
+            leveldb_writebatch_delete(m->wb, (const char *)kb.p, kb.n);
+            leveldb_writebatch_delete(m->wb, (const char *)k, kn);
+            ndel += 2;
+        }
+    }
+    char *err = NULL;
+    leveldb_iter_get_error(ir, &err);
+    if (!err)
+        leveldb_iter_get_error(ih, &err);
+    leveldb_iter_destroy(ir);
+    leveldb_iter_destroy(ih);
+    kb_free(&kb);
+    if (err) {
+        log_ldb_err("compact scan", err);
+        rc = CAIRN_EIO;
+    }
+    if (rc) {
+        leveldb_writebatch_clear(m->wb);
+        return rc;
+    }
+    if (done) {
+        nm.finished_rev = C;
+        nm.cur_main = (uint64_t)(C + 1);
+        nm.cur_sub = 0;
+    }
+    uint8_t cp[32];
+    enc_compact(cp, &nm);
+    leveldb_writebatch_put(m->wb, "Mcompact", 8, (const char *)cp, sizeof cp);
+    leveldb_write(m->db, m->wo, m->wb, &err);
+    leveldb_writebatch_clear(m->wb);
+    if (err) {
+        log_ldb_err("compact write", err);
+        return CAIRN_EIO;
+    }
+    m->c = nm;
+    if (done)
+        cairn_debug("compaction finished", "rev=%lld", (long long)C);
+    return done ? 0 : 1;
+}
+
+int cairn_mvcc_hash_kv(cairn_mvcc_t *m, int64_t rev, uint32_t *hash, int64_t *compact_rev)
+{
+    int64_t crev = m->c.compact_rev;
+    if (compact_rev)
+        *compact_rev = crev;
+    if (rev > 0 && rev <= crev)
+        return CAIRN_ECOMPACTED;
+    if (rev > m->c.rev)
+        return CAIRN_EFUTURE_REV;
+    if (rev <= 0)
+        rev = m->c.rev;
+    /* Finish any pending removal first, so every member hashes the same records for the
+     * same (rev, compact_rev), however far its removal had got. */
+    while (!m->in_batch && cairn_mvcc_compact_pending(m)) {
+        int rc = cairn_mvcc_compact_step(m, m->compact_chunk);
+        if (rc < 0)
+            return rc;
+    }
+    uint32_t h = 0;
+    leveldb_iterator_t *it = leveldb_create_iterator(m->db, m->ro_scan);
+    uint8_t start = T_HIST;
+    for (leveldb_iter_seek(it, (const char *)&start, 1); leveldb_iter_valid(it); leveldb_iter_next(it)) {
+        size_t kn, vn;
+        const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kn);
+        if (kn < 17 || k[0] != T_HIST)
+            break;
+        if ((int64_t)~be64_get(k + kn - 16) > rev)
+            continue;
+        const uint8_t *v = (const uint8_t *)leveldb_iter_value(it, &vn);
+        h = cairn_crc32c_extend(h, k, kn);
+        h = cairn_crc32c_extend(h, v, vn);
+    }
+    char *err = NULL;
+    leveldb_iter_get_error(it, &err);
+    leveldb_iter_destroy(it);
+    if (err) {
+        log_ldb_err("hash", err);
+        return CAIRN_EIO;
+    }
+    *hash = h;
+    return 0;
+}
+
+/* ---- leases --------------------------------------------------------------------------- */
+
+int cairn_mvcc_lease_get(cairn_mvcc_t *m, int view, int64_t id, int64_t *ttl)
+{
+    uint8_t k[9];
+    k[0] = T_LEASE;
+    be64_put(k + 1, (uint64_t)id);
+    const uint8_t *v;
+    size_t vn;
+    void *owned;
+    int rc = raw_get(m, view, k, sizeof k, &v, &vn, &owned);
+    if (rc == 1) {
+        if (vn < 16)
+            rc = CAIRN_ECORRUPT;
+        else if (ttl)
+            *ttl = (int64_t)be64_get(v);
+    }
+    free(owned);
+    return rc;
+}
+
+int cairn_mvcc_lease_grant(cairn_mvcc_t *m, int64_t id, int64_t ttl)
+{
+    if (!m->in_batch || m->in_txn)
+        return CAIRN_ESTATE;
+    int rc = cairn_mvcc_lease_get(m, CAIRN_MVCC_PENDING, id, NULL);
+    if (rc < 0)
+        return rc;
+    if (rc == 1)
+        return CAIRN_EEXISTS;
+    uint8_t k[9], v[16];
+    k[0] = T_LEASE;
+    be64_put(k + 1, (uint64_t)id);
+    be64_put(v, (uint64_t)ttl);
+    be64_put(v + 8, 0);
+    return ov_set(&m->ov, k, sizeof k, v, sizeof v, NULL, 0, 0);
+}
+
+int cairn_mvcc_lease_keys(cairn_mvcc_t *m, int view, int64_t id,
+                          int (*fn)(void *arg, const uint8_t *key, size_t key_len), void *arg)
+{
+    uint8_t pre[9];
+    pre[0] = T_LATT;
+    be64_put(pre + 1, (uint64_t)id);
+    miter_t mi;
+    mi_open(&mi, m, view, m->ro);
+    int rc = 0;
+    for (mi_seek(&mi, pre, sizeof pre); mi.valid; mi_next(&mi)) {
+        if (mi.kn < sizeof pre || memcmp(mi.k, pre, sizeof pre) != 0)
+            break;
+        if ((rc = fn(arg, mi.k + sizeof pre, mi.kn - sizeof pre)) != 0)
+            break;
+    }
+    int rc2 = mi_close(&mi);
+    return rc2 ? rc2 : rc;
+}
+
+typedef struct keylist {
+    struct keylist *next;
+    size_t n;
+    uint8_t k[];
+} keylist_t;
+
+typedef struct {
+    cairn_arena_t *a;
+    keylist_t *head, **tail;
+} keycollect_t;
+
+static int collect_key(void *arg, const uint8_t *key, size_t klen)
+{
+    keycollect_t *kc = arg;
+    keylist_t *e = cairn_arena_alloc(kc->a, sizeof *e + klen);
+    if (!e)
+        return CAIRN_ENOMEM;
+    e->next = NULL;
+    e->n = klen;
+    memcpy(e->k, key, klen);
+    *kc->tail = e;
+    kc->tail = &e->next;
+    return 0;
+}
+
+int cairn_mvcc_lease_revoke(cairn_mvcc_t *m, int64_t id, int64_t *deleted)
+{
+    if (deleted)
+        *deleted = 0;
+    if (!m->in_batch || m->in_txn)
+        return CAIRN_ESTATE;
+    int rc = cairn_mvcc_lease_get(m, CAIRN_MVCC_PENDING, id, NULL);
+    if (rc < 0)
+        return rc;
+    if (rc == 0)
+        return CAIRN_ENOTFOUND;
+    cairn_arena_t a = {0};
+    keycollect_t kc = {.a = &a, .head = NULL};
+    kc.tail = &kc.head;
+    rc = cairn_mvcc_lease_keys(m, CAIRN_MVCC_PENDING, id, collect_key, &kc);
+    if (rc == 0)
+        rc = cairn_mvcc_txn_begin(m);
+    /* Like etcd's lessor: every attached key deleted in one write txn, in key order. */
+    for (keylist_t *e = kc.head; rc == 0 && e; e = e->next) {
+        cairn_kv_t prev;
+        void *owned = NULL;
+        rc = get_current(m, CAIRN_MVCC_PENDING, e->k, e->n, &prev, &owned);
+        if (rc == 1 && prev.lease == id) {
+            rc = cairn_mvcc_delete(m, &prev);
+            if (rc == 0 && deleted)
+                (*deleted)++;
+        } else if (rc >= 0) {
+            rc = lease_att_set(m, id, e->k, e->n, 1);   /* stale attachment */
+        }
+        free(owned);
+    }
+    if (m->in_txn)
+        cairn_mvcc_txn_end(m);
+    cairn_arena_free(&a);
+    if (rc)
+        return rc;
+    uint8_t k[9];
+    k[0] = T_LEASE;
+    be64_put(k + 1, (uint64_t)id);
+    return ov_set(&m->ov, k, sizeof k, NULL, 0, NULL, 0, 1);
+}
+
+int cairn_mvcc_lease_foreach(cairn_mvcc_t *m, int (*fn)(void *arg, int64_t id, int64_t ttl), void *arg)
+{
+    leveldb_iterator_t *it = leveldb_create_iterator(m->db, m->ro);
+    int rc = 0;
+    uint8_t start = T_LEASE;
+    for (leveldb_iter_seek(it, (const char *)&start, 1); leveldb_iter_valid(it); leveldb_iter_next(it)) {
+        size_t kn, vn;
+        const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kn);
+        if (kn < 1 || k[0] != T_LEASE)
+            break;
+        const uint8_t *v = (const uint8_t *)leveldb_iter_value(it, &vn);
+        if (kn != 9 || vn < 16) {
+            rc = CAIRN_ECORRUPT;
+            break;
+        }
+        if ((rc = fn(arg, (int64_t)be64_get(k + 1), (int64_t)be64_get(v))) != 0)
+            break;
+    }
+    char *err = NULL;
+    leveldb_iter_get_error(it, &err);
+    leveldb_iter_destroy(it);
+    if (err) {
+        log_ldb_err("lease scan", err);
+        return CAIRN_EIO;
+    }
+    return rc;
+}
+
+/* ---- open / close --------------------------------------------------------------------- */
+
+int64_t cairn_mvcc_db_size(cairn_mvcc_t *m)
+{
+    DIR *d = opendir(m->dir);
+    if (!d)
+        return 0;
+    int64_t total = 0;
+    struct dirent *e;
+    size_t dl = strlen(m->dir);
+    while ((e = readdir(d)) != NULL) {
+        size_t nl = strlen(e->d_name);
+        char *path = malloc(dl + nl + 2);
+        if (!path)
+            break;
+        memcpy(path, m->dir, dl);
+        path[dl] = '/';
+        memcpy(path + dl + 1, e->d_name, nl + 1);
+        struct stat st;
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
+            total += (int64_t)st.st_size;
+        free(path);
+    }
+    closedir(d);
+    return total;
+}
+
+static void set_err(int *err, char *errbuf, size_t errlen, int code, const char *fmt, const char *a,
+                    const char *b)
+{
+    if (err)
+        *err = code;
+    if (errbuf && errlen)
+        snprintf(errbuf, errlen, fmt, a, b ? b : "");
+}
+
+/* Reads the meta records into m->c; creates them on an empty database. */
+static int load_meta(cairn_mvcc_t *m, char *errbuf, size_t errlen)
+{
+    char *err = NULL;
+    size_t n = 0;
+    char *fmt = leveldb_get(m->db, m->ro, "Mformat", 7, &n, &err);
+    if (err) {
+        set_err(NULL, errbuf, errlen, 0, "reading %s: %s", "Mformat", err);
+        leveldb_free(err);
+        return CAIRN_EIO;
+    }
+    if (!fmt) {
+        leveldb_iterator_t *it = leveldb_create_iterator(m->db, m->ro);
+        leveldb_iter_seek_to_first(it);
+        int empty = !leveldb_iter_valid(it);
+        leveldb_iter_destroy(it);
+        if (!empty) {
+            set_err(NULL, errbuf, errlen, 0, "%s: not a cairn mvcc store (no format record)%s", m->dir, NULL);
+            return CAIRN_ECORRUPT;
+        }
+        m->c = (meta_t){.index = 0, .term = 0, .rev = 1, .compact_rev = -1, .finished_rev = -1};
+        uint8_t ap[24], cp[32];
+        enc_applied(ap, &m->c);
+        enc_compact(cp, &m->c);
+        leveldb_writebatch_clear(m->wb);
+        leveldb_writebatch_put(m->wb, "Mformat", 7, MVCC_FORMAT, strlen(MVCC_FORMAT));
+        leveldb_writebatch_put(m->wb, "Mapplied", 8, (const char *)ap, sizeof ap);
+        leveldb_writebatch_put(m->wb, "Mcompact", 8, (const char *)cp, sizeof cp);
+        leveldb_write(m->db, m->wo, m->wb, &err);
+        leveldb_writebatch_clear(m->wb);
+        if (err) {
+            set_err(NULL, errbuf, errlen, 0, "initialising %s: %s", m->dir, err);
+            leveldb_free(err);
+            return CAIRN_EIO;
+        }
+        return 0;
+    }
+    int ok = n == strlen(MVCC_FORMAT) && memcmp(fmt, MVCC_FORMAT, n) == 0;
+    leveldb_free(fmt);
+    if (!ok) {
+        set_err(NULL, errbuf, errlen, 0, "%s: unsupported mvcc format (want %s)", m->dir, MVCC_FORMAT);
+        return CAIRN_EVERSION;
+    }
+    char *ap = leveldb_get(m->db, m->ro, "Mapplied", 8, &n, &err);
+    if (err || !ap || n != 24) {
+        set_err(NULL, errbuf, errlen, 0, "%s: bad Mapplied record %s", m->dir, err);
+        leveldb_free(err);
+        leveldb_free(ap);
+        return CAIRN_ECORRUPT;
+    }
+    m->c.index = be64_get((uint8_t *)ap);
+    m->c.term = be64_get((uint8_t *)ap + 8);
+    m->c.rev = (int64_t)be64_get((uint8_t *)ap + 16);
+    leveldb_free(ap);
+    char *cp = leveldb_get(m->db, m->ro, "Mcompact", 8, &n, &err);
+    if (err || !cp || n != 32) {
+        set_err(NULL, errbuf, errlen, 0, "%s: bad Mcompact record %s", m->dir, err);
+        leveldb_free(err);
+        leveldb_free(cp);
+        return CAIRN_ECORRUPT;
+    }
+    m->c.compact_rev = (int64_t)be64_get((uint8_t *)cp);
+    m->c.finished_rev = (int64_t)be64_get((uint8_t *)cp + 8);
+    m->c.cur_main = be64_get((uint8_t *)cp + 16);
+    m->c.cur_sub = be64_get((uint8_t *)cp + 24);
+    leveldb_free(cp);
+    if (m->c.rev < 1) {
+        set_err(NULL, errbuf, errlen, 0, "%s: bad revision in Mapplied%s", m->dir, NULL);
+        return CAIRN_ECORRUPT;
+    }
+    return 0;
+}
+
+cairn_mvcc_t *cairn_mvcc_open(const char *dir, int *err, char *errbuf, size_t errlen)
+{
+    if (err)
+        *err = 0;
+    if (errbuf && errlen)
+        errbuf[0] = 0;
+    cairn_mvcc_t *m = calloc(1, sizeof *m);
+    if (!m || !(m->dir = strdup(dir)) || ov_init(&m->ov) != 0) {
+        set_err(err, errbuf, errlen, CAIRN_ENOMEM, "out of memory%s%s", "", NULL);
+        if (m) {
+            free(m->dir);
+            free(m);
+        }
+        return NULL;
+    }
+    m->compact_chunk = 10000;
+    m->opts = leveldb_options_create();
+    leveldb_options_set_create_if_missing(m->opts, 1);
+    m->cache = leveldb_cache_create_lru(64u << 20);
+    leveldb_options_set_cache(m->opts, m->cache);
+    m->filter = leveldb_filterpolicy_create_bloom(10);
+    leveldb_options_set_filter_policy(m->opts, m->filter);
+    /* LevelDB stores blocks uncompressed when it was built without snappy. */
+    leveldb_options_set_compression(m->opts, leveldb_snappy_compression);
+    leveldb_options_set_write_buffer_size(m->opts, 32u << 20);
+    leveldb_options_set_max_file_size(m->opts, 8u << 20);
+    m->ro = leveldb_readoptions_create();
+    m->ro_scan = leveldb_readoptions_create();
+    leveldb_readoptions_set_fill_cache(m->ro_scan, 0);
+    m->wo = leveldb_writeoptions_create();
+    leveldb_writeoptions_set_sync(m->wo, 0);   /* the WAL is the durable copy */
+    m->wb = leveldb_writebatch_create();
+
+    char *lerr = NULL;
+    m->db = leveldb_open(m->opts, dir, &lerr);
+    int rc = 0;
+    if (lerr) {
+        set_err(NULL, errbuf, errlen, 0, "opening %s: %s", dir, lerr);
+        leveldb_free(lerr);
+        rc = CAIRN_EIO;
+    }
+    if (rc == 0)
+        rc = load_meta(m, errbuf, errlen);
+    while (rc == 0 && cairn_mvcc_compact_pending(m)) {
+        cairn_info("resuming compaction", "rev=%lld", (long long)m->c.compact_rev);
+        rc = cairn_mvcc_compact_step(m, m->compact_chunk);
+        if (rc > 0)
+            rc = 0;
+        if (rc && errbuf && errlen)
+            snprintf(errbuf, errlen, "%s: resuming compaction: %s", dir, cairn_strerror(rc));
+    }
+    if (rc) {
+        if (err)
+            *err = rc;
+        cairn_mvcc_destroy(&m);
+        return NULL;
+    }
+    m->p = m->c;
+    return m;
+}
+
+void cairn_mvcc_destroy(cairn_mvcc_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    cairn_mvcc_t *m = *self_p;
+    /* An open batch is simply dropped: it never reached LevelDB. */
+    if (m->db)
+        leveldb_close(m->db);
+    if (m->wb)
+        leveldb_writebatch_destroy(m->wb);
+    if (m->wo)
+        leveldb_writeoptions_destroy(m->wo);
+    if (m->ro)
+        leveldb_readoptions_destroy(m->ro);
+    if (m->ro_scan)
+        leveldb_readoptions_destroy(m->ro_scan);
+    if (m->opts)
+        leveldb_options_destroy(m->opts);
+    if (m->cache)
+        leveldb_cache_destroy(m->cache);
+    if (m->filter)
+        leveldb_filterpolicy_destroy(m->filter);
+    ov_fini(&m->ov);
+    cairn_arena_free(&m->req_arena);
+    free(m->scratch);
+    free(m->dir);
+    free(m);
+    *self_p = NULL;
+}

@@ -1,0 +1,193 @@
+/* mvcc.h - etcd's revisioned key-value store (MVCC) on LevelDB.
+ *
+ * The state machine of stored. Every change is a revision: a write transaction gets one
+ * main revision and each change inside it a sub revision 0, 1, 2...; history is kept until
+ * compaction; deletes are tombstones. The LevelDB layout is described byte by byte at the top
+ * of mvcc.c.
+ *
+ * Consistency rule: the applied raft index is written in the SAME LevelDB write as the data
+ * it covers (one write per batch), so after a crash the store is exactly "every entry up to
+ * applied index" and stored replays the WAL from there (etcd bug #13766 is the lesson).
+ *
+ * Views. Inside a batch, reads can see either the committed state (what the last
+ * batch_commit wrote: that is what clients reading outside the apply loop must see) or the
+ * pending state (committed + every change made in the open batch, so entries of one batch
+ * see each other's writes and ops inside a Txn see earlier ops).
+ *
+ * Not thread-safe: one thread owns a cairn_mvcc_t.
+ */
+#ifndef CAIRN_MVCC_H
+#define CAIRN_MVCC_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct cairn_mvcc_t cairn_mvcc_t;
+
+/* ---- lifecycle ---------------------------------------------------------------------- */
+
+/* Opens (creating if missing) the store in directory dir. On failure returns NULL, *err is a
+ * CAIRN_E* code and errbuf (if given) a readable reason. A compaction interrupted by a crash
+ * is finished before this returns. */
+cairn_mvcc_t *cairn_mvcc_open(const char *dir, int *err, char *errbuf, size_t errlen);
+/* Closes the store; an open batch is discarded (nothing of it reaches disk). Idempotent;
+ * sets *self_p to NULL. */
+void cairn_mvcc_destroy(cairn_mvcc_t **self_p);
+
+/* Committed state (what is on disk after the last batch_commit). */
+uint64_t cairn_mvcc_applied_index(const cairn_mvcc_t *m);
+uint64_t cairn_mvcc_applied_term(const cairn_mvcc_t *m);
+int64_t cairn_mvcc_revision(const cairn_mvcc_t *m);          /* 1 on a fresh store */
+/* The compact revision: reads below it fail with ErrCompacted. -1 if never compacted
+ * (etcd reports -1 too, e.g. in HashKV's compact_revision). */
+int64_t cairn_mvcc_compact_revision(const cairn_mvcc_t *m);
+int64_t cairn_mvcc_db_size(cairn_mvcc_t *m);                  /* approximate bytes on disk */
+
+/* ---- batches ------------------------------------------------------------------------ */
+
+/* A batch groups several committed raft entries into ONE LevelDB write, which also carries
+ * the applied index/term and the revision. Returns CAIRN_ESTATE if a batch is already open. */
+int cairn_mvcc_batch_begin(cairn_mvcc_t *m);
+/* Writes the batch (one leveldb_write, sync=0: the WAL is the durable copy). If the batch
+ * scheduled a compaction, the history is then removed in chunks before this returns. */
+int cairn_mvcc_batch_commit(cairn_mvcc_t *m);
+/* Discards the open batch (after a storage error the batch must be abandoned). */
+void cairn_mvcc_batch_abort(cairn_mvcc_t *m);
+int cairn_mvcc_in_batch(const cairn_mvcc_t *m);
+/* Records (index, term) as applied, inside the open batch. */
+int cairn_mvcc_set_applied(cairn_mvcc_t *m, uint64_t index, uint64_t term);
+/* The applied index including the open batch. */
+uint64_t cairn_mvcc_pending_applied_index(const cairn_mvcc_t *m);
+
+/* ---- reads -------------------------------------------------------------------------- */
+
+typedef enum { CAIRN_MVCC_COMMITTED = 0, CAIRN_MVCC_PENDING = 1 } cairn_mvcc_view_t;
+
+typedef struct {
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *value;
+    size_t value_len;
+    int64_t create_revision, mod_revision, version, lease;
+} cairn_kv_t;
+
+/* Current revision / compact revision of a view (PENDING includes the open write txn:
+ * once it has a change, its main revision). */
+int64_t cairn_mvcc_view_revision(const cairn_mvcc_t *m, int view);
+int64_t cairn_mvcc_view_compact_revision(const cairn_mvcc_t *m, int view);
+
+/* Point read of key at revision rev (0 = current of the view). Returns 1 and fills *kv if the
+ * key exists there, 0 if not, or a CAIRN_E* (CAIRN_EFUTURE_REV, CAIRN_ECOMPACTED, storage).
+ * kv's pointers stay valid until free(*owned) (set to NULL when nothing needs freeing) and,
+ * for data of the open batch, until the batch ends. At the current revision this is one
+ * LevelDB Get. */
+int cairn_mvcc_get(cairn_mvcc_t *m, int view, const void *key, size_t key_len, int64_t rev, cairn_kv_t *kv,
+                   void **owned);
+
+/* Called for each key of a range, in ascending key order. kv is valid only during the call.
+ * Return 0 to go on, anything else to stop (cairn_mvcc_range then returns that value). */
+typedef int (*cairn_mvcc_kv_fn)(void *arg, const cairn_kv_t *kv);
+
+typedef struct {
+    const void *key;
+    size_t key_len;
+    /* end == NULL: only key. end != NULL and end_len == 0: every key >= key (etcd's
+     * mkGteRange turns range_end "\0" into this). Otherwise [key, end). */
+    const void *end;
+    size_t end_len;
+    int64_t rev;        /* 0 = current of the view */
+    int64_t limit;      /* hand at most this many keys to fn; <= 0: all */
+    int count_only;     /* hand none, only count */
+} cairn_mvcc_range_t;
+
+/* Reads a range at a revision; *count (if not NULL) gets the number of keys in the range at
+ * that revision (all of them, whatever the limit). Returns 0, fn's non-zero stop value, or a
+ * CAIRN_E*. */
+int cairn_mvcc_range(cairn_mvcc_t *m, int view, const cairn_mvcc_range_t *r, cairn_mvcc_kv_fn fn, void *arg,
+                     int64_t *count);
+
+/* ---- writes (inside a batch) -------------------------------------------------------- */
+
+/* A write transaction: every change made between txn_begin and txn_end shares main revision
+ * view_revision(PENDING)+1, with sub revisions 0,1,2...; txn_end returns the store revision
+ * after the txn (unchanged if the txn changed nothing: no-op deletes and read-only txns do
+ * not bump it). */
+int cairn_mvcc_txn_begin(cairn_mvcc_t *m);
+int64_t cairn_mvcc_txn_end(cairn_mvcc_t *m);
+int cairn_mvcc_txn_changes(const cairn_mvcc_t *m);
+/* Puts key=value with lease (0: none). prev is the key's current KeyValue in the PENDING view
+ * (NULL if absent): callers read it anyway (prev_kv, ignore_*), so the put costs no second
+ * lookup. The lease's existence is the caller's check. */
+int cairn_mvcc_put(cairn_mvcc_t *m, const void *key, size_t key_len, const void *value, size_t value_len,
+                   int64_t lease, const cairn_kv_t *prev);
+/* Deletes a live key; prev is its current KeyValue (must not be NULL). Writes a tombstone. */
+int cairn_mvcc_delete(cairn_mvcc_t *m, const cairn_kv_t *prev);
+
+/* Optional observer of every change, called inside cairn_mvcc_put/delete (i.e. before the
+ * batch is committed: buffer and publish after commit). type 0 = PUT, 1 = DELETE. For a
+ * DELETE, kv has only key and mod_revision (like etcd's DELETE event). prev_kv is NULL when
+ * the key did not exist. sub is the sub revision. Pointers valid only during the call. */
+typedef void (*cairn_mvcc_event_fn)(void *arg, int type, const cairn_kv_t *kv, const cairn_kv_t *prev_kv,
+                                    int64_t sub);
+void cairn_mvcc_set_event_fn(cairn_mvcc_t *m, cairn_mvcc_event_fn fn, void *arg);
+int cairn_mvcc_has_event_fn(const cairn_mvcc_t *m);
+
+/* ---- compaction --------------------------------------------------------------------- */
+
+/* Schedules compaction at rev inside the open batch: CAIRN_ECOMPACTED if rev <= the compact
+ * revision, CAIRN_EFUTURE_REV if rev > the current revision. Once the batch is committed,
+ * reads below rev fail and the history below rev is removed (batch_commit does it). For
+ * every key, the latest version at <= rev is kept unless it is a tombstone. */
+int cairn_mvcc_compact(cairn_mvcc_t *m, int64_t rev);
+/* Does at most max_deletes deletions of a scheduled compaction, in one LevelDB write.
+ * Returns 1 if more remains, 0 when done, or a CAIRN_E*. Outside batches only. */
+int cairn_mvcc_compact_step(cairn_mvcc_t *m, int max_deletes);
+int cairn_mvcc_compact_pending(const cairn_mvcc_t *m);
+/* Deletions per LevelDB write while compacting (default 10000). */
+void cairn_mvcc_set_compact_chunk(cairn_mvcc_t *m, int max_deletes);
+/* on = 1: batch_commit leaves the removal to the caller, who runs compact_step between other
+ * work (reads at >= the compact revision are right either way). Default 0: batch_commit
+ * finishes it before returning. */
+void cairn_mvcc_set_compact_async(cairn_mvcc_t *m, int on);
+
+/* CRC32C over the history (every (key, revision, value) record) up to rev (0 = current),
+ * committed state; for Maintenance/HashKV. CAIRN_ECOMPACTED if 0 < rev <= compact revision,
+ * CAIRN_EFUTURE_REV if rev > current (etcd's HashByRev rules). */
+int cairn_mvcc_hash_kv(cairn_mvcc_t *m, int64_t rev, uint32_t *hash, int64_t *compact_rev);
+
+/* ---- leases (the durable lease table; liveness is raftd's) --------------------------- */
+
+/* Inside a batch. CAIRN_EEXISTS if the lease exists. */
+int cairn_mvcc_lease_grant(cairn_mvcc_t *m, int64_t id, int64_t ttl);
+/* Inside a batch: deletes every key attached to the lease in ONE write txn (one revision if
+ * any key was deleted) and the lease. CAIRN_ENOTFOUND if there is no such lease. *deleted
+ * (if not NULL) gets the number of keys deleted. */
+int cairn_mvcc_lease_revoke(cairn_mvcc_t *m, int64_t id, int64_t *deleted);
+/* 1 if the lease exists in the view, 0 if not, or a CAIRN_E*. *ttl (if not NULL) gets its
+ * granted TTL. */
+int cairn_mvcc_lease_get(cairn_mvcc_t *m, int view, int64_t id, int64_t *ttl);
+#define cairn_mvcc_lease_exists(m, view, id) cairn_mvcc_lease_get((m), (view), (id), NULL)
+/* Every lease (id, granted ttl), ascending by id as unsigned; committed state. fn returns
+ * non-zero to stop. */
+int cairn_mvcc_lease_foreach(cairn_mvcc_t *m, int (*fn)(void *arg, int64_t id, int64_t ttl), void *arg);
+/* The keys attached to a lease (view), in key order. */
+int cairn_mvcc_lease_keys(cairn_mvcc_t *m, int view, int64_t id,
+                          int (*fn)(void *arg, const uint8_t *key, size_t key_len), void *arg);
+
+/* ---- arena (shared with apply.c) ---------------------------------------------------- */
+
+/* A bump allocator: many small allocations, freed all at once. Requests and batches use one
+ * so that no key costs a malloc of its own. */
+typedef struct cairn_arena_chunk cairn_arena_chunk_t;
+typedef struct {
+    cairn_arena_chunk_t *head;
+    size_t bytes;   /* handed out since the last reset */
+} cairn_arena_t;
+void *cairn_arena_alloc(cairn_arena_t *a, size_t n);   /* 16-byte aligned; NULL when out of memory */
+void *cairn_arena_dup(cairn_arena_t *a, const void *p, size_t n);
+void cairn_arena_reset(cairn_arena_t *a);               /* frees all but one chunk for reuse */
+void cairn_arena_free(cairn_arena_t *a);
+/* A per-store arena for request processing (apply.c uses it for unpacked requests and
+ * responses being built, and resets it after each request). */
+cairn_arena_t *cairn_mvcc_arena(cairn_mvcc_t *m);
+
+#endif

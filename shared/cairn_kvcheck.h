@@ -1,0 +1,61 @@
+/* cairn_kvcheck.h - the checks gatewayd makes on KV requests BEFORE proposing them.
+ *
+ * These are etcd v3.4's v3rpc checks (etcdserver/api/v3rpc/key.go: checkRangeRequest,
+ * checkPutRequest, checkDeleteRequest, checkTxnRequest, checkIntervals), with etcd's exact
+ * grpc codes and messages. What depends on the stored state (key not found for ignore_*,
+ * unknown lease, compacted or future revision) is checked at apply time (apply.c) instead.
+ *
+ * The request kinds and etcd's KV error messages live here, in the shared library, so that
+ * gatewayd (which proposes) and stored (which applies) use the same ones.
+ */
+#ifndef CAIRN_KVCHECK_H
+#define CAIRN_KVCHECK_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rpc.pb-c.h"
+
+/* What a proposal (or a read) carries: the protobuf of the matching etcd request. */
+typedef enum {
+    CAIRN_REQ_PUT = 1,       /* etcdserverpb.PutRequest */
+    CAIRN_REQ_DELETE_RANGE,  /* etcdserverpb.DeleteRangeRequest */
+    CAIRN_REQ_TXN,           /* etcdserverpb.TxnRequest */
+    CAIRN_REQ_COMPACT,       /* etcdserverpb.CompactionRequest */
+    CAIRN_REQ_RANGE          /* etcdserverpb.RangeRequest */
+} cairn_req_kind_t;
+
+/* gRPC status codes used by the KV API. */
+#define CAIRN_GRPC_OK 0
+#define CAIRN_GRPC_INVALID_ARGUMENT 3
+#define CAIRN_GRPC_NOT_FOUND 5
+#define CAIRN_GRPC_OUT_OF_RANGE 11
+
+/* etcd's messages (rpctypes / mvcc / lease errors), which clients match on. */
+#define CAIRN_ETCD_EMPTY_KEY "etcdserver: key is not provided"                  /* 3 */
+#define CAIRN_ETCD_KEY_NOT_FOUND "etcdserver: key not found"                    /* 3 */
+#define CAIRN_ETCD_VALUE_PROVIDED "etcdserver: value is provided"               /* 3 */
+#define CAIRN_ETCD_LEASE_PROVIDED "etcdserver: lease is provided"               /* 3 */
+#define CAIRN_ETCD_TOO_MANY_OPS "etcdserver: too many operations in txn request" /* 3 */
+#define CAIRN_ETCD_DUPLICATE_KEY "etcdserver: duplicate key given in txn request" /* 3 */
+#define CAIRN_ETCD_LEASE_NOT_FOUND "etcdserver: requested lease not found"      /* 5 */
+#define CAIRN_ETCD_COMPACTED "etcdserver: mvcc: required revision has been compacted" /* 11 */
+#define CAIRN_ETCD_FUTURE_REV "etcdserver: mvcc: required revision is a future revision" /* 11 */
+
+/* etcd's --max-txn-ops default. */
+#define CAIRN_KVCHECK_DEFAULT_MAX_TXN_OPS 128
+
+/* Each returns 0 when the request may be proposed, else the gRPC code, with *msg (if not
+ * NULL) set to etcd's message (a static string). */
+int cairn_kvcheck_range(const Etcdserverpb__RangeRequest *r, const char **msg);
+int cairn_kvcheck_put(const Etcdserverpb__PutRequest *r, const char **msg);
+int cairn_kvcheck_delete_range(const Etcdserverpb__DeleteRangeRequest *r, const char **msg);
+/* Op counts (max_txn_ops <= 0: the default), keys, nested txns, then duplicate keys: a key
+ * put twice, or put and covered by a delete, anywhere in the txn (nested txns included; a
+ * key put in both the success and the failure branch of one nested txn is fine). Same order
+ * of checks as etcd, so the same request gets the same error. */
+int cairn_kvcheck_txn(const Etcdserverpb__TxnRequest *r, int max_txn_ops, const char **msg);
+/* Unpacks body (a request of kind) and runs the matching check; a body that does not parse
+ * is InvalidArgument. Compaction requests have no checks. */
+int cairn_kvcheck_request(int kind, const uint8_t *body, size_t len, int max_txn_ops, const char **msg);
+
+#endif
