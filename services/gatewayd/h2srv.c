@@ -25,7 +25,9 @@
  *     message at END_STREAM is grpc-status 13 "grpc: truncated message"; a second message
  *     is 13 "grpc: client streaming protocol violation".
  *   - streaming calls dispatch each complete message as it arrives.
- *   - a content-type that is not application/grpc*: HTTP 415 (not a gRPC request at all).
+ *   - a content-type that is not application/grpc*: plain HTTP over HTTP/2, served by the
+ *     HTTP handlers like HTTP/1.1 (etcd serves /health etc. over TLS h2 too), unless the
+ *     path is gRPC-shaped ("/pkg.Service/Method"): then HTTP 415, a broken gRPC client.
  *
  * grpc-timeout: 1-8 ASCII digits and a unit H M S m u n ("4998230u"); we round up to ms.
  *
@@ -117,9 +119,10 @@ typedef struct h2stream {
     int32_t id;
     char *path, *authority, *token, *authz;
     char encoding[32];
+    char method[16];
     int64_t timeout_ms;
     unsigned is_post : 1, is_grpc : 1, has_leader : 1, streaming : 1, announced : 1, failed : 1,
-        closed : 1, bad_header : 1, deferred : 1, finishing : 1, plain : 1, remote_closed : 1;
+        closed : 1, bad_header : 1, deferred : 1, finishing : 1, plain : 1, remote_closed : 1, http_mode : 1;
     int resp; /* RESP_* */
     int status;
     char *message; /* percent-encoded grpc-message for the trailers, or NULL */
@@ -847,6 +850,16 @@ static void st_http_error(conn_t *c, h2stream_t *st, int code, const char *body)
     char sbuf[8];
     snprintf(sbuf, sizeof sbuf, "%d", code);
     st->failed = 1;
+    st->announced = 0;
+    c->req_buffered -= st->in_len;
+    free(st->in);
+    st->in = NULL;
+    st->in_len = st->in_cap = 0;
+    if (st->resp != RESP_NONE || st->finishing) {
+        nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+        mark_dirty(c);
+        return;
+    }
     st->plain = 1;
     st->finishing = 1;
     if (st_queue(st, NULL, 0, (const uint8_t *)body, strlen(body)) != 0 ||
@@ -876,6 +889,8 @@ static int input_done(const h2stream_t *st)
 {
     return st->failed || st->closed || st->finishing || st->resp == RESP_DONE;
 }
+
+static void st_http_dispatch(conn_t *c, h2stream_t *st);
 
 static void st_dispatch(conn_t *c, h2stream_t *st, const uint8_t *msg, size_t len)
 {
@@ -958,6 +973,10 @@ static void st_request_end(conn_t *c, h2stream_t *st)
     st->remote_closed = 1;
     if (input_done(st))
         return;
+    if (st->http_mode) {
+        st_http_dispatch(c, st);
+        return;
+    }
     if (!st->streaming) {
         if (st->in_len == 0) {
             st_fail(c, st, 13, "grpc: client streaming protocol violation: no request message");
@@ -995,6 +1014,71 @@ static void st_request_end(conn_t *c, h2stream_t *st)
     }
 }
 
+/* "/package.Service/Method": one dot in the first segment, exactly two segments. */
+static int grpc_shaped(const char *path)
+{
+    if (path[0] != '/')
+        return 0;
+    const char *slash = strchr(path + 1, '/');
+    if (!slash || slash == path + 1 || !slash[1] || strchr(slash + 1, '/') || strchr(path, '?'))
+        return 0;
+    return memchr(path + 1, '.', (size_t)(slash - path - 1)) != NULL;
+}
+
+/* Answers an HTTP-over-HTTP/2 request: :status, content-type, body, END_STREAM. */
+static int st_http_respond(conn_t *c, h2stream_t *st, int status, const char *ctype, const uint8_t *body, size_t len)
+{
+    if (st->resp != RESP_NONE || st->finishing)
+        return CAIRN_ESTATE;
+    char sbuf[8];
+    snprintf(sbuf, sizeof sbuf, "%d", status >= 100 && status <= 999 ? status : 500);
+    st->plain = 1;
+    st->finishing = 1;
+    st->announced = 0; /* answered: no on_close for it, as for HTTP/1.1 */
+    if ((len && strcmp(st->method, "HEAD") != 0 && st_queue(st, NULL, 0, body, len) != 0) ||
+        st_open(c, st, sbuf, ctype ? ctype : "text/plain; charset=utf-8") != 0) {
+        nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+        mark_dirty(c);
+        return CAIRN_ENOMEM;
+    }
+    mark_dirty(c);
+    return 0;
+}
+
+static void st_http_dispatch(conn_t *c, h2stream_t *st)
+{
+    cairn_h2srv_t *s = c->srv;
+    const uint8_t *body = st->in ? st->in : (const uint8_t *)"";
+    if (s->h.on_http1_async) {
+        cairn_h2_meta_t meta = {.authority = st->authority ? st->authority : "",
+                                .token = st->authz,
+                                .timeout_ms = -1,
+                                .client_cn = c->cn[0] ? c->cn : NULL,
+                                .tls = c->ssl != NULL};
+        st->announced = 1;
+        s->in_cb++;
+        s->h.on_http1_async(s->h.ud, call_id(c, (uint32_t)st->id), st->method, st->path, body, st->in_len, &meta);
+        s->in_cb--;
+    } else {
+        int status = 404;
+        const char *ctype = NULL;
+        char *rb = NULL;
+        size_t rl = 0;
+        s->in_cb++;
+        s->h.on_http1(s->h.ud, st->method, st->path, body, st->in_len, &status, &ctype, &rb, &rl);
+        s->in_cb--;
+        if (!st->closed)
+            st_http_respond(c, st, status, ctype, (const uint8_t *)rb, rb ? rl : 0);
+        free(rb);
+    }
+    if (!st->closed && st->in) {
+        c->req_buffered -= st->in_len;
+        free(st->in);
+        st->in = NULL;
+        st->in_len = st->in_cap = 0;
+    }
+}
+
 static void st_headers_done(conn_t *c, h2stream_t *st)
 {
     cairn_h2srv_t *s = c->srv;
@@ -1003,6 +1087,13 @@ static void st_headers_done(conn_t *c, h2stream_t *st)
         return;
     }
     if (!st->is_grpc) {
+        /* Plain HTTP over HTTP/2 (curl and Go clients negotiate h2 over TLS for /health,
+         * /metrics, the JSON gateway): the HTTP handlers serve it, as etcd's do. A gRPC
+         * method path with a wrong content-type is a broken gRPC client: 415. */
+        if ((s->h.on_http1 || s->h.on_http1_async) && st->path && !grpc_shaped(st->path)) {
+            st->http_mode = 1;
+            return;
+        }
         st_http_error(c, st, 415, "invalid gRPC request content-type\n");
         return;
     }
@@ -1068,6 +1159,9 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
         st->path = dup_capped(value, valuelen, MAX_PATH_LEN, st);
     } else if (IS(":method")) {
         st->is_post = valuelen == 4 && memcmp(value, "POST", 4) == 0;
+        size_t n = valuelen < sizeof st->method - 1 ? valuelen : sizeof st->method - 1;
+        memcpy(st->method, value, n);
+        st->method[n] = 0;
     } else if (IS(":authority")) {
         free(st->authority);
         st->authority = dup_capped(value, valuelen, MAX_META_LEN, st);
@@ -1123,8 +1217,15 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
     h2stream_t *st = nghttp2_session_get_stream_user_data(session, stream_id);
     if (!st || input_done(st) || !len)
         return 0;
+    if (st->http_mode && st->in_len + len > c->srv->max_http1_body) {
+        st_http_error(c, st, 413, "request body too large\n");
+        return 0;
+    }
     if (c->req_buffered + len > c->srv->conn_req_cap) {
-        st_fail(c, st, 8, "grpc: too much incomplete request data on this connection");
+        if (st->http_mode)
+            st_http_error(c, st, 413, "request body too large\n");
+        else
+            st_fail(c, st, 8, "grpc: too much incomplete request data on this connection");
         return 0;
     }
     if (st->in_len + len > st->in_cap) {
@@ -1133,7 +1234,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
         size_t need = st->in_len + len, nc = st->in_cap ? st->in_cap : 1024;
         while (nc < need)
             nc *= 2;
-        if (st->in_len >= 5 || need >= 5) {
+        if (!st->http_mode && need >= 5) {
             uint8_t hdr[5];
             for (int i = 0; i < 5; i++)
                 hdr[i] = (size_t)i < st->in_len ? st->in[i] : data[i - st->in_len];
@@ -1152,7 +1253,8 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
     memcpy(st->in + st->in_len, data, len);
     st->in_len += len;
     c->req_buffered += len;
-    st_parse(c, st);
+    if (!st->http_mode)
+        st_parse(c, st);
     return 0;
 }
 
@@ -1231,6 +1333,8 @@ static void h2_feed(conn_t *c, const uint8_t *data, size_t n)
 }
 
 /* ---- HTTP/1.1 -------------------------------------------------------------------------- */
+
+static h2stream_t *find_call(const cairn_h2srv_t *s, cairn_call_id_t call, conn_t **cp);
 
 static void h1_respond(conn_t *c, int status, const char *ctype, const uint8_t *body, size_t len, int keep, int head)
 {
@@ -1327,6 +1431,14 @@ int cairn_h2srv_http1_reply(cairn_h2srv_t *self, cairn_call_id_t req, int status
     if (!self)
         return CAIRN_EINVAL;
     conn_t *c = ht_get(self, (uint32_t)(req >> 32));
+    if (c && !c->dead && c->state == CS_H2) {
+        h2stream_t *st = find_call(self, req, &c);
+        if (!st)
+            return CAIRN_ECLOSED;
+        if (!st->http_mode)
+            return CAIRN_ESTATE;
+        return st_http_respond(c, st, status, content_type, body, body ? len : 0);
+    }
     if (!c || c->dead || c->state != CS_H1 || !c->h1_pending || c->h1_pending_id != req)
         return CAIRN_ECLOSED;
     if (status < 100 || status > 999)

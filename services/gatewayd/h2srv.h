@@ -58,18 +58,22 @@ typedef struct {
     void (*on_half_close)(void *ud, cairn_call_id_t call);
     /* Stream gone (RST_STREAM, connection closed, finished): forget the call. */
     void (*on_close)(void *ud, cairn_call_id_t call);
-    /* HTTP/1.1 request on the same port (sniffed), answered at once: fill *status,
-     * *content_type (static string; NULL means text/plain) and a malloc'd body (freed here).
-     * Not called when on_http1_async is set. */
+    /* Plain HTTP request, answered at once: HTTP/1.1 on the same port (sniffed), or an
+     * HTTP/2 request whose content-type is not gRPC and whose path is not gRPC-shaped
+     * ("/pkg.Service/Method" gets 415) - curl and Go clients use h2 over TLS for /health.
+     * Fill *status, *content_type (static string; NULL means text/plain) and a malloc'd
+     * body (freed here). Not called when on_http1_async is set. Without either HTTP
+     * handler, HTTP/1.1 gets 404 and non-gRPC HTTP/2 gets 415. */
     void (*on_http1)(void *ud, const char *method, const char *path, const uint8_t *body, size_t body_len,
                      int *status, const char **content_type, char **resp_body, size_t *resp_len);
     /* Is this path a streaming method (Watch, LeaseKeepAlive, Snapshot...)? NULL: none is. */
     int (*is_streaming)(void *ud, const char *path);
     void *ud;
     /* Optional. HTTP/1.1 request answered later with cairn_h2srv_http1_reply(req, ...)
-     * (e.g. /health needs a linearizable read). Requests of one connection are handed over
-     * one at a time, in order. If the connection closes first, on_close(req) is delivered.
-     * meta->token is the Authorization header. */
+     * (e.g. /health needs a linearizable read). HTTP/1.1 requests of one connection are
+     * handed over one at a time, in order; HTTP/2 ones concurrently. If the request is
+     * abandoned before the reply (connection closed, stream reset), on_close(req) is
+     * delivered; after the reply, nothing. meta->token is the Authorization header. */
     void (*on_http1_async)(void *ud, cairn_call_id_t req, const char *method, const char *path,
                            const uint8_t *body, size_t body_len, const cairn_h2_meta_t *meta);
 } cairn_h2srv_handlers_t;

@@ -613,9 +613,18 @@ static void cli_free(cli_t *c)
     free(c);
 }
 
+static call_t *cli_start_ex(cli_t *c, const char *method, const char *path, const char *ctype,
+                            const nghttp2_nv *extra, size_t nextra, const uint8_t *body, size_t len, int end);
+
 /* Starts a call; body is sent as given (already framed) in DATA frames. */
 static call_t *cli_start(cli_t *c, const char *path, const char *ctype, const nghttp2_nv *extra, size_t nextra,
                          const uint8_t *body, size_t len, int end)
+{
+    return cli_start_ex(c, "POST", path, ctype, extra, nextra, body, len, end);
+}
+
+static call_t *cli_start_ex(cli_t *c, const char *method, const char *path, const char *ctype,
+                            const nghttp2_nv *extra, size_t nextra, const uint8_t *body, size_t len, int end)
 {
     call_t *call = calloc(1, sizeof *call);
     call->grpc_status = -1;
@@ -623,14 +632,14 @@ static call_t *cli_start(cli_t *c, const char *path, const char *ctype, const ng
     call->req_len = len;
     call->req_end = end;
     nghttp2_nv nva[16] = {
-        {(uint8_t *)":method", (uint8_t *)"POST", 7, 4, 0},
+        {(uint8_t *)":method", (uint8_t *)method, 7, strlen(method), 0},
         {(uint8_t *)":scheme", (uint8_t *)(c->ssl ? "https" : "http"), 7, c->ssl ? 5 : 4, 0},
         {(uint8_t *)":authority", (uint8_t *)"127.0.0.1", 10, 9, 0},
         {(uint8_t *)":path", (uint8_t *)path, 5, strlen(path), 0},
-        {(uint8_t *)"content-type", (uint8_t *)ctype, 12, strlen(ctype), 0},
         {(uint8_t *)"te", (uint8_t *)"trailers", 2, 8, 0},
+        {(uint8_t *)"content-type", (uint8_t *)(ctype ? ctype : ""), 12, ctype ? strlen(ctype) : 0, 0},
     };
-    size_t n = 6;
+    size_t n = ctype ? 6 : 5;
     for (size_t i = 0; i < nextra && n < 16; i++)
         nva[n++] = extra[i];
     nghttp2_data_provider dp = {.source.ptr = call, .read_callback = c_read_req};
@@ -930,6 +939,46 @@ Test(h2srv, non_grpc_content_type_is_415, .timeout = 30)
     cr_assert(cli_wait_closed(c, call, 5000));
     cr_assert_eq(call->http_status, 415);
     cr_assert_eq(atomic_load(&fx->n_message), 0);
+
+    /* plain HTTP over h2 (curl -k https://.../health negotiates h2): the HTTP handler */
+    call = cli_start_ex(c, "GET", "/health", NULL, NULL, 0, NULL, 0, 1);
+    cr_assert(cli_wait_closed(c, call, 5000));
+    cr_assert_eq(call->http_status, 200);
+    cr_assert_str_eq(call->ctype, "application/json");
+    cr_assert_eq(call->body_len, 17);
+    cr_assert(!memcmp(call->body, "{\"health\":\"true\"}", 17));
+    cr_assert_eq(call->grpc_status, -1);
+    call = cli_start_ex(c, "POST", "/echo", "application/json", NULL, 0, (const uint8_t *)"{\"k\":1}", 7, 1);
+    cr_assert(cli_wait_closed(c, call, 5000));
+    cr_assert_eq(call->http_status, 200);
+    cr_assert(call->body_len == 7 && !memcmp(call->body, "{\"k\":1}", 7));
+    call = cli_start_ex(c, "GET", "/nope", NULL, NULL, 0, NULL, 0, 1);
+    cr_assert(cli_wait_closed(c, call, 5000));
+    cr_assert_eq(call->http_status, 404);
+    /* GET on a gRPC method path is still not gRPC */
+    call = cli_start_ex(c, "GET", "/test.Echo/Unary", "application/grpc", NULL, 0, NULL, 0, 1);
+    cr_assert(cli_wait_closed(c, call, 5000));
+    cr_assert_eq(call->http_status, 405);
+    cr_assert_eq(atomic_load(&fx->n_message), 0);
+    /* and gRPC still works on the connection */
+    assert_echo(unary(c, "/test.Echo/Unary", "still", 5), "still");
+    cli_free(c);
+    fx_stop(fx);
+}
+
+Test(h2srv, http_over_h2_async, .timeout = 30)
+{
+    fixture_t *fx = fx_start(FX_ASYNC_H1);
+    cli_t *c = cli_connect(fx->port);
+    nghttp2_nv auth[] = {{(uint8_t *)"authorization", (uint8_t *)"tkn2", 13, 4, 0}};
+    call_t *a = cli_start_ex(c, "GET", "/version", NULL, auth, 1, NULL, 0, 1);
+    call_t *b = cli_start_ex(c, "GET", "/health", NULL, NULL, 0, NULL, 0, 1);
+    cr_assert(cli_wait_closed(c, a, 5000));
+    cr_assert(cli_wait_closed(c, b, 5000));
+    cr_assert_eq(a->http_status, 200);
+    cr_assert(a->body_len == 8 && !memcmp(a->body, "async ok", 8));
+    cr_assert_eq(b->http_status, 200);
+    cr_assert_eq(atomic_load(&fx->n_close), 0, "answered requests get no on_close");
     cli_free(c);
     fx_stop(fx);
 }
