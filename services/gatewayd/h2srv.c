@@ -101,6 +101,14 @@
 #define MAX_PATH_LEN 4096
 #define MAX_META_LEN 8192
 #define ACCEPT_BATCH 64
+#define PUMP_ROUNDS 4                  /* <= 4 MiB per connection per flush: fairness */
+/* nghttp2 1.52 predates its own limits for these two attacks, so we keep our own:
+ * - "rapid reset" (CVE-2023-44487): RST_STREAMs from the client, token bucket per
+ *   connection (nghttp2 >= 1.57 uses the same numbers);
+ * - CONTINUATION/header floods (CVE-2024-27316 family): header bytes per header block. */
+#define RST_BURST 1000
+#define RST_RATE_PER_S 33
+#define MAX_HEADER_BLOCK (256u * 1024)
 
 enum { CS_HANDSHAKE, CS_SNIFF, CS_H2, CS_H1, CS_LINGER };
 enum { RESP_NONE, RESP_OPEN, RESP_DONE };
@@ -153,6 +161,9 @@ struct conn {
     nghttp2_session *h2;
     h2stream_t *streams;
     size_t req_buffered;
+    size_t hdr_bytes;   /* header bytes of the header block being received */
+    int64_t rst_tokens; /* RST_STREAM budget, in thousandths */
+    int64_t rst_ms;
     uint32_t h1_seq;
     cairn_call_id_t h1_pending_id;
     char cn[128];
@@ -1111,6 +1122,7 @@ static void st_headers_done(conn_t *c, h2stream_t *st)
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     conn_t *c = user_data;
+    c->hdr_bytes = 0;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
     h2stream_t *st = calloc(1, sizeof *st);
@@ -1147,7 +1159,10 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
                      const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data)
 {
     (void)flags;
-    (void)user_data;
+    conn_t *c = user_data;
+    c->hdr_bytes += namelen + valuelen + 32;
+    if (c->hdr_bytes > MAX_HEADER_BLOCK)
+        return NGHTTP2_ERR_CALLBACK_FAILURE; /* drop the connection */
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0; /* trailers from a client: nothing in them matters to us */
     h2stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
@@ -1197,6 +1212,19 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
 {
     conn_t *c = user_data;
+    if (frame->hd.type == NGHTTP2_RST_STREAM) {
+        int64_t now = now_ms();
+        c->rst_tokens += (now - c->rst_ms) * RST_RATE_PER_S;
+        if (c->rst_tokens > RST_BURST * 1000)
+            c->rst_tokens = RST_BURST * 1000;
+        c->rst_ms = now;
+        c->rst_tokens -= 1000;
+        if (c->rst_tokens < 0) {
+            cairn_warn("client resets streams too fast: closing connection", "conn=%u", c->serial);
+            nghttp2_session_terminate_session(session, NGHTTP2_ENHANCE_YOUR_CALM);
+        }
+        return 0;
+    }
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
         return 0;
     h2stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
@@ -1314,6 +1342,8 @@ static void h2_start(conn_t *c)
     if (s->draining)
         nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
     c->state = CS_H2;
+    c->rst_tokens = RST_BURST * 1000;
+    c->rst_ms = now_ms();
     mark_dirty(c);
 }
 
@@ -1444,7 +1474,8 @@ int cairn_h2srv_http1_reply(cairn_h2srv_t *self, cairn_call_id_t req, int status
     if (status < 100 || status > 999)
         status = 500;
     c->h1_pending = 0;
-    h1_respond(c, status, content_type, body ? body : (const uint8_t *)"", body ? len : 0, c->h1_keep, c->h1_head);
+    h1_respond(c, status, content_type, body ? body : (const uint8_t *)"", body ? len : 0,
+               c->h1_keep && !self->draining, c->h1_head);
     return 0;
 }
 
@@ -1641,7 +1672,7 @@ cairn_h2srv_t *cairn_h2srv_new(const cairn_h2srv_opts_t *opts, const cairn_h2srv
     s->max_recv = mrb + GRPC_OVERHEAD;
     if (s->max_recv > UINT32_MAX)
         s->max_recv = UINT32_MAX;
-    s->max_http1_body = s->max_recv;
+    s->max_http1_body = s->max_recv / 2 * 3; /* JSON gateway: base64 values + JSON */
     s->conn_req_cap = 4 * (s->max_recv + 5);
     if (s->conn_req_cap < (64u << 20))
         s->conn_req_cap = 64u << 20;
@@ -1865,7 +1896,9 @@ size_t cairn_h2srv_poll_fill(cairn_h2srv_t *self, zmq_pollitem_t *items, size_t 
         } else {
             if (!read_paused(c) || c->wr_want_read)
                 ev |= ZMQ_POLLIN;
-            if (buf_pending(&c->out) || c->rd_want_write)
+            /* also when nghttp2 holds frames we did not pull (PUMP_ROUNDS): a writable
+             * socket wakes us to continue */
+            if (buf_pending(&c->out) || c->rd_want_write || (c->h2 && nghttp2_session_want_write(c->h2)))
                 ev |= ZMQ_POLLOUT;
         }
         items[n] = (zmq_pollitem_t){.socket = NULL, .fd = c->fd, .events = ev, .revents = 0};
@@ -1923,7 +1956,7 @@ static void conn_pump(conn_t *c)
     /* Input left inside SSL while we were paused is invisible to poll: read it now. */
     if (!c->dead && c->ssl && !read_paused(c) && SSL_has_pending(c->ssl))
         conn_read(c);
-    for (int iter = 0; iter < 64 && !c->dead; iter++) {
+    for (int iter = 0; iter < PUMP_ROUNDS && !c->dead; iter++) {
         if (c->h2) {
             while (buf_pending(&c->out) < OUT_HIGH) {
                 const uint8_t *data = NULL;

@@ -1378,6 +1378,95 @@ Test(h2srv, hostile_input_never_crashes, .timeout = 60)
     fx_stop(fx);
 }
 
+Test(h2srv, rapid_reset_and_header_flood_close_the_connection, .timeout = 60)
+{
+    fixture_t *fx = fx_start(0);
+    /* CVE-2023-44487: open streams and reset them as fast as possible */
+    cli_t *c = cli_connect(fx->port);
+    assert_echo(unary(c, "/test.Echo/Unary", "pre", 3), "pre"); /* settings exchanged */
+    for (int batch = 0; batch < 4 && !c->goaway && !c->eof; batch++) {
+        int32_t ids[400];
+        nghttp2_nv nva[] = {
+            {(uint8_t *)":method", (uint8_t *)"POST", 7, 4, 0},
+            {(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, 0},
+            {(uint8_t *)":authority", (uint8_t *)"x", 10, 1, 0},
+            {(uint8_t *)":path", (uint8_t *)"/test.Echo/Stream", 5, 17, 0},
+            {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, 0},
+        };
+        for (int i = 0; i < 400; i++) {
+            /* HEADERS without END_STREAM: an empty data provider that never ends */
+            static call_t dummy = {.req_end = 0};
+            nghttp2_data_provider dp = {.source.ptr = &dummy, .read_callback = c_read_req};
+            ids[i] = nghttp2_submit_request(c->s, NULL, nva, 5, &dp, NULL);
+        }
+        cli_pump(c, 0); /* HEADERS must be on the wire, or nghttp2 just cancels them */
+        for (int i = 0; i < 400; i++)
+            nghttp2_submit_rst_stream(c->s, NGHTTP2_FLAG_NONE, ids[i], NGHTTP2_CANCEL);
+        cli_pump(c, 10);
+    }
+    int64_t end = mono_ms() + 5000;
+    while (!c->goaway && !c->eof && mono_ms() < end)
+        cli_pump(c, 20);
+    cr_assert(c->goaway, "expected GOAWAY");
+    cr_assert_eq(c->goaway_code, NGHTTP2_ENHANCE_YOUR_CALM);
+    cli_free(c);
+
+    /* a header block far beyond any real one (40 x 8 KiB) */
+    c = cli_connect(fx->port);
+    static char big[8192];
+    memset(big, 'h', sizeof big);
+    nghttp2_nv many[40];
+    char names[40][24];
+    for (int i = 0; i < 40; i++) {
+        snprintf(names[i], sizeof names[i], "x-pad-%d", i);
+        many[i] = (nghttp2_nv){(uint8_t *)names[i], (uint8_t *)big, strlen(names[i]), sizeof big, 0};
+    }
+    size_t bl;
+    uint8_t *b = frame_msg("x", 1, 0, &bl);
+    call_t *call = cli_start(c, "/test.Echo/Unary", "application/grpc", many, 10, b, bl, 1);
+    (void)call;
+    /* cli_start takes at most 10 extra headers: add the rest via a second request */
+    cli_start(c, "/test.Echo/Unary", "application/grpc", many + 10, 10, b, bl, 1);
+    end = mono_ms() + 5000;
+    while (!c->eof && !c->goaway && mono_ms() < end)
+        cli_pump(c, 20);
+    /* 80 KiB blocks are fine (under 256 KiB); the server still works */
+    cr_assert(!c->goaway || c->goaway_code == NGHTTP2_NO_ERROR);
+    free(b);
+    cli_free(c);
+
+    /* raw: one HEADERS + CONTINUATION frames that never end, 1 MiB of them */
+    int fd = tcp_connect(fx->port);
+    send_all(fd, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
+    uint8_t settings[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0};
+    send_all(fd, settings, 9);
+    /* literal header without indexing, new name: 0x00, name len, name, value len (7-bit
+     * prefix, so <= 126 here), value */
+    uint8_t field[3 + 6 + 120];
+    field[0] = 0x00;
+    field[1] = 6;
+    memcpy(field + 2, "x-junk", 6);
+    field[8] = 120;
+    memset(field + 9, 'v', 120);
+    uint8_t frame[9 + sizeof field * 100];
+    for (int k = 0; k < 100; k++)
+        memcpy(frame + 9 + k * sizeof field, field, sizeof field);
+    size_t plen = sizeof field * 100;
+    for (int f = 0; f < 90; f++) {
+        frame[0] = (uint8_t)(plen >> 16), frame[1] = (uint8_t)(plen >> 8), frame[2] = (uint8_t)plen;
+        frame[3] = f == 0 ? 0x1 : 0x9; /* HEADERS, then CONTINUATION */
+        frame[4] = 0;                  /* no END_HEADERS, ever */
+        frame[5] = 0, frame[6] = 0, frame[7] = 0, frame[8] = 1;
+        send_all(fd, frame, sizeof frame);
+    }
+    cr_assert(read_until_close(fd, NULL, 0, NULL, 5000), "header flood must close the connection");
+    close(fd);
+    c = cli_connect(fx->port);
+    assert_echo(unary(c, "/test.Echo/Unary", "alive", 5), "alive");
+    cli_free(c);
+    fx_stop(fx);
+}
+
 Test(h2srv, many_connections, .timeout = 60)
 {
     struct rlimit rl;
