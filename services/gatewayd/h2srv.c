@@ -152,7 +152,8 @@ struct conn {
     int state;
     SSL *ssl;
     unsigned dead : 1, closing : 1, in_dirty : 1, hs_want_write : 1, rd_want_write : 1, wr_want_read : 1,
-        ssl_fatal : 1, h1_pending : 1, h1_keep : 1, h1_head : 1, h1_continue_sent : 1, h1_v10 : 1;
+        ssl_fatal : 1, h1_pending : 1, h1_keep : 1, h1_head : 1, h1_continue_sent : 1, h1_v10 : 1,
+        peer_eof : 1; /* HTTP/1.1 client half-closed: answer what it sent, then close */
     int64_t created_ms, closing_ms;
     size_t idx; /* position in srv->conns */
     conn_t *dirty_next;
@@ -569,7 +570,7 @@ static void reap(cairn_h2srv_t *s)
 
 static int read_paused(const conn_t *c)
 {
-    if (c->closing || c->state == CS_LINGER)
+    if (c->closing || c->peer_eof || c->state == CS_LINGER)
         return c->state != CS_LINGER;
     if (buf_pending(&c->out) >= OUT_HIGH)
         return 1;
@@ -619,6 +620,19 @@ static void conn_write(conn_t *c)
     }
 }
 
+/* The peer sent FIN / close_notify. gRPC clients never half-close, so HTTP/2 (and a
+ * connection that sent nothing) just closes; an HTTP/1.1 client may (printf | nc) and
+ * still expects the answers to what it sent. */
+static void conn_eof(conn_t *c)
+{
+    if (c->state == CS_H1 && (c->h1_pending || buf_pending(&c->out) || buf_pending(&c->in))) {
+        c->peer_eof = 1;
+        mark_dirty(c);
+        return;
+    }
+    conn_kill(c);
+}
+
 /* Reads what the socket has (TLS: until WANT_READ, so nothing stays buffered inside SSL
  * while we sleep in poll) and feeds it to the protocol. */
 static void conn_read(conn_t *c)
@@ -657,8 +671,11 @@ static void conn_read(conn_t *c)
                 c->rd_want_write = 1;
                 return;
             }
-            if (e != SSL_ERROR_ZERO_RETURN)
-                c->ssl_fatal = 1;
+            if (e == SSL_ERROR_ZERO_RETURN) {
+                conn_eof(c);
+                return;
+            }
+            c->ssl_fatal = 1;
             conn_kill(c);
             return;
         }
@@ -674,7 +691,10 @@ static void conn_read(conn_t *c)
             continue;
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
-        conn_kill(c); /* EOF or error: no half-closed clients in gRPC */
+        if (r == 0)
+            conn_eof(c);
+        else
+            conn_kill(c);
         return;
     }
 }
@@ -1984,8 +2004,8 @@ static void conn_pump(conn_t *c)
             conn_finish(c);
         else if (c->closing && !nghttp2_session_want_write(c->h2))
             conn_finish(c);
-    } else if (c->closing) {
-        conn_finish(c);
+    } else if (c->closing || (c->peer_eof && !c->h1_pending)) {
+        conn_finish(c); /* (peer_eof: h1_process above answered every complete request) */
     }
 }
 

@@ -58,7 +58,10 @@ SSL_CTX *cairn_tls_server_ctx_new(const char *cert_file, const char *key_file, c
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     /* Renegotiation is a CPU DoS vector and no gRPC client needs it. */
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
+    /* IGNORE_UNEXPECTED_EOF: a peer closing without close_notify is an ordinary EOF (HTTP/2
+     * and HTTP/1.1 framing detect truncation themselves), not an SSL error. */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION |
+                                 SSL_OP_IGNORE_UNEXPECTED_EOF);
     /* Non-blocking writes of our own output buffer: partial writes return what went out,
      * and the buffer may move (we compact it) between retries. RELEASE_BUFFERS frees the
      * ~34 KiB of record buffers of idle connections, which matters with thousands. */

@@ -1041,6 +1041,15 @@ Test(h2srv, http1_on_the_same_port, .timeout = 30)
     cr_assert(strncmp(buf, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", buf);
     cr_assert(strstr(buf, "\r\n\r\nxyz"));
     close(fd);
+    /* a client that half-closes after its requests (printf | nc) still gets the answers */
+    fd = tcp_connect(fx->port);
+    const char *hc = "GET /health HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi";
+    send_all(fd, hc, strlen(hc));
+    shutdown(fd, SHUT_WR);
+    cr_assert(read_until_close(fd, buf, sizeof buf, &got, 3000));
+    cr_assert(strstr(buf, "{\"health\":\"true\"}"), "%s", buf);
+    cr_assert(strstr(buf, "\r\n\r\nhi"), "%s", buf);
+    close(fd);
     /* chunked uploads are refused clearly */
     fd = tcp_connect(fx->port);
     const char *ch = "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
@@ -1055,8 +1064,8 @@ Test(h2srv, http1_async_reply, .timeout = 30)
 {
     fixture_t *fx = fx_start(FX_ASYNC_H1);
     int fd = tcp_connect(fx->port);
-    const char *req = "GET /health HTTP/1.1\r\nHost: h\r\nAuthorization: tkn\r\n\r\n"
-                      "GET /version HTTP/1.1\r\nHost: h\r\n\r\n";
+    const char *req = "GET /health HTTP/1.1\r\nHost: h\r\n\r\n"
+                      "GET /version HTTP/1.1\r\nHost: h\r\nAuthorization: tkn\r\n\r\n";
     send_all(fd, req, strlen(req));
     char buf[4096];
     size_t have = 0;
@@ -1069,7 +1078,17 @@ Test(h2srv, http1_async_reply, .timeout = 30)
     cr_assert_gt(n, 0, "pipelined request answered after the first");
     pthread_mutex_lock(&fx->mu);
     cr_assert_str_eq(fx->last_path, "/version");
+    cr_assert_str_eq(fx->last_token, "tkn");
     pthread_mutex_unlock(&fx->mu);
+    close(fd);
+    /* half-close right after two requests: both asynchronous answers still arrive */
+    fd = tcp_connect(fx->port);
+    send_all(fd, req, strlen(req));
+    shutdown(fd, SHUT_WR);
+    size_t got = 0;
+    cr_assert(read_until_close(fd, buf, sizeof buf, &got, 3000));
+    char *first = strstr(buf, "async ok");
+    cr_assert(first && strstr(first + 8, "async ok"), "%s", buf);
     close(fd);
     fx_stop(fx);
 }
