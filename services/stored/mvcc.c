@@ -1150,6 +1150,116 @@ int cairn_mvcc_delete(cairn_mvcc_t *m, const cairn_kv_t *prev)
     return 0;
 }
 
+/* ---- changes by revision (watch catch-up) ---------------------------------------------- */
+
+int cairn_mvcc_changes(cairn_mvcc_t *m, int64_t start_rev, int64_t end_rev, cairn_mvcc_event_fn_rc fn, void *arg)
+{
+    if (start_rev < m->c.compact_rev)
+        return CAIRN_ECOMPACTED;
+    if (end_rev <= 0 || end_rev > m->c.rev)
+        end_rev = m->c.rev;
+    if (start_rev < 1)
+        start_rev = 1;
+    uint8_t rk[17];
+    rk[0] = T_REV;
+    be64_put(rk + 1, (uint64_t)start_rev);
+    be64_put(rk + 9, 0);
+    /* One snapshot for both iterators, so a change and its previous version agree. */
+    const leveldb_snapshot_t *snap = leveldb_create_snapshot(m->db);
+    leveldb_readoptions_t *ro = leveldb_readoptions_create();
+    leveldb_readoptions_set_snapshot(ro, snap);
+    leveldb_readoptions_set_fill_cache(ro, 0);
+    leveldb_iterator_t *ir = leveldb_create_iterator(m->db, ro);
+    leveldb_iterator_t *ih = leveldb_create_iterator(m->db, ro);
+    kbuf_t kb;
+    kb_init(&kb);
+    int rc = 0;
+    for (leveldb_iter_seek(ir, (const char *)rk, sizeof rk); rc == 0 && leveldb_iter_valid(ir);
+         leveldb_iter_next(ir)) {
+        size_t kn, vn, hn;
+        const uint8_t *k = (const uint8_t *)leveldb_iter_key(ir, &kn);
+        if (kn < 1 || k[0] != T_REV)
+            break;
+        const uint8_t *v = (const uint8_t *)leveldb_iter_value(ir, &vn);
+        if (kn != 17 || vn < 1) {
+            rc = CAIRN_ECORRUPT;
+            break;
+        }
+        int64_t main = (int64_t)be64_get(k + 1), sub = (int64_t)be64_get(k + 9);
+        if (main > end_rev)
+            break;
+        const uint8_t *ukey = v + 1;
+        size_t ulen = vn - 1;
+        kb.n = 0;
+        kb_hist_key(&kb, ukey, ulen, main, sub);
+        if (kb.oom) {
+            rc = CAIRN_ENOMEM;
+            break;
+        }
+        size_t glen = kb.n - 16;
+        leveldb_iter_seek(ih, (const char *)kb.p, kb.n);
+        const uint8_t *hk = leveldb_iter_valid(ih) ? (const uint8_t *)leveldb_iter_key(ih, &hn) : NULL;
+        if (!hk || hn != kb.n || memcmp(hk, kb.p, hn) != 0) {
+            rc = CAIRN_ECORRUPT;   /* every revision-index record has its history record */
+            break;
+        }
+        size_t hvn;
+        const uint8_t *hv = (const uint8_t *)leveldb_iter_value(ih, &hvn);
+        if (hvn < 1) {
+            rc = CAIRN_ECORRUPT;
+            break;
+        }
+        int type = (hv[0] & HFLAG_TOMB) ? 1 : 0;
+        cairn_kv_t kv = {.key = ukey, .key_len = ulen, .mod_revision = main};
+        /* hv is only valid until ih moves on to the previous version: copy it */
+        uint8_t *cur_copy = NULL;
+        if (type == 0) {
+            cur_copy = malloc(hvn);
+            if (!cur_copy) {
+                rc = CAIRN_ENOMEM;
+                break;
+            }
+            memcpy(cur_copy, hv, hvn);
+            if ((rc = dec_hist(cur_copy, hvn, main, &kv)) != 0) {
+                free(cur_copy);
+                break;
+            }
+            kv.key = ukey;
+            kv.key_len = ulen;
+        }
+        cairn_kv_t prev, *pp = NULL;
+        leveldb_iter_next(ih);
+        if (leveldb_iter_valid(ih)) {
+            hk = (const uint8_t *)leveldb_iter_key(ih, &hn);
+            if (hn == glen + 16 && memcmp(hk, kb.p, glen) == 0) {
+                const uint8_t *pv = (const uint8_t *)leveldb_iter_value(ih, &hvn);
+                if (hvn >= 1 && !(pv[0] & HFLAG_TOMB) &&
+                    dec_hist(pv, hvn, (int64_t)~be64_get(hk + glen), &prev) == 0) {
+                    prev.key = ukey;
+                    prev.key_len = ulen;
+                    pp = &prev;
+                }
+            }
+        }
+        rc = fn(arg, type, &kv, pp, sub);
+        free(cur_copy);
+    }
+    char *err = NULL;
+    leveldb_iter_get_error(ir, &err);
+    if (!err)
+        leveldb_iter_get_error(ih, &err);
+    leveldb_iter_destroy(ir);
+    leveldb_iter_destroy(ih);
+    leveldb_readoptions_destroy(ro);
+    leveldb_release_snapshot(m->db, snap);
+    kb_free(&kb);
+    if (err) {
+        log_ldb_err("changes scan", err);
+        return CAIRN_EIO;
+    }
+    return rc;
+}
+
 /* ---- compaction ----------------------------------------------------------------------- */
 
 int cairn_mvcc_compact(cairn_mvcc_t *m, int64_t rev)

@@ -129,7 +129,17 @@ int cairn_mvcc_delete(cairn_mvcc_t *m, const cairn_kv_t *prev);
 typedef void (*cairn_mvcc_event_fn)(void *arg, int type, const cairn_kv_t *kv, const cairn_kv_t *prev_kv,
                                     int64_t sub);
 void cairn_mvcc_set_event_fn(cairn_mvcc_t *m, cairn_mvcc_event_fn fn, void *arg);
+/* The same, returning non-zero to stop an iteration. */
+typedef int (*cairn_mvcc_event_fn_rc)(void *arg, int type, const cairn_kv_t *kv, const cairn_kv_t *prev_kv,
+                                      int64_t sub);
 int cairn_mvcc_has_event_fn(const cairn_mvcc_t *m);
+
+/* Every change with start_rev <= main revision <= end_rev (end_rev <= 0: up to current), in
+ * revision order, on the committed state - watch catch-up. fn gets the event as the
+ * observer above does (a DELETE's kv is {key, mod_revision}); prev_kv is the key's previous
+ * version (NULL if it did not exist before). fn returns non-zero to stop. CAIRN_ECOMPACTED if
+ * start_rev < the compact revision (etcd's watch rule). */
+int cairn_mvcc_changes(cairn_mvcc_t *m, int64_t start_rev, int64_t end_rev, cairn_mvcc_event_fn_rc fn, void *arg);
 
 /* ---- compaction --------------------------------------------------------------------- */
 

@@ -677,3 +677,55 @@ Test(mvcc, refuses_foreign_database)
     cr_assert_eq(e, CAIRN_ECORRUPT);
     cr_assert(strstr(eb, "not a cairn mvcc store") != NULL, "%s", eb);
 }
+
+typedef struct {
+    int n;
+    char line[16][64];
+} chlog_t;
+
+static int ch_cb(void *arg, int type, const cairn_kv_t *kv, const cairn_kv_t *prev, int64_t sub)
+{
+    chlog_t *c = arg;
+    cr_assert_lt(c->n, 16);
+    snprintf(c->line[c->n++], 64, "%s %.*s@%lld.%lld v%lld prev@%lld", type ? "DEL" : "PUT", (int)kv->key_len,
+             (const char *)kv->key, (long long)kv->mod_revision, (long long)sub, (long long)kv->version,
+             prev ? (long long)prev->mod_revision : 0LL);
+    return 0;
+}
+
+Test(mvcc, changes_by_revision_for_watch_catch_up)
+{
+    cairn_mvcc_t *m = open_store();
+    compaction_fixture(m);   /* a2 b3 a4 b-5 a6 c7 d8 d-9 */
+    cr_assert_eq(cairn_mvcc_batch_begin(m), 0);
+    cr_assert_eq(cairn_mvcc_txn_begin(m), 0);
+    cairn_kv_t pc = {.key = (const uint8_t *)"c", .key_len = 1, .create_revision = 7, .mod_revision = 7,
+                     .version = 1};
+    cr_assert_eq(cairn_mvcc_put(m, "e", 1, "e1", 2, 0, NULL), 0);
+    cr_assert_eq(cairn_mvcc_delete(m, &pc), 0);
+    cairn_mvcc_txn_end(m);   /* 10: e put sub 0, c deleted sub 1 */
+    cr_assert_eq(cairn_mvcc_batch_commit(m), 0);
+    chlog_t c = {0};
+    cr_assert_eq(cairn_mvcc_changes(m, 4, 0, ch_cb, &c), 0);
+    cr_assert_eq(c.n, 8);
+    cr_assert_str_eq(c.line[0], "PUT a@4.0 v2 prev@2");
+    cr_assert_str_eq(c.line[1], "DEL b@5.0 v0 prev@3");
+    cr_assert_str_eq(c.line[2], "PUT a@6.0 v3 prev@4");
+    cr_assert_str_eq(c.line[3], "PUT c@7.0 v1 prev@0");
+    cr_assert_str_eq(c.line[5], "DEL d@9.0 v0 prev@8");
+    cr_assert_str_eq(c.line[6], "PUT e@10.0 v1 prev@0");
+    cr_assert_str_eq(c.line[7], "DEL c@10.1 v0 prev@7");
+    c.n = 0;
+    cr_assert_eq(cairn_mvcc_changes(m, 6, 7, ch_cb, &c), 0);
+    cr_assert_eq(c.n, 2);
+    /* after compaction at 6: a@6's previous version is gone (a@4 was superseded) */
+    cr_assert_eq(cairn_mvcc_batch_begin(m), 0);
+    cr_assert_eq(cairn_mvcc_compact(m, 6), 0);
+    cr_assert_eq(cairn_mvcc_batch_commit(m), 0);
+    cr_assert_eq(cairn_mvcc_changes(m, 5, 0, ch_cb, &c), CAIRN_ECOMPACTED);
+    c.n = 0;
+    cr_assert_eq(cairn_mvcc_changes(m, 7, 0, ch_cb, &c), 0);
+    cr_assert_eq(c.n, 5);
+    cr_assert_str_eq(c.line[0], "PUT c@7.0 v1 prev@0");
+    cairn_mvcc_destroy(&m);
+}
