@@ -1974,7 +1974,7 @@ static void conn_pump(conn_t *c)
     if (c->state == CS_H1 && !c->h1_pending && buf_pending(&c->in))
         h1_process(c);
     /* Input left inside SSL while we were paused is invisible to poll: read it now. */
-    if (!c->dead && c->ssl && !read_paused(c) && SSL_has_pending(c->ssl))
+    if (!c->dead && c->ssl && !read_paused(c) && SSL_pending(c->ssl) > 0)
         conn_read(c);
     for (int iter = 0; iter < PUMP_ROUNDS && !c->dead; iter++) {
         if (c->h2) {
@@ -1997,6 +1997,10 @@ static void conn_pump(conn_t *c)
         if (c->dead || buf_pending(&c->out) || !c->h2 || !nghttp2_session_want_write(c->h2))
             break;
     }
+    /* Output drained: if reading had paused with bytes left inside SSL, poll will not
+     * report them; come back in this same flush to read them. */
+    if (!c->dead && c->ssl && !read_paused(c) && SSL_pending(c->ssl) > 0)
+        mark_dirty(c);
     if (c->dead || buf_pending(&c->out))
         return;
     if (c->h2) {
