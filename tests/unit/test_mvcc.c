@@ -729,3 +729,268 @@ Test(mvcc, changes_by_revision_for_watch_catch_up)
     cr_assert_str_eq(c.line[0], "PUT c@7.0 v1 prev@0");
     cairn_mvcc_destroy(&m);
 }
+
+/* ---- randomized differential test against a simple in-memory model ------------------ */
+
+#define NKEYS 10
+static const struct {
+    const char *p;
+    size_t n;
+} rkeys[NKEYS] = {{"\0", 1}, {"a", 1}, {"a\0", 2}, {"a\0b", 3}, {"a\xff", 2}, {"ab", 2}, {"b", 1}, {"b\0", 2}, {"c", 1}, {"\xff", 1}};
+
+typedef struct {
+    int64_t main, sub, create, version;
+    int tomb;
+    int val;
+} mver_t;
+
+static struct {
+    mver_t v[NKEYS][2048];
+    int n[NKEYS];
+    int64_t rev, committed_rev, compact;
+} md;
+
+static const mver_t *m_at(int k, int64_t rev)
+{
+    for (int i = md.n[k] - 1; i >= 0; i--)
+        if (md.v[k][i].main <= rev)
+            return md.v[k][i].tomb ? NULL : &md.v[k][i];
+    return NULL;
+}
+
+static int keyidx_cmp(int a, int b)
+{
+    size_t n = rkeys[a].n < rkeys[b].n ? rkeys[a].n : rkeys[b].n;
+    int c = memcmp(rkeys[a].p, rkeys[b].p, n);
+    return c ? c : (int)rkeys[a].n - (int)rkeys[b].n;
+}
+
+typedef struct {
+    int64_t mods[NKEYS], vers[NKEYS], vals[NKEYS];
+    int keys[NKEYS];
+    int n;
+} rres_t;
+
+static int rres_cb(void *arg, const cairn_kv_t *kv)
+{
+    rres_t *r = arg;
+    int k = -1;
+    for (int i = 0; i < NKEYS; i++)
+        if (rkeys[i].n == kv->key_len && memcmp(rkeys[i].p, kv->key, kv->key_len) == 0)
+            k = i;
+    cr_assert_geq(k, 0);
+    cr_assert_lt(r->n, NKEYS);
+    r->keys[r->n] = k;
+    r->mods[r->n] = kv->mod_revision;
+    r->vers[r->n] = kv->version;
+    cr_assert_eq(kv->value_len, sizeof(int));
+    int v;
+    memcpy(&v, kv->value, sizeof v);
+    r->vals[r->n] = v;
+    r->n++;
+    return 0;
+}
+
+static uint64_t rnd_state;
+static uint32_t rnd(void)
+{
+    rnd_state ^= rnd_state << 13;
+    rnd_state ^= rnd_state >> 7;
+    rnd_state ^= rnd_state << 17;
+    return (uint32_t)(rnd_state >> 11);
+}
+
+static void m_change(cairn_mvcc_t *m, int k, int tomb, int val, int64_t main, int64_t sub)
+{
+    const mver_t *prev = m_at(k, md.rev);
+    if (md.n[k] > 0 && md.v[k][md.n[k] - 1].main == main) {
+        /* changed twice in one txn: the latest state so far, not the txn's start */
+        const mver_t *l = &md.v[k][md.n[k] - 1];
+        prev = l->tomb ? NULL : l;
+    }
+    cr_assert_lt(md.n[k], 2048);
+    mver_t nv = {.main = main, .sub = sub, .tomb = tomb, .val = val,
+                 .create = prev ? prev->create : main, .version = prev ? prev->version + 1 : 1};
+    md.v[k][md.n[k]++] = nv;
+    (void)m;
+}
+
+static void rand_check(cairn_mvcc_t *m, unsigned seed, int view)
+{
+    int64_t cur = view == CAIRN_MVCC_PENDING ? md.rev : md.committed_rev;
+    int64_t lo = md.compact > 1 ? md.compact : 1;
+    int64_t rev = rnd() % 3 == 0 ? 0 : lo + (int64_t)(rnd() % (uint32_t)(cur - lo + 1));
+    int64_t at = rev ? rev : cur;
+    int a = rnd() % NKEYS, b = rnd() % NKEYS, mode = rnd() % 3;
+    rres_t got = {0};
+    cairn_mvcc_range_t r = {.key = rkeys[a].p, .key_len = rkeys[a].n, .rev = rev};
+    if (mode == 1) {
+        r.end = rkeys[b].p;
+        r.end_len = rkeys[b].n;
+    } else if (mode == 2) {
+        r.end = "";
+        r.end_len = 0;
+    }
+    int64_t count = -1;
+    int rc = cairn_mvcc_range(m, view, &r, rres_cb, &got, &count);
+    cr_assert_eq(rc, 0, "seed %u: range rc %d", seed, rc);
+    /* expected: keys in order */
+    int order[NKEYS], no = 0;
+    for (int i = 0; i < NKEYS; i++)
+        order[no++] = i;
+    for (int i = 1; i < no; i++)
+        for (int j = i; j > 0 && keyidx_cmp(order[j - 1], order[j]) > 0; j--) {
+            int t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    int ne = 0;
+    for (int i = 0; i < no; i++) {
+        int k = order[i];
+        int in = mode == 0 ? k == a : mode == 1 ? keyidx_cmp(k, a) >= 0 && keyidx_cmp(k, b) < 0 : keyidx_cmp(k, a) >= 0;
+        const mver_t *v = in ? m_at(k, at) : NULL;
+        if (!v)
+            continue;
+        cr_assert_lt(ne, got.n, "seed %u: missing key %d at %lld", seed, k, (long long)at);
+        cr_assert_eq(got.keys[ne], k, "seed %u: key %d want %d at %lld view %d", seed, got.keys[ne], k, (long long)at,
+                     view);
+        cr_assert_eq(got.mods[ne], v->main, "seed %u", seed);
+        cr_assert_eq(got.vers[ne], v->version, "seed %u", seed);
+        cr_assert_eq(got.vals[ne], v->val, "seed %u", seed);
+        ne++;
+    }
+    cr_assert_eq(got.n, ne, "seed %u: %d keys, want %d (rev %lld view %d mode %d)", seed, got.n, ne, (long long)at,
+                 view, mode);
+    cr_assert_eq(count, ne);
+    if (md.compact > 1) {
+        int64_t c;
+        r.rev = md.compact - 1;
+        cr_assert_eq(cairn_mvcc_range(m, view, &r, NULL, NULL, &c), CAIRN_ECOMPACTED);
+    }
+}
+
+typedef struct {
+    unsigned seed;
+    int64_t start;
+    int64_t last_main, last_sub;
+    int n;
+} chk_t;
+
+static int changes_check_cb(void *arg, int type, const cairn_kv_t *kv, const cairn_kv_t *prev, int64_t sub)
+{
+    chk_t *c = arg;
+    int k = -1;
+    for (int i = 0; i < NKEYS; i++)
+        if (rkeys[i].n == kv->key_len && memcmp(rkeys[i].p, kv->key, kv->key_len) == 0)
+            k = i;
+    cr_assert_geq(k, 0);
+    cr_assert(kv->mod_revision > c->last_main || (kv->mod_revision == c->last_main && sub > c->last_sub));
+    c->last_main = kv->mod_revision;
+    c->last_sub = sub;
+    int i = 0;
+    while (i < md.n[k] && !(md.v[k][i].main == kv->mod_revision && md.v[k][i].sub == sub))
+        i++;
+    cr_assert_lt(i, md.n[k], "seed %u: unknown change", c->seed);
+    cr_assert_eq(type, md.v[k][i].tomb);
+    const mver_t *pv = i > 0 && !md.v[k][i - 1].tomb ? &md.v[k][i - 1] : NULL;
+    cr_assert_eq(prev != NULL, pv != NULL, "seed %u: prev of key %d @%lld", c->seed, k, (long long)kv->mod_revision);
+    if (pv)
+        cr_assert_eq(prev->mod_revision, pv->main);
+    c->n++;
+    return 0;
+}
+
+static void check_changes(cairn_mvcc_t *m, unsigned seed)
+{
+    int64_t start = md.compact + 1 > 1 ? md.compact + 1 : 1;
+    chk_t c = {.seed = seed};
+    cr_assert_eq(cairn_mvcc_changes(m, start, 0, changes_check_cb, &c), 0);
+    int want = 0;
+    for (int k = 0; k < NKEYS; k++)
+        for (int i = 0; i < md.n[k]; i++)
+            want += md.v[k][i].main >= start && md.v[k][i].main <= md.committed_rev;
+    cr_assert_eq(c.n, want, "seed %u: %d changes, want %d", seed, c.n, want);
+}
+
+Test(mvcc, randomized_against_model)
+{
+    for (unsigned seed = 1; seed <= 6; seed++) {
+        memset(&md, 0, sizeof md);
+        md.rev = md.committed_rev = 1;
+        md.compact = -1;
+        rnd_state = 0x9E3779B97F4A7C15ull * seed;
+        rm_tmp();
+        mkdir_tmp();
+        cairn_mvcc_t *m = open_store();
+        if (seed % 2)
+            cairn_mvcc_set_compact_chunk(m, 4);
+        for (int step = 0; step < 1500; step++) {
+            int in_batch = cairn_mvcc_in_batch(m);
+            int op = rnd() % 100;
+            if (op < 45) {
+                /* a write txn of 1..4 changes (the same key may change twice) */
+                if (!in_batch)
+                    cr_assert_eq(cairn_mvcc_batch_begin(m), 0);
+                cr_assert_eq(cairn_mvcc_txn_begin(m), 0);
+                int nch = 1 + rnd() % 4;
+                int64_t main = md.rev + 1, sub = 0;
+                for (int i = 0; i < nch; i++) {
+                    int k = rnd() % NKEYS;
+                    cairn_kv_t prev;
+                    void *owned = NULL;
+                    int f = cairn_mvcc_get(m, CAIRN_MVCC_PENDING, rkeys[k].p, rkeys[k].n, 0, &prev, &owned);
+                    cr_assert_geq(f, 0);
+                    if (f && rnd() % 3 == 0) {
+                        cr_assert_eq(cairn_mvcc_delete(m, &prev), 0);
+                        m_change(m, k, 1, 0, main, sub++);
+                    } else {
+                        int val = (int)rnd();
+                        cr_assert_eq(cairn_mvcc_put(m, rkeys[k].p, rkeys[k].n, &val, sizeof val, 0, f ? &prev : NULL), 0);
+                        m_change(m, k, 0, val, main, sub++);
+                    }
+                    free(owned);
+                }
+                cr_assert_eq(cairn_mvcc_txn_end(m), main);
+                md.rev = main;
+                if (rnd() % 4 == 0) {   /* else the batch stays open for more entries */
+                    cr_assert_eq(cairn_mvcc_batch_commit(m), 0);
+                    md.committed_rev = md.rev;
+                }
+            } else if (op < 80) {
+                rand_check(m, seed, CAIRN_MVCC_COMMITTED);
+                if (in_batch)
+                    rand_check(m, seed, CAIRN_MVCC_PENDING);
+            } else if (op < 85 && in_batch) {
+                /* abandon the batch: the model forgets it too */
+                cairn_mvcc_batch_abort(m);
+                for (int k = 0; k < NKEYS; k++)
+                    while (md.n[k] > 0 && md.v[k][md.n[k] - 1].main > md.committed_rev)
+                        md.n[k]--;
+                md.rev = md.committed_rev;
+            } else if (op < 88 && !in_batch && md.rev > md.compact + 2) {
+                int64_t c = md.compact + 1 + (int64_t)(rnd() % (uint32_t)(md.rev - md.compact - 1));
+                if (c < 1)
+                    c = 1;
+                cr_assert_eq(cairn_mvcc_batch_begin(m), 0);
+                cr_assert_eq(cairn_mvcc_compact(m, c), 0, "seed %u compact %lld", seed, (long long)c);
+                cr_assert_eq(cairn_mvcc_batch_commit(m), 0);
+                md.compact = c;
+            } else if (op < 90 && !in_batch) {
+                cairn_mvcc_destroy(&m);
+                m = open_store();
+                cr_assert_eq(cairn_mvcc_revision(m), md.committed_rev);
+                cr_assert_eq(cairn_mvcc_compact_revision(m), md.compact);
+            } else if (op < 92 && !in_batch) {
+                check_changes(m, seed);
+            }
+        }
+        if (cairn_mvcc_in_batch(m)) {
+            cr_assert_eq(cairn_mvcc_batch_commit(m), 0);
+            md.committed_rev = md.rev;
+        }
+        check_changes(m, seed);
+        for (int i = 0; i < 50; i++)
+            rand_check(m, seed, CAIRN_MVCC_COMMITTED);
+        cairn_mvcc_destroy(&m);
+    }
+}
