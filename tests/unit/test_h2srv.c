@@ -397,6 +397,7 @@ typedef struct {
     nghttp2_session *s;
     int goaway;
     uint32_t goaway_code;
+    int ping_acks;
     int eof;
     call_t *calls[64];
     int ncalls;
@@ -433,6 +434,8 @@ static int c_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 {
     (void)s;
     cli_t *c = ud;
+    if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK))
+        c->ping_acks++;
     if (f->hd.type == NGHTTP2_GOAWAY) {
         c->goaway = 1;
         c->goaway_code = f->goaway.error_code;
@@ -790,6 +793,19 @@ Test(h2srv, unary_echo_h2c, .timeout = 30)
     cr_assert_eq(fx->last_timeout, 4999);
     cr_assert_eq(fx->last_tls, 0);
     pthread_mutex_unlock(&fx->mu);
+    /* what the server advertised: 1 MiB stream window, >= 4 MiB connection window,
+     * 1000 concurrent streams */
+    cr_assert_eq(nghttp2_session_get_remote_settings(c->s, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE), 1u << 20);
+    cr_assert_eq(nghttp2_session_get_remote_settings(c->s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS), 1000u);
+    cr_assert_geq(nghttp2_session_get_remote_window_size(c->s), (4 << 20) - 64);
+    /* keepalive PINGs (etcdctl sends one every 10 s) are answered, many times over */
+    for (int i = 0; i < 50; i++)
+        nghttp2_submit_ping(c->s, NGHTTP2_FLAG_NONE, NULL);
+    int64_t pend = mono_ms() + 3000;
+    while (c->ping_acks < 50 && !c->eof && mono_ms() < pend)
+        cli_pump(c, 10);
+    cr_assert_eq(c->ping_acks, 50);
+    cr_assert(!c->goaway, "no GOAWAY too_many_pings");
 
     /* several calls multiplexed on the connection, one answered asynchronously; an
      * empty message and a 1 MiB one (spans many DATA frames and window updates) */
@@ -1293,6 +1309,23 @@ Test(h2srv, streaming_messages_both_ways, .timeout = 30)
     end = mono_ms() + 3000;
     while (atomic_load(&fx->n_close) < closes + 1 && mono_ms() < end)
         cli_pump(c, 10);
+    cr_assert_eq(atomic_load(&fx->n_close), closes + 1);
+
+    /* the connection drops with a call open: on_close for it too */
+    closes = atomic_load(&fx->n_close);
+    cli_t *c2 = cli_connect(fx->port);
+    size_t ml;
+    uint8_t *om = frame_msg("open", 4, 0, &ml);
+    call_t *open_call = cli_start(c2, "/test.Echo/Stream", "application/grpc", NULL, 0, om, ml, 0);
+    end = mono_ms() + 3000;
+    while (open_call->body_len < 9 && mono_ms() < end)
+        cli_pump(c2, 10);
+    cr_assert_eq(open_call->body_len, 9);
+    cli_free(c2);
+    free(om);
+    end = mono_ms() + 3000;
+    while (atomic_load(&fx->n_close) < closes + 1 && mono_ms() < end)
+        usleep(1000);
     cr_assert_eq(atomic_load(&fx->n_close), closes + 1);
 
     /* half-close with no message at all */
