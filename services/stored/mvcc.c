@@ -34,8 +34,8 @@
  *     latest at <= R. mod_revision is the record's main revision.
  *     flags bit 0 = tombstone (a delete); a tombstone's value is the flags byte alone.
  *
- * 'r' revision index: which key each revision changed (compaction walks it in revision
- *     order; watch catch-up will too)
+ * 'r' revision index: which key each revision changed (compaction and watch catch-up,
+ *     cairn_mvcc_changes, walk it in revision order)
  *   'r' main u64 | sub u64 -> flags u8 | key        (flags as in 'h')
  *
  * 'L' lease table (durable; deadlines are raftd's business)
@@ -67,7 +67,7 @@
  * resumes (deleting twice is harmless); open() finishes it.
  *
  * Invariants: 'k' key exists iff the key's newest 'h' record is not a tombstone, and then
- * they hold the same create/mod/version/lease/value. Every 'h' record has its 'r' record.
+ * they hold the same create/mod/version/lease/value. 'h' and 'r' records come in pairs.
  * 'l' id key exists iff 'k' key exists with lease id.
  */
 #include "mvcc.h"
