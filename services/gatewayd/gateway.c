@@ -36,8 +36,7 @@
 /* etcd: ReqTimeout() = 5 s + 2 * election timeout; clients normally send a shorter grpc-timeout. */
 #define DEFAULT_TIMEOUT_MS(cfg) (5000 + 2 * (cfg)->election_ms)
 
-/* request kinds (the same numbering stored's apply uses) */
-enum { REQ_PUT = 1, REQ_DELETE_RANGE, REQ_TXN, REQ_COMPACT, REQ_RANGE };
+#define UNMARSHAL_ERR "grpc: error unmarshalling request: unexpected EOF"
 
 typedef enum {
     W_RANGE = 1,   /* answer: RangeResponse body from stored */
@@ -231,12 +230,13 @@ static void do_range(cairn_gateway_t *g, cairn_call_id_t call, const uint8_t *ms
 {
     Etcdserverpb__RangeRequest *rr = etcdserverpb__range_request__unpack(NULL, len, msg);
     if (!rr) {
-        cairn_h2srv_error(g->srv, call, 13, "grpc: error unmarshalling request: unexpected EOF");
+        cairn_h2srv_error(g->srv, call, 13, UNMARSHAL_ERR);
         return;
     }
-    cairn_kvcheck_err_t ce;
-    if (cairn_kvcheck_range(rr, &ce) != 0) {
-        cairn_h2srv_error(g->srv, call, ce.grpc_code, ce.message);
+    const char *why = NULL;
+    int code = cairn_kvcheck_range(rr, &why);
+    if (code) {
+        cairn_h2srv_error(g->srv, call, code, why);
         etcdserverpb__range_request__free_unpacked(rr, NULL);
         return;
     }
@@ -288,35 +288,34 @@ static void propose(cairn_gateway_t *g, cairn_call_id_t call, int kind, const ui
 static void do_write(cairn_gateway_t *g, cairn_call_id_t call, int kind, const uint8_t *msg, size_t len,
                      const cairn_h2_meta_t *meta)
 {
-    cairn_kvcheck_err_t ce = {0};
-    int rc = 0, read_only_txn = 0;
+    const char *why = NULL;
+    int code = 0;
     switch (kind) {
-    case REQ_PUT: {
+    case CAIRN_REQ_PUT: {
         Etcdserverpb__PutRequest *r = etcdserverpb__put_request__unpack(NULL, len, msg);
         if (!r)
             goto bad;
-        rc = cairn_kvcheck_put(r, &ce);
+        code = cairn_kvcheck_put(r, &why);
         etcdserverpb__put_request__free_unpacked(r, NULL);
         break;
     }
-    case REQ_DELETE_RANGE: {
+    case CAIRN_REQ_DELETE_RANGE: {
         Etcdserverpb__DeleteRangeRequest *r = etcdserverpb__delete_range_request__unpack(NULL, len, msg);
         if (!r)
             goto bad;
-        rc = cairn_kvcheck_delete_range(r, &ce);
+        code = cairn_kvcheck_delete_range(r, &why);
         etcdserverpb__delete_range_request__free_unpacked(r, NULL);
         break;
     }
-    case REQ_TXN: {
+    case CAIRN_REQ_TXN: {
         Etcdserverpb__TxnRequest *r = etcdserverpb__txn_request__unpack(NULL, len, msg);
         if (!r)
             goto bad;
-        rc = cairn_kvcheck_txn(r, g->cfg->max_txn_ops, &ce);
-        read_only_txn = rc == 0 && cairn_kvcheck_txn_read_only(r);
+        code = cairn_kvcheck_txn(r, (int)g->cfg->max_txn_ops, &why);
         etcdserverpb__txn_request__free_unpacked(r, NULL);
         break;
     }
-    case REQ_COMPACT: {
+    case CAIRN_REQ_COMPACT: {
         Etcdserverpb__CompactionRequest *r = etcdserverpb__compaction_request__unpack(NULL, len, msg);
         if (!r)
             goto bad;
@@ -324,15 +323,16 @@ static void do_write(cairn_gateway_t *g, cairn_call_id_t call, int kind, const u
         break;
     }
     }
-    if (rc) {
-        cairn_h2srv_error(g->srv, call, ce.grpc_code, ce.message);
+    if (code) {
+        cairn_h2srv_error(g->srv, call, code, why);
         return;
     }
-    (void)read_only_txn; /* read-only txns still go through the log in this version: simple and linearizable */
+    /* Read-only txns also go through the log in this version: simple, and linearizable. */
     propose(g, call, kind, msg, len, meta);
     return;
 bad:
-    cairn_h2srv_error(g->srv, call, 13, "grpc: error unmarshalling request: unexpected EOF");
+    /* grpc-go's answer to a body that does not parse as the method's request */
+    cairn_h2srv_error(g->srv, call, 13, UNMARSHAL_ERR);
 }
 
 /* ------------------------------------------------------------------ Maintenance / Cluster */
@@ -454,13 +454,13 @@ static void on_message(void *ud, cairn_call_id_t call, const char *path, const u
         if (strcmp(m, "Range") == 0)
             do_range(g, call, msg, len, meta);
         else if (strcmp(m, "Put") == 0)
-            do_write(g, call, REQ_PUT, msg, len, meta);
+            do_write(g, call, CAIRN_REQ_PUT, msg, len, meta);
         else if (strcmp(m, "DeleteRange") == 0)
-            do_write(g, call, REQ_DELETE_RANGE, msg, len, meta);
+            do_write(g, call, CAIRN_REQ_DELETE_RANGE, msg, len, meta);
         else if (strcmp(m, "Txn") == 0)
-            do_write(g, call, REQ_TXN, msg, len, meta);
+            do_write(g, call, CAIRN_REQ_TXN, msg, len, meta);
         else if (strcmp(m, "Compact") == 0)
-            do_write(g, call, REQ_COMPACT, msg, len, meta);
+            do_write(g, call, CAIRN_REQ_COMPACT, msg, len, meta);
         else
             unimplemented(g, call, path);
     } else if (strcmp(path, "/etcdserverpb.Maintenance/Status") == 0)

@@ -1117,7 +1117,7 @@ static int leader_app_resp(cairn_raft_t *r, progress_t *pr, const cairn_raft_msg
         return CAIRN_EINVAL;
     pr->recent_active = 1;
     if (m->reject) {
-        uint64_t hint = m->reject_hint;
+        uint64_t hint = m->reject_hint < last ? m->reject_hint : last;
         if (m->log_term > 0)
             hint = find_conflict_by_term(r, hint, m->log_term);
         if (pr_maybe_decr_to(pr, m->index, hint)) {
@@ -1304,7 +1304,13 @@ int cairn_raft_step(cairn_raft_t *r, const cairn_raft_msg_t *m)
             } else if (m->type == CAIRN_RAFT_MSG_APP || m->type == CAIRN_RAFT_MSG_HEARTBEAT) {
                 become_follower(r, m->term, m->from); /* Raft §5.1 */
             } else {
+                /* Raft §5.2 (Fig. 2): only AppendEntries from the current leader or granting a
+                 * vote restarts the election timer. A candidate that cannot win (stale log)
+                 * must not keep resetting the timers of the members that could. */
+                int elapsed = r->election_elapsed, timeout = r->randomized_timeout;
                 become_follower(r, m->term, CAIRN_RAFT_NONE);
+                r->election_elapsed = elapsed;
+                r->randomized_timeout = timeout;
             }
         } else if (m->term < r->term) {
             if ((r->check_quorum || r->pre_vote) &&
