@@ -1,0 +1,714 @@
+/*
+ * cairn_bench — a gRPC load generator for the etcd v3 KV API (etcd or Cairn).
+ *
+ * One thread, one poll() loop, C TCP connections speaking HTTP/2 with prior knowledge
+ * (h2c) through nghttp2's client session; request bodies are protobuf-c messages.
+ * --clients N requests are kept outstanding in total, spread over the connections as
+ * concurrent HTTP/2 streams: connection i holds N/C streams (the first N%C one more).
+ * When a stream completes its slot immediately starts the next request (closed loop).
+ *
+ * Wire shape of one request (see shared/ETCD_API.md §7):
+ *   HEADERS  :method POST  :scheme http  :path /etcdserverpb.KV/<Put|Range>
+ *            :authority <endpoint>  content-type application/grpc  te trailers
+ *   DATA     byte 0: compressed flag (0); bytes 1..4: big-endian message length;
+ *            then the PutRequest / RangeRequest protobuf; END_STREAM.
+ * A request succeeds when the response carries grpc-status 0 (in the trailers, or in a
+ * Trailers-Only HEADERS frame). Anything else is an error: another grpc-status, an HTTP
+ * status other than 200, a missing grpc-status, RST_STREAM, or a lost connection.
+ *
+ * Latency is measured per request from submission to the stream's close (the trailer
+ * carries END_STREAM) with CLOCK_MONOTONIC, kept as microseconds and sorted at the end.
+ *
+ * Output: exactly one line on stdout,
+ *   op=put ok=N errors=E seconds=S ops_per_sec=X p50_ms=A p90_ms=B p99_ms=C max_ms=D
+ * followed, for range ops only, by " found=F" (replies that returned at least one kv).
+ * The first error (and a timeout, if any) is described on stderr.
+ * Exit status: 0 all ok; 1 some requests failed; 2 hard timeout; 3 could not connect / usage.
+ *
+ * Bounded: requests stop being issued after --total or --duration; a hard timeout
+ * (--timeout, default duration + 30 s, or 300 s with --total) ends the run regardless.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nghttp2/nghttp2.h>
+
+#include "rpc.pb-c.h"
+
+enum op { OP_PUT, OP_RANGE, OP_RANGE_SERIALIZABLE };
+static const char *const op_names[] = {"put", "range", "range-serializable"};
+
+typedef struct conn conn_t;
+
+/* One concurrent client: a stream slot on a connection, reused request after request. */
+typedef struct slot {
+    conn_t *conn;
+    struct slot *next_free;
+    uint64_t t0_ns;
+    int32_t stream_id;
+    bool busy;        /* a request is in flight in this slot */
+    int http_status;  /* :status, 0 until seen */
+    int grpc_status;  /* -1 until seen */
+    char *grpc_message; /* only kept while no error has been recorded yet */
+    /* request body: 5-byte gRPC prefix + protobuf */
+    uint8_t *body;
+    size_t body_len, body_off;
+    /* response body (range only): gRPC frames as received */
+    uint8_t *resp;
+    size_t resp_len, resp_cap;
+} slot_t;
+
+struct conn {
+    int fd;
+    int idx;
+    bool dead;
+    nghttp2_session *h2;
+    slot_t *slots;
+    int nslots;
+    slot_t *free_slots;
+    int inflight;
+    uint8_t *out;
+    size_t out_len, out_off, out_cap;
+};
+
+/* ---- options and global state ---------------------------------------------------------- */
+static struct {
+    char host[256];
+    char port[16];
+    char authority[300];
+    enum op op;
+    int conns, clients;
+    uint64_t total;  /* 0: by duration */
+    double duration; /* seconds; 0: by total */
+    double timeout;  /* hard timeout, seconds */
+    int key_size, val_size;
+    uint64_t key_space;
+    const char *prefix;
+    bool sequential;
+    uint64_t seed;
+} opt = {
+    .host = "127.0.0.1", .port = "2379", .op = OP_PUT, .conns = 1, .clients = 1,
+    .key_size = 32, .val_size = 256, .key_space = 10000, .prefix = "/bench/",
+};
+
+static struct {
+    uint64_t issued, ok, errors, found, outstanding;
+    uint32_t *lat_us;
+    size_t lat_len, lat_cap;
+    char first_error[512];
+    uint64_t start_ns, last_done_ns;
+    uint64_t rng;
+    uint8_t *value;
+    volatile sig_atomic_t interrupted;
+} st;
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t rnd(void) { /* xorshift64* */
+    st.rng ^= st.rng >> 12;
+    st.rng ^= st.rng << 25;
+    st.rng ^= st.rng >> 27;
+    return st.rng * 0x2545F4914F6CDD1DULL;
+}
+
+static void *xrealloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) {
+        fprintf(stderr, "cairn_bench: out of memory\n");
+        exit(3);
+    }
+    return q;
+}
+
+static void record_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void record_error(const char *fmt, ...) {
+    st.errors++;
+    if (st.first_error[0]) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(st.first_error, sizeof st.first_error, fmt, ap);
+    va_end(ap);
+}
+
+/* grpc-message is percent-encoded (gRPC spec); decode in place. */
+static void pct_decode(char *s) {
+    char *w = s;
+    for (char *r = s; *r; r++) {
+        if (r[0] == '%' && r[1] && r[2]) {
+            char hex[3] = {r[1], r[2], 0};
+            char *end;
+            long v = strtol(hex, &end, 16);
+            if (*end == 0) {
+                *w++ = (char)v;
+                r += 2;
+                continue;
+            }
+        }
+        *w++ = *r;
+    }
+    *w = 0;
+}
+
+/* ---- request building -------------------------------------------------------------------- */
+/* Key i: prefix followed by i in decimal, zero-padded so the key is key_size bytes long
+ * (longer if prefix + digits do not fit). key_size 0 gives an empty key (an error path test). */
+static size_t make_key(char *buf, size_t cap, uint64_t i) {
+    if (opt.key_size == 0) return 0;
+    size_t plen = strlen(opt.prefix);
+    int width = opt.key_size - (int)plen;
+    if (width < 1) width = 1;
+    int n = snprintf(buf, cap, "%s%0*" PRIu64, opt.prefix, width, i);
+    return n < 0 ? 0 : ((size_t)n < cap ? (size_t)n : cap - 1);
+}
+
+static size_t body_capacity(void) {
+    return 5 + 64 + strlen(opt.prefix) + (size_t)opt.key_size + 24 + (size_t)opt.val_size;
+}
+
+static void build_request(slot_t *s) {
+    char key[1024];
+    uint64_t i = opt.sequential ? st.issued % opt.key_space : rnd() % opt.key_space;
+    size_t klen = make_key(key, sizeof key, i);
+    size_t len;
+    if (opt.op == OP_PUT) {
+        Etcdserverpb__PutRequest m = ETCDSERVERPB__PUT_REQUEST__INIT;
+        m.key.data = (uint8_t *)key;
+        m.key.len = klen;
+        m.value.data = st.value;
+        m.value.len = (size_t)opt.val_size;
+        len = etcdserverpb__put_request__pack(&m, s->body + 5);
+    } else {
+        Etcdserverpb__RangeRequest m = ETCDSERVERPB__RANGE_REQUEST__INIT;
+        m.key.data = (uint8_t *)key;
+        m.key.len = klen;
+        m.serializable = opt.op == OP_RANGE_SERIALIZABLE;
+        len = etcdserverpb__range_request__pack(&m, s->body + 5);
+    }
+    s->body[0] = 0;
+    s->body[1] = (uint8_t)(len >> 24);
+    s->body[2] = (uint8_t)(len >> 16);
+    s->body[3] = (uint8_t)(len >> 8);
+    s->body[4] = (uint8_t)len;
+    s->body_len = 5 + len;
+    s->body_off = 0;
+}
+
+static ssize_t body_read_cb(nghttp2_session *h2, int32_t stream_id, uint8_t *buf, size_t length,
+                            uint32_t *data_flags, nghttp2_data_source *source, void *user_data) {
+    slot_t *s = source->ptr;
+    size_t n = s->body_len - s->body_off;
+    if (n > length) n = length;
+    memcpy(buf, s->body + s->body_off, n);
+    s->body_off += n;
+    if (s->body_off == s->body_len) *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, \
+                  NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE}
+
+static int submit_one(conn_t *c) {
+    slot_t *s = c->free_slots;
+    c->free_slots = s->next_free;
+    build_request(s);
+    s->http_status = 0;
+    s->grpc_status = -1;
+    s->resp_len = 0;
+    free(s->grpc_message);
+    s->grpc_message = NULL;
+
+    nghttp2_nv hdrs[] = {
+        NV(":method", "POST"),
+        NV(":scheme", "http"),
+        NV(":path", "/etcdserverpb.KV/Put"),
+        NV(":authority", ""),
+        NV("content-type", "application/grpc"),
+        NV("te", "trailers"),
+        NV("user-agent", "cairn_bench"),
+    };
+    if (opt.op != OP_PUT) {
+        hdrs[2].value = (uint8_t *)"/etcdserverpb.KV/Range";
+        hdrs[2].valuelen = strlen("/etcdserverpb.KV/Range");
+    }
+    hdrs[3].value = (uint8_t *)opt.authority;
+    hdrs[3].valuelen = strlen(opt.authority);
+    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = body_read_cb};
+    s->t0_ns = now_ns();
+    int32_t id = nghttp2_submit_request(c->h2, NULL, hdrs, sizeof hdrs / sizeof hdrs[0], &prd, s);
+    if (id < 0) {
+        s->next_free = c->free_slots;
+        c->free_slots = s;
+        record_error("nghttp2_submit_request: %s", nghttp2_strerror(id));
+        c->dead = true;
+        return -1;
+    }
+    s->stream_id = id;
+    s->busy = true;
+    c->inflight++;
+    st.issued++;
+    st.outstanding++;
+    return 0;
+}
+
+/* ---- response handling ------------------------------------------------------------------- */
+static int on_header_cb(nghttp2_session *h2, const nghttp2_frame *frame, const uint8_t *name,
+                        size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                        void *user_data) {
+    if (frame->hd.type != NGHTTP2_HEADERS) return 0;
+    slot_t *s = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
+    if (!s) return 0;
+    if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
+        s->http_status = atoi((const char *)value);
+    } else if (namelen == 11 && memcmp(name, "grpc-status", 11) == 0) {
+        s->grpc_status = atoi((const char *)value);
+    } else if (namelen == 12 && memcmp(name, "grpc-message", 12) == 0 && !st.first_error[0]) {
+        free(s->grpc_message);
+        s->grpc_message = strndup((const char *)value, valuelen);
+    }
+    return 0;
+}
+
+static int on_data_cb(nghttp2_session *h2, uint8_t flags, int32_t stream_id, const uint8_t *data,
+                      size_t len, void *user_data) {
+    if (opt.op == OP_PUT) return 0; /* a PutResponse carries only the header: not inspected */
+    slot_t *s = nghttp2_session_get_stream_user_data(h2, stream_id);
+    if (!s) return 0;
+    if (s->resp_len + len > s->resp_cap) {
+        s->resp_cap = (s->resp_len + len) * 2;
+        s->resp = xrealloc(s->resp, s->resp_cap);
+    }
+    memcpy(s->resp + s->resp_len, data, len);
+    s->resp_len += len;
+    return 0;
+}
+
+static void range_check(slot_t *s) {
+    if (s->resp_len < 5) return;
+    uint32_t mlen = (uint32_t)s->resp[1] << 24 | (uint32_t)s->resp[2] << 16 |
+                    (uint32_t)s->resp[3] << 8 | s->resp[4];
+    if (s->resp[0] != 0 || (size_t)mlen + 5 > s->resp_len) return;
+    Etcdserverpb__RangeResponse *r = etcdserverpb__range_response__unpack(NULL, mlen, s->resp + 5);
+    if (!r) return;
+    if (r->n_kvs > 0) st.found++;
+    etcdserverpb__range_response__free_unpacked(r, NULL);
+}
+
+static int on_stream_close_cb(nghttp2_session *h2, int32_t stream_id, uint32_t error_code,
+                              void *user_data) {
+    conn_t *c = user_data;
+    slot_t *s = nghttp2_session_get_stream_user_data(h2, stream_id);
+    if (!s || !s->busy) return 0;
+    s->busy = false;
+    uint64_t t1 = now_ns();
+    if (error_code != NGHTTP2_NO_ERROR) {
+        record_error("stream reset: %s (HTTP/2 error %u)", nghttp2_http2_strerror(error_code),
+                     error_code);
+    } else if (s->grpc_status == 0 && (s->http_status == 200 || s->http_status == 0)) {
+        st.ok++;
+        if (st.lat_len == st.lat_cap) {
+            st.lat_cap = st.lat_cap ? st.lat_cap * 2 : 1 << 16;
+            st.lat_us = xrealloc(st.lat_us, st.lat_cap * sizeof *st.lat_us);
+        }
+        uint64_t us = (t1 - s->t0_ns) / 1000;
+        st.lat_us[st.lat_len++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+        if (opt.op != OP_PUT) range_check(s);
+    } else if (s->grpc_status > 0) {
+        if (s->grpc_message) pct_decode(s->grpc_message);
+        record_error("grpc-status=%d grpc-message=\"%s\"", s->grpc_status,
+                     s->grpc_message ? s->grpc_message : "");
+    } else if (s->http_status != 200) {
+        record_error("HTTP status %d (no grpc-status)", s->http_status);
+    } else {
+        record_error("response without grpc-status");
+    }
+    st.last_done_ns = t1;
+    st.outstanding--;
+    c->inflight--;
+    free(s->grpc_message);
+    s->grpc_message = NULL;
+    s->next_free = c->free_slots;
+    c->free_slots = s;
+    return 0;
+}
+
+/* ---- connections ------------------------------------------------------------------------ */
+static int connect_to(const char *host, const char *port, int timeout_ms) {
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res, *ai;
+    int rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0) {
+        fprintf(stderr, "cairn_bench: %s:%s: %s\n", host, port, gai_strerror(rc));
+        return -1;
+    }
+    int fd = -1, err = 0;
+    for (ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) { err = errno; continue; }
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) break;
+        if (errno == EINPROGRESS) {
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            if (poll(&p, 1, timeout_ms) == 1) {
+                socklen_t sl = sizeof err;
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl);
+                if (err == 0) break;
+            } else {
+                err = ETIMEDOUT;
+            }
+        } else {
+            err = errno;
+        }
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        fprintf(stderr, "cairn_bench: connect %s:%s: %s\n", host, port, strerror(err));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+static void conn_kill(conn_t *c, const char *why) {
+    if (c->dead && c->fd < 0) return;
+    c->dead = true;
+    /* every stream still open on it is a failed request */
+    for (int i = 0; i < c->nslots; i++) {
+        slot_t *s = &c->slots[i];
+        if (s->busy) {
+            s->busy = false;
+            nghttp2_session_set_stream_user_data(c->h2, s->stream_id, NULL);
+            record_error("connection %d lost: %s", c->idx, why);
+            st.outstanding--;
+            c->inflight--;
+        }
+    }
+    if (c->fd >= 0) close(c->fd);
+    c->fd = -1;
+}
+
+/* Write what is buffered, then pull frames from nghttp2 in batches of up to ~256 KiB. */
+static void conn_flush(conn_t *c) {
+    for (;;) {
+        if (c->out_off < c->out_len) {
+            ssize_t n = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EINTR) return;
+                conn_kill(c, strerror(errno));
+                return;
+            }
+            c->out_off += (size_t)n;
+            if (c->out_off < c->out_len) return;
+        }
+        c->out_off = c->out_len = 0;
+        while (c->out_len < (256u << 10)) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(c->h2, &data);
+            if (n < 0) {
+                conn_kill(c, nghttp2_strerror((int)n));
+                return;
+            }
+            if (n == 0) break;
+            if (c->out_len + (size_t)n > c->out_cap) {
+                c->out_cap = (c->out_len + (size_t)n) * 2;
+                c->out = xrealloc(c->out, c->out_cap);
+            }
+            memcpy(c->out + c->out_len, data, (size_t)n);
+            c->out_len += (size_t)n;
+        }
+        if (c->out_len == 0) return;
+    }
+}
+
+static void conn_read(conn_t *c) {
+    static uint8_t buf[256 << 10];
+    for (int rounds = 0; rounds < 8 && !c->dead; rounds++) {
+        ssize_t n = read(c->fd, buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) return;
+            conn_kill(c, strerror(errno));
+            return;
+        }
+        if (n == 0) {
+            conn_kill(c, "closed by server");
+            return;
+        }
+        ssize_t r = nghttp2_session_mem_recv(c->h2, buf, (size_t)n);
+        if (r < 0) {
+            conn_kill(c, nghttp2_strerror((int)r));
+            return;
+        }
+        if ((size_t)n < sizeof buf) return;
+    }
+}
+
+static int on_frame_recv_cb(nghttp2_session *h2, const nghttp2_frame *frame, void *user_data) {
+    conn_t *c = user_data;
+    if (frame->hd.type == NGHTTP2_GOAWAY && !st.first_error[0] && frame->goaway.error_code)
+        snprintf(st.first_error, sizeof st.first_error, "connection %d: GOAWAY %s", c->idx,
+                 nghttp2_http2_strerror(frame->goaway.error_code));
+    return 0;
+}
+
+static int conn_init(conn_t *c, int idx, int nslots, nghttp2_session_callbacks *cbs) {
+    memset(c, 0, sizeof *c);
+    c->idx = idx;
+    c->fd = connect_to(opt.host, opt.port, 5000);
+    if (c->fd < 0) return -1;
+    if (nghttp2_session_client_new(&c->h2, cbs, c) != 0) return -1;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100},
+    };
+    nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
+    nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, 16 << 20);
+    c->nslots = nslots;
+    c->slots = calloc((size_t)nslots, sizeof *c->slots);
+    size_t cap = body_capacity();
+    for (int i = 0; i < nslots; i++) {
+        slot_t *s = &c->slots[i];
+        s->conn = c;
+        s->body = xrealloc(NULL, cap);
+        s->next_free = c->free_slots;
+        c->free_slots = s;
+    }
+    return 0;
+}
+
+/* ---- statistics and report ---------------------------------------------------------------- */
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static double pct_ms(double p) {
+    if (st.lat_len == 0) return 0;
+    size_t rank = (size_t)(p / 100.0 * (double)st.lat_len + 0.999999);
+    if (rank < 1) rank = 1;
+    if (rank > st.lat_len) rank = st.lat_len;
+    return st.lat_us[rank - 1] / 1000.0;
+}
+
+static void report(uint64_t end_ns) {
+    qsort(st.lat_us, st.lat_len, sizeof *st.lat_us, cmp_u32);
+    double secs = (double)(end_ns - st.start_ns) / 1e9;
+    if (secs <= 0) secs = 1e-9;
+    printf("op=%s ok=%" PRIu64 " errors=%" PRIu64 " seconds=%.3f ops_per_sec=%.1f p50_ms=%.3f "
+           "p90_ms=%.3f p99_ms=%.3f max_ms=%.3f",
+           op_names[opt.op], st.ok, st.errors, secs, (double)st.ok / secs, pct_ms(50), pct_ms(90),
+           pct_ms(99), st.lat_len ? st.lat_us[st.lat_len - 1] / 1000.0 : 0.0);
+    if (opt.op != OP_PUT) printf(" found=%" PRIu64, st.found);
+    printf("\n");
+    fflush(stdout);
+    if (st.first_error[0]) fprintf(stderr, "cairn_bench: first error: %s\n", st.first_error);
+}
+
+/* ---- main ---------------------------------------------------------------------------------- */
+static void on_signal(int sig) { st.interrupted = 1; }
+
+static void usage(FILE *f) {
+    fprintf(f,
+        "usage: cairn_bench [options]\n"
+        "  --endpoint HOST:PORT   server (default 127.0.0.1:2379; http:// prefix accepted)\n"
+        "  --op OP                put | range | range-serializable (default put)\n"
+        "  --conns C              TCP connections (default 1)\n"
+        "  --clients N            concurrent outstanding requests in total (default 1)\n"
+        "  --total N              stop after N requests\n"
+        "  --duration S           stop issuing after S seconds (default 10 if no --total)\n"
+        "  --timeout S            hard timeout (default duration + 30, or 300 with --total)\n"
+        "  --key-size B           key length in bytes (default 32; 0 = empty key)\n"
+        "  --val-size B           value length for put (default 256)\n"
+        "  --key-space K          keys drawn uniformly from K keys (default 10000)\n"
+        "  --prefix P             key prefix (default /bench/)\n"
+        "  --sequential           keys 0,1,2,... in order instead of random (to populate)\n"
+        "  --seed S               random seed (default: time)\n");
+}
+
+int main(int argc, char **argv) {
+    static const struct option lopts[] = {
+        {"endpoint", required_argument, 0, 'e'}, {"op", required_argument, 0, 'o'},
+        {"conns", required_argument, 0, 'c'},    {"clients", required_argument, 0, 'n'},
+        {"total", required_argument, 0, 't'},    {"duration", required_argument, 0, 'd'},
+        {"timeout", required_argument, 0, 'T'},  {"key-size", required_argument, 0, 'k'},
+        {"val-size", required_argument, 0, 'v'}, {"key-space", required_argument, 0, 'K'},
+        {"prefix", required_argument, 0, 'p'},   {"sequential", no_argument, 0, 'S'},
+        {"seed", required_argument, 0, 's'},     {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
+        switch (ch) {
+        case 'e': {
+            const char *e = optarg;
+            if (strncmp(e, "http://", 7) == 0) e += 7;
+            const char *colon = strrchr(e, ':');
+            size_t hl = colon ? (size_t)(colon - e) : strlen(e);
+            if (hl == 0 || hl >= sizeof opt.host) { usage(stderr); return 3; }
+            memcpy(opt.host, e, hl);
+            opt.host[hl] = 0;
+            snprintf(opt.port, sizeof opt.port, "%s", colon ? colon + 1 : "2379");
+            size_t pl = strlen(opt.port);
+            if (pl && opt.port[pl - 1] == '/') opt.port[pl - 1] = 0;
+            break;
+        }
+        case 'o':
+            if (strcmp(optarg, "put") == 0) opt.op = OP_PUT;
+            else if (strcmp(optarg, "range") == 0) opt.op = OP_RANGE;
+            else if (strcmp(optarg, "range-serializable") == 0) opt.op = OP_RANGE_SERIALIZABLE;
+            else { fprintf(stderr, "cairn_bench: unknown --op %s\n", optarg); return 3; }
+            break;
+        case 'c': opt.conns = atoi(optarg); break;
+        case 'n': opt.clients = atoi(optarg); break;
+        case 't': opt.total = strtoull(optarg, NULL, 10); break;
+        case 'd': opt.duration = atof(optarg); break;
+        case 'T': opt.timeout = atof(optarg); break;
+        case 'k': opt.key_size = atoi(optarg); break;
+        case 'v': opt.val_size = atoi(optarg); break;
+        case 'K': opt.key_space = strtoull(optarg, NULL, 10); break;
+        case 'p': opt.prefix = optarg; break;
+        case 'S': opt.sequential = true; break;
+        case 's': opt.seed = strtoull(optarg, NULL, 10); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 3;
+        }
+    }
+    if (optind < argc || opt.conns < 1 || opt.clients < 1 || opt.key_size < 0 ||
+        opt.key_size > 512 || opt.val_size < 0 || opt.key_space < 1 || opt.duration < 0 ||
+        strlen(opt.prefix) > 256) {
+        usage(stderr);
+        return 3;
+    }
+    if (opt.total == 0 && opt.duration == 0) opt.duration = 10;
+    if (opt.timeout <= 0) opt.timeout = opt.duration > 0 ? opt.duration + 30 : 300;
+    if (opt.conns > opt.clients) opt.conns = opt.clients;
+    snprintf(opt.authority, sizeof opt.authority, strchr(opt.host, ':') ? "[%s]:%s" : "%s:%s",
+             opt.host, opt.port);
+
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    st.rng = opt.seed ? opt.seed : (now_ns() ^ (uint64_t)getpid() << 32);
+    if (!st.rng) st.rng = 88172645463325252ULL;
+    st.value = xrealloc(NULL, (size_t)opt.val_size);
+    for (int i = 0; i < opt.val_size; i++) st.value[i] = (uint8_t)('a' + rnd() % 26);
+
+    nghttp2_session_callbacks *cbs;
+    nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header_cb);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_cb);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close_cb);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv_cb);
+
+    conn_t *conns = calloc((size_t)opt.conns, sizeof *conns);
+    struct pollfd *pfds = calloc((size_t)opt.conns, sizeof *pfds);
+    for (int i = 0; i < opt.conns; i++) {
+        int share = opt.clients / opt.conns + (i < opt.clients % opt.conns ? 1 : 0);
+        if (conn_init(&conns[i], i, share, cbs) != 0) return 3;
+    }
+
+    st.start_ns = now_ns();
+    st.last_done_ns = st.start_ns;
+    uint64_t issue_end = opt.duration > 0 ? st.start_ns + (uint64_t)(opt.duration * 1e9) : UINT64_MAX;
+    uint64_t hard_end = st.start_ns + (uint64_t)(opt.timeout * 1e9);
+    bool timed_out = false;
+
+    for (;;) {
+        uint64_t now = now_ns();
+        bool issuing = !st.interrupted && now < issue_end && (opt.total == 0 || st.issued < opt.total);
+        /* top up every live connection, then flush */
+        int live = 0;
+        for (int i = 0; i < opt.conns; i++) {
+            conn_t *c = &conns[i];
+            if (c->dead) continue;
+            while (issuing && c->free_slots && !c->dead) {
+                if (submit_one(c) != 0) break;
+                if (opt.total && st.issued >= opt.total) issuing = false;
+            }
+            conn_flush(c);
+            if (!c->dead) live++;
+        }
+        if (st.outstanding == 0 && (!issuing || live == 0)) break;
+        if (live == 0) break;
+        if (now >= hard_end) {
+            timed_out = true;
+            break;
+        }
+        int nfds = 0;
+        for (int i = 0; i < opt.conns; i++) {
+            conn_t *c = &conns[i];
+            if (c->dead) continue;
+            pfds[nfds].fd = c->fd;
+            pfds[nfds].events = POLLIN | (c->out_off < c->out_len ? POLLOUT : 0);
+            pfds[nfds].revents = 0;
+            nfds++;
+        }
+        uint64_t wake = hard_end < issue_end ? hard_end : issue_end;
+        int tmo = 100;
+        if (wake > now && (wake - now) / 1000000 < 100) tmo = (int)((wake - now) / 1000000) + 1;
+        int pr = poll(pfds, (nfds_t)nfds, tmo);
+        if (pr < 0 && errno != EINTR) {
+            perror("poll");
+            break;
+        }
+        if (pr <= 0) continue;
+        int j = 0;
+        for (int i = 0; i < opt.conns; i++) {
+            conn_t *c = &conns[i];
+            if (c->dead) continue;
+            short re = pfds[j++].revents;
+            if (re & (POLLIN | POLLHUP | POLLERR)) conn_read(c);
+        }
+    }
+
+    uint64_t end = st.outstanding == 0 ? st.last_done_ns : now_ns();
+    if (end < st.start_ns) end = now_ns();
+    if (timed_out) {
+        fprintf(stderr, "cairn_bench: hard timeout after %.0f s with %" PRIu64
+                " requests outstanding (counted as errors)\n", opt.timeout, st.outstanding);
+        st.errors += st.outstanding;
+    }
+    report(end);
+    for (int i = 0; i < opt.conns; i++) {
+        conn_t *c = &conns[i];
+        if (c->fd >= 0) close(c->fd);
+        if (c->h2) nghttp2_session_del(c->h2);
+        for (int k = 0; k < c->nslots; k++) {
+            free(c->slots[k].body);
+            free(c->slots[k].resp);
+            free(c->slots[k].grpc_message);
+        }
+        free(c->slots);
+        free(c->out);
+    }
+    free(conns);
+    free(pfds);
+    free(st.lat_us);
+    free(st.value);
+    nghttp2_session_callbacks_del(cbs);
+    if (timed_out) return 2;
+    if (st.errors) return 1;
+    return 0;
+}
