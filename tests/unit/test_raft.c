@@ -1227,3 +1227,59 @@ Test(raft_cluster, no_commit_by_counting_old_term_replicas)
     cairn_raft_destroy(&n1);
     cairn_raft_destroy(&n2);
 }
+
+/* A shell may step messages while it still holds a ready (e.g. persisting on another
+ * thread). Entries the ready hands out must stay readable until advance() even when a new
+ * leader truncates them meanwhile (run under ASan to make this test bite). */
+Test(raft_follower, ready_stays_valid_across_truncation_before_advance)
+{
+    cairn_raft_config_t c = cfg_of(2, THREE, 3);
+    cairn_raft_t *r = mk(&c);
+    uint8_t a[32], b[32];
+    memset(a, 'a', sizeof a);
+    memset(b, 'b', sizeof b);
+    cairn_raft_entry_t e1[2] = {{.index = 1, .term = 1, .data = a, .len = sizeof a},
+                                {.index = 2, .term = 1, .data = a, .len = sizeof a}};
+    cairn_raft_msg_t app = {.type = CAIRN_RAFT_MSG_APP, .from = 1, .to = 2, .term = 1, .entries = e1, .n_entries = 2};
+    cr_assert_eq(cairn_raft_step(r, &app), 0);
+    cairn_raft_ready_t rd1;
+    rdy(r, &rd1);
+    cr_assert_eq(rd1.n_entries, 2);
+
+    /* Leader of term 2 replaces index 2 while rd1 is still held. */
+    cairn_raft_entry_t e2 = {.index = 2, .term = 2, .data = b, .len = sizeof b};
+    cairn_raft_msg_t app2 = {.type = CAIRN_RAFT_MSG_APP, .from = 3, .to = 2, .term = 2, .index = 1, .log_term = 1,
+                             .entries = &e2, .n_entries = 1};
+    cr_assert_eq(cairn_raft_step(r, &app2), 0);
+    cr_assert_eq(cairn_raft_term_at(r, 2), 2);
+    for (size_t i = 0; i < rd1.n_entries; i++)
+        for (size_t k = 0; k < rd1.entries[i].len; k++)
+            cr_assert_eq(rd1.entries[i].data[k], 'a', "entry %zu byte %zu", i, k);
+    cairn_raft_advance(r, &rd1);
+
+    /* The next ready carries the replacement, and the data of the old entry 2 is freed
+     * only once that ready is advanced too (ASan would flag a leak or a double free). */
+    cairn_raft_ready_t rd2;
+    rdy(r, &rd2);
+    cr_assert_eq(rd2.n_entries, 1);
+    cr_assert_eq(rd2.entries[0].index, 2);
+    cr_assert_eq(rd2.entries[0].term, 2);
+    cr_assert_eq(rd2.entries[0].data[0], 'b');
+    cr_assert_eq(count_type(rd2.msgs_after_persist, rd2.n_msgs_after_persist, CAIRN_RAFT_MSG_APP_RESP), 1);
+    cairn_raft_advance(r, &rd2);
+    cr_assert_not(cairn_raft_has_ready(r));
+
+    /* Two readies without an advance: the second carries everything not yet advanced. */
+    cairn_raft_msg_t hb = {.type = CAIRN_RAFT_MSG_HEARTBEAT, .from = 3, .to = 2, .term = 2, .commit = 2};
+    cairn_raft_step(r, &hb);
+    rdy(r, &rd1);
+    cr_assert_eq(rd1.n_msgs, 1);
+    hb.context = 5;
+    cairn_raft_step(r, &hb);
+    cairn_raft_ready(r, &rd2);
+    cr_assert_eq(rd2.n_msgs, 2);
+    cr_assert_eq(rd2.msgs[1].context, 5);
+    cairn_raft_advance(r, &rd2);
+    cr_assert_not(cairn_raft_has_ready(r));
+    cairn_raft_destroy(&r);
+}

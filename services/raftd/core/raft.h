@@ -143,19 +143,28 @@ void cairn_raft_tick(cairn_raft_t *self);
 /* Feeds a message from a peer. Messages of unknown type or for another node: CAIRN_EINVAL. */
 int cairn_raft_step(cairn_raft_t *self, const cairn_raft_msg_t *m);
 /* Appends a proposal to the leader's log (a follower forwards it to the leader as MSG_PROP).
- * Returns CAIRN_ENOT_LEADER when there is no known leader. *index_out (may be NULL) gets the
- * index the entry was given when this node is leader, 0 when forwarded. */
+ * Returns CAIRN_ENOT_LEADER when there is no known leader, CAIRN_ESTATE on a leader that is
+ * handing over leadership (thesis §3.10). *index_out (may be NULL) gets the index the entry
+ * was given when this node is leader, 0 when forwarded. A forwarded proposal can be lost with
+ * its message: the shell's request deadline covers it. */
 int cairn_raft_propose(cairn_raft_t *self, const void *data, size_t len, uint64_t *index_out);
 /* Asks for a linearizable read point; answered through ready.read_states (or read_failures).
- * Many requests between two readies share one heartbeat round (thesis §6.4). */
+ * Many requests between two readies share one heartbeat round (thesis §6.4). Returns 0: a
+ * read that cannot be served (no leader, leadership lost, leader changed while forwarded)
+ * comes back in ready.read_failures. A forwarded read whose answer is lost stays pending until
+ * the leader changes; the shell's request deadline covers it. */
 int cairn_raft_read_index(cairn_raft_t *self, uint64_t context);
 /* Entries up to (index, term) are durable on this node. */
 void cairn_raft_persisted(cairn_raft_t *self, uint64_t index, uint64_t term);
-/* Starts a leadership transfer to `to` (thesis §3.10). */
+/* Starts a leadership transfer to `to` (thesis §3.10): CAIRN_ENOT_LEADER on a non-leader,
+ * CAIRN_EINVAL when `to` is not a voter. Abandoned after an election timeout. */
 int cairn_raft_transfer_leader(cairn_raft_t *self, uint64_t to);
 /* Makes a single-voter cluster campaign at once instead of waiting out the timeout. */
 int cairn_raft_campaign(cairn_raft_t *self);
 
+/* Between ready() and advance() the shell may keep stepping the core; what the ready holds
+ * stays valid. A second ready() without advance() returns everything not yet advanced (the
+ * first one's pointers are then invalid). */
 int cairn_raft_has_ready(const cairn_raft_t *self);
 void cairn_raft_ready(cairn_raft_t *self, cairn_raft_ready_t *rd);
 void cairn_raft_advance(cairn_raft_t *self, const cairn_raft_ready_t *rd);
