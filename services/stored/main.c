@@ -177,6 +177,10 @@ static int on_replay_hs(void *ctx, const cairn_wal_hardstate_t *hs)
 
 static void reply(stored_t *s, const uint8_t *ident, size_t ident_len, const cairn_ipc_msg_t *m)
 {
+    /* Entries replayed at start are applied before the socket exists: whoever proposed
+     * them gave up with the crash, so there is no one to answer. */
+    if (!s->router)
+        return;
     int rc = cairn_zmq_send(s->router, ident, ident_len, m);
     if (rc)
         cairn_debug("reply dropped", "type=%s err=\"%s\"", cairn_ipc_type_name(m->type), cairn_strerror(rc));

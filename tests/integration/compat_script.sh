@@ -48,7 +48,6 @@ compaction 3
 get foo --rev=2
 compaction 2
 compaction 100000
-get foo -w table
 put "" empty
 get ""
 del ""
