@@ -292,29 +292,34 @@ int main(int argc, char **argv)
 {
     raftd_t R = {0}, *r = &R;
     char err[512];
+    int exit_code = 1;
     r->cfg = cairn_config_new();
     int rc = cairn_config_load(r->cfg, argc, argv, err, sizeof err);
     if (rc == CAIRN_CONFIG_HELP) {
         cairn_config_usage(stdout);
+        cairn_config_destroy(&r->cfg);
         return 0;
     }
     if (rc == CAIRN_CONFIG_VERSION) {
         printf("raftd (cairn) 0.1.0, etcd API 3.4\n");
+        cairn_config_destroy(&r->cfg);
         return 0;
     }
     if (rc < 0) {
         fprintf(stderr, "raftd: %s\n", err);
+        cairn_config_destroy(&r->cfg);
         return 2;
     }
     cairn_log_init("raftd", r->cfg->log_level);
     if (r->cfg->n_members != 1) {
         cairn_error("multi-member clusters need the peer transport, which this build does not have yet",
                     "members=%zu", r->cfg->n_members);
-        return 2;
+        exit_code = 2;
+        goto out;
     }
     if (cairn_config_ensure_dirs(r->cfg, err, sizeof err) < 0) {
         cairn_error("cannot create directories", "err=\"%s\"", err);
-        return 1;
+        goto out;
     }
     zsys_init();
     zsys_handler_set(NULL);
@@ -326,17 +331,17 @@ int main(int argc, char **argv)
     if (cairn_config_ipc_endpoint(r->cfg, "raftd", ep, sizeof ep) < 0 ||
         cairn_config_ipc_endpoint(r->cfg, "stored", sep, sizeof sep) < 0) {
         cairn_error("ipc endpoint path too long", "run_dir=%s", r->cfg->run_dir);
-        return 1;
+        goto out;
     }
     r->router = cairn_zmq_router_bind(ep, &rc);
     if (!r->router) {
         cairn_error("cannot bind", "endpoint=%s err=\"%s\"", ep, zmq_strerror(zmq_errno()));
-        return 1;
+        goto out;
     }
     r->stored = cairn_zmq_dealer_connect(sep, "raftd", &rc);
     if (!r->stored) {
         cairn_error("cannot connect to stored", "endpoint=%s", sep);
-        return 1;
+        goto out;
     }
     cairn_info("raftd ready", "endpoint=%s member_id=%016llx", ep, (unsigned long long)cairn_config_member_id(r->cfg));
     r->next_tick = cairn_now_ms() + r->cfg->heartbeat_ms;
@@ -393,11 +398,13 @@ int main(int argc, char **argv)
         process_ready(r);
     }
     cairn_info("raftd stopping", NULL);
+    exit_code = g_stop == 2 ? 1 : 0;
     fail_reads(r, "etcdserver: server stopped");
+out:
     cairn_raft_destroy(&r->raft);
     cairn_u64map_destroy(&r->reads);
     zsock_destroy(&r->router);
     zsock_destroy(&r->stored);
     cairn_config_destroy(&r->cfg);
-    return g_stop == 2 ? 1 : 0;
+    return exit_code;
 }

@@ -497,24 +497,26 @@ int main(int argc, char **argv)
 {
     stored_t S = {0}, *s = &S;
     char err[512];
+    int exit_code = 1;
     s->cfg = cairn_config_new();
     int rc = cairn_config_load(s->cfg, argc, argv, err, sizeof err);
-    if (rc == CAIRN_CONFIG_HELP) {
-        cairn_config_usage(stdout);
-        return 0;
-    }
-    if (rc == CAIRN_CONFIG_VERSION) {
-        printf("stored (cairn) 0.1.0, etcd API 3.4\n");
+    if (rc == CAIRN_CONFIG_HELP || rc == CAIRN_CONFIG_VERSION) {
+        if (rc == CAIRN_CONFIG_HELP)
+            cairn_config_usage(stdout);
+        else
+            printf("stored (cairn) 0.1.0, etcd API 3.4\n");
+        cairn_config_destroy(&s->cfg);
         return 0;
     }
     if (rc < 0) {
         fprintf(stderr, "stored: %s\n", err);
+        cairn_config_destroy(&s->cfg);
         return 2;
     }
     cairn_log_init("stored", s->cfg->log_level);
     if (cairn_config_ensure_dirs(s->cfg, err, sizeof err) < 0) {
         cairn_error("cannot create directories", "err=\"%s\"", err);
-        return 1;
+        goto out;
     }
     zsys_init();
     zsys_handler_set(NULL);
@@ -534,7 +536,7 @@ int main(int argc, char **argv)
     s->mvcc = cairn_mvcc_open(path, &rc, err, sizeof err);
     if (!s->mvcc) {
         cairn_error("cannot open mvcc store", "path=%s err=\"%s\"", path, err);
-        return 1;
+        goto out;
     }
     char waldir[4096];
     if (s->cfg->wal_dir && *s->cfg->wal_dir)
@@ -546,7 +548,7 @@ int main(int argc, char **argv)
     s->wal = cairn_wal_open(waldir, &wopts, &cb, &rc, err, sizeof err);
     if (!s->wal) {
         cairn_error("cannot open wal; refusing to start", "dir=%s err=\"%s\"", waldir, err);
-        return 1;
+        goto out;
     }
     /* Everything replayed from the WAL is durable; the commit index we know durably is the
      * one in the last hard state. Apply up to it now so reads after a restart see every
@@ -556,7 +558,7 @@ int main(int argc, char **argv)
     if (s->n && s->first_index > cairn_mvcc_applied_index(s->mvcc) + 1) {
         cairn_error("wal does not reach back to the applied index", "first=%llu applied=%llu",
                     (unsigned long long)s->first_index, (unsigned long long)cairn_mvcc_applied_index(s->mvcc));
-        return 1;
+        goto out;
     }
     if (log_last(s) < cairn_mvcc_applied_index(s->mvcc) && s->n) {
         /* The WAL lost a tail the state machine already holds (a torn tail cut by hand or by
@@ -581,12 +583,12 @@ int main(int argc, char **argv)
     char ep[512];
     if (cairn_config_ipc_endpoint(s->cfg, "stored", ep, sizeof ep) < 0) {
         cairn_error("ipc endpoint path too long", "run_dir=%s", s->cfg->run_dir);
-        return 1;
+        goto out;
     }
     s->router = cairn_zmq_router_bind(ep, &rc);
     if (!s->router) {
         cairn_error("cannot bind", "endpoint=%s err=\"%s\"", ep, zmq_strerror(zmq_errno()));
-        return 1;
+        goto out;
     }
     cairn_info("stored ready", "endpoint=%s member_id=%016llx", ep, (unsigned long long)cairn_config_member_id(s->cfg));
 
@@ -630,6 +632,8 @@ int main(int argc, char **argv)
             serve_ready_reads(s);
     }
     cairn_info("stored stopping", "applied=%llu", (unsigned long long)cairn_mvcc_applied_index(s->mvcc));
+    exit_code = g_stop == 2 ? 1 : 0;
+out:
     zsock_destroy(&s->router);
     cairn_wal_destroy(&s->wal);
     cairn_mvcc_destroy(&s->mvcc);
@@ -643,5 +647,5 @@ int main(int argc, char **argv)
         free(r);
     }
     cairn_config_destroy(&s->cfg);
-    return g_stop == 2 ? 1 : 0;
+    return exit_code;
 }
