@@ -22,6 +22,8 @@
  *   gatewayd -> stored  RANGE, STATUS
  *   stored -> gatewayd  RESULT (applied proposals and ranges), STATUS_RESP
  *   anyone -> sender    ERROR (the answer to a frame that could not be decoded)
+ *   raftd <-> raftd     RAFT (a Raft message between members, over ZeroMQ TCP; cluster_id lets
+ *                       a member drop messages from another cluster, --initial-cluster-token)
  *
  * The payload of a raft entry proposed by a gateway is a REQUEST ENVELOPE, also msgpack:
  *     [ version:uint, origin:bin (gateway identity), req_id:u64, kind:u64, body:bin ]
@@ -54,6 +56,9 @@ typedef enum {
     CAIRN_IPC_STATUS_RESP,        /* req_id, leader, term, index, applied, db_size, db_size_in_use,
                                      revision, compact_rev */
     CAIRN_IPC_ERROR,              /* req_id, code, message */
+    CAIRN_IPC_RAFT,               /* raftd <-> raftd over TCP: cluster_id, raft_type, from, to, term,
+                                     log_term, index, commit, reject, reject_hint, context,
+                                     snap_index, snap_term, entries */
     CAIRN_IPC_TYPE_MAX_
 } cairn_ipc_type_t;
 
@@ -94,6 +99,13 @@ typedef struct {
     size_t body_len;
     const cairn_ipc_entry_t *entries;
     size_t n_entries;
+    /* RAFT */
+    uint64_t cluster_id;
+    uint64_t raft_type;
+    uint64_t from, to;
+    uint64_t log_term;
+    uint64_t reject, reject_hint;
+    uint64_t context;
     void *priv_; /* decoder's storage */
 } cairn_ipc_msg_t;
 

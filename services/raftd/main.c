@@ -8,7 +8,12 @@
  *   - stored's APPENDED      -> cairn_raft_persisted();
  *   - a new commit index     -> stored as COMMIT (stored applies min(commit, persisted));
  *   - read states            -> the asking gateway as READ_INDEX_RESP.
- * Sockets: ROUTER <run>/raftd.ipc for the gateways; DEALER "raftd" to <run>/stored.ipc.
+ * Sockets: ROUTER <run>/raftd.ipc for the gateways; DEALER "raftd" to <run>/stored.ipc;
+ * ROUTER on each --listen-peer-urls (tcp) for the other members' raftds, and one DEALER per
+ * other member connected to its advertised peer URL. Peer sends never block (a full queue
+ * drops the message: Raft tolerates loss, and a blocked consensus loop would be worse);
+ * ZeroMQ reconnects by itself. Every peer message carries the cluster ID, so members of two
+ * clusters (different --initial-cluster-token) never mix.
  * At start, and whenever stored reports a new boot id (it restarted and lost what it had not
  * synced), raftd reloads hard state and log from stored (LOAD) and rebuilds the core: to the
  * core that is exactly a crash and restart of this member.
@@ -38,8 +43,29 @@ typedef struct {
 } read_ctx_t;
 
 typedef struct {
+    uint64_t id;
+    zsock_t *dealer;
+    char endpoint[300];
+} peer_t;
+
+/* A message for a peer that must wait until stored has made the ready it came from durable
+ * (votes, append acks: Raft §5.1/§5.2 promises must survive a crash). */
+typedef struct held_s {
+    struct held_s *next;
+    uint64_t seq, to;
+    uint8_t *frame;
+    size_t len;
+} held_t;
+
+typedef struct {
     cairn_config_t *cfg;
     zsock_t *router, *stored;
+    zsock_t **peer_routers;
+    size_t n_peer_routers;
+    peer_t *peers;
+    size_t n_peers;
+    held_t *held, **held_tail;
+    uint64_t n_dropped_peer;
     cairn_raft_t *raft;
     uint64_t stored_boot;
     uint64_t seq, acked_seq;
@@ -79,6 +105,206 @@ static void fail_reads(raftd_t *r, const char *why)
     r->reads = cairn_u64map_new();
 }
 
+/* ------------------------------------------------------------------ peers */
+
+/* "http://host:port" -> "tcp://host:port" (localhost -> 127.0.0.1: ZeroMQ binds addresses). */
+static int peer_endpoint(const char *url, char *out, size_t len)
+{
+    const char *p = strstr(url, "://");
+    p = p ? p + 3 : url;
+    const char *slash = strchr(p, '/');
+    size_t hl = slash ? (size_t)(slash - p) : strlen(p);
+    char hostport[256];
+    if (hl >= sizeof hostport)
+        return CAIRN_EINVAL;
+    memcpy(hostport, p, hl);
+    hostport[hl] = 0;
+    if (strncmp(hostport, "localhost:", 10) == 0)
+        return snprintf(out, len, "tcp://127.0.0.1:%s", hostport + 10) < (int)len ? 0 : CAIRN_EINVAL;
+    return snprintf(out, len, "tcp://%s", hostport) < (int)len ? 0 : CAIRN_EINVAL;
+}
+
+static peer_t *find_peer(raftd_t *r, uint64_t id)
+{
+    for (size_t i = 0; i < r->n_peers; i++)
+        if (r->peers[i].id == id)
+            return &r->peers[i];
+    return NULL;
+}
+
+static int encode_raft(raftd_t *r, const cairn_raft_msg_t *m, uint8_t **frame, size_t *len)
+{
+    cairn_ipc_entry_t stackbuf[64], *ents = stackbuf;
+    if (m->n_entries > 64 && !(ents = malloc(m->n_entries * sizeof *ents)))
+        return CAIRN_ENOMEM;
+    for (size_t i = 0; i < m->n_entries; i++)
+        ents[i] = (cairn_ipc_entry_t){m->entries[i].index, m->entries[i].term, m->entries[i].type,
+                                      m->entries[i].data, m->entries[i].len};
+    cairn_ipc_msg_t im = {.type = CAIRN_IPC_RAFT, .cluster_id = cairn_config_cluster_id(r->cfg),
+                          .raft_type = m->type, .from = m->from, .to = m->to, .term = m->term,
+                          .log_term = m->log_term, .index = m->index, .commit = m->commit, .reject = m->reject,
+                          .reject_hint = m->reject_hint, .context = m->context, .snap_index = m->snap_index,
+                          .snap_term = m->snap_term, .entries = ents, .n_entries = m->n_entries};
+    int rc = cairn_ipc_encode(&im, frame, len);
+    if (ents != stackbuf)
+        free(ents);
+    return rc;
+}
+
+static void free_frame(void *data, void *hint) { free(data); }
+
+/* Takes ownership of frame. */
+static void send_peer_frame(raftd_t *r, uint64_t to, uint8_t *frame, size_t len)
+{
+    peer_t *p = find_peer(r, to);
+    if (!p) {
+        free(frame);
+        return;
+    }
+    zmq_msg_t zm;
+    zmq_msg_init_data(&zm, frame, len, free_frame, NULL);
+    if (zmq_msg_send(&zm, zsock_resolve(p->dealer), ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&zm);
+        if (r->n_dropped_peer++ % 1000 == 0)
+            cairn_debug("peer queue full; message dropped", "to=%016llx", (unsigned long long)to);
+    }
+}
+
+static void send_peer(raftd_t *r, const cairn_raft_msg_t *m)
+{
+    uint8_t *frame;
+    size_t len;
+    if (encode_raft(r, m, &frame, &len) == 0)
+        send_peer_frame(r, m->to, frame, len);
+}
+
+static void hold_peer(raftd_t *r, const cairn_raft_msg_t *m, uint64_t seq)
+{
+    held_t *h = calloc(1, sizeof *h);
+    if (!h || encode_raft(r, m, &h->frame, &h->len) != 0) {
+        free(h);
+        return;
+    }
+    h->seq = seq;
+    h->to = m->to;
+    *r->held_tail = h;
+    r->held_tail = &h->next;
+}
+
+static void release_held(raftd_t *r, int drop)
+{
+    while (r->held && (drop || r->held->seq <= r->acked_seq)) {
+        held_t *h = r->held;
+        r->held = h->next;
+        if (drop)
+            free(h->frame);
+        else
+            send_peer_frame(r, h->to, h->frame, h->len);
+        free(h);
+    }
+    if (!r->held)
+        r->held_tail = &r->held;
+}
+
+static void handle_peer(raftd_t *r, const uint8_t *frame, size_t len)
+{
+    cairn_ipc_msg_t m;
+    int rc = cairn_ipc_decode(frame, len, &m);
+    if (rc) {
+        cairn_warn("rejected peer message", "err=\"%s\" bytes=%zu", cairn_strerror(rc), len);
+        return;
+    }
+    if (m.type != CAIRN_IPC_RAFT) {
+        cairn_warn("unexpected peer message", "type=%s", cairn_ipc_type_name(m.type));
+    } else if (m.cluster_id != cairn_config_cluster_id(r->cfg)) {
+        static int64_t last_warn;
+        if (cairn_now_ms() - last_warn > 5000) {
+            cairn_warn("message from another cluster dropped (check --initial-cluster-token)",
+                       "their_cluster=%016llx ours=%016llx from=%016llx", (unsigned long long)m.cluster_id,
+                       (unsigned long long)cairn_config_cluster_id(r->cfg), (unsigned long long)m.from);
+            last_warn = cairn_now_ms();
+        }
+    } else if (r->raft && m.raft_type < 256) {
+        cairn_raft_entry_t stackbuf[64], *ents = stackbuf;
+        if (m.n_entries > 64 && !(ents = malloc(m.n_entries * sizeof *ents))) {
+            cairn_ipc_msg_release(&m);
+            return;
+        }
+        for (size_t i = 0; i < m.n_entries; i++)
+            ents[i] = (cairn_raft_entry_t){m.entries[i].index, m.entries[i].term, m.entries[i].type,
+                                           m.entries[i].data, m.entries[i].len};
+        cairn_raft_msg_t rm = {.type = (uint8_t)m.raft_type, .from = m.from, .to = m.to, .term = m.term,
+                               .log_term = m.log_term, .index = m.index, .commit = m.commit,
+                               .reject = (uint8_t)(m.reject != 0), .reject_hint = m.reject_hint,
+                               .context = m.context, .entries = ents, .n_entries = m.n_entries,
+                               .snap_index = m.snap_index, .snap_term = m.snap_term};
+        rc = cairn_raft_step(r->raft, &rm);
+        if (rc)
+            cairn_debug("peer message refused by the core", "type=%u err=\"%s\"", (unsigned)rm.type,
+                        cairn_strerror(rc));
+        if (ents != stackbuf)
+            free(ents);
+    }
+    cairn_ipc_msg_release(&m);
+}
+
+static int open_peers(raftd_t *r)
+{
+    int rc;
+    cairn_config_t *cfg = r->cfg;
+    r->held_tail = &r->held;
+    if (cfg->n_members > 1) {
+        r->peer_routers = calloc(cfg->listen_peer_urls.n, sizeof *r->peer_routers);
+        for (size_t i = 0; r->peer_routers && i < cfg->listen_peer_urls.n; i++) {
+            char ep[300];
+            if (peer_endpoint(cfg->listen_peer_urls.v[i], ep, sizeof ep))
+                return CAIRN_ECONFIG;
+            zsock_t *s = zsock_new(ZMQ_ROUTER);
+            if (!s)
+                return CAIRN_ENOMEM;
+            zsock_set_ipv6(s, 1);
+            zsock_set_rcvhwm(s, CAIRN_ZMQ_HWM);
+            zsock_set_linger(s, 0);
+            if (zsock_bind(s, "%s", ep) < 0) {
+                cairn_error("cannot listen for peers", "endpoint=%s err=\"%s\"", ep, zmq_strerror(zmq_errno()));
+                zsock_destroy(&s);
+                return CAIRN_EIO;
+            }
+            r->peer_routers[r->n_peer_routers++] = s;
+            cairn_info("listening for peers", "endpoint=%s", ep);
+        }
+    }
+    r->peers = calloc(cfg->n_members ? cfg->n_members : 1, sizeof *r->peers);
+    if (!r->peers)
+        return CAIRN_ENOMEM;
+    char ident[32];
+    snprintf(ident, sizeof ident, "%016llx", (unsigned long long)cairn_config_member_id(cfg));
+    for (size_t i = 0; i < cfg->n_members; i++) {
+        if (i == cfg->self || cfg->members[i].peer_urls.n == 0)
+            continue;
+        peer_t *p = &r->peers[r->n_peers];
+        p->id = cfg->members[i].id;
+        if (peer_endpoint(cfg->members[i].peer_urls.v[0], p->endpoint, sizeof p->endpoint))
+            return CAIRN_ECONFIG;
+        p->dealer = zsock_new(ZMQ_DEALER);
+        if (!p->dealer)
+            return CAIRN_ENOMEM;
+        zsock_set_ipv6(p->dealer, 1);
+        zsock_set_identity(p->dealer, ident);
+        /* A few seconds of messages at most: older ones are stale by the time they arrive. */
+        zsock_set_sndhwm(p->dealer, 10000);
+        zsock_set_linger(p->dealer, 0);
+        zsock_set_reconnect_ivl(p->dealer, 100);
+        zsock_set_reconnect_ivl_max(p->dealer, 1000);
+        /* Queue only for connected peers: messages for a dead peer are dropped, not piled up. */
+        zsock_set_immediate(p->dealer, 1);
+        if ((rc = zsock_connect(p->dealer, "%s", p->endpoint)) < 0)
+            return CAIRN_EIO;
+        r->n_peers++;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ ready processing */
 
 static void process_ready(raftd_t *r)
@@ -106,10 +332,16 @@ static void process_ready(raftd_t *r)
             if (ents != stackbuf)
                 free(ents);
         }
-        /* Peer messages: the transport between nodes arrives with multi-node clusters; a
-         * single-voter core produces none. */
-        if (rd.n_msgs || rd.n_msgs_after_persist)
-            cairn_debug("peer messages dropped: no peer transport", "n=%zu", rd.n_msgs + rd.n_msgs_after_persist);
+        /* The leader's appends and heartbeats go out at once, in parallel with its own disk
+         * write (thesis §10.2.1); promises wait for the APPEND just sent to be durable. */
+        for (size_t i = 0; i < rd.n_msgs; i++)
+            send_peer(r, &rd.msgs[i]);
+        for (size_t i = 0; i < rd.n_msgs_after_persist; i++) {
+            if (r->acked_seq >= r->seq && !r->held)
+                send_peer(r, &rd.msgs_after_persist[i]);
+            else
+                hold_peer(r, &rd.msgs_after_persist[i], r->seq);
+        }
         if (rd.commit != r->sent_commit || rd.term != r->sent_term || rd.leader != r->sent_leader) {
             cairn_ipc_msg_t m = {.type = CAIRN_IPC_COMMIT, .commit = rd.commit, .term = rd.term, .leader = rd.leader};
             send_stored(r, &m);
@@ -219,6 +451,7 @@ static void handle_stored(raftd_t *r, const uint8_t *frame, size_t len)
         if (r->raft && m.boot_id != r->stored_boot) {
             cairn_warn("stored restarted; reloading raft state", NULL);
             cairn_raft_destroy(&r->raft);
+            release_held(r, 1); /* what they promised may be lost: a crash, to the core */
             fail_reads(r, "etcdserver: leader changed");
         }
         break;
@@ -226,6 +459,7 @@ static void handle_stored(raftd_t *r, const uint8_t *frame, size_t len)
         if (r->raft && m.code == 0) {
             r->acked_seq = m.seq;
             cairn_raft_persisted(r->raft, m.index, m.term);
+            release_held(r, 0);
         }
         break;
     case CAIRN_IPC_ERROR:
@@ -254,7 +488,9 @@ static void handle_gw(raftd_t *r, const uint8_t *ident, size_t ident_len, const 
         rc = r->raft ? cairn_raft_propose(r->raft, m.body, m.body_len, NULL) : CAIRN_ENOT_LEADER;
         if (rc) {
             cairn_ipc_msg_t f = {.type = CAIRN_IPC_PROPOSE_FAIL, .req_id = m.req_id, .code = 14};
-            cairn_ipc_set_message(&f, rc == CAIRN_ENOT_LEADER ? "etcdserver: no leader" : "etcdserver: not capable");
+            cairn_ipc_set_message(&f, rc == CAIRN_ENOT_LEADER ? "etcdserver: no leader"
+                                      : rc == CAIRN_ESTATE ? "etcdserver: request timed out, leader transfer took too long"
+                                                           : "etcdserver: not capable");
             send_gw(r, ident, ident_len, &f);
         }
         break;
@@ -311,12 +547,6 @@ int main(int argc, char **argv)
         return 2;
     }
     cairn_log_init("raftd", r->cfg->log_level);
-    if (r->cfg->n_members != 1) {
-        cairn_error("multi-member clusters need the peer transport, which this build does not have yet",
-                    "members=%zu", r->cfg->n_members);
-        exit_code = 2;
-        goto out;
-    }
     if (cairn_config_ensure_dirs(r->cfg, err, sizeof err) < 0) {
         cairn_error("cannot create directories", "err=\"%s\"", err);
         goto out;
@@ -343,7 +573,12 @@ int main(int argc, char **argv)
         cairn_error("cannot connect to stored", "endpoint=%s", sep);
         goto out;
     }
-    cairn_info("raftd ready", "endpoint=%s member_id=%016llx", ep, (unsigned long long)cairn_config_member_id(r->cfg));
+    if ((rc = open_peers(r)) != 0) {
+        cairn_error("cannot set up the peer transport", "err=\"%s\"", cairn_strerror(rc));
+        goto out;
+    }
+    cairn_info("raftd ready", "endpoint=%s member_id=%016llx members=%zu", ep,
+               (unsigned long long)cairn_config_member_id(r->cfg), r->cfg->n_members);
     r->next_tick = cairn_now_ms() + r->cfg->heartbeat_ms;
     while (!g_stop) {
         int64_t now = cairn_now_ms();
@@ -357,9 +592,13 @@ int main(int argc, char **argv)
             timeout = 0;
         if (!r->raft && timeout > 100)
             timeout = 100;
-        zmq_pollitem_t items[2] = {{zsock_resolve(r->router), 0, ZMQ_POLLIN, 0},
-                                   {zsock_resolve(r->stored), 0, ZMQ_POLLIN, 0}};
-        if (zmq_poll(items, 2, timeout) < 0) {
+        zmq_pollitem_t items[2 + 8];
+        int nitems = 2;
+        items[0] = (zmq_pollitem_t){zsock_resolve(r->router), 0, ZMQ_POLLIN, 0};
+        items[1] = (zmq_pollitem_t){zsock_resolve(r->stored), 0, ZMQ_POLLIN, 0};
+        for (size_t i = 0; i < r->n_peer_routers && nitems < 10; i++)
+            items[nitems++] = (zmq_pollitem_t){zsock_resolve(r->peer_routers[i]), 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(items, nitems, timeout) < 0) {
             if (errno == EINTR)
                 continue;
             break;
@@ -374,6 +613,18 @@ int main(int argc, char **argv)
                 continue;
             handle_stored(r, zmq_msg_data(&in.frame), zmq_msg_size(&in.frame));
             cairn_zmq_in_close(&in);
+        }
+        for (size_t i = 0; i < r->n_peer_routers; i++) {
+            for (int k = 0; k < 100000; k++) {
+                cairn_zmq_in_t in;
+                rc = cairn_zmq_recv(r->peer_routers[i], 1, &in);
+                if (rc == CAIRN_EAGAIN)
+                    break;
+                if (rc)
+                    continue;
+                handle_peer(r, zmq_msg_data(&in.frame), zmq_msg_size(&in.frame));
+                cairn_zmq_in_close(&in);
+            }
         }
         for (int k = 0; k < 100000; k++) {
             cairn_zmq_in_t in;
@@ -405,6 +656,14 @@ out:
     cairn_u64map_destroy(&r->reads);
     zsock_destroy(&r->router);
     zsock_destroy(&r->stored);
+    if (r->held_tail)
+        release_held(r, 1);
+    for (size_t i = 0; i < r->n_peer_routers; i++)
+        zsock_destroy(&r->peer_routers[i]);
+    free(r->peer_routers);
+    for (size_t i = 0; i < r->n_peers; i++)
+        zsock_destroy(&r->peers[i].dealer);
+    free(r->peers);
     cairn_config_destroy(&r->cfg);
     return exit_code;
 }

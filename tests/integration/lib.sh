@@ -104,3 +104,41 @@ t_wait_healthy() {
 t_stop() { local p; for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done; for p in "$@"; do wait "$p" 2>/dev/null || true; done; }
 
 t_kill9() { local p; for p in "$@"; do kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
+
+# t_start_cluster N [TOKEN]: an N-member cluster on loopback, each member's three daemons
+# started directly. Sets arrays (index 0..N-1): C_EPS (client host:port), C_NAMES, C_FLAGS,
+# C_STOREDS, C_RAFTDS, C_GWS, C_LOGS. t_restart_proc KIND I restarts one process of member I.
+t_start_cluster() {
+  local n=$1 token=${2:-cairn-test} i cluster=""
+  C_EPS=(); C_NAMES=(); C_FLAGS=(); C_STOREDS=(); C_RAFTDS=(); C_GWS=(); C_LOGS=(); C_PPORTS=()
+  for ((i = 0; i < n; i++)); do
+    C_NAMES[i]=m$i; C_PPORTS[i]=$(t_port); C_EPS[i]=127.0.0.1:$(t_port)
+    cluster+="${cluster:+,}m$i=http://127.0.0.1:${C_PPORTS[i]}"
+  done
+  for ((i = 0; i < n; i++)); do
+    C_FLAGS[i]="--name m$i --data-dir $T_TMP/m$i --listen-client-urls http://${C_EPS[i]} --advertise-client-urls http://${C_EPS[i]} --listen-peer-urls http://127.0.0.1:${C_PPORTS[i]} --initial-advertise-peer-urls http://127.0.0.1:${C_PPORTS[i]} --initial-cluster $cluster --initial-cluster-token $token"
+    C_LOGS[i]=$T_TMP/m$i.log
+    t_restart_proc stored "$i"; t_restart_proc raftd "$i"; t_restart_proc gatewayd "$i"
+  done
+}
+
+t_restart_proc() {
+  local kind=$1 i=$2
+  case $kind in
+    stored) t_start_daemon "${C_LOGS[i]}" "$CAIRN_BIN/stored" ${C_FLAGS[i]}; C_STOREDS[i]=$T_LAST_PID ;;
+    raftd) t_start_daemon "${C_LOGS[i]}" "$CAIRN_BIN/raftd" ${C_FLAGS[i]}; C_RAFTDS[i]=$T_LAST_PID ;;
+    gatewayd) t_start_daemon "${C_LOGS[i]}" "$CAIRN_BIN/gatewayd" ${C_FLAGS[i]} --gateway-id gw1; C_GWS[i]=$T_LAST_PID ;;
+  esac
+}
+
+# t_leader_index: index (0..N-1) of the member that reports itself leader, or -1
+t_leader_index() {
+  local i
+  for i in "${!C_EPS[@]}"; do
+    if etcdctl --endpoints="${C_EPS[i]}" --command-timeout=1s endpoint status -w json 2>/dev/null |
+      python3 -c 'import json,sys;d=json.load(sys.stdin)[0]["Status"];sys.exit(0 if d["leader"]==d["header"]["member_id"] else 1)' 2>/dev/null; then
+      echo "$i"; return 0
+    fi
+  done
+  echo -1
+}

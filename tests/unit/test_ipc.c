@@ -124,6 +124,28 @@ Test(ipc, every_truncation_of_a_valid_frame_is_rejected)
     free(buf);
 }
 
+Test(ipc, raft_message_roundtrip)
+{
+    cairn_ipc_entry_t ents[2] = {{11, 4, 0, (const uint8_t *)"put", 3}, {12, 4, 2, (const uint8_t *)"\x01", 1}};
+    cairn_ipc_msg_t m = {.type = CAIRN_IPC_RAFT, .cluster_id = 0xdeadbeefcafef00dull, .raft_type = 1, .from = 7,
+                         .to = 9, .term = 4, .log_term = 3, .index = 10, .commit = 9, .reject = 1, .reject_hint = 5,
+                         .context = 77, .snap_index = 2, .snap_term = 1, .entries = ents, .n_entries = 2};
+    cairn_ipc_msg_t d;
+    uint8_t *buf;
+    roundtrip(&m, &d, &buf);
+    cr_assert_eq(d.cluster_id, 0xdeadbeefcafef00dull);
+    cr_assert_eq(d.from, 7);
+    cr_assert_eq(d.to, 9);
+    cr_assert_eq(d.log_term, 3);
+    cr_assert_eq(d.reject_hint, 5);
+    cr_assert_eq(d.context, 77);
+    cr_assert_eq(d.snap_term, 1);
+    cr_assert_eq(d.n_entries, 2);
+    cr_assert_eq(d.entries[1].type, 2);
+    cairn_ipc_msg_release(&d);
+    free(buf);
+}
+
 Test(ipc, request_envelope)
 {
     cairn_ipc_req_t r = {(const uint8_t *)"gw-1", 4, 12345, 3, (const uint8_t *)"\x0a\x01k", 3};
