@@ -43,7 +43,7 @@ static const schema_t g_schema[CAIRN_IPC_TYPE_MAX_] = {
     [CAIRN_IPC_LOAD_RESP] = {"load_resp",
                              {F_U(boot_id), F_U(term), F_U(vote), F_U(commit), F_U(snap_index), F_U(snap_term), F_E,
                               F_END}},
-    [CAIRN_IPC_APPEND] = {"append", {F_U(seq), F_U(has_hs), F_U(term), F_U(vote), F_U(commit), F_E, F_END}},
+    [CAIRN_IPC_APPEND] = {"append", {F_U(seq), F_U(has_hs), F_U(term), F_U(vote), F_U(commit), F_U(index), F_E, F_END}},
     [CAIRN_IPC_APPENDED] = {"appended", {F_U(seq), F_U(index), F_U(term), F_I(code), F_B(message), F_END}},
     [CAIRN_IPC_COMMIT] = {"commit", {F_U(commit), F_U(term), F_U(leader), F_END}},
     [CAIRN_IPC_HELLO] = {"hello", {F_U(boot_id), F_END}},

@@ -46,7 +46,9 @@ typedef enum {
     CAIRN_IPC_READ_INDEX_RESP,    /* req_id(context), index, code, message */
     CAIRN_IPC_LOAD,               /* (none) */
     CAIRN_IPC_LOAD_RESP,          /* boot_id, term, vote, commit, snap_index, snap_term, entries */
-    CAIRN_IPC_APPEND,             /* seq, has_hs, term, vote, commit, entries */
+    CAIRN_IPC_APPEND,             /* seq, has_hs, term, vote, commit, index, entries; index != 0:
+                                     entries up to it are committed as soon as they are durable
+                                     (a single-voter leader: its own disk is the quorum) */
     CAIRN_IPC_APPENDED,           /* seq, index, term, code, message */
     CAIRN_IPC_COMMIT,             /* commit, term, leader */
     CAIRN_IPC_HELLO,              /* boot_id */
