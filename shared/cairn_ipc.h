@@ -16,7 +16,8 @@
  *
  * Who sends what:
  *   gatewayd -> raftd   PROPOSE, READ_INDEX
- *   raftd -> gatewayd   PROPOSE_FAIL, READ_INDEX_RESP
+ *   gatewayd -> raftd   MEMBERS, TRANSFER
+ *   raftd -> gatewayd   PROPOSE_FAIL, READ_INDEX_RESP, RESULT (for MEMBERS, TRANSFER)
  *   raftd -> stored     LOAD, APPEND, COMMIT
  *   stored -> raftd     HELLO, LOAD_RESP, APPENDED
  *   gatewayd -> stored  RANGE, STATUS
@@ -61,6 +62,10 @@ typedef enum {
     CAIRN_IPC_RAFT,               /* raftd <-> raftd over TCP: cluster_id, raft_type, from, to, term,
                                      log_term, index, commit, reject, reject_hint, context,
                                      snap_index, snap_term, entries */
+    CAIRN_IPC_MEMBERS,            /* gw -> raftd: req_id; answered with RESULT whose body is a packed
+                                     MemberListResponse (header left for the gateway to fill) */
+    CAIRN_IPC_TRANSFER,           /* gw -> raftd: req_id, index (= target member id); answered with
+                                     RESULT once the target leads, or an error */
     CAIRN_IPC_TYPE_MAX_
 } cairn_ipc_type_t;
 

@@ -44,6 +44,8 @@ typedef enum {
     W_STATUS,      /* answer: STATUS_RESP -> StatusResponse */
     W_HEALTH,      /* HTTP/1.1 /health: linearizable read */
     W_STATUS_POLL, /* internal: refresh the cached status (metrics, member list header) */
+    W_MEMBERS,     /* answer: MemberListResponse body from raftd, header filled here */
+    W_MOVE_LEADER, /* answer: empty MoveLeaderResponse */
 } wait_kind_t;
 
 typedef struct {
@@ -381,45 +383,51 @@ static void answer_status(cairn_gateway_t *g, pending_t *p, const cairn_ipc_msg_
     free(buf);
 }
 
-static void do_member_list(cairn_gateway_t *g, cairn_call_id_t call)
+/* MemberList and MoveLeader are raftd's: it knows the members and what they advertise. */
+static void ask_raftd(cairn_gateway_t *g, cairn_call_id_t call, wait_kind_t kind, int type, uint64_t arg,
+                      const cairn_h2_meta_t *meta)
 {
-    cairn_config_t *cfg = g->cfg;
-    Etcdserverpb__MemberListResponse r = ETCDSERVERPB__MEMBER_LIST_RESPONSE__INIT;
-    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-    fill_header(g, &h);
-    r.header = &h;
-    Etcdserverpb__Member *ms = calloc(cfg->n_members, sizeof *ms);
-    Etcdserverpb__Member **mp = calloc(cfg->n_members, sizeof *mp);
-    if (!ms || !mp) {
-        free(ms);
-        free(mp);
+    pending_t *p = add_pending(g, call, kind, timeout_of(meta));
+    if (!p) {
         cairn_h2srv_error(g->srv, call, 8, "etcdserver: too many requests");
         return;
     }
-    for (size_t i = 0; i < cfg->n_members; i++) {
-        etcdserverpb__member__init(&ms[i]);
-        ms[i].id = cfg->members[i].id;
-        ms[i].name = cfg->members[i].name;
-        ms[i].peerurls = cfg->members[i].peer_urls.v;
-        ms[i].n_peerurls = cfg->members[i].peer_urls.n;
-        if (i == cfg->self) {
-            ms[i].clienturls = cfg->advertise_client_urls.v;
-            ms[i].n_clienturls = cfg->advertise_client_urls.n;
-        }
-        mp[i] = &ms[i];
+    cairn_ipc_msg_t m = {.type = (uint8_t)type, .req_id = p->req_id, .index = arg};
+    if (send_ipc(g, g->raftd, &m)) {
+        free_pending(cairn_u64map_take(g->pending, p->req_id));
+        cairn_h2srv_error(g->srv, call, 14, "etcdserver: not capable");
     }
-    r.members = mp;
-    r.n_members = cfg->n_members;
-    size_t n = etcdserverpb__member_list_response__get_packed_size(&r);
-    uint8_t *buf = malloc(n ? n : 1);
-    if (buf) {
-        etcdserverpb__member_list_response__pack(&r, buf);
-        cairn_h2srv_reply(g->srv, call, buf, n);
-    } else
-        cairn_h2srv_error(g->srv, call, 8, "etcdserver: too many requests");
+}
+
+static void answer_with_header(cairn_gateway_t *g, pending_t *p, const uint8_t *body, size_t len)
+{
+    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+    fill_header(g, &h);
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    if (p->kind == W_MEMBERS) {
+        Etcdserverpb__MemberListResponse *r = etcdserverpb__member_list_response__unpack(NULL, len, body);
+        if (r) {
+            Etcdserverpb__ResponseHeader *old = r->header;
+            r->header = &h;
+            n = etcdserverpb__member_list_response__get_packed_size(r);
+            if ((buf = malloc(n ? n : 1)))
+                etcdserverpb__member_list_response__pack(r, buf);
+            r->header = old;
+            etcdserverpb__member_list_response__free_unpacked(r, NULL);
+        }
+    } else {
+        Etcdserverpb__MoveLeaderResponse r = ETCDSERVERPB__MOVE_LEADER_RESPONSE__INIT;
+        r.header = &h;
+        n = etcdserverpb__move_leader_response__get_packed_size(&r);
+        if ((buf = malloc(n ? n : 1)))
+            etcdserverpb__move_leader_response__pack(&r, buf);
+    }
+    if (buf)
+        cairn_h2srv_reply(g->srv, p->call, buf, n);
+    else
+        fail(g, p, 13, "etcdserver: internal error");
     free(buf);
-    free(ms);
-    free(mp);
 }
 
 /* ------------------------------------------------------------------ h2srv callbacks */
@@ -466,7 +474,17 @@ static void on_message(void *ud, cairn_call_id_t call, const char *path, const u
     } else if (strcmp(path, "/etcdserverpb.Maintenance/Status") == 0)
         do_status(g, call, meta);
     else if (strcmp(path, "/etcdserverpb.Cluster/MemberList") == 0)
-        do_member_list(g, call);
+        ask_raftd(g, call, W_MEMBERS, CAIRN_IPC_MEMBERS, 0, meta);
+    else if (strcmp(path, "/etcdserverpb.Maintenance/MoveLeader") == 0) {
+        Etcdserverpb__MoveLeaderRequest *r = etcdserverpb__move_leader_request__unpack(NULL, len, msg);
+        if (!r) {
+            cairn_h2srv_error(g->srv, call, 13, UNMARSHAL_ERR);
+            return;
+        }
+        uint64_t target = r->targetid;
+        etcdserverpb__move_leader_request__free_unpacked(r, NULL);
+        ask_raftd(g, call, W_MOVE_LEADER, CAIRN_IPC_TRANSFER, target, meta);
+    }
     else
         unimplemented(g, call, path);
 }
@@ -579,6 +597,8 @@ static void on_ipc(cairn_gateway_t *g, const uint8_t *frame, size_t len)
             fail(g, p, (int)m.code, msg);
         } else if (p->kind == W_HEALTH) {
             http1_json(g, p->call, 200, "{\"health\":\"true\"}");
+        } else if (p->kind == W_MEMBERS || p->kind == W_MOVE_LEADER) {
+            answer_with_header(g, p, m.body, m.body_len);
         } else {
             cairn_h2srv_reply(g->srv, p->call, m.body, m.body_len);
         }

@@ -1758,6 +1758,11 @@ cairn_h2srv_t *cairn_h2srv_new(const cairn_h2srv_opts_t *opts, const cairn_h2srv
     nghttp2_session_callbacks_set_error_callback2(s->cbs, on_error);
     /* Closed streams need not be kept for the priority tree: saves memory per stream. */
     nghttp2_option_set_no_closed_streams(s->h2opt, 1);
+    /* grpc-go clients send ":authority: http://127.0.0.1:2379" for URL-shaped endpoints
+     * (etcdctl endpoint status --cluster does), which nghttp2's HTTP messaging checks reset as
+     * an invalid authority while grpc-go servers (etcd) accept it. We do our own checks
+     * (method, :path, content-type, body framing), so turn nghttp2's off. */
+    nghttp2_option_set_no_http_messaging(s->h2opt, 1);
 
     s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     s->last_sweep_ms = now_ms();

@@ -32,6 +32,14 @@
 #include "cairn_u64map.h"
 #include "cairn_zmq.h"
 #include "raft.h"
+#include "rpc.pb-c.h"
+
+/* A peer message handled by the shell, not the core: the sender's advertised client URLs
+ * (comma-separated, in entries[0].data), sent every couple of seconds so that MemberList on
+ * any member shows every member's client URLs (etcd publishes them through the log; here
+ * they are soft state, relearned within seconds after a restart). */
+#define SHELL_MSG_ATTRS 200
+#define ATTRS_EVERY_MS 2000
 
 static volatile sig_atomic_t g_stop;
 static void on_signal(int sig) { g_stop = 1; }
@@ -46,7 +54,15 @@ typedef struct {
     uint64_t id;
     zsock_t *dealer;
     char endpoint[300];
+    char *client_urls; /* learned from the peer's ATTRS, comma-separated */
 } peer_t;
+
+typedef struct {
+    uint8_t ident[256];
+    size_t ident_len;
+    uint64_t req_id, target;
+    int64_t deadline;
+} transfer_t;
 
 /* A message for a peer that must wait until stored has made the ready it came from durable
  * (votes, append acks: Raft §5.1/§5.2 promises must survive a crash). */
@@ -66,6 +82,8 @@ typedef struct {
     size_t n_peers;
     held_t *held, **held_tail;
     uint64_t n_dropped_peer;
+    int64_t next_attrs;
+    transfer_t transfer; /* one MoveLeader at a time (req_id 0 = none) */
     cairn_raft_t *raft;
     uint64_t stored_boot;
     uint64_t seq, acked_seq;
@@ -216,6 +234,17 @@ static void handle_peer(raftd_t *r, const uint8_t *frame, size_t len)
     }
     if (m.type != CAIRN_IPC_RAFT) {
         cairn_warn("unexpected peer message", "type=%s", cairn_ipc_type_name(m.type));
+    } else if (m.cluster_id == cairn_config_cluster_id(r->cfg) && m.raft_type == SHELL_MSG_ATTRS) {
+        peer_t *p = find_peer(r, m.from);
+        if (p && m.n_entries == 1 && m.entries[0].len < 4096) {
+            char *u = malloc(m.entries[0].len + 1);
+            if (u) {
+                memcpy(u, m.entries[0].data, m.entries[0].len);
+                u[m.entries[0].len] = 0;
+                free(p->client_urls);
+                p->client_urls = u;
+            }
+        }
     } else if (m.cluster_id != cairn_config_cluster_id(r->cfg)) {
         static int64_t last_warn;
         if (cairn_now_ms() - last_warn > 5000) {
@@ -246,6 +275,97 @@ static void handle_peer(raftd_t *r, const uint8_t *frame, size_t len)
             free(ents);
     }
     cairn_ipc_msg_release(&m);
+}
+
+static void send_attrs(raftd_t *r)
+{
+    char urls[4096];
+    size_t n = 0;
+    urls[0] = 0;
+    for (size_t i = 0; i < r->cfg->advertise_client_urls.n; i++)
+        n += (size_t)snprintf(urls + n, n < sizeof urls ? sizeof urls - n : 0, "%s%s", i ? "," : "",
+                              r->cfg->advertise_client_urls.v[i]);
+    if (n >= sizeof urls)
+        return;
+    cairn_raft_entry_t e = {0, 0, 0, (const uint8_t *)urls, n};
+    for (size_t i = 0; i < r->n_peers; i++) {
+        cairn_raft_msg_t m = {.type = SHELL_MSG_ATTRS, .from = cairn_config_member_id(r->cfg), .to = r->peers[i].id,
+                              .entries = &e, .n_entries = 1};
+        send_peer(r, &m);
+    }
+}
+
+static void answer(raftd_t *r, const uint8_t *ident, size_t len, uint64_t req_id, int code, const char *msg,
+                   const uint8_t *body, size_t body_len)
+{
+    cairn_ipc_msg_t m = {.type = CAIRN_IPC_RESULT, .req_id = req_id, .code = code, .body = body, .body_len = body_len};
+    cairn_ipc_set_message(&m, msg);
+    send_gw(r, ident, len, &m);
+}
+
+/* MemberList from the configuration, with the client URLs each member advertises. */
+static void answer_members(raftd_t *r, const uint8_t *ident, size_t ident_len, uint64_t req_id)
+{
+    cairn_config_t *cfg = r->cfg;
+    size_t n = cfg->n_members;
+    Etcdserverpb__Member *ms = calloc(n ? n : 1, sizeof *ms);
+    Etcdserverpb__Member **mp = calloc(n ? n : 1, sizeof *mp);
+    char ***split = calloc(n ? n : 1, sizeof *split);
+    char **bufs = calloc(n ? n : 1, sizeof *bufs);
+    if (!ms || !mp || !split || !bufs)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        etcdserverpb__member__init(&ms[i]);
+        ms[i].id = cfg->members[i].id;
+        ms[i].name = cfg->members[i].name;
+        ms[i].peerurls = cfg->members[i].peer_urls.v;
+        ms[i].n_peerurls = cfg->members[i].peer_urls.n;
+        if (i == cfg->self) {
+            ms[i].clienturls = cfg->advertise_client_urls.v;
+            ms[i].n_clienturls = cfg->advertise_client_urls.n;
+        } else {
+            peer_t *p = find_peer(r, cfg->members[i].id);
+            if (p && p->client_urls && (bufs[i] = strdup(p->client_urls))) {
+                size_t cnt = 1;
+                for (char *c = bufs[i]; *c; c++)
+                    cnt += *c == ',';
+                split[i] = calloc(cnt, sizeof(char *));
+                size_t k = 0;
+                for (char *tok = strtok(bufs[i], ","); tok && split[i] && k < cnt; tok = strtok(NULL, ","))
+                    split[i][k++] = tok;
+                ms[i].clienturls = split[i];
+                ms[i].n_clienturls = split[i] ? k : 0;
+            }
+        }
+        mp[i] = &ms[i];
+    }
+    Etcdserverpb__MemberListResponse resp = ETCDSERVERPB__MEMBER_LIST_RESPONSE__INIT;
+    resp.members = mp;
+    resp.n_members = n;
+    size_t len = etcdserverpb__member_list_response__get_packed_size(&resp);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf) {
+        etcdserverpb__member_list_response__pack(&resp, buf);
+        answer(r, ident, ident_len, req_id, 0, NULL, buf, len);
+        free(buf);
+    }
+out:
+    for (size_t i = 0; i < n && split && bufs; i++) {
+        free(split[i]);
+        free(bufs[i]);
+    }
+    free(split);
+    free(bufs);
+    free(ms);
+    free(mp);
+}
+
+static void finish_transfer(raftd_t *r, int code, const char *msg)
+{
+    if (!r->transfer.req_id)
+        return;
+    answer(r, r->transfer.ident, r->transfer.ident_len, r->transfer.req_id, code, msg, NULL, 0);
+    memset(&r->transfer, 0, sizeof r->transfer);
 }
 
 static int open_peers(raftd_t *r)
@@ -351,9 +471,12 @@ static void process_ready(raftd_t *r)
         if (rd.commit != r->sent_commit || rd.term != r->sent_term || rd.leader != r->sent_leader) {
             cairn_ipc_msg_t m = {.type = CAIRN_IPC_COMMIT, .commit = rd.commit, .term = rd.term, .leader = rd.leader};
             send_stored(r, &m);
-            if (rd.leader != r->sent_leader)
+            if (rd.leader != r->sent_leader) {
                 cairn_info("leader changed", "leader=%016llx term=%llu", (unsigned long long)rd.leader,
                            (unsigned long long)rd.term);
+                if (r->transfer.req_id && rd.leader == r->transfer.target)
+                    finish_transfer(r, 0, NULL);
+            }
             r->sent_commit = rd.commit;
             r->sent_term = rd.term;
             r->sent_leader = rd.leader;
@@ -521,6 +644,34 @@ static void handle_gw(raftd_t *r, const uint8_t *ident, size_t ident_len, const 
         }
         break;
     }
+    case CAIRN_IPC_MEMBERS:
+        answer_members(r, ident, ident_len, m.req_id);
+        break;
+    case CAIRN_IPC_TRANSFER: {
+        /* etcd: MoveLeader must reach the leader; the target must be a voting member */
+        int is_member = 0;
+        for (size_t i = 0; i < r->cfg->n_members; i++)
+            is_member |= r->cfg->members[i].id == m.index;
+        if (!r->raft || cairn_raft_role(r->raft) != CAIRN_RAFT_LEADER) {
+            answer(r, ident, ident_len, m.req_id, 9, "etcdserver: not leader", NULL, 0);
+        } else if (!is_member) {
+            answer(r, ident, ident_len, m.req_id, 9, "etcdserver: bad leader transferee", NULL, 0);
+        } else if (m.index == cairn_config_member_id(r->cfg)) {
+            answer(r, ident, ident_len, m.req_id, 0, NULL, NULL, 0); /* already leads */
+        } else if (r->transfer.req_id || ident_len > sizeof r->transfer.ident) {
+            answer(r, ident, ident_len, m.req_id, 14, "etcdserver: leader changed", NULL, 0);
+        } else if (cairn_raft_transfer_leader(r->raft, m.index) != 0) {
+            answer(r, ident, ident_len, m.req_id, 9, "etcdserver: bad leader transferee", NULL, 0);
+        } else {
+            memcpy(r->transfer.ident, ident, ident_len);
+            r->transfer.ident_len = ident_len;
+            r->transfer.req_id = m.req_id;
+            r->transfer.target = m.index;
+            /* etcd waits up to its request timeout for the transferee to take over */
+            r->transfer.deadline = cairn_now_ms() + 5000 + 2 * r->cfg->election_ms;
+        }
+        break;
+    }
     default: {
         cairn_ipc_msg_t e = {.type = CAIRN_IPC_ERROR, .req_id = m.req_id, .code = CAIRN_EUNKNOWN_MSG};
         cairn_ipc_set_message(&e, "raftd does not handle this message type");
@@ -653,8 +804,15 @@ int main(int argc, char **argv)
         if (!r->raft)
             r->next_tick = now + r->cfg->heartbeat_ms;
         process_ready(r);
+        if (r->n_peers && now >= r->next_attrs) {
+            send_attrs(r);
+            r->next_attrs = now + ATTRS_EVERY_MS;
+        }
+        if (r->transfer.req_id && now >= r->transfer.deadline)
+            finish_transfer(r, 14, "etcdserver: request timed out, leader transfer took too long");
     }
     cairn_info("raftd stopping", NULL);
+    finish_transfer(r, 14, "etcdserver: server stopped");
     exit_code = g_stop == 2 ? 1 : 0;
     fail_reads(r, "etcdserver: server stopped");
 out:
@@ -667,8 +825,10 @@ out:
     for (size_t i = 0; i < r->n_peer_routers; i++)
         zsock_destroy(&r->peer_routers[i]);
     free(r->peer_routers);
-    for (size_t i = 0; i < r->n_peers; i++)
+    for (size_t i = 0; i < r->n_peers; i++) {
         zsock_destroy(&r->peers[i].dealer);
+        free(r->peers[i].client_urls);
+    }
     free(r->peers);
     cairn_config_destroy(&r->cfg);
     return exit_code;
