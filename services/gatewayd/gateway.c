@@ -99,7 +99,12 @@ static pending_t *add_pending(cairn_gateway_t *g, cairn_call_id_t call, wait_kin
     p->req_id = new_id(g);
     p->call = call;
     p->kind = kind;
-    int64_t t = timeout_ms > 0 ? timeout_ms : DEFAULT_TIMEOUT_MS(g->cfg);
+    /* Answer a little before the client's own deadline (grpc-timeout) so that it gets etcd's
+     * "request timed out" text rather than a bare DeadlineExceeded of its own. */
+    int64_t t = timeout_ms > 0 ? timeout_ms - (timeout_ms / 10 < 200 ? timeout_ms / 10 : 200)
+                               : DEFAULT_TIMEOUT_MS(g->cfg);
+    if (t < 1)
+        t = 1;
     p->deadline = cairn_now_ms() + t;
     if (cairn_u64map_put(g->pending, p->req_id, p)) {
         free(p);

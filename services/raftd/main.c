@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cairn_config.h"
 #include "cairn_err.h"
@@ -83,6 +84,11 @@ typedef struct {
     held_t *held, **held_tail;
     uint64_t n_dropped_peer;
     int64_t next_attrs;
+    /* Test-only fault switch (CAIRN_TEST_FAULTS=1): while <run-dir>/fault-isolate exists this
+     * member neither sends nor receives peer messages, as if its network were cut. */
+    int faults_enabled, isolated;
+    int64_t next_fault_check;
+    char fault_path[4096];
     transfer_t transfer; /* one MoveLeader at a time (req_id 0 = none) */
     cairn_raft_t *raft;
     uint64_t stored_boot;
@@ -175,7 +181,7 @@ static void free_frame(void *data, void *hint) { free(data); }
 static void send_peer_frame(raftd_t *r, uint64_t to, uint8_t *frame, size_t len)
 {
     peer_t *p = find_peer(r, to);
-    if (!p) {
+    if (!p || r->isolated) {
         free(frame);
         return;
     }
@@ -730,6 +736,11 @@ int main(int argc, char **argv)
         cairn_error("cannot connect to stored", "endpoint=%s", sep);
         goto out;
     }
+    const char *tf = getenv("CAIRN_TEST_FAULTS");
+    r->faults_enabled = tf && strcmp(tf, "1") == 0;
+    snprintf(r->fault_path, sizeof r->fault_path, "%s/fault-isolate", r->cfg->run_dir);
+    if (r->faults_enabled)
+        cairn_warn("test fault switch enabled", "file=%s", r->fault_path);
     if ((rc = open_peers(r)) != 0) {
         cairn_error("cannot set up the peer transport", "err=\"%s\"", cairn_strerror(rc));
         goto out;
@@ -779,7 +790,8 @@ int main(int argc, char **argv)
                     break;
                 if (rc)
                     continue;
-                handle_peer(r, zmq_msg_data(&in.frame), zmq_msg_size(&in.frame));
+                if (!r->isolated)
+                    handle_peer(r, zmq_msg_data(&in.frame), zmq_msg_size(&in.frame));
                 cairn_zmq_in_close(&in);
             }
         }
@@ -807,6 +819,13 @@ int main(int argc, char **argv)
         if (r->n_peers && now >= r->next_attrs) {
             send_attrs(r);
             r->next_attrs = now + ATTRS_EVERY_MS;
+        }
+        if (r->faults_enabled && now >= r->next_fault_check) {
+            int iso = access(r->fault_path, F_OK) == 0;
+            if (iso != r->isolated)
+                cairn_warn(iso ? "test fault: isolated from peers" : "test fault: peers reachable again", NULL);
+            r->isolated = iso;
+            r->next_fault_check = now + 50;
         }
         if (r->transfer.req_id && now >= r->transfer.deadline)
             finish_transfer(r, 14, "etcdserver: request timed out, leader transfer took too long");
