@@ -994,6 +994,28 @@ static void enc_compact(uint8_t out[32], const meta_t *mt)
     be64_put(out + 24, mt->cur_sub);
 }
 
+int cairn_mvcc_sync(cairn_mvcc_t *m)
+{
+    if (m->in_batch)
+        return CAIRN_ESTATE;
+    /* LevelDB's log is written in order, so one synced write makes every earlier write
+     * durable too: rewrite the committed applied record with sync on. */
+    uint8_t ap[24];
+    enc_applied(ap, &m->c);
+    leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+    if (!wo)
+        return CAIRN_ENOMEM;
+    leveldb_writeoptions_set_sync(wo, 1);
+    char *err = NULL;
+    leveldb_put(m->db, wo, "Mapplied", 8, (const char *)ap, sizeof ap, &err);
+    leveldb_writeoptions_destroy(wo);
+    if (err) {
+        log_ldb_err("sync", err);
+        return CAIRN_EIO;
+    }
+    return 0;
+}
+
 int cairn_mvcc_batch_commit(cairn_mvcc_t *m)
 {
     if (!m->in_batch)

@@ -50,6 +50,9 @@ int cairn_mvcc_batch_begin(cairn_mvcc_t *m);
 /* Writes the batch (one leveldb_write, sync=0: the WAL is the durable copy). If the batch
  * scheduled a compaction, the history is then removed in chunks before this returns. */
 int cairn_mvcc_batch_commit(cairn_mvcc_t *m);
+/* Makes every committed batch durable (one synced LevelDB write). Outside a batch only.
+ * stored calls it before releasing WAL segments whose entries the state machine covers. */
+int cairn_mvcc_sync(cairn_mvcc_t *m);
 /* Discards the open batch (after a storage error the batch must be abandoned). */
 void cairn_mvcc_batch_abort(cairn_mvcc_t *m);
 int cairn_mvcc_in_batch(const cairn_mvcc_t *m);
