@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "cairn_config.h"
+#include "cairn_daemon.h"
 #include "cairn_err.h"
 #include "cairn_ipc.h"
 #include "cairn_log.h"
@@ -690,35 +691,12 @@ static void handle_gw(raftd_t *r, const uint8_t *ident, size_t ident_len, const 
 int main(int argc, char **argv)
 {
     raftd_t R = {0}, *r = &R;
-    char err[512];
     int exit_code = 1;
-    r->cfg = cairn_config_new();
-    int rc = cairn_config_load(r->cfg, argc, argv, err, sizeof err);
-    if (rc == CAIRN_CONFIG_HELP) {
-        cairn_config_usage(stdout);
-        cairn_config_destroy(&r->cfg);
-        return 0;
-    }
-    if (rc == CAIRN_CONFIG_VERSION) {
-        printf("raftd (cairn) 0.1.0, etcd API 3.4\n");
-        cairn_config_destroy(&r->cfg);
-        return 0;
-    }
-    if (rc < 0) {
-        fprintf(stderr, "raftd: %s\n", err);
-        cairn_config_destroy(&r->cfg);
-        return 2;
-    }
-    cairn_log_init("raftd", r->cfg->log_level);
-    if (cairn_config_ensure_dirs(r->cfg, err, sizeof err) < 0) {
-        cairn_error("cannot create directories", "err=\"%s\"", err);
-        goto out;
-    }
-    zsys_init();
-    zsys_handler_set(NULL);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    signal(SIGPIPE, SIG_IGN);
+    int rc;
+    r->cfg = cairn_daemon_init("raftd", argc, argv, on_signal, &exit_code);
+    if (!r->cfg)
+        return exit_code;
+    exit_code = 1;
     r->reads = cairn_u64map_new();
     char ep[512], sep[512];
     if (cairn_config_ipc_endpoint(r->cfg, "raftd", ep, sizeof ep) < 0 ||

@@ -22,6 +22,7 @@
 
 #include "apply.h"
 #include "cairn_config.h"
+#include "cairn_daemon.h"
 #include "cairn_err.h"
 #include "cairn_ipc.h"
 #include "cairn_log.h"
@@ -550,31 +551,11 @@ int main(int argc, char **argv)
     stored_t S = {0}, *s = &S;
     char err[512];
     int exit_code = 1;
-    s->cfg = cairn_config_new();
-    int rc = cairn_config_load(s->cfg, argc, argv, err, sizeof err);
-    if (rc == CAIRN_CONFIG_HELP || rc == CAIRN_CONFIG_VERSION) {
-        if (rc == CAIRN_CONFIG_HELP)
-            cairn_config_usage(stdout);
-        else
-            printf("stored (cairn) 0.1.0, etcd API 3.4\n");
-        cairn_config_destroy(&s->cfg);
-        return 0;
-    }
-    if (rc < 0) {
-        fprintf(stderr, "stored: %s\n", err);
-        cairn_config_destroy(&s->cfg);
-        return 2;
-    }
-    cairn_log_init("stored", s->cfg->log_level);
-    if (cairn_config_ensure_dirs(s->cfg, err, sizeof err) < 0) {
-        cairn_error("cannot create directories", "err=\"%s\"", err);
-        goto out;
-    }
-    zsys_init();
-    zsys_handler_set(NULL);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    signal(SIGPIPE, SIG_IGN);
+    int rc;
+    s->cfg = cairn_daemon_init("stored", argc, argv, on_signal, &exit_code);
+    if (!s->cfg)
+        return exit_code;
+    exit_code = 1;
     s->boot_id = cairn_random_u64();
     s->reads_tail = &s->reads;
     s->origin_prefix_len = (size_t)snprintf(s->origin_prefix, sizeof s->origin_prefix, "%016llx/",
