@@ -16,6 +16,10 @@
  * Trailers-Only HEADERS frame). Anything else is an error: another grpc-status, an HTTP
  * status other than 200, a missing grpc-status, RST_STREAM, or a lost connection.
  *
+ * --endpoint may list several servers (a,b,c): connection i goes to endpoint i mod E, and
+ * --conns is rounded up to a multiple of E (clients permitting) so each endpoint gets the
+ * same number of connections (for reads spread over the members of a cluster).
+ *
  * Latency is measured per request from submission to the stream's close (the trailer
  * carries END_STREAM) with CLOCK_MONOTONIC, kept as microseconds and sorted at the end.
  *
@@ -78,6 +82,7 @@ typedef struct slot {
 struct conn {
     int fd;
     int idx;
+    int ep; /* index into opt.eps */
     bool dead;
     nghttp2_session *h2;
     slot_t *slots;
@@ -89,10 +94,16 @@ struct conn {
 };
 
 /* ---- options and global state ---------------------------------------------------------- */
-static struct {
+#define MAX_ENDPOINTS 16
+typedef struct endpoint {
     char host[256];
     char port[16];
     char authority[300];
+} endpoint_t;
+
+static struct {
+    endpoint_t eps[MAX_ENDPOINTS];
+    int neps;
     enum op op;
     int conns, clients;
     uint64_t total;  /* 0: by duration */
@@ -104,7 +115,7 @@ static struct {
     bool sequential;
     uint64_t seed;
 } opt = {
-    .host = "127.0.0.1", .port = "2379", .op = OP_PUT, .conns = 1, .clients = 1,
+    .op = OP_PUT, .conns = 1, .clients = 1,
     .key_size = 32, .val_size = 256, .key_space = 10000, .prefix = "/bench/",
 };
 
@@ -251,8 +262,8 @@ static int submit_one(conn_t *c) {
         hdrs[2].value = (uint8_t *)"/etcdserverpb.KV/Range";
         hdrs[2].valuelen = strlen("/etcdserverpb.KV/Range");
     }
-    hdrs[3].value = (uint8_t *)opt.authority;
-    hdrs[3].valuelen = strlen(opt.authority);
+    hdrs[3].value = (uint8_t *)opt.eps[c->ep].authority;
+    hdrs[3].valuelen = strlen(opt.eps[c->ep].authority);
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = body_read_cb};
     s->t0_ns = now_ns();
     int32_t id = nghttp2_submit_request(c->h2, NULL, hdrs, sizeof hdrs / sizeof hdrs[0], &prd, s);
@@ -399,7 +410,7 @@ static void conn_kill(conn_t *c, const char *why) {
         if (s->busy) {
             s->busy = false;
             nghttp2_session_set_stream_user_data(c->h2, s->stream_id, NULL);
-            record_error("connection %d lost: %s", c->idx, why);
+            record_error("connection %d (%s) lost: %s", c->idx, opt.eps[c->ep].authority, why);
             st.outstanding--;
             c->inflight--;
         }
@@ -466,15 +477,16 @@ static void conn_read(conn_t *c) {
 static int on_frame_recv_cb(nghttp2_session *h2, const nghttp2_frame *frame, void *user_data) {
     conn_t *c = user_data;
     if (frame->hd.type == NGHTTP2_GOAWAY && !st.first_error[0] && frame->goaway.error_code)
-        snprintf(st.first_error, sizeof st.first_error, "connection %d: GOAWAY %s", c->idx,
-                 nghttp2_http2_strerror(frame->goaway.error_code));
+        snprintf(st.first_error, sizeof st.first_error, "connection %d (%s): GOAWAY %s", c->idx,
+                 opt.eps[c->ep].authority, nghttp2_http2_strerror(frame->goaway.error_code));
     return 0;
 }
 
 static int conn_init(conn_t *c, int idx, int nslots, nghttp2_session_callbacks *cbs) {
     memset(c, 0, sizeof *c);
     c->idx = idx;
-    c->fd = connect_to(opt.host, opt.port, 5000);
+    c->ep = idx % opt.neps;
+    c->fd = connect_to(opt.eps[c->ep].host, opt.eps[c->ep].port, 5000);
     if (c->fd < 0) return -1;
     if (nghttp2_session_client_new(&c->h2, cbs, c) != 0) return -1;
     nghttp2_settings_entry iv[] = {
@@ -528,10 +540,34 @@ static void report(uint64_t end_ns) {
 /* ---- main ---------------------------------------------------------------------------------- */
 static void on_signal(int sig) { st.interrupted = 1; }
 
+/* Appends one HOST:PORT (http:// prefix and trailing / accepted) to opt.eps. */
+static int parse_endpoint(const char *e) {
+    if (opt.neps == MAX_ENDPOINTS) {
+        fprintf(stderr, "cairn_bench: at most %d endpoints\n", MAX_ENDPOINTS);
+        return -1;
+    }
+    endpoint_t *ep = &opt.eps[opt.neps];
+    if (strncmp(e, "http://", 7) == 0) e += 7;
+    const char *colon = strrchr(e, ':');
+    size_t hl = colon ? (size_t)(colon - e) : strlen(e);
+    if (hl == 0 || hl >= sizeof ep->host) return -1;
+    memcpy(ep->host, e, hl);
+    ep->host[hl] = 0;
+    snprintf(ep->port, sizeof ep->port, "%s", colon ? colon + 1 : "2379");
+    size_t pl = strlen(ep->port);
+    if (pl && ep->port[pl - 1] == '/') ep->port[pl - 1] = 0;
+    if (!ep->port[0]) return -1;
+    snprintf(ep->authority, sizeof ep->authority, strchr(ep->host, ':') ? "[%s]:%s" : "%s:%s",
+             ep->host, ep->port);
+    opt.neps++;
+    return 0;
+}
+
 static void usage(FILE *f) {
     fprintf(f,
         "usage: cairn_bench [options]\n"
-        "  --endpoint HOST:PORT   server (default 127.0.0.1:2379; http:// prefix accepted)\n"
+        "  --endpoint HOST:PORT   server (default 127.0.0.1:2379; http:// prefix accepted);\n"
+        "                         a,b,c: several, connections assigned round-robin\n"
         "  --op OP                put | range | range-serializable (default put)\n"
         "  --conns C              TCP connections (default 1)\n"
         "  --clients N            concurrent outstanding requests in total (default 1)\n"
@@ -559,19 +595,13 @@ int main(int argc, char **argv) {
     int ch;
     while ((ch = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
         switch (ch) {
-        case 'e': {
-            const char *e = optarg;
-            if (strncmp(e, "http://", 7) == 0) e += 7;
-            const char *colon = strrchr(e, ':');
-            size_t hl = colon ? (size_t)(colon - e) : strlen(e);
-            if (hl == 0 || hl >= sizeof opt.host) { usage(stderr); return 3; }
-            memcpy(opt.host, e, hl);
-            opt.host[hl] = 0;
-            snprintf(opt.port, sizeof opt.port, "%s", colon ? colon + 1 : "2379");
-            size_t pl = strlen(opt.port);
-            if (pl && opt.port[pl - 1] == '/') opt.port[pl - 1] = 0;
+        case 'e':
+            opt.neps = 0;
+            for (char *tok = strtok(optarg, ","); tok; tok = strtok(NULL, ",")) {
+                if (parse_endpoint(tok) != 0) { usage(stderr); return 3; }
+            }
+            if (opt.neps == 0) { usage(stderr); return 3; }
             break;
-        }
         case 'o':
             if (strcmp(optarg, "put") == 0) opt.op = OP_PUT;
             else if (strcmp(optarg, "range") == 0) opt.op = OP_RANGE;
@@ -601,9 +631,10 @@ int main(int argc, char **argv) {
     }
     if (opt.total == 0 && opt.duration == 0) opt.duration = 10;
     if (opt.timeout <= 0) opt.timeout = opt.duration > 0 ? opt.duration + 30 : 300;
+    if (opt.neps == 0 && parse_endpoint("127.0.0.1:2379") != 0) return 3;
+    /* every endpoint gets the same number of connections, clients permitting */
+    if (opt.conns % opt.neps) opt.conns += opt.neps - opt.conns % opt.neps;
     if (opt.conns > opt.clients) opt.conns = opt.clients;
-    snprintf(opt.authority, sizeof opt.authority, strchr(opt.host, ':') ? "[%s]:%s" : "%s:%s",
-             opt.host, opt.port);
 
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa = {.sa_handler = on_signal};
