@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Linearizability under faults: concurrent clients do get / put / compare-and-swap on a few keys
+# through etcdctl (tests/linearizability/client.py) while processes are killed with SIGKILL and
+# restarted; the recorded history is checked with a WGL linearizability checker
+# (tests/linearizability/checker.py; a register model with CAS per key, timed-out writes may or
+# may not have happened). Passes only with zero violations, enough completed operations, some
+# successful CAS, and the checker rejecting a copy of the same history with one read made stale.
+#
+# Target: a 3-member Cairn cluster when lib.sh has t_start_cluster (faults: any process of any
+# member), else one Cairn node (faults: its stored, raftd or gatewayd).
+# Environment: LIN_TARGET=cairn|etcd (etcd: Debian's etcd, one member, kill -9 of etcd itself),
+# LIN_NODES=1 forces a single Cairn node, LIN_DURATION (s, 20), LIN_CLIENTS (6), LIN_FAULTS (6),
+# LIN_SEED (fault schedule and workload seed), LIN_HISTORY=FILE keeps a copy of the history.
+. "$(dirname "$0")/lib.sh"
+LIN=$CAIRN_SRC/tests/linearizability
+TARGET=${LIN_TARGET:-cairn}
+DURATION=${LIN_DURATION:-20}
+CLIENTS=${LIN_CLIENTS:-6}
+FAULTS=${LIN_FAULTS:-6}
+SEED=${LIN_SEED:-$((RANDOM * 32768 + RANDOM))}
+RANDOM=$SEED
+echo "# target=$TARGET seed=$SEED duration=${DURATION}s clients=$CLIENTS faults<=$FAULTS"
+
+out=$(python3 "$LIN/checker.py" --selftest 2>&1) && t_ok "checker self-test" ||
+  { tail -n 40 <<<"$out" >&2; t_fail "checker self-test"; }
+
+# lin_wait_healthy EP SECONDS: a linearizable read succeeds within a deadline (lib.sh's
+# t_wait_healthy counts attempts, and an attempt against a member that accepts connections but
+# never answers costs seconds, which would let a stuck member hold the test for minutes).
+lin_wait_healthy() {
+  local ep=$1 end=$((SECONDS + $2))
+  while [ "$SECONDS" -lt "$end" ]; do
+    etcdctl --endpoints="$ep" --dial-timeout=1s --command-timeout=1s endpoint health >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+# --- start the target -------------------------------------------------------------------------
+EPS=()
+if [ "$TARGET" = etcd ]; then
+  CP=$(t_port); PP=$(t_port)
+  t_start_etcd e "$CP" "$PP"
+  lin_wait_healthy "$E_EP" 30 || { t_fail "etcd did not start"; t_done; exit 1; }
+  EPS=("$E_EP")
+  MODE=etcd
+elif [ "${LIN_NODES:-3}" != 1 ] && declare -F t_start_cluster >/dev/null; then
+  t_start_cluster 3
+  for ep in "${C_EPS[@]}"; do lin_wait_healthy "$ep" 30 || { t_fail "cluster member $ep did not start"; t_done; exit 1; }; done
+  EPS=("${C_EPS[@]}")
+  MODE=cluster
+else
+  CP=$(t_port); PP=$(t_port)
+  C_DATA=$T_TMP/node
+  t_start_cairn node "$CP" "$PP"
+  lin_wait_healthy "$C_EP" 30 || { tail -n 30 "$C_LOG" >&2; t_fail "node did not start"; t_done; exit 1; }
+  NODE_FLAGS=$(t_node_flags node "$C_DATA" "$CP" "$PP")
+  EPS=("$C_EP")
+  MODE=node
+fi
+echo "# mode=$MODE endpoints=${EPS[*]}"
+
+# lin_fault: kill -9 one process chosen at random, leave it down briefly, restart it with the
+# same flags. Sets FAULT_DESC.
+lin_fault() {
+  local kinds=(stored raftd gatewayd) kind i down
+  kind=${kinds[RANDOM % 3]}
+  down=$(((RANDOM % 8 + 1) * 100)) # 0.1 .. 0.8 s
+  case $MODE in
+    etcd)
+      kind=etcd; i=0
+      t_kill9 "$E_PID"; sleep "0.$((down / 100))"
+      t_start_daemon "$E_LOG" etcd $(t_node_flags e "$T_TMP/etcd-e" "$CP" "$PP"); E_PID=$T_LAST_PID ;;
+    node)
+      i=0
+      case $kind in
+        stored) t_kill9 "$C_STORED" ;; raftd) t_kill9 "$C_RAFTD" ;; gatewayd) t_kill9 "$C_GW" ;;
+      esac
+      sleep "0.$((down / 100))"
+      # shellcheck disable=SC2086
+      case $kind in
+        stored) t_start_daemon "$C_LOG" "$CAIRN_BIN/stored" $NODE_FLAGS; C_STORED=$T_LAST_PID ;;
+        raftd) t_start_daemon "$C_LOG" "$CAIRN_BIN/raftd" $NODE_FLAGS; C_RAFTD=$T_LAST_PID ;;
+        gatewayd) t_start_daemon "$C_LOG" "$CAIRN_BIN/gatewayd" $NODE_FLAGS --gateway-id gw1; C_GW=$T_LAST_PID ;;
+      esac ;;
+    cluster)
+      i=$((RANDOM % ${#C_EPS[@]}))
+      case $kind in
+        stored) t_kill9 "${C_STOREDS[i]}" ;; raftd) t_kill9 "${C_RAFTDS[i]}" ;; gatewayd) t_kill9 "${C_GWS[i]}" ;;
+      esac
+      sleep "0.$((down / 100))"
+      t_restart_proc "$kind" "$i" ;;
+  esac
+  FAULT_DESC="kill -9 $kind of member $i, down ${down}ms"
+}
+
+# --- workload + faults ------------------------------------------------------------------------
+H=$T_TMP/history.jsonl
+eps_csv=$(IFS=,; echo "${EPS[*]}")
+python3 "$LIN/client.py" --endpoints "$eps_csv" --out "$H" --clients "$CLIENTS" \
+  --duration "$DURATION" --seed "$SEED" --command-timeout 2 >"$T_TMP/client.out" 2>"$T_TMP/client.err" &
+CLIENT_PID=$!
+T_PIDS+=("$CLIENT_PID")
+start=$SECONDS
+nf=0
+sleep 2
+while [ "$nf" -lt "$FAULTS" ] && [ $((SECONDS - start)) -lt $((DURATION - 4)) ] && kill -0 "$CLIENT_PID" 2>/dev/null; do
+  sleep "$((RANDOM % 2 + 1)).$((RANDOM % 10))"
+  now=$(python3 -c 'import time;print("%.3f"%time.monotonic())')
+  lin_fault
+  nf=$((nf + 1))
+  echo "# fault $nf at monotonic $now: $FAULT_DESC"
+done
+wait "$CLIENT_PID" || t_fail "client exited with an error: $(tail -n 5 "$T_TMP/client.err")"
+summary=$(tail -n 1 "$T_TMP/client.out")
+echo "# client: $summary"
+sed -n '1,5p' "$T_TMP/client.err" | sed 's/^/# /'
+[ -n "${LIN_HISTORY:-}" ] && cp "$H" "$LIN_HISTORY"
+
+# The target must be serving again after the last fault.
+for i in "${!EPS[@]}"; do
+  if lin_wait_healthy "${EPS[i]}" 15; then t_ok "member $i (${EPS[i]}) healthy after $nf faults"; else
+    t_fail "member $i (${EPS[i]}) not healthy after the faults"
+    [ "$MODE" = cluster ] && tail -n 20 "${C_LOGS[i]}" | sed 's/^/#   /' >&2
+  fi
+done
+
+# --- verdict ----------------------------------------------------------------------------------
+cstat() { python3 -c 'import json,sys;d=json.loads(sys.argv[1]);print(eval(sys.argv[2]))' "$summary" "$1" 2>/dev/null || echo 0; }
+completed=$(cstat 'd["completed"]')
+cas_ok=$(cstat 'd["by_outcome"].get("cas_ok",0)')
+unknown=$(cstat 'sum(v for k,v in d["by_outcome"].items() if k.endswith("_unknown"))')
+[ "$completed" -ge 100 ] && t_ok "$completed operations completed ($unknown with unknown outcome)" ||
+  t_fail "only $completed operations completed (want >= 100)"
+[ "$cas_ok" -ge 3 ] && t_ok "$cas_ok successful compare-and-swaps" || t_fail "only $cas_ok successful CAS (want >= 3)"
+
+rc=0
+verdict=$(timeout 60 python3 "$LIN/checker.py" --budget 1000000 --time-limit 30 "$H" 2>&1) || rc=$?
+sed 's/^/# /' <<<"$verdict" | tail -n 60
+if [ "$rc" -eq 0 ]; then t_ok "history is linearizable"
+elif [ "$rc" -eq 1 ]; then t_fail "linearizability VIOLATION (seed $SEED; LIN_HISTORY=FILE keeps the history)"
+else t_fail "checker could not decide (rc=$rc): search budget or time exceeded"; fi
+
+# Negative control: the same history with one read made stale must be rejected.
+if inj=$(python3 "$LIN/checker.py" "$H" --inject-stale-read "$T_TMP/stale.jsonl"); then
+  crc=0; timeout 30 python3 "$LIN/checker.py" --budget 1000000 --time-limit 15 -q "$T_TMP/stale.jsonl" >"$T_TMP/stale.out" 2>&1 || crc=$?
+  [ "$crc" -eq 1 ] && t_ok "checker rejects the history with one injected stale read (${inj#injected: })" ||
+    t_fail "checker did not reject an injected stale read (rc=$crc): $(tail -n 3 "$T_TMP/stale.out")"
+else
+  t_fail "no place to inject a stale read: $inj"
+fi
+
+# A clean stop (so LeakSanitizer runs), bounded: a daemon that ignores SIGTERM for 10 s is a
+# failure and gets SIGKILL, rather than hanging the test.
+lin_stop() {
+  local p i
+  for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done
+  for ((i = 0; i < 100; i++)); do
+    local alive=0
+    for p in "$@"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for p in "$@"; do
+    if kill -0 "$p" 2>/dev/null; then
+      t_fail "pid $p ($(tr '\0' ' ' </proc/"$p"/cmdline 2>/dev/null | cut -c1-60)) still running 10 s after SIGTERM"
+      kill -KILL "$p" 2>/dev/null || true
+    fi
+    wait "$p" 2>/dev/null || true
+  done
+}
+case $MODE in
+  etcd) lin_stop "$E_PID" ;;
+  node) lin_stop "$C_GW" "$C_RAFTD" "$C_STORED" ;;
+  cluster) lin_stop "${C_GWS[@]}" "${C_RAFTDS[@]}" "${C_STOREDS[@]}" ;;
+esac
+t_done
