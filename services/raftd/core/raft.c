@@ -7,28 +7,100 @@
  *
  * Map of this file
  *   - small vectors, the outbox and the graveyard (deferred frees, see "Memory" below)
- *   - the log: an array of entries offset by snap_index, so that compaction (issue 3) only
- *     has to move snap_index and shift the array
- *   - progress: per-follower replication state (probe / replicate, inflight ring)
+ *   - the log: an array of entries offset by snap_index, so that compaction only has to move
+ *     snap_index and shift the array
+ *   - membership: configurations, the history of configuration entries in the log, and the
+ *     progress set rebuilt from the current configuration
+ *   - progress: per-member replication state (probe / replicate / snapshot, inflight ring)
  *   - roles: become_follower / precandidate / candidate / leader
- *   - replication, commit, read index, leadership transfer
+ *   - replication, commit, read index, leadership transfer, snapshots
  *   - step: the one entry point for peer messages
  *   - ready / advance
+ *
+ * Configuration entries (type CAIRN_RAFT_ENTRY_CONF). The entry's data, byte by byte:
+ *
+ *   offset  size  field
+ *   0       1     op: 1 ADD_VOTER, 2 ADD_LEARNER, 3 PROMOTE, 4 REMOVE, 5 UPDATE
+ *                 (cairn_raft_conf_op_t)
+ *   1       8     node id, unsigned, little-endian; never 0
+ *   9       n     context: opaque to the core (the shell's member record: name, peer URLs);
+ *                 0 <= n <= CAIRN_RAFT_CONF_MAX_CTX
+ *
+ * The entry is well formed when len >= 9, op is 1..5, the id is not 0 and n is within bounds.
+ * It applies to the configuration the log produced before it (the snapshot's, then every earlier
+ * configuration entry in log order):
+ *   ADD_VOTER    absent -> voter      learner -> voter    voter -> unchanged
+ *   ADD_LEARNER  absent -> learner    learner -> unchanged voter -> ERROR (no demotion)
+ *   PROMOTE      learner -> voter     voter -> unchanged   absent -> ERROR
+ *   REMOVE       member -> absent     the last voter -> ERROR      absent -> ERROR
+ *   UPDATE       unchanged (carries a new context, etcd's MemberUpdate)
+ * and an add beyond CAIRN_RAFT_MAX_MEMBERS is an ERROR. A malformed entry or an ERROR is
+ * applied as a no-op and counted (cairn_raft_conf_errors()); no input aborts. A leader's own
+ * checks (cairn_raft_propose_conf) never produce an ERROR: the rules exist so that every member
+ * gives the same meaning to whatever a log holds. Every member applies the same entries in the
+ * same order from the same starting configuration, so they agree on the configuration at every
+ * index. Voters keep the order in which they were added (learners too; a promoted learner joins
+ * the end of the voters). Recovery: the configuration at any index is recomputed from the
+ * snapshot's configuration and the configuration entries after it (cairn_raft_new).
+ *
+ * Membership changes (thesis ch. 4). SINGLE-SERVER changes (thesis §4.1): each entry adds or
+ * removes at most one voter. Why not joint consensus (thesis §4.3): when two configurations
+ * differ by one voter, every majority of the one overlaps every majority of the other, so no
+ * intermediate joint configuration is needed to keep two leaders out of one term; the code is
+ * much simpler; and it matches etcd's default of one change per ConfChange. The argument holds
+ * only for one change at a time, so the leader refuses a change while the previous one is
+ * uncommitted, and - the fix Ongaro posted to raft-dev in 2015 for the single-server bug -
+ * until it has committed an entry of its own term (otherwise leaders of consecutive terms can
+ * each append a different change and commit conflicting entries). A configuration takes effect
+ * on a member as soon as its entry is APPENDED to the member's log, committed or not (thesis
+ * §4.1), so truncating the entry reverts to the configuration before it. Learners (non-voting
+ * members, thesis §4.2.1) receive the log and snapshots but never vote in an election, never
+ * count for commit, reads or CheckQuorum, and never campaign; one is promoted only once it has
+ * caught up (CAIRN_RAFT_PROMOTE_MAX_LAG). A leader that removes itself keeps leading without
+ * counting itself until the removal commits, then steps down (thesis §4.2.2), handing over with
+ * TimeoutNow (§3.10) to a voter that has its whole log. A node outside its own configuration
+ * (removed, or joining and not yet told) never campaigns. A removed server that never learned
+ * of its removal does campaign; the leader lease of §4.2.3 (a member that heard from a leader
+ * within an election timeout ignores vote requests) holds it off - for candidates outside the
+ * configuration always, for all candidates with CheckQuorum - so that it cannot depose leaders
+ * with ever higher terms. Messages from nodes outside the
+ * configuration are processed (thesis §4.1: a lagging member must accept a leader, and grant a
+ * vote to a candidate, that its log does not know yet); their answers to a leader are ignored.
+ *
+ * Snapshots (thesis ch. 5). The state machine (stored) snapshots itself; cairn_raft_compact()
+ * then drops the log up to the snapshot's index and keeps (snap_index, snap_term) and the
+ * configuration there (thesis §5.1, Figure 5.1). A leader that would need a compacted entry to
+ * bring a member up to date sends MSG_SNAP with the metadata only (index, term, configuration):
+ * the data travels outside the core (the member's shell streams it from the leader's stored in
+ * chunks), so a transfer never blocks heartbeats or other members. The member's progress goes to
+ * SNAPSHOT: no appends until it acknowledges with APP_RESP, the shell reports the transfer
+ * (cairn_raft_report_snapshot), or SNAP_TIMEOUT election timeouts pass and it goes back to
+ * probing, which sends the snapshot again if still needed. The receiver (thesis Figure 5.3): a
+ * snapshot at or below its commit index is answered at once; one whose last entry the log holds
+ * only moves the commit index (Log Matching gives it the whole prefix); otherwise the ready
+ * hands it to the shell (one install at a time) and, once installed, the log restarts after it
+ * (the entries after it stay if the log held its last entry: Figure 5.3 step 6), the commit
+ * index moves up to it, the configuration becomes the snapshot's, and the leader gets an
+ * APP_RESP for its index. A crash during an install leaves the old state: the core learns of an
+ * install only when it is complete.
  *
  * Memory. Everything a ready hands out is owned by the core and stays valid until advance():
  *   - ready.entries is a shallow copy (into rd_ents) of the log's unstable tail; the entry
  *     data stays in the log.
  *   - an APP message carries its own malloc'd array of entry structs whose data pointers point
  *     into the log, so a leader does not copy payloads once per follower.
- * Entry data can only disappear from the log by truncation (a follower overwriting a
- * conflicting suffix, Raft §5.3). Truncated data is not freed at once: it goes to the
- * graveyard tagged with the number of the next ready. Every pointer to it was created before
- * the truncation, so it sits either in the outstanding ready or in the outbox that the next
- * ready hands out; advancing that next ready frees it.
+ * Entry data disappears from the log by truncation (a follower overwriting a conflicting
+ * suffix, Raft §5.3), by compaction, or by installing a snapshot. Such data is not freed at
+ * once: it goes to the graveyard tagged with the number of the next ready. Every pointer to it
+ * was created before, so it sits either in the outstanding ready or in the outbox that the next
+ * ready hands out; advancing that next ready frees it. Configurations a ready hands out are
+ * copies owned by the ready's buffers.
  *
  * Robustness. cairn_raft_step() validates every field it uses: a message for another node,
- * from a non-member, of unknown type, with absurd indices or non-contiguous entries is
- * refused with a negative code and changes nothing. No assert() on peer input anywhere.
+ * from node 0 or itself, of unknown type, with absurd indices, non-contiguous entries or a
+ * malformed configuration is refused with a negative code and changes nothing. Allocation
+ * failures leave the state as it was (a configuration change allocates everything it needs
+ * before it touches anything). No assert() on peer input anywhere.
  */
 #include "raft.h"
 
@@ -48,8 +120,11 @@
  * partitioned node cannot grow without bound while the shell's clients time out anyway. */
 #define MAX_PENDING_READS 65536
 #define MAX_FWD_READS 4096
+/* Election timeouts a member may stay in SNAPSHOT without acknowledging before the leader goes
+ * back to probing (and resends the snapshot's metadata if it is still needed). */
+#define SNAP_TIMEOUT 3
 
-enum { PR_PROBE = 0, PR_REPLICATE = 1 };
+enum { PR_PROBE = CAIRN_RAFT_PR_PROBE, PR_REPLICATE = CAIRN_RAFT_PR_REPLICATE, PR_SNAPSHOT = CAIRN_RAFT_PR_SNAPSHOT };
 enum { VOTE_PENDING = 0, VOTE_WON = 1, VOTE_LOST = 2 };
 
 /* ---- small growable vectors ---------------------------------------------------------- */
@@ -159,14 +234,37 @@ static void msgq_hand(msgq_t *dst, msgq_t *src)
 typedef struct {
     uint64_t id;
     uint64_t match, next; /* Raft Fig. 2 matchIndex / nextIndex */
-    int state;            /* PR_PROBE or PR_REPLICATE */
+    int state;            /* PR_PROBE, PR_REPLICATE or PR_SNAPSHOT */
     int probe_sent;       /* PROBE: one APP is out, wait for its answer or a heartbeat reply */
     int recent_active;    /* heard from it since the last CheckQuorum round (thesis §6.2) */
     int vote;             /* this election: -1 no answer, 0 rejected, 1 granted */
+    uint8_t voter;        /* counts in quorums; learners do not (thesis §4.2.1) */
+    uint8_t member;       /* 0 only for this node, when it is outside the configuration */
     uint64_t read_ack;    /* highest read round it has acknowledged in this term */
+    uint64_t pending_snap; /* SNAPSHOT: the index of the snapshot sent (thesis §5.1) */
+    int snap_elapsed;      /* SNAPSHOT: ticks since it was sent */
     uint64_t *infl;       /* REPLICATE: ring of the last index carried by each APP in flight */
     size_t infl_head, infl_n;
 } progress_t;
+
+/* A configuration: ids[0, nv) are the voters, ids[nv, nv + nl) the learners. */
+typedef struct {
+    uint64_t *ids;
+    size_t nv, nl;
+} mship_t;
+
+/* A configuration entry of the log and the configuration it produced. */
+typedef struct {
+    uint64_t index;
+    mship_t m;
+} conf_rec_t;
+
+/* A progress set built for a configuration before it replaces the current one. */
+typedef struct {
+    progress_t *prs;
+    uint64_t *scratch;
+    size_t n, self, n_voters;
+} prset_t;
 
 typedef struct {
     uint64_t ctx, from;
@@ -185,8 +283,9 @@ typedef struct {
 struct cairn_raft {
     /* configuration */
     uint64_t id;
-    progress_t *prs;
-    size_t n_prs, self, quorum;
+    progress_t *prs;      /* every member, plus this node when it is not one */
+    size_t n_prs, self, quorum, n_voters;
+    int self_voter;
     uint64_t *scratch;
     int election_tick, heartbeat_tick, pre_vote, check_quorum;
     size_t max_msg_bytes, max_inflight;
@@ -205,6 +304,18 @@ struct cairn_raft {
 
     /* log: log[k] has index snap_index + 1 + k */
     uint64_t snap_index, snap_term;
+    mship_t snap_mem; /* the configuration at snap_index */
+    vec_t hist;       /* conf_rec_t: the configuration entries after snap_index, in log order */
+    uint64_t conf_ver, prev_conf_ver, handed_conf_ver; /* bumped when the configuration changes */
+    uint64_t conf_errors;
+    /* follower: a snapshot to install (state 1: for the next ready, 2: the shell has it) */
+    struct {
+        int state;
+        uint64_t index, term, from, seq;
+        mship_t m;
+    } psnap;
+    uint64_t handed_snap_seq;
+    int handed_snap;
     cairn_raft_entry_t *log;
     size_t log_n, log_cap;
     uint64_t stable;        /* reported durable by cairn_raft_persisted() */
@@ -223,6 +334,7 @@ struct cairn_raft {
     msgq_t out, after, h_out, h_after;
     vec_t rs, h_rs; /* cairn_raft_read_state_t */
     vec_t rf, h_rf; /* uint64_t */
+    vec_t h_conf, h_snapconf; /* uint64_t: configurations handed out in the outstanding ready */
     grave_t *grave;
     size_t grave_n, grave_cap;
 
@@ -308,18 +420,359 @@ static int log_append(cairn_raft_t *r, const cairn_raft_entry_t *src, size_t n, 
     return 0;
 }
 
+/* ---- membership (thesis ch. 4; entry layout and rules at the top of this file) ----------- */
+
+static progress_t *pr_of(cairn_raft_t *r, uint64_t id);
+static void become_follower(cairn_raft_t *r, uint64_t term, uint64_t lead);
+
+static void mship_free(mship_t *m)
+{
+    free(m->ids);
+    m->ids = NULL;
+    m->nv = m->nl = 0;
+}
+
+/* -1 absent, 0 learner, 1 voter */
+static int mship_role(const mship_t *m, uint64_t id)
+{
+    for (size_t i = 0; i < m->nv + m->nl; i++)
+        if (m->ids[i] == id)
+            return i < m->nv;
+    return -1;
+}
+
+static int mship_eq(const mship_t *a, const mship_t *b)
+{
+    return a->nv == b->nv && a->nl == b->nl &&
+           (a->nv + a->nl == 0 || memcmp(a->ids, b->ids, (a->nv + a->nl) * sizeof *a->ids) == 0);
+}
+
+/* Builds dst from arrays (copied). */
+static int mship_set(mship_t *dst, const uint64_t *v, size_t nv, const uint64_t *l, size_t nl)
+{
+    uint64_t *ids = malloc((nv + nl ? nv + nl : 1) * sizeof *ids);
+    if (!ids)
+        return CAIRN_ENOMEM;
+    if (nv)
+        memcpy(ids, v, nv * sizeof *ids);
+    if (nl)
+        memcpy(ids + nv, l, nl * sizeof *ids);
+    *dst = (mship_t){ids, nv, nl};
+    return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* A configuration from outside (the shell's, or a snapshot message's): at least one voter,
+ * bounded, no id 0, no id twice. */
+static int mship_arrays_valid(const uint64_t *v, size_t nv, const uint64_t *l, size_t nl)
+{
+    if (nv == 0 || !v || (nl && !l) || nv > CAIRN_RAFT_MAX_MEMBERS || nl > CAIRN_RAFT_MAX_MEMBERS - nv)
+        return CAIRN_EINVAL;
+    size_t n = nv + nl;
+    uint64_t small[64], *all = n <= 64 ? small : malloc(n * sizeof *all);
+    if (!all)
+        return CAIRN_ENOMEM;
+    memcpy(all, v, nv * sizeof *all);
+    if (nl)
+        memcpy(all + nv, l, nl * sizeof *all);
+    qsort(all, n, sizeof *all, cmp_u64);
+    int rc = all[0] == CAIRN_RAFT_NONE ? CAIRN_EINVAL : 0;
+    for (size_t i = 1; i < n && !rc; i++)
+        if (all[i] == all[i - 1])
+            rc = CAIRN_EINVAL;
+    if (all != small)
+        free(all);
+    return rc;
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+int cairn_raft_conf_decode(const void *data, size_t len, cairn_raft_conf_change_t *out)
+{
+    if (!out)
+        return CAIRN_EINVAL;
+    memset(out, 0, sizeof *out);
+    const uint8_t *p = data;
+    if (!p || len < 9 || len - 9 > CAIRN_RAFT_CONF_MAX_CTX || p[0] < CAIRN_RAFT_CONF_ADD_VOTER ||
+        p[0] > CAIRN_RAFT_CONF_UPDATE)
+        return CAIRN_EINVAL;
+    uint64_t id = get_le64(p + 1);
+    if (id == CAIRN_RAFT_NONE)
+        return CAIRN_EINVAL;
+    out->op = p[0];
+    out->node_id = id;
+    out->ctx = len > 9 ? p + 9 : NULL;
+    out->ctx_len = len - 9;
+    return 0;
+}
+
+/* out = cur without `drop`, plus `add_voter` at the end of the voters and `add_learner` at the
+ * end of the learners (0: none). */
+static int mship_edit(const mship_t *cur, uint64_t drop, uint64_t add_voter, uint64_t add_learner, mship_t *out)
+{
+    size_t cap = cur->nv + cur->nl + 1;
+    uint64_t *ids = malloc(cap * sizeof *ids);
+    if (!ids)
+        return CAIRN_ENOMEM;
+    size_t nv = 0, nl = 0;
+    for (size_t i = 0; i < cur->nv; i++)
+        if (cur->ids[i] != drop)
+            ids[nv++] = cur->ids[i];
+    if (add_voter)
+        ids[nv++] = add_voter;
+    for (size_t i = cur->nv; i < cur->nv + cur->nl; i++)
+        if (cur->ids[i] != drop)
+            ids[nv + nl++] = cur->ids[i];
+    if (add_learner)
+        ids[nv + nl++] = add_learner;
+    *out = (mship_t){ids, nv, nl};
+    return 0;
+}
+
+/* Applies one configuration entry to cur (the rules at the top of this file). *bad is set for a
+ * malformed entry or an impossible change, which leave the configuration as it was. */
+static int mship_apply(const mship_t *cur, const cairn_raft_entry_t *e, mship_t *out, int *bad)
+{
+    cairn_raft_conf_change_t cc;
+    *bad = 0;
+    if (cairn_raft_conf_decode(e->data, e->len, &cc)) {
+        *bad = 1;
+        return mship_edit(cur, 0, 0, 0, out);
+    }
+    uint64_t id = cc.node_id;
+    int role = mship_role(cur, id), full = cur->nv + cur->nl >= CAIRN_RAFT_MAX_MEMBERS;
+    switch (cc.op) {
+    case CAIRN_RAFT_CONF_ADD_VOTER:
+        if (role == 0)
+            return mship_edit(cur, id, id, 0, out);
+        if (role < 0 && !full)
+            return mship_edit(cur, 0, id, 0, out);
+        *bad = role < 0;
+        break;
+    case CAIRN_RAFT_CONF_ADD_LEARNER:
+        if (role < 0 && !full)
+            return mship_edit(cur, 0, 0, id, out);
+        *bad = role != 0;
+        break;
+    case CAIRN_RAFT_CONF_PROMOTE:
+        if (role == 0)
+            return mship_edit(cur, id, id, 0, out);
+        *bad = role < 0;
+        break;
+    case CAIRN_RAFT_CONF_REMOVE:
+        if (role == 0 || (role == 1 && cur->nv > 1))
+            return mship_edit(cur, id, 0, 0, out);
+        *bad = 1;
+        break;
+    default: /* UPDATE */
+        break;
+    }
+    return mship_edit(cur, 0, 0, 0, out);
+}
+
+static const mship_t *cur_mship(const cairn_raft_t *r)
+{
+    return r->hist.n ? &VEC(r->hist, conf_rec_t)[r->hist.n - 1].m : &r->snap_mem;
+}
+
+/* The configuration in effect once the log up to index is appended. */
+static const mship_t *mship_at(const cairn_raft_t *r, uint64_t index)
+{
+    const mship_t *m = &r->snap_mem;
+    for (size_t i = 0; i < r->hist.n && VEC(r->hist, conf_rec_t)[i].index <= index; i++)
+        m = &VEC(r->hist, conf_rec_t)[i].m;
+    return m;
+}
+
+/* The index of the last configuration entry in the log (0: the snapshot's, committed). */
+static uint64_t last_conf_index(const cairn_raft_t *r)
+{
+    return r->hist.n ? VEC(r->hist, conf_rec_t)[r->hist.n - 1].index : 0;
+}
+
+static void pr_fresh(cairn_raft_t *r, progress_t *p, uint64_t id)
+{
+    memset(p, 0, sizeof *p);
+    p->id = id;
+    p->vote = -1;
+    p->recent_active = 1; /* a new member gets a full CheckQuorum round of grace */
+    /* A leader probes a new member at its last entry (the configuration entry, usually); the
+     * member's answer moves it back to where its log ends (Raft §5.3). */
+    uint64_t last = r->snap_index + r->log_n;
+    p->next = last > r->snap_index ? last : last + 1;
+}
+
+/* Builds the progress set of configuration m, carrying over what the current set knows about
+ * the members that stay. Allocates everything; changes nothing in r. */
+static int prset_prepare(cairn_raft_t *r, const mship_t *m, prset_t *ps)
+{
+    int self_in = mship_role(m, r->id) >= 0;
+    size_t n = m->nv + m->nl + !self_in;
+    memset(ps, 0, sizeof *ps);
+    ps->prs = calloc(n, sizeof *ps->prs);
+    ps->scratch = calloc(n, sizeof *ps->scratch);
+    if (!ps->prs || !ps->scratch)
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t id = i < m->nv + m->nl ? m->ids[i] : r->id;
+        progress_t *p = &ps->prs[i], *old = pr_of(r, id);
+        if (old) {
+            *p = *old;
+        } else {
+            pr_fresh(r, p, id);
+            p->infl = malloc(r->max_inflight * sizeof(uint64_t));
+            if (!p->infl) {
+                ps->n = i;
+                goto fail;
+            }
+        }
+        p->voter = i < m->nv;
+        p->member = i < m->nv + m->nl;
+        if (!p->voter)
+            p->vote = -1;
+        if (id == r->id)
+            ps->self = i;
+    }
+    ps->n = n;
+    ps->n_voters = m->nv;
+    return 0;
+fail:
+    for (size_t i = 0; ps->prs && i < ps->n; i++)
+        if (!pr_of(r, ps->prs[i].id))
+            free(ps->prs[i].infl);
+    free(ps->prs);
+    free(ps->scratch);
+    memset(ps, 0, sizeof *ps);
+    return CAIRN_ENOMEM;
+}
+
+static void prset_abort(cairn_raft_t *r, prset_t *ps)
+{
+    for (size_t i = 0; i < ps->n; i++)
+        if (!pr_of(r, ps->prs[i].id))
+            free(ps->prs[i].infl);
+    free(ps->prs);
+    free(ps->scratch);
+    memset(ps, 0, sizeof *ps);
+}
+
+/* Replaces the progress set; what a new configuration means for the roles follows. */
+static void prset_commit(cairn_raft_t *r, prset_t *ps)
+{
+    for (size_t i = 0; i < r->n_prs; i++) {
+        int kept = 0;
+        for (size_t j = 0; j < ps->n && !kept; j++)
+            kept = ps->prs[j].id == r->prs[i].id;
+        if (!kept)
+            free(r->prs[i].infl);
+    }
+    free(r->prs);
+    free(r->scratch);
+    r->prs = ps->prs;
+    r->scratch = ps->scratch;
+    r->n_prs = ps->n;
+    r->self = ps->self;
+    r->n_voters = ps->n_voters;
+    r->quorum = r->n_voters / 2 + 1;
+    r->self_voter = r->prs[r->self].voter;
+    memset(ps, 0, sizeof *ps);
+    if (r->transferee) {
+        progress_t *t = pr_of(r, r->transferee);
+        if (!t || !t->voter)
+            r->transferee = CAIRN_RAFT_NONE; /* thesis §3.10: the target left the voters */
+    }
+    if ((r->role == CAIRN_RAFT_CANDIDATE || r->role == CAIRN_RAFT_PRECANDIDATE) && !r->self_voter)
+        become_follower(r, r->term, CAIRN_RAFT_NONE);
+    if (r->role == CAIRN_RAFT_LEADER)
+        r->need_bcast = 1; /* new members hear from the leader with the next ready */
+}
+
+/* Appends entries (log_append) and applies the configuration entries among them at once
+ * (thesis §4.1: a configuration is used as soon as it is in the log). All or nothing. The
+ * common case - no configuration entry - costs one type test per entry. */
+static int append_entries(cairn_raft_t *r, const cairn_raft_entry_t *src, size_t n, uint64_t term)
+{
+    size_t nconf = 0;
+    for (size_t k = 0; k < n; k++)
+        nconf += src[k].type == CAIRN_RAFT_ENTRY_CONF;
+    if (nconf == 0)
+        return log_append(r, src, n, term);
+    if (grow(&r->hist.v, &r->hist.cap, r->hist.n + nconf, sizeof(conf_rec_t)))
+        return CAIRN_ENOMEM;
+    conf_rec_t *recs = VEC(r->hist, conf_rec_t) + r->hist.n; /* staged behind the live ones */
+    const mship_t *before = cur_mship(r), *cur = before;
+    uint64_t base = last_index(r), errs = 0;
+    size_t j = 0;
+    prset_t ps;
+    for (size_t k = 0; k < n; k++) {
+        if (src[k].type != CAIRN_RAFT_ENTRY_CONF)
+            continue;
+        int bad;
+        if (mship_apply(cur, &src[k], &recs[j].m, &bad))
+            goto fail;
+        recs[j].index = base + 1 + k;
+        errs += (uint64_t)bad;
+        cur = &recs[j++].m;
+    }
+    if (prset_prepare(r, cur, &ps))
+        goto fail;
+    if (log_append(r, src, n, term)) {
+        prset_abort(r, &ps);
+        goto fail;
+    }
+    int changed = !mship_eq(before, cur);
+    r->hist.n += nconf;
+    r->conf_errors += errs;
+    prset_commit(r, &ps);
+    if (changed)
+        r->conf_ver++;
+    return 0;
+fail:
+    while (j)
+        mship_free(&recs[--j].m);
+    return CAIRN_ENOMEM;
+}
+
+/* Moves freed entry data to the graveyard (see "Memory"); the caller reserved room. */
+static void grave_put(cairn_raft_t *r, const void *p)
+{
+    if (p)
+        r->grave[r->grave_n++] = (grave_t){(void *)p, r->gen + 1};
+}
+
 /* Removes the entries from index `from` on (Raft §5.3: a conflicting suffix is deleted).
- * Their data goes to the graveyard: messages and the outstanding ready may point at it. */
+ * Their data goes to the graveyard: messages and the outstanding ready may point at it. A
+ * configuration entry among them is undone: the configuration reverts to the one before it
+ * (thesis §4.1). All or nothing. */
 static int log_truncate(cairn_raft_t *r, uint64_t from)
 {
     if (from <= r->snap_index || from > last_index(r))
         return from > last_index(r) ? 0 : CAIRN_EINVAL;
-    size_t k = (size_t)(from - r->snap_index - 1);
-    if (grow((void **)&r->grave, &r->grave_cap, r->grave_n + (r->log_n - k), sizeof *r->grave))
+    size_t k = (size_t)(from - r->snap_index - 1), keep = r->hist.n;
+    while (keep && VEC(r->hist, conf_rec_t)[keep - 1].index >= from)
+        keep--;
+    const mship_t *target = keep ? &VEC(r->hist, conf_rec_t)[keep - 1].m : &r->snap_mem;
+    prset_t ps;
+    if (keep < r->hist.n && prset_prepare(r, target, &ps))
         return CAIRN_ENOMEM;
+    if (grow((void **)&r->grave, &r->grave_cap, r->grave_n + (r->log_n - k), sizeof *r->grave)) {
+        if (keep < r->hist.n)
+            prset_abort(r, &ps);
+        return CAIRN_ENOMEM;
+    }
     for (size_t i = k; i < r->log_n; i++)
-        if (r->log[i].data)
-            r->grave[r->grave_n++] = (grave_t){(void *)r->log[i].data, r->gen + 1};
+        grave_put(r, r->log[i].data);
     r->log_n = k;
     if (r->unstable_from > from)
         r->unstable_from = from;
@@ -327,6 +780,66 @@ static int log_truncate(cairn_raft_t *r, uint64_t from)
         r->handed_last = from - 1;
     if (r->stable >= from)
         r->stable = from - 1;
+    if (keep < r->hist.n) {
+        int changed = !mship_eq(cur_mship(r), target);
+        while (r->hist.n > keep)
+            mship_free(&VEC(r->hist, conf_rec_t)[--r->hist.n].m);
+        prset_commit(r, &ps);
+        if (changed)
+            r->conf_ver++;
+    }
+    return 0;
+}
+
+/* Drops the log up to index (snap_index < index <= last_index) behind a snapshot there
+ * (thesis §5.1); the configuration at index becomes the snapshot's. */
+static int log_compact(cairn_raft_t *r, uint64_t index, uint64_t term)
+{
+    size_t k = (size_t)(index - r->snap_index);
+    if (grow((void **)&r->grave, &r->grave_cap, r->grave_n + k, sizeof *r->grave))
+        return CAIRN_ENOMEM;
+    for (size_t i = 0; i < k; i++)
+        grave_put(r, r->log[i].data);
+    memmove(r->log, r->log + k, (r->log_n - k) * sizeof *r->log);
+    r->log_n -= k;
+    r->snap_index = index;
+    r->snap_term = term;
+    size_t h = 0;
+    conf_rec_t *hv = VEC(r->hist, conf_rec_t);
+    while (h < r->hist.n && hv[h].index <= index)
+        h++;
+    if (h) {
+        mship_free(&r->snap_mem);
+        r->snap_mem = hv[h - 1].m;
+        for (size_t i = 0; i + 1 < h; i++)
+            mship_free(&hv[i].m);
+        memmove(hv, hv + h, (r->hist.n - h) * sizeof *hv);
+        r->hist.n -= h;
+    }
+    if (r->stable < index)
+        r->stable = index;
+    if (r->unstable_from <= index)
+        r->unstable_from = index + 1;
+    return 0;
+}
+
+/* Drops the whole log: it restarts after a snapshot at (index, term) whose last entry it did
+ * not hold (thesis Figure 5.3 step 7). */
+static int log_reset(cairn_raft_t *r, uint64_t index, uint64_t term)
+{
+    if (grow((void **)&r->grave, &r->grave_cap, r->grave_n + r->log_n, sizeof *r->grave))
+        return CAIRN_ENOMEM;
+    for (size_t i = 0; i < r->log_n; i++)
+        grave_put(r, r->log[i].data);
+    r->log_n = 0;
+    r->snap_index = index;
+    r->snap_term = term;
+    while (r->hist.n)
+        mship_free(&VEC(r->hist, conf_rec_t)[--r->hist.n].m);
+    r->stable = index;
+    r->unstable_from = index + 1;
+    if (r->handed_last > index)
+        r->handed_last = index;
     return 0;
 }
 
@@ -392,24 +905,28 @@ static void infl_free_first(cairn_raft_t *r, progress_t *pr)
 
 static int pr_paused(const cairn_raft_t *r, const progress_t *pr)
 {
-    return pr->state == PR_PROBE ? pr->probe_sent : infl_full(r, pr);
+    switch (pr->state) {
+    case PR_PROBE:
+        return pr->probe_sent;
+    case PR_REPLICATE:
+        return infl_full(r, pr);
+    default:
+        return 1; /* SNAPSHOT: nothing until the member has it (thesis §5.1) */
+    }
 }
 
-static void become_probe(progress_t *pr)
+static void pr_set_state(progress_t *pr, int state)
 {
-    pr->state = PR_PROBE;
+    pr->state = state;
     pr->next = pr->match + 1;
     pr->probe_sent = 0;
     pr->infl_head = pr->infl_n = 0;
+    pr->pending_snap = 0;
+    pr->snap_elapsed = 0;
 }
 
-static void become_replicate(progress_t *pr)
-{
-    pr->state = PR_REPLICATE;
-    pr->next = pr->match + 1;
-    pr->probe_sent = 0;
-    pr->infl_head = pr->infl_n = 0;
-}
+static void become_probe(progress_t *pr) { pr_set_state(pr, PR_PROBE); }
+static void become_replicate(progress_t *pr) { pr_set_state(pr, PR_REPLICATE); }
 
 static int pr_maybe_update(progress_t *pr, uint64_t n)
 {
@@ -547,7 +1064,7 @@ static void leader_read(cairn_raft_t *r, uint64_t ctx, uint64_t from)
         return;
     }
     /* A single voter is its own quorum: its commit index is the read index at once. */
-    if (r->n_prs == 1) {
+    if (r->n_voters == 1 && r->self_voter) {
         serve_read(r, &q, r->commit);
         return;
     }
@@ -562,9 +1079,9 @@ static void advance_reads(cairn_raft_t *r)
     size_t done = 0;
     while (done < r->rounds.n) {
         read_round_t *rr = &VEC(r->rounds, read_round_t)[done];
-        size_t acks = 0;
+        size_t acks = 0; /* voters only: learners do not confirm leadership (thesis §4.2.1) */
         for (size_t i = 0; i < r->n_prs; i++)
-            if (i == r->self || r->prs[i].read_ack >= rr->id)
+            if (r->prs[i].voter && (i == r->self || r->prs[i].read_ack >= rr->id))
                 acks++;
         if (acks < r->quorum)
             break;
@@ -581,6 +1098,28 @@ static void advance_reads(cairn_raft_t *r)
 
 /* ---- replication (Raft §5.3) ------------------------------------------------------------- */
 
+/* thesis §5.1 InstallSnapshot: the member needs entries this leader compacted. Only the
+ * metadata goes through the core (the data is streamed by the shells); the member is paused
+ * in SNAPSHOT until it acknowledges, the shell reports, or SNAP_TIMEOUT passes. */
+static int send_snap(cairn_raft_t *r, progress_t *pr)
+{
+    const mship_t *m = &r->snap_mem;
+    size_t n = m->nv + m->nl;
+    uint64_t *ids = malloc((n ? n : 1) * sizeof *ids);
+    if (!ids)
+        return 0;
+    memcpy(ids, m->ids, n * sizeof *ids);
+    send_now(r,
+             (cairn_raft_msg_t){.type = CAIRN_RAFT_MSG_SNAP, .to = pr->id, .term = r->term, .index = r->snap_index,
+                                .log_term = r->snap_term, .commit = r->commit, .snap_index = r->snap_index,
+                                .snap_term = r->snap_term, .voters = ids, .n_voters = m->nv,
+                                .learners = m->nl ? ids + m->nv : NULL, .n_learners = m->nl},
+             ids);
+    pr_set_state(pr, PR_SNAPSHOT);
+    pr->pending_snap = r->snap_index;
+    return 1;
+}
+
 /* Sends the next APP to pr if its flow control allows. With send_if_empty an APP without
  * entries goes out too (to carry the commit index, or to probe after a heartbeat reply).
  * Returns 1 if a message was sent. */
@@ -590,7 +1129,7 @@ static int send_append(cairn_raft_t *r, progress_t *pr, int send_if_empty)
         return 0;
     uint64_t prev = pr->next - 1, prev_term;
     if (!term_of(r, prev, &prev_term))
-        return 0; /* the follower needs entries we compacted: InstallSnapshot, issue 3 */
+        return prev < r->snap_index ? send_snap(r, pr) : 0;
     uint64_t last = last_index(r);
     size_t n = 0, bytes = 0;
     /* Batching: as many entries as fit in max_msg_bytes, but always at least one. */
@@ -661,6 +1200,8 @@ static void send_timeout_now(cairn_raft_t *r, uint64_t to)
 /* Reads that waited for the leader's first commit in its term can now go. */
 static void leader_committed(cairn_raft_t *r)
 {
+    if (r->role != CAIRN_RAFT_LEADER)
+        return;
     r->need_bcast_commit = 1;
     if (r->pend_reads.n && committed_in_term(r)) {
         vec_t p = r->pend_reads;
@@ -676,16 +1217,20 @@ static void leader_committed(cairn_raft_t *r)
  * leader's own match is what cairn_raft_persisted() reported, never its in-memory log. */
 static int maybe_commit(cairn_raft_t *r)
 {
-    size_t n = r->n_prs;
-    for (size_t i = 0; i < n; i++) {
+    size_t n = 0; /* voters only (thesis §4.2.1); a leader that removed itself is not one */
+    for (size_t i = 0; i < r->n_prs; i++) {
+        if (!r->prs[i].voter)
+            continue;
         uint64_t v = r->prs[i].match;
-        size_t j = i;
+        size_t j = n++;
         while (j > 0 && r->scratch[j - 1] < v) {
             r->scratch[j] = r->scratch[j - 1];
             j--;
         }
         r->scratch[j] = v;
     }
+    if (n < r->quorum)
+        return 0;
     uint64_t qi = r->scratch[r->quorum - 1], t;
     if (qi > r->commit && term_of(r, qi, &t) && t == r->term) {
         r->commit = qi;
@@ -699,6 +1244,23 @@ static void commit_to(cairn_raft_t *r, uint64_t c)
 {
     if (c > r->commit && c <= last_index(r))
         r->commit = c;
+}
+
+/* thesis §4.2.2: a leader that removed itself from the voters leads, without counting itself,
+ * until the removal commits, then steps down. It first tells everyone the commit index and
+ * hands over to a voter holding its whole log (TimeoutNow, §3.10), so the cluster does not
+ * wait out an election timeout. */
+static void leader_maybe_leave(cairn_raft_t *r)
+{
+    if (r->role != CAIRN_RAFT_LEADER || r->self_voter || last_conf_index(r) > r->commit)
+        return;
+    bcast_append(r, 1);
+    for (size_t i = 0; i < r->n_prs; i++)
+        if (i != r->self && r->prs[i].voter && r->prs[i].match == last_index(r)) {
+            send_timeout_now(r, r->prs[i].id);
+            break;
+        }
+    become_follower(r, r->term, CAIRN_RAFT_NONE);
 }
 
 /* ---- roles (Raft §5.2, thesis §9.6) ------------------------------------------------------ */
@@ -739,10 +1301,12 @@ static void become_follower(cairn_raft_t *r, uint64_t term, uint64_t lead)
 static int poll(cairn_raft_t *r, uint64_t id, int granted)
 {
     progress_t *pr = pr_of(r, id);
-    if (pr && pr->vote < 0)
+    if (pr && pr->voter && pr->vote < 0) /* a learner's answer does not count */
         pr->vote = granted ? 1 : 0;
     size_t yes = 0, no = 0;
     for (size_t i = 0; i < r->n_prs; i++) {
+        if (!r->prs[i].voter)
+            continue;
         if (r->prs[i].vote == 1)
             yes++;
         else if (r->prs[i].vote == 0)
@@ -750,7 +1314,7 @@ static int poll(cairn_raft_t *r, uint64_t id, int granted)
     }
     if (yes >= r->quorum)
         return VOTE_WON;
-    if (no > r->n_prs - r->quorum)
+    if (no > r->n_voters - r->quorum)
         return VOTE_LOST;
     return VOTE_PENDING;
 }
@@ -768,10 +1332,8 @@ static void become_leader(cairn_raft_t *r)
     for (size_t i = 0; i < r->n_prs; i++) {
         progress_t *pr = &r->prs[i];
         pr->match = 0;
+        pr_set_state(pr, PR_PROBE);
         pr->next = last + 1;
-        pr->state = PR_PROBE;
-        pr->probe_sent = 0;
-        pr->infl_head = pr->infl_n = 0;
         pr->recent_active = 1; /* CheckQuorum starts with a full election timeout of grace */
         pr->read_ack = 0;
     }
@@ -788,7 +1350,7 @@ static void become_leader(cairn_raft_t *r)
 static void send_vote_requests(cairn_raft_t *r, int pre, int transfer)
 {
     for (size_t i = 0; i < r->n_prs; i++) {
-        if (i == r->self)
+        if (i == r->self || !r->prs[i].voter)
             continue;
         cairn_raft_msg_t m = {.type = pre ? CAIRN_RAFT_MSG_PREVOTE : CAIRN_RAFT_MSG_VOTE,
                               .to = r->prs[i].id,
@@ -820,7 +1382,9 @@ static void start_election(cairn_raft_t *r, int transfer)
  * (thesis §3.10: the target must not wait, and it knows the leader consents). */
 static void hup(cairn_raft_t *r, int transfer)
 {
-    if (r->role == CAIRN_RAFT_LEADER)
+    /* Learners and nodes outside their own configuration never campaign (thesis §4.2.1,
+     * §4.2.2). */
+    if (r->role == CAIRN_RAFT_LEADER || !r->self_voter)
         return;
     if (r->pre_vote && !transfer) {
         reset(r, r->term);
@@ -855,20 +1419,13 @@ cairn_raft_t *cairn_raft_new(const cairn_raft_config_t *cfg, int *err)
 {
     int e = CAIRN_EINVAL;
     cairn_raft_t *r = NULL;
-    if (!cfg || cfg->id == CAIRN_RAFT_NONE || !cfg->voters || cfg->n_voters == 0)
+    if (!cfg || cfg->id == CAIRN_RAFT_NONE)
         goto fail;
-    int self_found = 0;
-    for (size_t i = 0; i < cfg->n_voters; i++) {
-        if (cfg->voters[i] == CAIRN_RAFT_NONE)
-            goto fail;
-        for (size_t j = 0; j < i; j++)
-            if (cfg->voters[j] == cfg->voters[i])
-                goto fail;
-        if (cfg->voters[i] == cfg->id)
-            self_found = 1;
-    }
-    if (!self_found)
+    /* At least one voter, no id 0 or twice; this node may be outside the configuration
+     * (joining, or removed): it then never campaigns. */
+    if ((e = mship_arrays_valid(cfg->voters, cfg->n_voters, cfg->learners, cfg->n_learners)) != 0)
         goto fail;
+    e = CAIRN_EINVAL;
     int et = cfg->election_tick ? cfg->election_tick : DEFAULT_ELECTION_TICK;
     int ht = cfg->heartbeat_tick ? cfg->heartbeat_tick : DEFAULT_HEARTBEAT_TICK;
     if (et < 0 || ht < 0 || et <= ht)
@@ -895,24 +1452,17 @@ cairn_raft_t *cairn_raft_new(const cairn_raft_config_t *cfg, int *err)
     r->max_msg_bytes = cfg->max_msg_bytes ? cfg->max_msg_bytes : DEFAULT_MAX_MSG_BYTES;
     r->max_inflight = cfg->max_inflight ? cfg->max_inflight : DEFAULT_MAX_INFLIGHT;
     r->rng = cfg->seed ^ (cfg->id * 0xd6e8feb86659fd93ULL);
-    r->n_prs = cfg->n_voters;
-    r->quorum = cfg->n_voters / 2 + 1;
-    r->prs = calloc(r->n_prs, sizeof *r->prs);
-    r->scratch = calloc(r->n_prs, sizeof *r->scratch);
-    if (!r->prs || !r->scratch)
-        goto fail;
-    for (size_t i = 0; i < r->n_prs; i++) {
-        r->prs[i].id = cfg->voters[i];
-        r->prs[i].vote = -1;
-        r->prs[i].infl = malloc(r->max_inflight * sizeof(uint64_t));
-        if (!r->prs[i].infl)
-            goto fail;
-        if (cfg->voters[i] == cfg->id)
-            r->self = i;
-    }
     r->snap_index = cfg->snap_index;
     r->snap_term = cfg->snap_term;
-    if (log_append(r, cfg->entries, cfg->n_entries, 0))
+    if (mship_set(&r->snap_mem, cfg->voters, cfg->n_voters, cfg->learners, cfg->n_learners))
+        goto fail;
+    prset_t ps;
+    if (prset_prepare(r, &r->snap_mem, &ps))
+        goto fail;
+    prset_commit(r, &ps);
+    /* The configuration entries of the restored log apply on top of the snapshot's (thesis
+     * §4.1): the membership is recomputed, never trusted from elsewhere. */
+    if (append_entries(r, cfg->entries, cfg->n_entries, 0))
         goto fail;
     /* What we were given was read from disk: it is durable and needs no ready. */
     r->stable = last_index(r);
@@ -951,6 +1501,13 @@ void cairn_raft_destroy(cairn_raft_t **self_p)
             free(r->prs[i].infl);
     free(r->prs);
     free(r->scratch);
+    mship_free(&r->snap_mem);
+    for (size_t i = 0; i < r->hist.n; i++)
+        mship_free(&VEC(r->hist, conf_rec_t)[i].m);
+    vec_free(&r->hist);
+    mship_free(&r->psnap.m);
+    vec_free(&r->h_conf);
+    vec_free(&r->h_snapconf);
     vec_free(&r->pend_reads);
     vec_free(&r->open_reads);
     for (size_t i = 0; i < r->rounds.n; i++)
@@ -974,9 +1531,9 @@ void cairn_raft_destroy(cairn_raft_t **self_p)
 
 static int quorum_active(cairn_raft_t *r)
 {
-    size_t n = 0;
+    size_t n = 0; /* voters only */
     for (size_t i = 0; i < r->n_prs; i++)
-        if (i == r->self || r->prs[i].recent_active)
+        if (r->prs[i].voter && (i == r->self || r->prs[i].recent_active))
             n++;
     return n >= r->quorum;
 }
@@ -989,9 +1546,19 @@ void cairn_raft_tick(cairn_raft_t *r)
         r->election_elapsed++;
         if (r->election_elapsed >= r->randomized_timeout) {
             r->election_elapsed = 0;
-            hup(r, 0);
+            if (r->self_voter)
+                hup(r, 0);
+            else if (r->leader != CAIRN_RAFT_NONE)
+                become_follower(r, r->term, CAIRN_RAFT_NONE); /* a learner forgets a silent leader */
         }
         return;
+    }
+    /* A member that has not acknowledged its snapshot for a while goes back to probing, which
+     * sends the snapshot again if it still needs one (thesis §5.1; the shell may have lost it). */
+    for (size_t i = 0; i < r->n_prs; i++) {
+        progress_t *pr = &r->prs[i];
+        if (pr->state == PR_SNAPSHOT && ++pr->snap_elapsed >= SNAP_TIMEOUT * r->election_tick)
+            become_probe(pr);
     }
     r->heartbeat_elapsed++;
     r->election_elapsed++;
@@ -1089,7 +1656,7 @@ static int handle_append(cairn_raft_t *r, const cairn_raft_msg_t *m)
             if (rc)
                 return rc;
         }
-        int rc = log_append(r, m->entries + k, m->n_entries - k, 0);
+        int rc = append_entries(r, m->entries + k, m->n_entries - k, 0);
         if (rc)
             return rc; /* no answer: the leader will retry */
     }
@@ -1097,6 +1664,38 @@ static int handle_append(cairn_raft_t *r, const cairn_raft_msg_t *m)
     commit_to(r, m->commit < lastnew ? m->commit : lastnew);
     resp.index = lastnew;
     send_after(r, resp);
+    return 0;
+}
+
+/* thesis Figure 5.3, InstallSnapshot receiver (the data arrives outside the core). */
+static int handle_snap(cairn_raft_t *r, const cairn_raft_msg_t *m)
+{
+    cairn_raft_msg_t resp = {.type = CAIRN_RAFT_MSG_APP_RESP, .to = m->from, .term = r->term};
+    uint64_t t;
+    if (m->snap_index <= r->commit) {
+        resp.index = r->commit; /* we have it all already */
+        send_after(r, resp);
+        return 0;
+    }
+    if (term_of(r, m->snap_index, &t) && t == m->snap_term) {
+        /* Figure 5.3 step 6: we hold its last entry, so the whole prefix (Log Matching), which is
+         * committed: only the commit index moves. */
+        commit_to(r, m->snap_index);
+        resp.index = m->snap_index;
+        send_after(r, resp);
+        return 0;
+    }
+    if (r->psnap.state)
+        return 0; /* one install at a time; the leader resends after SNAP_TIMEOUT */
+    mship_t ms;
+    if (mship_set(&ms, m->voters, m->n_voters, m->learners, m->n_learners))
+        return CAIRN_ENOMEM;
+    r->psnap.state = 1;
+    r->psnap.index = m->snap_index;
+    r->psnap.term = m->snap_term;
+    r->psnap.from = m->from;
+    r->psnap.seq++;
+    r->psnap.m = ms;
     return 0;
 }
 
@@ -1116,6 +1715,14 @@ static int leader_app_resp(cairn_raft_t *r, progress_t *pr, const cairn_raft_msg
     if (m->index > last)
         return CAIRN_EINVAL;
     pr->recent_active = 1;
+    if (m->reject && pr->state == PR_SNAPSHOT) {
+        /* The member could not install it (cairn_raft_snapshot_failed), or this answers an APP
+         * from before: probe again after its next heartbeat answer, which resends the snapshot
+         * if it is still needed. */
+        become_probe(pr);
+        pr->probe_sent = 1;
+        return 0;
+    }
     if (m->reject) {
         uint64_t hint = m->reject_hint < last ? m->reject_hint : last;
         if (m->log_term > 0)
@@ -1128,7 +1735,16 @@ static int leader_app_resp(cairn_raft_t *r, progress_t *pr, const cairn_raft_msg
         return 0;
     }
     int was_paused = pr_paused(r, pr);
-    if (pr_maybe_update(pr, m->index) || (pr->match == m->index && pr->state == PR_PROBE)) {
+    int updated = pr_maybe_update(pr, m->index);
+    if (pr->state == PR_SNAPSHOT) {
+        if (pr->match < pr->pending_snap)
+            return 0; /* an answer to an APP from before the snapshot: keep waiting */
+        /* It installed the snapshot (thesis §5.1): replicate from there. */
+        updated = 1;
+        was_paused = 1;
+        pr->state = PR_PROBE;
+    }
+    if (updated || (pr->match == m->index && pr->state == PR_PROBE)) {
         if (pr->state == PR_PROBE)
             become_replicate(pr);
         else
@@ -1172,21 +1788,22 @@ static int step_leader(cairn_raft_t *r, const cairn_raft_msg_t *m)
         if (m->n_entries == 0)
             return CAIRN_EINVAL;
         for (size_t i = 0; i < m->n_entries; i++)
-            if (m->entries[i].type == CAIRN_RAFT_ENTRY_CONF)
-                return CAIRN_EINVAL; /* membership changes: issue 3 */
+            if (m->entries[i].type != CAIRN_RAFT_ENTRY_NORMAL)
+                return CAIRN_EINVAL; /* membership changes go through cairn_raft_propose_conf */
         if (log_append(r, m->entries, m->n_entries, r->term))
             return CAIRN_ENOMEM;
         r->need_bcast = 1;
         return 0;
     case CAIRN_RAFT_MSG_APP_RESP:
-        return leader_app_resp(r, pr, m);
+        return pr && pr->member ? leader_app_resp(r, pr, m) : 0; /* a non-member's answer: ignored */
     case CAIRN_RAFT_MSG_HEARTBEAT_RESP:
-        return leader_heartbeat_resp(r, pr, m);
+        return pr && pr->member ? leader_heartbeat_resp(r, pr, m) : 0;
     case CAIRN_RAFT_MSG_READINDEX:
         leader_read(r, m->context, m->from);
         return 0;
     case CAIRN_RAFT_MSG_APP:
     case CAIRN_RAFT_MSG_HEARTBEAT:
+    case CAIRN_RAFT_MSG_SNAP:
         return CAIRN_ESTATE; /* a second leader in our term: impossible from a correct peer */
     default:
         return 0; /* late vote answers and the like */
@@ -1206,6 +1823,9 @@ static int step_candidate(cairn_raft_t *r, const cairn_raft_msg_t *m)
     case CAIRN_RAFT_MSG_HEARTBEAT:
         become_follower(r, m->term, m->from);
         return handle_heartbeat(r, m);
+    case CAIRN_RAFT_MSG_SNAP:
+        become_follower(r, m->term, m->from);
+        return handle_snap(r, m);
     case CAIRN_RAFT_MSG_VOTE_RESP:
     case CAIRN_RAFT_MSG_PREVOTE_RESP: {
         int pre = r->role == CAIRN_RAFT_PRECANDIDATE;
@@ -1246,6 +1866,10 @@ static int step_follower(cairn_raft_t *r, const cairn_raft_msg_t *m)
         r->election_elapsed = 0;
         r->leader = m->from;
         return handle_heartbeat(r, m);
+    case CAIRN_RAFT_MSG_SNAP:
+        r->election_elapsed = 0;
+        r->leader = m->from;
+        return handle_snap(r, m);
     case CAIRN_RAFT_MSG_TIMEOUT_NOW:
         /* thesis §3.10: the leader asks us to take over; no PreVote, and followers grant
          * despite their leader lease because the request is flagged as a transfer. */
@@ -1270,16 +1894,22 @@ int cairn_raft_step(cairn_raft_t *r, const cairn_raft_msg_t *m)
 {
     if (!r || !m)
         return CAIRN_EINVAL;
+    /* The sender may be outside our configuration (thesis §4.1), but never node 0 or us. */
     if (m->type == 0 || m->type >= CAIRN_RAFT_MSG_TYPE_MAX_ || m->to != r->id || m->from == r->id ||
-        !pr_of(r, m->from))
+        m->from == CAIRN_RAFT_NONE)
         return CAIRN_EINVAL;
     if (m->n_entries && (!m->entries || (m->type != CAIRN_RAFT_MSG_APP && m->type != CAIRN_RAFT_MSG_PROP)))
         return CAIRN_EINVAL;
     for (size_t i = 0; i < m->n_entries; i++)
         if ((m->entries[i].len && !m->entries[i].data) || m->entries[i].type > CAIRN_RAFT_ENTRY_CONF)
             return CAIRN_EINVAL;
-    if (m->type == CAIRN_RAFT_MSG_SNAP)
-        return CAIRN_EINVAL; /* InstallSnapshot: issue 3 */
+    if (m->type == CAIRN_RAFT_MSG_SNAP) {
+        int rc;
+        if (m->snap_index == 0 || m->snap_term == 0 || m->snap_term > m->term)
+            return CAIRN_EINVAL;
+        if ((rc = mship_arrays_valid(m->voters, m->n_voters, m->learners, m->n_learners)) != 0)
+            return rc;
+    }
 
     /* Proposals and read requests are forwarded requests, not Raft RPCs: they carry no term. */
     if (m->type != CAIRN_RAFT_MSG_PROP && m->type != CAIRN_RAFT_MSG_READINDEX) {
@@ -1292,7 +1922,13 @@ int cairn_raft_step(cairn_raft_t *r, const cairn_raft_msg_t *m)
                  * rejoining with a high term cannot depose a healthy leader. A transfer
                  * campaign is exempt: the leader itself asked for it. */
                 int force = m->context == CAIRN_RAFT_CTX_TRANSFER;
-                int in_lease = r->check_quorum && r->leader != CAIRN_RAFT_NONE &&
+                /* thesis §4.2.3 disruptive servers: a candidate outside our voters - typically
+                 * a removed server that never learned of its removal, since the leader stopped
+                 * replicating to it - is held off by the lease even without CheckQuorum, or its
+                 * ever higher terms depose every leader before the removal can commit. */
+                const progress_t *cp = pr_of(r, m->from);
+                int outsider = !cp || !cp->voter;
+                int in_lease = (r->check_quorum || outsider) && r->leader != CAIRN_RAFT_NONE &&
                                r->election_elapsed < r->election_tick;
                 if (!force && in_lease)
                     return 0;
@@ -1301,7 +1937,8 @@ int cairn_raft_step(cairn_raft_t *r, const cairn_raft_msg_t *m)
                 /* thesis §9.6: a prevote does not change our term. */
             } else if (m->type == CAIRN_RAFT_MSG_PREVOTE_RESP && !m->reject) {
                 /* A grant carries the term we asked for; we move there when we campaign. */
-            } else if (m->type == CAIRN_RAFT_MSG_APP || m->type == CAIRN_RAFT_MSG_HEARTBEAT) {
+            } else if (m->type == CAIRN_RAFT_MSG_APP || m->type == CAIRN_RAFT_MSG_HEARTBEAT ||
+                       m->type == CAIRN_RAFT_MSG_SNAP) {
                 become_follower(r, m->term, m->from); /* Raft §5.1 */
             } else {
                 /* Raft §5.2 (Fig. 2): only AppendEntries from the current leader or granting a
@@ -1313,25 +1950,35 @@ int cairn_raft_step(cairn_raft_t *r, const cairn_raft_msg_t *m)
                 r->randomized_timeout = timeout;
             }
         } else if (m->term < r->term) {
-            if ((r->check_quorum || r->pre_vote) &&
-                (m->type == CAIRN_RAFT_MSG_APP || m->type == CAIRN_RAFT_MSG_HEARTBEAT)) {
+            if ((r->check_quorum || r->pre_vote || !r->self_voter) &&
+                (m->type == CAIRN_RAFT_MSG_APP || m->type == CAIRN_RAFT_MSG_HEARTBEAT ||
+                 m->type == CAIRN_RAFT_MSG_SNAP)) {
                 /* A stale leader (e.g. back from a partition) would otherwise never learn
                  * our term: with PreVote/CheckQuorum we never bump its term by a vote
-                 * request, so tell it directly, and it steps down. */
+                 * request, and a learner (or a member that does not know it is a voter yet)
+                 * never campaigns, so tell it directly, and it steps down. */
                 send_after(r, (cairn_raft_msg_t){.type = CAIRN_RAFT_MSG_APP_RESP, .to = m->from, .term = r->term});
-            } else if (m->type == CAIRN_RAFT_MSG_PREVOTE) {
-                send_after(r, (cairn_raft_msg_t){.type = CAIRN_RAFT_MSG_PREVOTE_RESP, .to = m->from,
-                                                 .term = r->term, .reject = 1});
+            } else if (m->type == CAIRN_RAFT_MSG_PREVOTE || m->type == CAIRN_RAFT_MSG_VOTE) {
+                /* Raft Fig. 2: a stale RequestVote is refused with our term, which the
+                 * candidate adopts. With membership changes it may be the only way it learns
+                 * the term: a member whose log is behind may not know the candidate is a voter,
+                 * so its own campaigns (without PreVote, each at a new term) never reach it. */
+                send_after(r, (cairn_raft_msg_t){.type = m->type == CAIRN_RAFT_MSG_VOTE ? CAIRN_RAFT_MSG_VOTE_RESP
+                                                                                          : CAIRN_RAFT_MSG_PREVOTE_RESP,
+                                                 .to = m->from, .term = r->term, .reject = 1});
             }
-            return 0; /* Raft §5.1: stale terms are ignored */
+            return 0; /* Raft §5.1: stale terms are otherwise ignored */
         }
     }
 
     if (m->type == CAIRN_RAFT_MSG_VOTE || m->type == CAIRN_RAFT_MSG_PREVOTE)
         return handle_vote_req(r, m);
     switch (r->role) {
-    case CAIRN_RAFT_LEADER:
-        return step_leader(r, m);
+    case CAIRN_RAFT_LEADER: {
+        int rc = step_leader(r, m);
+        leader_maybe_leave(r); /* an acknowledgement may have committed our own removal */
+        return rc;
+    }
     case CAIRN_RAFT_CANDIDATE:
     case CAIRN_RAFT_PRECANDIDATE:
         return step_candidate(r, m);
@@ -1413,6 +2060,7 @@ void cairn_raft_persisted(cairn_raft_t *r, uint64_t index, uint64_t term)
         if (me->match < index)
             me->match = index;
         maybe_commit(r);
+        leader_maybe_leave(r);
     }
 }
 
@@ -1423,7 +2071,7 @@ int cairn_raft_transfer_leader(cairn_raft_t *r, uint64_t to)
     if (r->role != CAIRN_RAFT_LEADER)
         return CAIRN_ENOT_LEADER;
     progress_t *pr = pr_of(r, to);
-    if (!pr)
+    if (!pr || !pr->voter)
         return CAIRN_EINVAL;
     if (to == r->id || to == r->transferee)
         return 0;
@@ -1441,8 +2089,184 @@ int cairn_raft_campaign(cairn_raft_t *r)
 {
     if (!r)
         return CAIRN_EINVAL;
+    if (!r->self_voter)
+        return CAIRN_ESTATE;
     hup(r, 0);
     return 0;
+}
+
+/* ---- membership changes (thesis §4.1) ------------------------------------------------------ */
+
+int cairn_raft_propose_conf_ctx(cairn_raft_t *r, cairn_raft_conf_op_t op, uint64_t id, const void *ctx,
+                                size_t ctx_len, uint64_t *index_out)
+{
+    if (index_out)
+        *index_out = 0;
+    if (!r || (ctx_len && !ctx) || ctx_len > CAIRN_RAFT_CONF_MAX_CTX || id == CAIRN_RAFT_NONE ||
+        op < CAIRN_RAFT_CONF_ADD_VOTER || op > CAIRN_RAFT_CONF_UPDATE)
+        return CAIRN_EINVAL;
+    if (r->role != CAIRN_RAFT_LEADER)
+        return CAIRN_ENOT_LEADER;
+    /* thesis §3.10 no new entries while handing over; §4.1 one change at a time: the previous
+     * one must be committed; raft-dev 2015: the leader must have committed an entry of its own
+     * term, or a change appended by a previous leader may still be replaced. */
+    if (r->transferee || last_conf_index(r) > r->commit || !committed_in_term(r))
+        return CAIRN_ESTATE;
+    const mship_t *cur = cur_mship(r);
+    int role = mship_role(cur, id);
+    switch (op) {
+    case CAIRN_RAFT_CONF_ADD_VOTER:
+    case CAIRN_RAFT_CONF_ADD_LEARNER:
+        if (role >= 0)
+            return CAIRN_EEXISTS;
+        if (cur->nv + cur->nl >= CAIRN_RAFT_MAX_MEMBERS)
+            return CAIRN_EINVAL;
+        break;
+    case CAIRN_RAFT_CONF_PROMOTE: {
+        if (role < 0)
+            return CAIRN_ENOTFOUND;
+        if (role == 1)
+            return CAIRN_EINVAL; /* not a learner */
+        /* thesis §4.2.1: a new voter that is far behind would stall commits while it catches
+         * up. Caught up: it acknowledged an entry within CAIRN_RAFT_PROMOTE_MAX_LAG of our last
+         * (match == 0: it has not answered this leader yet). */
+        progress_t *pr = pr_of(r, id);
+        if (!pr || pr->match == 0 || pr->match + CAIRN_RAFT_PROMOTE_MAX_LAG < last_index(r))
+            return CAIRN_EAGAIN;
+        break;
+    }
+    case CAIRN_RAFT_CONF_REMOVE:
+        if (role < 0)
+            return CAIRN_ENOTFOUND;
+        if (role == 1 && cur->nv == 1)
+            return CAIRN_EINVAL; /* the last voter */
+        break;
+    default: /* UPDATE */
+        if (role < 0)
+            return CAIRN_ENOTFOUND;
+        break;
+    }
+    uint8_t small[9 + 64], *buf = ctx_len <= 64 ? small : malloc(9 + ctx_len);
+    if (!buf)
+        return CAIRN_ENOMEM;
+    buf[0] = (uint8_t)op;
+    for (int i = 0; i < 8; i++)
+        buf[1 + i] = (uint8_t)(id >> (8 * i));
+    if (ctx_len)
+        memcpy(buf + 9, ctx, ctx_len);
+    cairn_raft_entry_t e = {.type = CAIRN_RAFT_ENTRY_CONF, .data = buf, .len = 9 + ctx_len};
+    int rc = append_entries(r, &e, 1, r->term);
+    if (buf != small)
+        free(buf);
+    if (rc)
+        return rc;
+    r->need_bcast = 1;
+    if (index_out)
+        *index_out = last_index(r);
+    return 0;
+}
+
+int cairn_raft_propose_conf(cairn_raft_t *r, cairn_raft_conf_op_t op, uint64_t node_id)
+{
+    return cairn_raft_propose_conf_ctx(r, op, node_id, NULL, 0, NULL);
+}
+
+/* ---- compaction and snapshots (thesis ch. 5) ----------------------------------------------- */
+
+int cairn_raft_compact(cairn_raft_t *r, uint64_t index, uint64_t term)
+{
+    uint64_t t;
+    if (!r)
+        return CAIRN_EINVAL;
+    if (index <= r->snap_index)
+        return index == r->snap_index && term != r->snap_term ? CAIRN_EINVAL : 0;
+    /* Only what the state machine can have applied: committed and durable here. */
+    if (index > r->commit || index > r->stable || !term_of(r, index, &t) || t != term)
+        return CAIRN_EINVAL;
+    return log_compact(r, index, term);
+}
+
+/* Sends the answer of an install to the leader (or whoever sent the snapshot). */
+static void snap_answer(cairn_raft_t *r, cairn_raft_msg_t m)
+{
+    m.type = CAIRN_RAFT_MSG_APP_RESP;
+    m.to = r->leader != CAIRN_RAFT_NONE && r->leader != r->id ? r->leader : r->psnap.from;
+    m.term = r->term;
+    if (m.to != r->id)
+        send_after(r, m);
+}
+
+static void psnap_clear(cairn_raft_t *r)
+{
+    mship_free(&r->psnap.m);
+    r->psnap.state = 0;
+}
+
+int cairn_raft_snapshot_installed(cairn_raft_t *r, uint64_t index, uint64_t term)
+{
+    if (!r)
+        return CAIRN_EINVAL;
+    if (!r->psnap.state)
+        return CAIRN_ESTATE;
+    if (index != r->psnap.index || term != r->psnap.term)
+        return CAIRN_EINVAL;
+    if (index <= r->snap_index) {
+        /* The log moved past it meanwhile (it was committed and compacted here). */
+        snap_answer(r, (cairn_raft_msg_t){.index = r->commit});
+        psnap_clear(r);
+        return 0;
+    }
+    uint64_t t;
+    int keep = term_of(r, index, &t) && t == term; /* Figure 5.3 step 6 */
+    /* The configuration after the install: the snapshot's, then the configuration entries the
+     * kept suffix holds. */
+    const mship_t *target = &r->psnap.m;
+    if (keep && r->hist.n && VEC(r->hist, conf_rec_t)[r->hist.n - 1].index > index)
+        target = &VEC(r->hist, conf_rec_t)[r->hist.n - 1].m;
+    prset_t ps;
+    if (prset_prepare(r, target, &ps))
+        return CAIRN_ENOMEM;
+    int changed = !mship_eq(cur_mship(r), target);
+    if (keep ? log_compact(r, index, term) : log_reset(r, index, term)) {
+        prset_abort(r, &ps);
+        return CAIRN_ENOMEM;
+    }
+    /* The snapshot's configuration is the leader's, the authority at that index. */
+    mship_free(&r->snap_mem);
+    r->snap_mem = r->psnap.m;
+    r->psnap.m = (mship_t){0};
+    if (r->commit < index)
+        r->commit = index;
+    prset_commit(r, &ps);
+    if (changed)
+        r->conf_ver++;
+    snap_answer(r, (cairn_raft_msg_t){.index = index});
+    psnap_clear(r);
+    return 0;
+}
+
+int cairn_raft_snapshot_failed(cairn_raft_t *r)
+{
+    if (!r)
+        return CAIRN_EINVAL;
+    if (!r->psnap.state)
+        return CAIRN_ESTATE;
+    snap_answer(r, (cairn_raft_msg_t){.reject = 1, .index = r->psnap.index, .reject_hint = last_index(r),
+                                      .log_term = last_term(r)});
+    psnap_clear(r);
+    return 0;
+}
+
+void cairn_raft_report_snapshot(cairn_raft_t *r, uint64_t to, int ok)
+{
+    progress_t *pr = r && r->role == CAIRN_RAFT_LEADER ? pr_of(r, to) : NULL;
+    if (!pr || pr->state != PR_SNAPSHOT)
+        return;
+    uint64_t pending = pr->pending_snap;
+    become_probe(pr);
+    if (ok && pr->next < pending + 1)
+        pr->next = pending + 1; /* etcd: probe right after the snapshot */
+    pr->probe_sent = 1;         /* wait for the member's ack or its next heartbeat answer */
 }
 
 /* ---- ready / advance ----------------------------------------------------------------------- */
@@ -1463,6 +2287,7 @@ int cairn_raft_has_ready(const cairn_raft_t *r)
         return 0;
     return !hs_eq(cur_hs(r), r->prev_hs) || r->unstable_from <= last_index(r) || r->out.n || r->after.n ||
            r->rs.n || r->rf.n || r->leader != r->prev_leader || r->role != r->prev_role ||
+           r->psnap.state == 1 || r->conf_ver != r->prev_conf_ver ||
            (r->role == CAIRN_RAFT_LEADER && (r->need_bcast || r->need_bcast_commit || r->open_reads.n));
 }
 
@@ -1527,6 +2352,37 @@ void cairn_raft_ready(cairn_raft_t *r, cairn_raft_ready_t *rd)
     rd->n_read_states = r->h_rs.n;
     rd->read_failures = r->h_rf.v;
     rd->n_read_failures = r->h_rf.n;
+    r->handed_snap = 0;
+    if (r->psnap.state == 1) {
+        const mship_t *m = &r->psnap.m;
+        r->h_snapconf.n = 0;
+        if (grow(&r->h_snapconf.v, &r->h_snapconf.cap, m->nv + m->nl, sizeof(uint64_t)) == 0) {
+            memcpy(r->h_snapconf.v, m->ids, (m->nv + m->nl) * sizeof(uint64_t));
+            rd->has_snapshot = 1;
+            rd->snapshot_index = r->psnap.index;
+            rd->snapshot_term = r->psnap.term;
+            rd->snapshot_voters = r->h_snapconf.v;
+            rd->n_snapshot_voters = m->nv;
+            rd->snapshot_learners = m->nl ? VEC(r->h_snapconf, uint64_t) + m->nv : NULL;
+            rd->n_snapshot_learners = m->nl;
+            rd->snapshot_from = r->psnap.from;
+            r->handed_snap = 1;
+            r->handed_snap_seq = r->psnap.seq;
+        }
+    }
+    r->handed_conf_ver = r->prev_conf_ver;
+    if (r->conf_ver != r->prev_conf_ver) {
+        const mship_t *m = cur_mship(r);
+        if (grow(&r->h_conf.v, &r->h_conf.cap, m->nv + m->nl, sizeof(uint64_t)) == 0) {
+            memcpy(r->h_conf.v, m->ids, (m->nv + m->nl) * sizeof(uint64_t));
+            rd->conf_changed = 1;
+            rd->voters = r->h_conf.v;
+            rd->n_voters = m->nv;
+            rd->learners = m->nl ? VEC(r->h_conf, uint64_t) + m->nv : NULL;
+            rd->n_learners = m->nl;
+            r->handed_conf_ver = r->conf_ver;
+        }
+    }
     r->handed_hs = rd->hs;
     r->handed_leader = rd->leader;
     r->handed_role = rd->role;
@@ -1545,6 +2401,10 @@ void cairn_raft_advance(cairn_raft_t *r, const cairn_raft_ready_t *rd)
     r->prev_hs = r->handed_hs;
     r->prev_leader = r->handed_leader;
     r->prev_role = r->handed_role;
+    r->prev_conf_ver = r->handed_conf_ver;
+    if (r->handed_snap && r->psnap.state == 1 && r->psnap.seq == r->handed_snap_seq)
+        r->psnap.state = 2; /* the shell has it */
+    r->handed_snap = 0;
     msgq_clear(&r->h_out);
     msgq_clear(&r->h_after);
     r->h_rs.n = 0;
@@ -1572,4 +2432,67 @@ uint64_t cairn_raft_term_at(const cairn_raft_t *r, uint64_t index)
 {
     uint64_t t;
     return r && term_of(r, index, &t) ? t : 0;
+}
+
+uint64_t cairn_raft_snapshot_index(const cairn_raft_t *r) { return r ? r->snap_index : 0; }
+uint64_t cairn_raft_snapshot_term(const cairn_raft_t *r) { return r ? r->snap_term : 0; }
+
+size_t cairn_raft_voters(const cairn_raft_t *r, const uint64_t **ids)
+{
+    const mship_t *m = r ? cur_mship(r) : NULL;
+    if (ids)
+        *ids = m ? m->ids : NULL;
+    return m ? m->nv : 0;
+}
+
+size_t cairn_raft_learners(const cairn_raft_t *r, const uint64_t **ids)
+{
+    const mship_t *m = r ? cur_mship(r) : NULL;
+    if (ids)
+        *ids = m && m->nl ? m->ids + m->nv : NULL;
+    return m ? m->nl : 0;
+}
+
+int cairn_raft_conf_at(const cairn_raft_t *r, uint64_t index, const uint64_t **voters, size_t *n_voters,
+                       const uint64_t **learners, size_t *n_learners)
+{
+    if (!r || index < r->snap_index || index > last_index(r))
+        return CAIRN_EINVAL;
+    const mship_t *m = mship_at(r, index);
+    if (voters)
+        *voters = m->ids;
+    if (n_voters)
+        *n_voters = m->nv;
+    if (learners)
+        *learners = m->nl ? m->ids + m->nv : NULL;
+    if (n_learners)
+        *n_learners = m->nl;
+    return 0;
+}
+
+uint64_t cairn_raft_pending_conf_index(const cairn_raft_t *r)
+{
+    if (!r)
+        return 0;
+    uint64_t ci = last_conf_index(r);
+    return ci > r->commit ? ci : 0;
+}
+
+uint64_t cairn_raft_conf_errors(const cairn_raft_t *r) { return r ? r->conf_errors : 0; }
+
+int cairn_raft_progress(const cairn_raft_t *r, uint64_t id, cairn_raft_progress_t *out)
+{
+    if (!r || !out)
+        return CAIRN_EINVAL;
+    if (r->role != CAIRN_RAFT_LEADER)
+        return CAIRN_ENOT_LEADER;
+    for (size_t i = 0; i < r->n_prs; i++) {
+        const progress_t *pr = &r->prs[i];
+        if (pr->id != id || !pr->member)
+            continue;
+        *out = (cairn_raft_progress_t){.match = pr->match, .next = pr->next, .state = pr->state, .voter = pr->voter,
+                                       .pending_snapshot = pr->pending_snap, .recent_active = pr->recent_active};
+        return 0;
+    }
+    return CAIRN_ENOTFOUND;
 }
