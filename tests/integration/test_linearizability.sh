@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Linearizability under faults: concurrent clients do get / put / compare-and-swap on a few keys
 # through etcdctl (tests/linearizability/client.py) while processes are killed with SIGKILL and
-# restarted; the recorded history is checked with a WGL linearizability checker
+# restarted, or paused with SIGSTOP (see lin_fault); the recorded history is checked with a WGL linearizability checker
 # (tests/linearizability/checker.py; a register model with CAS per key, timed-out writes may or
 # may not have happened). Passes only with zero violations, enough completed operations, some
 # successful CAS, and the checker rejecting a copy of the same history with one read made stale.
 #
 # Target: a 3-member Cairn cluster when lib.sh has t_start_cluster (faults: any process of any
-# member), else one Cairn node (faults: its stored, raftd or gatewayd).
-# Environment: LIN_TARGET=cairn|etcd (etcd: Debian's etcd, one member, kill -9 of etcd itself),
+# member; pauses hit the leader's raftd), else one Cairn node (its stored, raftd or gatewayd).
+# Environment: LIN_TARGET=cairn|etcd (etcd: Debian's etcd, one member, faults on etcd itself),
 # LIN_NODES=1 forces a single Cairn node, LIN_DURATION (s, 20), LIN_CLIENTS (6), LIN_FAULTS (6),
-# LIN_SEED (fault schedule and workload seed), LIN_HISTORY=FILE keeps a copy of the history.
+# LIN_SEED (fault schedule and workload seed), LIN_HISTORY=FILE keeps a copy of the history,
+# LIN_SERIALIZABLE=1 reads with --consistency=s (stale reads allowed: expect violations; a
+# demonstration that the checker sees them, not a mode the test passes in).
 . "$(dirname "$0")/lib.sh"
 LIN=$CAIRN_SRC/tests/linearizability
 TARGET=${LIN_TARGET:-cairn}
@@ -60,45 +62,66 @@ else
 fi
 echo "# mode=$MODE endpoints=${EPS[*]}"
 
-# lin_fault: kill -9 one process chosen at random, leave it down briefly, restart it with the
-# same flags. Sets FAULT_DESC.
-lin_fault() {
-  local kinds=(stored raftd gatewayd) kind i down
-  kind=${kinds[RANDOM % 3]}
-  down=$(((RANDOM % 8 + 1) * 100)) # 0.1 .. 0.8 s
-  case $MODE in
-    etcd)
-      kind=etcd; i=0
-      t_kill9 "$E_PID"; sleep "0.$((down / 100))"
-      t_start_daemon "$E_LOG" etcd $(t_node_flags e "$T_TMP/etcd-e" "$CP" "$PP"); E_PID=$T_LAST_PID ;;
-    node)
-      i=0
-      case $kind in
-        stored) t_kill9 "$C_STORED" ;; raftd) t_kill9 "$C_RAFTD" ;; gatewayd) t_kill9 "$C_GW" ;;
-      esac
-      sleep "0.$((down / 100))"
-      # shellcheck disable=SC2086
-      case $kind in
-        stored) t_start_daemon "$C_LOG" "$CAIRN_BIN/stored" $NODE_FLAGS; C_STORED=$T_LAST_PID ;;
-        raftd) t_start_daemon "$C_LOG" "$CAIRN_BIN/raftd" $NODE_FLAGS; C_RAFTD=$T_LAST_PID ;;
-        gatewayd) t_start_daemon "$C_LOG" "$CAIRN_BIN/gatewayd" $NODE_FLAGS --gateway-id gw1; C_GW=$T_LAST_PID ;;
-      esac ;;
-    cluster)
-      i=$((RANDOM % ${#C_EPS[@]}))
-      case $kind in
-        stored) t_kill9 "${C_STOREDS[i]}" ;; raftd) t_kill9 "${C_RAFTDS[i]}" ;; gatewayd) t_kill9 "${C_GWS[i]}" ;;
-      esac
-      sleep "0.$((down / 100))"
-      t_restart_proc "$kind" "$i" ;;
+# lin_pid KIND I: PID of process KIND (stored|raftd|gatewayd|etcd) of member I
+lin_pid() {
+  case $MODE:$1 in
+    etcd:*) echo "$E_PID" ;;
+    node:stored) echo "$C_STORED" ;; node:raftd) echo "$C_RAFTD" ;; node:gatewayd) echo "$C_GW" ;;
+    cluster:stored) echo "${C_STOREDS[$2]}" ;; cluster:raftd) echo "${C_RAFTDS[$2]}" ;;
+    cluster:gatewayd) echo "${C_GWS[$2]}" ;;
   esac
-  FAULT_DESC="kill -9 $kind of member $i, down ${down}ms"
+}
+
+# lin_restart KIND I: start process KIND of member I again with the flags it had
+lin_restart() {
+  # shellcheck disable=SC2086
+  case $MODE:$1 in
+    etcd:*) t_start_daemon "$E_LOG" etcd $(t_node_flags e "$T_TMP/etcd-e" "$CP" "$PP"); E_PID=$T_LAST_PID ;;
+    node:stored) t_start_daemon "$C_LOG" "$CAIRN_BIN/stored" $NODE_FLAGS; C_STORED=$T_LAST_PID ;;
+    node:raftd) t_start_daemon "$C_LOG" "$CAIRN_BIN/raftd" $NODE_FLAGS; C_RAFTD=$T_LAST_PID ;;
+    node:gatewayd) t_start_daemon "$C_LOG" "$CAIRN_BIN/gatewayd" $NODE_FLAGS --gateway-id gw1; C_GW=$T_LAST_PID ;;
+    cluster:*) t_restart_proc "$1" "$2" ;;
+  esac
+}
+
+# lin_fault: one fault at random, then recovery. Sets FAULT_DESC.
+#  2/3: kill -9 of stored, raftd or gatewayd of a random member, down 0.1-0.8 s, restarted
+#       with the same flags;
+#  1/3: pause (SIGSTOP) for 1.2-2.4 s, then SIGCONT: in a cluster, the leader's raftd (longer than
+#       an election timeout: a new leader is elected while the old one, with its gateway still
+#       taking requests, believes it leads -- the classic way to serve a stale read); on a
+#       single node, any of the three.
+lin_fault() {
+  local kinds=(stored raftd gatewayd) kind i=0 ms pid l=""
+  kind=${kinds[RANDOM % 3]}
+  [ "$MODE" = etcd ] && kind=etcd
+  [ "$MODE" = cluster ] && i=$((RANDOM % ${#C_EPS[@]}))
+  if [ $((RANDOM % 3)) = 0 ]; then
+    ms=$((1200 + (RANDOM % 13) * 100))
+    if [ "$MODE" = cluster ]; then
+      kind=raftd
+      l=$(t_leader_index)
+      [ "$l" -ge 0 ] && i=$l
+    fi
+    pid=$(lin_pid "$kind" "$i")
+    kill -STOP "$pid" 2>/dev/null || true
+    sleep "$((ms / 1000)).$((ms % 1000 / 100))"
+    kill -CONT "$pid" 2>/dev/null || true
+    FAULT_DESC="SIGSTOP $kind of member $i${l:+ (leader: $l)} for ${ms}ms"
+  else
+    ms=$(((RANDOM % 8 + 1) * 100))
+    t_kill9 "$(lin_pid "$kind" "$i")"
+    sleep "0.$((ms / 100))"
+    lin_restart "$kind" "$i"
+    FAULT_DESC="kill -9 $kind of member $i, down ${ms}ms"
+  fi
 }
 
 # --- workload + faults ------------------------------------------------------------------------
 H=$T_TMP/history.jsonl
 eps_csv=$(IFS=,; echo "${EPS[*]}")
 python3 "$LIN/client.py" --endpoints "$eps_csv" --out "$H" --clients "$CLIENTS" \
-  --duration "$DURATION" --seed "$SEED" --command-timeout 2 >"$T_TMP/client.out" 2>"$T_TMP/client.err" &
+  --duration "$DURATION" --seed "$SEED" --command-timeout 2 ${LIN_SERIALIZABLE:+--serializable-reads} >"$T_TMP/client.out" 2>"$T_TMP/client.err" &
 CLIENT_PID=$!
 T_PIDS+=("$CLIENT_PID")
 start=$SECONDS
@@ -138,8 +161,12 @@ rc=0
 verdict=$(timeout 60 python3 "$LIN/checker.py" --budget 1000000 --time-limit 30 "$H" 2>&1) || rc=$?
 sed 's/^/# /' <<<"$verdict" | tail -n 60
 if [ "$rc" -eq 0 ]; then t_ok "history is linearizable"
-elif [ "$rc" -eq 1 ]; then t_fail "linearizability VIOLATION (seed $SEED; LIN_HISTORY=FILE keeps the history)"
-else t_fail "checker could not decide (rc=$rc): search budget or time exceeded"; fi
+else
+  keep=${TMPDIR:-/var/tmp}/cairn-lin-$SEED-$$.jsonl
+  cp "$H" "$keep"
+  if [ "$rc" -eq 1 ]; then t_fail "linearizability VIOLATION (seed $SEED; history kept in $keep)"
+  else t_fail "checker could not decide (rc=$rc: search budget or time exceeded; history kept in $keep)"; fi
+fi
 
 # Negative control: the same history with one read made stale must be rejected.
 if inj=$(python3 "$LIN/checker.py" "$H" --inject-stale-read "$T_TMP/stale.jsonl"); then

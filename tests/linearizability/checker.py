@@ -294,9 +294,13 @@ def report_violation(res, window=12, out=sys.stdout):
     before = sorted((o for o in res.ops if o.known and o.complete < st.invoke),
                     key=lambda o: o.complete)[-window:]
     overlap = [o for o in res.ops if o is not st and o.invoke <= st.complete and o.complete >= st.invoke]
+    # ... and whoever wrote the value the stuck op wanted to see, and the possible current values.
+    wanted = {st.value if st.f == "read" else st.expected} | set(res.frontier_states)
+    writers = [o for o in res.ops if o.f != "read" and (o.value if o.f == "write" else o.new) in wanted]
     shown = sorted(set(before) | set(overlap) | {st}, key=lambda o: (o.invoke, o.id))
     if len(shown) > 3 * window:
         shown = [o for o in shown if o.complete >= st.invoke or o in before[-window // 2:]]
+    shown = sorted(set(shown) | set(writers), key=lambda o: (o.invoke, o.id))
     p("  window (by invocation; '*' = the stuck op, '+' = in the deepest partial linearization):")
     linset = set(res.linearized)
     for o in shown:

@@ -11,6 +11,8 @@ Client i talks only to endpoint i mod len(endpoints) (followers included). Each 
   write (25%)  etcdctl put KEY VALUE              -> ok
   cas   (25%)  etcdctl txn: value("KEY") = "E" (or version("KEY") = "0" for "absent")
                then put KEY NEW                   -> ok (SUCCESS) / fail (FAILURE)
+With --serializable-reads, gets use --consistency=s (served locally, may be stale): a negative
+control against a real cluster, not part of the test.
 Every written value is unique (client id, sequence number). The expected value of a CAS is the
 value this client last saw for the key (often stale under contention: CAS fails are expected).
 
@@ -47,8 +49,9 @@ def etcdctl(ep, args, timeout_s, stdin=None):
     return p.returncode, p.stdout, p.stderr
 
 
-def do_read(ep, key, to):
-    rc, out, err = etcdctl(ep, ["get", key, "-w", "json"], to)
+def do_read(ep, key, to, serializable=False):
+    args = ["get", key, "-w", "json"] + (["--consistency=s"] if serializable else [])
+    rc, out, err = etcdctl(ep, args, to)
     if rc != 0:
         return "unknown", None, err.strip()[-200:]
     try:
@@ -99,7 +102,7 @@ class Recorder:
                 self.errors.append("%s %s %s: %s" % (rec["client"], rec["f"], rec["key"], err))
 
 
-def worker(cid, ep, keys, deadline, max_ops, counter, rec, to, seed):
+def worker(cid, ep, keys, deadline, max_ops, counter, rec, to, seed, serializable):
     rng = random.Random(seed)
     seq = 0
     last = {}  # key -> last value this client saw (None = absent)
@@ -113,7 +116,7 @@ def worker(cid, ep, keys, deadline, max_ops, counter, rec, to, seed):
         base = {"client": cid, "key": key, "endpoint": ep}
         if r < 0.5:
             t0 = time.monotonic()
-            typ, val, err = do_read(ep, key, to)
+            typ, val, err = do_read(ep, key, to, serializable)
             t1 = time.monotonic()
             d = dict(base, f="read", invoke=t0, complete=t1, type=typ)
             if typ == "ok":
@@ -156,6 +159,9 @@ def main():
     ap.add_argument("--prefix", default=None, help="key prefix (default: lin-<random>/)")
     ap.add_argument("--command-timeout", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--serializable-reads", action="store_true",
+                    help="read with --consistency=s (local, possibly stale: NOT linearizable; a "
+                         "way to see the checker catch real stale reads from followers)")
     a = ap.parse_args()
     eps = [e for e in a.endpoints.split(",") if e]
     seed = a.seed if a.seed is not None else random.randrange(1 << 30)
@@ -166,7 +172,7 @@ def main():
     deadline = time.monotonic() + a.duration
     threads = [threading.Thread(target=worker, daemon=True,
                                 args=(i, eps[i % len(eps)], keys, deadline, a.max_ops, counter, rec,
-                                      a.command_timeout, seed * 1000 + i))
+                                      a.command_timeout, seed * 1000 + i, a.serializable_reads))
                for i in range(a.clients)]
     for t in threads:
         t.start()
