@@ -26,6 +26,12 @@
  *   raftd <-> raftd     RAFT (a Raft message between members, over ZeroMQ TCP; cluster_id lets
  *                       a member drop messages from another cluster, --initial-cluster-token)
  *
+ * Epochs: stored draws a new boot_id at every start. raftd tags APPEND and COMMIT with the
+ * boot_id of the stored it loaded its state from, and stored tags APPENDED with its own.
+ * Either side ignores a message of another epoch: a restarted stored lost whatever it had
+ * not synced, so an ack from it must not vouch for the old instance's writes, and a commit
+ * index computed against the old instance's log must not drive the new one's apply.
+ *
  * The payload of a raft entry proposed by a gateway is a REQUEST ENVELOPE, also msgpack:
  *     [ version:uint, origin:bin (gateway identity), req_id:u64, kind:u64, body:bin ]
  * where kind is a cairn_req_kind_t and body the protobuf bytes of the etcd request. It is
@@ -47,11 +53,11 @@ typedef enum {
     CAIRN_IPC_READ_INDEX_RESP,    /* req_id(context), index, code, message */
     CAIRN_IPC_LOAD,               /* (none) */
     CAIRN_IPC_LOAD_RESP,          /* boot_id, term, vote, commit, snap_index, snap_term, entries */
-    CAIRN_IPC_APPEND,             /* seq, has_hs, term, vote, commit, index, entries; index != 0:
+    CAIRN_IPC_APPEND,             /* boot_id, seq, has_hs, term, vote, commit, index, entries; index != 0:
                                      entries up to it are committed as soon as they are durable
                                      (a single-voter leader: its own disk is the quorum) */
-    CAIRN_IPC_APPENDED,           /* seq, index, term, code, message */
-    CAIRN_IPC_COMMIT,             /* commit, term, leader */
+    CAIRN_IPC_APPENDED,           /* boot_id, seq, index, term, code, message */
+    CAIRN_IPC_COMMIT,             /* boot_id, commit, term, leader */
     CAIRN_IPC_HELLO,              /* boot_id */
     CAIRN_IPC_RANGE,              /* req_id, read_index, body(RangeRequest) */
     CAIRN_IPC_RESULT,             /* req_id, code, message, body(response protobuf) */

@@ -452,7 +452,8 @@ static void process_ready(raftd_t *r)
             for (size_t i = 0; i < rd.n_entries; i++)
                 ents[i] = (cairn_ipc_entry_t){rd.entries[i].index, rd.entries[i].term, rd.entries[i].type,
                                               rd.entries[i].data, rd.entries[i].len};
-            cairn_ipc_msg_t m = {.type = CAIRN_IPC_APPEND, .seq = ++r->seq, .has_hs = rd.hs_changed,
+            cairn_ipc_msg_t m = {.type = CAIRN_IPC_APPEND, .boot_id = r->stored_boot, .seq = ++r->seq,
+                                 .has_hs = rd.hs_changed,
                                  .term = rd.hs.term, .vote = rd.hs.vote, .commit = rd.hs.commit, .entries = ents,
                                  .n_entries = rd.n_entries};
             /* A single voter that leads commits an entry the moment its own disk has it (its
@@ -476,7 +477,8 @@ static void process_ready(raftd_t *r)
                 hold_peer(r, &rd.msgs_after_persist[i], r->seq);
         }
         if (rd.commit != r->sent_commit || rd.term != r->sent_term || rd.leader != r->sent_leader) {
-            cairn_ipc_msg_t m = {.type = CAIRN_IPC_COMMIT, .commit = rd.commit, .term = rd.term, .leader = rd.leader};
+            cairn_ipc_msg_t m = {.type = CAIRN_IPC_COMMIT, .boot_id = r->stored_boot, .commit = rd.commit,
+                                 .term = rd.term, .leader = rd.leader};
             send_stored(r, &m);
             if (rd.leader != r->sent_leader) {
                 cairn_info("leader changed", "leader=%016llx term=%llu", (unsigned long long)rd.leader,
@@ -592,6 +594,14 @@ static void handle_stored(raftd_t *r, const uint8_t *frame, size_t len)
         }
         break;
     case CAIRN_IPC_APPENDED:
+        if (r->raft && m.boot_id != r->stored_boot) {
+            /* another stored instance: it cannot vouch for what we sent the old one */
+            cairn_warn("ack from a restarted stored; reloading raft state", NULL);
+            cairn_raft_destroy(&r->raft);
+            release_held(r, 1);
+            fail_reads(r, "etcdserver: leader changed");
+            break;
+        }
         if (r->raft && m.code == 0) {
             r->acked_seq = m.seq;
             cairn_raft_persisted(r->raft, m.index, m.term);

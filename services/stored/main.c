@@ -421,6 +421,13 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
     case CAIRN_IPC_APPEND:
         if (s->wal_failed)
             break;
+        if (m.boot_id != s->boot_id) {
+            /* From a raftd that loaded from an earlier instance of us: what it believes we
+             * hold may be lost. Ignore it and tell it at once to reload. */
+            cairn_ipc_msg_t h = {.type = CAIRN_IPC_HELLO, .boot_id = s->boot_id};
+            reply(s, ident, ident_len, &h);
+            break;
+        }
         if (ident_len <= sizeof s->raftd_ident) {
             memcpy(s->raftd_ident, ident, ident_len);
             s->raftd_ident_len = ident_len;
@@ -462,7 +469,7 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
         if (!must_sync && !s->have_pending) {
             /* nothing this APPEND carries needs the disk: acknowledge it at once */
             entry_t *le = log_at(s, s->persisted);
-            cairn_ipc_msg_t a = {.type = CAIRN_IPC_APPENDED, .seq = m.seq, .index = s->persisted,
+            cairn_ipc_msg_t a = {.type = CAIRN_IPC_APPENDED, .boot_id = s->boot_id, .seq = m.seq, .index = s->persisted,
                                  .term = le ? le->term : s->snap_term};
             reply(s, ident, ident_len, &a);
             break;
@@ -473,6 +480,8 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
             s->commit_on_persist = m.index;
         break;
     case CAIRN_IPC_COMMIT:
+        if (m.boot_id != s->boot_id)
+            break; /* computed against another instance's log: see cairn_ipc.h "Epochs" */
         if (m.commit > s->commit)
             s->commit = m.commit;
         s->term = m.term;
@@ -540,7 +549,8 @@ static void sync_wal(stored_t *s)
             s->commit = c;
     }
     entry_t *last = log_at(s, s->persisted);
-    cairn_ipc_msg_t a = {.type = CAIRN_IPC_APPENDED, .seq = s->pending_seq, .index = s->persisted,
+    cairn_ipc_msg_t a = {.type = CAIRN_IPC_APPENDED, .boot_id = s->boot_id, .seq = s->pending_seq,
+                         .index = s->persisted,
                          .term = last ? last->term : s->snap_term};
     if (s->raftd_ident_len)
         reply(s, s->raftd_ident, s->raftd_ident_len, &a);

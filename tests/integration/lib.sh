@@ -89,10 +89,13 @@ t_start_etcd() {
 # t_wait_healthy ENDPOINT [SECONDS]: a successful linearizable read (etcdctl endpoint health)
 # (extra etcdctl flags, e.g. --cacert=..., may follow)
 t_wait_healthy() {
-  local ep=$1 secs=${2:-20} i
+  local ep=$1 secs=${2:-20}
   shift; shift || true
-  for ((i = 0; i < secs * 10; i++)); do
-    if etcdctl --endpoints="$ep" --command-timeout=1s "$@" endpoint health >/dev/null 2>&1; then return 0; fi
+  local deadline=$(( $(date +%s) + secs ))
+  # bounded by the clock, not by attempts: an attempt against a member that accepts
+  # connections but never answers takes its whole command timeout
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    if timeout 3 etcdctl --endpoints="$ep" --command-timeout=1s "$@" endpoint health >/dev/null 2>&1; then return 0; fi
     sleep 0.1
   done
   echo "endpoint $ep not healthy after ${secs}s" >&2
