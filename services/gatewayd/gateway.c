@@ -579,8 +579,25 @@ static void on_ipc(cairn_gateway_t *g, const uint8_t *frame, size_t len)
     case CAIRN_IPC_READ_INDEX_RESP:
         on_read_index(g, &m);
         break;
-    case CAIRN_IPC_RESULT:
     case CAIRN_IPC_PROPOSE_FAIL:
+        if (m.req_id == 0) { /* raftd rebuilt its state: every write in flight has an unknown outcome */
+            char msg[256];
+            snprintf(msg, sizeof msg, "%.*s", (int)m.message_len, m.message ? (const char *)m.message : "");
+            size_t pos = 0, n = 0;
+            uint64_t key, ids[1024];
+            void *val;
+            while (n < 1024 && cairn_u64map_next(g->pending, &pos, &key, &val))
+                if (((pending_t *)val)->kind == W_PROPOSAL)
+                    ids[n++] = key;
+            for (size_t i = 0; i < n; i++) {
+                pending_t *p = cairn_u64map_take(g->pending, ids[i]);
+                fail(g, p, (int)m.code, msg);
+                free_pending(p);
+            }
+            break;
+        }
+        /* fall through */
+    case CAIRN_IPC_RESULT:
     case CAIRN_IPC_STATUS_RESP:
     case CAIRN_IPC_ERROR: {
         pending_t *p = cairn_u64map_take(g->pending, m.req_id);

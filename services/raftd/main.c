@@ -41,6 +41,11 @@
  * any member shows every member's client URLs (etcd publishes them through the log; here
  * they are soft state, relearned within seconds after a restart). */
 #define SHELL_MSG_ATTRS 200
+/* Log compaction (thesis ch. 5): entries kept behind the durable commit point on a leader
+ * (etcd's SnapshotCatchUpEntries), so that a follower a little behind is served from the
+ * log; compaction runs when it can drop at least COMPACT_MIN_STEP entries. */
+#define LEADER_KEEP_ENTRIES 5000
+#define COMPACT_MIN_STEP 4096
 #define ATTRS_EVERY_MS 2000
 
 static volatile sig_atomic_t g_stop;
@@ -91,9 +96,16 @@ typedef struct {
     int64_t next_fault_check;
     char fault_path[4096];
     transfer_t transfer; /* one MoveLeader at a time (req_id 0 = none) */
+    /* gateways that proposed since the last (re)load: told when in-flight proposals may be lost */
+    struct {
+        uint8_t ident[128];
+        size_t len;
+    } proposers[32];
+    size_t n_proposers;
     cairn_raft_t *raft;
     uint64_t stored_boot;
     uint64_t seq, acked_seq;
+    uint64_t persisted_index; /* last index stored has made durable (this epoch) */
     uint64_t sent_commit, sent_term, sent_leader;
     uint64_t next_ctx;
     cairn_u64map_t *reads; /* ctx -> read_ctx_t */
@@ -507,11 +519,87 @@ static void process_ready(raftd_t *r)
             send_gw(r, rc->ident, rc->ident_len, &m);
             free(rc);
         }
+        int snap = rd.has_snapshot;
+        uint64_t snap_index = rd.snapshot_index, snap_term = rd.snapshot_term;
         cairn_raft_advance(r->raft, &rd);
+        if (snap) {
+            /* Installing a leader's snapshot (a member behind the leader's log) is not built
+             * yet; the leader never compacts past a member's progress, so this is a member
+             * that fell more than --snapshot-count entries behind a newly elected leader. */
+            cairn_error("snapshot install requested but not supported; this member must be re-added",
+                        "index=%llu term=%llu", (unsigned long long)snap_index, (unsigned long long)snap_term);
+            cairn_raft_snapshot_failed(r->raft);
+        }
     }
 }
 
+/* ------------------------------------------------------------------ compaction */
+
+/* Bounds raftd's in-memory log. Installing a snapshot on a member that fell behind the log
+ * is not built yet, so the leader never compacts past what any member has acknowledged
+ * (a member that is down holds compaction back until it returns), and a follower keeps
+ * --snapshot-count entries of margin in case it leads later. stored keeps its own copy of
+ * the log and the WAL, bounded the same way. */
+static void maybe_compact(raftd_t *r)
+{
+    if (!r->raft)
+        return;
+    uint64_t commit = cairn_raft_commit(r->raft);
+    uint64_t durable = commit < r->persisted_index ? commit : r->persisted_index;
+    uint64_t keep = LEADER_KEEP_ENTRIES;
+    if (cairn_raft_role(r->raft) == CAIRN_RAFT_LEADER) {
+        const uint64_t *ids;
+        size_t n = cairn_raft_voters(r->raft, &ids);
+        for (int pass = 0; pass < 2; pass++) {
+            for (size_t i = 0; i < n; i++) {
+                cairn_raft_progress_t pr;
+                if (ids[i] == cairn_config_member_id(r->cfg) || cairn_raft_progress(r->raft, ids[i], &pr) != 0)
+                    continue;
+                if (pr.match < durable)
+                    durable = pr.match;
+            }
+            n = cairn_raft_learners(r->raft, &ids);
+        }
+    } else {
+        keep = r->cfg->snapshot_count ? r->cfg->snapshot_count : 100000;
+    }
+    if (durable <= keep)
+        return;
+    uint64_t target = durable - keep;
+    if (target < cairn_raft_snapshot_index(r->raft) + COMPACT_MIN_STEP)
+        return;
+    uint64_t term = cairn_raft_term_at(r->raft, target);
+    int rc = term ? cairn_raft_compact(r->raft, target, term) : CAIRN_EINVAL;
+    if (rc)
+        cairn_debug("compaction refused", "index=%llu err=\"%s\"", (unsigned long long)target, cairn_strerror(rc));
+}
+
 /* ------------------------------------------------------------------ state load */
+
+static void note_proposer(raftd_t *r, const uint8_t *ident, size_t len)
+{
+    for (size_t i = 0; i < r->n_proposers; i++)
+        if (r->proposers[i].len == len && memcmp(r->proposers[i].ident, ident, len) == 0)
+            return;
+    if (r->n_proposers < 32 && len <= sizeof r->proposers[0].ident) {
+        memcpy(r->proposers[r->n_proposers].ident, ident, len);
+        r->proposers[r->n_proposers++].len = len;
+    }
+}
+
+/* The core is being rebuilt (stored restarted): proposals it held that stored had not made
+ * durable are gone, and those it had may still commit. Tell every gateway that proposed:
+ * each fails its in-flight writes with etcd's "outcome unknown" timeout text at once,
+ * instead of letting clients wait out their deadlines. (req_id 0 = all in flight.) */
+static void notify_reload(raftd_t *r)
+{
+    for (size_t i = 0; i < r->n_proposers; i++) {
+        cairn_ipc_msg_t f = {.type = CAIRN_IPC_PROPOSE_FAIL, .req_id = 0, .code = 14};
+        cairn_ipc_set_message(&f, "etcdserver: request timed out, possibly due to previous leader failure");
+        send_gw(r, r->proposers[i].ident, r->proposers[i].len, &f);
+    }
+    r->n_proposers = 0;
+}
 
 static void start_core(raftd_t *r, const cairn_ipc_msg_t *m)
 {
@@ -560,6 +648,7 @@ static void start_core(raftd_t *r, const cairn_ipc_msg_t *m)
     r->stored_boot = m->boot_id;
     r->sent_commit = r->sent_term = r->sent_leader = 0;
     r->acked_seq = r->seq;
+    r->persisted_index = m->n_entries ? m->entries[m->n_entries - 1].index : m->snap_index;
     cairn_info("raft state loaded", "term=%llu vote=%016llx commit=%llu entries=%zu first=%llu",
                (unsigned long long)m->term, (unsigned long long)m->vote, (unsigned long long)m->commit,
                m->n_entries, (unsigned long long)(m->snap_index + 1));
@@ -589,6 +678,8 @@ static void handle_stored(raftd_t *r, const uint8_t *frame, size_t len)
         if (r->raft && m.boot_id != r->stored_boot) {
             cairn_warn("stored restarted; reloading raft state", NULL);
             cairn_raft_destroy(&r->raft);
+            notify_reload(r);
+            r->last_load_sent = 0; /* ask for the new state now, not at the next retry tick */
             release_held(r, 1); /* what they promised may be lost: a crash, to the core */
             fail_reads(r, "etcdserver: leader changed");
         }
@@ -598,12 +689,15 @@ static void handle_stored(raftd_t *r, const uint8_t *frame, size_t len)
             /* another stored instance: it cannot vouch for what we sent the old one */
             cairn_warn("ack from a restarted stored; reloading raft state", NULL);
             cairn_raft_destroy(&r->raft);
+            notify_reload(r);
+            r->last_load_sent = 0; /* ask for the new state now, not at the next retry tick */
             release_held(r, 1);
             fail_reads(r, "etcdserver: leader changed");
             break;
         }
         if (r->raft && m.code == 0) {
             r->acked_seq = m.seq;
+            r->persisted_index = m.index;
             cairn_raft_persisted(r->raft, m.index, m.term);
             release_held(r, 0);
         }
@@ -631,6 +725,7 @@ static void handle_gw(raftd_t *r, const uint8_t *ident, size_t ident_len, const 
     }
     switch (m.type) {
     case CAIRN_IPC_PROPOSE: {
+        note_proposer(r, ident, ident_len);
         rc = r->raft ? cairn_raft_propose(r->raft, m.body, m.body_len, NULL) : CAIRN_ENOT_LEADER;
         if (rc) {
             cairn_ipc_msg_t f = {.type = CAIRN_IPC_PROPOSE_FAIL, .req_id = m.req_id, .code = 14};
@@ -804,6 +899,7 @@ int main(int argc, char **argv)
         if (!r->raft)
             r->next_tick = now + r->cfg->heartbeat_ms;
         process_ready(r);
+        maybe_compact(r);
         if (r->n_peers && now >= r->next_attrs) {
             send_attrs(r);
             r->next_attrs = now + ATTRS_EVERY_MS;

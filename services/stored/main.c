@@ -648,13 +648,15 @@ int main(int argc, char **argv)
 
     /* raftd learns our boot id from HELLO (sent every second, and dropped while raftd is not
      * connected): a raftd that sees a new boot id knows we restarted and reloads its state. */
-    int64_t next_hello = 0;
+    int64_t next_hello = 0, started_at = cairn_now_ms();
     while (!g_stop) {
         int64_t now = cairn_now_ms();
         if (now >= next_hello) {
             cairn_ipc_msg_t h = {.type = CAIRN_IPC_HELLO, .boot_id = s->boot_id};
             cairn_zmq_send(s->router, "raftd", 5, &h);
-            next_hello = now + 1000;
+            /* every 100 ms while young: raftd's socket reconnects within that and must learn
+             * of the restart before it proposes into a log we no longer hold */
+            next_hello = now + (now - started_at < 3000 ? 100 : 1000);
         }
         zmq_pollitem_t item = {zsock_resolve(s->router), 0, ZMQ_POLLIN, 0};
         int timeout = s->reads ? 10 : 500;
