@@ -51,8 +51,8 @@
  * (liveness).
  *
  * Every failure prints its seed and event number. Environment:
- *   CAIRN_SIM_SEEDS=<n>   number of seeds per test (defaults: 8000 for 3/5 members, 2000 for
- *                         one member; about 20 s in a release build, under a minute with ASan)
+ *   CAIRN_SIM_SEEDS=<n>   number of seeds per test (defaults: 10000 for 3/5 members, 2000 for
+ *                         one member; about 12 s in a release build, about 40 s with ASan)
  *   CAIRN_SIM_FIRST_SEED=<k>  start k seeds further (to search other ranges)
  *   CAIRN_SIM_SEED=<n>    replay one seed only
  *   CAIRN_SIM_TRACE=1     print every event (use with CAIRN_SIM_SEED)
@@ -1568,6 +1568,37 @@ static void chaos_events(sim_t *s)
     }
 }
 
+/* What every member looks like, for a liveness failure's report. */
+static void dump_nodes(sim_t *s)
+{
+    for (int i = 1; i <= s->n; i++) {
+        node_t *nd = &s->nodes[i];
+        if (!nd->exists) {
+            fprintf(stderr, "  node %d: never started\n", i);
+            continue;
+        }
+        if (!nd->up) {
+            fprintf(stderr, "  node %d: down%s\n", i, nd->retired ? " (retired)" : "");
+            continue;
+        }
+        const uint64_t *v, *l;
+        size_t nv = cairn_raft_voters(nd->r, &v), nl = cairn_raft_learners(nd->r, &l);
+        char m[128];
+        arrays_str(v, nv, l, nl, m, sizeof m);
+        fprintf(stderr,
+                "  node %d: role %d term %llu leader %llu commit %llu last %llu snap %llu applied %llu pending conf "
+                "%llu membership %s%s\n",
+                i, cairn_raft_role(nd->r), ULL(cairn_raft_term(nd->r)), ULL(cairn_raft_leader(nd->r)),
+                ULL(cairn_raft_commit(nd->r)), ULL(cairn_raft_last_index(nd->r)),
+                ULL(cairn_raft_snapshot_index(nd->r)), ULL(nd->applied), ULL(cairn_raft_pending_conf_index(nd->r)), m,
+                nd->inst.active ? " installing" : "");
+    }
+    char m[128];
+    smem_str(model_at(s, s->committed.n), m, sizeof m);
+    fprintf(stderr, "  committed: %llu, membership %s; pre_vote %d check_quorum %d\n", ULL(s->committed.n), m,
+            s->pre_vote, s->check_quorum);
+}
+
 /* Liveness, after healing: a leader every member of its configuration follows, then a proposal
  * applied by every member. */
 static int members_ok(sim_t *s, node_t *l, int applied)
@@ -1686,6 +1717,8 @@ static void run_seed(sim_t *s)
             s->live_units = s->now - s->chaos_units;
             return;
         }
+        if (!(s->leader_units || s->now < s->chaos_units + LEADER_BOUND) || s->now >= s->chaos_units + LIVE_BOUND)
+            dump_nodes(s);
         CHECK(s, s->leader_units || s->now < s->chaos_units + LEADER_BOUND,
               "liveness: no leader followed by every member within %d units of healing", LEADER_BOUND);
         CHECK(s, s->now < s->chaos_units + LIVE_BOUND,
@@ -1699,7 +1732,7 @@ static void run_seed(sim_t *s)
 
 typedef struct {
     uint64_t seeds, commits, reads_ok, reads_fail, leaders, crashes, msgs, live_max, leader_max, compactions,
-        installs, inst_failed, inst_crashed, confs, retired, membership_seeds;
+        installs, inst_failed, inst_crashed, confs, retired, membership_seeds, leader_max_seed, live_max_seed;
 } totals_t;
 
 /* A crash (segfault, abort, sanitizer report) must still name its seed. */
@@ -1799,10 +1832,14 @@ static int sim_one(uint64_t seed, int n, totals_t *tot, char *msg, size_t msglen
     tot->confs += s.n_confs;
     tot->retired += s.n_retired;
     tot->membership_seeds += (uint64_t)s.membership;
-    if (s.leader_units > tot->leader_max)
+    if (s.leader_units > tot->leader_max) {
         tot->leader_max = s.leader_units;
-    if (s.live_units > tot->live_max)
+        tot->leader_max_seed = seed;
+    }
+    if (s.live_units > tot->live_max) {
         tot->live_max = s.live_units;
+        tot->live_max_seed = seed;
+    }
     sim_free(&s);
     return failed;
 }
@@ -1852,12 +1889,13 @@ static void run_many(int base, uint64_t first_seed, uint64_t def_seeds)
             "raft sim (%s): %llu seeds in %.2fs (%.0f seeds/s): %llu commits, %llu reads served, %llu failed, "
             "%llu leaders, %llu crashes, %llu messages, %llu compactions, %llu snapshots installed (%llu failed, "
             "%llu cut by a crash), %llu membership changes in %llu seeds, %llu members removed; after healing: "
-            "leader within %llu ticks, commit everywhere within %llu ticks\n",
+            "leader within %llu ticks (seed %llu), commit everywhere within %llu ticks (seed %llu)\n",
             base == 1 ? "1 member" : "3/5 members", ULL(tot.seeds), sec, (double)tot.seeds / sec, ULL(tot.commits),
             ULL(tot.reads_ok), ULL(tot.reads_fail), ULL(tot.leaders), ULL(tot.crashes), ULL(tot.msgs),
             ULL(tot.compactions), ULL(tot.installs), ULL(tot.inst_failed), ULL(tot.inst_crashed), ULL(tot.confs),
             ULL(tot.membership_seeds),
-            ULL(tot.retired), ULL(tot.leader_max / UNITS_PER_TICK), ULL(tot.live_max / UNITS_PER_TICK));
+            ULL(tot.retired), ULL(tot.leader_max / UNITS_PER_TICK), ULL(tot.leader_max_seed),
+            ULL(tot.live_max / UNITS_PER_TICK), ULL(tot.live_max_seed));
     cr_assert_gt(tot.commits, tot.seeds, "the scenarios commit entries");
     cr_assert_gt(tot.reads_ok, 0, "the scenarios serve reads");
     cr_assert_gt(tot.compactions, 0, "the scenarios compact");
@@ -1869,7 +1907,7 @@ static void run_many(int base, uint64_t first_seed, uint64_t def_seeds)
 }
 
 /* Seeds 1.. : 3- and 5-member clusters. */
-Test(raft_sim, clusters_of_3_and_5, .timeout = 600) { run_many(3, 1, 8000); }
+Test(raft_sim, clusters_of_3_and_5, .timeout = 600) { run_many(3, 1, 10000); }
 
 /* Seeds 1000000000.. : one member with crashes, the path the single-node product takes. */
 Test(raft_sim, single_member, .timeout = 600) { run_many(1, SINGLE_FIRST_SEED, 2000); }

@@ -2219,3 +2219,33 @@ Test(raft_membership, removed_server_cannot_disrupt)
     cr_assert_eq(cairn_raft_commit(t.n[2]), idx);
     net_free(&t);
 }
+
+Test(raft_snapshot, a_newer_snapshot_replaces_one_not_handed_out)
+{
+    cairn_raft_config_t c = cfg_of(2, THREE, 3);
+    cairn_raft_t *r = mk(&c);
+    cairn_raft_msg_t sm = {.type = CAIRN_RAFT_MSG_SNAP, .from = 1, .to = 2, .term = 2, .index = 10, .log_term = 2,
+                           .snap_index = 10, .snap_term = 2, .voters = V123, .n_voters = 3};
+    cr_assert_eq(cairn_raft_step(r, &sm), 0);
+    sm.snap_index = sm.index = 12;
+    cr_assert_eq(cairn_raft_step(r, &sm), 0);
+    sm.snap_index = sm.index = 11;
+    cr_assert_eq(cairn_raft_step(r, &sm), 0, "an older one does not replace it");
+    cairn_raft_ready_t rd;
+    rdy(r, &rd);
+    cr_assert(rd.has_snapshot);
+    cr_assert_eq(rd.snapshot_index, 12);
+    cairn_raft_advance(r, &rd);
+    sm.snap_index = sm.index = 14;
+    cr_assert_eq(cairn_raft_step(r, &sm), 0);
+    cr_assert_not(cairn_raft_has_ready(r), "the shell is installing 12: 14 waits for the leader's retry");
+    cr_assert_eq(cairn_raft_snapshot_installed(r, 14, 2), CAIRN_EINVAL);
+    cr_assert_eq(cairn_raft_snapshot_installed(r, 12, 2), 0);
+    cr_assert_eq(cairn_raft_last_index(r), 12);
+    cr_assert_eq(cairn_raft_step(r, &sm), 0);
+    rdy(r, &rd);
+    cr_assert(rd.has_snapshot);
+    cr_assert_eq(rd.snapshot_index, 14);
+    cairn_raft_advance(r, &rd);
+    cairn_raft_destroy(&r);
+}

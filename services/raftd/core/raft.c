@@ -1685,11 +1685,14 @@ static int handle_snap(cairn_raft_t *r, const cairn_raft_msg_t *m)
         send_after(r, resp);
         return 0;
     }
-    if (r->psnap.state)
-        return 0; /* one install at a time; the leader resends after SNAP_TIMEOUT */
+    /* One install at a time: the shell works on the one it was handed (the leader resends after
+     * SNAP_TIMEOUT if that fails); one not handed out yet gives way to a newer one. */
+    if (r->psnap.state == 2 || (r->psnap.state == 1 && m->snap_index <= r->psnap.index))
+        return 0;
     mship_t ms;
     if (mship_set(&ms, m->voters, m->n_voters, m->learners, m->n_learners))
         return CAIRN_ENOMEM;
+    mship_free(&r->psnap.m);
     r->psnap.state = 1;
     r->psnap.index = m->snap_index;
     r->psnap.term = m->snap_term;
@@ -1950,13 +1953,13 @@ int cairn_raft_step(cairn_raft_t *r, const cairn_raft_msg_t *m)
                 r->randomized_timeout = timeout;
             }
         } else if (m->term < r->term) {
-            if ((r->check_quorum || r->pre_vote || !r->self_voter) &&
-                (m->type == CAIRN_RAFT_MSG_APP || m->type == CAIRN_RAFT_MSG_HEARTBEAT ||
-                 m->type == CAIRN_RAFT_MSG_SNAP)) {
-                /* A stale leader (e.g. back from a partition) would otherwise never learn
-                 * our term: with PreVote/CheckQuorum we never bump its term by a vote
-                 * request, and a learner (or a member that does not know it is a voter yet)
-                 * never campaigns, so tell it directly, and it steps down. */
+            if (m->type == CAIRN_RAFT_MSG_APP || m->type == CAIRN_RAFT_MSG_HEARTBEAT ||
+                m->type == CAIRN_RAFT_MSG_SNAP) {
+                /* Raft Fig. 2: refuse with our term, and the stale leader (e.g. back from a
+                 * partition) steps down. etcd answers only with PreVote/CheckQuorum, counting
+                 * otherwise on our vote requests to reach it; with membership changes they may
+                 * not: a learner never campaigns, and a member whose log is behind may not know
+                 * that leader is a voter. */
                 send_after(r, (cairn_raft_msg_t){.type = CAIRN_RAFT_MSG_APP_RESP, .to = m->from, .term = r->term});
             } else if (m->type == CAIRN_RAFT_MSG_PREVOTE || m->type == CAIRN_RAFT_MSG_VOTE) {
                 /* Raft Fig. 2: a stale RequestVote is refused with our term, which the
