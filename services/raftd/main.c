@@ -526,8 +526,12 @@ static void process_ready(raftd_t *r)
             /* Installing a leader's snapshot (a member behind the leader's log) is not built
              * yet; the leader never compacts past a member's progress, so this is a member
              * that fell more than --snapshot-count entries behind a newly elected leader. */
-            cairn_error("snapshot install requested but not supported; this member must be re-added",
-                        "index=%llu term=%llu", (unsigned long long)snap_index, (unsigned long long)snap_term);
+            static int64_t last_log; /* the leader retries about once per heartbeat */
+            if (cairn_now_ms() - last_log > 10000) {
+                cairn_error("snapshot install requested but not supported; this member must be re-added",
+                            "index=%llu term=%llu", (unsigned long long)snap_index, (unsigned long long)snap_term);
+                last_log = cairn_now_ms();
+            }
             cairn_raft_snapshot_failed(r->raft);
         }
     }
