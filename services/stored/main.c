@@ -40,6 +40,19 @@ typedef struct {
     size_t len;
 } entry_t;
 
+/* A result waiting to be sent to the gateway that proposed the entry. */
+typedef struct {
+    uint8_t ident[256];
+    size_t ident_len;
+    uint64_t req_id;
+    int code;
+    char message[256];
+    uint8_t *body;
+    size_t body_len;
+} out_t;
+
+#define APPLY_BATCH_MAX 4096 /* entries per LevelDB write */
+
 typedef struct read_s {
     struct read_s *next;
     uint8_t ident[256];
@@ -75,6 +88,7 @@ typedef struct {
     read_t *reads, **reads_tail;
     uint64_t n_applied_total;
     uint64_t last_checkpoint;
+    out_t *outs; /* APPLY_BATCH_MAX results, allocated once: apply runs for every write */
 } stored_t;
 
 /* ------------------------------------------------------------------ in-memory log */
@@ -279,19 +293,10 @@ static void apply_committed(stored_t *s)
      * the result is deterministic. Linearizable reads still wait for the applied index, which
      * moves only when the batch is written, so no read can miss an answered write. This takes
      * LevelDB's own log write off every write's latency. */
-    typedef struct {
-        uint8_t ident[256];
-        size_t ident_len;
-        uint64_t req_id;
-        int code;
-        char message[256];
-        uint8_t *body;
-        size_t body_len;
-    } out_t;
-    size_t max_batch = 4096;
-    out_t *outs = calloc(max_batch, sizeof *outs);
-    if (!outs)
+    size_t max_batch = APPLY_BATCH_MAX;
+    if (!s->outs && !(s->outs = calloc(APPLY_BATCH_MAX, sizeof *s->outs)))
         return;
+    out_t *outs = s->outs;
     while (applied < upto) {
         size_t nout = 0;
         if (cairn_mvcc_batch_begin(s->mvcc) < 0)
@@ -345,7 +350,6 @@ static void apply_committed(stored_t *s)
             cairn_error("apply failed; exiting so the WAL is replayed", NULL);
             for (size_t k = 0; k < nout; k++)
                 free(outs[k].body);
-            free(outs);
             g_stop = 2;
             return;
         }
@@ -362,7 +366,6 @@ static void apply_committed(stored_t *s)
         }
         applied = cairn_mvcc_applied_index(s->mvcc);
     }
-    free(outs);
     log_trim(s);
     checkpoint(s);
 }
@@ -702,6 +705,7 @@ out:
         free(r->body);
         free(r);
     }
+    free(s->outs);
     cairn_config_destroy(&s->cfg);
     return exit_code;
 }
