@@ -763,7 +763,7 @@ static int load_file(cairn_config_t *c, const char *path, char *eb, size_t el)
         while (kend > s && (kend[-1] == ' ' || kend[-1] == '\t'))
             kend--;
         *kend = 0;
-        char *val, why[256];
+        char *val = NULL, why[256];
         bool quoted, null;
         if (yaml_scalar(colon + 1, &val, &quoted, &null, why, sizeof why))
             FERR("%s: %s", s, why);

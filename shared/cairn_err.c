@@ -1,6 +1,9 @@
 /* cairn_err.c - strings for the CAIRN_E* codes (see cairn_err.h). */
 #include "cairn_err.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 const char *cairn_strerror(int err)
 {
     switch (err) {
@@ -14,4 +17,14 @@ const char *cairn_strerror(int err)
     default:
         return "unknown error";
     }
+}
+
+void cairn_errbuf_set(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    if (!errbuf || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
 }

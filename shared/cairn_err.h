@@ -7,6 +7,8 @@
 #ifndef CAIRN_ERR_H
 #define CAIRN_ERR_H
 
+#include <stddef.h>
+
 #define CAIRN_ERRNO_MAP(X)                                                   \
     X(NOMEM, "out of memory")                                                \
     X(INVAL, "invalid argument")                                             \
@@ -41,5 +43,9 @@ typedef enum {
 
 /* Returns a static, human-readable string for a CAIRN_E* code (or for 0). */
 const char *cairn_strerror(int err);
+
+/* Formats a sentence into a caller's error buffer (the errbuf/errlen pair many constructors
+ * take); does nothing when errbuf is NULL or errlen is 0. */
+void cairn_errbuf_set(char *errbuf, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif

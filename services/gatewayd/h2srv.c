@@ -81,6 +81,7 @@
 #include <openssl/ssl.h>
 
 #include "cairn_err.h"
+#include "cairn_zmq.h"
 #include "cairn_log.h"
 #include "h2srv_http1.h"
 #include "h2srv_tls.h"
@@ -204,23 +205,6 @@ struct cairn_h2srv_t {
 
 #define LISTENER_BIT (1ull << 63)
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    if (!errbuf || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- gRPC helpers -------------------------------------------------------------------- */
 
@@ -502,7 +486,7 @@ static void conn_finish(conn_t *c)
         return;
     }
     c->state = CS_LINGER;
-    c->closing_ms = now_ms();
+    c->closing_ms = cairn_now_ms();
 }
 
 static conn_t *conn_new(cairn_h2srv_t *s, int fd, int tls)
@@ -512,7 +496,7 @@ static conn_t *conn_new(cairn_h2srv_t *s, int fd, int tls)
         return NULL;
     c->srv = s;
     c->fd = fd;
-    c->created_ms = now_ms();
+    c->created_ms = cairn_now_ms();
     do {
         c->serial = s->next_serial++;
     } while (c->serial == 0 || ht_get(s, c->serial));
@@ -1233,7 +1217,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 {
     conn_t *c = user_data;
     if (frame->hd.type == NGHTTP2_RST_STREAM) {
-        int64_t now = now_ms();
+        int64_t now = cairn_now_ms();
         c->rst_tokens += (now - c->rst_ms) * RST_RATE_PER_S;
         if (c->rst_tokens > RST_BURST * 1000)
             c->rst_tokens = RST_BURST * 1000;
@@ -1363,7 +1347,7 @@ static void h2_start(conn_t *c)
         nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
     c->state = CS_H2;
     c->rst_tokens = RST_BURST * 1000;
-    c->rst_ms = now_ms();
+    c->rst_ms = cairn_now_ms();
     mark_dirty(c);
 }
 
@@ -1377,7 +1361,7 @@ static void h2_feed(conn_t *c, const uint8_t *data, size_t n)
         /* Queue a GOAWAY if nghttp2 has not; we close once it is out. */
         nghttp2_session_terminate_session(c->h2, NGHTTP2_PROTOCOL_ERROR);
         c->closing = 1;
-        c->closing_ms = now_ms();
+        c->closing_ms = cairn_now_ms();
     }
     mark_dirty(c);
 }
@@ -1399,7 +1383,7 @@ static void h1_respond(conn_t *c, int status, const char *ctype, const uint8_t *
     }
     if (!keep) {
         c->closing = 1;
-        c->closing_ms = now_ms();
+        c->closing_ms = cairn_now_ms();
     }
     mark_dirty(c);
 }
@@ -1587,14 +1571,14 @@ static int listener_open(cairn_h2srv_t *s, const char *url, int reuseport, liste
 {
     char host[256], port[8];
     if (parse_url(url, &l->tls, host, sizeof host, port, sizeof port) != 0) {
-        set_err(errbuf, errlen, "bad listen URL %s (want http://IP:PORT or https://IP:PORT)", url);
+        cairn_errbuf_set(errbuf, errlen, "bad listen URL %s (want http://IP:PORT or https://IP:PORT)", url);
         return CAIRN_ECONFIG;
     }
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV}, *ai = NULL;
     int gr = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
     if (gr != 0 || !ai) {
-        set_err(errbuf, errlen, "cannot resolve listen address %s: %s", url, gai_strerror(gr));
+        cairn_errbuf_set(errbuf, errlen, "cannot resolve listen address %s: %s", url, gai_strerror(gr));
         return CAIRN_ECONFIG;
     }
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -1619,7 +1603,7 @@ static int listener_open(cairn_h2srv_t *s, const char *url, int reuseport, liste
     cairn_info("listening for client traffic", "url=%s port=%d", url, l->port);
     return 0;
 syserr:
-    set_err(errbuf, errlen, "cannot listen on %s: %s", url, strerror(errno));
+    cairn_errbuf_set(errbuf, errlen, "cannot listen on %s: %s", url, strerror(errno));
     if (fd >= 0)
         close(fd);
     freeaddrinfo(ai);
@@ -1676,14 +1660,14 @@ cairn_h2srv_t *cairn_h2srv_new(const cairn_h2srv_opts_t *opts, const cairn_h2srv
     }
     errbuf[0] = 0;
     if (!opts || !h || !opts->n_listen || !opts->listen_urls) {
-        set_err(errbuf, errlen, "no listen URLs");
+        cairn_errbuf_set(errbuf, errlen, "no listen URLs");
         if (err)
             *err = CAIRN_EINVAL;
         return NULL;
     }
     cairn_h2srv_t *s = calloc(1, sizeof *s);
     if (!s) {
-        set_err(errbuf, errlen, "out of memory");
+        cairn_errbuf_set(errbuf, errlen, "out of memory");
         goto fail;
     }
     s->h = *h;
@@ -1712,7 +1696,7 @@ cairn_h2srv_t *cairn_h2srv_new(const cairn_h2srv_opts_t *opts, const cairn_h2srv
         const char *cert = opts->cert_file, *key = opts->key_file;
         if (!(cert && *cert && key && *key)) {
             if (!opts->auto_tls) {
-                set_err(errbuf, errlen, "https listen URL needs --cert-file and --key-file, or --auto-tls");
+                cairn_errbuf_set(errbuf, errlen, "https listen URL needs --cert-file and --key-file, or --auto-tls");
                 rc = CAIRN_ECONFIG;
                 goto fail;
             }
@@ -1734,7 +1718,7 @@ cairn_h2srv_t *cairn_h2srv_new(const cairn_h2srv_opts_t *opts, const cairn_h2srv
         goto fail;
     for (size_t i = 0; i < opts->n_listen; i++) {
         if (!opts->listen_urls[i]) {
-            set_err(errbuf, errlen, "empty listen URL");
+            cairn_errbuf_set(errbuf, errlen, "empty listen URL");
             rc = CAIRN_ECONFIG;
             goto fail;
         }
@@ -1765,7 +1749,7 @@ cairn_h2srv_t *cairn_h2srv_new(const cairn_h2srv_opts_t *opts, const cairn_h2srv
     nghttp2_option_set_no_http_messaging(s->h2opt, 1);
 
     s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    s->last_sweep_ms = now_ms();
+    s->last_sweep_ms = cairn_now_ms();
     if (err)
         *err = 0;
     return s;
@@ -1773,7 +1757,7 @@ fail:
     if (err)
         *err = rc;
     if (!errbuf[0])
-        set_err(errbuf, errlen, "%s", cairn_strerror(rc));
+        cairn_errbuf_set(errbuf, errlen, "%s", cairn_strerror(rc));
     cairn_h2srv_destroy(&s);
     return NULL;
 }
@@ -1804,7 +1788,7 @@ void cairn_h2srv_drain(cairn_h2srv_t *self)
         } else if (c->state == CS_H1) {
             if (!c->h1_pending && !buf_pending(&c->in)) {
                 c->closing = 1;
-                c->closing_ms = now_ms();
+                c->closing_ms = cairn_now_ms();
                 mark_dirty(c);
             }
         } else if (c->state == CS_SNIFF || c->state == CS_HANDSHAKE) {
@@ -1829,7 +1813,7 @@ void cairn_h2srv_destroy(cairn_h2srv_t **self_p)
         /* GOAWAY NO_ERROR and a short flush so clients see an orderly shutdown and retry
          * elsewhere instead of treating it as a network failure. */
         cairn_h2srv_drain(s);
-        int64_t deadline = now_ms() + 200;
+        int64_t deadline = cairn_now_ms() + 200;
         for (;;) {
             size_t n = 0;
             struct pollfd pf[256];
@@ -1842,7 +1826,7 @@ void cairn_h2srv_destroy(cairn_h2srv_t **self_p)
                     n++;
                 }
             }
-            int64_t left = deadline - now_ms();
+            int64_t left = deadline - cairn_now_ms();
             if (!n || left <= 0)
                 break;
             if (poll(pf, n, (int)left) <= 0)
@@ -2044,7 +2028,7 @@ void cairn_h2srv_flush(cairn_h2srv_t *self)
         c->in_dirty = 0;
         conn_pump(c);
     }
-    int64_t now = now_ms();
+    int64_t now = cairn_now_ms();
     if (now - self->last_sweep_ms >= 1000) {
         self->last_sweep_ms = now;
         sweep(self, now);

@@ -191,16 +191,6 @@ static uint32_t rec_crc(const uint8_t *p, uint32_t len)
     return cairn_crc32c_extend(cairn_crc32c(p, 4), p + REC_HDR, len);
 }
 
-static void seterr(char *errbuf, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    if (!errbuf || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static char *seg_path(const cairn_wal_t *self, uint64_t seq, uint64_t first, int tmp)
 {
@@ -460,7 +450,7 @@ static int deliver(replay_t *rp, rd_t *r, wal_seg_t *seg, const char *path, uint
                 crc = rp->cb->on_hardstate(rp->cb->ctx, &hs);
         }
         if (crc) {
-            seterr(rp->errbuf, rp->errlen, "wal: replay callback failed on the record in %s at offset %llu: %s",
+            cairn_errbuf_set(rp->errbuf, rp->errlen, "wal: replay callback failed on the record in %s at offset %llu: %s",
                    path, (unsigned long long)(pos + BATCH_SIZE + at), cairn_strerror(crc));
             return crc;
         }
@@ -480,7 +470,7 @@ static int cut_tail(cairn_wal_t *self, int fd, uint64_t pos, uint64_t size, char
     if (rc == 0 && !self->no_sync)
         rc = self->ops->fsync(self->ops->ctx, fd);
     if (rc) {
-        seterr(errbuf, errlen, "wal: cannot truncate the torn tail of %s at offset %llu: %s", path,
+        cairn_errbuf_set(errbuf, errlen, "wal: cannot truncate the torn tail of %s at offset %llu: %s", path,
                (unsigned long long)pos, strerror(-rc));
         return sys_err(rc);
     }
@@ -500,13 +490,13 @@ static int replay_segment(replay_t *rp, size_t idx)
     rd_t r = {.ops = self->ops, .fd = -1};
     int rc = self->ops->open(self->ops->ctx, path, last ? O_RDWR : O_RDONLY, 0);
     if (rc < 0) {
-        seterr(errbuf, errlen, "wal: cannot open %s: %s", path, strerror(-rc));
+        cairn_errbuf_set(errbuf, errlen, "wal: cannot open %s: %s", path, strerror(-rc));
         rc = sys_err(rc);
         goto out;
     }
     r.fd = rc;
     if ((rc = self->ops->size(self->ops->ctx, r.fd, &r.size))) {
-        seterr(errbuf, errlen, "wal: cannot stat %s: %s", path, strerror(-rc));
+        cairn_errbuf_set(errbuf, errlen, "wal: cannot stat %s: %s", path, strerror(-rc));
         rc = sys_err(rc);
         goto out;
     }
@@ -514,13 +504,13 @@ static int replay_segment(replay_t *rp, size_t idx)
     /* header */
     const uint8_t *h;
     if (r.size < SEG_HDR_SIZE) {
-        seterr(errbuf, errlen, "wal: corrupt segment header in %s at offset 0: file is only %llu bytes", path,
+        cairn_errbuf_set(errbuf, errlen, "wal: corrupt segment header in %s at offset 0: file is only %llu bytes", path,
                (unsigned long long)r.size);
         rc = CAIRN_ECORRUPT;
         goto out;
     }
     if ((rc = rd_get(&r, 0, SEG_HDR_SIZE, &h))) {
-        seterr(errbuf, errlen, "wal: cannot read %s: %s", path, cairn_strerror(rc));
+        cairn_errbuf_set(errbuf, errlen, "wal: cannot read %s: %s", path, cairn_strerror(rc));
         goto out;
     }
     const char *bad = NULL;
@@ -529,14 +519,14 @@ static int replay_segment(replay_t *rp, size_t idx)
     else if (cairn_crc32c(h, 36) != get32(h + 36))
         bad = "header checksum mismatch";
     else if (get32(h + 8) != WAL_VERSION) {
-        seterr(errbuf, errlen, "wal: %s has format version %u, this build reads version %u", path, get32(h + 8),
+        cairn_errbuf_set(errbuf, errlen, "wal: %s has format version %u, this build reads version %u", path, get32(h + 8),
                WAL_VERSION);
         rc = CAIRN_EVERSION;
         goto out;
     } else if (get64(h + 16) != seg->seq || get64(h + 24) != seg->first_index)
         bad = "header does not match the file name";
     if (bad) {
-        seterr(errbuf, errlen, "wal: corrupt segment header in %s at offset 0: %s", path, bad);
+        cairn_errbuf_set(errbuf, errlen, "wal: corrupt segment header in %s at offset 0: %s", path, bad);
         rc = CAIRN_ECORRUPT;
         goto out;
     }
@@ -584,7 +574,7 @@ static int replay_segment(replay_t *rp, size_t idx)
                 snprintf(more, sizeof more, " (a valid batch follows at offset %llu)", (unsigned long long)follow);
             else if (!last)
                 snprintf(more, sizeof more, " (not the last segment)");
-            seterr(errbuf, errlen, "wal: corrupt record in %s at offset %llu: %s%s", path,
+            cairn_errbuf_set(errbuf, errlen, "wal: corrupt record in %s at offset %llu: %s%s", path,
                    (unsigned long long)bi.bad_off, bi.why, st == B_BAD ? more : "");
             cairn_error("wal corrupt", "file=%s offset=%llu reason=\"%s\"", path, (unsigned long long)bi.bad_off,
                         bi.why);
@@ -614,7 +604,7 @@ static int replay_segment(replay_t *rp, size_t idx)
     rc = 0;
     goto out;
 io:
-    seterr(errbuf, errlen, "wal: cannot read %s: %s", path, cairn_strerror(rc));
+    cairn_errbuf_set(errbuf, errlen, "wal: cannot read %s: %s", path, cairn_strerror(rc));
 out:
     if (r.fd >= 0)
         self->ops->close(self->ops->ctx, r.fd);
@@ -757,7 +747,7 @@ static int create_segment(cairn_wal_t *self, uint64_t seq, uint64_t first, uint6
     free(path);
     return 0;
 fail:
-    seterr(errbuf, errlen, "wal: cannot %s segment %s: %s", what, path ? path : "?", strerror(-rc));
+    cairn_errbuf_set(errbuf, errlen, "wal: cannot %s segment %s: %s", what, path ? path : "?", strerror(-rc));
     cairn_error("wal segment creation failed", "file=%s op=\"%s\" err=\"%s\"", path ? path : "?", what,
                 strerror(-rc));
     if (fd >= 0) {
@@ -781,7 +771,7 @@ cairn_wal_t *cairn_wal_open(const char *dir, const cairn_wal_opts_t *opts, const
         errbuf[0] = 0;
     if (!dir || !*dir) {
         *err = CAIRN_EINVAL;
-        seterr(errbuf, errlen, "wal: no directory given");
+        cairn_errbuf_set(errbuf, errlen, "wal: no directory given");
         return NULL;
     }
     cairn_wal_t *self = calloc(1, sizeof *self);
@@ -822,7 +812,7 @@ cairn_wal_t *cairn_wal_open(const char *dir, const cairn_wal_opts_t *opts, const
         free(parent);
     }
     if (rc && rc != -EEXIST) {
-        seterr(errbuf, errlen, "wal: cannot create directory %s: %s", self->dir, strerror(-rc));
+        cairn_errbuf_set(errbuf, errlen, "wal: cannot create directory %s: %s", self->dir, strerror(-rc));
         rc = sys_err(rc);
         goto fail;
     }
@@ -834,7 +824,7 @@ cairn_wal_t *cairn_wal_open(const char *dir, const cairn_wal_opts_t *opts, const
         goto fail;
     }
     if (rc) {
-        seterr(errbuf, errlen, "wal: cannot list %s: %s", self->dir, strerror(-rc));
+        cairn_errbuf_set(errbuf, errlen, "wal: cannot list %s: %s", self->dir, strerror(-rc));
         rc = sys_err(rc);
         goto fail;
     }
@@ -842,7 +832,7 @@ cairn_wal_t *cairn_wal_open(const char *dir, const cairn_wal_opts_t *opts, const
         qsort(self->segs, self->nsegs, sizeof *self->segs, cmp_seg);
     for (size_t i = 1; i < self->nsegs; i++) {
         if (self->segs[i].seq != self->segs[i - 1].seq + 1) {
-            seterr(errbuf, errlen, "wal: segment sequence in %s jumps from %llu to %llu: a segment is missing",
+            cairn_errbuf_set(errbuf, errlen, "wal: segment sequence in %s jumps from %llu to %llu: a segment is missing",
                    self->dir, (unsigned long long)self->segs[i - 1].seq, (unsigned long long)self->segs[i].seq);
             rc = CAIRN_ECORRUPT;
             goto fail;
@@ -865,7 +855,7 @@ cairn_wal_t *cairn_wal_open(const char *dir, const cairn_wal_opts_t *opts, const
 fail:
     *err = rc ? rc : CAIRN_EIO;
     if (errbuf && errlen && !errbuf[0])
-        seterr(errbuf, errlen, "wal: cannot open %s: %s", self->dir, cairn_strerror(*err));
+        cairn_errbuf_set(errbuf, errlen, "wal: cannot open %s: %s", self->dir, cairn_strerror(*err));
     cairn_wal_destroy(&self);
     return NULL;
 }
