@@ -127,6 +127,26 @@ void cairn_zmq_in_close(cairn_zmq_in_t *in)
     in->has_ident = 0;
 }
 
+int cairn_zmq_drain(zsock_t *sock, int is_router, int max, cairn_zmq_handler_fn fn, void *ctx)
+{
+    int n = 0;
+    while (n < max) {
+        cairn_zmq_in_t in;
+        int rc = cairn_zmq_recv(sock, is_router, &in);
+        if (rc == CAIRN_EAGAIN)
+            break;
+        if (rc)
+            continue; /* consumed and dropped */
+        n++;
+        int stop = fn(ctx, in.has_ident ? zmq_msg_data(&in.ident) : NULL, in.has_ident ? zmq_msg_size(&in.ident) : 0,
+                      zmq_msg_data(&in.frame), zmq_msg_size(&in.frame));
+        cairn_zmq_in_close(&in);
+        if (stop)
+            break;
+    }
+    return n;
+}
+
 int64_t cairn_now_ms(void)
 {
     struct timespec ts;

@@ -38,6 +38,15 @@ typedef struct {
 int cairn_zmq_recv(zsock_t *sock, int is_router, cairn_zmq_in_t *in);
 void cairn_zmq_in_close(cairn_zmq_in_t *in);
 
+/* A handler for cairn_zmq_drain: ident is NULL/0 on a DEALER. Return non-zero to stop
+ * draining (the rest stays queued for the next pass). */
+typedef int (*cairn_zmq_handler_fn)(void *ctx, const uint8_t *ident, size_t ident_len, const uint8_t *frame,
+                                    size_t len);
+/* Receives every whole message waiting on sock (at most max) and hands each to fn; malformed
+ * multi-frame messages are dropped. The loops call it for sockets zmq_poll reported readable.
+ * Returns how many were handed. */
+int cairn_zmq_drain(zsock_t *sock, int is_router, int max, cairn_zmq_handler_fn fn, void *ctx);
+
 /* Current time in milliseconds on the monotonic clock. */
 int64_t cairn_now_ms(void);
 /* A random 64-bit value from the OS (ids, boot ids), never 0. */

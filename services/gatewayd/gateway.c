@@ -633,18 +633,10 @@ static void on_ipc(cairn_gateway_t *g, const uint8_t *frame, size_t len)
     cairn_ipc_msg_release(&m);
 }
 
-static void drain(cairn_gateway_t *g, zsock_t *s)
+static int on_ipc_frame(void *ctx, const uint8_t *ident, size_t ident_len, const uint8_t *frame, size_t len)
 {
-    for (int k = 0; k < 100000; k++) {
-        cairn_zmq_in_t in;
-        int rc = cairn_zmq_recv(s, 0, &in);
-        if (rc == CAIRN_EAGAIN)
-            return;
-        if (rc)
-            continue;
-        on_ipc(g, zmq_msg_data(&in.frame), zmq_msg_size(&in.frame));
-        cairn_zmq_in_close(&in);
-    }
+    on_ipc(ctx, frame, len);
+    return 0;
 }
 
 static void sweep(cairn_gateway_t *g, int64_t now)
@@ -775,8 +767,10 @@ int cairn_gateway_run(cairn_gateway_t *g, volatile int *stop)
             break;
         if (rc > 0)
             cairn_h2srv_poll_handle(g->srv, g->items, n);
-        drain(g, g->raftd);
-        drain(g, g->stored);
+        if (g->items[n].revents & ZMQ_POLLIN)
+            cairn_zmq_drain(g->raftd, 0, 100000, on_ipc_frame, g);
+        if (g->items[n + 1].revents & ZMQ_POLLIN)
+            cairn_zmq_drain(g->stored, 0, 100000, on_ipc_frame, g);
         flush_reads(g);
         int64_t now = cairn_now_ms();
         if (now >= g->next_sweep) {
@@ -801,7 +795,7 @@ int cairn_gateway_run(cairn_gateway_t *g, volatile int *stop)
         size_t n = cairn_h2srv_poll_fill(g->srv, g->items, g->cap_items - 2);
         zmq_poll(g->items, (int)n, 20);
         cairn_h2srv_poll_handle(g->srv, g->items, n);
-        drain(g, g->stored);
+        cairn_zmq_drain(g->stored, 0, 100000, on_ipc_frame, g);
         cairn_h2srv_flush(g->srv);
     }
     cairn_info("gatewayd stopping", NULL);

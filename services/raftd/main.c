@@ -797,6 +797,27 @@ static void handle_gw(raftd_t *r, const uint8_t *ident, size_t ident_len, const 
     cairn_ipc_msg_release(&m);
 }
 
+/* cairn_zmq_drain handlers */
+static int on_stored_frame(void *ctx, const uint8_t *ident, size_t ident_len, const uint8_t *frame, size_t len)
+{
+    handle_stored(ctx, frame, len);
+    return 0;
+}
+
+static int on_peer_frame(void *ctx, const uint8_t *ident, size_t ident_len, const uint8_t *frame, size_t len)
+{
+    raftd_t *r = ctx;
+    if (!r->isolated)
+        handle_peer(r, frame, len);
+    return 0;
+}
+
+static int on_gw_frame(void *ctx, const uint8_t *ident, size_t ident_len, const uint8_t *frame, size_t len)
+{
+    handle_gw(ctx, ident, ident_len, frame, len);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     raftd_t R = {0}, *r = &R;
@@ -859,40 +880,13 @@ int main(int argc, char **argv)
             break;
         }
         /* stored first: acks free up commits that the proposals below then ride along with */
-        for (int k = 0; k < 100000; k++) {
-            cairn_zmq_in_t in;
-            rc = cairn_zmq_recv(r->stored, 0, &in);
-            if (rc == CAIRN_EAGAIN)
-                break;
-            if (rc)
-                continue;
-            handle_stored(r, zmq_msg_data(&in.frame), zmq_msg_size(&in.frame));
-            cairn_zmq_in_close(&in);
-        }
-        for (size_t i = 0; i < r->n_peer_routers; i++) {
-            for (int k = 0; k < 100000; k++) {
-                cairn_zmq_in_t in;
-                rc = cairn_zmq_recv(r->peer_routers[i], 1, &in);
-                if (rc == CAIRN_EAGAIN)
-                    break;
-                if (rc)
-                    continue;
-                if (!r->isolated)
-                    handle_peer(r, zmq_msg_data(&in.frame), zmq_msg_size(&in.frame));
-                cairn_zmq_in_close(&in);
-            }
-        }
-        for (int k = 0; k < 100000; k++) {
-            cairn_zmq_in_t in;
-            rc = cairn_zmq_recv(r->router, 1, &in);
-            if (rc == CAIRN_EAGAIN)
-                break;
-            if (rc)
-                continue;
-            handle_gw(r, zmq_msg_data(&in.ident), zmq_msg_size(&in.ident), zmq_msg_data(&in.frame),
-                      zmq_msg_size(&in.frame));
-            cairn_zmq_in_close(&in);
-        }
+        if (items[1].revents & ZMQ_POLLIN)
+            cairn_zmq_drain(r->stored, 0, 100000, on_stored_frame, r);
+        for (int i = 2; i < nitems; i++)
+            if (items[i].revents & ZMQ_POLLIN)
+                cairn_zmq_drain(r->peer_routers[i - 2], 1, 100000, on_peer_frame, r);
+        if (items[0].revents & ZMQ_POLLIN)
+            cairn_zmq_drain(r->router, 1, 100000, on_gw_frame, r);
         now = cairn_now_ms();
         while (r->raft && now >= r->next_tick) {
             cairn_raft_tick(r->raft);

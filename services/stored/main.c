@@ -559,6 +559,14 @@ static void sync_wal(stored_t *s)
         reply(s, s->raftd_ident, s->raftd_ident_len, &a);
 }
 
+static int on_frame(void *ctx, const uint8_t *ident, size_t ident_len, const uint8_t *frame, size_t len)
+{
+    stored_t *s = ctx;
+    handle(s, ident, ident_len, frame, len);
+    /* bound the group-commit batch */
+    return s->have_pending && cairn_wal_pending_bytes(s->wal) > (8u << 20);
+}
+
 int main(int argc, char **argv)
 {
     stored_t S = {0}, *s = &S;
@@ -669,19 +677,8 @@ int main(int argc, char **argv)
             break;
         }
         /* 1. drain */
-        for (int k = 0; k < 100000; k++) {
-            cairn_zmq_in_t in;
-            rc = cairn_zmq_recv(s->router, 1, &in);
-            if (rc == CAIRN_EAGAIN)
-                break;
-            if (rc)
-                continue;
-            handle(s, zmq_msg_data(&in.ident), zmq_msg_size(&in.ident), zmq_msg_data(&in.frame),
-                   zmq_msg_size(&in.frame));
-            cairn_zmq_in_close(&in);
-            if (s->have_pending && cairn_wal_pending_bytes(s->wal) > (8u << 20))
-                break; /* bound the group-commit batch */
-        }
+        if (item.revents & ZMQ_POLLIN)
+            cairn_zmq_drain(s->router, 1, 100000, on_frame, s);
         /* 2. one fdatasync for everything drained */
         sync_wal(s);
         /* 3. apply */
