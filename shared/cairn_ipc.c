@@ -58,6 +58,7 @@ static const schema_t g_schema[CAIRN_IPC_TYPE_MAX_] = {
     [CAIRN_IPC_ERROR] = {"error", {F_U(req_id), F_I(code), F_B(message), F_END}},
     [CAIRN_IPC_MEMBERS] = {"members", {F_U(req_id), F_END}},
     [CAIRN_IPC_TRANSFER] = {"transfer", {F_U(req_id), F_U(index), F_END}},
+    [CAIRN_IPC_PROPOSALS_LOST] = {"proposals_lost", {F_I(code), F_B(message), F_END}},
     [CAIRN_IPC_RAFT] = {"raft",
                         {F_U(cluster_id), F_U(raft_type), F_U(from), F_U(to), F_U(term), F_U(log_term), F_U(index),
                          F_U(commit), F_U(reject), F_U(reject_hint), F_U(context), F_U(snap_index), F_U(snap_term), F_E,

@@ -17,7 +17,8 @@
  * Who sends what:
  *   gatewayd -> raftd   PROPOSE, READ_INDEX
  *   gatewayd -> raftd   MEMBERS, TRANSFER
- *   raftd -> gatewayd   PROPOSE_FAIL, READ_INDEX_RESP, RESULT (for MEMBERS, TRANSFER)
+ *   raftd -> gatewayd   PROPOSE_FAIL, READ_INDEX_RESP, RESULT (for MEMBERS, TRANSFER),
+ *                       PROPOSALS_LOST
  *   raftd -> stored     LOAD, APPEND, COMMIT
  *   stored -> raftd     HELLO, LOAD_RESP, APPENDED
  *   gatewayd -> stored  RANGE, STATUS
@@ -72,6 +73,9 @@ typedef enum {
                                      MemberListResponse (header left for the gateway to fill) */
     CAIRN_IPC_TRANSFER,           /* gw -> raftd: req_id, index (= target member id); answered with
                                      RESULT once the target leads, or an error */
+    CAIRN_IPC_PROPOSALS_LOST,     /* raftd -> gw: code, message. raftd rebuilt its state (stored
+                                     restarted): every write this gateway has in flight has an
+                                     unknown outcome and is to be answered with message now */
     CAIRN_IPC_TYPE_MAX_
 } cairn_ipc_type_t;
 

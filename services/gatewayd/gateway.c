@@ -579,14 +579,15 @@ static void on_ipc(cairn_gateway_t *g, const uint8_t *frame, size_t len)
     case CAIRN_IPC_READ_INDEX_RESP:
         on_read_index(g, &m);
         break;
-    case CAIRN_IPC_PROPOSE_FAIL:
-        if (m.req_id == 0) { /* raftd rebuilt its state: every write in flight has an unknown outcome */
-            char msg[256];
-            snprintf(msg, sizeof msg, "%.*s", (int)m.message_len, m.message ? (const char *)m.message : "");
-            size_t pos = 0, n = 0;
-            uint64_t key, ids[1024];
+    case CAIRN_IPC_PROPOSALS_LOST: { /* raftd rebuilt its state: every write in flight has an unknown outcome */
+        char msg[256];
+        snprintf(msg, sizeof msg, "%.*s", (int)m.message_len, m.message ? (const char *)m.message : "");
+        for (size_t n = 1; n;) { /* collect, then take: taking while iterating may revisit slots */
+            size_t pos = 0;
+            uint64_t key, ids[256];
             void *val;
-            while (n < 1024 && cairn_u64map_next(g->pending, &pos, &key, &val))
+            n = 0;
+            while (n < 256 && cairn_u64map_next(g->pending, &pos, &key, &val))
                 if (((pending_t *)val)->kind == W_PROPOSAL)
                     ids[n++] = key;
             for (size_t i = 0; i < n; i++) {
@@ -594,9 +595,10 @@ static void on_ipc(cairn_gateway_t *g, const uint8_t *frame, size_t len)
                 fail(g, p, (int)m.code, msg);
                 free_pending(p);
             }
-            break;
         }
-        /* fall through */
+        break;
+    }
+    case CAIRN_IPC_PROPOSE_FAIL:
     case CAIRN_IPC_RESULT:
     case CAIRN_IPC_STATUS_RESP:
     case CAIRN_IPC_ERROR: {

@@ -594,11 +594,11 @@ static void note_proposer(raftd_t *r, const uint8_t *ident, size_t len)
 /* The core is being rebuilt (stored restarted): proposals it held that stored had not made
  * durable are gone, and those it had may still commit. Tell every gateway that proposed:
  * each fails its in-flight writes with etcd's "outcome unknown" timeout text at once,
- * instead of letting clients wait out their deadlines. (req_id 0 = all in flight.) */
+ * instead of letting clients wait out their deadlines. */
 static void notify_reload(raftd_t *r)
 {
     for (size_t i = 0; i < r->n_proposers; i++) {
-        cairn_ipc_msg_t f = {.type = CAIRN_IPC_PROPOSE_FAIL, .req_id = 0, .code = 14};
+        cairn_ipc_msg_t f = {.type = CAIRN_IPC_PROPOSALS_LOST, .code = 14};
         cairn_ipc_set_message(&f, "etcdserver: request timed out, possibly due to previous leader failure");
         send_gw(r, r->proposers[i].ident, r->proposers[i].len, &f);
     }
