@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The raftd<->stored epoch fence (cairn_ipc.h "Epochs"), driven byte by byte: a script plays
+# raftd against a real stored. An APPEND or COMMIT tagged with another stored instance's boot id
+# must be ignored (answered with HELLO, never acknowledged or applied) — otherwise a restarted
+# stored would vouch for writes its previous instance never synced.
+. "$(dirname "$0")/lib.sh"
+CP=$(t_port); PP=$(t_port)
+D=$T_TMP/node
+flags=$(t_node_flags node "$D" "$CP" "$PP")
+t_start_daemon "$T_TMP/stored.log" "$CAIRN_BIN/stored" $flags; S=$T_LAST_PID
+cat >"$T_TMP/fake_raftd.py" <<'PY'
+import struct, sys, time, zmq
+run, phase = sys.argv[1], sys.argv[2]
+def pk(o):
+    if isinstance(o, bool): o = int(o)
+    if isinstance(o, int):
+        return b"\xcf" + struct.pack(">Q", o) if o >= 0 else b"\xd3" + struct.pack(">q", o)
+    if isinstance(o, bytes): return b"\xc6" + struct.pack(">I", len(o)) + o
+    if isinstance(o, list): return b"\xdd" + struct.pack(">I", len(o)) + b"".join(pk(x) for x in o)
+    raise TypeError(o)
+def up(b, i=0):
+    t = b[i]
+    if t <= 0x7f: return t, i + 1
+    if t >= 0xe0: return t - 256, i + 1
+    if 0x90 <= t <= 0x9f: n, i = t & 15, i + 1
+    elif t == 0xdc: n, i = struct.unpack(">H", b[i+1:i+3])[0], i + 3
+    elif t == 0xdd: n, i = struct.unpack(">I", b[i+1:i+5])[0], i + 5
+    else:
+        if 0xa0 <= t <= 0xbf: n = t & 31; return b[i+1:i+1+n], i + 1 + n
+        if t in (0xc4, 0xd9): n = b[i+1]; return b[i+2:i+2+n], i + 2 + n
+        if t in (0xc5, 0xda): n = struct.unpack(">H", b[i+1:i+3])[0]; return b[i+3:i+3+n], i + 3 + n
+        if t in (0xc6, 0xdb): n = struct.unpack(">I", b[i+1:i+5])[0]; return b[i+5:i+5+n], i + 5 + n
+        w = {0xcc: ">B", 0xcd: ">H", 0xce: ">I", 0xcf: ">Q", 0xd0: ">b", 0xd1: ">h", 0xd2: ">i", 0xd3: ">q"}[t]
+        sz = struct.calcsize(w); return struct.unpack(w, b[i+1:i+1+sz])[0], i + 1 + sz
+    out = []
+    for _ in range(n):
+        v, i = up(b, i); out.append(v)
+    return out, i
+LOAD, LOAD_RESP, APPEND, APPENDED, COMMIT, HELLO, STATUS, STATUS_RESP = 5, 6, 7, 8, 9, 10, 13, 14
+s = zmq.Context().socket(zmq.DEALER)
+s.setsockopt(zmq.IDENTITY, b"raftd"); s.setsockopt(zmq.LINGER, 0)
+s.connect("ipc://%s/stored.ipc" % run)
+def send(*f): s.send(pk([1] + list(f)))
+def recv_until(types, secs):
+    end = time.time() + secs
+    while time.time() < end:
+        if s.poll(50):
+            m, _ = up(s.recv())
+            if m[1] in types: return m
+    return None
+def fail(msg): print("FAIL", msg); sys.exit(1)
+send(LOAD)
+m = recv_until({LOAD_RESP}, 5) or fail("no LOAD_RESP")
+boot, last = m[2], (m[8][-1][0] if m[8] else m[6])
+print("boot", boot, "last", last)
+if phase == "fresh":
+    # the right epoch: acknowledged
+    send(APPEND, boot, 1, 1, 1, 7, 0, 0, [[last + 1, 1, 1, b""]])
+    a = recv_until({APPENDED}, 3) or fail("APPEND of the right epoch not acknowledged")
+    a[2] == boot and a[3] == 1 and a[4] == last + 1 or fail("bad APPENDED %r" % a)
+    # another epoch: answered with HELLO, never acknowledged
+    send(APPEND, boot ^ 1, 2, 1, 1, 7, 0, 0, [[last + 2, 1, 1, b""]])
+    h = recv_until({HELLO, APPENDED}, 2)
+    (h and h[1] == HELLO and h[2] == boot) or fail("stale APPEND not answered with HELLO: %r" % h)
+    recv_until({APPENDED}, 0.5) and fail("stale APPEND acknowledged")
+    # a stale COMMIT must not drive apply; the right one does
+    send(COMMIT, boot ^ 1, last + 1, 1, 7)
+    time.sleep(0.3); send(STATUS, 99)
+    st = recv_until({STATUS_RESP}, 3) or fail("no STATUS_RESP")
+    st[6] == last or fail("stale COMMIT applied: applied=%d" % st[6])
+    send(COMMIT, boot, last + 1, 1, 7)
+    time.sleep(0.3); send(STATUS, 100)
+    st = recv_until({STATUS_RESP}, 3) or fail("no STATUS_RESP")
+    st[6] == last + 1 or fail("COMMIT of the right epoch not applied: applied=%d" % st[6])
+    open(sys.argv[3], "w").write(str(boot))
+else:
+    # after a restart: the old instance's boot id is refused
+    old = int(open(sys.argv[3]).read())
+    old != boot or fail("stored kept its boot id across a restart")
+    send(APPEND, old, 3, 1, 1, 7, 0, 0, [[last + 1, 1, 1, b""]])
+    h = recv_until({HELLO, APPENDED}, 2)
+    (h and h[1] == HELLO and h[2] == boot) or fail("APPEND for the previous instance not refused: %r" % h)
+print("ok")
+PY
+out=$(/usr/bin/python3 "$T_TMP/fake_raftd.py" "$D/run" fresh "$T_TMP/boot" 2>&1 || true)
+t_eq "right epoch acknowledged and applied; stale APPEND and COMMIT ignored" ok "${out##*$'\n'}"
+t_kill9 "$S"
+t_start_daemon "$T_TMP/stored.log" "$CAIRN_BIN/stored" $flags; S=$T_LAST_PID
+out=$(/usr/bin/python3 "$T_TMP/fake_raftd.py" "$D/run" restarted "$T_TMP/boot" 2>&1 || true)
+t_eq "after kill -9 the previous instance's epoch is refused" ok "${out##*$'\n'}"
+t_stop "$S"
+t_done
