@@ -250,6 +250,16 @@ static void do_range(cairn_gateway_t *g, cairn_call_id_t call, const uint8_t *ms
     int serializable = rr->serializable;
     etcdserverpb__range_request__free_unpacked(rr, NULL);
     pending_t *p = add_pending(g, call, W_RANGE, timeout_of(meta));
+    if (p && serializable) {
+        /* straight to the local stored: the request bytes are borrowed, not copied */
+        cairn_ipc_msg_t m = {.type = CAIRN_IPC_RANGE, .req_id = p->req_id, .body = msg, .body_len = len};
+        if (send_ipc(g, g->stored, &m)) {
+            free_pending(cairn_u64map_take(g->pending, p->req_id));
+            cairn_h2srv_error(g->srv, call, 8, "etcdserver: too many requests");
+        }
+        return;
+    }
+    /* a linearizable read waits for its read index: keep a copy of the request */
     if (!p || !(p->body = malloc(len ? len : 1))) {
         cairn_h2srv_error(g->srv, call, 8, "etcdserver: too many requests");
         if (p)
@@ -258,10 +268,7 @@ static void do_range(cairn_gateway_t *g, cairn_call_id_t call, const uint8_t *ms
     }
     memcpy(p->body, msg, len);
     p->body_len = len;
-    if (serializable)
-        send_range(g, p, 0);
-    else
-        queue_read(g, p);
+    queue_read(g, p);
 }
 
 static void propose(cairn_gateway_t *g, cairn_call_id_t call, int kind, const uint8_t *msg, size_t len,
