@@ -16,11 +16,11 @@
  *
  * Who sends what:
  *   gatewayd -> raftd   PROPOSE, READ_INDEX
- *   gatewayd -> raftd   MEMBERS, TRANSFER
- *   raftd -> gatewayd   PROPOSE_FAIL, READ_INDEX_RESP, RESULT (for MEMBERS, TRANSFER),
+ *   gatewayd -> raftd   MEMBERS, TRANSFER, MEMBER_CHANGE
+ *   raftd -> gatewayd   PROPOSE_FAIL, READ_INDEX_RESP, RESULT (for MEMBERS, TRANSFER, MEMBER_CHANGE),
  *                       PROPOSALS_LOST
- *   raftd -> stored     LOAD, APPEND, COMMIT
- *   stored -> raftd     HELLO, LOAD_RESP, APPENDED
+ *   raftd -> stored     LOAD, APPEND, COMMIT, SNAP_REQ, SNAP_RECV
+ *   stored -> raftd     HELLO, LOAD_RESP, APPENDED, SNAP_CHUNK, SNAP_ACK
  *   gatewayd -> stored  RANGE, STATUS
  *   stored -> gatewayd  RESULT (applied proposals and ranges), STATUS_RESP
  *   anyone -> sender    ERROR (the answer to a frame that could not be decoded)
@@ -53,7 +53,9 @@ typedef enum {
     CAIRN_IPC_READ_INDEX,         /* req_id(context) */
     CAIRN_IPC_READ_INDEX_RESP,    /* req_id(context), index, code, message */
     CAIRN_IPC_LOAD,               /* (none) */
-    CAIRN_IPC_LOAD_RESP,          /* boot_id, term, vote, commit, snap_index, snap_term, entries */
+    CAIRN_IPC_LOAD_RESP,          /* boot_id, term, vote, commit, snap_index, snap_term, cluster_id (0 =
+                                     not known yet: a member joining a running cluster), body (the
+                                     membership blob at snap_index, mvcc.c 'C'; empty = none), entries */
     CAIRN_IPC_APPEND,             /* boot_id, seq, has_hs, term, vote, commit, index, entries; index != 0:
                                      entries up to it are committed as soon as they are durable
                                      (a single-voter leader: its own disk is the quorum) */
@@ -64,7 +66,7 @@ typedef enum {
     CAIRN_IPC_RESULT,             /* req_id, code, message, body(response protobuf) */
     CAIRN_IPC_STATUS,             /* req_id */
     CAIRN_IPC_STATUS_RESP,        /* req_id, leader, term, index, applied, db_size, db_size_in_use,
-                                     revision, compact_rev */
+                                     revision, compact_rev, cluster_id */
     CAIRN_IPC_ERROR,              /* req_id, code, message */
     CAIRN_IPC_RAFT,               /* raftd <-> raftd over TCP: cluster_id, raft_type, from, to, term,
                                      log_term, index, commit, reject, reject_hint, context,
@@ -76,8 +78,33 @@ typedef enum {
     CAIRN_IPC_PROPOSALS_LOST,     /* raftd -> gw: code, message. raftd rebuilt its state (stored
                                      restarted): every write this gateway has in flight has an
                                      unknown outcome and is to be answered with message now */
+    CAIRN_IPC_MEMBER_CHANGE,      /* gw -> raftd: req_id, index (a cairn_member_op_t), body (the etcd
+                                     Member{Add,Remove,Update,Promote}Request); answered with RESULT
+                                     whose body is the packed etcd response, header left for the
+                                     gateway to fill */
+    /* Snapshot transfer (a member behind the leader's log, thesis §5.1): the follower's raftd
+     * pulls the leader's snapshot chunk by chunk over the peer link; each side's raftd relays
+     * to its own stored. */
+    CAIRN_IPC_SNAP_REQ,           /* raftd -> stored (leader's node): req_id, seq (snapshot id; 0 = make
+                                     a new snapshot of the current state), index (byte offset) */
+    CAIRN_IPC_SNAP_CHUNK,         /* stored -> raftd: req_id, seq (snapshot id), index (offset), commit
+                                     (total bytes of the snapshot), applied (the state machine index it
+                                     holds), code, message, body (the bytes at offset, <= 1 MiB) */
+    CAIRN_IPC_SNAP_RECV,          /* raftd -> stored (follower): seq (snapshot id), index (offset),
+                                     commit (total bytes), snap_index, snap_term (the raft snapshot
+                                     being installed), body (the bytes at offset) */
+    CAIRN_IPC_SNAP_ACK,           /* stored -> raftd: seq, index (bytes held so far), applied (1 once the
+                                     snapshot is installed), snap_index, snap_term, code, message */
     CAIRN_IPC_TYPE_MAX_
 } cairn_ipc_type_t;
+
+/* CAIRN_IPC_MEMBER_CHANGE operations */
+typedef enum {
+    CAIRN_MEMBER_ADD = 1,
+    CAIRN_MEMBER_REMOVE = 2,
+    CAIRN_MEMBER_UPDATE = 3,
+    CAIRN_MEMBER_PROMOTE = 4,
+} cairn_member_op_t;
 
 typedef struct {
     uint64_t index;

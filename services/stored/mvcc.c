@@ -43,6 +43,14 @@
  * 'l' lease attachments: which keys carry a lease (revoke deletes them)
  *   'l' id u64 | key -> (empty)
  *
+ * 'C' cluster membership history (DESIGN.md "raftd": membership is replicated state)
+ *   'C' index u64 -> a membership blob: a packed etcdserverpb.MemberListResponse whose
+ *                    header.cluster_id is the cluster ID and whose members carry ID, name,
+ *                    peerURLs and isLearner. It is the membership in effect after the
+ *                    configuration entry at index ('C' 0: the initial membership). Records are
+ *                    never removed (they are small and few): the membership at any log index,
+ *                    e.g. where raftd's log starts after a restart, is the last record <= it.
+ *
  * ==== THE RULE THAT KEEPS IT CONSISTENT ===================================================
  *
  * All changes of a batch of raft entries - data of every table, and "Mapplied" with the
@@ -92,6 +100,7 @@
 #define T_REV 'r'
 #define T_LEASE 'L'
 #define T_LATT 'l'
+#define T_CONF 'C'
 #define HFLAG_TOMB 0x01
 #define CUR_HDR 32    /* create, mod, version, lease */
 #define HIST_HDR 25   /* flags, create, version, lease */
@@ -1719,6 +1728,70 @@ static int load_meta(cairn_mvcc_t *m, char *errbuf, size_t errlen)
         return CAIRN_ECORRUPT;
     }
     return 0;
+}
+
+/* ---- membership history ('C') ---------------------------------------------------------- */
+
+int cairn_mvcc_conf_put(cairn_mvcc_t *m, uint64_t index, const void *blob, size_t len)
+{
+    if (!m->in_batch)
+        return CAIRN_ESTATE;
+    uint8_t k[9];
+    k[0] = T_CONF;
+    be64_put(k + 1, index);
+    return ov_set(&m->ov, k, sizeof k, blob, len, NULL, 0, 0);
+}
+
+int cairn_mvcc_conf_get(cairn_mvcc_t *m, uint64_t upto, uint8_t **blob, size_t *len, uint64_t *at)
+{
+    uint8_t k[9];
+    k[0] = T_CONF;
+    be64_put(k + 1, upto);
+    leveldb_iterator_t *it = leveldb_create_iterator(m->db, m->ro);
+    if (!it)
+        return CAIRN_ENOMEM;
+    /* the last record <= upto: seek to the first > upto, step back */
+    uint8_t next[9];
+    memcpy(next, k, sizeof next);
+    int rc = 0;
+    if (upto == UINT64_MAX) {
+        next[0] = T_CONF + 1;
+        leveldb_iter_seek(it, (const char *)next, 1);
+    } else {
+        be64_put(next + 1, upto + 1);
+        leveldb_iter_seek(it, (const char *)next, sizeof next);
+    }
+    if (leveldb_iter_valid(it))
+        leveldb_iter_prev(it);
+    else
+        leveldb_iter_seek_to_last(it);
+    if (leveldb_iter_valid(it)) {
+        size_t kn = 0, vn = 0;
+        const char *kk = leveldb_iter_key(it, &kn);
+        const char *vv = leveldb_iter_value(it, &vn);
+        if (kn == 9 && kk[0] == T_CONF) {
+            *blob = malloc(vn ? vn : 1);
+            if (!*blob) {
+                rc = CAIRN_ENOMEM;
+            } else {
+                memcpy(*blob, vv, vn);
+                *len = vn;
+                if (at)
+                    *at = be64_get((const uint8_t *)kk + 1);
+                rc = 1;
+            }
+        }
+    }
+    char *err = NULL;
+    leveldb_iter_get_error(it, &err);
+    if (err) {
+        log_ldb_err("conf get", err);
+        if (rc == 1)
+            free(*blob);
+        rc = CAIRN_EIO;
+    }
+    leveldb_iter_destroy(it);
+    return rc;
 }
 
 cairn_mvcc_t *cairn_mvcc_open(const char *dir, int *err, char *errbuf, size_t errlen)

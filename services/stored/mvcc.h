@@ -61,6 +61,15 @@ int cairn_mvcc_set_applied(cairn_mvcc_t *m, uint64_t index, uint64_t term);
 /* The applied index including the open batch. */
 uint64_t cairn_mvcc_pending_applied_index(const cairn_mvcc_t *m);
 
+/* ---- membership history (format: 'C' records at the top of mvcc.c) ------------------ */
+
+/* Records the membership blob in effect after the configuration entry at index, inside the
+ * open batch (so it is atomic with the applied index). CAIRN_ESTATE outside a batch. */
+int cairn_mvcc_conf_put(cairn_mvcc_t *m, uint64_t index, const void *blob, size_t len);
+/* The last committed membership record at an index <= upto: 1 and a malloc'd copy in *blob,
+ * *len (and its index in *at, may be NULL); 0 when there is none; <0 on error. */
+int cairn_mvcc_conf_get(cairn_mvcc_t *m, uint64_t upto, uint8_t **blob, size_t *len, uint64_t *at);
+
 /* ---- reads -------------------------------------------------------------------------- */
 
 typedef enum { CAIRN_MVCC_COMMITTED = 0, CAIRN_MVCC_PENDING = 1 } cairn_mvcc_view_t;
