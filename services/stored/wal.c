@@ -49,13 +49,23 @@
  *                  u32 record count
  *     2 ENTRY      len 18 + n: u64 index | u64 term | u8 entry type | n bytes of data
  *     3 HARDSTATE  len 25: u64 term | u64 vote | u64 commit
+ *     4 SNAPSHOT   len 17: u64 index | u64 term
+ *                  A Raft snapshot (index, term) was installed: the state machine now holds
+ *                  every entry up to at least index, and the log before it is gone. Written
+ *                  by stored once the new state machine is built and synced, and it is the
+ *                  commit point of the install (stored's main.c, "snapshot install"). Replay
+ *                  reports it in log order with on_snapshot; what it means for the entries
+ *                  replayed before it is the callee's rule (Raft's: keep the entries after
+ *                  index only if the log held the entry (index, term)).
  *
  * Batches. Every cairn_wal_sync writes exactly one batch with one pwrite and then one
  * fdatasync: a BATCH record (32 bytes with padding) followed by its body, "body bytes"
- * bytes holding exactly "record count" ENTRY / HARDSTATE records. A batch never spans two
- * segments. A new segment starts, after its header, with a batch holding one HARDSTATE
- * record that copies the last durable hard state (if there is one), so removing older
- * segments never loses it.
+ * bytes holding exactly "record count" ENTRY / HARDSTATE / SNAPSHOT records. A batch never
+ * spans two segments. A new segment starts, after its header, with a batch holding a
+ * SNAPSHOT record that copies the last durable snapshot record (if there is one) followed
+ * by a HARDSTATE record that copies the last durable hard state (if there is one), so
+ * removing older segments never loses either. Replaying such a copy after the records it
+ * copies changes nothing: the log then holds (or starts right after) the snapshot's entry.
  *
  * Valid. A batch at offset p is valid when its BATCH record has len 21, a matching CRC,
  * offset == p, a body that fits in the file and is a multiple of 8, and its body holds
@@ -126,11 +136,14 @@
 #define REC_BATCH 1u
 #define REC_ENTRY 2u
 #define REC_HARDSTATE 3u
+#define REC_SNAPSHOT 4u
 #define BATCH_LEN 21u   /* type + offset + body + count */
 #define BATCH_SIZE 32u  /* ALIGN8(REC_HDR + BATCH_LEN) */
 #define ENTRY_FIXED 18u /* type + index + term + entry type */
 #define HS_LEN 25u      /* type + term + vote + commit */
 #define HS_SIZE 40u     /* ALIGN8(REC_HDR + HS_LEN) */
+#define SNAP_LEN 17u    /* type + index + term */
+#define SNAP_SIZE 32u   /* ALIGN8(REC_HDR + SNAP_LEN) */
 #define MIN_SEGMENT_BYTES 512u
 #define RD_CHUNK ((size_t)1 << 20)
 #define ALIGN8(x) (((x) + 7u) & ~(uint64_t)7u)
@@ -155,14 +168,17 @@ struct cairn_wal {
     uint64_t last_index; /* durable */
     cairn_wal_hardstate_t hs;
     int have_hs;
+    uint64_t snap_index, snap_term; /* last durable SNAPSHOT record */
+    int have_snap;
 
     /* pending batch: buf[0, BATCH_SIZE) is reserved for its BATCH record */
     uint8_t *buf;
     size_t len, bufcap;
     uint32_t count;
-    int p_has_entry, p_has_hs;
+    int p_has_entry, p_has_hs, p_has_snap;
     uint64_t p_first, p_last, p_max;
     cairn_wal_hardstate_t p_hs;
+    uint64_t p_snap_index, p_snap_term;
 
     int failed; /* sticky error from a failed sync */
 };
@@ -372,6 +388,11 @@ static int check_batch(rd_t *r, uint64_t pos, batch_info_t *bi)
                 snprintf(bi->why, sizeof bi->why, "hard state record has length %u", rlen);
                 return B_FATAL;
             }
+        } else if (type == REC_SNAPSHOT) {
+            if (rlen != SNAP_LEN) {
+                snprintf(bi->why, sizeof bi->why, "snapshot record has length %u", rlen);
+                return B_FATAL;
+            }
         } else {
             snprintf(bi->why, sizeof bi->why, "unknown record type %u", type);
             return B_FATAL;
@@ -442,6 +463,15 @@ static int deliver(replay_t *rp, rd_t *r, wal_seg_t *seg, const char *path, uint
                 seg->max_index = e.index;
             if (rp->cb && rp->cb->on_entry)
                 crc = rp->cb->on_entry(rp->cb->ctx, &e);
+        } else if (q[8] == REC_SNAPSHOT) {
+            uint64_t si = get64(q + 9), st = get64(q + 17);
+            self->snap_index = si;
+            self->snap_term = st;
+            self->have_snap = 1;
+            if (si > self->last_index)
+                self->last_index = si;
+            if (rp->cb && rp->cb->on_snapshot)
+                crc = rp->cb->on_snapshot(rp->cb->ctx, si, st);
         } else {
             cairn_wal_hardstate_t hs = {get64(q + 9), get64(q + 17), get64(q + 25)};
             self->hs = hs;
@@ -680,7 +710,7 @@ static int create_segment(cairn_wal_t *self, uint64_t seq, uint64_t first, uint6
                           size_t errlen)
 {
     const cairn_fileops_t *ops = self->ops;
-    uint8_t head[SEG_HDR_SIZE + BATCH_SIZE + HS_SIZE];
+    uint8_t head[SEG_HDR_SIZE + BATCH_SIZE + SNAP_SIZE + HS_SIZE];
     memset(head, 0, sizeof head);
     memcpy(head, WAL_MAGIC, 8);
     put32(head + 8, WAL_VERSION);
@@ -688,21 +718,37 @@ static int create_segment(cairn_wal_t *self, uint64_t seq, uint64_t first, uint6
     put64(head + 24, first);
     put32(head + 36, cairn_crc32c(head, 36));
     size_t hlen = SEG_HDR_SIZE;
-    if (self->have_hs) {
+    if (self->have_hs || self->have_snap) {
+        /* copies of the last snapshot record and hard state: see "Batches" above */
         uint8_t *b = head + SEG_HDR_SIZE, *q = b + BATCH_SIZE;
-        put32(q, HS_LEN);
-        q[8] = REC_HARDSTATE;
-        put64(q + 9, self->hs.term);
-        put64(q + 17, self->hs.vote);
-        put64(q + 25, self->hs.commit);
-        put32(q + 4, rec_crc(q, HS_LEN));
+        uint32_t count = 0;
+        if (self->have_snap) {
+            put32(q, SNAP_LEN);
+            q[8] = REC_SNAPSHOT;
+            put64(q + 9, self->snap_index);
+            put64(q + 17, self->snap_term);
+            put32(q + 4, rec_crc(q, SNAP_LEN));
+            q += SNAP_SIZE;
+            count++;
+        }
+        if (self->have_hs) {
+            put32(q, HS_LEN);
+            q[8] = REC_HARDSTATE;
+            put64(q + 9, self->hs.term);
+            put64(q + 17, self->hs.vote);
+            put64(q + 25, self->hs.commit);
+            put32(q + 4, rec_crc(q, HS_LEN));
+            q += HS_SIZE;
+            count++;
+        }
+        uint64_t body = (uint64_t)(q - (b + BATCH_SIZE));
         put32(b, BATCH_LEN);
         b[8] = REC_BATCH;
         put64(b + 9, SEG_HDR_SIZE);
-        put64(b + 17, HS_SIZE);
-        put32(b + 25, 1);
+        put64(b + 17, body);
+        put32(b + 25, count);
         put32(b + 4, rec_crc(b, BATCH_LEN));
-        hlen += BATCH_SIZE + HS_SIZE;
+        hlen += BATCH_SIZE + body;
     }
     uint64_t cap = self->segment_bytes;
     if (cap < hlen + need)
@@ -958,11 +1004,30 @@ int cairn_wal_append_hardstate(cairn_wal_t *self, const cairn_wal_hardstate_t *h
     return 0;
 }
 
+int cairn_wal_append_snapshot(cairn_wal_t *self, uint64_t index, uint64_t term)
+{
+    if (!self || index == 0)
+        return CAIRN_EINVAL;
+    if (self->failed)
+        return CAIRN_ESTATE;
+    int rc = reserve(self, SNAP_SIZE);
+    if (rc)
+        return rc;
+    uint8_t *p = begin_record(self, SNAP_LEN, REC_SNAPSHOT);
+    put64(p + 9, index);
+    put64(p + 17, term);
+    put32(p + 4, rec_crc(p, SNAP_LEN));
+    self->p_snap_index = index;
+    self->p_snap_term = term;
+    self->p_has_snap = 1;
+    return 0;
+}
+
 static void reset_pending(cairn_wal_t *self)
 {
     self->len = 0;
     self->count = 0;
-    self->p_has_entry = self->p_has_hs = 0;
+    self->p_has_entry = self->p_has_hs = self->p_has_snap = 0;
     self->p_first = self->p_last = self->p_max = 0;
 }
 
@@ -1013,6 +1078,13 @@ int cairn_wal_sync(cairn_wal_t *self)
     if (self->p_has_hs) {
         self->hs = self->p_hs;
         self->have_hs = 1;
+    }
+    if (self->p_has_snap) {
+        self->snap_index = self->p_snap_index;
+        self->snap_term = self->p_snap_term;
+        self->have_snap = 1;
+        if (self->snap_index > self->last_index)
+            self->last_index = self->snap_index;
     }
     reset_pending(self);
     /* do not keep a huge buffer around after one huge batch */
@@ -1067,5 +1139,16 @@ int cairn_wal_release_before(cairn_wal_t *self, uint64_t index)
 }
 
 uint64_t cairn_wal_last_index(const cairn_wal_t *self) { return self ? self->last_index : 0; }
+
+int cairn_wal_last_snapshot(const cairn_wal_t *self, uint64_t *index, uint64_t *term)
+{
+    if (!self || !self->have_snap)
+        return 0;
+    if (index)
+        *index = self->snap_index;
+    if (term)
+        *term = self->snap_term;
+    return 1;
+}
 size_t cairn_wal_pending_bytes(const cairn_wal_t *self) { return self ? self->len : 0; }
 size_t cairn_wal_segment_count(const cairn_wal_t *self) { return self ? self->nsegs : 0; }

@@ -1,4 +1,4 @@
-/* wal.h - the write-ahead log of stored: raft entries and hard state, segmented,
+/* wal.h - the write-ahead log of stored: raft entries, hard state and snapshot marks, segmented,
  * CRC32C-checked, one fdatasync per batch (group commit). The on-disk format and the
  * recovery rules are described byte by byte at the top of wal.c.
  *
@@ -41,6 +41,14 @@ typedef struct {
        same value may be reported more than once) */
     int (*on_hardstate)(void *ctx, const cairn_wal_hardstate_t *hs);
     void *ctx;
+    /* called for every SNAPSHOT record in log order (NULL: ignored). A Raft snapshot at
+       (index, term) was installed there: entries replayed before it that the snapshot
+       supersedes must be dropped by the callee (Raft's rule: keep the entries after index
+       only if the log held (index, term)). Like the hard state, a segment starts with a copy
+       of the last snapshot record, so the same value may be reported more than once; a
+       copy changes nothing under that rule. Last in the struct so that positional
+       initialisers written before it existed stay valid. */
+    int (*on_snapshot)(void *ctx, uint64_t index, uint64_t term);
 } cairn_wal_replay_t;
 
 /* Largest entry payload cairn_wal_append_entry accepts (CAIRN_ETOOBIG beyond). */
@@ -64,6 +72,10 @@ void cairn_wal_destroy(cairn_wal_t **self_p);
    CAIRN_ESTATE once a sync has failed. */
 int cairn_wal_append_entry(cairn_wal_t *self, const cairn_wal_entry_t *e);
 int cairn_wal_append_hardstate(cairn_wal_t *self, const cairn_wal_hardstate_t *hs);
+/* A SNAPSHOT record: a Raft snapshot at (index, term) is installed (index >= 1). Durable
+   after the next cairn_wal_sync like any record; the record stays meaningful across segment
+   release (every new segment starts with a copy of the last one). */
+int cairn_wal_append_snapshot(cairn_wal_t *self, uint64_t index, uint64_t term);
 
 /* Write every buffered record and make it durable with ONE fdatasync (group commit); rolls to
    a new preallocated segment when the current one is full (fsync the directory after creating
@@ -81,8 +93,11 @@ int cairn_wal_sync(cairn_wal_t *self);
 int cairn_wal_release_before(cairn_wal_t *self, uint64_t index);
 
 /* Index of the last entry made durable (by cairn_wal_sync, or found at open); 0 if none. After
-   a Raft truncation this is the index of the overwriting entry, not the old maximum. */
+   a Raft truncation this is the index of the overwriting entry, not the old maximum. A
+   durable SNAPSHOT record above it raises it to the snapshot's index. */
 uint64_t cairn_wal_last_index(const cairn_wal_t *self);
+/* The last durable SNAPSHOT record: 1 and its (index, term), or 0 if the WAL has none. */
+int cairn_wal_last_snapshot(const cairn_wal_t *self, uint64_t *index, uint64_t *term);
 /* Bytes buffered by append and not yet synced (0 when nothing is pending). */
 size_t cairn_wal_pending_bytes(const cairn_wal_t *self);
 /* Number of segment files the WAL currently has. */

@@ -1115,3 +1115,230 @@ Test(wal, append_100k_entries_in_batches_of_100, .timeout = 300)
     fprintf(stderr, "wal bench: 100k x 32-byte entries, 1000 batches: %.1f ms without fsync, %.1f ms with\n",
             t * 1e3, ts * 1e3);
 }
+
+/* ---- SNAPSHOT records ------------------------------------------------------------------ */
+
+/* Every replay callback in order, and the log Raft's rule makes of them: a SNAPSHOT (S, T)
+ * keeps the entries after S only if the log held (S, T) (or starts right after it), else
+ * drops them all. */
+typedef struct {
+    char kind[256];        /* 'e' entry, 'h' hard state, 's' snapshot */
+    uint64_t idx[256], term[256];
+    size_t n;
+    model_t log;
+    uint64_t snap_index, snap_term;
+} sev_t;
+
+static int sev_entry(void *ctx, const cairn_wal_entry_t *e)
+{
+    sev_t *v = ctx;
+    if (v->n < 256) {
+        v->kind[v->n] = 'e';
+        v->idx[v->n] = e->index;
+        v->term[v->n++] = e->term;
+    }
+    model_entry(&v->log, e);
+    return 0;
+}
+
+static int sev_hs(void *ctx, const cairn_wal_hardstate_t *hs)
+{
+    sev_t *v = ctx;
+    if (v->n < 256) {
+        v->kind[v->n] = 'h';
+        v->idx[v->n] = hs->commit;
+        v->term[v->n++] = hs->term;
+    }
+    return 0;
+}
+
+static int sev_snap(void *ctx, uint64_t index, uint64_t term)
+{
+    sev_t *v = ctx;
+    if (v->n < 256) {
+        v->kind[v->n] = 's';
+        v->idx[v->n] = index;
+        v->term[v->n++] = term;
+    }
+    int held = v->snap_index == index && v->snap_term == term;
+    for (size_t i = 0; i < v->log.n; i++)
+        if (v->log.e[i].index == index && v->log.e[i].term == term)
+            held = 1;
+    size_t keep = 0;
+    if (held) {
+        size_t k = 0;
+        while (k < v->log.n && v->log.e[k].index <= index)
+            free(v->log.e[k++].data);
+        memmove(v->log.e, v->log.e + k, (v->log.n - k) * sizeof *v->log.e);
+        keep = v->log.n - k;
+    } else {
+        for (size_t i = 0; i < v->log.n; i++)
+            free(v->log.e[i].data);
+    }
+    v->log.n = keep;
+    v->snap_index = index;
+    v->snap_term = term;
+    return 0;
+}
+
+static cairn_wal_t *sev_open(const cairn_wal_opts_t *o, sev_t *v)
+{
+    memset(v, 0, sizeof *v);
+    cairn_wal_replay_t cb = {sev_entry, sev_hs, v, sev_snap};
+    int err = 1;
+    char eb[512] = "";
+    cairn_wal_t *w = cairn_wal_open(wal_dir(), o, &cb, &err, eb, sizeof eb);
+    cr_assert_not_null(w, "open failed: %d %s", err, eb);
+    return w;
+}
+
+static void sev_check_log(const sev_t *v, uint64_t first, uint64_t last)
+{
+    cr_assert_eq(v->log.n, last >= first ? last - first + 1 : 0, "log has %zu entries, want %llu..%llu", v->log.n,
+                 (unsigned long long)first, (unsigned long long)last);
+    for (size_t i = 0; i < v->log.n; i++)
+        cr_assert_eq(v->log.e[i].index, first + i);
+}
+
+Test(wal, snapshot_record_replayed_in_log_order)
+{
+    sev_t v;
+    cairn_wal_t *w = sev_open(NULL, &v);
+    cr_assert_eq(cairn_wal_append_snapshot(w, 0, 1), CAIRN_EINVAL, "index 0 is not a snapshot");
+    cr_assert_eq(cairn_wal_last_snapshot(w, NULL, NULL), 0);
+    put_entries(w, NULL, 1, 10, 1, 16);
+    cr_assert_eq(cairn_wal_sync(w), 0);
+    /* the install: snapshot at 20 (the log never held it), hard state, then the log goes on */
+    cr_assert_eq(cairn_wal_append_snapshot(w, 20, 3), 0);
+    put_hs(w, NULL, 3, 2, 20);
+    cr_assert_eq(cairn_wal_last_snapshot(w, NULL, NULL), 0, "not durable before sync");
+    cr_assert_eq(cairn_wal_sync(w), 0);
+    uint64_t si = 0, st = 0;
+    cr_assert_eq(cairn_wal_last_snapshot(w, &si, &st), 1);
+    cr_assert_eq(si, 20);
+    cr_assert_eq(st, 3);
+    cr_assert_eq(cairn_wal_last_index(w), 20, "a snapshot above the last entry raises it");
+    put_entries(w, NULL, 21, 25, 3, 16);
+    cr_assert_eq(cairn_wal_sync(w), 0);
+    /* a second snapshot the log did hold: entries after it survive */
+    cr_assert_eq(cairn_wal_append_snapshot(w, 23, 3), 0);
+    cr_assert_eq(cairn_wal_sync(w), 0);
+    /* appended, never synced: must not be replayed */
+    cr_assert_eq(cairn_wal_append_snapshot(w, 99, 9), 0);
+    cairn_wal_destroy(&w);
+
+    w = sev_open(NULL, &v);
+    const char *want_kinds = "eeeeeeeeeesheeeees";
+    cr_assert_eq(v.n, strlen(want_kinds));
+    for (size_t i = 0; i < v.n; i++)
+        cr_assert_eq(v.kind[i], want_kinds[i], "callback %zu is '%c', want '%c'", i, v.kind[i], want_kinds[i]);
+    cr_assert_eq(v.idx[10], 20);
+    cr_assert_eq(v.term[10], 3);
+    cr_assert_eq(v.idx[17], 23);
+    sev_check_log(&v, 24, 25);
+    cr_assert(cairn_wal_last_snapshot(w, &si, &st) == 1 && si == 23 && st == 3);
+    cr_assert_eq(cairn_wal_last_index(w), 25);
+    cairn_wal_destroy(&w);
+    model_free(&v.log);
+
+    /* a NULL on_snapshot is allowed: the record is skipped by the caller, still tracked */
+    model_t m = {0};
+    w = open_ok(wal_dir(), NULL, &m);
+    cr_assert_eq(m.raw_entries, 15);
+    cr_assert(cairn_wal_last_snapshot(w, &si, &st) == 1 && si == 23);
+    cairn_wal_destroy(&w);
+    model_free(&m);
+}
+
+Test(wal, snapshot_record_survives_segment_release)
+{
+    /* small segments: the snapshot record's own segment is released, its meaning is not */
+    cairn_wal_opts_t o = {.segment_bytes = 512};
+    sev_t v;
+    cairn_wal_t *w = sev_open(&o, &v);
+    put_entries(w, NULL, 1, 5, 1, 50);
+    put_hs(w, NULL, 1, 1, 5);
+    cr_assert_eq(cairn_wal_sync(w), 0);
+    cr_assert_eq(cairn_wal_append_snapshot(w, 100, 2), 0);
+    put_hs(w, NULL, 2, 1, 100);
+    cr_assert_eq(cairn_wal_sync(w), 0);
+    for (uint64_t b = 0; b < 12; b++) {
+        put_entries(w, NULL, 101 + 5 * b, 105 + 5 * b, 2, 50);
+        cr_assert_eq(cairn_wal_sync(w), 0);
+    }
+    cr_assert_gt(cairn_wal_segment_count(w), 6);
+    cairn_wal_destroy(&w);
+
+    /* every segment after the install starts with copies: replaying them changes nothing */
+    w = sev_open(&o, &v);
+    sev_check_log(&v, 101, 160);
+    cr_assert_eq(v.snap_index, 100);
+    size_t snaps = 0;
+    for (size_t i = 0; i < v.n; i++)
+        snaps += v.kind[i] == 's';
+    cr_assert_gt(snaps, 3, "segment copies are replayed too (%zu)", snaps);
+    cr_assert_gt(cairn_wal_release_before(w, 150), 3);
+    cairn_wal_destroy(&w);
+    model_free(&v.log);
+
+    w = sev_open(&o, &v);
+    cr_assert_eq(v.kind[0], 's', "the oldest remaining segment starts with the snapshot copy");
+    cr_assert_eq(v.idx[0], 100);
+    cr_assert_eq(v.term[0], 2);
+    cr_assert_eq(v.kind[1], 'h', "then the hard state copy");
+    cr_assert_eq(v.idx[1], 100);
+    uint64_t si = 0, st = 0;
+    cr_assert(cairn_wal_last_snapshot(w, &si, &st) == 1 && si == 100 && st == 2);
+    cr_assert_eq(v.log.e[v.log.n - 1].index, 160);
+    cairn_wal_destroy(&w);
+    model_free(&v.log);
+}
+
+Test(wal, torn_snapshot_batch_is_not_replayed)
+{
+    sev_t v;
+    cairn_wal_opts_t o = {.segment_bytes = 4096};
+    cairn_wal_t *w = sev_open(&o, &v);
+    put_entries(w, NULL, 1, 5, 1, 10); /* batch at 40, 232 bytes */
+    cr_assert_eq(cairn_wal_sync(w), 0);
+    cr_assert_eq(cairn_wal_append_snapshot(w, 50, 4), 0); /* batch at 272: 32 + 32 */
+    cr_assert_eq(cairn_wal_sync(w), 0);
+    cairn_wal_destroy(&w);
+    flip(seg_file(SEG0), 272 + BATCH + 12); /* inside the SNAPSHOT record of the last batch */
+    capture_begin();
+    w = sev_open(&o, &v);
+    char *log = capture_end();
+    cr_assert(strstr(log, "wal torn tail truncated"), "log: %s", log);
+    cr_assert_eq(cairn_wal_last_snapshot(w, NULL, NULL), 0);
+    for (size_t i = 0; i < v.n; i++)
+        cr_assert_neq(v.kind[i], 's', "a torn snapshot record must not be replayed");
+    sev_check_log(&v, 1, 5);
+    cairn_wal_destroy(&w);
+    model_free(&v.log);
+}
+
+Test(wal, damaged_snapshot_record_before_valid_data_is_corrupt)
+{
+    sev_t v;
+    cairn_wal_opts_t o = {.segment_bytes = 4096};
+    cairn_wal_t *w = sev_open(&o, &v);
+    cr_assert_eq(cairn_wal_append_snapshot(w, 50, 4), 0); /* batch at 40: 32 + 32 */
+    cr_assert_eq(cairn_wal_sync(w), 0);
+    put_entries(w, NULL, 51, 55, 4, 10); /* batch at 104 */
+    cr_assert_eq(cairn_wal_sync(w), 0);
+    cairn_wal_destroy(&w);
+    model_free(&v.log);
+    char eb[512];
+    flip(seg_file(SEG0), 40 + BATCH + 12);
+    cr_assert_eq(open_fail(wal_dir(), &o, eb, sizeof eb), CAIRN_ECORRUPT);
+    cr_assert(strstr(eb, "offset 72: record checksum mismatch"), "%s", eb);
+    flip(seg_file(SEG0), 40 + BATCH + 12); /* repair */
+    /* a snapshot record of the wrong length with a valid checksum: corruption, never torn */
+    uint8_t rec[32];
+    peek(seg_file(SEG0), 40 + BATCH, rec, sizeof rec);
+    put_le32(rec, 16);
+    put_le32(rec + 4, cairn_crc32c_extend(cairn_crc32c(rec, 4), rec + 8, 16));
+    patch(seg_file(SEG0), 40 + BATCH, rec, sizeof rec);
+    cr_assert_eq(open_fail(wal_dir(), &o, eb, sizeof eb), CAIRN_ECORRUPT);
+    cr_assert(strstr(eb, "snapshot record has length 16"), "%s", eb);
+}
