@@ -212,4 +212,36 @@ void cairn_arena_free(cairn_arena_t *a);
  * responses being built, and resets it after each request). */
 cairn_arena_t *cairn_mvcc_arena(cairn_mvcc_t *m);
 
+/* ---- whole-store copies (snapshots; the file format is snapshot.c's) ------------------- */
+
+/* The point in time a copy holds: its "Mapplied" and "Mcompact" records. */
+typedef struct {
+    uint64_t index, term;
+    int64_t revision, compact_rev;
+} cairn_mvcc_point_t;
+
+/* A raw LevelDB record (every table: M, k, h, r, L, l, C ...). Return 0 to go on. */
+typedef int (*cairn_mvcc_raw_fn)(void *arg, const uint8_t *key, size_t key_len, const uint8_t *value,
+                                 size_t value_len);
+
+/* Hands out a consistent point-in-time copy of the committed state: one LevelDB snapshot is
+ * taken, on_point gets its applied index/term/revision, then fn gets every record in key
+ * order, all read through that snapshot (so writes made meanwhile are not in it). Returns 0,
+ * a non-zero return of a callback, or a CAIRN_E*. */
+int cairn_mvcc_export(cairn_mvcc_t *m, int (*on_point)(void *arg, const cairn_mvcc_point_t *pt), cairn_mvcc_raw_fn fn,
+                      void *arg);
+
+/* Builds a NEW store directory from raw records (what cairn_mvcc_export handed out, in any
+ * order). The directory must not hold a database yet. Records go to LevelDB in write batches
+ * of a few MiB; finish writes the last one with sync on (so every earlier one is durable
+ * too: LevelDB's log is written in order), then checks that the result is a cairn mvcc store
+ * (format and applied records) and reports its point. A directory whose build did not
+ * finish must be removed by the caller: it is never a valid store to open. */
+typedef struct cairn_mvcc_builder_t cairn_mvcc_builder_t;
+cairn_mvcc_builder_t *cairn_mvcc_builder_new(const char *dir, int *err, char *errbuf, size_t errlen);
+int cairn_mvcc_builder_put(cairn_mvcc_builder_t *b, const void *key, size_t key_len, const void *value,
+                           size_t value_len);
+int cairn_mvcc_builder_finish(cairn_mvcc_builder_t *b, cairn_mvcc_point_t *pt, char *errbuf, size_t errlen);
+void cairn_mvcc_builder_destroy(cairn_mvcc_builder_t **self_p);
+
 #endif
