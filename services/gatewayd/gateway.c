@@ -9,7 +9,7 @@
  *     with the index in hand each read goes to stored as RANGE, which serves it once applied
  *     >= index;
  *   - a serializable read: straight to stored as RANGE with read index 0;
- *   - Status: STATUS to stored; MemberList: from the configuration.
+ *   - Status: STATUS to stored; MemberList, MoveLeader, Member{Add,Remove,Update,Promote}: raftd.
  * Every pending request has a deadline (grpc-timeout, else etcd's default) and fails with
  * etcd's "request timed out" text when it passes, so nothing hangs past the deadline.
  */
@@ -45,6 +45,7 @@ typedef enum {
     W_HEALTH,      /* HTTP/1.1 /health: linearizable read */
     W_STATUS_POLL, /* internal: refresh the cached status (metrics, member list header) */
     W_MEMBERS,     /* answer: MemberListResponse body from raftd, header filled here */
+    W_MEMBER_CHANGE, /* answer: Member{Add,Remove,Update,Promote}Response body from raftd, header added here */
     W_MOVE_LEADER, /* answer: empty MoveLeaderResponse */
 } wait_kind_t;
 
@@ -146,7 +147,9 @@ static int send_ipc(cairn_gateway_t *g, zsock_t *s, const cairn_ipc_msg_t *m)
 
 static void fill_header(cairn_gateway_t *g, Etcdserverpb__ResponseHeader *h)
 {
-    h->cluster_id = cairn_config_cluster_id(g->cfg);
+    /* stored knows the cluster ID that was replicated to it (a member that joined a running
+     * cluster learns it from the cluster); the configuration's is what a new cluster gets */
+    h->cluster_id = g->st.cluster_id ? g->st.cluster_id : cairn_config_cluster_id(g->cfg);
     h->member_id = cairn_config_member_id(g->cfg);
     h->revision = g->st.revision;
     h->raft_term = g->st.term;
@@ -411,13 +414,57 @@ static void ask_raftd(cairn_gateway_t *g, cairn_call_id_t call, wait_kind_t kind
     }
 }
 
+/* The Cluster write methods: raftd checks and proposes the configuration change on the leader. */
+static void do_member_change(cairn_gateway_t *g, cairn_call_id_t call, int op, const uint8_t *msg, size_t len,
+                             const cairn_h2_meta_t *meta)
+{
+    void *r = NULL;
+    switch (op) { /* refuse what does not decode here, before it travels to the leader */
+    case CAIRN_MEMBER_ADD: r = etcdserverpb__member_add_request__unpack(NULL, len, msg); break;
+    case CAIRN_MEMBER_REMOVE: r = etcdserverpb__member_remove_request__unpack(NULL, len, msg); break;
+    case CAIRN_MEMBER_UPDATE: r = etcdserverpb__member_update_request__unpack(NULL, len, msg); break;
+    case CAIRN_MEMBER_PROMOTE: r = etcdserverpb__member_promote_request__unpack(NULL, len, msg); break;
+    }
+    if (!r) {
+        cairn_h2srv_error(g->srv, call, 13, UNMARSHAL_ERR);
+        return;
+    }
+    protobuf_c_message_free_unpacked(r, NULL);
+    pending_t *p = add_pending(g, call, W_MEMBER_CHANGE, timeout_of(meta));
+    if (!p) {
+        cairn_h2srv_error(g->srv, call, 8, "etcdserver: too many requests");
+        return;
+    }
+    cairn_ipc_msg_t m = {.type = CAIRN_IPC_MEMBER_CHANGE, .req_id = p->req_id, .index = (uint64_t)op, .body = msg,
+                         .body_len = len};
+    if (send_ipc(g, g->raftd, &m)) {
+        free_pending(cairn_u64map_take(g->pending, p->req_id));
+        cairn_h2srv_error(g->srv, call, 14, "etcdserver: not capable");
+    }
+}
+
 static void answer_with_header(cairn_gateway_t *g, pending_t *p, const uint8_t *body, size_t len)
 {
     Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
     fill_header(g, &h);
     uint8_t *buf = NULL;
     size_t n = 0;
-    if (p->kind == W_MEMBERS) {
+    if (p->kind == W_MEMBER_CHANGE) {
+        /* Every Member*Response has the header as field 1, and raftd leaves it out: append it
+         * (a protobuf field may come in any order; a parser takes it wherever it is). */
+        size_t hn = etcdserverpb__response_header__get_packed_size(&h);
+        if ((buf = malloc(len + hn + 11))) {
+            memcpy(buf, body, len);
+            n = len;
+            buf[n++] = 0x0a; /* field 1, length-delimited */
+            for (size_t v = hn; ; v >>= 7) {
+                buf[n++] = (uint8_t)(v & 0x7f) | (v >= 0x80 ? 0x80 : 0);
+                if (v < 0x80)
+                    break;
+            }
+            n += etcdserverpb__response_header__pack(&h, buf + n);
+        }
+    } else if (p->kind == W_MEMBERS) {
         Etcdserverpb__MemberListResponse *r = etcdserverpb__member_list_response__unpack(NULL, len, body);
         if (r) {
             Etcdserverpb__ResponseHeader *old = r->header;
@@ -496,7 +543,14 @@ static void on_message(void *ud, cairn_call_id_t call, const char *path, const u
         uint64_t target = r->targetid;
         etcdserverpb__move_leader_request__free_unpacked(r, NULL);
         ask_raftd(g, call, W_MOVE_LEADER, CAIRN_IPC_TRANSFER, target, meta);
-    }
+    } else if (strcmp(path, "/etcdserverpb.Cluster/MemberAdd") == 0)
+        do_member_change(g, call, CAIRN_MEMBER_ADD, msg, len, meta);
+    else if (strcmp(path, "/etcdserverpb.Cluster/MemberRemove") == 0)
+        do_member_change(g, call, CAIRN_MEMBER_REMOVE, msg, len, meta);
+    else if (strcmp(path, "/etcdserverpb.Cluster/MemberUpdate") == 0)
+        do_member_change(g, call, CAIRN_MEMBER_UPDATE, msg, len, meta);
+    else if (strcmp(path, "/etcdserverpb.Cluster/MemberPromote") == 0)
+        do_member_change(g, call, CAIRN_MEMBER_PROMOTE, msg, len, meta);
     else
         unimplemented(g, call, path);
 }
@@ -628,7 +682,7 @@ static void on_ipc(cairn_gateway_t *g, const uint8_t *frame, size_t len)
             fail(g, p, (int)m.code, msg);
         } else if (p->kind == W_HEALTH) {
             http1_json(g, p->call, 200, "{\"health\":\"true\"}");
-        } else if (p->kind == W_MEMBERS || p->kind == W_MOVE_LEADER) {
+        } else if (p->kind == W_MEMBERS || p->kind == W_MOVE_LEADER || p->kind == W_MEMBER_CHANGE) {
             answer_with_header(g, p, m.body, m.body_len);
         } else {
             cairn_h2srv_reply(g->srv, p->call, m.body, m.body_len);

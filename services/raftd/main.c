@@ -31,6 +31,7 @@
 #include "cairn_err.h"
 #include "cairn_ipc.h"
 #include "cairn_log.h"
+#include "cairn_member.h"
 #include "cairn_u64map.h"
 #include "cairn_zmq.h"
 #include "raft.h"
@@ -41,6 +42,20 @@
  * any member shows every member's client URLs (etcd publishes them through the log; here
  * they are soft state, relearned within seconds after a restart). */
 #define SHELL_MSG_ATTRS 200
+/* Cluster write requests reach the leader (the core changes membership on the leader only):
+ * CONF_REQ (follower -> leader): context = forward id, index = cairn_member_op_t, entries[0] =
+ * the etcd request; CONF_RESP (leader -> follower): context = forward id, reject = grpc code,
+ * entries[0] = message, entries[1] = the etcd response without its header. */
+#define SHELL_MSG_CONF_REQ 201
+#define SHELL_MSG_CONF_RESP 202
+/* Snapshot transfer (thesis §5.1; the core only sends the metadata): the follower PULLs chunks
+ * from the leader (context = snapshot id, 0 = a new one; index = byte offset); the leader's
+ * stored reads them and the leader answers DATA (context = snapshot id, index = offset, commit
+ * = total bytes, reject = grpc code, entries[0] = the bytes or the error message). One chunk in
+ * flight per transfer: the follower asks for the next once its stored has written this one. */
+#define SHELL_MSG_SNAP_PULL 203
+#define SHELL_MSG_SNAP_DATA 204
+#define SNAP_STALL_MS 10000
 /* Log compaction (thesis ch. 5): entries kept behind the durable commit point on a leader
  * (etcd's SnapshotCatchUpEntries), so that a follower a little behind is served from the
  * log; compaction runs when it can drop at least COMPACT_MIN_STEP entries. */
@@ -62,7 +77,19 @@ typedef struct {
     zsock_t *dealer;
     char endpoint[300];
     char *client_urls; /* learned from the peer's ATTRS, comma-separated */
+    char *name;        /* learned from the peer's ATTRS */
+    int64_t last_heard; /* when a message from it last arrived: "started" for reconfiguration checks */
+    int64_t removed_at; /* left the membership: the connection stays a few seconds for last answers */
 } peer_t;
+
+/* Who asked for a membership change: a gateway of this node, or a member that forwarded it. */
+typedef struct {
+    uint8_t ident[256];
+    size_t ident_len;
+    uint64_t req_id;
+    uint64_t member, fwd_id; /* member != 0: answer that member's forward fwd_id */
+    int64_t at;
+} conf_origin_t;
 
 typedef struct {
     uint8_t ident[256];
@@ -103,6 +130,25 @@ typedef struct {
     } proposers[32];
     size_t n_proposers;
     cairn_raft_t *raft;
+    cairn_members_t members; /* every member's metadata (name, peer URLs) as the log says */
+    uint64_t cluster_id;     /* 0: joining a running cluster, learned from its first message */
+    int removed_logged;
+    /* the one membership change in progress on this leader (Raft thesis §4.1: one at a time) */
+    struct {
+        int active;
+        uint64_t index, term, node_id;
+        int op;
+        conf_origin_t origin;
+        int64_t deadline;
+    } conf;
+    cairn_u64map_t *fwd; /* forward id -> conf_origin_t: changes forwarded to the leader */
+    uint64_t next_fwd;
+    /* a snapshot being pulled from the leader (follower side) */
+    struct {
+        int active;
+        uint64_t index, term, from, id, offset;
+        int64_t last_progress;
+    } snap;
     uint64_t stored_boot;
     uint64_t seq, acked_seq;
     uint64_t persisted_index; /* last index stored has made durable (this epoch) */
@@ -161,6 +207,14 @@ static int peer_endpoint(const char *url, char *out, size_t len)
     return snprintf(out, len, "tcp://%s", hostport) < (int)len ? 0 : CAIRN_EINVAL;
 }
 
+static int id_in(const uint64_t *ids, size_t n, uint64_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == id)
+            return 1;
+    return 0;
+}
+
 static peer_t *find_peer(raftd_t *r, uint64_t id)
 {
     for (size_t i = 0; i < r->n_peers; i++)
@@ -177,7 +231,7 @@ static int encode_raft(raftd_t *r, const cairn_raft_msg_t *m, uint8_t **frame, s
     for (size_t i = 0; i < m->n_entries; i++)
         ents[i] = (cairn_ipc_entry_t){m->entries[i].index, m->entries[i].term, m->entries[i].type,
                                       m->entries[i].data, m->entries[i].len};
-    cairn_ipc_msg_t im = {.type = CAIRN_IPC_RAFT, .cluster_id = cairn_config_cluster_id(r->cfg),
+    cairn_ipc_msg_t im = {.type = CAIRN_IPC_RAFT, .cluster_id = r->cluster_id,
                           .raft_type = m->type, .from = m->from, .to = m->to, .term = m->term,
                           .log_term = m->log_term, .index = m->index, .commit = m->commit, .reject = m->reject,
                           .reject_hint = m->reject_hint, .context = m->context, .snap_index = m->snap_index,
@@ -194,7 +248,7 @@ static void free_frame(void *data, void *hint) { free(data); }
 static void send_peer_frame(raftd_t *r, uint64_t to, uint8_t *frame, size_t len)
 {
     peer_t *p = find_peer(r, to);
-    if (!p || r->isolated) {
+    if (!p || !p->dealer || r->isolated || !r->cluster_id) {
         free(frame);
         return;
     }
@@ -243,6 +297,77 @@ static void release_held(raftd_t *r, int drop)
         r->held_tail = &r->held;
 }
 
+static void conf_begin(raftd_t *r, int op, const uint8_t *body, size_t len, const conf_origin_t *origin);
+static void conf_answer(raftd_t *r, const conf_origin_t *o, int code, const char *msg, const uint8_t *body,
+                        size_t len);
+static void snap_on_data(raftd_t *r, const cairn_ipc_msg_t *m);
+
+static void send_shell(raftd_t *r, uint64_t to, uint8_t type, uint64_t context, uint64_t index, uint64_t commit,
+                       uint64_t reject, const cairn_raft_entry_t *ents, size_t n)
+{
+    cairn_raft_msg_t m = {.type = type, .from = cairn_config_member_id(r->cfg), .to = to, .context = context,
+                          .index = index, .commit = commit, .reject = (uint8_t)(reject != 0), .reject_hint = reject,
+                          .entries = ents, .n_entries = n};
+    send_peer(r, &m);
+}
+
+static char *dup_bin(const uint8_t *p, size_t n)
+{
+    char *s = malloc(n + 1);
+    if (s) {
+        memcpy(s, p, n);
+        s[n] = 0;
+    }
+    return s;
+}
+
+static void handle_shell_msg(raftd_t *r, const cairn_ipc_msg_t *m)
+{
+    peer_t *p = find_peer(r, m->from);
+    switch (m->raft_type) {
+    case SHELL_MSG_ATTRS: /* entries: [client URLs, name] */
+        if (p && m->n_entries >= 1 && m->entries[0].len < 4096) {
+            char *u = dup_bin(m->entries[0].data, m->entries[0].len);
+            if (u) {
+                free(p->client_urls);
+                p->client_urls = u;
+            }
+            if (m->n_entries >= 2 && m->entries[1].len < 256 && (u = dup_bin(m->entries[1].data, m->entries[1].len))) {
+                free(p->name);
+                p->name = u;
+            }
+        }
+        break;
+    case SHELL_MSG_CONF_REQ: {
+        conf_origin_t o = {.member = m->from, .fwd_id = m->context, .at = cairn_now_ms()};
+        if (m->n_entries == 1)
+            conf_begin(r, (int)m->index, m->entries[0].data, m->entries[0].len, &o);
+        break;
+    }
+    case SHELL_MSG_CONF_RESP: {
+        conf_origin_t *o = cairn_u64map_take(r->fwd, m->context);
+        if (!o)
+            break; /* answered already (timed out) */
+        char msg[256] = "";
+        if (m->n_entries >= 1)
+            snprintf(msg, sizeof msg, "%.*s", (int)m->entries[0].len, (const char *)m->entries[0].data);
+        conf_answer(r, o, (int)m->reject_hint, msg, m->n_entries >= 2 ? m->entries[1].data : NULL,
+                    m->n_entries >= 2 ? m->entries[1].len : 0);
+        free(o);
+        break;
+    }
+    case SHELL_MSG_SNAP_PULL: {
+        /* the leader's stored serves the bytes; req_id routes its answer back to the member */
+        cairn_ipc_msg_t q = {.type = CAIRN_IPC_SNAP_REQ, .req_id = m->from, .seq = m->context, .index = m->index};
+        send_stored(r, &q);
+        break;
+    }
+    case SHELL_MSG_SNAP_DATA:
+        snap_on_data(r, m);
+        break;
+    }
+}
+
 static void handle_peer(raftd_t *r, const uint8_t *frame, size_t len)
 {
     cairn_ipc_msg_t m;
@@ -253,25 +378,37 @@ static void handle_peer(raftd_t *r, const uint8_t *frame, size_t len)
     }
     if (m.type != CAIRN_IPC_RAFT) {
         cairn_warn("unexpected peer message", "type=%s", cairn_ipc_type_name(m.type));
-    } else if (m.cluster_id == cairn_config_cluster_id(r->cfg) && m.raft_type == SHELL_MSG_ATTRS) {
-        peer_t *p = find_peer(r, m.from);
-        if (p && m.n_entries == 1 && m.entries[0].len < 4096) {
-            char *u = malloc(m.entries[0].len + 1);
-            if (u) {
-                memcpy(u, m.entries[0].data, m.entries[0].len);
-                u[m.entries[0].len] = 0;
-                free(p->client_urls);
-                p->client_urls = u;
-            }
-        }
-    } else if (m.cluster_id != cairn_config_cluster_id(r->cfg)) {
+        cairn_ipc_msg_release(&m);
+        return;
+    }
+    if (!r->cluster_id && m.cluster_id && m.to == cairn_config_member_id(r->cfg) &&
+        cairn_members_find(&r->members, m.from)) {
+        /* joining a running cluster (--initial-cluster-state existing): a member we were told
+         * about speaks to us; its cluster is ours. stored learns the same ID durably from the
+         * log entry that added us. */
+        r->cluster_id = m.cluster_id;
+        cairn_info("joined the cluster", "cluster_id=%016llx via=%016llx", (unsigned long long)m.cluster_id,
+                   (unsigned long long)m.from);
+    }
+    if (m.cluster_id != r->cluster_id) {
         static int64_t last_warn;
         if (cairn_now_ms() - last_warn > 5000) {
             cairn_warn("message from another cluster dropped (check --initial-cluster-token)",
                        "their_cluster=%016llx ours=%016llx from=%016llx", (unsigned long long)m.cluster_id,
-                       (unsigned long long)cairn_config_cluster_id(r->cfg), (unsigned long long)m.from);
+                       (unsigned long long)r->cluster_id, (unsigned long long)m.from);
             last_warn = cairn_now_ms();
         }
+        cairn_ipc_msg_release(&m);
+        return;
+    }
+    peer_t *p = find_peer(r, m.from);
+    if (p) {
+        if (!p->last_heard || cairn_now_ms() - p->last_heard > 2 * r->cfg->election_ms)
+            r->next_attrs = 0; /* it (re)appeared: tell it who we are now, not in 2 s */
+        p->last_heard = cairn_now_ms();
+    }
+    if (m.raft_type >= SHELL_MSG_ATTRS) {
+        handle_shell_msg(r, &m);
     } else if (r->raft && m.raft_type < 256) {
         cairn_raft_entry_t stackbuf[64], *ents = stackbuf;
         if (m.n_entries > 64 && !(ents = malloc(m.n_entries * sizeof *ents))) {
@@ -306,12 +443,10 @@ static void send_attrs(raftd_t *r)
                               r->cfg->advertise_client_urls.v[i]);
     if (n >= sizeof urls)
         return;
-    cairn_raft_entry_t e = {0, 0, 0, (const uint8_t *)urls, n};
-    for (size_t i = 0; i < r->n_peers; i++) {
-        cairn_raft_msg_t m = {.type = SHELL_MSG_ATTRS, .from = cairn_config_member_id(r->cfg), .to = r->peers[i].id,
-                              .entries = &e, .n_entries = 1};
-        send_peer(r, &m);
-    }
+    cairn_raft_entry_t e[2] = {{0, 0, 0, (const uint8_t *)urls, n},
+                               {0, 0, 0, (const uint8_t *)r->cfg->name, strlen(r->cfg->name)}};
+    for (size_t i = 0; i < r->n_peers; i++)
+        send_shell(r, r->peers[i].id, SHELL_MSG_ATTRS, 0, 0, 0, 0, e, 2);
 }
 
 static void answer(raftd_t *r, const uint8_t *ident, size_t len, uint64_t req_id, int code, const char *msg,
@@ -322,45 +457,101 @@ static void answer(raftd_t *r, const uint8_t *ident, size_t len, uint64_t req_id
     send_gw(r, ident, len, &m);
 }
 
-/* MemberList from the configuration, with the client URLs each member advertises. */
-static void answer_members(raftd_t *r, const uint8_t *ident, size_t ident_len, uint64_t req_id)
+/* The membership as etcd shows it: the core's voters and learners (the last configuration
+ * entry of the log, thesis §4.1), sorted by ID as etcd sorts them, with the names and peer URLs
+ * the log gave them and the client URLs each member advertises over the peer link. */
+typedef struct {
+    Etcdserverpb__Member *ms, **mp;
+    char **bufs, ***split;
+    size_t n;
+} mlist_t;
+
+static void mlist_free(mlist_t *l)
 {
-    cairn_config_t *cfg = r->cfg;
-    size_t n = cfg->n_members;
-    Etcdserverpb__Member *ms = calloc(n ? n : 1, sizeof *ms);
-    Etcdserverpb__Member **mp = calloc(n ? n : 1, sizeof *mp);
-    char ***split = calloc(n ? n : 1, sizeof *split);
-    char **bufs = calloc(n ? n : 1, sizeof *bufs);
-    if (!ms || !mp || !split || !bufs)
-        goto out;
+    for (size_t i = 0; i < l->n && l->bufs && l->split; i++) {
+        free(l->bufs[i]);
+        free(l->split[i]);
+    }
+    free(l->ms);
+    free(l->mp);
+    free(l->bufs);
+    free(l->split);
+    memset(l, 0, sizeof *l);
+}
+
+static int cmp_member(const void *a, const void *b)
+{
+    const Etcdserverpb__Member *x = *(Etcdserverpb__Member *const *)a, *y = *(Etcdserverpb__Member *const *)b;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static char *const no_urls[1];
+
+static int mlist_build(raftd_t *r, mlist_t *l)
+{
+    memset(l, 0, sizeof *l);
+    const uint64_t *v = NULL, *lr = NULL;
+    size_t nv = 0, nl = 0;
+    if (r->raft) {
+        nv = cairn_raft_voters(r->raft, &v);
+        nl = cairn_raft_learners(r->raft, &lr);
+    }
+    size_t n = nv + nl, cap = n ? n : 1;
+    l->ms = calloc(cap, sizeof *l->ms);
+    l->mp = calloc(cap, sizeof *l->mp);
+    l->bufs = calloc(cap, sizeof *l->bufs);
+    l->split = calloc(cap, sizeof *l->split);
+    if (!l->ms || !l->mp || !l->bufs || !l->split) {
+        mlist_free(l);
+        return CAIRN_ENOMEM;
+    }
+    uint64_t self = cairn_config_member_id(r->cfg);
     for (size_t i = 0; i < n; i++) {
-        etcdserverpb__member__init(&ms[i]);
-        ms[i].id = cfg->members[i].id;
-        ms[i].name = cfg->members[i].name;
-        ms[i].peerurls = cfg->members[i].peer_urls.v;
-        ms[i].n_peerurls = cfg->members[i].peer_urls.n;
-        if (i == cfg->self) {
-            ms[i].clienturls = cfg->advertise_client_urls.v;
-            ms[i].n_clienturls = cfg->advertise_client_urls.n;
+        Etcdserverpb__Member *m = &l->ms[i];
+        etcdserverpb__member__init(m);
+        m->id = i < nv ? v[i] : lr[i - nv];
+        m->islearner = i >= nv;
+        const cairn_member_t *meta = cairn_members_find(&r->members, m->id);
+        m->name = meta && meta->name ? meta->name : (char *)"";
+        m->peerurls = meta ? meta->peer_urls : (char **)no_urls;
+        m->n_peerurls = meta ? meta->n_peer_urls : 0;
+        if (m->id == self) {
+            m->name = r->cfg->name;
+            m->clienturls = r->cfg->advertise_client_urls.v;
+            m->n_clienturls = r->cfg->advertise_client_urls.n;
         } else {
-            peer_t *p = find_peer(r, cfg->members[i].id);
-            if (p && p->client_urls && (bufs[i] = strdup(p->client_urls))) {
+            peer_t *p = find_peer(r, m->id);
+            if (p && p->name && *p->name)
+                m->name = p->name; /* a member added at runtime names itself once it runs */
+            if (p && p->client_urls && (l->bufs[i] = strdup(p->client_urls))) {
                 size_t cnt = 1;
-                for (char *c = bufs[i]; *c; c++)
+                for (char *c = l->bufs[i]; *c; c++)
                     cnt += *c == ',';
-                split[i] = calloc(cnt, sizeof(char *));
+                l->split[i] = calloc(cnt, sizeof(char *));
                 size_t k = 0;
-                for (char *tok = strtok(bufs[i], ","); tok && split[i] && k < cnt; tok = strtok(NULL, ","))
-                    split[i][k++] = tok;
-                ms[i].clienturls = split[i];
-                ms[i].n_clienturls = split[i] ? k : 0;
+                char *save = NULL;
+                for (char *tok = strtok_r(l->bufs[i], ",", &save); tok && l->split[i] && k < cnt;
+                     tok = strtok_r(NULL, ",", &save))
+                    l->split[i][k++] = tok;
+                m->clienturls = l->split[i];
+                m->n_clienturls = l->split[i] ? k : 0;
             }
         }
-        mp[i] = &ms[i];
+        l->mp[i] = m;
     }
+    l->n = n;
+    qsort(l->mp, n, sizeof *l->mp, cmp_member);
+    return 0;
+}
+
+static void answer_members(raftd_t *r, const uint8_t *ident, size_t ident_len, uint64_t req_id)
+{
+    mlist_t l;
+    if (mlist_build(r, &l) != 0)
+        return;
     Etcdserverpb__MemberListResponse resp = ETCDSERVERPB__MEMBER_LIST_RESPONSE__INIT;
-    resp.members = mp;
-    resp.n_members = n;
+    resp.members = l.mp;
+    resp.n_members = l.n;
     size_t len = etcdserverpb__member_list_response__get_packed_size(&resp);
     uint8_t *buf = malloc(len ? len : 1);
     if (buf) {
@@ -368,15 +559,399 @@ static void answer_members(raftd_t *r, const uint8_t *ident, size_t ident_len, u
         answer(r, ident, ident_len, req_id, 0, NULL, buf, len);
         free(buf);
     }
-out:
-    for (size_t i = 0; i < n && split && bufs; i++) {
-        free(split[i]);
-        free(bufs[i]);
+    mlist_free(&l);
+}
+
+/* ------------------------------------------------------------------ membership changes */
+
+static void conf_answer(raftd_t *r, const conf_origin_t *o, int code, const char *msg, const uint8_t *body,
+                        size_t len)
+{
+    if (o->member) {
+        cairn_raft_entry_t e[2] = {{0, 0, 0, (const uint8_t *)(msg ? msg : ""), msg ? strlen(msg) : 0},
+                                   {0, 0, 0, body, body ? len : 0}};
+        send_shell(r, o->member, SHELL_MSG_CONF_RESP, o->fwd_id, 0, 0, (uint64_t)code, e, 2);
+    } else {
+        answer(r, o->ident, o->ident_len, o->req_id, code, code ? msg : NULL, body, len);
     }
-    free(split);
-    free(bufs);
-    free(ms);
-    free(mp);
+}
+
+/* etcd accepts only absolute http(s) URLs with a host and a port here */
+static int valid_peer_url(const char *u)
+{
+    const char *p = strncmp(u, "http://", 7) == 0 ? u + 7 : strncmp(u, "https://", 8) == 0 ? u + 8 : NULL;
+    if (!p || !*p)
+        return 0;
+    const char *colon = strrchr(p, ':');
+    if (!colon || colon == p || !colon[1])
+        return 0;
+    for (const char *c = colon + 1; *c && *c != '/'; c++)
+        if (*c < '0' || *c > '9')
+            return 0;
+    return 1;
+}
+
+/* etcd's "started" members for its strict reconfiguration check (--strict-reconfig-check,
+ * on by default): here, members heard from within two election timeouts, and this one. */
+static int member_started(raftd_t *r, uint64_t id)
+{
+    if (id == cairn_config_member_id(r->cfg))
+        return 1;
+    peer_t *p = find_peer(r, id);
+    return p && p->last_heard && cairn_now_ms() - p->last_heard < 2 * r->cfg->election_ms;
+}
+
+/* etcd's IsReadyToAddVotingMember / IsReadyToRemoveVotingMember: the change must leave a
+ * quorum of started voters. */
+static int ready_for(raftd_t *r, uint64_t adding, uint64_t removing)
+{
+    const uint64_t *v;
+    size_t nv = cairn_raft_voters(r->raft, &v), nmembers = 0, nstarted = 0;
+    for (size_t i = 0; i < nv; i++) {
+        if (v[i] == removing)
+            continue;
+        nmembers++;
+        nstarted += member_started(r, v[i]) != 0;
+    }
+    if (adding) {
+        nmembers++;
+        if (nstarted == 1 && nmembers == 2)
+            return 1; /* growing a single member */
+    }
+    return nstarted >= nmembers / 2 + 1;
+}
+
+static void conf_begin(raftd_t *r, int op, const uint8_t *body, size_t len, const conf_origin_t *origin)
+{
+    uint64_t self = cairn_config_member_id(r->cfg);
+    if (!r->raft || cairn_raft_role(r->raft) != CAIRN_RAFT_LEADER) {
+        uint64_t leader = r->raft ? cairn_raft_leader(r->raft) : 0;
+        if (!leader || leader == self || origin->member) {
+            conf_answer(r, origin, 14, leader ? "etcdserver: leader changed" : "etcdserver: no leader", NULL, 0);
+            return;
+        }
+        /* the core changes membership on the leader only: forward, and answer when it does */
+        conf_origin_t *o = malloc(sizeof *o);
+        if (!o) {
+            conf_answer(r, origin, 8, "etcdserver: too many requests", NULL, 0);
+            return;
+        }
+        *o = *origin;
+        o->at = cairn_now_ms();
+        uint64_t id = ++r->next_fwd;
+        cairn_u64map_put(r->fwd, id, o);
+        cairn_raft_entry_t e = {0, 0, 0, body, len};
+        send_shell(r, leader, SHELL_MSG_CONF_REQ, id, (uint64_t)op, 0, 0, &e, 1);
+        return;
+    }
+    if (r->conf.active) {
+        conf_answer(r, origin, 14, "etcdserver: request timed out, possibly due to previous leader failure", NULL, 0);
+        return;
+    }
+    int code = 0;
+    const char *msg = NULL;
+    int rop = 0;
+    uint64_t id = 0;
+    uint8_t *ctx = NULL;
+    size_t ctx_len = 0;
+    Etcdserverpb__MemberAddRequest *add = NULL;
+    Etcdserverpb__MemberRemoveRequest *rm = NULL;
+    Etcdserverpb__MemberUpdateRequest *up = NULL;
+    Etcdserverpb__MemberPromoteRequest *pr = NULL;
+    const uint64_t *ids;
+    size_t nv = cairn_raft_voters(r->raft, &ids);
+    int is_voter = 0, is_learner = 0;
+    switch (op) {
+    case CAIRN_MEMBER_ADD:
+        if (!(add = etcdserverpb__member_add_request__unpack(NULL, len, body))) {
+            code = 3, msg = "etcdserver: given member URLs are invalid";
+            break;
+        }
+        for (size_t i = 0; i < add->n_peerurls && !code; i++)
+            if (!valid_peer_url(add->peerurls[i]))
+                code = 3, msg = "etcdserver: given member URLs are invalid";
+        if (code)
+            break;
+        if (!add->n_peerurls) {
+            code = 3, msg = "etcdserver: given member URLs are invalid";
+            break;
+        }
+        /* the ID a member computes for itself from --initial-cluster (etcd hashes the time in
+         * as well; we do not, so that the new member knows its ID without asking) */
+        id = cairn_config_compute_member_id((const char *const *)add->peerurls, add->n_peerurls,
+                                            r->cfg->initial_cluster_token, NULL);
+        if (cairn_members_find_url(&r->members, add->peerurls, add->n_peerurls, 0)) {
+            const cairn_member_t *other = cairn_members_find_url(&r->members, add->peerurls, add->n_peerurls, 0);
+            const uint64_t *ls;
+            size_t nl = cairn_raft_learners(r->raft, &ls);
+            /* metadata of removed members stays behind: only a current member's URL counts */
+            if (id_in(ids, nv, other->id) || id_in(ls, nl, other->id)) {
+                code = 9, msg = "etcdserver: Peer URLs already exists";
+                break;
+            }
+        }
+        {
+            const uint64_t *ls;
+            size_t nl = cairn_raft_learners(r->raft, &ls);
+            if (id_in(ids, nv, id) || id_in(ls, nl, id)) {
+                code = 9, msg = "etcdserver: member ID already exist";
+                break;
+            }
+            if (add->islearner && nl >= 1) {
+                code = 9, msg = "etcdserver: too many learner members in cluster";
+                break;
+            }
+        }
+        if (!add->islearner && !ready_for(r, id, 0)) {
+            code = 9, msg = "etcdserver: re-configuration failed due to not enough started members";
+            break;
+        }
+        rop = add->islearner ? CAIRN_RAFT_CONF_ADD_LEARNER : CAIRN_RAFT_CONF_ADD_VOTER;
+        if (cairn_member_ctx_encode(r->cluster_id, id, "", add->peerurls, add->n_peerurls, add->islearner, &ctx,
+                                    &ctx_len))
+            code = 8, msg = "etcdserver: too many requests";
+        break;
+    case CAIRN_MEMBER_REMOVE:
+    case CAIRN_MEMBER_PROMOTE:
+    case CAIRN_MEMBER_UPDATE: {
+        if (op == CAIRN_MEMBER_REMOVE && (rm = etcdserverpb__member_remove_request__unpack(NULL, len, body)))
+            id = rm->id;
+        else if (op == CAIRN_MEMBER_PROMOTE && (pr = etcdserverpb__member_promote_request__unpack(NULL, len, body)))
+            id = pr->id;
+        else if (op == CAIRN_MEMBER_UPDATE && (up = etcdserverpb__member_update_request__unpack(NULL, len, body)))
+            id = up->id;
+        const uint64_t *ls;
+        size_t nl = cairn_raft_learners(r->raft, &ls);
+        is_voter = id_in(ids, nv, id);
+        is_learner = id_in(ls, nl, id);
+        if (!id || (!is_voter && !is_learner)) {
+            code = 5, msg = "etcdserver: member not found";
+            break;
+        }
+        if (op == CAIRN_MEMBER_REMOVE) {
+            if (is_voter && !ready_for(r, 0, id)) {
+                code = 9, msg = "etcdserver: re-configuration failed due to not enough started members";
+                break;
+            }
+            rop = CAIRN_RAFT_CONF_REMOVE;
+        } else if (op == CAIRN_MEMBER_PROMOTE) {
+            if (!is_learner) {
+                code = 9, msg = "etcdserver: can only promote a learner member";
+                break;
+            }
+            if (!ready_for(r, id, 0)) {
+                code = 9, msg = "etcdserver: re-configuration failed due to not enough started members";
+                break;
+            }
+            rop = CAIRN_RAFT_CONF_PROMOTE;
+        } else {
+            for (size_t i = 0; i < up->n_peerurls && !code; i++)
+                if (!valid_peer_url(up->peerurls[i]))
+                    code = 3, msg = "etcdserver: given member URLs are invalid";
+            if (!code && !up->n_peerurls)
+                code = 3, msg = "etcdserver: given member URLs are invalid";
+            if (!code && cairn_members_find_url(&r->members, up->peerurls, up->n_peerurls, id)) {
+                const cairn_member_t *other = cairn_members_find_url(&r->members, up->peerurls, up->n_peerurls, id);
+                if (id_in(ids, nv, other->id) || id_in(ls, nl, other->id))
+                    code = 9, msg = "etcdserver: Peer URLs already exists";
+            }
+            if (code)
+                break;
+            const cairn_member_t *cur = cairn_members_find(&r->members, id);
+            rop = CAIRN_RAFT_CONF_UPDATE;
+            if (cairn_member_ctx_encode(r->cluster_id, id, cur ? cur->name : "", up->peerurls, up->n_peerurls,
+                                        is_learner, &ctx, &ctx_len))
+                code = 8, msg = "etcdserver: too many requests";
+        }
+        break;
+    }
+    default:
+        code = 12, msg = "unknown membership operation";
+    }
+    if (!code && (op == CAIRN_MEMBER_REMOVE ? !rm : op == CAIRN_MEMBER_PROMOTE ? !pr : op == CAIRN_MEMBER_UPDATE ? !up : 0))
+        code = 13, msg = "grpc: error unmarshalling request";
+    uint64_t index = 0;
+    if (!code) {
+        int rc = cairn_raft_propose_conf_ctx(r->raft, (cairn_raft_conf_op_t)rop, id, ctx, ctx_len, &index);
+        if (rc == CAIRN_EAGAIN)
+            code = 9, msg = "etcdserver: can only promote a learner member which is in sync with leader";
+        else if (rc == CAIRN_ENOT_LEADER)
+            code = 14, msg = "etcdserver: leader changed";
+        else if (rc == CAIRN_ENOTFOUND)
+            code = 5, msg = "etcdserver: member not found";
+        else if (rc == CAIRN_EEXISTS)
+            code = 9, msg = "etcdserver: member ID already exist";
+        else if (rc == CAIRN_ESTATE)
+            code = 14, msg = "etcdserver: request timed out, possibly due to previous leader failure";
+        else if (rc)
+            code = 9, msg = "etcdserver: re-configuration failed due to not enough started members";
+    }
+    if (code) {
+        conf_answer(r, origin, code, msg, NULL, 0);
+    } else {
+        cairn_info("membership change proposed", "op=%d member=%016llx index=%llu", rop, (unsigned long long)id,
+                   (unsigned long long)index);
+        r->conf.active = 1;
+        r->conf.index = index;
+        r->conf.term = cairn_raft_term(r->raft);
+        r->conf.op = op;
+        r->conf.node_id = id;
+        r->conf.origin = *origin;
+        r->conf.deadline = cairn_now_ms() + 10000 + 2 * r->cfg->election_ms;
+    }
+    free(ctx);
+    if (add)
+        etcdserverpb__member_add_request__free_unpacked(add, NULL);
+    if (rm)
+        etcdserverpb__member_remove_request__free_unpacked(rm, NULL);
+    if (up)
+        etcdserverpb__member_update_request__free_unpacked(up, NULL);
+    if (pr)
+        etcdserverpb__member_promote_request__free_unpacked(pr, NULL);
+}
+
+/* The change in progress is answered once its entry commits (etcd answers when it applies). */
+static void conf_poll(raftd_t *r)
+{
+    if (!r->conf.active)
+        return;
+    int code = 0;
+    const char *msg = NULL;
+    if (!r->raft || cairn_raft_role(r->raft) != CAIRN_RAFT_LEADER || cairn_raft_term(r->raft) != r->conf.term)
+        code = 14, msg = "etcdserver: leader changed";
+    else if (cairn_raft_commit(r->raft) < r->conf.index) {
+        if (cairn_now_ms() < r->conf.deadline)
+            return;
+        code = 14, msg = "etcdserver: request timed out";
+    }
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    mlist_t l = {0};
+    if (!code && mlist_build(r, &l) == 0) {
+        if (r->conf.op == CAIRN_MEMBER_ADD) {
+            Etcdserverpb__MemberAddResponse resp = ETCDSERVERPB__MEMBER_ADD_RESPONSE__INIT;
+            for (size_t i = 0; i < l.n; i++)
+                if (l.mp[i]->id == r->conf.node_id)
+                    resp.member = l.mp[i];
+            resp.members = l.mp;
+            resp.n_members = l.n;
+            n = etcdserverpb__member_add_response__get_packed_size(&resp);
+            if ((buf = malloc(n ? n : 1)))
+                etcdserverpb__member_add_response__pack(&resp, buf);
+        } else {
+            /* Remove, Update and Promote responses share the shape {header = 1, members = 2} */
+            Etcdserverpb__MemberRemoveResponse resp = ETCDSERVERPB__MEMBER_REMOVE_RESPONSE__INIT;
+            resp.members = l.mp;
+            resp.n_members = l.n;
+            n = etcdserverpb__member_remove_response__get_packed_size(&resp);
+            if ((buf = malloc(n ? n : 1)))
+                etcdserverpb__member_remove_response__pack(&resp, buf);
+        }
+        if (!buf)
+            code = 8, msg = "etcdserver: too many requests";
+    }
+    if (!code && !buf)
+        code = 8, msg = "etcdserver: too many requests";
+    cairn_info(code ? "membership change failed" : "membership change committed", "member=%016llx index=%llu",
+               (unsigned long long)r->conf.node_id, (unsigned long long)r->conf.index);
+    conf_answer(r, &r->conf.origin, code, msg, buf, n);
+    free(buf);
+    mlist_free(&l);
+    memset(&r->conf, 0, sizeof r->conf);
+}
+
+/* Forwarded changes whose answer never came (the leader died): the gateway's deadline has
+ * long answered the client; just free them. */
+static void sweep_fwd(raftd_t *r, int64_t now)
+{
+    size_t pos = 0;
+    uint64_t key, expired[64];
+    size_t n = 0;
+    void *val;
+    while (n < 64 && cairn_u64map_next(r->fwd, &pos, &key, &val))
+        if (now - ((conf_origin_t *)val)->at > 60000)
+            expired[n++] = key;
+    for (size_t i = 0; i < n; i++)
+        free(cairn_u64map_take(r->fwd, expired[i]));
+}
+
+/* ------------------------------------------------------------------ snapshot transfer */
+
+static void snap_fail(raftd_t *r, const char *why)
+{
+    if (!r->snap.active)
+        return;
+    cairn_warn("snapshot install failed; the leader will send it again", "index=%llu err=\"%s\"",
+               (unsigned long long)r->snap.index, why);
+    memset(&r->snap, 0, sizeof r->snap);
+    if (r->raft)
+        cairn_raft_snapshot_failed(r->raft);
+}
+
+static void snap_pull(raftd_t *r)
+{
+    r->snap.last_progress = cairn_now_ms();
+    send_shell(r, r->snap.from, SHELL_MSG_SNAP_PULL, r->snap.id, r->snap.offset, 0, 0, NULL, 0);
+}
+
+static void snap_on_data(raftd_t *r, const cairn_ipc_msg_t *m)
+{
+    if (!r->snap.active || m->from != r->snap.from || m->index != r->snap.offset ||
+        (r->snap.id && m->context != r->snap.id))
+        return; /* stale: an earlier pull's answer */
+    if (m->reject_hint) {
+        char why[256];
+        snprintf(why, sizeof why, "%.*s", m->n_entries ? (int)m->entries[0].len : 0,
+                 m->n_entries ? (const char *)m->entries[0].data : "");
+        snap_fail(r, why);
+        return;
+    }
+    if (m->n_entries != 1 || m->commit == 0) {
+        snap_fail(r, "malformed snapshot chunk");
+        return;
+    }
+    r->snap.id = m->context;
+    r->snap.last_progress = cairn_now_ms();
+    cairn_ipc_msg_t q = {.type = CAIRN_IPC_SNAP_RECV, .seq = m->context, .index = m->index, .commit = m->commit,
+                         .snap_index = r->snap.index, .snap_term = r->snap.term, .body = m->entries[0].data,
+                         .body_len = m->entries[0].len};
+    send_stored(r, &q);
+}
+
+static void snap_on_ack(raftd_t *r, const cairn_ipc_msg_t *m)
+{
+    if (!r->snap.active || m->seq != r->snap.id)
+        return;
+    if (m->code) {
+        char why[256];
+        snprintf(why, sizeof why, "%.*s", (int)m->message_len, m->message ? (const char *)m->message : "");
+        snap_fail(r, why);
+        return;
+    }
+    if (m->applied) {
+        uint64_t index = r->snap.index, term = r->snap.term;
+        memset(&r->snap, 0, sizeof r->snap);
+        int rc = r->raft ? cairn_raft_snapshot_installed(r->raft, index, term) : CAIRN_ESTATE;
+        cairn_info("snapshot installed", "index=%llu term=%llu err=\"%s\"", (unsigned long long)index,
+                   (unsigned long long)term, rc ? cairn_strerror(rc) : "");
+        if (index > r->persisted_index)
+            r->persisted_index = index;
+        return;
+    }
+    r->snap.offset = m->index;
+    snap_pull(r);
+}
+
+/* Leader side: stored read a chunk for a member; pass it on. */
+static void snap_on_chunk(raftd_t *r, const cairn_ipc_msg_t *m)
+{
+    const char *emsg = m->message_len ? (const char *)m->message : "snapshot unavailable";
+    cairn_raft_entry_t e = {0, 0, 0, m->code ? (const uint8_t *)emsg : m->body,
+                            m->code ? (m->message_len ? m->message_len : strlen(emsg)) : m->body_len};
+    send_shell(r, m->req_id, SHELL_MSG_SNAP_DATA, m->seq, m->index, m->commit, (uint64_t)m->code, &e, 1);
+    if (!m->code && m->index + m->body_len >= m->commit)
+        cairn_info("snapshot sent", "to=%016llx bytes=%llu applied=%llu", (unsigned long long)m->req_id,
+                   (unsigned long long)m->commit, (unsigned long long)m->applied);
 }
 
 static void finish_transfer(raftd_t *r, int code, const char *msg)
@@ -387,64 +962,173 @@ static void finish_transfer(raftd_t *r, int code, const char *msg)
     memset(&r->transfer, 0, sizeof r->transfer);
 }
 
-static int open_peers(raftd_t *r)
+/* Binds --listen-peer-urls: at start when there are other members, or once the first one is
+ * added to a cluster that started alone. */
+static int listen_peers(raftd_t *r)
 {
-    int rc;
     cairn_config_t *cfg = r->cfg;
-    r->held_tail = &r->held;
-    if (cfg->n_members > 1) {
-        r->peer_routers = calloc(cfg->listen_peer_urls.n, sizeof *r->peer_routers);
-        for (size_t i = 0; r->peer_routers && i < cfg->listen_peer_urls.n; i++) {
-            char ep[300];
-            if (peer_endpoint(cfg->listen_peer_urls.v[i], ep, sizeof ep))
-                return CAIRN_ECONFIG;
-            zsock_t *s = zsock_new(ZMQ_ROUTER);
-            if (!s)
-                return CAIRN_ENOMEM;
-            zsock_set_ipv6(s, 1);
-            zsock_set_rcvhwm(s, CAIRN_ZMQ_HWM);
-            zsock_set_linger(s, 0);
-            if (zsock_bind(s, "%s", ep) < 0) {
-                cairn_error("cannot listen for peers", "endpoint=%s err=\"%s\"", ep, zmq_strerror(zmq_errno()));
-                zsock_destroy(&s);
-                return CAIRN_EIO;
-            }
-            r->peer_routers[r->n_peer_routers++] = s;
-            cairn_info("listening for peers", "endpoint=%s", ep);
-        }
-    }
-    r->peers = calloc(cfg->n_members ? cfg->n_members : 1, sizeof *r->peers);
-    if (!r->peers)
+    if (r->peer_routers)
+        return 0;
+    r->peer_routers = calloc(cfg->listen_peer_urls.n ? cfg->listen_peer_urls.n : 1, sizeof *r->peer_routers);
+    if (!r->peer_routers)
         return CAIRN_ENOMEM;
-    char ident[32];
-    snprintf(ident, sizeof ident, "%016llx", (unsigned long long)cairn_config_member_id(cfg));
-    for (size_t i = 0; i < cfg->n_members; i++) {
-        if (i == cfg->self || cfg->members[i].peer_urls.n == 0)
-            continue;
-        peer_t *p = &r->peers[r->n_peers];
-        p->id = cfg->members[i].id;
-        if (peer_endpoint(cfg->members[i].peer_urls.v[0], p->endpoint, sizeof p->endpoint))
+    for (size_t i = 0; i < cfg->listen_peer_urls.n && r->n_peer_routers < 8; i++) {
+        char ep[300];
+        if (peer_endpoint(cfg->listen_peer_urls.v[i], ep, sizeof ep))
             return CAIRN_ECONFIG;
-        p->dealer = zsock_new(ZMQ_DEALER);
-        if (!p->dealer)
+        zsock_t *s = zsock_new(ZMQ_ROUTER);
+        if (!s)
             return CAIRN_ENOMEM;
-        zsock_set_ipv6(p->dealer, 1);
-        zsock_set_identity(p->dealer, ident);
-        /* A few seconds of messages at most: older ones are stale by the time they arrive. */
-        zsock_set_sndhwm(p->dealer, 10000);
-        zsock_set_linger(p->dealer, 0);
-        zsock_set_reconnect_ivl(p->dealer, 100);
-        zsock_set_reconnect_ivl_max(p->dealer, 1000);
-        /* Queue only for connected peers: messages for a dead peer are dropped, not piled up. */
-        zsock_set_immediate(p->dealer, 1);
-        if ((rc = zsock_connect(p->dealer, "%s", p->endpoint)) < 0)
+        zsock_set_ipv6(s, 1);
+        zsock_set_rcvhwm(s, CAIRN_ZMQ_HWM);
+        zsock_set_linger(s, 0);
+        if (zsock_bind(s, "%s", ep) < 0) {
+            cairn_error("cannot listen for peers", "endpoint=%s err=\"%s\"", ep, zmq_strerror(zmq_errno()));
+            zsock_destroy(&s);
             return CAIRN_EIO;
-        r->n_peers++;
+        }
+        r->peer_routers[r->n_peer_routers++] = s;
+        cairn_info("listening for peers", "endpoint=%s", ep);
     }
     return 0;
 }
 
+static void peer_close(peer_t *p)
+{
+    zsock_destroy(&p->dealer);
+    free(p->client_urls);
+    free(p->name);
+    memset(p, 0, sizeof *p);
+}
+
+static int peer_connect(raftd_t *r, peer_t *p, const char *endpoint)
+{
+    char ident[32];
+    snprintf(ident, sizeof ident, "%016llx", (unsigned long long)cairn_config_member_id(r->cfg));
+    snprintf(p->endpoint, sizeof p->endpoint, "%s", endpoint);
+    p->dealer = zsock_new(ZMQ_DEALER);
+    if (!p->dealer)
+        return CAIRN_ENOMEM;
+    zsock_set_ipv6(p->dealer, 1);
+    zsock_set_identity(p->dealer, ident);
+    /* A few seconds of messages at most: older ones are stale by the time they arrive. */
+    zsock_set_sndhwm(p->dealer, 10000);
+    zsock_set_linger(p->dealer, 0);
+    zsock_set_reconnect_ivl(p->dealer, 100);
+    zsock_set_reconnect_ivl_max(p->dealer, 1000);
+    /* Queue only for connected peers: messages for a dead peer are dropped, not piled up. */
+    zsock_set_immediate(p->dealer, 1);
+    if (zsock_connect(p->dealer, "%s", p->endpoint) < 0) {
+        zsock_destroy(&p->dealer);
+        return CAIRN_EIO;
+    }
+    return 0;
+}
+
+/* One connection per other member of the core's current membership (voters and learners), to
+ * the first peer URL the log gives it: members added, removed or moved (MemberUpdate) are
+ * connected, dropped or reconnected here. Before the core runs, the starting membership. */
+static void reconcile_peers(raftd_t *r)
+{
+    uint64_t self = cairn_config_member_id(r->cfg);
+    const uint64_t *v = NULL, *l = NULL;
+    size_t nv = 0, nl = 0;
+    uint64_t *tmp = NULL;
+    if (r->raft) {
+        nv = cairn_raft_voters(r->raft, &v);
+        nl = cairn_raft_learners(r->raft, &l);
+    } else {
+        if (!(tmp = calloc(r->members.n ? r->members.n : 1, sizeof *tmp)))
+            return;
+        for (size_t i = 0; i < r->members.n; i++)
+            tmp[nv++] = r->members.v[i].id;
+        v = tmp;
+    }
+    int64_t now = cairn_now_ms();
+    for (size_t i = 0; i < r->n_peers;) {
+        peer_t *p = &r->peers[i];
+        if (id_in(v, nv, p->id) || id_in(l, nl, p->id)) {
+            p->removed_at = 0;
+            i++;
+        } else if (!p->removed_at) {
+            /* The change that removed it may have come through it: its forwarded request is
+             * still to be answered. Close a little later (the periodic sweep calls us). */
+            p->removed_at = now;
+            i++;
+        } else if (now - p->removed_at >= 5000) {
+            cairn_info("peer connection closed (no longer a member)", "member=%016llx", (unsigned long long)p->id);
+            peer_close(p);
+            r->peers[i] = r->peers[--r->n_peers];
+        } else {
+            i++;
+        }
+    }
+    for (size_t k = 0; k < nv + nl; k++) {
+        uint64_t id = k < nv ? v[k] : l[k - nv];
+        if (id == self)
+            continue;
+        cairn_member_t *m = cairn_members_find(&r->members, id);
+        char ep[300];
+        if (!m || !m->n_peer_urls || peer_endpoint(m->peer_urls[0], ep, sizeof ep) != 0) {
+            cairn_warn("no peer URL known for a member", "member=%016llx", (unsigned long long)id);
+            continue;
+        }
+        peer_t *p = find_peer(r, id);
+        if (p && strcmp(p->endpoint, ep) == 0)
+            continue;
+        if (p) {
+            cairn_info("peer moved; reconnecting", "member=%016llx endpoint=%s", (unsigned long long)id, ep);
+            zsock_destroy(&p->dealer);
+        } else {
+            peer_t *np = realloc(r->peers, (r->n_peers + 1) * sizeof *np);
+            if (!np)
+                break;
+            r->peers = np;
+            p = &r->peers[r->n_peers++];
+            memset(p, 0, sizeof *p);
+            p->id = id;
+            cairn_info("peer connection opened", "member=%016llx endpoint=%s", (unsigned long long)id, ep);
+        }
+        if (peer_connect(r, p, ep) != 0)
+            cairn_warn("cannot connect to peer", "member=%016llx endpoint=%s", (unsigned long long)id, ep);
+    }
+    free(tmp);
+    if (r->n_peers && !r->n_peer_routers) {
+        int rc = listen_peers(r);
+        if (rc)
+            cairn_error("cannot set up the peer transport", "err=\"%s\"", cairn_strerror(rc));
+    }
+    if (r->raft && !id_in(v, nv, self) && !id_in(l, nl, self) && r->cluster_id && !r->removed_logged &&
+        cairn_raft_commit(r->raft) > 0) {
+        cairn_warn("this member is not in the cluster's membership (removed, or not added yet)", NULL);
+        r->removed_logged = 1;
+    }
+}
+
 /* ------------------------------------------------------------------ ready processing */
+
+/* A cluster of one voter: it commits on its own disk, and need not wait out an election. */
+static int single_voter(raftd_t *r)
+{
+    const uint64_t *v;
+    return r->raft && cairn_raft_voters(r->raft, &v) == 1 && v[0] == cairn_config_member_id(r->cfg);
+}
+
+/* Names and peer URLs travel in the configuration entries (cairn_member.h): learn them as the
+ * entries reach this member's log, so that a new member can be connected at once (the core
+ * applies a change when it appends it, thesis §4.1, not when it commits). */
+static void learn_members(raftd_t *r, const cairn_raft_entry_t *ents, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        cairn_raft_conf_change_t cc;
+        if (ents[i].type != CAIRN_RAFT_ENTRY_CONF || cairn_raft_conf_decode(ents[i].data, ents[i].len, &cc) != 0)
+            continue;
+        if (cc.op == CAIRN_RAFT_CONF_REMOVE || cc.op == CAIRN_RAFT_CONF_PROMOTE)
+            continue; /* the core's sets say who is in; keep the metadata for a truncated entry */
+        if (cairn_members_apply(&r->members, cc.op, cc.node_id, cc.ctx, cc.ctx_len) != 0)
+            cairn_warn("configuration entry with a bad context", "index=%llu", (unsigned long long)ents[i].index);
+    }
+}
 
 static void process_ready(raftd_t *r)
 {
@@ -471,7 +1155,7 @@ static void process_ready(raftd_t *r)
             /* A single voter that leads commits an entry the moment its own disk has it (its
              * quorum is itself), so stored may apply right after its fdatasync instead of
              * waiting for APPENDED -> persisted -> COMMIT: two IPC hops off every write. */
-            if (rd.n_entries && rd.role == CAIRN_RAFT_LEADER && r->cfg->n_members == 1 &&
+            if (rd.n_entries && rd.role == CAIRN_RAFT_LEADER && single_voter(r) &&
                 rd.entries[rd.n_entries - 1].term == rd.term)
                 m.index = rd.entries[rd.n_entries - 1].index;
             send_stored(r, &m);
@@ -519,31 +1203,35 @@ static void process_ready(raftd_t *r)
             send_gw(r, rc->ident, rc->ident_len, &m);
             free(rc);
         }
-        int snap = rd.has_snapshot;
-        uint64_t snap_index = rd.snapshot_index, snap_term = rd.snapshot_term;
+        learn_members(r, rd.entries, rd.n_entries);
+        int snap = rd.has_snapshot, conf_changed = rd.conf_changed;
+        uint64_t snap_index = rd.snapshot_index, snap_term = rd.snapshot_term, snap_from = rd.snapshot_from;
         cairn_raft_advance(r->raft, &rd);
+        if (conf_changed)
+            reconcile_peers(r);
         if (snap) {
-            /* Installing a leader's snapshot (a member behind the leader's log) is not built
-             * yet; the leader never compacts past a member's progress, so this is a member
-             * that fell more than --snapshot-count entries behind a newly elected leader. */
-            static int64_t last_log; /* the leader retries about once per heartbeat */
-            if (cairn_now_ms() - last_log > 10000) {
-                cairn_error("snapshot install requested but not supported; this member must be re-added",
-                            "index=%llu term=%llu", (unsigned long long)snap_index, (unsigned long long)snap_term);
-                last_log = cairn_now_ms();
-            }
-            cairn_raft_snapshot_failed(r->raft);
+            /* The leader's log no longer reaches back to ours: pull its state machine. Its
+             * stored snapshots its current state (at or past snap_index); ours swaps it in
+             * atomically after the APPENDs already sent (same socket, in order). */
+            cairn_info("installing a snapshot from the leader", "index=%llu term=%llu from=%016llx",
+                       (unsigned long long)snap_index, (unsigned long long)snap_term, (unsigned long long)snap_from);
+            memset(&r->snap, 0, sizeof r->snap);
+            r->snap.active = 1;
+            r->snap.index = snap_index;
+            r->snap.term = snap_term;
+            r->snap.from = snap_from;
+            snap_pull(r);
         }
     }
 }
 
 /* ------------------------------------------------------------------ compaction */
 
-/* Bounds raftd's in-memory log. Installing a snapshot on a member that fell behind the log
- * is not built yet, so the leader never compacts past what any member has acknowledged
- * (a member that is down holds compaction back until it returns), and a follower keeps
- * --snapshot-count entries of margin in case it leads later. stored keeps its own copy of
- * the log and the WAL, bounded the same way. */
+/* Bounds raftd's in-memory log. The leader keeps LEADER_KEEP_ENTRIES behind its durable
+ * commit point and never compacts past what a running member has acknowledged (so a member a
+ * little behind is served from the log); a member that is down does not hold it back: when
+ * it returns behind the log it is sent a snapshot. A follower keeps --snapshot-count entries
+ * of margin in case it leads later. stored keeps its own copy of the log and the WAL. */
 static void maybe_compact(raftd_t *r)
 {
     if (!r->raft)
@@ -557,7 +1245,9 @@ static void maybe_compact(raftd_t *r)
         for (int pass = 0; pass < 2; pass++) {
             for (size_t i = 0; i < n; i++) {
                 cairn_raft_progress_t pr;
-                if (ids[i] == cairn_config_member_id(r->cfg) || cairn_raft_progress(r->raft, ids[i], &pr) != 0)
+                /* a member that is down does not hold the log back: it gets a snapshot */
+                if (ids[i] == cairn_config_member_id(r->cfg) || !member_started(r, ids[i]) ||
+                    cairn_raft_progress(r->raft, ids[i], &pr) != 0)
                     continue;
                 if (pr.match < durable)
                     durable = pr.match;
@@ -609,24 +1299,62 @@ static void start_core(raftd_t *r, const cairn_ipc_msg_t *m)
 {
     cairn_raft_destroy(&r->raft);
     fail_reads(r, "etcdserver: leader changed");
-    uint64_t *voters = calloc(r->cfg->n_members, sizeof *voters);
+    memset(&r->snap, 0, sizeof r->snap);
+    /* The membership where the log starts (replicated: stored's 'C' records), else the one a
+     * member starts with; the configuration entries of the log are re-applied by the core. */
+    cairn_members_t ms = {0};
+    if (!m->body_len || cairn_members_decode(&ms, m->body, m->body_len) != 0 || ms.n == 0) {
+        cairn_members_clear(&ms);
+        if (cairn_members_initial(&ms, r->cfg) != 0) {
+            g_stop = 2;
+            return;
+        }
+    }
+    if (m->cluster_id)
+        r->cluster_id = m->cluster_id;
+    else if (!r->cluster_id && r->cfg->initial_cluster_state != CAIRN_CLUSTER_EXISTING)
+        r->cluster_id = cairn_config_cluster_id(r->cfg);
+    uint64_t *voters = calloc(ms.n + 1, sizeof *voters), *learners = calloc(ms.n + 1, sizeof *learners);
+    size_t nv = 0, nl = 0;
     cairn_raft_entry_t *ents = m->n_entries ? calloc(m->n_entries, sizeof *ents) : NULL;
-    if (!voters || (m->n_entries && !ents)) {
+    if (!voters || !learners || (m->n_entries && !ents)) {
         free(voters);
+        free(learners);
         free(ents);
+        cairn_members_clear(&ms);
         g_stop = 2;
         return;
     }
-    for (size_t i = 0; i < r->cfg->n_members; i++)
-        voters[i] = r->cfg->members[i].id;
+    for (size_t i = 0; i < ms.n; i++) {
+        if (ms.v[i].learner)
+            learners[nl++] = ms.v[i].id;
+        else
+            voters[nv++] = ms.v[i].id;
+    }
     for (size_t i = 0; i < m->n_entries; i++)
         ents[i] = (cairn_raft_entry_t){m->entries[i].index, m->entries[i].term, m->entries[i].type,
                                        m->entries[i].data, m->entries[i].len};
+    /* metadata: what we knew (names learned earlier stay), the snapshot's, then the log's */
+    for (size_t i = 0; i < ms.n; i++) {
+        cairn_member_t *k = &ms.v[i];
+        uint8_t *ctx;
+        size_t clen;
+        if (cairn_member_ctx_encode(ms.cluster_id, k->id, k->name, k->peer_urls, k->n_peer_urls, k->learner, &ctx,
+                                    &clen) == 0) {
+            cairn_members_apply(&r->members, k->learner ? CAIRN_RAFT_CONF_ADD_LEARNER : CAIRN_RAFT_CONF_ADD_VOTER,
+                                k->id, ctx, clen);
+            free(ctx);
+        }
+    }
+    learn_members(r, ents, m->n_entries);
+    cairn_members_clear(&ms);
     int64_t ticks_per_election = r->cfg->election_ms / r->cfg->heartbeat_ms;
     cairn_raft_config_t rc = {
         .id = cairn_config_member_id(r->cfg),
         .voters = voters,
-        .n_voters = r->cfg->n_members,
+        .n_voters = nv,
+        .learners = learners,
+        .n_learners = nl,
         .election_tick = ticks_per_election > 1 ? (int)ticks_per_election : 10,
         .heartbeat_tick = 1,
         .seed = cairn_random_u64(),
@@ -641,8 +1369,11 @@ static void start_core(raftd_t *r, const cairn_ipc_msg_t *m)
         .n_entries = m->n_entries,
     };
     int err = 0;
-    r->raft = cairn_raft_new(&rc, &err);
+    r->raft = nv ? cairn_raft_new(&rc, &err) : NULL;
+    if (!nv)
+        err = CAIRN_EINVAL;
     free(voters);
+    free(learners);
     free(ents);
     if (!r->raft) {
         cairn_error("cannot start raft core", "err=\"%s\"", cairn_strerror(err));
@@ -659,8 +1390,9 @@ static void start_core(raftd_t *r, const cairn_ipc_msg_t *m)
     /* Everything stored handed us is durable. */
     if (m->n_entries)
         cairn_raft_persisted(r->raft, m->entries[m->n_entries - 1].index, m->entries[m->n_entries - 1].term);
-    if (r->cfg->n_members == 1)
+    if (single_voter(r))
         cairn_raft_campaign(r->raft); /* a single voter need not wait out an election timeout */
+    reconcile_peers(r);
     process_ready(r);
 }
 
@@ -705,6 +1437,12 @@ static void handle_stored(raftd_t *r, const uint8_t *frame, size_t len)
             cairn_raft_persisted(r->raft, m.index, m.term);
             release_held(r, 0);
         }
+        break;
+    case CAIRN_IPC_SNAP_CHUNK:
+        snap_on_chunk(r, &m);
+        break;
+    case CAIRN_IPC_SNAP_ACK:
+        snap_on_ack(r, &m);
         break;
     case CAIRN_IPC_ERROR:
         cairn_warn("stored reported an error", "code=%lld msg=\"%.*s\"", (long long)m.code, (int)m.message_len,
@@ -763,11 +1501,20 @@ static void handle_gw(raftd_t *r, const uint8_t *ident, size_t ident_len, const 
     case CAIRN_IPC_MEMBERS:
         answer_members(r, ident, ident_len, m.req_id);
         break;
+    case CAIRN_IPC_MEMBER_CHANGE: {
+        conf_origin_t o = {.req_id = m.req_id, .at = cairn_now_ms()};
+        if (ident_len > sizeof o.ident)
+            break;
+        memcpy(o.ident, ident, ident_len);
+        o.ident_len = ident_len;
+        conf_begin(r, (int)m.index, m.body, m.body_len, &o);
+        break;
+    }
     case CAIRN_IPC_TRANSFER: {
         /* etcd: MoveLeader must reach the leader; the target must be a voting member */
-        int is_member = 0;
-        for (size_t i = 0; i < r->cfg->n_members; i++)
-            is_member |= r->cfg->members[i].id == m.index;
+        const uint64_t *vs = NULL;
+        size_t nvs = r->raft ? cairn_raft_voters(r->raft, &vs) : 0;
+        int is_member = id_in(vs, nvs, m.index);
         if (!r->raft || cairn_raft_role(r->raft) != CAIRN_RAFT_LEADER) {
             answer(r, ident, ident_len, m.req_id, 9, "etcdserver: not leader", NULL, 0);
         } else if (!is_member) {
@@ -849,13 +1596,19 @@ int main(int argc, char **argv)
     snprintf(r->fault_path, sizeof r->fault_path, "%s/fault-isolate", r->cfg->run_dir);
     if (r->faults_enabled)
         cairn_warn("test fault switch enabled", "file=%s", r->fault_path);
-    if ((rc = open_peers(r)) != 0) {
+    r->held_tail = &r->held;
+    r->fwd = cairn_u64map_new();
+    if (cairn_members_initial(&r->members, r->cfg) != 0 || !r->fwd)
+        goto out;
+    /* a member that starts with peers listens at once; one that starts alone, once one is added */
+    if (r->cfg->n_members > 1 && (rc = listen_peers(r)) != 0) {
         cairn_error("cannot set up the peer transport", "err=\"%s\"", cairn_strerror(rc));
         goto out;
     }
     cairn_info("raftd ready", "endpoint=%s member_id=%016llx members=%zu", ep,
                (unsigned long long)cairn_config_member_id(r->cfg), r->cfg->n_members);
     r->next_tick = cairn_now_ms() + r->cfg->heartbeat_ms;
+    int64_t next_sweep = 0;
     while (!g_stop) {
         int64_t now = cairn_now_ms();
         if (!r->raft && now - r->last_load_sent >= 500) {
@@ -897,7 +1650,10 @@ int main(int argc, char **argv)
         if (!r->raft)
             r->next_tick = now + r->cfg->heartbeat_ms;
         process_ready(r);
+        conf_poll(r);
         maybe_compact(r);
+        if (r->snap.active && now - r->snap.last_progress > SNAP_STALL_MS)
+            snap_fail(r, "no progress from the leader");
         if (r->n_peers && now >= r->next_attrs) {
             send_attrs(r);
             r->next_attrs = now + ATTRS_EVERY_MS;
@@ -908,6 +1664,12 @@ int main(int argc, char **argv)
                 cairn_warn(iso ? "test fault: isolated from peers" : "test fault: peers reachable again", NULL);
             r->isolated = iso;
             r->next_fault_check = now + 50;
+        }
+        if (now >= next_sweep) {
+            sweep_fwd(r, now);
+            if (r->raft)
+                reconcile_peers(r); /* closes connections to members removed a while ago */
+            next_sweep = now + 5000;
         }
         if (r->transfer.req_id && now >= r->transfer.deadline)
             finish_transfer(r, 14, "etcdserver: request timed out, leader transfer took too long");
@@ -926,11 +1688,18 @@ out:
     for (size_t i = 0; i < r->n_peer_routers; i++)
         zsock_destroy(&r->peer_routers[i]);
     free(r->peer_routers);
-    for (size_t i = 0; i < r->n_peers; i++) {
-        zsock_destroy(&r->peers[i].dealer);
-        free(r->peers[i].client_urls);
-    }
+    for (size_t i = 0; i < r->n_peers; i++)
+        peer_close(&r->peers[i]);
     free(r->peers);
+    cairn_members_clear(&r->members);
+    if (r->fwd) {
+        size_t pos = 0;
+        uint64_t key;
+        void *val;
+        while (cairn_u64map_next(r->fwd, &pos, &key, &val))
+            free(val);
+        cairn_u64map_destroy(&r->fwd);
+    }
     cairn_config_destroy(&r->cfg);
     return exit_code;
 }

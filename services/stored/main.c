@@ -26,8 +26,11 @@
 #include "cairn_err.h"
 #include "cairn_ipc.h"
 #include "cairn_log.h"
+#include "cairn_member.h"
 #include "cairn_zmq.h"
 #include "mvcc.h"
+#include "raft.h"
+#include "snapshot.h"
 #include "wal.h"
 
 static volatile sig_atomic_t g_stop;
@@ -89,6 +92,9 @@ typedef struct {
     uint64_t n_applied_total;
     uint64_t last_checkpoint;
     out_t *outs; /* APPLY_BATCH_MAX results, allocated once: apply runs for every write */
+    cairn_snap_out_t *snap_out; /* leader side of snapshot transfer: the file being sent */
+    cairn_snap_in_t *snap_in;   /* follower side: the file being received */
+    cairn_members_t members; /* the membership as of the applied index (mvcc 'C' records) */
 } stored_t;
 
 /* ------------------------------------------------------------------ in-memory log */
@@ -190,6 +196,37 @@ static int on_replay_hs(void *ctx, const cairn_wal_hardstate_t *hs)
     return 0;
 }
 
+/* Raft's rule for installing a snapshot at (S, T) (thesis §5.1; etcd-io/raft's restore): if
+ * the log holds the entry (S, T), the entries after it agree with the leader's log (Log
+ * Matching) and stay; otherwise the whole log goes. The snapshot point becomes the log's
+ * start. Used by the install and by WAL replay of a SNAPSHOT record, so that a restart
+ * rebuilds exactly the log the install left. */
+static void log_reset_to_snapshot(stored_t *s, uint64_t S, uint64_t T)
+{
+    entry_t *e = log_at(s, S);
+    int held = (e && e->term == T) || (s->snap_index == S && s->snap_term == T);
+    if (held && s->n && S >= s->first_index) {
+        size_t k = (size_t)(S - s->first_index + 1);
+        for (size_t i = 0; i < k; i++)
+            free(s->log[i].data);
+        memmove(s->log, s->log + k, (s->n - k) * sizeof *s->log);
+        s->n -= k;
+        s->first_index = S + 1;
+    } else if (!held) {
+        log_truncate_from(s, 0);
+    }
+    if (s->n == 0)
+        s->first_index = S + 1;
+    s->snap_index = S;
+    s->snap_term = T;
+}
+
+static int on_replay_snapshot(void *ctx, uint64_t index, uint64_t term)
+{
+    log_reset_to_snapshot(ctx, index, term);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ replies */
 
 static void reply(stored_t *s, const uint8_t *ident, size_t ident_len, const cairn_ipc_msg_t *m)
@@ -213,7 +250,8 @@ static void reply_result(stored_t *s, const uint8_t *ident, size_t ident_len, ui
 
 static cairn_hdr_ctx_t hdr_ctx(stored_t *s)
 {
-    cairn_hdr_ctx_t h = {cairn_config_cluster_id(s->cfg), cairn_config_member_id(s->cfg), s->term};
+    cairn_hdr_ctx_t h = {s->members.cluster_id ? s->members.cluster_id : cairn_config_cluster_id(s->cfg),
+                         cairn_config_member_id(s->cfg), s->term};
     return h;
 }
 
@@ -281,6 +319,71 @@ static void checkpoint(stored_t *s)
 
 /* ------------------------------------------------------------------ apply */
 
+/* A configuration entry: the membership after it is recorded in the same LevelDB write as the
+ * applied index (mvcc 'C'), so the membership at any applied point survives a crash. An entry
+ * the raft core would refuse (malformed) changes nothing here either. */
+static int apply_conf(stored_t *s, const entry_t *e)
+{
+    cairn_raft_conf_change_t cc;
+    if (cairn_raft_conf_decode(e->data, e->len, &cc) == 0) {
+        cairn_members_t next;
+        int rc = cairn_members_copy(&next, &s->members);
+        if (rc == 0 && (rc = cairn_members_apply(&next, cc.op, cc.node_id, cc.ctx, cc.ctx_len)) == 0) {
+            uint8_t *blob;
+            size_t len;
+            if ((rc = cairn_members_encode(&next, &blob, &len)) == 0) {
+                if (!cairn_mvcc_in_batch(s->mvcc))
+                    rc = CAIRN_ESTATE;
+                else
+                    rc = cairn_mvcc_conf_put(s->mvcc, e->index, blob, len);
+                free(blob);
+            }
+            if (rc == 0) {
+                cairn_members_clear(&s->members);
+                s->members = next;
+                cairn_info("membership changed", "index=%llu op=%u member=%016llx members=%zu",
+                           (unsigned long long)e->index, (unsigned)cc.op, (unsigned long long)cc.node_id,
+                           s->members.n);
+            } else {
+                cairn_members_clear(&next);
+            }
+        }
+        if (rc == CAIRN_EPROTO)
+            cairn_warn("configuration entry with a bad context applied as no-op", "index=%llu",
+                       (unsigned long long)e->index);
+        else if (rc)
+            return rc;
+    } else {
+        cairn_warn("malformed configuration entry applied as no-op", "index=%llu", (unsigned long long)e->index);
+    }
+    return cairn_apply_noop(s->mvcc, e->index, e->term);
+}
+
+/* The membership when nothing was applied yet ('C' 0), or the newest one recorded. */
+static int load_members(stored_t *s)
+{
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    int rc = cairn_mvcc_conf_get(s->mvcc, UINT64_MAX, &blob, &len, NULL);
+    if (rc < 0)
+        return rc;
+    if (rc == 1) {
+        rc = cairn_members_decode(&s->members, blob, len);
+        free(blob);
+        return rc;
+    }
+    if ((rc = cairn_members_initial(&s->members, s->cfg)) || (rc = cairn_members_encode(&s->members, &blob, &len)))
+        return rc;
+    if ((rc = cairn_mvcc_batch_begin(s->mvcc)) == 0) {
+        if ((rc = cairn_mvcc_conf_put(s->mvcc, 0, blob, len)) == 0)
+            rc = cairn_mvcc_batch_commit(s->mvcc);
+        else
+            cairn_mvcc_batch_abort(s->mvcc);
+    }
+    free(blob);
+    return rc;
+}
+
 static void apply_committed(stored_t *s)
 {
     uint64_t applied = cairn_mvcc_applied_index(s->mvcc);
@@ -308,6 +411,13 @@ static void apply_committed(stored_t *s)
                 cairn_error("committed entry missing from log", "index=%llu", (unsigned long long)i);
                 failed = 1;
                 break;
+            }
+            if (e->type == CAIRN_RAFT_ENTRY_CONF) {
+                if (apply_conf(s, e) < 0) {
+                    failed = 1;
+                    break;
+                }
+                continue;
             }
             cairn_ipc_req_t req;
             if (e->type != 0 || e->len == 0 || cairn_ipc_req_decode(e->data, e->len, &req) != 0) {
@@ -398,7 +508,16 @@ static void send_load_resp(stored_t *s, const uint8_t *ident, size_t ident_len)
         m.snap_index = cairn_mvcc_applied_index(s->mvcc);
         m.snap_term = cairn_mvcc_applied_term(s->mvcc);
     }
+    /* the membership where raftd's log starts; the configuration entries after it are in ents */
+    uint8_t *blob = NULL;
+    size_t blen = 0;
+    if (cairn_mvcc_conf_get(s->mvcc, m.snap_index, &blob, &blen, NULL) == 1) {
+        m.body = blob;
+        m.body_len = blen;
+    }
+    m.cluster_id = s->members.cluster_id;
     reply(s, ident, ident_len, &m);
+    free(blob);
     free(ents);
 }
 
@@ -517,7 +636,8 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
                              .index = s->persisted, .applied = cairn_mvcc_applied_index(s->mvcc),
                              .db_size = size > 0 ? (uint64_t)size : 0, .db_size_in_use = size > 0 ? (uint64_t)size : 0,
                              .revision = cairn_mvcc_revision(s->mvcc),
-                             .compact_rev = cairn_mvcc_compact_revision(s->mvcc)};
+                             .compact_rev = cairn_mvcc_compact_revision(s->mvcc),
+                             .cluster_id = hdr_ctx(s).cluster_id};
         reply(s, ident, ident_len, &r);
         break;
     }
@@ -590,6 +710,10 @@ int main(int argc, char **argv)
     s->mvcc = cairn_mvcc_open(path, &rc, err, sizeof err);
     if (!s->mvcc) {
         cairn_error("cannot open mvcc store", "path=%s err=\"%s\"", path, err);
+        goto out;
+    }
+    if ((rc = load_members(s)) != 0) {
+        cairn_error("cannot read the cluster membership", "path=%s err=\"%s\"", path, cairn_strerror(rc));
         goto out;
     }
     char waldir[4096];
@@ -703,6 +827,7 @@ out:
         free(r);
     }
     free(s->outs);
+    cairn_members_clear(&s->members);
     cairn_config_destroy(&s->cfg);
     return exit_code;
 }
