@@ -447,6 +447,8 @@ static void answer_with_header(cairn_gateway_t *g, pending_t *p, const uint8_t *
 {
     Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
     fill_header(g, &h);
+    if (p->kind == W_MEMBERS || p->kind == W_MEMBER_CHANGE)
+        h.revision = 0; /* etcd's Cluster answers carry no revision */
     uint8_t *buf = NULL;
     size_t n = 0;
     if (p->kind == W_MEMBER_CHANGE) {

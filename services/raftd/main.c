@@ -680,19 +680,18 @@ static void conf_begin(raftd_t *r, int op, const uint8_t *body, size_t len, cons
          * as well; we do not, so that the new member knows its ID without asking) */
         id = cairn_config_compute_member_id((const char *const *)add->peerurls, add->n_peerurls,
                                             r->cfg->initial_cluster_token, NULL);
-        if (cairn_members_find_url(&r->members, add->peerurls, add->n_peerurls, 0)) {
-            const cairn_member_t *other = cairn_members_find_url(&r->members, add->peerurls, add->n_peerurls, 0);
-            const uint64_t *ls;
-            size_t nl = cairn_raft_learners(r->raft, &ls);
-            /* metadata of removed members stays behind: only a current member's URL counts */
-            if (id_in(ids, nv, other->id) || id_in(ls, nl, other->id)) {
-                code = 9, msg = "etcdserver: Peer URLs already exists";
-                break;
-            }
-        }
         {
             const uint64_t *ls;
             size_t nl = cairn_raft_learners(r->raft, &ls);
+            /* The peer URLs first: etcd checks the ID first, but its IDs hash the time in, so
+             * for URLs already in use it answers this unless both adds fall in one second;
+             * ours are the same for the same URLs every time. Metadata of removed members
+             * stays behind: only a current member's URL counts. */
+            const cairn_member_t *other = cairn_members_find_url(&r->members, add->peerurls, add->n_peerurls, 0);
+            if (other && (id_in(ids, nv, other->id) || id_in(ls, nl, other->id))) {
+                code = 9, msg = "etcdserver: Peer URLs already exists";
+                break;
+            }
             if (id_in(ids, nv, id) || id_in(ls, nl, id)) {
                 code = 9, msg = "etcdserver: member ID already exist";
                 break;
