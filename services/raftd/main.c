@@ -1564,6 +1564,32 @@ static int on_gw_frame(void *ctx, const uint8_t *ident, size_t ident_len, const 
     return 0;
 }
 
+/* Starts a leadership transfer (thesis §3.10) to the voter with the longest log among those
+ * that are running; 1 when one started. */
+static int begin_handoff(raftd_t *r)
+{
+    if (!r->raft || cairn_raft_role(r->raft) != CAIRN_RAFT_LEADER)
+        return 0;
+    const uint64_t *v;
+    size_t nv = cairn_raft_voters(r->raft, &v);
+    uint64_t best = 0, best_match = 0;
+    for (size_t i = 0; i < nv; i++) {
+        cairn_raft_progress_t pr;
+        if (v[i] == cairn_config_member_id(r->cfg) || !member_started(r, v[i]) ||
+            cairn_raft_progress(r->raft, v[i], &pr) != 0)
+            continue;
+        if (!best || pr.match > best_match) {
+            best = v[i];
+            best_match = pr.match;
+        }
+    }
+    if (!best || cairn_raft_transfer_leader(r->raft, best) != 0)
+        return 0;
+    cairn_info("stopping: handing leadership over first", "to=%016llx", (unsigned long long)best);
+    process_ready(r);
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     raftd_t R = {0}, *r = &R;
@@ -1607,8 +1633,21 @@ int main(int argc, char **argv)
     cairn_info("raftd ready", "endpoint=%s member_id=%016llx members=%zu", ep,
                (unsigned long long)cairn_config_member_id(r->cfg), r->cfg->n_members);
     r->next_tick = cairn_now_ms() + r->cfg->heartbeat_ms;
-    int64_t next_sweep = 0;
-    while (!g_stop) {
+    int64_t next_sweep = 0, handoff_until = 0;
+    int handoff = 0;
+    for (;;) {
+        if (g_stop) {
+            /* A leader asked to stop hands leadership over first (etcd does the same), so the
+             * cluster does not wait out an election timeout without a leader. */
+            if (g_stop == 1 && !handoff && begin_handoff(r)) {
+                handoff = 1;
+                handoff_until = cairn_now_ms() + 2 * r->cfg->election_ms;
+            }
+            /* done once another member leads (the TimeoutNow went out and it won) */
+            if (!handoff || !r->raft || cairn_now_ms() >= handoff_until ||
+                (cairn_raft_leader(r->raft) && cairn_raft_leader(r->raft) != cairn_config_member_id(r->cfg)))
+                break;
+        }
         int64_t now = cairn_now_ms();
         if (!r->raft && now - r->last_load_sent >= 500) {
             cairn_ipc_msg_t m = {.type = CAIRN_IPC_LOAD};

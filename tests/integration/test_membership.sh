@@ -109,4 +109,15 @@ out=$(list_until "$ID3, started, m3")
 t_eq "after a restart: still three members" 3 "$(grep -c ', started, ' <<<"$out" || true)"
 t_contains "after a restart: m3 is a voter" "$ID3, started, m3, http://127.0.0.1:$P3, http://$C3, false" "$out"
 t_eq "after a restart: data intact" 20 "$(ctl get after-remove- --prefix --keys-only | grep -c after-remove || true)"
+
+# --- a leader asked to stop hands leadership over before it exits ----------------------------
+L=$(t_leader_index)
+t_stop "${C_RAFTDS[L]}"
+seq_log=$(grep -a 'svc=raftd' "${C_LOGS[L]}" | sed -n '/handing leadership over first/,$p')
+t_contains "the stopping leader started a transfer" "handing leadership over first" "$seq_log"
+t_eq "a new leader took over before the old one exited" 1 \
+  "$(sed -n '/handing leadership over first/,/raftd stopping/p' <<<"$seq_log" | grep -c 'msg="leader changed" leader=[0-9a-f]*[1-9a-f][0-9a-f]*' || true)"
+t_restart_proc raftd "$L"
+for ep in "${LIVE[@]}"; do t_wait_healthy "$ep" 30; done
+t_eq "writes after the hand-over" OK "$(ctl put after-handoff 1)"
 t_done
