@@ -521,6 +521,291 @@ static void send_load_resp(stored_t *s, const uint8_t *ident, size_t ident_len)
     free(ents);
 }
 
+/* ------------------------------------------------------------------ snapshot transfer and install
+ *
+ * IPC contract (cairn_ipc.h has the field lists):
+ *
+ * Leader side. SNAP_REQ {req_id, seq, index}: seq 0 makes a snapshot of the current committed
+ * state (or reuses the current one if the applied index did not move) and answers SNAP_CHUNK
+ * {req_id, seq = snapshot id (its applied index), index 0, commit = total bytes, applied =
+ * the applied index it holds, code 0, body = the first <= 1 MiB}. seq != 0 answers the bytes
+ * at offset index of that snapshot (an empty body at offset == total). Errors: code 9 with
+ * "snapshot no longer available" (replaced by a newer one, or idle 5 minutes: start again
+ * with seq 0), code 9 for an offset past the end or nothing applied yet, code 13 for a
+ * storage error.
+ *
+ * Follower side. SNAP_RECV {seq, index = offset, commit = total, snap_index S, snap_term T,
+ * body}: offset 0 starts over; otherwise offset must be the bytes held. Answer SNAP_ACK {seq,
+ * index = bytes held, applied 0}. A chunk that does not fit answers code 9, a message saying
+ * what was expected, and index = the bytes held (resume there). When the last byte arrives
+ * the file is checked and installed, then SNAP_ACK {seq, index = total, applied 1, S, T}; an
+ * install that fails answers code 13 + message with the old state intact (the bytes are
+ * dropped: start again at offset 0).
+ *
+ * Install (crash-safe at every step; the WAL's SNAPSHOT record is the commit point):
+ *   a. pending WAL writes are synced (earlier appends must be durable, as always);
+ *   b. in.tmp is checked (CRC), fsync'd and renamed to snap/<S>-<T>.snap (dir fsync'd);
+ *   c. member/mvcc.new is built from it, synced;
+ *   d. SNAPSHOT(S, T) and the hard state (commit >= S) are appended and synced: COMMIT;
+ *   e. mvcc.new and mvcc are exchanged (renameat2 RENAME_EXCHANGE), member/ fsync'd, the
+ *      old store closed (before: LevelDB must never write into a directory being renamed),
+ *      the new one opened, mvcc.new (now the old data) removed;
+ *   f. the in-memory log is reset by Raft's rule (log_reset_to_snapshot).
+ * A crash before d leaves the old state (leftover mvcc.new / in.tmp are removed at start);
+ * after d, start-up (snap_recover) sees a SNAPSHOT record above the store's applied index and
+ * redoes c and e from snap/<S>-<T>.snap.
+ *
+ * The state installed may be past S (the leader snapshots its current state, at or past its
+ * compaction point): entries S+1..applied then arrive in APPENDs and are kept in memory only
+ * (see the APPEND case). */
+
+#define SNAP_CHUNK_BYTES ((size_t)1 << 20)
+#define SNAP_OUT_IDLE_MS (5 * 60 * 1000)
+
+static void sync_wal(stored_t *s);
+
+static void member_path(const stored_t *s, const char *name, char *out, size_t n)
+{
+    snprintf(out, n, "%s/member/%s", s->cfg->data_dir, name);
+}
+
+/* Unrecoverable mid-install (the commit point is passed but the store cannot be swapped in
+ * or opened): stop at once; the next start finishes the install from the WAL record. */
+static void snap_fatal(const char *what, const char *err)
+{
+    cairn_error("snapshot install cannot continue; exiting so that the restart finishes it", "step=\"%s\" err=\"%s\"",
+                what, err);
+    fflush(NULL);
+    _exit(1);
+}
+
+/* e: member/mvcc.new (complete, synced) becomes member/mvcc. */
+static void snap_swap_in(stored_t *s)
+{
+    char member[4096], path[4096], newp[4096], err[512] = "";
+    member_path(s, "", member, sizeof member);
+    member_path(s, "mvcc", path, sizeof path);
+    member_path(s, "mvcc.new", newp, sizeof newp);
+    cairn_mvcc_destroy(&s->mvcc);
+    if (cairn_snap_swap_dirs(member, "mvcc", "mvcc.new", err, sizeof err))
+        snap_fatal("swap", err);
+    int rc;
+    s->mvcc = cairn_mvcc_open(path, &rc, err, sizeof err);
+    if (!s->mvcc)
+        snap_fatal("open the new store", err);
+    cairn_snap_rmtree(newp);
+    /* the membership now is the snapshot's */
+    cairn_members_clear(&s->members);
+    if ((rc = load_members(s)) != 0)
+        snap_fatal("read the membership of the new store", cairn_strerror(rc));
+    s->last_checkpoint = cairn_mvcc_applied_index(s->mvcc);
+}
+
+/* c: builds member/mvcc.new from file, checks that it covers the raft snapshot S. */
+static int snap_build(stored_t *s, const char *file, uint64_t S, char *eb, size_t el)
+{
+    char newp[4096];
+    member_path(s, "mvcc.new", newp, sizeof newp);
+    cairn_snap_rmtree(newp);
+    cairn_snap_info_t info;
+    int rc = cairn_snap_restore(file, newp, &info, eb, el);
+    if (rc == 0 && info.index < S) {
+        /* it would leave committed entries info.index+1..S nowhere */
+        cairn_errbuf_set(eb, el, "snapshot %s holds applied index %llu, below the raft snapshot index %llu", file,
+                         (unsigned long long)info.index, (unsigned long long)S);
+        cairn_snap_rmtree(newp);
+        rc = CAIRN_EINVAL;
+    }
+    return rc;
+}
+
+static int snap_install(stored_t *s, uint64_t S, uint64_t T, char *eb, size_t el)
+{
+    char snapdir[4096], file[4096];
+    member_path(s, "snap", snapdir, sizeof snapdir);
+    /* a */
+    sync_wal(s);
+    if (s->wal_failed) {
+        cairn_errbuf_set(eb, el, "the WAL has failed; restart stored");
+        return CAIRN_ESTATE;
+    }
+    /* b */
+    cairn_snap_info_t info;
+    int rc = cairn_snap_in_finish(s->snap_in, S, T, &info, file, sizeof file, eb, el);
+    if (rc)
+        return rc;
+    uint64_t applied = cairn_mvcc_applied_index(s->mvcc);
+    if (info.index < applied) {
+        /* installing it would move the state machine backwards */
+        cairn_errbuf_set(eb, el, "snapshot at applied index %llu is behind this member's state machine (applied %llu)",
+                         (unsigned long long)info.index, (unsigned long long)applied);
+        unlink(file);
+        return CAIRN_ESTATE;
+    }
+    /* c */
+    if ((rc = snap_build(s, file, S, eb, el))) {
+        unlink(file);
+        return rc;
+    }
+    /* d: the commit point */
+    if (s->hs.commit < S)
+        s->hs.commit = S; /* S is committed: the leader only snapshots applied state */
+    if ((rc = cairn_wal_append_snapshot(s->wal, S, T)) || (rc = cairn_wal_append_hardstate(s->wal, &s->hs)) ||
+        (rc = cairn_wal_sync(s->wal))) {
+        /* unknown whether the record reached the disk: stop; the restart knows (and
+         * finishes the install from the file, which is therefore kept) */
+        s->wal_failed = 1;
+        g_stop = 2;
+        cairn_errbuf_set(eb, el, "writing the snapshot record to the WAL failed: %s", cairn_strerror(rc));
+        cairn_error("wal sync failed during snapshot install; stopping", "err=\"%s\"", cairn_strerror(rc));
+        return rc;
+    }
+    /* e */
+    snap_swap_in(s);
+    /* f */
+    log_reset_to_snapshot(s, S, T);
+    s->persisted = log_last(s);
+    if (s->commit < S)
+        s->commit = S;
+    cairn_snap_prune_installed(snapdir, S, T);
+    cairn_info("snapshot installed", "index=%llu term=%llu applied=%llu revision=%lld log_entries=%zu",
+               (unsigned long long)S, (unsigned long long)T, (unsigned long long)cairn_mvcc_applied_index(s->mvcc),
+               (long long)cairn_mvcc_revision(s->mvcc), s->n);
+    return 0;
+}
+
+/* At start, right after the WAL replay: clears what an interrupted transfer or install left
+ * and finishes an install whose SNAPSHOT record is durable but whose store swap is not. */
+static int snap_recover(stored_t *s, char *eb, size_t el)
+{
+    char snapdir[4096], p[4096];
+    member_path(s, "snap", snapdir, sizeof snapdir);
+    if (mkdir(snapdir, 0700) != 0 && errno != EEXIST) {
+        cairn_errbuf_set(eb, el, "cannot create %s: %s", snapdir, strerror(errno));
+        return CAIRN_EIO;
+    }
+    member_path(s, "mvcc.new", p, sizeof p);
+    cairn_snap_rmtree(p);
+    member_path(s, "mvcc.old", p, sizeof p); /* cairn_snap_swap_dirs' fallback */
+    cairn_snap_rmtree(p);
+    if (!(s->snap_in = cairn_snap_in_new(snapdir)) || !(s->snap_out = cairn_snap_out_new(snapdir, cairn_now_ms()))) {
+        cairn_errbuf_set(eb, el, "out of memory");
+        return CAIRN_ENOMEM;
+    }
+    uint64_t S = 0, T = 0;
+    if (cairn_wal_last_snapshot(s->wal, &S, &T) && S > cairn_mvcc_applied_index(s->mvcc)) {
+        char file[4096], why[512] = "";
+        cairn_snap_installed_path(snapdir, S, T, file, sizeof file);
+        cairn_warn("finishing an interrupted snapshot install", "index=%llu term=%llu applied=%llu file=%s",
+                   (unsigned long long)S, (unsigned long long)T,
+                   (unsigned long long)cairn_mvcc_applied_index(s->mvcc), file);
+        int rc = snap_build(s, file, S, why, sizeof why);
+        if (rc) {
+            cairn_errbuf_set(eb, el,
+                             "the WAL records a snapshot install at index %llu term %llu that the state machine "
+                             "(applied %llu) lacks, and its file %s cannot be used: %s",
+                             (unsigned long long)S, (unsigned long long)T,
+                             (unsigned long long)cairn_mvcc_applied_index(s->mvcc), file, why);
+            return rc;
+        }
+        snap_swap_in(s);
+    }
+    cairn_snap_prune_installed(snapdir, S, T);
+    return 0;
+}
+
+static void snap_ack(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t seq, uint64_t held,
+                     uint64_t applied, uint64_t S, uint64_t T, int code, const char *msg)
+{
+    cairn_ipc_msg_t a = {.type = CAIRN_IPC_SNAP_ACK, .seq = seq, .index = held, .applied = applied,
+                         .snap_index = S, .snap_term = T, .code = code};
+    if (code)
+        cairn_ipc_set_message(&a, msg);
+    reply(s, ident, ident_len, &a);
+}
+
+static void handle_snap_recv(stored_t *s, const uint8_t *ident, size_t ident_len, const cairn_ipc_msg_t *m)
+{
+    char eb[512] = "";
+    uint64_t held = 0;
+    if (m->snap_index == 0) {
+        snap_ack(s, ident, ident_len, m->seq, 0, 0, 0, 0, 9, "snapshot chunk without a raft snapshot index");
+        return;
+    }
+    if (s->wal_failed) {
+        snap_ack(s, ident, ident_len, m->seq, 0, 0, 0, 0, 13, "the WAL has failed; restart stored");
+        return;
+    }
+    int rc = cairn_snap_in_chunk(s->snap_in, m->seq, m->index, m->commit, m->body, m->body_len, &held, eb, sizeof eb);
+    if (rc < 0) {
+        cairn_warn("snapshot chunk refused", "seq=%llu offset=%llu err=\"%s\"", (unsigned long long)m->seq,
+                   (unsigned long long)m->index, eb);
+        snap_ack(s, ident, ident_len, m->seq, held, 0, 0, 0, rc == CAIRN_EINVAL ? 9 : 13, eb);
+        return;
+    }
+    if (rc == 0) {
+        snap_ack(s, ident, ident_len, m->seq, held, 0, 0, 0, 0, NULL);
+        return;
+    }
+    cairn_info("snapshot received; installing", "seq=%llu bytes=%llu index=%llu term=%llu",
+               (unsigned long long)m->seq, (unsigned long long)held, (unsigned long long)m->snap_index,
+               (unsigned long long)m->snap_term);
+    if ((rc = snap_install(s, m->snap_index, m->snap_term, eb, sizeof eb)) != 0) {
+        cairn_error("snapshot install failed; the old state is kept", "index=%llu err=\"%s\"",
+                    (unsigned long long)m->snap_index, eb);
+        cairn_snap_in_reset(s->snap_in);
+        snap_ack(s, ident, ident_len, m->seq, 0, 0, 0, 0, 13, eb);
+        return;
+    }
+    snap_ack(s, ident, ident_len, m->seq, held, 1, m->snap_index, m->snap_term, 0, NULL);
+}
+
+static void handle_snap_req(stored_t *s, const uint8_t *ident, size_t ident_len, const cairn_ipc_msg_t *m)
+{
+    cairn_ipc_msg_t r = {.type = CAIRN_IPC_SNAP_CHUNK, .req_id = m->req_id, .seq = m->seq, .index = m->index};
+    char eb[512] = "";
+    uint64_t id = m->seq, off = m->index, total = 0, applied = 0;
+    int64_t now = cairn_now_ms();
+    int rc = 0;
+    if (id == 0) {
+        /* Reads the whole store and blocks this loop meanwhile (seconds for gigabytes):
+         * acceptable for now, a snapshot is rare. Lifting it means a thread writing the
+         * file from its own LevelDB snapshot while the loop goes on. */
+        rc = cairn_snap_out_make(s->snap_out, s->mvcc, now, &id, &total, &applied, eb, sizeof eb);
+        off = 0;
+        if (rc == 0)
+            cairn_info("snapshot made for sending", "id=%llu bytes=%llu", (unsigned long long)id,
+                       (unsigned long long)total);
+    }
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    if (rc == 0 && !(buf = malloc(SNAP_CHUNK_BYTES)))
+        rc = CAIRN_ENOMEM;
+    if (rc == 0) {
+        rc = cairn_snap_out_read(s->snap_out, id, off, buf, SNAP_CHUNK_BYTES, now, &n, &total, &applied);
+        if (rc == CAIRN_ENOTFOUND)
+            snprintf(eb, sizeof eb, "snapshot no longer available");
+        else if (rc == CAIRN_EINVAL)
+            snprintf(eb, sizeof eb, "offset %llu is past the end of snapshot %llu (%llu bytes)",
+                     (unsigned long long)off, (unsigned long long)id, (unsigned long long)total);
+        else if (rc)
+            snprintf(eb, sizeof eb, "reading snapshot %llu: %s", (unsigned long long)id, cairn_strerror(rc));
+    }
+    if (rc) {
+        r.code = rc == CAIRN_ENOTFOUND || rc == CAIRN_EINVAL || rc == CAIRN_ESTATE ? 9 : 13;
+        cairn_ipc_set_message(&r, eb[0] ? eb : cairn_strerror(rc));
+    } else {
+        r.seq = id;
+        r.index = off;
+        r.commit = total;
+        r.applied = applied;
+        r.body = buf;
+        r.body_len = n;
+    }
+    reply(s, ident, ident_len, &r);
+    free(buf);
+}
+
 static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const uint8_t *frame, size_t len)
 {
     cairn_ipc_msg_t m;
@@ -564,9 +849,26 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
         for (size_t i = 0; i < m.n_entries; i++) {
             const cairn_ipc_entry_t *e = &m.entries[i];
             if (e->index <= cairn_mvcc_applied_index(s->mvcc)) {
-                /* Raft never rewrites a committed (hence applied) entry; refuse loudly. */
-                cairn_error("append below applied index ignored", "index=%llu applied=%llu",
-                            (unsigned long long)e->index, (unsigned long long)cairn_mvcc_applied_index(s->mvcc));
+                /* Committed and already in the state machine: after a snapshot install whose
+                 * state is past the raft snapshot point, raftd replicates S+1..applied again.
+                 * Keep them in the in-memory log (raftd reloads it, lagging members are served
+                 * from it) but not in the WAL: the state machine holds them durably, and Raft
+                 * never rewrites a committed entry. The persisted index moves past them with
+                 * the next sync. */
+                entry_t *have = log_at(s, e->index);
+                uint64_t applied = cairn_mvcc_applied_index(s->mvcc);
+                if (have && have->term != e->term) {
+                    cairn_error("append conflicts with an applied entry; ignored", "index=%llu term=%llu held_term=%llu applied=%llu",
+                                (unsigned long long)e->index, (unsigned long long)e->term,
+                                (unsigned long long)have->term, (unsigned long long)applied);
+                } else if (!have && e->index == log_last(s) + 1) {
+                    if ((rc = log_append(s, e->index, e->term, e->type, e->data, e->len))) {
+                        cairn_error("log append failed", "err=\"%s\"", cairn_strerror(rc));
+                        break;
+                    }
+                    cairn_debug("applied entry kept in memory only", "index=%llu applied=%llu",
+                                (unsigned long long)e->index, (unsigned long long)applied);
+                }
                 continue;
             }
             cairn_wal_entry_t we = {e->index, e->term, e->type, e->data, e->len};
@@ -600,6 +902,12 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
         s->have_pending = 1;
         if (m.index > s->commit_on_persist)
             s->commit_on_persist = m.index;
+        break;
+    case CAIRN_IPC_SNAP_REQ:
+        handle_snap_req(s, ident, ident_len, &m);
+        break;
+    case CAIRN_IPC_SNAP_RECV:
+        handle_snap_recv(s, ident, ident_len, &m);
         break;
     case CAIRN_IPC_COMMIT:
         if (m.boot_id != s->boot_id)
@@ -726,10 +1034,14 @@ int main(int argc, char **argv)
     const char *segenv = getenv("CAIRN_WAL_SEGMENT_BYTES");
     if (segenv && atoll(segenv) >= 4096)
         wopts.segment_bytes = (size_t)atoll(segenv);
-    cairn_wal_replay_t cb = {on_replay_entry, on_replay_hs, s};
+    cairn_wal_replay_t cb = {on_replay_entry, on_replay_hs, s, on_replay_snapshot};
     s->wal = cairn_wal_open(waldir, &wopts, &cb, &rc, err, sizeof err);
     if (!s->wal) {
         cairn_error("cannot open wal; refusing to start", "dir=%s err=\"%s\"", waldir, err);
+        goto out;
+    }
+    if (snap_recover(s, err, sizeof err) != 0) {
+        cairn_error("cannot recover the snapshot state; refusing to start", "err=\"%s\"", err);
         goto out;
     }
     /* Everything replayed from the WAL is durable; the commit index we know durably is the
@@ -752,16 +1064,24 @@ int main(int argc, char **argv)
     if (s->n == 0) {
         s->snap_index = cairn_mvcc_applied_index(s->mvcc);
         s->snap_term = cairn_mvcc_applied_term(s->mvcc);
-    } else if (s->first_index > 1) {
-        /* Released segments: the log's predecessor is not in the WAL, so its term is
-         * unknown; the first entry we do hold becomes the starting point instead (it is
-         * applied: segments are released only below the durable applied index). */
-        s->snap_index = s->log[0].index;
-        s->snap_term = s->log[0].term;
-        free(s->log[0].data);
-        memmove(s->log, s->log + 1, (s->n - 1) * sizeof *s->log);
-        s->n--;
-        s->first_index++;
+    } else if (s->first_index > 1 && !(s->snap_term && s->first_index == s->snap_index + 1)) {
+        /* Released segments: the log's predecessor is not in the WAL (no SNAPSHOT record
+         * names it), so its term is unknown; the first entry we do hold becomes the starting
+         * point instead (it is applied: segments are released only below the durable
+         * applied index). */
+        if (s->first_index == cairn_mvcc_applied_index(s->mvcc) + 1) {
+            /* ... unless the state machine ends right before it (entries kept in memory only
+             * after a snapshot install, see the APPEND case): its term is the applied term */
+            s->snap_index = cairn_mvcc_applied_index(s->mvcc);
+            s->snap_term = cairn_mvcc_applied_term(s->mvcc);
+        } else {
+            s->snap_index = s->log[0].index;
+            s->snap_term = s->log[0].term;
+            free(s->log[0].data);
+            memmove(s->log, s->log + 1, (s->n - 1) * sizeof *s->log);
+            s->n--;
+            s->first_index++;
+        }
     }
     s->persisted = log_last(s);
     cairn_info("wal replayed", "entries=%zu last_index=%llu applied=%llu commit=%llu revision=%lld", s->n,
@@ -792,6 +1112,7 @@ int main(int argc, char **argv)
             /* every 100 ms while young: raftd's socket reconnects within that and must learn
              * of the restart before it proposes into a log we no longer hold */
             next_hello = now + (now - started_at < 3000 ? 100 : 1000);
+            cairn_snap_out_expire(s->snap_out, now, SNAP_OUT_IDLE_MS);
         }
         zmq_pollitem_t item = {zsock_resolve(s->router), 0, ZMQ_POLLIN, 0};
         int timeout = s->reads ? 10 : 500;
@@ -817,6 +1138,8 @@ out:
     zsock_destroy(&s->router);
     cairn_wal_destroy(&s->wal);
     cairn_mvcc_destroy(&s->mvcc);
+    cairn_snap_in_destroy(&s->snap_in);
+    cairn_snap_out_destroy(&s->snap_out);
     for (size_t i = 0; i < s->n; i++)
         free(s->log[i].data);
     free(s->log);
