@@ -149,7 +149,8 @@ static void sb_add(sb_t *b, const void *p, size_t n)
         b->s = realloc(b->s, b->cap);
         cr_assert_not_null(b->s);
     }
-    memcpy(b->s + b->n, p, n);
+    if (n)
+        memcpy(b->s + b->n, p, n);
     b->n += n;
     b->s[b->n] = 0;
 }
@@ -437,10 +438,11 @@ Test(snapshot, huge_lengths_are_refused_without_allocation)
     copy_file(at("ok.snap"), bad);
     uint8_t big[4] = {0xff, 0xff, 0xff, 0x7f};
     patch(bad, 48, big, 4); /* first key length */
-    struct rlimit old, lim = {256u << 20, 256u << 20};
+    struct rlimit old;
     getrlimit(RLIMIT_AS, &old);
     /* an address-space limit would trip the sanitizers' own reservations: only without them */
 #if !defined(__SANITIZE_ADDRESS__)
+    struct rlimit lim = {256u << 20, 256u << 20};
     setrlimit(RLIMIT_AS, &lim);
 #endif
     expect_bad(bad, CAIRN_ECORRUPT, "key length");
