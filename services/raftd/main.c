@@ -132,7 +132,7 @@ typedef struct {
     cairn_raft_t *raft;
     cairn_members_t members; /* every member's metadata (name, peer URLs) as the log says */
     uint64_t cluster_id;     /* 0: joining a running cluster, learned from its first message */
-    int removed_logged;
+    int removed_logged, was_member;
     /* the one membership change in progress on this leader (Raft thesis §4.1: one at a time) */
     struct {
         int active;
@@ -223,19 +223,29 @@ static peer_t *find_peer(raftd_t *r, uint64_t id)
     return NULL;
 }
 
+/* MSG_SNAP carries no entries; the membership at the snapshot travels in their place, one
+ * entry per member: index = member ID, type = 0 voter / 1 learner, no data. */
 static int encode_raft(raftd_t *r, const cairn_raft_msg_t *m, uint8_t **frame, size_t *len)
 {
     cairn_ipc_entry_t stackbuf[64], *ents = stackbuf;
-    if (m->n_entries > 64 && !(ents = malloc(m->n_entries * sizeof *ents)))
+    size_t n = m->type == CAIRN_RAFT_MSG_SNAP ? m->n_voters + m->n_learners : m->n_entries;
+    if (n > 64 && !(ents = malloc(n * sizeof *ents)))
         return CAIRN_ENOMEM;
-    for (size_t i = 0; i < m->n_entries; i++)
-        ents[i] = (cairn_ipc_entry_t){m->entries[i].index, m->entries[i].term, m->entries[i].type,
-                                      m->entries[i].data, m->entries[i].len};
+    if (m->type == CAIRN_RAFT_MSG_SNAP) {
+        for (size_t i = 0; i < m->n_voters; i++)
+            ents[i] = (cairn_ipc_entry_t){m->voters[i], 0, 0, NULL, 0};
+        for (size_t i = 0; i < m->n_learners; i++)
+            ents[m->n_voters + i] = (cairn_ipc_entry_t){m->learners[i], 0, 1, NULL, 0};
+    } else {
+        for (size_t i = 0; i < n; i++)
+            ents[i] = (cairn_ipc_entry_t){m->entries[i].index, m->entries[i].term, m->entries[i].type,
+                                          m->entries[i].data, m->entries[i].len};
+    }
     cairn_ipc_msg_t im = {.type = CAIRN_IPC_RAFT, .cluster_id = r->cluster_id,
                           .raft_type = m->type, .from = m->from, .to = m->to, .term = m->term,
                           .log_term = m->log_term, .index = m->index, .commit = m->commit, .reject = m->reject,
                           .reject_hint = m->reject_hint, .context = m->context, .snap_index = m->snap_index,
-                          .snap_term = m->snap_term, .entries = ents, .n_entries = m->n_entries};
+                          .snap_term = m->snap_term, .entries = ents, .n_entries = n};
     int rc = cairn_ipc_encode(&im, frame, len);
     if (ents != stackbuf)
         free(ents);
@@ -423,10 +433,34 @@ static void handle_peer(raftd_t *r, const uint8_t *frame, size_t len)
                                .reject = (uint8_t)(m.reject != 0), .reject_hint = m.reject_hint,
                                .context = m.context, .entries = ents, .n_entries = m.n_entries,
                                .snap_index = m.snap_index, .snap_term = m.snap_term};
+        uint64_t *ids = NULL;
+        if (rm.type == CAIRN_RAFT_MSG_SNAP) { /* the membership rides in the entries (encode_raft) */
+            if (m.n_entries && !(ids = malloc(m.n_entries * sizeof *ids))) {
+                if (ents != stackbuf)
+                    free(ents);
+                cairn_ipc_msg_release(&m);
+                return;
+            }
+            size_t nv = 0;
+            for (size_t i = 0; i < m.n_entries; i++)
+                if (m.entries[i].type == 0)
+                    ids[nv++] = m.entries[i].index;
+            size_t nl = nv;
+            for (size_t i = 0; i < m.n_entries; i++)
+                if (m.entries[i].type != 0)
+                    ids[nl++] = m.entries[i].index;
+            rm.voters = ids;
+            rm.n_voters = nv;
+            rm.learners = ids + nv;
+            rm.n_learners = nl - nv;
+            rm.entries = NULL;
+            rm.n_entries = 0;
+        }
         rc = cairn_raft_step(r->raft, &rm);
         if (rc)
             cairn_debug("peer message refused by the core", "type=%u err=\"%s\"", (unsigned)rm.type,
                         cairn_strerror(rc));
+        free(ids);
         if (ents != stackbuf)
             free(ents);
     }
@@ -1097,11 +1131,15 @@ static void reconcile_peers(raftd_t *r)
         if (rc)
             cairn_error("cannot set up the peer transport", "err=\"%s\"", cairn_strerror(rc));
     }
-    if (r->raft && !id_in(v, nv, self) && !id_in(l, nl, self) && r->cluster_id && !r->removed_logged &&
-        cairn_raft_commit(r->raft) > 0) {
-        cairn_warn("this member is not in the cluster's membership (removed, or not added yet)", NULL);
+    int member = id_in(v, nv, self) || id_in(l, nl, self);
+    if (r->raft && member)
+        r->removed_logged = 0;
+    else if (r->raft && !r->removed_logged && r->was_member) {
+        cairn_warn("this member was removed from the cluster; wipe its data dir before it rejoins", NULL);
         r->removed_logged = 1;
     }
+    if (r->raft)
+        r->was_member = member;
 }
 
 /* ------------------------------------------------------------------ ready processing */
@@ -1237,7 +1275,10 @@ static void maybe_compact(raftd_t *r)
         return;
     uint64_t commit = cairn_raft_commit(r->raft);
     uint64_t durable = commit < r->persisted_index ? commit : r->persisted_index;
-    uint64_t keep = LEADER_KEEP_ENTRIES;
+    /* a small --snapshot-count (tests, tiny deployments) compacts sooner, as etcd's does */
+    uint64_t sc = r->cfg->snapshot_count ? r->cfg->snapshot_count : 100000;
+    uint64_t keep = sc < LEADER_KEEP_ENTRIES ? sc : LEADER_KEEP_ENTRIES;
+    uint64_t step = keep / 2 < COMPACT_MIN_STEP ? (keep / 2 ? keep / 2 : 1) : COMPACT_MIN_STEP;
     if (cairn_raft_role(r->raft) == CAIRN_RAFT_LEADER) {
         const uint64_t *ids;
         size_t n = cairn_raft_voters(r->raft, &ids);
@@ -1259,7 +1300,7 @@ static void maybe_compact(raftd_t *r)
     if (durable <= keep)
         return;
     uint64_t target = durable - keep;
-    if (target < cairn_raft_snapshot_index(r->raft) + COMPACT_MIN_STEP)
+    if (target < cairn_raft_snapshot_index(r->raft) + step)
         return;
     uint64_t term = cairn_raft_term_at(r->raft, target);
     int rc = term ? cairn_raft_compact(r->raft, target, term) : CAIRN_EINVAL;

@@ -109,7 +109,7 @@ t_stop() { local p; for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done;
 t_kill9() { local p; for p in "$@"; do kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
 
 # t_start_cluster N [TOKEN]: an N-member cluster on loopback, each member's three daemons
-# started directly. Sets arrays (index 0..N-1): C_EPS (client host:port), C_NAMES, C_FLAGS,
+# started directly (T_EXTRA_FLAGS, if set, is added to every member's flags). Sets arrays (index 0..N-1): C_EPS (client host:port), C_NAMES, C_FLAGS,
 # C_STOREDS, C_RAFTDS, C_GWS, C_LOGS. t_restart_proc KIND I restarts one process of member I.
 t_start_cluster() {
   local n=$1 token=${2:-cairn-test} i cluster=""
@@ -119,7 +119,7 @@ t_start_cluster() {
     cluster+="${cluster:+,}m$i=http://127.0.0.1:${C_PPORTS[i]}"
   done
   for ((i = 0; i < n; i++)); do
-    C_FLAGS[i]="--name m$i --data-dir $T_TMP/m$i --listen-client-urls http://${C_EPS[i]} --advertise-client-urls http://${C_EPS[i]} --listen-peer-urls http://127.0.0.1:${C_PPORTS[i]} --initial-advertise-peer-urls http://127.0.0.1:${C_PPORTS[i]} --initial-cluster $cluster --initial-cluster-token $token"
+    C_FLAGS[i]="--name m$i --data-dir $T_TMP/m$i --listen-client-urls http://${C_EPS[i]} --advertise-client-urls http://${C_EPS[i]} --listen-peer-urls http://127.0.0.1:${C_PPORTS[i]} --initial-advertise-peer-urls http://127.0.0.1:${C_PPORTS[i]} --initial-cluster $cluster --initial-cluster-token $token ${T_EXTRA_FLAGS:-}"
     C_LOGS[i]=$T_TMP/m$i.log
     t_restart_proc stored "$i"; t_restart_proc raftd "$i"; t_restart_proc gatewayd "$i"
   done

@@ -51,7 +51,7 @@ def recv_until(types, secs):
 def fail(msg): print("FAIL", msg); sys.exit(1)
 send(LOAD)
 m = recv_until({LOAD_RESP}, 5) or fail("no LOAD_RESP")
-boot, last = m[2], (m[8][-1][0] if m[8] else m[6])
+boot, last = m[2], (m[10][-1][0] if m[10] else m[6])  # LOAD_RESP: [ver, type, boot, term, vote, commit, snap_index, snap_term, cluster_id, members, entries]
 print("boot", boot, "last", last)
 if phase == "fresh":
     # the right epoch: acknowledged
