@@ -1494,6 +1494,16 @@ static void handle_stored(raftd_t *r, const uint8_t *frame, size_t len)
     cairn_ipc_msg_release(&m);
 }
 
+/* etcd 3.4 serves only Status and serializable Range on a learner (isRPCSupportedForLearner):
+ * both go straight to stored; whatever reaches raftd is refused. */
+static int self_is_learner(raftd_t *r)
+{
+    const uint64_t *l;
+    size_t nl = r->raft ? cairn_raft_learners(r->raft, &l) : 0;
+    return id_in(l, nl, cairn_config_member_id(r->cfg));
+}
+#define LEARNER_REFUSAL "etcdserver: rpc not supported for learner"
+
 static void handle_gw(raftd_t *r, const uint8_t *ident, size_t ident_len, const uint8_t *frame, size_t len)
 {
     cairn_ipc_msg_t m;
@@ -1503,6 +1513,18 @@ static void handle_gw(raftd_t *r, const uint8_t *ident, size_t ident_len, const 
         cairn_ipc_msg_t e = {.type = CAIRN_IPC_ERROR, .code = rc};
         cairn_ipc_set_message(&e, cairn_strerror(rc));
         send_gw(r, ident, ident_len, &e);
+        return;
+    }
+    if (self_is_learner(r) && (m.type == CAIRN_IPC_PROPOSE || m.type == CAIRN_IPC_READ_INDEX ||
+                               m.type == CAIRN_IPC_MEMBERS || m.type == CAIRN_IPC_MEMBER_CHANGE ||
+                               m.type == CAIRN_IPC_TRANSFER)) {
+        cairn_ipc_msg_t f = {.type = m.type == CAIRN_IPC_PROPOSE      ? CAIRN_IPC_PROPOSE_FAIL
+                                     : m.type == CAIRN_IPC_READ_INDEX ? CAIRN_IPC_READ_INDEX_RESP
+                                                                      : CAIRN_IPC_RESULT,
+                             .req_id = m.req_id, .code = 14};
+        cairn_ipc_set_message(&f, LEARNER_REFUSAL);
+        send_gw(r, ident, ident_len, &f);
+        cairn_ipc_msg_release(&m);
         return;
     }
     switch (m.type) {
