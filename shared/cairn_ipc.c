@@ -60,7 +60,7 @@ static const schema_t g_schema[CAIRN_IPC_TYPE_MAX_] = {
     [CAIRN_IPC_TRANSFER] = {"transfer", {F_U(req_id), F_U(index), F_END}},
     [CAIRN_IPC_PROPOSALS_LOST] = {"proposals_lost", {F_I(code), F_B(message), F_END}},
     [CAIRN_IPC_MEMBER_CHANGE] = {"member_change", {F_U(req_id), F_U(index), F_B(body), F_END}},
-    [CAIRN_IPC_SNAP_REQ] = {"snap_req", {F_U(req_id), F_U(seq), F_U(index), F_END}},
+    [CAIRN_IPC_SNAP_REQ] = {"snap_req", {F_U(req_id), F_U(seq), F_U(index), F_U(snap_index), F_END}},
     [CAIRN_IPC_SNAP_CHUNK] = {"snap_chunk",
                               {F_U(req_id), F_U(seq), F_U(index), F_U(commit), F_U(applied), F_I(code), F_B(message),
                                F_B(body), F_END}},

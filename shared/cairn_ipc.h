@@ -85,8 +85,9 @@ typedef enum {
     /* Snapshot transfer (a member behind the leader's log, thesis §5.1): the follower's raftd
      * pulls the leader's snapshot chunk by chunk over the peer link; each side's raftd relays
      * to its own stored. */
-    CAIRN_IPC_SNAP_REQ,           /* raftd -> stored (leader's node): req_id, seq (snapshot id; 0 = make
-                                     a new snapshot of the current state), index (byte offset) */
+    CAIRN_IPC_SNAP_REQ,           /* raftd -> stored (leader's node): req_id, seq (snapshot id; 0 = a
+                                     snapshot of the state at or past snap_index: the current file
+                                     if it is, else a new one), index (byte offset), snap_index */
     CAIRN_IPC_SNAP_CHUNK,         /* stored -> raftd: req_id, seq (snapshot id), index (offset), commit
                                      (total bytes of the snapshot), applied (the state machine index it
                                      holds), code, message, body (the bytes at offset, <= 1 MiB) */

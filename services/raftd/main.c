@@ -49,7 +49,8 @@
 #define SHELL_MSG_CONF_REQ 201
 #define SHELL_MSG_CONF_RESP 202
 /* Snapshot transfer (thesis §5.1; the core only sends the metadata): the follower PULLs chunks
- * from the leader (context = snapshot id, 0 = a new one; index = byte offset); the leader's
+ * from the leader (context = snapshot id, 0 = a new one; index = byte offset; commit = the raft
+ * snapshot index the state must reach); the leader's
  * stored reads them and the leader answers DATA (context = snapshot id, index = offset, commit
  * = total bytes, reject = grpc code, entries[0] = the bytes or the error message). One chunk in
  * flight per transfer: the follower asks for the next once its stored has written this one. */
@@ -368,7 +369,8 @@ static void handle_shell_msg(raftd_t *r, const cairn_ipc_msg_t *m)
     }
     case SHELL_MSG_SNAP_PULL: {
         /* the leader's stored serves the bytes; req_id routes its answer back to the member */
-        cairn_ipc_msg_t q = {.type = CAIRN_IPC_SNAP_REQ, .req_id = m->from, .seq = m->context, .index = m->index};
+        cairn_ipc_msg_t q = {.type = CAIRN_IPC_SNAP_REQ, .req_id = m->from, .seq = m->context, .index = m->index,
+                             .snap_index = m->commit};
         send_stored(r, &q);
         break;
     }
@@ -924,7 +926,8 @@ static void snap_fail(raftd_t *r, const char *why)
 static void snap_pull(raftd_t *r)
 {
     r->snap.last_progress = cairn_now_ms();
-    send_shell(r, r->snap.from, SHELL_MSG_SNAP_PULL, r->snap.id, r->snap.offset, 0, 0, NULL, 0);
+    /* commit = the raft snapshot index: the leader's stored may serve any state at or past it */
+    send_shell(r, r->snap.from, SHELL_MSG_SNAP_PULL, r->snap.id, r->snap.offset, r->snap.index, 0, NULL, 0);
 }
 
 static void snap_on_data(raftd_t *r, const cairn_ipc_msg_t *m)

@@ -14,7 +14,9 @@
  */
 #include <czmq.h>
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +95,18 @@ typedef struct {
     uint64_t last_checkpoint;
     out_t *outs; /* APPLY_BATCH_MAX results, allocated once: apply runs for every write */
     cairn_snap_out_t *snap_out; /* leader side of snapshot transfer: the file being sent */
+    /* a snapshot file being written on its own thread (a big store takes seconds to read; the
+     * loop goes on meanwhile), and the SNAP_REQs waiting for it */
+    struct {
+        int running;
+        pthread_t thread;
+        atomic_int done;
+        int rc;
+        uint64_t id;
+        char dir[4096], name[64], err[512];
+        cairn_mvcc_t *mvcc;
+        struct snap_wait_s *waiters;
+    } build;
     cairn_snap_in_t *snap_in;   /* follower side: the file being received */
     cairn_members_t members; /* the membership as of the applied index (mvcc 'C' records) */
 } stored_t;
@@ -579,6 +593,8 @@ static void snap_fatal(const char *what, const char *err)
     _exit(1);
 }
 
+static void snap_build_wait(stored_t *s);
+
 /* e: member/mvcc.new (complete, synced) becomes member/mvcc. */
 static void snap_swap_in(stored_t *s)
 {
@@ -586,6 +602,7 @@ static void snap_swap_in(stored_t *s)
     member_path(s, "", member, sizeof member);
     member_path(s, "mvcc", path, sizeof path);
     member_path(s, "mvcc.new", newp, sizeof newp);
+    snap_build_wait(s); /* a snapshot being written reads the store we are about to close */
     cairn_mvcc_destroy(&s->mvcc);
     if (cairn_snap_swap_dirs(member, "mvcc", "mvcc.new", err, sizeof err))
         snap_fatal("swap", err);
@@ -760,43 +777,39 @@ static void handle_snap_recv(stored_t *s, const uint8_t *ident, size_t ident_len
     snap_ack(s, ident, ident_len, m->seq, held, 1, m->snap_index, m->snap_term, 0, NULL);
 }
 
-static void handle_snap_req(stored_t *s, const uint8_t *ident, size_t ident_len, const cairn_ipc_msg_t *m)
+typedef struct snap_wait_s {
+    struct snap_wait_s *next;
+    uint8_t ident[256];
+    size_t ident_len;
+    uint64_t req_id;
+} snap_wait_t;
+
+/* Answers a SNAP_REQ with the chunk of snapshot id at off (or the error rc/eb). */
+static void snap_chunk_reply(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t req_id, uint64_t id,
+                             uint64_t off, int rc, const char *eb)
 {
-    cairn_ipc_msg_t r = {.type = CAIRN_IPC_SNAP_CHUNK, .req_id = m->req_id, .seq = m->seq, .index = m->index};
-    char eb[512] = "";
-    uint64_t id = m->seq, off = m->index, total = 0, applied = 0;
-    int64_t now = cairn_now_ms();
-    int rc = 0;
-    if (id == 0) {
-        /* Reads the whole store and blocks this loop meanwhile (seconds for gigabytes):
-         * acceptable for now, a snapshot is rare. Lifting it means a thread writing the
-         * file from its own LevelDB snapshot while the loop goes on. */
-        rc = cairn_snap_out_make(s->snap_out, s->mvcc, now, &id, &total, &applied, eb, sizeof eb);
-        off = 0;
-        if (rc == 0)
-            cairn_info("snapshot made for sending", "id=%llu bytes=%llu", (unsigned long long)id,
-                       (unsigned long long)total);
-    }
+    cairn_ipc_msg_t r = {.type = CAIRN_IPC_SNAP_CHUNK, .req_id = req_id, .seq = id, .index = off};
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", eb ? eb : "");
+    uint64_t total = 0, applied = 0;
     uint8_t *buf = NULL;
     size_t n = 0;
     if (rc == 0 && !(buf = malloc(SNAP_CHUNK_BYTES)))
         rc = CAIRN_ENOMEM;
     if (rc == 0) {
-        rc = cairn_snap_out_read(s->snap_out, id, off, buf, SNAP_CHUNK_BYTES, now, &n, &total, &applied);
+        rc = cairn_snap_out_read(s->snap_out, id, off, buf, SNAP_CHUNK_BYTES, cairn_now_ms(), &n, &total, &applied);
         if (rc == CAIRN_ENOTFOUND)
-            snprintf(eb, sizeof eb, "snapshot no longer available");
+            snprintf(msg, sizeof msg, "snapshot no longer available");
         else if (rc == CAIRN_EINVAL)
-            snprintf(eb, sizeof eb, "offset %llu is past the end of snapshot %llu (%llu bytes)",
+            snprintf(msg, sizeof msg, "offset %llu is past the end of snapshot %llu (%llu bytes)",
                      (unsigned long long)off, (unsigned long long)id, (unsigned long long)total);
         else if (rc)
-            snprintf(eb, sizeof eb, "reading snapshot %llu: %s", (unsigned long long)id, cairn_strerror(rc));
+            snprintf(msg, sizeof msg, "reading snapshot %llu: %s", (unsigned long long)id, cairn_strerror(rc));
     }
     if (rc) {
         r.code = rc == CAIRN_ENOTFOUND || rc == CAIRN_EINVAL || rc == CAIRN_ESTATE ? 9 : 13;
-        cairn_ipc_set_message(&r, eb[0] ? eb : cairn_strerror(rc));
+        cairn_ipc_set_message(&r, msg[0] ? msg : cairn_strerror(rc));
     } else {
-        r.seq = id;
-        r.index = off;
         r.commit = total;
         r.applied = applied;
         r.body = buf;
@@ -804,6 +817,92 @@ static void handle_snap_req(stored_t *s, const uint8_t *ident, size_t ident_len,
     }
     reply(s, ident, ident_len, &r);
     free(buf);
+}
+
+static void *snap_build_main(void *arg)
+{
+    stored_t *s = arg;
+    s->build.rc = cairn_snap_save(s->build.mvcc, s->build.dir, s->build.name, NULL, s->build.err, sizeof s->build.err);
+    atomic_store(&s->build.done, 1);
+    return NULL;
+}
+
+/* The loop's side of a finished build: adopt the file, answer everyone who waited. */
+static void snap_build_reap(stored_t *s, int block)
+{
+    if (!s->build.running || (!block && !atomic_load(&s->build.done)))
+        return;
+    pthread_join(s->build.thread, NULL);
+    s->build.running = 0;
+    int rc = s->build.rc;
+    if (rc == 0 && (rc = cairn_snap_out_adopt(s->snap_out, s->build.id, cairn_now_ms())) != 0)
+        snprintf(s->build.err, sizeof s->build.err, "snapshot %s vanished after it was written", s->build.name);
+    uint64_t id = 0, total = 0, applied = 0;
+    if (rc == 0) {
+        cairn_snap_out_current(s->snap_out, &id, &total, &applied);
+        cairn_info("snapshot made for sending", "id=%llu bytes=%llu applied=%llu", (unsigned long long)id,
+                   (unsigned long long)total, (unsigned long long)applied);
+    } else {
+        cairn_error("cannot make a snapshot to send", "err=\"%s\"", s->build.err);
+    }
+    while (s->build.waiters) {
+        snap_wait_t *w = s->build.waiters;
+        s->build.waiters = w->next;
+        snap_chunk_reply(s, w->ident, w->ident_len, w->req_id, id, 0, rc, rc ? s->build.err : NULL);
+        free(w);
+    }
+}
+
+static void snap_build_wait(stored_t *s) { snap_build_reap(s, 1); }
+
+/* Leader side. SNAP_REQ seq 0: the current file when it holds the state at or past the raft
+ * snapshot index asked for (several followers share one), else a new one written on a thread;
+ * seq != 0: the bytes of that file at the offset (one pread). */
+static void handle_snap_req(stored_t *s, const uint8_t *ident, size_t ident_len, const cairn_ipc_msg_t *m)
+{
+    if (m->seq != 0) {
+        snap_chunk_reply(s, ident, ident_len, m->req_id, m->seq, m->index, 0, NULL);
+        return;
+    }
+    uint64_t id = 0, total = 0, applied = 0;
+    if (!s->build.running && cairn_snap_out_current(s->snap_out, &id, &total, &applied) &&
+        (applied >= m->snap_index && (m->snap_index || applied == cairn_mvcc_applied_index(s->mvcc)))) {
+        snap_chunk_reply(s, ident, ident_len, m->req_id, id, 0, 0, NULL);
+        return;
+    }
+    uint64_t a = cairn_mvcc_applied_index(s->mvcc);
+    if (!s->build.running && a == 0) {
+        snap_chunk_reply(s, ident, ident_len, m->req_id, 0, 0, CAIRN_ESTATE, "nothing applied yet: no snapshot to make");
+        return;
+    }
+    snap_wait_t *w = calloc(1, sizeof *w);
+    if (!w || ident_len > sizeof w->ident) {
+        free(w);
+        snap_chunk_reply(s, ident, ident_len, m->req_id, 0, 0, CAIRN_ENOMEM, "out of memory");
+        return;
+    }
+    memcpy(w->ident, ident, ident_len);
+    w->ident_len = ident_len;
+    w->req_id = m->req_id;
+    w->next = s->build.waiters;
+    s->build.waiters = w;
+    if (s->build.running)
+        return; /* the build under way is at or past every index this member has compacted to */
+    member_path(s, "snap", s->build.dir, sizeof s->build.dir);
+    snprintf(s->build.name, sizeof s->build.name, "out-%llu.snap", (unsigned long long)a);
+    s->build.id = a;
+    s->build.mvcc = s->mvcc;
+    s->build.err[0] = 0;
+    atomic_store(&s->build.done, 0);
+    if (pthread_create(&s->build.thread, NULL, snap_build_main, s) != 0) {
+        s->build.rc = CAIRN_ENOMEM;
+        snprintf(s->build.err, sizeof s->build.err, "cannot start a thread to write the snapshot");
+        atomic_store(&s->build.done, 1);
+        s->build.running = 1;
+        snap_build_reap(s, 1);
+        return;
+    }
+    s->build.running = 1;
 }
 
 static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const uint8_t *frame, size_t len)
@@ -1115,7 +1214,8 @@ int main(int argc, char **argv)
             cairn_snap_out_expire(s->snap_out, now, SNAP_OUT_IDLE_MS);
         }
         zmq_pollitem_t item = {zsock_resolve(s->router), 0, ZMQ_POLLIN, 0};
-        int timeout = s->reads ? 10 : 500;
+        snap_build_reap(s, 0);
+        int timeout = s->reads || s->build.running ? 10 : 500;
         if (zmq_poll(&item, 1, timeout) < 0) {
             if (errno == EINTR)
                 continue;
@@ -1136,6 +1236,7 @@ int main(int argc, char **argv)
     exit_code = g_stop == 2 ? 1 : 0;
 out:
     zsock_destroy(&s->router);
+    snap_build_wait(s); /* before the store it reads is closed */
     cairn_wal_destroy(&s->wal);
     cairn_mvcc_destroy(&s->mvcc);
     cairn_snap_in_destroy(&s->snap_in);

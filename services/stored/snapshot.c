@@ -191,8 +191,9 @@ static void read_header(const uint8_t *h, cairn_snap_info_t *info)
 int cairn_snap_save(cairn_mvcc_t *m, const char *dir, const char *name, cairn_snap_info_t *info, char *errbuf,
                     size_t errlen)
 {
-    if (cairn_mvcc_in_batch(m))
-        return CAIRN_ESTATE;
+    /* No check of m's open batch: only committed records are read, through a LevelDB
+     * snapshot, and only m's LevelDB handle is touched, so this may run on another thread
+     * while m's owner goes on writing (LevelDB allows that). */
     const cairn_fileops_t *ops = cairn_fileops_default();
     char *path = path_join(dir, name);
     size_t tl = path ? strlen(path) + 5 : 0;
@@ -649,6 +650,24 @@ void cairn_snap_out_destroy(cairn_snap_out_t **self_p)
     free(o->dir);
     free(o);
     *self_p = NULL;
+}
+
+int cairn_snap_out_current(const cairn_snap_out_t *o, uint64_t *id, uint64_t *total, uint64_t *applied)
+{
+    if (!o->id)
+        return 0;
+    *id = o->id;
+    *total = o->total;
+    *applied = o->applied;
+    return 1;
+}
+
+int cairn_snap_out_adopt(cairn_snap_out_t *o, uint64_t id, int64_t now_ms)
+{
+    int rc = out_adopt(o, id, now_ms);
+    if (rc == 0)
+        out_prune(o, id);
+    return rc;
 }
 
 int cairn_snap_out_make(cairn_snap_out_t *o, cairn_mvcc_t *m, int64_t now_ms, uint64_t *id, uint64_t *total,

@@ -31,8 +31,9 @@ typedef struct {
 } cairn_snap_info_t;
 
 /* Writes a snapshot of m's committed state to dir/name: first to dir/name.tmp, fdatasync,
- * rename, fsync of dir. Outside an mvcc batch only (CAIRN_ESTATE). *info (may be NULL) gets
- * what the file holds. On failure the .tmp is removed. */
+ * rename, fsync of dir. It reads through one LevelDB snapshot and touches nothing else of m,
+ * so it may run on another thread while m's owner keeps writing (stored does that: a big store
+ * takes seconds). *info (may be NULL) gets what the file holds. On failure the .tmp is removed. */
 int cairn_snap_save(cairn_mvcc_t *m, const char *dir, const char *name, cairn_snap_info_t *info, char *errbuf,
                     size_t errlen);
 
@@ -79,6 +80,12 @@ void cairn_snap_out_destroy(cairn_snap_out_t **self_p);
  * takes as long as that takes. */
 int cairn_snap_out_make(cairn_snap_out_t *o, cairn_mvcc_t *m, int64_t now_ms, uint64_t *id, uint64_t *total,
                         uint64_t *applied, char *errbuf, size_t errlen);
+
+/* The current file, if any: 1 and its id, size and applied index; 0 when there is none. */
+int cairn_snap_out_current(const cairn_snap_out_t *o, uint64_t *id, uint64_t *total, uint64_t *applied);
+/* Takes dir/out-<id>.snap (written by cairn_snap_save, e.g. on another thread) as the current
+ * file and removes the others. 0, CAIRN_ENOTFOUND or CAIRN_ECORRUPT (the file is removed). */
+int cairn_snap_out_adopt(cairn_snap_out_t *o, uint64_t id, int64_t now_ms);
 
 /* Reads up to max bytes at offset off of snapshot id into buf (one pread). *n gets the count
  * (0 at the end), *total and *applied describe the file. CAIRN_ENOTFOUND when id is not the
