@@ -5,10 +5,14 @@
 #      leader compacts past it; restarted, it cannot be served from the log, pulls the leader's
 #      snapshot in chunks, installs it, then follows the log again; its data equals the leader's;
 #   2. a member added after the log was compacted joins through a snapshot too, and is promoted;
-#   3. killed again and restarted, each of them comes back from its installed state.
+#   3. killed again and restarted, each of them comes back from its installed state and from a
+#      WAL whose first segments were released.
 source "$(dirname "$0")/lib.sh"
 
 T_EXTRA_FLAGS="--snapshot-count 300"
+# small WAL segments: checkpoints every 300 entries release them, so each restart below also
+# starts from a WAL whose first segments are gone
+export CAIRN_WAL_SEGMENT_BYTES=65536
 t_start_cluster 3 cairn-snap
 for ep in "${C_EPS[@]}"; do t_wait_healthy "$ep" 30; done
 ctl() { local ep=$1; shift; timeout 20 etcdctl --endpoints="$ep" --command-timeout=8s "$@" 2>&1 || true; }
@@ -73,4 +77,5 @@ for i in 3 "$F"; do
 done
 d=$(dump "${C_EPS[3]}")
 t_eq "every write is there" "$n" "$(cut -d' ' -f2 <<<"$d")"
+t_contains "WAL segments were released along the way" 'msg="wal segments released"' "$(cat "${C_LOGS[@]}")"
 t_done
