@@ -7,10 +7,17 @@
  *   - ready.msgs_after_persist -> held until stored acks that APPEND's sequence;
  *   - stored's APPENDED      -> cairn_raft_persisted();
  *   - a new commit index     -> stored as COMMIT (stored applies min(commit, persisted));
- *   - read states            -> the asking gateway as READ_INDEX_RESP.
+ *   - read states            -> the asking gateway as READ_INDEX_RESP;
+ *   - a membership change    -> peer connections opened, moved or closed (reconcile_peers);
+ *   - a snapshot to install  -> pulled from the leader chunk by chunk into our stored.
+ * The membership is replicated state (shared/cairn_member.h): the core's voters/learners plus
+ * each member's name and peer URLs from the configuration entries; at start it comes from
+ * stored (the membership where the log starts), not from --initial-cluster. Cluster writes
+ * (MemberAdd/Remove/Update/Promote) are checked and proposed on the leader and answered when
+ * their entry commits; a follower forwards them over the peer link.
  * Sockets: ROUTER <run>/raftd.ipc for the gateways; DEALER "raftd" to <run>/stored.ipc;
  * ROUTER on each --listen-peer-urls (tcp) for the other members' raftds, and one DEALER per
- * other member connected to its advertised peer URL. Peer sends never block (a full queue
+ * other member connected to its peer URL. Peer sends never block (a full queue
  * drops the message: Raft tolerates loss, and a blocked consensus loop would be worse);
  * ZeroMQ reconnects by itself. Every peer message carries the cluster ID, so members of two
  * clusters (different --initial-cluster-token) never mix.
