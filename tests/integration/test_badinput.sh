@@ -110,6 +110,33 @@ for svc in ("stored", "raftd"):
     s.close()
 PY
 [ $? -eq 0 ] && t_ok "bad IPC frames answered with errors"
+# 9b. membership changes whose etcd request does not decode, and unknown operations: an error
+# answer each, nothing proposed
+/usr/bin/python3 - "$RUN" <<'PY'
+import sys, zmq, time
+run = sys.argv[1]
+s = zmq.Context().socket(zmq.DEALER)
+s.setsockopt(zmq.LINGER, 0)
+s.connect("ipc://%s/raftd.ipc" % run)
+ops = [1, 2, 3, 4, 99, 0]
+body = b"\xff\xff\xff"
+for i, op in enumerate(ops):
+    # msgpack [1, MEMBER_CHANGE=20, req_id, op, bin body], by hand (small positive ints)
+    s.send(bytes([0x95, 1, 20, 100 + i, op, 0xc4, len(body)]) + body)
+codes = {}
+deadline = time.time() + 5
+while time.time() < deadline and len(codes) < len(ops):
+    if s.poll(200):
+        m = s.recv()
+        # RESULT: [1, 12, req_id, code, message, body]; req_id and code are small positive ints
+        if len(m) > 4 and m[0] == 0x96 and m[2] == 12:
+            codes[m[3]] = m[4]
+print("codes", codes)
+if len(codes) != len(ops) or any(c == 0 for c in codes.values()):
+    sys.exit("bad member changes not all refused: %r" % codes)
+PY
+[ $? -eq 0 ] && t_ok "undecodable member changes refused with an error"
+t_eq "membership unchanged by them" 1 "$(etcdctl --endpoints="$C_EP" member list | grep -c . || true)"
 # 10. still serving, and the processes are the same ones
 etcdctl --endpoints="$C_EP" put still alive >/dev/null
 t_eq "node still serves after bad input" "alive" "$(etcdctl --endpoints="$C_EP" get still --print-value-only)"

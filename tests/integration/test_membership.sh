@@ -76,6 +76,39 @@ out=$(ctl1 "$C3" put via-m3 x)
 t_eq "a write through the promoted member" OK "$out"
 t_eq "readable through the first member" x "$(ctl1 "${C_EPS[0]}" get via-m3 --print-value-only)"
 
+# --- garbage on a member's peer port: dropped, nothing changes ---------------------------------
+CID=$(ctl1 "${C_EPS[0]}" endpoint status -w json | python3 -c 'import json,sys;print(json.load(sys.stdin)[0]["Status"]["header"]["cluster_id"])')
+/usr/bin/python3 - "${C_PPORTS[0]}" "$CID" <<'PY'
+import sys, zmq, struct, time
+port, cid = int(sys.argv[1]), int(sys.argv[2])
+def pk(o):
+    if isinstance(o, int): return b"\xcf" + struct.pack(">Q", o)
+    if isinstance(o, bytes): return b"\xc6" + struct.pack(">I", len(o)) + o
+    if isinstance(o, list): return b"\xdd" + struct.pack(">I", len(o)) + b"".join(pk(x) for x in o)
+def raft(cluster, rtype, frm, to, context=0, index=0, commit=0, ents=()):
+    # [ver, RAFT=16, cluster_id, raft_type, from, to, term, log_term, index, commit, reject,
+    #  reject_hint, context, snap_index, snap_term, entries]
+    return pk([1, 16, cluster, rtype, frm, to, 99, 0, index, commit, 0, 0, context, 0, 0,
+               [[0, 0, 0, e] for e in ents]])
+s = zmq.Context().socket(zmq.DEALER)
+s.setsockopt(zmq.IDENTITY, b"0123456789abcdef"); s.setsockopt(zmq.LINGER, 0)
+s.connect("tcp://127.0.0.1:%d" % port)
+fake = 0x1234
+for f in [b"\xc1garbage", b"", pk([1, 99]),
+          raft(cid ^ 1, 1, fake, 0),                         # another cluster
+          raft(cid, 200, fake, 0, ents=[b"http://x"]),        # ATTRS from a stranger
+          raft(cid, 201, fake, 0, context=7, index=1, ents=[b"\xff\xff"]),  # CONF_REQ, garbage body
+          raft(cid, 201, fake, 0, context=8, index=77, ents=[]),              # CONF_REQ, bad shape
+          raft(cid, 202, fake, 0, context=12345, ents=[b"x", b"y"]),          # CONF_RESP nobody waits for
+          raft(cid, 204, fake, 0, context=1, commit=10, ents=[b"abc"]),       # SNAP_DATA unasked
+          raft(cid, 203, fake, 0, context=999, index=5),                      # SNAP_PULL of nothing
+          raft(cid, 77, fake, 0)]:                                            # unknown raft type
+    s.send(f)
+time.sleep(1)
+PY
+t_eq "after garbage on a peer port: still the four members" 4 "$(ctl member list | grep -c . || true)"
+t_eq "after garbage on a peer port: writes work" OK "$(ctl put after-garbage 1)"
+
 # --- remove a member that is not the leader ------------------------------------------------
 L=$(t_leader_index)
 V=1; [ "$L" = 1 ] && V=2
