@@ -64,6 +64,11 @@
 #define SHELL_MSG_SNAP_PULL 203
 #define SHELL_MSG_SNAP_DATA 204
 #define SNAP_STALL_MS 10000
+/* To a member that was removed but still speaks (it never received the entry that removed it:
+ * the leader stops replicating to it at once): it stops serving clients, as etcd's does when
+ * its peers answer it 410 Gone. The connection to it is kept REMOVED_GRACE_MS for this. */
+#define SHELL_MSG_REMOVED 205
+#define REMOVED_GRACE_MS 60000
 /* Log compaction (thesis ch. 5): entries kept behind the durable commit point on a leader
  * (etcd's SnapshotCatchUpEntries), so that a follower a little behind is served from the
  * log; compaction runs when it can drop at least COMPACT_MIN_STEP entries. */
@@ -384,6 +389,14 @@ static void handle_shell_msg(raftd_t *r, const cairn_ipc_msg_t *m)
     case SHELL_MSG_SNAP_DATA:
         snap_on_data(r, m);
         break;
+    case SHELL_MSG_REMOVED:
+        if (!r->removed_logged && p) {
+            cairn_warn("a member says this member was removed from the cluster; it answers clients 'server "
+                       "stopped' from now on (wipe its data dir before it rejoins)", "told_by=%016llx",
+                       (unsigned long long)m->from);
+            r->removed_logged = 1;
+        }
+        break;
     }
 }
 
@@ -425,6 +438,13 @@ static void handle_peer(raftd_t *r, const uint8_t *frame, size_t len)
         if (!p->last_heard || cairn_now_ms() - p->last_heard > 2 * r->cfg->election_ms)
             r->next_attrs = 0; /* it (re)appeared: tell it who we are now, not in 2 s */
         p->last_heard = cairn_now_ms();
+    }
+    if (p && p->removed_at && r->raft && m.raft_type < SHELL_MSG_ATTRS && cairn_now_ms() - p->removed_at > 1000) {
+        static int64_t last_told;
+        if (cairn_now_ms() - last_told > 1000) {
+            send_shell(r, p->id, SHELL_MSG_REMOVED, 0, 0, 0, 0, NULL, 0);
+            last_told = cairn_now_ms();
+        }
     }
     if (m.raft_type >= SHELL_MSG_ATTRS) {
         handle_shell_msg(r, &m);
@@ -1094,11 +1114,12 @@ static void reconcile_peers(raftd_t *r)
             p->removed_at = 0;
             i++;
         } else if (!p->removed_at) {
-            /* The change that removed it may have come through it: its forwarded request is
-             * still to be answered. Close a little later (the periodic sweep calls us). */
+            /* The change that removed it may have come through it (its forwarded request is
+             * still to be answered), and it must be told it was removed when it speaks up
+             * (SHELL_MSG_REMOVED). Close later (the periodic sweep calls us). */
             p->removed_at = now;
             i++;
-        } else if (now - p->removed_at >= 5000) {
+        } else if (now - p->removed_at >= REMOVED_GRACE_MS) {
             cairn_info("peer connection closed (no longer a member)", "member=%016llx", (unsigned long long)p->id);
             peer_close(p);
             r->peers[i] = r->peers[--r->n_peers];
@@ -1145,7 +1166,8 @@ static void reconcile_peers(raftd_t *r)
     if (r->raft && member)
         r->removed_logged = 0;
     else if (r->raft && !r->removed_logged && r->was_member) {
-        cairn_warn("this member was removed from the cluster; wipe its data dir before it rejoins", NULL);
+        cairn_warn("this member was removed from the cluster; it answers clients 'server stopped' from now on "
+                   "(wipe its data dir before it rejoins)", NULL);
         r->removed_logged = 1;
     }
     if (r->raft)
@@ -1525,14 +1547,15 @@ static void handle_gw(raftd_t *r, const uint8_t *ident, size_t ident_len, const 
         send_gw(r, ident, ident_len, &e);
         return;
     }
-    if (self_is_learner(r) && (m.type == CAIRN_IPC_PROPOSE || m.type == CAIRN_IPC_READ_INDEX ||
-                               m.type == CAIRN_IPC_MEMBERS || m.type == CAIRN_IPC_MEMBER_CHANGE ||
-                               m.type == CAIRN_IPC_TRANSFER)) {
+    int removed = r->removed_logged; /* removed from the cluster: etcd stops such a member */
+    if ((removed || self_is_learner(r)) &&
+        (m.type == CAIRN_IPC_PROPOSE || m.type == CAIRN_IPC_READ_INDEX || m.type == CAIRN_IPC_MEMBERS ||
+         m.type == CAIRN_IPC_MEMBER_CHANGE || m.type == CAIRN_IPC_TRANSFER)) {
         cairn_ipc_msg_t f = {.type = m.type == CAIRN_IPC_PROPOSE      ? CAIRN_IPC_PROPOSE_FAIL
                                      : m.type == CAIRN_IPC_READ_INDEX ? CAIRN_IPC_READ_INDEX_RESP
                                                                       : CAIRN_IPC_RESULT,
                              .req_id = m.req_id, .code = 14};
-        cairn_ipc_set_message(&f, LEARNER_REFUSAL);
+        cairn_ipc_set_message(&f, removed ? "etcdserver: server stopped" : LEARNER_REFUSAL);
         send_gw(r, ident, ident_len, &f);
         cairn_ipc_msg_release(&m);
         return;

@@ -120,6 +120,15 @@ EPS=$(IFS=,; echo "${LIVE[*]}")
 out=$(list_until "$ID3, started, m3")
 t_eq "three members left" 3 "$(grep -c ', started, ' <<<"$out" || true)"
 t_eq "the removed member is gone" 0 "$(grep -c ", m$V, " <<<"$out" || true)"
+# the removed member never gets the entry that removed it (the leader stops replicating to it
+# at once); it learns from the members it still talks to, and stops serving clients like etcd
+out=""
+for _ in $(seq 1 60); do
+  out=$(timeout 5 etcdctl --endpoints="${C_EPS[V]}" --command-timeout=1s get x 2>&1 || true)
+  grep -q "server stopped" <<<"$out" && break
+  sleep 0.2
+done
+t_contains "the removed member stops serving clients" "server stopped" "$out"
 t_kill9 "${C_STOREDS[V]}" "${C_RAFTDS[V]}" "${C_GWS[V]}"
 out=$(ctl member remove "$IDV")
 t_contains "removing it again: member not found" "member not found" "$out"
