@@ -205,3 +205,40 @@ int cairn_fileops_err(int e)
         return CAIRN_EIO;
     }
 }
+
+int cairn_freader_get(cairn_freader_t *r, uint64_t off, size_t n, const uint8_t **out)
+{
+    if (off >= r->boff && off + n <= r->boff + r->blen) {
+        *out = r->buf + (off - r->boff);
+        return 0;
+    }
+    size_t want = n > CAIRN_FREADER_CHUNK ? n : CAIRN_FREADER_CHUNK;
+    if (want > r->size - off)
+        want = (size_t)(r->size - off);
+    if (want > r->cap) {
+        free(r->buf);
+        r->blen = 0;
+        r->cap = 0;
+        if (!(r->buf = malloc(want)))
+            return CAIRN_ENOMEM;
+        r->cap = want;
+    }
+    ssize_t got = cairn_fileops_pread_full(r->ops, r->fd, r->buf, want, off);
+    if (got < 0) {
+        r->blen = 0;
+        return cairn_fileops_err((int)got);
+    }
+    r->boff = off;
+    r->blen = (size_t)got;
+    if ((size_t)got < n)
+        return CAIRN_EIO; /* the file shrank under us */
+    *out = r->buf;
+    return 0;
+}
+
+void cairn_freader_free(cairn_freader_t *r)
+{
+    free(r->buf);
+    r->buf = NULL;
+    r->cap = r->blen = 0;
+}

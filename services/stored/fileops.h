@@ -61,4 +61,23 @@ int cairn_fileops_pwrite_full(const cairn_fileops_t *ops, int fd, const void *bu
 /* Maps a negative errno to CAIRN_ENOSPC (ENOSPC, EDQUOT, EFBIG), CAIRN_ENOMEM or CAIRN_EIO. */
 int cairn_fileops_err(int neg_errno);
 
+/* A buffered reader over a file of known size, for the parsers of the WAL and of snapshot
+ * files: it reads CAIRN_FREADER_CHUNK at a time and hands out pointers into its buffer. */
+#define CAIRN_FREADER_CHUNK ((size_t)1 << 20)
+typedef struct {
+    const cairn_fileops_t *ops;
+    int fd;
+    uint64_t size; /* the file's size: the caller sets ops, fd and size, the rest starts zero */
+    uint8_t *buf;
+    size_t cap;
+    uint64_t boff;
+    size_t blen;
+} cairn_freader_t;
+
+/* Makes [off, off+n) available in *out (valid until the next call). The caller guarantees
+ * off + n <= r->size, so no length read from a file can make this allocate more than the file
+ * holds. 0, CAIRN_ENOMEM, CAIRN_EIO (also: the file shrank) or a cairn_fileops_err code. */
+int cairn_freader_get(cairn_freader_t *r, uint64_t off, size_t n, const uint8_t **out);
+void cairn_freader_free(cairn_freader_t *r);
+
 #endif

@@ -75,7 +75,6 @@
 #define HDR_SIZE 48u
 #define TRL_SIZE 20u
 #define WBUF_SIZE ((size_t)1 << 20)
-#define RD_CHUNK ((size_t)1 << 20)
 
 /* ---- little helpers -------------------------------------------------------------------- */
 
@@ -260,53 +259,12 @@ out:
 
 /* ---- reading ---------------------------------------------------------------------------- */
 
-typedef struct {
-    const cairn_fileops_t *ops;
-    int fd;
-    uint64_t size;
-    uint8_t *buf;
-    size_t cap;
-    uint64_t boff;
-    size_t blen;
-} rd_t;
-
-/* Makes [off, off+n) available; the caller guarantees off + n <= r->size, so no length read
- * from the file can make this allocate more than the file holds. */
-static int rd_get(rd_t *r, uint64_t off, size_t n, const uint8_t **out)
-{
-    if (off >= r->boff && off + n <= r->boff + r->blen) {
-        *out = r->buf + (off - r->boff);
-        return 0;
-    }
-    size_t want = n > RD_CHUNK ? n : RD_CHUNK;
-    if (want > r->size - off)
-        want = (size_t)(r->size - off);
-    if (want > r->cap) {
-        free(r->buf);
-        r->blen = 0;
-        r->cap = 0;
-        if (!(r->buf = malloc(want)))
-            return CAIRN_ENOMEM;
-        r->cap = want;
-    }
-    ssize_t got = cairn_fileops_pread_full(r->ops, r->fd, r->buf, want, off);
-    if (got < 0) {
-        r->blen = 0;
-        return cairn_fileops_err((int)got);
-    }
-    r->boff = off;
-    r->blen = (size_t)got;
-    if ((size_t)got < n)
-        return CAIRN_EIO; /* the file shrank under us */
-    *out = r->buf;
-    return 0;
-}
 
 int cairn_snap_read(const char *path, cairn_snap_info_t *info, cairn_mvcc_raw_fn fn, void *arg, char *errbuf,
                     size_t errlen)
 {
     const cairn_fileops_t *ops = cairn_fileops_default();
-    rd_t r = {.ops = ops, .fd = -1};
+    cairn_freader_t r = {.ops = ops, .fd = -1};
     cairn_snap_info_t inf = {0};
     int rc = 0;
     const uint8_t *p;
@@ -326,7 +284,7 @@ int cairn_snap_read(const char *path, cairn_snap_info_t *info, cairn_mvcc_raw_fn
         rc = CAIRN_ECORRUPT;
         goto out;
     }
-    if ((rc = rd_get(&r, 0, HDR_SIZE, &p)))
+    if ((rc = cairn_freader_get(&r, 0, HDR_SIZE, &p)))
         goto io;
     if (memcmp(p, SNAP_MAGIC, 8) != 0) {
         cairn_errbuf_set(errbuf, errlen, "snapshot %s: not a Cairn snapshot (bad magic)", path);
@@ -343,7 +301,7 @@ int cairn_snap_read(const char *path, cairn_snap_info_t *info, cairn_mvcc_raw_fn
     uint32_t crc = cairn_crc32c(p, HDR_SIZE);
     uint64_t end = r.size - TRL_SIZE; /* where the records must end */
     const uint8_t *t;
-    if ((rc = rd_get(&r, end, TRL_SIZE, &t)))
+    if ((rc = cairn_freader_get(&r, end, TRL_SIZE, &t)))
         goto io;
     uint8_t trl[TRL_SIZE];
     memcpy(trl, t, TRL_SIZE);
@@ -362,7 +320,7 @@ int cairn_snap_read(const char *path, cairn_snap_info_t *info, cairn_mvcc_raw_fn
             rc = CAIRN_ECORRUPT;
             goto out;
         }
-        if ((rc = rd_get(&r, pos, 4, &p)))
+        if ((rc = cairn_freader_get(&r, pos, 4, &p)))
             goto io;
         uint64_t kn = get32(p);
         if (kn == 0 || kn > left - 8) {
@@ -371,7 +329,7 @@ int cairn_snap_read(const char *path, cairn_snap_info_t *info, cairn_mvcc_raw_fn
             rc = CAIRN_ECORRUPT;
             goto out;
         }
-        if ((rc = rd_get(&r, pos + 4 + kn, 4, &p)))
+        if ((rc = cairn_freader_get(&r, pos + 4 + kn, 4, &p)))
             goto io;
         uint64_t vn = get32(p);
         if (vn > left - 8 - kn) {
@@ -383,7 +341,7 @@ int cairn_snap_read(const char *path, cairn_snap_info_t *info, cairn_mvcc_raw_fn
             goto out;
         }
         uint64_t rl = 8 + kn + vn;
-        if ((rc = rd_get(&r, pos, (size_t)rl, &p)))
+        if ((rc = cairn_freader_get(&r, pos, (size_t)rl, &p)))
             goto io;
         crc = cairn_crc32c_extend(crc, p, (size_t)rl);
         if (fn && (rc = fn(arg, p + 4, (size_t)kn, p + 8 + kn, (size_t)vn)) != 0) {
@@ -416,7 +374,7 @@ io:
     cairn_errbuf_set(errbuf, errlen, "snapshot %s: cannot read: %s", path, cairn_strerror(rc));
 out:
     ops->close(ops->ctx, r.fd);
-    free(r.buf);
+    cairn_freader_free(&r);
     return rc;
 }
 

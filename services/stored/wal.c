@@ -145,7 +145,6 @@
 #define SNAP_LEN 17u    /* type + index + term */
 #define SNAP_SIZE 32u   /* ALIGN8(REC_HDR + SNAP_LEN) */
 #define MIN_SEGMENT_BYTES 512u
-#define RD_CHUNK ((size_t)1 << 20)
 #define ALIGN8(x) (((x) + 7u) & ~(uint64_t)7u)
 
 typedef struct {
@@ -222,58 +221,17 @@ static int sys_err(int neg_errno) { return cairn_fileops_err(neg_errno); }
 
 /* ---- reading ------------------------------------------------------------------------- */
 
-typedef struct {
-    const cairn_fileops_t *ops;
-    int fd;
-    uint64_t size;
-    uint8_t *buf;
-    size_t cap;
-    uint64_t boff;
-    size_t blen;
-} rd_t;
-
-/* Makes [off, off+n) available; the caller guarantees off + n <= r->size, so nothing is
- * ever allocated beyond the size of the file. */
-static int rd_get(rd_t *r, uint64_t off, size_t n, const uint8_t **out)
-{
-    if (off >= r->boff && off + n <= r->boff + r->blen) {
-        *out = r->buf + (off - r->boff);
-        return 0;
-    }
-    size_t want = n > RD_CHUNK ? n : RD_CHUNK;
-    if (want > r->size - off)
-        want = (size_t)(r->size - off);
-    if (want > r->cap) {
-        free(r->buf);
-        r->blen = 0;
-        r->cap = 0;
-        if (!(r->buf = malloc(want)))
-            return CAIRN_ENOMEM;
-        r->cap = want;
-    }
-    ssize_t got = cairn_fileops_pread_full(r->ops, r->fd, r->buf, want, off);
-    if (got < 0) {
-        r->blen = 0;
-        return sys_err((int)got);
-    }
-    r->boff = off;
-    r->blen = (size_t)got;
-    if ((size_t)got < n)
-        return CAIRN_EIO; /* the file shrank under us */
-    *out = r->buf;
-    return 0;
-}
 
 /* First non-zero byte in [from, r->size) (r->size if none) and the end of the last one
  * (from if none). */
-static int rd_nonzero(rd_t *r, uint64_t from, uint64_t *first, uint64_t *last_end)
+static int rd_nonzero(cairn_freader_t *r, uint64_t from, uint64_t *first, uint64_t *last_end)
 {
     *first = r->size;
     *last_end = from;
     for (uint64_t o = from; o < r->size;) {
-        size_t n = r->size - o < RD_CHUNK ? (size_t)(r->size - o) : RD_CHUNK;
+        size_t n = r->size - o < CAIRN_FREADER_CHUNK ? (size_t)(r->size - o) : CAIRN_FREADER_CHUNK;
         const uint8_t *p;
-        int rc = rd_get(r, o, n, &p);
+        int rc = cairn_freader_get(r, o, n, &p);
         if (rc)
             return rc;
         for (size_t i = 0; i < n; i++) {
@@ -300,7 +258,7 @@ typedef struct {
 
 /* Checks the batch at pos. Returns B_OK, B_BAD (damage a torn write can explain), B_FATAL
  * (corruption whatever the position) or a negative CAIRN_E* for an I/O failure. */
-static int check_batch(rd_t *r, uint64_t pos, batch_info_t *bi)
+static int check_batch(cairn_freader_t *r, uint64_t pos, batch_info_t *bi)
 {
     const uint64_t size = r->size;
     bi->bad_off = pos;
@@ -312,14 +270,14 @@ static int check_batch(rd_t *r, uint64_t pos, batch_info_t *bi)
         return B_BAD;
     }
     const uint8_t *p;
-    int rc = rd_get(r, pos, BATCH_SIZE, &p);
+    int rc = cairn_freader_get(r, pos, BATCH_SIZE, &p);
     if (rc)
         return rc;
     uint32_t len = get32(p), crc = get32(p + 4);
     if (len != BATCH_LEN) {
         /* A well-formed record of another kind where a batch should start is corruption. */
         if (len >= 1 && len <= size - pos - REC_HDR) {
-            if ((rc = rd_get(r, pos, REC_HDR + (size_t)len, &p)))
+            if ((rc = cairn_freader_get(r, pos, REC_HDR + (size_t)len, &p)))
                 return rc;
             if (rec_crc(p, len) == crc) {
                 snprintf(bi->why, sizeof bi->why, "record of type %u where a batch should start", p[8]);
@@ -356,7 +314,7 @@ static int check_batch(rd_t *r, uint64_t pos, batch_info_t *bi)
     }
     bi->resync = pos + BATCH_SIZE + body;
     const uint8_t *b;
-    if ((rc = rd_get(r, pos + BATCH_SIZE, (size_t)body, &b)))
+    if ((rc = cairn_freader_get(r, pos + BATCH_SIZE, (size_t)body, &b)))
         return rc;
     uint64_t at = 0;
     for (uint32_t i = 0; i < count; i++) {
@@ -411,12 +369,12 @@ static int check_batch(rd_t *r, uint64_t pos, batch_info_t *bi)
 }
 
 /* Looks for a valid batch at any 8-aligned offset in [from, size). *found = its offset or 0. */
-static int find_valid_batch(rd_t *r, uint64_t from, uint64_t *found)
+static int find_valid_batch(cairn_freader_t *r, uint64_t from, uint64_t *found)
 {
     *found = 0;
     for (uint64_t q = ALIGN8(from); q + BATCH_SIZE <= r->size; q += 8) {
         const uint8_t *p;
-        int rc = rd_get(r, q, BATCH_SIZE, &p);
+        int rc = cairn_freader_get(r, q, BATCH_SIZE, &p);
         if (rc)
             return rc;
         if (get32(p) != BATCH_LEN || p[8] != REC_BATCH || get64(p + 9) != q)
@@ -442,12 +400,12 @@ typedef struct {
     size_t errlen;
 } replay_t;
 
-static int deliver(replay_t *rp, rd_t *r, wal_seg_t *seg, const char *path, uint64_t pos, const batch_info_t *bi)
+static int deliver(replay_t *rp, cairn_freader_t *r, wal_seg_t *seg, const char *path, uint64_t pos, const batch_info_t *bi)
 {
     cairn_wal_t *self = rp->self;
     const uint8_t *b;
     uint64_t body = bi->end - pos - BATCH_SIZE;
-    int rc = rd_get(r, pos + BATCH_SIZE, (size_t)body, &b);
+    int rc = cairn_freader_get(r, pos + BATCH_SIZE, (size_t)body, &b);
     if (rc)
         return rc;
     uint64_t at = 0;
@@ -517,7 +475,7 @@ static int replay_segment(replay_t *rp, size_t idx)
     char *path = seg_path(self, seg->seq, seg->first_index, 0);
     if (!path)
         return CAIRN_ENOMEM;
-    rd_t r = {.ops = self->ops, .fd = -1};
+    cairn_freader_t r = {.ops = self->ops, .fd = -1};
     int rc = self->ops->open(self->ops->ctx, path, last ? O_RDWR : O_RDONLY, 0);
     if (rc < 0) {
         cairn_errbuf_set(errbuf, errlen, "wal: cannot open %s: %s", path, strerror(-rc));
@@ -539,7 +497,7 @@ static int replay_segment(replay_t *rp, size_t idx)
         rc = CAIRN_ECORRUPT;
         goto out;
     }
-    if ((rc = rd_get(&r, 0, SEG_HDR_SIZE, &h))) {
+    if ((rc = cairn_freader_get(&r, 0, SEG_HDR_SIZE, &h))) {
         cairn_errbuf_set(errbuf, errlen, "wal: cannot read %s: %s", path, cairn_strerror(rc));
         goto out;
     }
@@ -568,7 +526,7 @@ static int replay_segment(replay_t *rp, size_t idx)
         batch_info_t bi;
         const uint8_t *p;
         int st;
-        if (r.size - pos >= 4 && (rc = rd_get(&r, pos, 4, &p)))
+        if (r.size - pos >= 4 && (rc = cairn_freader_get(&r, pos, 4, &p)))
             goto io;
         if (r.size - pos < 4 || get32(p) == 0) {
             /* end of records: the rest must be zeroes */
@@ -638,7 +596,7 @@ io:
 out:
     if (r.fd >= 0)
         self->ops->close(self->ops->ctx, r.fd);
-    free(r.buf);
+    cairn_freader_free(&r);
     free(path);
     return rc;
 }

@@ -4,6 +4,7 @@
 set -euo pipefail
 : "${CAIRN_BIN:?CAIRN_BIN must point at the build directory}"
 : "${CAIRN_SRC:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+export CAIRN_SRC
 export ETCDCTL_API=3
 T_PIDS=()
 T_TMP=$(mktemp -d "${TMPDIR:-/var/tmp}/cairn-it.XXXXXX")
