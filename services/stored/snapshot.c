@@ -61,6 +61,7 @@
 #include <unistd.h>
 
 #include "cairn_crc32c.h"
+#include "cairn_bytes.h"
 #include "cairn_err.h"
 #include "cairn_log.h"
 #include "fileops.h"
@@ -77,22 +78,6 @@
 #define WBUF_SIZE ((size_t)1 << 20)
 
 /* ---- little helpers -------------------------------------------------------------------- */
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t get64(const uint8_t *p) { return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32; }
 
 static char *path_join(const char *dir, const char *name)
 {
@@ -155,11 +140,11 @@ static int wr_point(void *arg, const cairn_mvcc_point_t *pt)
     w->pt = *pt;
     uint8_t h[HDR_SIZE] = {0};
     memcpy(h, SNAP_MAGIC, 8);
-    put32(h + 8, SNAP_VERSION);
-    put64(h + 16, pt->index);
-    put64(h + 24, pt->term);
-    put64(h + 32, (uint64_t)pt->revision);
-    put64(h + 40, (uint64_t)pt->compact_rev);
+    cairn_put_le32(h + 8, SNAP_VERSION);
+    cairn_put_le64(h + 16, pt->index);
+    cairn_put_le64(h + 24, pt->term);
+    cairn_put_le64(h + 32, (uint64_t)pt->revision);
+    cairn_put_le64(h + 40, (uint64_t)pt->compact_rev);
     return wr_add(w, h, sizeof h) ? CAIRN_EIO : 0;
 }
 
@@ -169,10 +154,10 @@ static int wr_record(void *arg, const uint8_t *k, size_t kn, const uint8_t *v, s
     if (kn > UINT32_MAX || vn > UINT32_MAX)
         return CAIRN_ETOOBIG;
     uint8_t l[4];
-    put32(l, (uint32_t)kn);
+    cairn_put_le32(l, (uint32_t)kn);
     wr_add(w, l, 4);
     wr_add(w, k, kn);
-    put32(l, (uint32_t)vn);
+    cairn_put_le32(l, (uint32_t)vn);
     wr_add(w, l, 4);
     wr_add(w, v, vn);
     w->records++;
@@ -181,10 +166,10 @@ static int wr_record(void *arg, const uint8_t *k, size_t kn, const uint8_t *v, s
 
 static void read_header(const uint8_t *h, cairn_snap_info_t *info)
 {
-    info->index = get64(h + 16);
-    info->term = get64(h + 24);
-    info->revision = (int64_t)get64(h + 32);
-    info->compact_rev = (int64_t)get64(h + 40);
+    info->index = cairn_get_le64(h + 16);
+    info->term = cairn_get_le64(h + 24);
+    info->revision = (int64_t)cairn_get_le64(h + 32);
+    info->compact_rev = (int64_t)cairn_get_le64(h + 40);
 }
 
 int cairn_snap_save(cairn_mvcc_t *m, const char *dir, const char *name, cairn_snap_info_t *info, char *errbuf,
@@ -220,9 +205,9 @@ int cairn_snap_save(cairn_mvcc_t *m, const char *dir, const char *name, cairn_sn
     }
     uint8_t t[TRL_SIZE];
     memcpy(t, SNAP_END, 8);
-    put64(t + 8, w.records);
+    cairn_put_le64(t + 8, w.records);
     wr_add(&w, t, 16);
-    put32(t + 16, w.crc);
+    cairn_put_le32(t + 16, w.crc);
     if (wr_add(&w, t + 16, 4) || wr_flush(&w))
         goto fail;
     what = "fdatasync";
@@ -291,9 +276,9 @@ int cairn_snap_read(const char *path, cairn_snap_info_t *info, cairn_mvcc_raw_fn
         rc = CAIRN_ECORRUPT;
         goto out;
     }
-    if (get32(p + 8) != SNAP_VERSION) {
+    if (cairn_get_le32(p + 8) != SNAP_VERSION) {
         cairn_errbuf_set(errbuf, errlen, "snapshot %s has format version %u, this build reads version %u", path,
-                         get32(p + 8), SNAP_VERSION);
+                         cairn_get_le32(p + 8), SNAP_VERSION);
         rc = CAIRN_EVERSION;
         goto out;
     }
@@ -322,7 +307,7 @@ int cairn_snap_read(const char *path, cairn_snap_info_t *info, cairn_mvcc_raw_fn
         }
         if ((rc = cairn_freader_get(&r, pos, 4, &p)))
             goto io;
-        uint64_t kn = get32(p);
+        uint64_t kn = cairn_get_le32(p);
         if (kn == 0 || kn > left - 8) {
             cairn_errbuf_set(errbuf, errlen, "snapshot %s is corrupt: key length %llu at offset %llu (%llu bytes left)",
                              path, (unsigned long long)kn, (unsigned long long)pos, (unsigned long long)(left - 8));
@@ -331,7 +316,7 @@ int cairn_snap_read(const char *path, cairn_snap_info_t *info, cairn_mvcc_raw_fn
         }
         if ((rc = cairn_freader_get(&r, pos + 4 + kn, 4, &p)))
             goto io;
-        uint64_t vn = get32(p);
+        uint64_t vn = cairn_get_le32(p);
         if (vn > left - 8 - kn) {
             cairn_errbuf_set(errbuf, errlen,
                              "snapshot %s is corrupt: value length %llu at offset %llu (%llu bytes left)", path,
@@ -353,15 +338,15 @@ int cairn_snap_read(const char *path, cairn_snap_info_t *info, cairn_mvcc_raw_fn
         n++;
     }
     crc = cairn_crc32c_extend(crc, trl, 16);
-    if (get64(trl + 8) != n) {
+    if (cairn_get_le64(trl + 8) != n) {
         cairn_errbuf_set(errbuf, errlen, "snapshot %s is corrupt: %llu records, the trailer says %llu", path,
-                         (unsigned long long)n, (unsigned long long)get64(trl + 8));
+                         (unsigned long long)n, (unsigned long long)cairn_get_le64(trl + 8));
         rc = CAIRN_ECORRUPT;
         goto out;
     }
-    if (crc != get32(trl + 16)) {
+    if (crc != cairn_get_le32(trl + 16)) {
         cairn_errbuf_set(errbuf, errlen, "snapshot %s is corrupt: checksum mismatch (computed %08x, stored %08x)", path,
-                         crc, get32(trl + 16));
+                         crc, cairn_get_le32(trl + 16));
         rc = CAIRN_ECORRUPT;
         goto out;
     }
@@ -569,7 +554,7 @@ static int out_adopt(cairn_snap_out_t *o, uint64_t id, int64_t now_ms)
     o->fd = fd;
     o->id = id;
     o->total = (uint64_t)st.st_size;
-    o->applied = get64(h + 16);
+    o->applied = cairn_get_le64(h + 16);
     o->last_used = now_ms;
     return 0;
 }

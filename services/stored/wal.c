@@ -126,6 +126,7 @@
 #include <string.h>
 
 #include "cairn_crc32c.h"
+#include "cairn_bytes.h"
 #include "cairn_err.h"
 #include "cairn_log.h"
 
@@ -183,22 +184,6 @@ struct cairn_wal {
 };
 
 /* ---- little helpers ------------------------------------------------------------------ */
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t get64(const uint8_t *p) { return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32; }
 
 /* CRC of a record at p whose len field is already set. */
 static uint32_t rec_crc(const uint8_t *p, uint32_t len)
@@ -273,7 +258,7 @@ static int check_batch(cairn_freader_t *r, uint64_t pos, batch_info_t *bi)
     int rc = cairn_freader_get(r, pos, BATCH_SIZE, &p);
     if (rc)
         return rc;
-    uint32_t len = get32(p), crc = get32(p + 4);
+    uint32_t len = cairn_get_le32(p), crc = cairn_get_le32(p + 4);
     if (len != BATCH_LEN) {
         /* A well-formed record of another kind where a batch should start is corruption. */
         if (len >= 1 && len <= size - pos - REC_HDR) {
@@ -295,8 +280,8 @@ static int check_batch(cairn_freader_t *r, uint64_t pos, batch_info_t *bi)
         snprintf(bi->why, sizeof bi->why, "unknown record type %u", p[8]);
         return B_FATAL;
     }
-    uint64_t boff = get64(p + 9), body = get64(p + 17);
-    uint32_t count = get32(p + 25);
+    uint64_t boff = cairn_get_le64(p + 9), body = cairn_get_le64(p + 17);
+    uint32_t count = cairn_get_le32(p + 25);
     if (boff != pos) {
         snprintf(bi->why, sizeof bi->why, "batch header says it is at offset %llu", (unsigned long long)boff);
         return B_FATAL;
@@ -325,13 +310,13 @@ static int check_batch(cairn_freader_t *r, uint64_t pos, batch_info_t *bi)
             snprintf(bi->why, sizeof bi->why, "record %u of %u starts past the end of its batch", i + 1, count);
             return B_FATAL; /* the header's CRC is valid: the count does not match the body */
         }
-        uint32_t rlen = get32(q);
+        uint32_t rlen = cairn_get_le32(q);
         if (rlen == 0 || rlen > rem - REC_HDR) {
             snprintf(bi->why, sizeof bi->why, "record length %u exceeds its batch (%llu bytes left)", rlen,
                      (unsigned long long)(rem - REC_HDR));
             return B_BAD;
         }
-        if (rec_crc(q, rlen) != get32(q + 4)) {
+        if (rec_crc(q, rlen) != cairn_get_le32(q + 4)) {
             snprintf(bi->why, sizeof bi->why, "record checksum mismatch");
             return B_BAD;
         }
@@ -377,7 +362,7 @@ static int find_valid_batch(cairn_freader_t *r, uint64_t from, uint64_t *found)
         int rc = cairn_freader_get(r, q, BATCH_SIZE, &p);
         if (rc)
             return rc;
-        if (get32(p) != BATCH_LEN || p[8] != REC_BATCH || get64(p + 9) != q)
+        if (cairn_get_le32(p) != BATCH_LEN || p[8] != REC_BATCH || cairn_get_le64(p + 9) != q)
             continue;
         batch_info_t bi;
         rc = check_batch(r, q, &bi);
@@ -411,10 +396,10 @@ static int deliver(replay_t *rp, cairn_freader_t *r, wal_seg_t *seg, const char 
     uint64_t at = 0;
     for (uint32_t i = 0; i < bi->count; i++) {
         const uint8_t *q = b + at;
-        uint32_t rlen = get32(q);
+        uint32_t rlen = cairn_get_le32(q);
         int crc = 0;
         if (q[8] == REC_ENTRY) {
-            cairn_wal_entry_t e = {.index = get64(q + 9), .term = get64(q + 17), .type = q[25],
+            cairn_wal_entry_t e = {.index = cairn_get_le64(q + 9), .term = cairn_get_le64(q + 17), .type = q[25],
                                    .data = q + REC_HDR + ENTRY_FIXED, .len = rlen - ENTRY_FIXED};
             self->last_index = e.index;
             if (e.index > seg->max_index)
@@ -422,7 +407,7 @@ static int deliver(replay_t *rp, cairn_freader_t *r, wal_seg_t *seg, const char 
             if (rp->cb && rp->cb->on_entry)
                 crc = rp->cb->on_entry(rp->cb->ctx, &e);
         } else if (q[8] == REC_SNAPSHOT) {
-            uint64_t si = get64(q + 9), st = get64(q + 17);
+            uint64_t si = cairn_get_le64(q + 9), st = cairn_get_le64(q + 17);
             self->snap_index = si;
             self->snap_term = st;
             self->have_snap = 1;
@@ -431,7 +416,7 @@ static int deliver(replay_t *rp, cairn_freader_t *r, wal_seg_t *seg, const char 
             if (rp->cb && rp->cb->on_snapshot)
                 crc = rp->cb->on_snapshot(rp->cb->ctx, si, st);
         } else {
-            cairn_wal_hardstate_t hs = {get64(q + 9), get64(q + 17), get64(q + 25)};
+            cairn_wal_hardstate_t hs = {cairn_get_le64(q + 9), cairn_get_le64(q + 17), cairn_get_le64(q + 25)};
             self->hs = hs;
             self->have_hs = 1;
             if (rp->cb && rp->cb->on_hardstate)
@@ -504,14 +489,14 @@ static int replay_segment(replay_t *rp, size_t idx)
     const char *bad = NULL;
     if (memcmp(h, WAL_MAGIC, 8) != 0)
         bad = "not a Cairn WAL segment (bad magic)";
-    else if (cairn_crc32c(h, 36) != get32(h + 36))
+    else if (cairn_crc32c(h, 36) != cairn_get_le32(h + 36))
         bad = "header checksum mismatch";
-    else if (get32(h + 8) != WAL_VERSION) {
-        cairn_errbuf_set(errbuf, errlen, "wal: %s has format version %u, this build reads version %u", path, get32(h + 8),
+    else if (cairn_get_le32(h + 8) != WAL_VERSION) {
+        cairn_errbuf_set(errbuf, errlen, "wal: %s has format version %u, this build reads version %u", path, cairn_get_le32(h + 8),
                WAL_VERSION);
         rc = CAIRN_EVERSION;
         goto out;
-    } else if (get64(h + 16) != seg->seq || get64(h + 24) != seg->first_index)
+    } else if (cairn_get_le64(h + 16) != seg->seq || cairn_get_le64(h + 24) != seg->first_index)
         bad = "header does not match the file name";
     if (bad) {
         cairn_errbuf_set(errbuf, errlen, "wal: corrupt segment header in %s at offset 0: %s", path, bad);
@@ -528,7 +513,7 @@ static int replay_segment(replay_t *rp, size_t idx)
         int st;
         if (r.size - pos >= 4 && (rc = cairn_freader_get(&r, pos, 4, &p)))
             goto io;
-        if (r.size - pos < 4 || get32(p) == 0) {
+        if (r.size - pos < 4 || cairn_get_le32(p) == 0) {
             /* end of records: the rest must be zeroes */
             uint64_t first, lend;
             if ((rc = rd_nonzero(&r, pos, &first, &lend)))
@@ -671,41 +656,41 @@ static int create_segment(cairn_wal_t *self, uint64_t seq, uint64_t first, uint6
     uint8_t head[SEG_HDR_SIZE + BATCH_SIZE + SNAP_SIZE + HS_SIZE];
     memset(head, 0, sizeof head);
     memcpy(head, WAL_MAGIC, 8);
-    put32(head + 8, WAL_VERSION);
-    put64(head + 16, seq);
-    put64(head + 24, first);
-    put32(head + 36, cairn_crc32c(head, 36));
+    cairn_put_le32(head + 8, WAL_VERSION);
+    cairn_put_le64(head + 16, seq);
+    cairn_put_le64(head + 24, first);
+    cairn_put_le32(head + 36, cairn_crc32c(head, 36));
     size_t hlen = SEG_HDR_SIZE;
     if (self->have_hs || self->have_snap) {
         /* copies of the last snapshot record and hard state: see "Batches" above */
         uint8_t *b = head + SEG_HDR_SIZE, *q = b + BATCH_SIZE;
         uint32_t count = 0;
         if (self->have_snap) {
-            put32(q, SNAP_LEN);
+            cairn_put_le32(q, SNAP_LEN);
             q[8] = REC_SNAPSHOT;
-            put64(q + 9, self->snap_index);
-            put64(q + 17, self->snap_term);
-            put32(q + 4, rec_crc(q, SNAP_LEN));
+            cairn_put_le64(q + 9, self->snap_index);
+            cairn_put_le64(q + 17, self->snap_term);
+            cairn_put_le32(q + 4, rec_crc(q, SNAP_LEN));
             q += SNAP_SIZE;
             count++;
         }
         if (self->have_hs) {
-            put32(q, HS_LEN);
+            cairn_put_le32(q, HS_LEN);
             q[8] = REC_HARDSTATE;
-            put64(q + 9, self->hs.term);
-            put64(q + 17, self->hs.vote);
-            put64(q + 25, self->hs.commit);
-            put32(q + 4, rec_crc(q, HS_LEN));
+            cairn_put_le64(q + 9, self->hs.term);
+            cairn_put_le64(q + 17, self->hs.vote);
+            cairn_put_le64(q + 25, self->hs.commit);
+            cairn_put_le32(q + 4, rec_crc(q, HS_LEN));
             q += HS_SIZE;
             count++;
         }
         uint64_t body = (uint64_t)(q - (b + BATCH_SIZE));
-        put32(b, BATCH_LEN);
+        cairn_put_le32(b, BATCH_LEN);
         b[8] = REC_BATCH;
-        put64(b + 9, SEG_HDR_SIZE);
-        put64(b + 17, body);
-        put32(b + 25, count);
-        put32(b + 4, rec_crc(b, BATCH_LEN));
+        cairn_put_le64(b + 9, SEG_HDR_SIZE);
+        cairn_put_le64(b + 17, body);
+        cairn_put_le32(b + 25, count);
+        cairn_put_le32(b + 4, rec_crc(b, BATCH_LEN));
         hlen += BATCH_SIZE + body;
     }
     uint64_t cap = self->segment_bytes;
@@ -908,7 +893,7 @@ static uint8_t *begin_record(cairn_wal_t *self, uint32_t len, uint8_t type)
     uint8_t *p = self->buf + self->len;
     size_t sz = (size_t)ALIGN8(REC_HDR + (uint64_t)len);
     memset(p + sz - 8, 0, 8); /* padding */
-    put32(p, len);
+    cairn_put_le32(p, len);
     p[8] = type;
     self->len += sz;
     self->count++;
@@ -928,12 +913,12 @@ int cairn_wal_append_entry(cairn_wal_t *self, const cairn_wal_entry_t *e)
     if (rc)
         return rc;
     uint8_t *p = begin_record(self, len, REC_ENTRY);
-    put64(p + 9, e->index);
-    put64(p + 17, e->term);
+    cairn_put_le64(p + 9, e->index);
+    cairn_put_le64(p + 17, e->term);
     p[25] = e->type;
     if (e->len)
         memcpy(p + REC_HDR + ENTRY_FIXED, e->data, e->len);
-    put32(p + 4, rec_crc(p, len));
+    cairn_put_le32(p + 4, rec_crc(p, len));
     if (!self->p_has_entry)
         self->p_first = e->index;
     self->p_has_entry = 1;
@@ -953,10 +938,10 @@ int cairn_wal_append_hardstate(cairn_wal_t *self, const cairn_wal_hardstate_t *h
     if (rc)
         return rc;
     uint8_t *p = begin_record(self, HS_LEN, REC_HARDSTATE);
-    put64(p + 9, hs->term);
-    put64(p + 17, hs->vote);
-    put64(p + 25, hs->commit);
-    put32(p + 4, rec_crc(p, HS_LEN));
+    cairn_put_le64(p + 9, hs->term);
+    cairn_put_le64(p + 17, hs->vote);
+    cairn_put_le64(p + 25, hs->commit);
+    cairn_put_le32(p + 4, rec_crc(p, HS_LEN));
     self->p_hs = *hs;
     self->p_has_hs = 1;
     return 0;
@@ -972,9 +957,9 @@ int cairn_wal_append_snapshot(cairn_wal_t *self, uint64_t index, uint64_t term)
     if (rc)
         return rc;
     uint8_t *p = begin_record(self, SNAP_LEN, REC_SNAPSHOT);
-    put64(p + 9, index);
-    put64(p + 17, term);
-    put32(p + 4, rec_crc(p, SNAP_LEN));
+    cairn_put_le64(p + 9, index);
+    cairn_put_le64(p + 17, term);
+    cairn_put_le32(p + 4, rec_crc(p, SNAP_LEN));
     self->p_snap_index = index;
     self->p_snap_term = term;
     self->p_has_snap = 1;
@@ -1015,13 +1000,13 @@ int cairn_wal_sync(cairn_wal_t *self)
             return sync_failed(self, rc, "roll", 0);
     }
     uint8_t *b = self->buf;
-    put32(b, BATCH_LEN);
+    cairn_put_le32(b, BATCH_LEN);
     b[8] = REC_BATCH;
-    put64(b + 9, self->off);
-    put64(b + 17, total - BATCH_SIZE);
-    put32(b + 25, self->count);
+    cairn_put_le64(b + 9, self->off);
+    cairn_put_le64(b + 17, total - BATCH_SIZE);
+    cairn_put_le32(b + 25, self->count);
     memset(b + REC_HDR + BATCH_LEN, 0, BATCH_SIZE - REC_HDR - BATCH_LEN);
-    put32(b + 4, rec_crc(b, BATCH_LEN));
+    cairn_put_le32(b + 4, rec_crc(b, BATCH_LEN));
     if ((rc = cairn_fileops_pwrite_full(ops, self->fd, b, (size_t)total, self->off)))
         return sync_failed(self, sys_err(rc), "pwrite", rc);
     if (!self->no_sync && (rc = ops->fdatasync(ops->ctx, self->fd)))
