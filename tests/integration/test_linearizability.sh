@@ -13,6 +13,10 @@
 # LIN_SEED (fault schedule and workload seed), LIN_HISTORY=FILE keeps a copy of the history,
 # LIN_SERIALIZABLE=1 reads with --consistency=s (stale reads allowed: expect violations; a
 # demonstration that the checker sees them, not a mode the test passes in).
+# LIN_LONG_FAULTS=1 adds a third kind of fault in a cluster: a whole member killed for 3-4 s,
+# long enough for the leader to compact past it with a small --snapshot-count (T_EXTRA_FLAGS),
+# so it comes back through a snapshot; LIN_EXPECT_SNAPSHOT=1 then requires that one happened
+# (test_linearizability_snap.sh).
 . "$(dirname "$0")/lib.sh"
 LIN=$CAIRN_SRC/tests/linearizability
 TARGET=${LIN_TARGET:-cairn}
@@ -96,7 +100,15 @@ lin_fault() {
   kind=${kinds[RANDOM % 3]}
   [ "$MODE" = etcd ] && kind=etcd
   [ "$MODE" = cluster ] && i=$((RANDOM % ${#C_EPS[@]}))
-  if [ $((RANDOM % 3)) = 0 ]; then
+  if [ "$MODE" = cluster ] && [ "${LIN_LONG_FAULTS:-0}" = 1 ] && [ $((RANDOM % 2)) = 0 ]; then
+    l=$(t_leader_index)
+    [ "$l" = "$i" ] && i=$(( (i + 1) % ${#C_EPS[@]} )) # a follower: the cluster keeps going
+    t_kill9 "${C_STOREDS[i]}" "${C_RAFTDS[i]}" "${C_GWS[i]}"
+    ms=$((3000 + (RANDOM % 11) * 100))
+    sleep "$((ms / 1000)).$((ms % 1000 / 100))"
+    t_restart_proc stored "$i"; t_restart_proc raftd "$i"; t_restart_proc gatewayd "$i"
+    FAULT_DESC="kill -9 of the whole member $i (a follower), down ${ms}ms"
+  elif [ $((RANDOM % 3)) = 0 ]; then
     ms=$((1200 + (RANDOM % 13) * 100))
     if [ "$MODE" = cluster ]; then
       kind=raftd
@@ -147,6 +159,10 @@ for i in "${!EPS[@]}"; do
     [ "$MODE" = cluster ] && tail -n 20 "${C_LOGS[i]}" | sed 's/^/#   /' >&2
   fi
 done
+
+if [ "${LIN_EXPECT_SNAPSHOT:-0}" = 1 ] && [ "$MODE" = cluster ]; then
+  t_contains "a member came back through a snapshot" 'msg="snapshot installed"' "$(cat "${C_LOGS[@]}")"
+fi
 
 # --- verdict ----------------------------------------------------------------------------------
 cstat() { python3 -c 'import json,sys;d=json.loads(sys.argv[1]);print(eval(sys.argv[2]))' "$summary" "$1" 2>/dev/null || echo 0; }
