@@ -16,7 +16,9 @@
 # LIN_LONG_FAULTS=1 adds a third kind of fault in a cluster: a whole member killed for 3-4 s,
 # long enough for the leader to compact past it with a small --snapshot-count (T_EXTRA_FLAGS),
 # so it comes back through a snapshot; LIN_EXPECT_SNAPSHOT=1 then requires that one happened
-# (test_linearizability_snap.sh).
+# (test_linearizability_snap.sh). LIN_MEMBERSHIP=1 adds another: a follower is removed with
+# `etcdctl member remove`, its data wiped, added back with `member add` and restarted with
+# --initial-cluster-state existing, so it rejoins empty and catches up under load.
 . "$(dirname "$0")/lib.sh"
 LIN=$CAIRN_SRC/tests/linearizability
 TARGET=${LIN_TARGET:-cairn}
@@ -100,7 +102,34 @@ lin_fault() {
   kind=${kinds[RANDOM % 3]}
   [ "$MODE" = etcd ] && kind=etcd
   [ "$MODE" = cluster ] && i=$((RANDOM % ${#C_EPS[@]}))
-  if [ "$MODE" = cluster ] && [ "${LIN_LONG_FAULTS:-0}" = 1 ] && [ $((RANDOM % 2)) = 0 ]; then
+  if [ "$MODE" = cluster ] && [ "${LIN_MEMBERSHIP:-0}" = 1 ] && [ $((RANDOM % 3)) = 0 ]; then
+    l=$(t_leader_index)
+    [ "$l" = "$i" ] && i=$(( (i + 1) % ${#C_EPS[@]} ))
+    local others=() j id out
+    for j in "${!C_EPS[@]}"; do [ "$j" = "$i" ] || others+=("${C_EPS[j]}"); done
+    local oeps; oeps=$(IFS=,; echo "${others[*]}")
+    id=$(etcdctl --endpoints="$oeps" --command-timeout=3s member list 2>/dev/null | grep ", m$i, " | cut -d, -f1)
+    out=$(etcdctl --endpoints="$oeps" --command-timeout=5s member remove "$id" 2>&1 || true)
+    t_kill9 "${C_STOREDS[i]}" "${C_RAFTDS[i]}" "${C_GWS[i]}"
+    if ! grep -q "removed from cluster" <<<"$out"; then
+      # not removed (e.g. refused while a member was down): wiping a voter would be losing its
+      # disk, which Raft does not survive; restart it as it was instead
+      t_restart_proc stored "$i"; t_restart_proc raftd "$i"; t_restart_proc gatewayd "$i"
+      FAULT_DESC="member $i: remove refused ($(tail -n 1 <<<"$out" | head -c 80)); killed and restarted"
+      return
+    fi
+    rm -rf "$T_TMP/m$i"
+    local added=""
+    for _ in $(seq 1 20); do
+      added=$(etcdctl --endpoints="$oeps" --command-timeout=5s member add "m$i" --peer-urls="http://127.0.0.1:${C_PPORTS[i]}" 2>&1 || true)
+      grep -q "added to cluster" <<<"$added" && break
+      sleep 0.5
+    done
+    C_FLAGS[i]="${C_FLAGS[i]/ --initial-cluster-state existing/} --initial-cluster-state existing"
+    t_restart_proc stored "$i"; t_restart_proc raftd "$i"; t_restart_proc gatewayd "$i"
+    FAULT_DESC="member $i removed ($(head -c 60 <<<"$out")), wiped, added back ($(head -n 1 <<<"$added" | head -c 60)), restarted empty"
+    MEMBERSHIP_CHANGES=$((${MEMBERSHIP_CHANGES:-0} + 1))
+  elif [ "$MODE" = cluster ] && [ "${LIN_LONG_FAULTS:-0}" = 1 ] && [ $((RANDOM % 2)) = 0 ]; then
     l=$(t_leader_index)
     [ "$l" = "$i" ] && i=$(( (i + 1) % ${#C_EPS[@]} )) # a follower: the cluster keeps going
     t_kill9 "${C_STOREDS[i]}" "${C_RAFTDS[i]}" "${C_GWS[i]}"
