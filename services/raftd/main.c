@@ -879,13 +879,19 @@ static void conf_poll(raftd_t *r)
         return;
     int code = 0;
     const char *msg = NULL;
-    if (!r->raft || cairn_raft_role(r->raft) != CAIRN_RAFT_LEADER || cairn_raft_term(r->raft) != r->conf.term)
+    /* Committed first: a leader that removed itself steps down the moment the removal commits
+     * (thesis §4.2.2), and that is a success. The entry at the index is ours if its term is
+     * the term we proposed it in. */
+    int committed = r->raft && cairn_raft_commit(r->raft) >= r->conf.index &&
+                    cairn_raft_term_at(r->raft, r->conf.index) == r->conf.term;
+    if (committed)
+        ;
+    else if (!r->raft || cairn_raft_role(r->raft) != CAIRN_RAFT_LEADER || cairn_raft_term(r->raft) != r->conf.term)
         code = 14, msg = "etcdserver: leader changed";
-    else if (cairn_raft_commit(r->raft) < r->conf.index) {
-        if (cairn_now_ms() < r->conf.deadline)
-            return;
+    else if (cairn_now_ms() < r->conf.deadline)
+        return;
+    else
         code = 14, msg = "etcdserver: request timed out";
-    }
     uint8_t *buf = NULL;
     size_t n = 0;
     mlist_t l = {0};

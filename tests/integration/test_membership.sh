@@ -165,4 +165,17 @@ t_eq "a new leader took over before the old one exited" 1 \
 t_restart_proc raftd "$L"
 for ep in "${LIVE[@]}"; do t_wait_healthy "$ep" 30; done
 t_eq "writes after the hand-over" OK "$(ctl put after-handoff 1)"
+
+# --- removing the leader itself: it leads until the removal commits, then hands over ---------
+L=$(t_leader_index)
+IDL=$(ctl member list | grep ", m$L, " | cut -d, -f1)
+out=$(ctl member remove "$IDL")
+t_contains "member remove of the leader succeeds" "removed from cluster" "$out"
+REST=(); for i in 0 1 2 3; do [ "$i" = "$V" ] || [ "$i" = "$L" ] || REST+=("${C_EPS[i]}"); done
+EPS=$(IFS=,; echo "${REST[*]}")
+for ep in "${REST[@]}"; do t_wait_healthy "$ep" 30; done
+t_eq "two members left" 2 "$(ctl member list | grep -c ', started, ' || true)"
+t_eq "writes after the leader removed itself" OK "$(ctl put after-leader-removed 1)"
+t_contains "the removed leader stops serving clients" "server stopped" \
+  "$(timeout 5 etcdctl --endpoints="${C_EPS[L]}" --command-timeout=1s put x y 2>&1 || true)"
 t_done
