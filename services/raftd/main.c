@@ -348,7 +348,9 @@ static void handle_shell_msg(raftd_t *r, const cairn_ipc_msg_t *m)
 {
     peer_t *p = find_peer(r, m->from);
     switch (m->raft_type) {
-    case SHELL_MSG_ATTRS: /* entries: [client URLs, name] */
+    case SHELL_MSG_ATTRS: /* entries: [client URLs, name]; reject: it wants ours now */
+        if (p && m->reject)
+            r->next_attrs = 0;
         if (p && m->n_entries >= 1 && m->entries[0].len < 4096) {
             char *u = dup_bin(m->entries[0].data, m->entries[0].len);
             if (u) {
@@ -508,8 +510,10 @@ static void send_attrs(raftd_t *r)
         return;
     cairn_raft_entry_t e[2] = {{0, 0, 0, (const uint8_t *)urls, n},
                                {0, 0, 0, (const uint8_t *)r->cfg->name, strlen(r->cfg->name)}};
+    /* reject = "I have not got yours yet": the peer answers with its own at once, so a member
+     * that restarted knows the others' names and client URLs within a heartbeat, not 2 s */
     for (size_t i = 0; i < r->n_peers; i++)
-        send_shell(r, r->peers[i].id, SHELL_MSG_ATTRS, 0, 0, 0, 0, e, 2);
+        send_shell(r, r->peers[i].id, SHELL_MSG_ATTRS, 0, 0, 0, r->peers[i].name == NULL, e, 2);
 }
 
 static void answer(raftd_t *r, const uint8_t *ident, size_t len, uint64_t req_id, int code, const char *msg,
