@@ -28,7 +28,8 @@ P3=$(t_port); C3=127.0.0.1:$(t_port)
 out=$(ctl member add m3 --learner --peer-urls="http://127.0.0.1:$P3")
 t_contains "member add --learner answers" "added to cluster" "$out"
 t_contains "member add prints the cluster for the new member" 'ETCD_INITIAL_CLUSTER_STATE="existing"' "$out"
-ID3=$(sed -n 's/^Member \([0-9a-f]*\) added.*/\1/p' <<<"$out")
+ID3=$(sed -n 's/^Member *\([0-9a-f]*\) added.*/\1/p' <<<"$out") # %16x: padded with spaces
+[ -n "$ID3" ] && t_ok "member add prints the new member's ID ($ID3)" || t_fail "no member ID in: $out"
 cluster=$(sed -n 's/^ETCD_INITIAL_CLUSTER="\(.*\)"$/\1/p' <<<"$out")
 t_contains "the new member's cluster lists it" "m3=http://127.0.0.1:$P3" "$cluster"
 out=$(ctl member list)
