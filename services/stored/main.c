@@ -233,6 +233,26 @@ static void log_reset_to_snapshot(stored_t *s, uint64_t S, uint64_t T)
         s->first_index = S + 1;
     s->snap_index = S;
     s->snap_term = T;
+    /* The state machine may be past S (the leader snapshots its current state). Entries up
+     * to its applied index A are in it; an old entry kept between S and A could be one that a
+     * later leader replaced (only S is known to match), and one that raftd would load and
+     * replicate: drop them, the log starts after A. */
+    uint64_t A = s->mvcc ? cairn_mvcc_applied_index(s->mvcc) : 0;
+    if (A > S) {
+        size_t k = 0;
+        while (k < s->n && s->log[k].index <= A)
+            free(s->log[k++].data);
+        memmove(s->log, s->log + k, (s->n - k) * sizeof *s->log);
+        s->n -= k;
+        s->first_index = s->n ? s->log[0].index : A + 1;
+        s->snap_index = A;
+        s->snap_term = cairn_mvcc_applied_term(s->mvcc);
+        if (s->n && s->first_index != A + 1) {
+            /* not contiguous with A: nothing after it is usable */
+            log_truncate_from(s, 0);
+            s->first_index = A + 1;
+        }
+    }
 }
 
 static int on_replay_snapshot(void *ctx, uint64_t index, uint64_t term)
@@ -652,15 +672,21 @@ static int snap_install(stored_t *s, uint64_t S, uint64_t T, char *eb, size_t el
     if (rc)
         return rc;
     uint64_t applied = cairn_mvcc_applied_index(s->mvcc);
-    if (info.index < applied) {
-        /* installing it would move the state machine backwards */
-        cairn_errbuf_set(eb, el, "snapshot at applied index %llu is behind this member's state machine (applied %llu)",
-                         (unsigned long long)info.index, (unsigned long long)applied);
+    /* Our state machine already at or past the file's (and so past S): installing would move
+     * it backwards. Raft's contract: keep our state, still take S as the log's start (the
+     * SNAPSHOT record and the log rule below), and report the install done. */
+    int keep_ours = info.index <= applied && applied >= S;
+    if (keep_ours) {
+        cairn_info("snapshot is not ahead of this state machine; keeping ours", "file_applied=%llu applied=%llu index=%llu",
+                   (unsigned long long)info.index, (unsigned long long)applied, (unsigned long long)S);
         unlink(file);
-        return CAIRN_ESTATE;
-    }
-    /* c */
-    if ((rc = snap_build(s, file, S, eb, el))) {
+        /* the SNAPSHOT record below lets the WAL drop entries <= S, so the state machine must
+         * hold them durably first (its writes are not synced: the WAL is the durable copy) */
+        if ((rc = cairn_mvcc_sync(s->mvcc))) {
+            cairn_errbuf_set(eb, el, "making the state machine durable failed: %s", cairn_strerror(rc));
+            return rc;
+        }
+    } else if ((rc = snap_build(s, file, S, eb, el))) { /* c */
         unlink(file);
         return rc;
     }
@@ -678,7 +704,8 @@ static int snap_install(stored_t *s, uint64_t S, uint64_t T, char *eb, size_t el
         return rc;
     }
     /* e */
-    snap_swap_in(s);
+    if (!keep_ours)
+        snap_swap_in(s);
     /* f */
     log_reset_to_snapshot(s, S, T);
     s->persisted = log_last(s);

@@ -196,6 +196,24 @@ txt = open(os.path.join(TMP, "bx.log"), "rb").read()
 (rc != 0 and sf.encode() in txt and b"refusing to start" in txt) or fail("missing snapshot file: rc %d log %r" % (rc, txt[-600:]))
 print("B0: recovery after the commit point ok")
 
+# ---- a snapshot that is not ahead of the state machine ----------------------------------------
+# (B applied one more entry since its install): B keeps its state, takes S as the log's start
+# and reports the install done (raft.h contract, step 7); it restarts from that state
+B = fresh_b(50)
+a = B.recv_chunks(9, snap, S, T)
+(a[7] == 0 and a[4] == 1) or fail("install on bk: %r" % a)
+B.send(APPEND, B.boot, 99, 1, 2, 0, A_APPLIED + 1, 0, [put_entry(A_APPLIED + 1, 2, b"new", b"after")])
+B.recv({APPENDED}, 10) or fail("bk: APPEND not acknowledged")
+B.send(COMMIT, B.boot, A_APPLIED + 1, 2, 1)
+B.wait_applied(A_APPLIED + 1) == (A_APPLIED + 1, a_rev + 1) or fail("bk apply: %r" % (B.status(),))
+a = B.recv_chunks(20, snap, A_APPLIED - 2, T)
+(a[7] == 0 and a[4] == 1) or fail("snapshot behind the state machine not taken as installed: %r" % a)
+B.status() == (A_APPLIED + 1, a_rev + 1) or fail("keeping our state changed it: %r" % (B.status(),))
+B.kill9(); m = B.start()
+B.status() == (A_APPLIED + 1, a_rev + 1) or fail("bk after restart: %r" % (B.status(),))
+B.stop()
+print("bk: a snapshot behind the state machine keeps it ok")
+
 # ---- kill -9 during the install ---------------------------------------------------------------
 random.seed(int(os.environ.get("SNAPSTORE_SEED", str(int(time.time())))))
 seen = {"old": 0, "new": 0}
