@@ -242,8 +242,10 @@ static void log_reset_to_snapshot(stored_t *s, uint64_t S, uint64_t T)
         size_t k = 0;
         while (k < s->n && s->log[k].index <= A)
             free(s->log[k++].data);
-        memmove(s->log, s->log + k, (s->n - k) * sizeof *s->log);
-        s->n -= k;
+        if (k) {
+            memmove(s->log, s->log + k, (s->n - k) * sizeof *s->log);
+            s->n -= k;
+        }
         s->first_index = s->n ? s->log[0].index : A + 1;
         s->snap_index = A;
         s->snap_term = cairn_mvcc_applied_term(s->mvcc);
