@@ -1055,6 +1055,9 @@ static int listen_peers(raftd_t *r)
         zsock_set_ipv6(s, 1);
         zsock_set_rcvhwm(s, CAIRN_ZMQ_HWM);
         zsock_set_linger(s, 0);
+        /* The network can send anything: ZeroMQ drops a connection whose message would exceed
+         * what the decoder accepts anyway, before allocating it. */
+        zsock_set_maxmsgsize(s, (int)CAIRN_IPC_MAX_FRAME);
         if (zsock_bind(s, "%s", ep) < 0) {
             cairn_error("cannot listen for peers", "endpoint=%s err=\"%s\"", ep, zmq_strerror(zmq_errno()));
             zsock_destroy(&s);

@@ -103,7 +103,8 @@ for f in [b"\xc1garbage", b"", pk([1, 99]),
           raft(cid, 202, fake, 0, context=12345, ents=[b"x", b"y"]),          # CONF_RESP nobody waits for
           raft(cid, 204, fake, 0, context=1, commit=10, ents=[b"abc"]),       # SNAP_DATA unasked
           raft(cid, 203, fake, 0, context=999, index=5),                      # SNAP_PULL of nothing
-          raft(cid, 77, fake, 0)]:                                            # unknown raft type
+          raft(cid, 77, fake, 0),                                             # unknown raft type
+          b"\x00" * (65 << 20)]:                                             # above the 64 MiB limit
     s.send(f)
 time.sleep(1)
 PY
