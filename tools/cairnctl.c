@@ -103,8 +103,9 @@ static int cmd_run(int argc, char **argv)
     const char *names[2] = {"stored", "raftd"};
     for (int k = 0; k < n; k++) {
         snprintf(cs[k].name, sizeof cs[k].name, "%s", k < 2 ? names[k] : "gatewayd");
-        snprintf(cs[k].path, sizeof cs[k].path, "%s/%s", dir, cs[k].name);
-        if (access(cs[k].path, X_OK) != 0) {
+        if ((size_t)snprintf(cs[k].path, sizeof cs[k].path, "%.*s/%s", (int)(sizeof cs[k].path - 16), dir,
+                             cs[k].name) >= sizeof cs[k].path ||
+            access(cs[k].path, X_OK) != 0) {
             fprintf(stderr, "cairnctl: %s not found or not executable (set CAIRN_BIN)\n", cs[k].path);
             return 1;
         }
