@@ -66,7 +66,7 @@ typedef enum {
     CAIRN_IPC_RESULT,             /* req_id, code, message, body(response protobuf) */
     CAIRN_IPC_STATUS,             /* req_id */
     CAIRN_IPC_STATUS_RESP,        /* req_id, leader, term, index, applied, db_size, db_size_in_use,
-                                     revision, compact_rev, cluster_id */
+                                     revision, compact_rev, cluster_id, learner */
     CAIRN_IPC_ERROR,              /* req_id, code, message */
     CAIRN_IPC_RAFT,               /* raftd <-> raftd over TCP: cluster_id, raft_type, from, to, term,
                                      log_term, index, commit, reject, reject_hint, context,
@@ -151,6 +151,7 @@ typedef struct {
     uint64_t log_term;
     uint64_t reject, reject_hint;
     uint64_t context;
+    uint64_t learner; /* STATUS_RESP: this member is a learner */
     void *priv_; /* decoder's storage */
 } cairn_ipc_msg_t;
 

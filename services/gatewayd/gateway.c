@@ -381,6 +381,7 @@ static void answer_status(cairn_gateway_t *g, pending_t *p, const cairn_ipc_msg_
     r.raftindex = m->index;
     r.raftterm = m->term;
     r.raftappliedindex = m->applied;
+    r.islearner = m->learner != 0;
     char *errs[1];
     if (!m->leader) {
         errs[0] = "etcdserver: no leader";

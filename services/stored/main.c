@@ -1074,6 +1074,8 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
                              .revision = cairn_mvcc_revision(s->mvcc),
                              .compact_rev = cairn_mvcc_compact_revision(s->mvcc),
                              .cluster_id = hdr_ctx(s).cluster_id};
+        const cairn_member_t *self = cairn_members_find(&s->members, cairn_config_member_id(s->cfg));
+        r.learner = self && self->learner;
         reply(s, ident, ident_len, &r);
         break;
     }

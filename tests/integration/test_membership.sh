@@ -54,7 +54,8 @@ done
 t_eq "the learner caught up (serializable read on it)" 1 "$got"
 t_contains "a learner refuses writes, as etcd 3.4's do" "rpc not supported for learner" "$(ctl1 "$C3" put on-learner x)"
 t_contains "a learner refuses linearizable reads" "rpc not supported for learner" "$(ctl1 "$C3" get before-add)"
-t_contains "a learner answers Status" "$C3" "$(ctl1 "$C3" endpoint status)"
+t_contains "a learner answers Status, as a learner" "$C3, $ID3, 3.4.23, " "$(ctl1 "$C3" endpoint status)"
+t_contains "Status says it is a learner" "true" "$(ctl1 "$C3" endpoint status -w json | python3 -c 'import json,sys;print(str(json.load(sys.stdin)[0]["Status"].get("isLearner", False)).lower())')"
 out=$(list_until "$ID3, started, m3")
 t_contains "the learner is started under its name" "$ID3, started, m3, http://127.0.0.1:$P3, http://$C3, true" "$out"
 cid_old=$(ctl1 "${C_EPS[0]}" endpoint status -w json | python3 -c 'import json,sys;print(json.load(sys.stdin)[0]["Status"]["header"]["cluster_id"])')
