@@ -64,6 +64,7 @@
 #define SHELL_MSG_SNAP_PULL 203
 #define SHELL_MSG_SNAP_DATA 204
 #define SNAP_STALL_MS 10000
+#define SNAP_RESTORE_MS (30 * 60 * 1000)
 /* To a member that was removed but still speaks (it never received the entry that removed it:
  * the leader stops replicating to it at once): it stops serving clients, as etcd's does when
  * its peers answer it 410 Gone. The connection to it is kept REMOVED_GRACE_MS for this. */
@@ -159,6 +160,7 @@ typedef struct {
     /* a snapshot being pulled from the leader (follower side) */
     struct {
         int active;
+        int restoring; /* every byte handed to stored: it is building the new store */
         uint64_t index, term, from, id, offset;
         int64_t last_progress;
     } snap;
@@ -985,6 +987,7 @@ static void snap_on_data(raftd_t *r, const cairn_ipc_msg_t *m)
     }
     r->snap.id = m->context;
     r->snap.last_progress = cairn_now_ms();
+    r->snap.restoring = m->index + m->entries[0].len >= m->commit;
     cairn_ipc_msg_t q = {.type = CAIRN_IPC_SNAP_RECV, .seq = m->context, .index = m->index, .commit = m->commit,
                          .snap_index = r->snap.index, .snap_term = r->snap.term, .body = m->entries[0].data,
                          .body_len = m->entries[0].len};
@@ -1799,8 +1802,9 @@ int main(int argc, char **argv)
         process_ready(r);
         conf_poll(r);
         maybe_compact(r);
-        if (r->snap.active && now - r->snap.last_progress > SNAP_STALL_MS)
-            snap_fail(r, "no progress from the leader");
+        /* stored answers a restore however long it takes (or restarts, which resets this) */
+        if (r->snap.active && now - r->snap.last_progress > (r->snap.restoring ? SNAP_RESTORE_MS : SNAP_STALL_MS))
+            snap_fail(r, r->snap.restoring ? "restoring the snapshot took too long" : "no progress from the leader");
         if (r->n_peers && now >= r->next_attrs) {
             send_attrs(r);
             r->next_attrs = now + ATTRS_EVERY_MS;

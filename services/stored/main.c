@@ -107,6 +107,19 @@ typedef struct {
         cairn_mvcc_t *mvcc;
         struct snap_wait_s *waiters;
     } build;
+    /* a received snapshot being restored into mvcc.new on its own thread (step c below), and
+     * whom to answer when it is in place */
+    struct {
+        int running;
+        pthread_t thread;
+        atomic_int done;
+        int rc;
+        void *s; /* the stored_t, for the thread */
+        char file[4096], err[512];
+        uint64_t S, T, seq, held;
+        uint8_t ident[256];
+        size_t ident_len;
+    } inst;
     cairn_snap_in_t *snap_in;   /* follower side: the file being received */
     cairn_members_t members; /* the membership as of the applied index (mvcc 'C' records) */
 } stored_t;
@@ -658,10 +671,10 @@ static int snap_build(stored_t *s, const char *file, uint64_t S, char *eb, size_
     return rc;
 }
 
-static int snap_install(stored_t *s, uint64_t S, uint64_t T, char *eb, size_t el)
+/* a, b and the choice: 1 when our own state machine is kept (nothing to build), 0 when file
+ * (the received snapshot, now snap/<S>-<T>.snap) is to be restored, <0 on error. */
+static int snap_install_begin(stored_t *s, uint64_t S, uint64_t T, char *file, size_t flen, char *eb, size_t el)
 {
-    char snapdir[4096], file[4096];
-    member_path(s, "snap", snapdir, sizeof snapdir);
     /* a */
     sync_wal(s);
     if (s->wal_failed) {
@@ -670,26 +683,39 @@ static int snap_install(stored_t *s, uint64_t S, uint64_t T, char *eb, size_t el
     }
     /* b */
     cairn_snap_info_t info;
-    int rc = cairn_snap_in_finish(s->snap_in, S, T, &info, file, sizeof file, eb, el);
+    int rc = cairn_snap_in_finish(s->snap_in, S, T, &info, file, flen, eb, el);
     if (rc)
         return rc;
     uint64_t applied = cairn_mvcc_applied_index(s->mvcc);
     /* Our state machine already at or past the file's (and so past S): installing would move
      * it backwards. Raft's contract: keep our state, still take S as the log's start (the
      * SNAPSHOT record and the log rule below), and report the install done. */
-    int keep_ours = info.index <= applied && applied >= S;
-    if (keep_ours) {
+    if (info.index <= applied && applied >= S) {
         cairn_info("snapshot is not ahead of this state machine; keeping ours", "file_applied=%llu applied=%llu index=%llu",
                    (unsigned long long)info.index, (unsigned long long)applied, (unsigned long long)S);
         unlink(file);
+        return 1;
+    }
+    return 0;
+}
+
+/* d, e, f once mvcc.new is built (keep_ours: no new store). */
+static int snap_install_commit(stored_t *s, uint64_t S, uint64_t T, int keep_ours, char *eb, size_t el)
+{
+    char snapdir[4096];
+    member_path(s, "snap", snapdir, sizeof snapdir);
+    int rc;
+    if (!keep_ours && cairn_mvcc_applied_index(s->mvcc) >= S) {
+        /* the old log got us there while the new store was built: keep what we have */
+        char newp[4096];
+        member_path(s, "mvcc.new", newp, sizeof newp);
+        cairn_snap_rmtree(newp);
+        keep_ours = 1;
+    }
+    if (keep_ours && (rc = cairn_mvcc_sync(s->mvcc))) {
         /* the SNAPSHOT record below lets the WAL drop entries <= S, so the state machine must
          * hold them durably first (its writes are not synced: the WAL is the durable copy) */
-        if ((rc = cairn_mvcc_sync(s->mvcc))) {
-            cairn_errbuf_set(eb, el, "making the state machine durable failed: %s", cairn_strerror(rc));
-            return rc;
-        }
-    } else if ((rc = snap_build(s, file, S, eb, el))) { /* c */
-        unlink(file);
+        cairn_errbuf_set(eb, el, "making the state machine durable failed: %s", cairn_strerror(rc));
         return rc;
     }
     /* d: the commit point */
@@ -718,6 +744,16 @@ static int snap_install(stored_t *s, uint64_t S, uint64_t T, char *eb, size_t el
                (unsigned long long)S, (unsigned long long)T, (unsigned long long)cairn_mvcc_applied_index(s->mvcc),
                (long long)cairn_mvcc_revision(s->mvcc), s->n);
     return 0;
+}
+
+/* c, on its own thread: reading a big snapshot into a new store takes a while, and the loop
+ * keeps serving meanwhile (only files are touched here, nothing the loop uses). */
+static void *snap_restore_main(void *arg)
+{
+    stored_t *s = arg;
+    s->inst.rc = snap_build(s, s->inst.file, s->inst.S, s->inst.err, sizeof s->inst.err);
+    atomic_store(&s->inst.done, 1);
+    return NULL;
 }
 
 /* At start, right after the WAL replay: clears what an interrupted transfer or install left
@@ -782,6 +818,10 @@ static void handle_snap_recv(stored_t *s, const uint8_t *ident, size_t ident_len
         snap_ack(s, ident, ident_len, m->seq, 0, 0, 0, 0, 13, "the WAL has failed; restart stored");
         return;
     }
+    if (s->inst.running) {
+        snap_ack(s, ident, ident_len, m->seq, 0, 0, 0, 0, 9, "a snapshot install is in progress");
+        return;
+    }
     int rc = cairn_snap_in_chunk(s->snap_in, m->seq, m->index, m->commit, m->body, m->body_len, &held, eb, sizeof eb);
     if (rc < 0) {
         cairn_warn("snapshot chunk refused", "seq=%llu offset=%llu err=\"%s\"", (unsigned long long)m->seq,
@@ -796,7 +836,28 @@ static void handle_snap_recv(stored_t *s, const uint8_t *ident, size_t ident_len
     cairn_info("snapshot received; installing", "seq=%llu bytes=%llu index=%llu term=%llu",
                (unsigned long long)m->seq, (unsigned long long)held, (unsigned long long)m->snap_index,
                (unsigned long long)m->snap_term);
-    if ((rc = snap_install(s, m->snap_index, m->snap_term, eb, sizeof eb)) != 0) {
+    char file[4096];
+    rc = snap_install_begin(s, m->snap_index, m->snap_term, file, sizeof file, eb, sizeof eb);
+    if (rc == 0 && ident_len <= sizeof s->inst.ident) {
+        /* c on a thread; snap_install_reap does the rest and answers */
+        snprintf(s->inst.file, sizeof s->inst.file, "%s", file);
+        s->inst.S = m->snap_index;
+        s->inst.T = m->snap_term;
+        s->inst.seq = m->seq;
+        s->inst.held = held;
+        memcpy(s->inst.ident, ident, ident_len);
+        s->inst.ident_len = ident_len;
+        s->inst.err[0] = 0;
+        atomic_store(&s->inst.done, 0);
+        if (pthread_create(&s->inst.thread, NULL, snap_restore_main, s) == 0) {
+            s->inst.running = 1;
+            return;
+        }
+        rc = snap_build(s, file, m->snap_index, eb, sizeof eb); /* no thread: here, then */
+    }
+    if (rc >= 0)
+        rc = snap_install_commit(s, m->snap_index, m->snap_term, rc == 1, eb, sizeof eb);
+    if (rc != 0) {
         cairn_error("snapshot install failed; the old state is kept", "index=%llu err=\"%s\"",
                     (unsigned long long)m->snap_index, eb);
         cairn_snap_in_reset(s->snap_in);
@@ -804,6 +865,32 @@ static void handle_snap_recv(stored_t *s, const uint8_t *ident, size_t ident_len
         return;
     }
     snap_ack(s, ident, ident_len, m->seq, held, 1, m->snap_index, m->snap_term, 0, NULL);
+}
+
+/* The loop's side of a finished restore (block: wait for it, at shutdown). */
+static void snap_install_reap(stored_t *s, int block)
+{
+    if (!s->inst.running || (!block && !atomic_load(&s->inst.done)))
+        return;
+    pthread_join(s->inst.thread, NULL);
+    s->inst.running = 0;
+    char eb[512];
+    snprintf(eb, sizeof eb, "%s", s->inst.err);
+    int rc = s->inst.rc;
+    if (rc)
+        unlink(s->inst.file);
+    else if (!s->router)
+        return; /* stopping: the WAL has no SNAPSHOT record yet, mvcc.new goes at the next start */
+    else
+        rc = snap_install_commit(s, s->inst.S, s->inst.T, 0, eb, sizeof eb);
+    if (rc) {
+        cairn_error("snapshot install failed; the old state is kept", "index=%llu err=\"%s\"",
+                    (unsigned long long)s->inst.S, eb);
+        cairn_snap_in_reset(s->snap_in);
+        snap_ack(s, s->inst.ident, s->inst.ident_len, s->inst.seq, 0, 0, 0, 0, 13, eb);
+        return;
+    }
+    snap_ack(s, s->inst.ident, s->inst.ident_len, s->inst.seq, s->inst.held, 1, s->inst.S, s->inst.T, 0, NULL);
 }
 
 typedef struct snap_wait_s {
@@ -1246,7 +1333,8 @@ int main(int argc, char **argv)
         }
         zmq_pollitem_t item = {zsock_resolve(s->router), 0, ZMQ_POLLIN, 0};
         snap_build_reap(s, 0);
-        int timeout = s->reads || s->build.running ? 10 : 500;
+        snap_install_reap(s, 0);
+        int timeout = s->reads || s->build.running || s->inst.running ? 10 : 500;
         if (zmq_poll(&item, 1, timeout) < 0) {
             if (errno == EINTR)
                 continue;
@@ -1267,6 +1355,7 @@ int main(int argc, char **argv)
     exit_code = g_stop == 2 ? 1 : 0;
 out:
     zsock_destroy(&s->router);
+    snap_install_reap(s, 1);
     snap_build_wait(s); /* before the store it reads is closed */
     cairn_wal_destroy(&s->wal);
     cairn_mvcc_destroy(&s->mvcc);
