@@ -476,13 +476,21 @@ out:
 
 /* ---- the sending side ------------------------------------------------------------------- */
 
-struct cairn_snap_out_t {
-    char *dir;
-    uint64_t id;       /* 0: no current file */
+typedef struct {
+    uint64_t id; /* 0: none */
     int fd;
     uint64_t total, applied;
     int64_t last_used;
+} out_file_t;
+
+/* The current file, and the one it replaced while a follower may still be reading it (two
+ * followers catching up at once need not share a state: each finishes its own file). */
+struct cairn_snap_out_t {
+    char *dir;
+    out_file_t cur, prev;
 };
+
+#define OUT_PREV_IDLE_MS 30000
 
 static void out_path(const cairn_snap_out_t *o, uint64_t id, char *p, size_t n)
 {
@@ -504,7 +512,7 @@ static int parse_out_name(const char *name, uint64_t *id)
     return v != 0;
 }
 
-/* Removes every out-*.snap (and out-*.snap.tmp) but keep's. */
+/* Removes every out-*.snap (and out-*.snap.tmp) but keep's and the previous file's. */
 static void out_prune(cairn_snap_out_t *o, uint64_t keep)
 {
     DIR *d = opendir(o->dir);
@@ -516,7 +524,7 @@ static void out_prune(cairn_snap_out_t *o, uint64_t keep)
         uint64_t id;
         size_t n = strlen(e->d_name);
         int tmp = n > 4 && strcmp(e->d_name + n - 4, ".tmp") == 0 && strncmp(e->d_name, "out-", 4) == 0;
-        if (tmp || (parse_out_name(e->d_name, &id) && id != keep)) {
+        if (tmp || (parse_out_name(e->d_name, &id) && id != keep && (id != o->prev.id || !o->prev.id))) {
             snprintf(p, sizeof p, "%s/%s", o->dir, e->d_name);
             unlink(p);
             cairn_debug("old outgoing snapshot removed", "file=%s", p);
@@ -525,13 +533,21 @@ static void out_prune(cairn_snap_out_t *o, uint64_t keep)
     closedir(d);
 }
 
-static void out_close(cairn_snap_out_t *o)
+static void out_close(out_file_t *f)
 {
-    if (o->fd >= 0)
-        close(o->fd);
-    o->fd = -1;
-    o->id = 0;
-    o->total = o->applied = 0;
+    if (f->id && f->fd >= 0)
+        close(f->fd);
+    memset(f, 0, sizeof *f);
+    f->fd = -1;
+}
+
+/* Drops f and its file. */
+static void out_remove(cairn_snap_out_t *o, out_file_t *f)
+{
+    char p[4096];
+    out_path(o, f->id, p, sizeof p);
+    unlink(p);
+    out_close(f);
 }
 
 /* Makes id the current file if it exists and has a readable header. */
@@ -550,12 +566,20 @@ static int out_adopt(cairn_snap_out_t *o, uint64_t id, int64_t now_ms)
         unlink(p);
         return CAIRN_ECORRUPT;
     }
-    out_close(o);
-    o->fd = fd;
-    o->id = id;
-    o->total = (uint64_t)st.st_size;
-    o->applied = cairn_get_le64(h + 16);
-    o->last_used = now_ms;
+    if (o->cur.id && o->cur.id != id) {
+        /* the current one becomes the previous (a follower may be half way through it) */
+        if (o->prev.id)
+            out_remove(o, &o->prev);
+        o->prev = o->cur;
+        o->cur.id = 0;
+        o->cur.fd = -1;
+    }
+    out_close(&o->cur);
+    o->cur.fd = fd;
+    o->cur.id = id;
+    o->cur.total = (uint64_t)st.st_size;
+    o->cur.applied = cairn_get_le64(h + 16);
+    o->cur.last_used = now_ms;
     return 0;
 }
 
@@ -566,7 +590,7 @@ cairn_snap_out_t *cairn_snap_out_new(const char *dir, int64_t now_ms)
         free(o);
         return NULL;
     }
-    o->fd = -1;
+    o->cur.fd = o->prev.fd = -1;
     uint64_t newest = 0;
     DIR *d = opendir(dir);
     if (d) {
@@ -589,7 +613,8 @@ void cairn_snap_out_destroy(cairn_snap_out_t **self_p)
     if (!self_p || !*self_p)
         return;
     cairn_snap_out_t *o = *self_p;
-    out_close(o);
+    out_close(&o->cur);
+    out_close(&o->prev);
     free(o->dir);
     free(o);
     *self_p = NULL;
@@ -597,11 +622,11 @@ void cairn_snap_out_destroy(cairn_snap_out_t **self_p)
 
 int cairn_snap_out_current(const cairn_snap_out_t *o, uint64_t *id, uint64_t *total, uint64_t *applied)
 {
-    if (!o->id)
+    if (!o->cur.id)
         return 0;
-    *id = o->id;
-    *total = o->total;
-    *applied = o->applied;
+    *id = o->cur.id;
+    *total = o->cur.total;
+    *applied = o->cur.applied;
     return 1;
 }
 
@@ -621,7 +646,7 @@ int cairn_snap_out_make(cairn_snap_out_t *o, cairn_mvcc_t *m, int64_t now_ms, ui
         cairn_errbuf_set(errbuf, errlen, "nothing applied yet: no snapshot to make");
         return CAIRN_ESTATE;
     }
-    if (o->id != a) {
+    if (o->cur.id != a) {
         /* the same applied index is the same state: reuse it, several followers may ask */
         char name[64];
         snprintf(name, sizeof name, "out-%" PRIu64 ".snap", a);
@@ -634,10 +659,10 @@ int cairn_snap_out_make(cairn_snap_out_t *o, cairn_mvcc_t *m, int64_t now_ms, ui
         }
         out_prune(o, a);
     }
-    o->last_used = now_ms;
-    *id = o->id;
-    *total = o->total;
-    *applied = o->applied;
+    o->cur.last_used = now_ms;
+    *id = o->cur.id;
+    *total = o->cur.total;
+    *applied = o->cur.applied;
     return 0;
 }
 
@@ -645,34 +670,41 @@ int cairn_snap_out_read(cairn_snap_out_t *o, uint64_t id, uint64_t off, uint8_t 
                         size_t *n, uint64_t *total, uint64_t *applied)
 {
     *n = 0;
-    if (id == 0 || id != o->id || o->fd < 0)
+    out_file_t *f = id && id == o->cur.id ? &o->cur : id && id == o->prev.id ? &o->prev : NULL;
+    if (!f || f->fd < 0)
         return CAIRN_ENOTFOUND;
-    *total = o->total;
-    *applied = o->applied;
-    if (off > o->total)
+    *total = f->total;
+    *applied = f->applied;
+    if (off > f->total)
         return CAIRN_EINVAL;
-    uint64_t left = o->total - off;
+    uint64_t left = f->total - off;
     size_t want = left < max ? (size_t)left : max;
-    ssize_t got = want ? cairn_fileops_pread_full(cairn_fileops_posix(), o->fd, buf, want, off) : 0;
+    ssize_t got = want ? cairn_fileops_pread_full(cairn_fileops_posix(), f->fd, buf, want, off) : 0;
     if (got < 0)
         return cairn_fileops_err((int)got);
     if ((size_t)got != want)
         return CAIRN_EIO;
     *n = (size_t)got;
-    o->last_used = now_ms;
+    f->last_used = now_ms;
     return 0;
 }
 
 int cairn_snap_out_expire(cairn_snap_out_t *o, int64_t now_ms, int64_t idle_ms)
 {
-    if (!o->id || now_ms - o->last_used < idle_ms)
-        return 0;
-    char p[4096];
-    out_path(o, o->id, p, sizeof p);
-    cairn_info("outgoing snapshot idle; removed", "file=%s", p);
-    unlink(p);
-    out_close(o);
-    return 1;
+    int n = 0;
+    /* the previous file is kept only while a follower is still reading it */
+    out_file_t *fs[2] = {&o->prev, &o->cur};
+    int64_t limits[2] = {idle_ms < OUT_PREV_IDLE_MS ? idle_ms : OUT_PREV_IDLE_MS, idle_ms};
+    for (int i = 0; i < 2; i++) {
+        if (!fs[i]->id || now_ms - fs[i]->last_used < limits[i])
+            continue;
+        char p[4096];
+        out_path(o, fs[i]->id, p, sizeof p);
+        cairn_info("outgoing snapshot idle; removed", "file=%s", p);
+        out_remove(o, fs[i]);
+        n++;
+    }
+    return n > 0;
 }
 
 /* ---- the receiving side ----------------------------------------------------------------- */

@@ -65,8 +65,9 @@ int cairn_snap_swap_dirs(const char *parent, const char *a, const char *b, char 
 
 /* Snapshot files to send are named out-<applied index>.snap in dir; the applied index is the
  * snapshot's id (the same index is the same state on every member, so a file found after a
- * restart can still be served). There is one current file; making a new one removes the
- * others. */
+ * restart can still be served). There is one current file; making a new one keeps the one it
+ * replaces readable while it is being read (two followers catching up at once), and removes
+ * every other. */
 typedef struct cairn_snap_out_t cairn_snap_out_t;
 
 /* Takes the newest out-*.snap in dir as the current file (its idle clock starts at now_ms),
@@ -93,7 +94,8 @@ int cairn_snap_out_adopt(cairn_snap_out_t *o, uint64_t id, int64_t now_ms);
 int cairn_snap_out_read(cairn_snap_out_t *o, uint64_t id, uint64_t off, uint8_t *buf, size_t max, int64_t now_ms,
                         size_t *n, uint64_t *total, uint64_t *applied);
 
-/* Removes the current file when it was not made or read for idle_ms. Returns 1 if it did. */
+/* Removes the current file when it was not made or read for idle_ms, the replaced one after
+ * min(idle_ms, 30 s) unread. Returns 1 if it removed one. */
 int cairn_snap_out_expire(cairn_snap_out_t *o, int64_t now_ms, int64_t idle_ms);
 
 /* ---- the receiving side (a follower's stored) ----------------------------------------- */

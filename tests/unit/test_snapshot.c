@@ -561,10 +561,18 @@ Test(snapshot, chunked_transfer_and_install_file)
     put(m, "more", "data", 0);
     cr_assert_eq(cairn_snap_out_make(o, m, 6000, &id2, &total2, &applied2, eb, sizeof eb), 0);
     cr_assert_eq(id2, id + 1);
-    cr_assert_eq(cairn_snap_out_read(o, id, 0, buf, sizeof buf, 6000, &n, &t, &a), CAIRN_ENOTFOUND);
+    /* the replaced file stays readable while a follower may be half way through it ... */
     char old_name[64];
     snprintf(old_name, sizeof old_name, "lead/out-%llu.snap", (unsigned long long)id);
+    cr_assert_eq(cairn_snap_out_read(o, id, 0, buf, sizeof buf, 6000, &n, &t, &a), 0);
+    cr_assert_eq(t, total);
+    cr_assert_eq(stat(at(old_name), &st), 0);
+    /* ... until nobody read it for 30 s */
+    cr_assert_eq(cairn_snap_out_expire(o, 6000 + 29999, 300000), 0);
+    cr_assert_eq(cairn_snap_out_expire(o, 6000 + 30000, 300000), 1);
+    cr_assert_eq(cairn_snap_out_read(o, id, 0, buf, sizeof buf, 6000 + 30000, &n, &t, &a), CAIRN_ENOTFOUND);
     cr_assert_neq(stat(at(old_name), &st), 0, "the older file is removed");
+    cr_assert_eq(cairn_snap_out_read(o, id2, 0, buf, sizeof buf, 6000, &n, &t, &a), 0, "the current one stays");
     cr_assert_eq(cairn_snap_out_expire(o, 6000 + 299999, 300000), 0);
     cr_assert_eq(cairn_snap_out_expire(o, 6000 + 300000, 300000), 1);
     cr_assert_eq(cairn_snap_out_read(o, id2, 0, buf, sizeof buf, 6000, &n, &t, &a), CAIRN_ENOTFOUND);
