@@ -51,8 +51,7 @@ static int set_urls(cairn_member_t *m, char *const *urls, size_t n)
     return 0;
 }
 
-/* Appends a member (or overwrites the one with the same id). */
-static int put_member(cairn_members_t *ms, uint64_t id, const char *name, char *const *urls, size_t n, int learner)
+int cairn_members_put(cairn_members_t *ms, uint64_t id, const char *name, char *const *urls, size_t n, int learner)
 {
     cairn_member_t *m = cairn_members_find(ms, id);
     if (!m) {
@@ -87,7 +86,7 @@ int cairn_members_initial(cairn_members_t *ms, const cairn_config_t *cfg)
         if (existing && i == cfg->self)
             continue;
         const cairn_config_member_t *c = &cfg->members[i];
-        int rc = put_member(ms, c->id, c->name, c->peer_urls.v, c->peer_urls.n, 0);
+        int rc = cairn_members_put(ms, c->id, c->name, c->peer_urls.v, c->peer_urls.n, 0);
         if (rc) {
             cairn_members_clear(ms);
             return rc;
@@ -163,7 +162,7 @@ int cairn_members_decode(cairn_members_t *ms, const uint8_t *blob, size_t len)
         if (m->id == 0)
             rc = CAIRN_EPROTO;
         else
-            rc = put_member(ms, m->id, m->name, m->peerurls, m->n_peerurls, m->islearner);
+            rc = cairn_members_put(ms, m->id, m->name, m->peerurls, m->n_peerurls, m->islearner);
     }
     etcdserverpb__member_list_response__free_unpacked(r, NULL);
     if (rc)
@@ -177,7 +176,7 @@ int cairn_members_copy(cairn_members_t *dst, const cairn_members_t *src)
     dst->cluster_id = src->cluster_id;
     for (size_t i = 0; i < src->n; i++) {
         const cairn_member_t *m = &src->v[i];
-        int rc = put_member(dst, m->id, m->name, m->peer_urls, m->n_peer_urls, m->learner);
+        int rc = cairn_members_put(dst, m->id, m->name, m->peer_urls, m->n_peer_urls, m->learner);
         if (rc) {
             cairn_members_clear(dst);
             return rc;
@@ -208,7 +207,7 @@ int cairn_members_apply(cairn_members_t *ms, int op, uint64_t node_id, const uin
     switch (op) {
     case OP_ADD_VOTER:
     case OP_ADD_LEARNER:
-        rc = put_member(ms, node_id, m->name, m->peer_urls, m->n_peer_urls, op == OP_ADD_LEARNER);
+        rc = cairn_members_put(ms, node_id, m->name, m->peer_urls, m->n_peer_urls, op == OP_ADD_LEARNER);
         break;
     case OP_UPDATE:
         if (cur)

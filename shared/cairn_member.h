@@ -50,6 +50,9 @@ int cairn_members_decode(cairn_members_t *ms, const uint8_t *blob, size_t len);
 int cairn_members_copy(cairn_members_t *dst, const cairn_members_t *src);
 
 cairn_member_t *cairn_members_find(const cairn_members_t *ms, uint64_t id);
+/* Adds member id, or overwrites its URLs and learner flag (and its name, unless name is "" or
+ * NULL: a name learned earlier stays). 0 or CAIRN_ENOMEM. */
+int cairn_members_put(cairn_members_t *ms, uint64_t id, const char *name, char *const *urls, size_t n, int learner);
 /* The member (other than except_id) that has any of urls as a peer URL, or NULL. */
 cairn_member_t *cairn_members_find_url(const cairn_members_t *ms, char *const *urls, size_t n, uint64_t except_id);
 

@@ -336,16 +336,6 @@ static void send_shell(raftd_t *r, uint64_t to, uint8_t type, uint64_t context, 
     send_peer(r, &m);
 }
 
-static char *dup_bin(const uint8_t *p, size_t n)
-{
-    char *s = malloc(n + 1);
-    if (s) {
-        memcpy(s, p, n);
-        s[n] = 0;
-    }
-    return s;
-}
-
 static void handle_shell_msg(raftd_t *r, const cairn_ipc_msg_t *m)
 {
     peer_t *p = find_peer(r, m->from);
@@ -354,12 +344,12 @@ static void handle_shell_msg(raftd_t *r, const cairn_ipc_msg_t *m)
         if (p && m->reject)
             r->next_attrs = 0;
         if (p && m->n_entries >= 1 && m->entries[0].len < 4096) {
-            char *u = dup_bin(m->entries[0].data, m->entries[0].len);
+            char *u = strndup((const char *)m->entries[0].data, m->entries[0].len);
             if (u) {
                 free(p->client_urls);
                 p->client_urls = u;
             }
-            if (m->n_entries >= 2 && m->entries[1].len < 256 && (u = dup_bin(m->entries[1].data, m->entries[1].len))) {
+            if (m->n_entries >= 2 && m->entries[1].len < 256 && (u = strndup((const char *)m->entries[1].data, m->entries[1].len))) {
                 free(p->name);
                 p->name = u;
             }
@@ -1423,17 +1413,9 @@ static void start_core(raftd_t *r, const cairn_ipc_msg_t *m)
         ents[i] = (cairn_raft_entry_t){m->entries[i].index, m->entries[i].term, m->entries[i].type,
                                        m->entries[i].data, m->entries[i].len};
     /* metadata: what we knew (names learned earlier stay), the snapshot's, then the log's */
-    for (size_t i = 0; i < ms.n; i++) {
-        cairn_member_t *k = &ms.v[i];
-        uint8_t *ctx;
-        size_t clen;
-        if (cairn_member_ctx_encode(ms.cluster_id, k->id, k->name, k->peer_urls, k->n_peer_urls, k->learner, &ctx,
-                                    &clen) == 0) {
-            cairn_members_apply(&r->members, k->learner ? CAIRN_RAFT_CONF_ADD_LEARNER : CAIRN_RAFT_CONF_ADD_VOTER,
-                                k->id, ctx, clen);
-            free(ctx);
-        }
-    }
+    for (size_t i = 0; i < ms.n; i++)
+        cairn_members_put(&r->members, ms.v[i].id, ms.v[i].name, ms.v[i].peer_urls, ms.v[i].n_peer_urls,
+                          ms.v[i].learner);
     learn_members(r, ents, m->n_entries);
     cairn_members_clear(&ms);
     int64_t ticks_per_election = r->cfg->election_ms / r->cfg->heartbeat_ms;
@@ -1486,6 +1468,18 @@ static void start_core(raftd_t *r, const cairn_ipc_msg_t *m)
 
 /* ------------------------------------------------------------------ messages */
 
+/* stored restarted and lost what it had not synced: to the core that is a crash of this
+ * member, so the core is rebuilt from what stored really holds (LOAD). */
+static void reload_from_stored(raftd_t *r, const char *why)
+{
+    cairn_warn(why, NULL);
+    cairn_raft_destroy(&r->raft);
+    notify_reload(r);
+    r->last_load_sent = 0; /* ask for the new state now, not at the next retry tick */
+    release_held(r, 1);    /* what they promised may be lost */
+    fail_reads(r, "etcdserver: leader changed");
+}
+
 static void handle_stored(raftd_t *r, const uint8_t *frame, size_t len)
 {
     cairn_ipc_msg_t m;
@@ -1499,24 +1493,13 @@ static void handle_stored(raftd_t *r, const uint8_t *frame, size_t len)
         start_core(r, &m);
         break;
     case CAIRN_IPC_HELLO:
-        if (r->raft && m.boot_id != r->stored_boot) {
-            cairn_warn("stored restarted; reloading raft state", NULL);
-            cairn_raft_destroy(&r->raft);
-            notify_reload(r);
-            r->last_load_sent = 0; /* ask for the new state now, not at the next retry tick */
-            release_held(r, 1); /* what they promised may be lost: a crash, to the core */
-            fail_reads(r, "etcdserver: leader changed");
-        }
+        if (r->raft && m.boot_id != r->stored_boot)
+            reload_from_stored(r, "stored restarted; reloading raft state");
         break;
     case CAIRN_IPC_APPENDED:
         if (r->raft && m.boot_id != r->stored_boot) {
             /* another stored instance: it cannot vouch for what we sent the old one */
-            cairn_warn("ack from a restarted stored; reloading raft state", NULL);
-            cairn_raft_destroy(&r->raft);
-            notify_reload(r);
-            r->last_load_sent = 0; /* ask for the new state now, not at the next retry tick */
-            release_held(r, 1);
-            fail_reads(r, "etcdserver: leader changed");
+            reload_from_stored(r, "ack from a restarted stored; reloading raft state");
             break;
         }
         if (r->raft && m.code == 0) {
