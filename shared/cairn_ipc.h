@@ -12,7 +12,11 @@
  * A decoder accepts exactly the listed number of fields; a frame that is not a msgpack array,
  * has another version, an unknown type, a field of the wrong kind or a wrong field count is
  * rejected with CAIRN_EPROTO / CAIRN_EVERSION / CAIRN_EUNKNOWN_MSG and never read further.
- * New fields are added by a new version; both sides of a node are built together.
+ * The processes of a node are built and upgraded together, so a type's fields may change
+ * without a new version (LOAD_RESP, STATUS_RESP and SNAP_REQ gained fields this way): a process
+ * from another build sees a wrong field count and refuses the frame with CAIRN_EPROTO, never
+ * misreads it. CAIRN_IPC_VERSION changes when a message may be read differently; it is also the
+ * version of the request envelope below, which lives in the WAL.
  *
  * Who sends what:
  *   gatewayd -> raftd   PROPOSE, READ_INDEX
