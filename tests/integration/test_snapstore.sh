@@ -164,6 +164,12 @@ ack = B.recv({APPENDED}, 10) or fail("APPEND after install not acknowledged")
 ack[4] == A_APPLIED + 1 or fail("persisted index after install: %r" % ack[:7])
 B.send(COMMIT, B.boot, A_APPLIED + 1, 2, 1)
 B.wait_applied(A_APPLIED + 1) == (A_APPLIED + 1, a_rev + 1) or fail("apply after install: %r" % (B.status(),))
+# raftd's view of the log now starts after the state machine's applied index, not at S: old
+# entries between S and it (only S is known to match the leader) are never loaded again
+B.send(LOAD)
+m = B.recv({LOAD_RESP}, 5) or fail("no LOAD_RESP after install")
+(m[6] == A_APPLIED and m[7] == 2 and [e[0] for e in m[10]] == [A_APPLIED + 1]) or \
+    fail("log after install: snap (%r, %r) entries %r" % (m[6], m[7], [e[0] for e in m[10]]))
 B.kill9(); m = B.start()
 B.status() == (A_APPLIED + 1, a_rev + 1) or fail("after restart: %r" % (B.status(),))
 ents = m[10]
