@@ -23,14 +23,38 @@
  * Latency is measured per request from submission to the stream's close (the trailer
  * carries END_STREAM) with CLOCK_MONOTONIC, kept as microseconds and sorted at the end.
  *
+ * Checking what was acknowledged (used by the scale tests, tests/integration/test_scale*.sh):
+ *   --keyed-values  the value of key number i is derived from the key itself: the key's
+ *                   bytes, ':', then a 64-byte block of letters drawn from a hash (FNV-1a)
+ *                   of the key, repeated; all cut to --val-size. Every Put of a key carries
+ *                   the same value, so a reader can tell a right value from a wrong one.
+ *   --acked FILE    (put) when the run ends, writes the numbers of the keys that had at
+ *                   least one acknowledged Put (grpc-status 0), one decimal per line,
+ *                   ascending; a Put whose outcome is unknown (error, lost connection) is
+ *                   not listed. The output line gains " acked=A" (distinct keys).
+ *   --op verify     reads every key under --prefix back with linearizable Range requests,
+ *                   one page at a time (limit --page, default ~2 MiB of values per page;
+ *                   the next page starts at the last key + "\0"), checks that each key is
+ *                   prefix + a number < --key-space in make_key()'s form and holds its keyed
+ *                   value, and, with --acked FILE (read), that every number listed is
+ *                   present. Implies --keyed-values, --clients 1, --conns 1.
+ *
  * Output: exactly one line on stdout,
  *   op=put ok=N errors=E seconds=S ops_per_sec=X p50_ms=A p90_ms=B p99_ms=C max_ms=D
- * followed, for range ops only, by " found=F" (replies that returned at least one kv).
- * The first error (and a timeout, if any) is described on stderr.
- * Exit status: 0 all ok; 1 some requests failed; 2 hard timeout; 3 could not connect / usage.
+ * followed, for range ops only, by " found=F" (replies that returned at least one kv);
+ * for put with --acked by " acked=A"; for verify (ok counts the pages read) by
+ *   " keys=K expected=X missing=M wrong=W unexpected=U"
+ * (K keys read, X numbers listed in --acked, M of them absent, W keys with a wrong value
+ * or a key that make_key() would not produce, U keys present but not listed: Puts whose
+ * outcome was unknown to the writer and that did land).
+ * The first error (and a timeout, if any) is described on stderr; for verify, also the
+ * first missing number and the first wrong key.
+ * Exit status: 0 all ok; 1 some requests failed (verify: or M > 0 or W > 0 or a page
+ * failed); 2 hard timeout; 3 could not connect / usage / cannot read or write FILE.
  *
- * Bounded: requests stop being issued after --total or --duration; a hard timeout
- * (--timeout, default duration + 30 s, or 300 s with --total) ends the run regardless.
+ * Bounded: requests stop being issued after --total or --duration (verify: after the last
+ * page, or the first failed one); a hard timeout (--timeout, default duration + 30 s, or
+ * 300 s with --total or verify) ends the run regardless.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -56,8 +80,8 @@
 
 #include "rpc.pb-c.h"
 
-enum op { OP_PUT, OP_RANGE, OP_RANGE_SERIALIZABLE };
-static const char *const op_names[] = {"put", "range", "range-serializable"};
+enum op { OP_PUT, OP_RANGE, OP_RANGE_SERIALIZABLE, OP_VERIFY };
+static const char *const op_names[] = {"put", "range", "range-serializable", "verify"};
 
 typedef struct conn conn_t;
 
@@ -66,6 +90,7 @@ typedef struct slot {
     conn_t *conn;
     struct slot *next_free;
     uint64_t t0_ns;
+    uint64_t key_no;  /* number of the key the request in flight is about */
     int32_t stream_id;
     bool busy;        /* a request is in flight in this slot */
     int http_status;  /* :status, 0 until seen */
@@ -114,6 +139,9 @@ static struct {
     const char *prefix;
     bool sequential;
     uint64_t seed;
+    bool keyed_values;
+    const char *acked_path; /* put: written at the end; verify: read at the start */
+    int64_t page;           /* verify: Range limit */
 } opt = {
     .op = OP_PUT, .conns = 1, .clients = 1,
     .key_size = 32, .val_size = 256, .key_space = 10000, .prefix = "/bench/",
@@ -128,6 +156,16 @@ static struct {
     uint64_t rng;
     uint8_t *value;
     volatile sig_atomic_t interrupted;
+    /* --acked: one byte per key number (1 acknowledged / listed); verify: 2 once seen */
+    uint8_t *acked;
+    /* verify: where the next page starts, and what was found */
+    uint8_t *vkey;
+    size_t vkey_len;
+    uint8_t *vend;
+    size_t vend_len;
+    bool vdone;
+    uint64_t vkeys, vexpected, vmissing, vwrong, vunexpected;
+    char vfirst_wrong[320];
 } st;
 
 static uint64_t now_ns(void) {
@@ -194,15 +232,48 @@ static size_t make_key(char *buf, size_t cap, uint64_t i) {
 }
 
 static size_t body_capacity(void) {
-    return 5 + 64 + strlen(opt.prefix) + (size_t)opt.key_size + 24 + (size_t)opt.val_size;
+    return 5 + 64 + 2 * (strlen(opt.prefix) + (size_t)opt.key_size + 24) + (size_t)opt.val_size;
+}
+
+/* --keyed-values: key bytes, ':', then a 64-byte block of letters from an FNV-1a hash of the
+ * key, repeated; cut to len. Deterministic: a reader recomputes it from the key alone. */
+static void keyed_value(uint8_t *out, size_t len, const uint8_t *key, size_t klen) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < klen; i++) h = (h ^ key[i]) * 0x100000001b3ULL;
+    if (!h) h = 1;
+    uint8_t block[64];
+    for (size_t i = 0; i < sizeof block; i++) { /* xorshift64 */
+        h ^= h >> 12;
+        h ^= h << 25;
+        h ^= h >> 27;
+        block[i] = (uint8_t)('a' + (h * 0x2545F4914F6CDD1DULL >> 33) % 26);
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < klen && off < len; i++) out[off++] = key[i];
+    if (off < len) out[off++] = ':';
+    for (size_t b = 0; off < len; b = (b + 1) % sizeof block) out[off++] = block[b];
 }
 
 static void build_request(slot_t *s) {
     char key[1024];
-    uint64_t i = opt.sequential ? st.issued % opt.key_space : rnd() % opt.key_space;
-    size_t klen = make_key(key, sizeof key, i);
     size_t len;
+    if (opt.op == OP_VERIFY) {
+        Etcdserverpb__RangeRequest m = ETCDSERVERPB__RANGE_REQUEST__INIT;
+        m.key.data = st.vkey;
+        m.key.len = st.vkey_len;
+        m.range_end.data = st.vend;
+        m.range_end.len = st.vend_len;
+        m.limit = opt.page;
+        m.sort_order = ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__ASCEND;
+        m.sort_target = ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__KEY;
+        len = etcdserverpb__range_request__pack(&m, s->body + 5);
+        goto prefix;
+    }
+    uint64_t i = opt.sequential ? st.issued % opt.key_space : rnd() % opt.key_space;
+    s->key_no = i;
+    size_t klen = make_key(key, sizeof key, i);
     if (opt.op == OP_PUT) {
+        if (opt.keyed_values) keyed_value(st.value, (size_t)opt.val_size, (const uint8_t *)key, klen);
         Etcdserverpb__PutRequest m = ETCDSERVERPB__PUT_REQUEST__INIT;
         m.key.data = (uint8_t *)key;
         m.key.len = klen;
@@ -216,6 +287,7 @@ static void build_request(slot_t *s) {
         m.serializable = opt.op == OP_RANGE_SERIALIZABLE;
         len = etcdserverpb__range_request__pack(&m, s->body + 5);
     }
+prefix:
     s->body[0] = 0;
     s->body[1] = (uint8_t)(len >> 24);
     s->body[2] = (uint8_t)(len >> 16);
@@ -325,6 +397,76 @@ static void range_check(slot_t *s) {
     etcdserverpb__range_response__free_unpacked(r, NULL);
 }
 
+/* verify: one page of keys under the prefix, in ascending order. Sets where the next page
+ * starts, or vdone when this was the last one. A page that cannot be parsed is an error. */
+static void verify_page(slot_t *s) {
+    Etcdserverpb__RangeResponse *r = NULL;
+    if (s->resp_len >= 5) {
+        uint32_t mlen = (uint32_t)s->resp[1] << 24 | (uint32_t)s->resp[2] << 16 |
+                        (uint32_t)s->resp[3] << 8 | s->resp[4];
+        if (s->resp[0] == 0 && (size_t)mlen + 5 <= s->resp_len)
+            r = etcdserverpb__range_response__unpack(NULL, mlen, s->resp + 5);
+    }
+    if (!r) {
+        record_error("verify: a Range reply that does not parse (%zu bytes)", s->resp_len);
+        st.vdone = true;
+        return;
+    }
+    size_t plen = strlen(opt.prefix);
+    static uint8_t *expect;
+    static size_t expect_cap;
+    char want[1024];
+    for (size_t k = 0; k < r->n_kvs; k++) {
+        const Mvccpb__KeyValue *kv = r->kvs[k];
+        st.vkeys++;
+        bool good = false;
+        uint64_t no = 0;
+        if (kv->key.len > plen && kv->key.len < sizeof want && memcmp(kv->key.data, opt.prefix, plen) == 0) {
+            char num[32];
+            size_t nl = kv->key.len - plen;
+            if (nl < sizeof num) {
+                memcpy(num, kv->key.data + plen, nl);
+                num[nl] = 0;
+                char *end;
+                no = strtoull(num, &end, 10);
+                good = *end == 0 && no < opt.key_space &&
+                       make_key(want, sizeof want, no) == kv->key.len &&
+                       memcmp(want, kv->key.data, kv->key.len) == 0;
+            }
+        }
+        if (good && kv->value.len == (size_t)opt.val_size) {
+            if (expect_cap < kv->value.len) {
+                expect_cap = kv->value.len;
+                expect = xrealloc(expect, expect_cap);
+            }
+            keyed_value(expect, kv->value.len, kv->key.data, kv->key.len);
+            good = kv->value.len == 0 || memcmp(expect, kv->value.data, kv->value.len) == 0;
+        } else {
+            good = false;
+        }
+        if (!good) {
+            if (!st.vwrong)
+                snprintf(st.vfirst_wrong, sizeof st.vfirst_wrong, "%.*s (value %zu bytes)",
+                         (int)(kv->key.len < 200 ? kv->key.len : 200), (const char *)kv->key.data,
+                         kv->value.len);
+            st.vwrong++;
+            continue;
+        }
+        if (st.acked && st.acked[no] == 1) st.acked[no] = 2;
+        else if (st.acked && st.acked[no] == 0) st.vunexpected++;
+    }
+    if (r->n_kvs == 0 || !r->more) {
+        st.vdone = true;
+    } else {
+        const Mvccpb__KeyValue *last = r->kvs[r->n_kvs - 1];
+        st.vkey = xrealloc(st.vkey, last->key.len + 1);
+        memcpy(st.vkey, last->key.data, last->key.len);
+        st.vkey[last->key.len] = 0; /* the smallest key after the last one */
+        st.vkey_len = last->key.len + 1;
+    }
+    etcdserverpb__range_response__free_unpacked(r, NULL);
+}
+
 static int on_stream_close_cb(nghttp2_session *h2, int32_t stream_id, uint32_t error_code,
                               void *user_data) {
     conn_t *c = user_data;
@@ -343,7 +485,9 @@ static int on_stream_close_cb(nghttp2_session *h2, int32_t stream_id, uint32_t e
         }
         uint64_t us = (t1 - s->t0_ns) / 1000;
         st.lat_us[st.lat_len++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
-        if (opt.op != OP_PUT) range_check(s);
+        if (opt.op == OP_VERIFY) verify_page(s);
+        else if (opt.op != OP_PUT) range_check(s);
+        else if (st.acked) st.acked[s->key_no] = 1;
     } else if (s->grpc_status > 0) {
         if (s->grpc_message) pct_decode(s->grpc_message);
         record_error("grpc-status=%d grpc-message=\"%s\"", s->grpc_status,
@@ -353,6 +497,7 @@ static int on_stream_close_cb(nghttp2_session *h2, int32_t stream_id, uint32_t e
     } else {
         record_error("response without grpc-status");
     }
+    if (opt.op == OP_VERIFY && st.errors) st.vdone = true; /* a failed page ends the check */
     st.last_done_ns = t1;
     st.outstanding--;
     c->inflight--;
@@ -531,10 +676,73 @@ static void report(uint64_t end_ns) {
            "p90_ms=%.3f p99_ms=%.3f max_ms=%.3f",
            op_names[opt.op], st.ok, st.errors, secs, (double)st.ok / secs, pct_ms(50), pct_ms(90),
            pct_ms(99), st.lat_len ? st.lat_us[st.lat_len - 1] / 1000.0 : 0.0);
-    if (opt.op != OP_PUT) printf(" found=%" PRIu64, st.found);
+    if (opt.op == OP_RANGE || opt.op == OP_RANGE_SERIALIZABLE) printf(" found=%" PRIu64, st.found);
+    if (opt.op == OP_PUT && st.acked) {
+        uint64_t a = 0;
+        for (uint64_t i = 0; i < opt.key_space; i++) a += st.acked[i] != 0;
+        printf(" acked=%" PRIu64, a);
+    }
+    if (opt.op == OP_VERIFY)
+        printf(" keys=%" PRIu64 " expected=%" PRIu64 " missing=%" PRIu64 " wrong=%" PRIu64
+               " unexpected=%" PRIu64, st.vkeys, st.vexpected, st.vmissing, st.vwrong, st.vunexpected);
     printf("\n");
     fflush(stdout);
     if (st.first_error[0]) fprintf(stderr, "cairn_bench: first error: %s\n", st.first_error);
+    if (st.vwrong) fprintf(stderr, "cairn_bench: first wrong key: %s\n", st.vfirst_wrong);
+}
+
+/* put --acked: the numbers of the acknowledged keys, ascending, one per line. */
+static int write_acked(void) {
+    FILE *f = fopen(opt.acked_path, "w");
+    if (!f) {
+        fprintf(stderr, "cairn_bench: %s: %s\n", opt.acked_path, strerror(errno));
+        return -1;
+    }
+    for (uint64_t i = 0; i < opt.key_space; i++)
+        if (st.acked[i]) fprintf(f, "%" PRIu64 "\n", i);
+    if (fclose(f) != 0) {
+        fprintf(stderr, "cairn_bench: %s: %s\n", opt.acked_path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* verify --acked: the numbers to expect. A number not below --key-space is a usage error. */
+static int read_acked(void) {
+    FILE *f = fopen(opt.acked_path, "r");
+    if (!f) {
+        fprintf(stderr, "cairn_bench: %s: %s\n", opt.acked_path, strerror(errno));
+        return -1;
+    }
+    char line[64];
+    while (fgets(line, sizeof line, f)) {
+        char *end;
+        if (line[0] == '\n') continue;
+        uint64_t no = strtoull(line, &end, 10);
+        if (end == line || (*end != '\n' && *end != 0) || no >= opt.key_space) {
+            fprintf(stderr, "cairn_bench: %s: not a key number below --key-space: %s", opt.acked_path, line);
+            fclose(f);
+            return -1;
+        }
+        if (!st.acked[no]) st.vexpected++;
+        st.acked[no] = 1;
+    }
+    fclose(f);
+    return 0;
+}
+
+/* verify: the first missing number (stderr) and how many are missing. */
+static void count_missing(void) {
+    if (!st.acked) return;
+    for (uint64_t i = 0; i < opt.key_space; i++) {
+        if (st.acked[i] != 1) continue;
+        if (!st.vmissing) {
+            char key[1024];
+            size_t kl = make_key(key, sizeof key, i);
+            fprintf(stderr, "cairn_bench: first missing key: %.*s\n", (int)kl, key);
+        }
+        st.vmissing++;
+    }
 }
 
 /* ---- main ---------------------------------------------------------------------------------- */
@@ -579,7 +787,11 @@ static void usage(FILE *f) {
         "  --key-space K          keys drawn uniformly from K keys (default 10000)\n"
         "  --prefix P             key prefix (default /bench/)\n"
         "  --sequential           keys 0,1,2,... in order instead of random (to populate)\n"
-        "  --seed S               random seed (default: time)\n");
+        "  --seed S               random seed (default: time)\n"
+        "  --keyed-values         the value of each key is derived from the key (checkable)\n"
+        "  --acked FILE           put: write the numbers of the acknowledged keys to FILE;\n"
+        "                         verify: every number in FILE must be present\n"
+        "  --page N               verify: keys per Range page (default ~2 MiB of values)\n");
 }
 
 int main(int argc, char **argv) {
@@ -591,6 +803,8 @@ int main(int argc, char **argv) {
         {"val-size", required_argument, 0, 'v'}, {"key-space", required_argument, 0, 'K'},
         {"prefix", required_argument, 0, 'p'},   {"sequential", no_argument, 0, 'S'},
         {"seed", required_argument, 0, 's'},     {"help", no_argument, 0, 'h'},
+        {"keyed-values", no_argument, 0, 'V'},   {"acked", required_argument, 0, 'A'},
+        {"page", required_argument, 0, 'P'},
         {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
@@ -606,6 +820,7 @@ int main(int argc, char **argv) {
             if (strcmp(optarg, "put") == 0) opt.op = OP_PUT;
             else if (strcmp(optarg, "range") == 0) opt.op = OP_RANGE;
             else if (strcmp(optarg, "range-serializable") == 0) opt.op = OP_RANGE_SERIALIZABLE;
+            else if (strcmp(optarg, "verify") == 0) opt.op = OP_VERIFY;
             else { fprintf(stderr, "cairn_bench: unknown --op %s\n", optarg); return 3; }
             break;
         case 'c': opt.conns = atoi(optarg); break;
@@ -619,18 +834,61 @@ int main(int argc, char **argv) {
         case 'p': opt.prefix = optarg; break;
         case 'S': opt.sequential = true; break;
         case 's': opt.seed = strtoull(optarg, NULL, 10); break;
+        case 'V': opt.keyed_values = true; break;
+        case 'A': opt.acked_path = optarg; break;
+        case 'P': opt.page = strtoll(optarg, NULL, 10); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 3;
         }
     }
     if (optind < argc || opt.conns < 1 || opt.clients < 1 || opt.key_size < 0 ||
         opt.key_size > 512 || opt.val_size < 0 || opt.key_space < 1 || opt.duration < 0 ||
-        strlen(opt.prefix) > 256) {
+        strlen(opt.prefix) > 256 || opt.page < 0 ||
+        (opt.acked_path && (opt.op == OP_RANGE || opt.op == OP_RANGE_SERIALIZABLE)) ||
+        ((opt.acked_path || opt.op == OP_VERIFY) && opt.key_space > (1u << 30))) {
         usage(stderr);
         return 3;
     }
-    if (opt.total == 0 && opt.duration == 0) opt.duration = 10;
+    if (opt.op == OP_VERIFY) {
+        size_t plen = strlen(opt.prefix);
+        opt.keyed_values = true;
+        opt.clients = opt.conns = 1;
+        opt.total = 0;
+        opt.duration = 0;
+        if (opt.page == 0) {
+            opt.page = (2 << 20) / (opt.val_size + opt.key_size + 64);
+            if (opt.page < 1) opt.page = 1;
+            if (opt.page > 10000) opt.page = 10000;
+        }
+        /* [prefix, prefix's successor): etcd's prefix range end (last byte below 0xff + 1) */
+        st.vkey = xrealloc(NULL, plen + 1);
+        memcpy(st.vkey, opt.prefix, plen);
+        st.vkey_len = plen;
+        st.vend = xrealloc(NULL, plen + 1);
+        memcpy(st.vend, opt.prefix, plen);
+        st.vend_len = plen;
+        while (st.vend_len > 0 && st.vend[st.vend_len - 1] == 0xff) st.vend_len--;
+        if (st.vend_len == 0) {
+            st.vend[0] = 0; /* "\0": every key */
+            st.vend_len = 1;
+        } else {
+            st.vend[st.vend_len - 1]++;
+        }
+        if (opt.timeout <= 0) opt.timeout = 300;
+    } else if (opt.total == 0 && opt.duration == 0) {
+        opt.duration = 10;
+    }
     if (opt.timeout <= 0) opt.timeout = opt.duration > 0 ? opt.duration + 30 : 300;
+    if (opt.acked_path || opt.op == OP_VERIFY) st.acked = calloc(opt.key_space, 1);
+    if ((opt.acked_path || opt.op == OP_VERIFY) && !st.acked) {
+        fprintf(stderr, "cairn_bench: out of memory\n");
+        return 3;
+    }
+    if (opt.op == OP_VERIFY && opt.acked_path && read_acked() != 0) return 3;
+    if (opt.op == OP_VERIFY && !opt.acked_path) { /* nothing expected: values checked only */
+        free(st.acked);
+        st.acked = NULL;
+    }
     if (opt.neps == 0 && parse_endpoint("127.0.0.1:2379") != 0) return 3;
     /* every endpoint gets the same number of connections, clients permitting */
     if (opt.conns % opt.neps) opt.conns += opt.neps - opt.conns % opt.neps;
@@ -668,7 +926,8 @@ int main(int argc, char **argv) {
 
     for (;;) {
         uint64_t now = now_ns();
-        bool issuing = !st.interrupted && now < issue_end && (opt.total == 0 || st.issued < opt.total);
+        bool issuing = !st.interrupted && now < issue_end && (opt.total == 0 || st.issued < opt.total) &&
+                       !(opt.op == OP_VERIFY && st.vdone);
         /* top up every live connection, then flush */
         int live = 0;
         for (int i = 0; i < opt.conns; i++) {
@@ -677,6 +936,7 @@ int main(int argc, char **argv) {
             while (issuing && c->free_slots && !c->dead) {
                 if (submit_one(c) != 0) break;
                 if (opt.total && st.issued >= opt.total) issuing = false;
+                if (opt.op == OP_VERIFY) issuing = false; /* one page at a time */
             }
             conn_flush(c);
             if (!c->dead) live++;
@@ -721,7 +981,13 @@ int main(int argc, char **argv) {
                 " requests outstanding (counted as errors)\n", opt.timeout, st.outstanding);
         st.errors += st.outstanding;
     }
+    if (opt.op == OP_VERIFY) {
+        if (!st.vdone && !st.errors) record_error("verify: stopped before the last page");
+        count_missing();
+    }
     report(end);
+    int file_rc = 0;
+    if (opt.op == OP_PUT && st.acked) file_rc = write_acked();
     for (int i = 0; i < opt.conns; i++) {
         conn_t *c = &conns[i];
         if (c->fd >= 0) close(c->fd);
@@ -738,8 +1004,12 @@ int main(int argc, char **argv) {
     free(pfds);
     free(st.lat_us);
     free(st.value);
+    free(st.acked);
+    free(st.vkey);
+    free(st.vend);
     nghttp2_session_callbacks_del(cbs);
+    if (file_rc != 0) return 3;
     if (timed_out) return 2;
-    if (st.errors) return 1;
+    if (st.errors || st.vmissing || st.vwrong) return 1;
     return 0;
 }
