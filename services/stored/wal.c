@@ -180,7 +180,8 @@ struct cairn_wal {
     cairn_wal_hardstate_t p_hs;
     uint64_t p_snap_index, p_snap_term;
 
-    int failed; /* sticky error from a failed sync */
+    int failed; /* sticky error from a failed sync or append */
+    void *(*realloc_fn)(void *, size_t); /* the batch buffer's allocator (tests inject failures) */
 };
 
 /* ---- little helpers ------------------------------------------------------------------ */
@@ -779,6 +780,7 @@ cairn_wal_t *cairn_wal_open(const char *dir, const cairn_wal_opts_t *opts, const
         self->segment_bytes = MIN_SEGMENT_BYTES;
     self->segment_bytes = ALIGN8(self->segment_bytes);
     self->no_sync = opts ? opts->no_sync : 0;
+    self->realloc_fn = opts && opts->realloc_fn ? opts->realloc_fn : realloc;
     const cairn_fileops_t *ops = self->ops;
     int rc;
 
@@ -865,6 +867,20 @@ void cairn_wal_destroy(cairn_wal_t **self_p)
 
 /* ---- writing ------------------------------------------------------------------------- */
 
+static void reset_pending(cairn_wal_t *self);
+
+/* An append that fails leaves a hole in the batch (a hard state or entry that the caller
+ * believes buffered is not): nothing of the batch may ever be reported durable, so the batch
+ * is dropped and the WAL refuses everything from now on, like after a failed sync. */
+static int append_failed(cairn_wal_t *self, int rc, const char *what)
+{
+    self->failed = rc;
+    reset_pending(self);
+    cairn_error("wal append failed; the batch is dropped and the WAL refuses further writes", "dir=%s record=%s err=\"%s\"",
+                self->dir, what, cairn_strerror(rc));
+    return rc;
+}
+
 static int reserve(cairn_wal_t *self, size_t more)
 {
     if (self->len == 0)
@@ -877,7 +893,7 @@ static int reserve(cairn_wal_t *self, size_t more)
             return CAIRN_ENOMEM;
         n *= 2;
     }
-    uint8_t *b = realloc(self->buf, n);
+    uint8_t *b = self->realloc_fn(self->buf, n);
     if (!b)
         return CAIRN_ENOMEM;
     self->buf = b;
@@ -902,16 +918,18 @@ static uint8_t *begin_record(cairn_wal_t *self, uint32_t len, uint8_t type)
 
 int cairn_wal_append_entry(cairn_wal_t *self, const cairn_wal_entry_t *e)
 {
-    if (!self || !e || (e->len && !e->data) || e->index == 0)
+    if (!self)
         return CAIRN_EINVAL;
     if (self->failed)
         return CAIRN_ESTATE;
+    if (!e || (e->len && !e->data) || e->index == 0)
+        return append_failed(self, CAIRN_EINVAL, "entry");
     if (e->len > CAIRN_WAL_MAX_ENTRY_BYTES)
-        return CAIRN_ETOOBIG;
+        return append_failed(self, CAIRN_ETOOBIG, "entry");
     uint32_t len = ENTRY_FIXED + (uint32_t)e->len;
     int rc = reserve(self, (size_t)ALIGN8(REC_HDR + (uint64_t)len));
     if (rc)
-        return rc;
+        return append_failed(self, rc, "entry");
     uint8_t *p = begin_record(self, len, REC_ENTRY);
     cairn_put_le64(p + 9, e->index);
     cairn_put_le64(p + 17, e->term);
@@ -930,13 +948,15 @@ int cairn_wal_append_entry(cairn_wal_t *self, const cairn_wal_entry_t *e)
 
 int cairn_wal_append_hardstate(cairn_wal_t *self, const cairn_wal_hardstate_t *hs)
 {
-    if (!self || !hs)
+    if (!self)
         return CAIRN_EINVAL;
     if (self->failed)
         return CAIRN_ESTATE;
+    if (!hs)
+        return append_failed(self, CAIRN_EINVAL, "hardstate");
     int rc = reserve(self, HS_SIZE);
     if (rc)
-        return rc;
+        return append_failed(self, rc, "hardstate");
     uint8_t *p = begin_record(self, HS_LEN, REC_HARDSTATE);
     cairn_put_le64(p + 9, hs->term);
     cairn_put_le64(p + 17, hs->vote);
@@ -949,13 +969,15 @@ int cairn_wal_append_hardstate(cairn_wal_t *self, const cairn_wal_hardstate_t *h
 
 int cairn_wal_append_snapshot(cairn_wal_t *self, uint64_t index, uint64_t term)
 {
-    if (!self || index == 0)
+    if (!self)
         return CAIRN_EINVAL;
     if (self->failed)
         return CAIRN_ESTATE;
+    if (index == 0)
+        return append_failed(self, CAIRN_EINVAL, "snapshot");
     int rc = reserve(self, SNAP_SIZE);
     if (rc)
-        return rc;
+        return append_failed(self, rc, "snapshot");
     uint8_t *p = begin_record(self, SNAP_LEN, REC_SNAPSHOT);
     cairn_put_le64(p + 9, index);
     cairn_put_le64(p + 17, term);

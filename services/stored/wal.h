@@ -29,6 +29,8 @@ typedef struct {
     size_t segment_bytes;       /* preallocated size of each segment; default 64 MiB */
     const cairn_fileops_t *ops; /* NULL = cairn_fileops_default() (real POSIX) */
     int no_sync;                /* tests/bench only: skip fdatasync (no durability, see wal.c) */
+    void *(*realloc_fn)(void *, size_t); /* NULL = realloc: the batch buffer's allocator (tests
+                                            inject allocation failures through it) */
 } cairn_wal_opts_t;
 
 typedef struct {
@@ -69,7 +71,9 @@ cairn_wal_t *cairn_wal_open(const char *dir, const cairn_wal_opts_t *opts, const
 void cairn_wal_destroy(cairn_wal_t **self_p);
 
 /* Buffer records in memory (no I/O). 0, CAIRN_EINVAL, CAIRN_ETOOBIG, CAIRN_ENOMEM, or
-   CAIRN_ESTATE once a sync has failed. */
+   CAIRN_ESTATE once a sync or an append has failed. A failed append drops the whole batch
+   buffered since the last sync and makes the WAL refuse everything (CAIRN_ESTATE): a batch
+   with a record missing must never be reported durable. The caller must restart. */
 int cairn_wal_append_entry(cairn_wal_t *self, const cairn_wal_entry_t *e);
 int cairn_wal_append_hardstate(cairn_wal_t *self, const cairn_wal_hardstate_t *hs);
 /* A SNAPSHOT record: a Raft snapshot at (index, term) is installed (index >= 1). Durable
