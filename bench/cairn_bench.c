@@ -33,8 +33,9 @@
  *                   ascending; a Put whose outcome is unknown (error, lost connection) is
  *                   not listed. The output line gains " acked=A" (distinct keys).
  *   --op verify     reads every key under --prefix back with linearizable Range requests,
- *                   one page at a time (limit --page, default ~2 MiB of values per page;
- *                   the next page starts at the last key + "\0"), checks that each key is
+ *                   one page at a time (limit --page, default ~4 MiB of values per page;
+ *                   the next page starts at the last key + "\0"; a failed page is tried
+ *                   again 200 ms later, up to 3 times), checks that each key is
  *                   prefix + a number < --key-space in make_key()'s form and holds its keyed
  *                   value, and, with --acked FILE (read), that every number listed is
  *                   present. Implies --keyed-values, --clients 1, --conns 1.
@@ -43,10 +44,10 @@
  *   op=put ok=N errors=E seconds=S ops_per_sec=X p50_ms=A p90_ms=B p99_ms=C max_ms=D
  * followed, for range ops only, by " found=F" (replies that returned at least one kv);
  * for put with --acked by " acked=A"; for verify (ok counts the pages read) by
- *   " keys=K expected=X missing=M wrong=W unexpected=U"
+ *   " keys=K expected=X missing=M wrong=W unexpected=U retried=R"
  * (K keys read, X numbers listed in --acked, M of them absent, W keys with a wrong value
  * or a key that make_key() would not produce, U keys present but not listed: Puts whose
- * outcome was unknown to the writer and that did land).
+ * outcome was unknown to the writer and that did land; R failed page reads tried again).
  * The first error (and a timeout, if any) is described on stderr; for verify, also the
  * first missing number and the first wrong key.
  * Exit status: 0 all ok; 1 some requests failed (verify: or M > 0 or W > 0 or a page
@@ -164,7 +165,9 @@ static struct {
     uint8_t *vend;
     size_t vend_len;
     bool vdone;
-    uint64_t vkeys, vexpected, vmissing, vwrong, vunexpected;
+    int vfail_streak;    /* failed attempts at the current page */
+    uint64_t vretry_ns;  /* not before: the next attempt at a failed page */
+    uint64_t vretried, vkeys, vexpected, vmissing, vwrong, vunexpected;
     char vfirst_wrong[320];
 } st;
 
@@ -474,6 +477,7 @@ static int on_stream_close_cb(nghttp2_session *h2, int32_t stream_id, uint32_t e
     if (!s || !s->busy) return 0;
     s->busy = false;
     uint64_t t1 = now_ns();
+    uint64_t errors_before = st.errors;
     if (error_code != NGHTTP2_NO_ERROR) {
         record_error("stream reset: %s (HTTP/2 error %u)", nghttp2_http2_strerror(error_code),
                      error_code);
@@ -497,7 +501,19 @@ static int on_stream_close_cb(nghttp2_session *h2, int32_t stream_id, uint32_t e
     } else {
         record_error("response without grpc-status");
     }
-    if (opt.op == OP_VERIFY && st.errors) st.vdone = true; /* a failed page ends the check */
+    if (opt.op == OP_VERIFY && st.errors > errors_before) {
+        /* a failed page is tried again 200 ms later, up to 3 times; then the check ends */
+        if (st.vfail_streak < 3 && !c->dead) {
+            st.vfail_streak++;
+            st.vretried++;
+            st.errors--;
+            st.vretry_ns = t1 + 200000000u;
+        } else {
+            st.vdone = true;
+        }
+    } else if (opt.op == OP_VERIFY) {
+        st.vfail_streak = 0;
+    }
     st.last_done_ns = t1;
     st.outstanding--;
     c->inflight--;
@@ -669,7 +685,7 @@ static double pct_ms(double p) {
 }
 
 static void report(uint64_t end_ns) {
-    qsort(st.lat_us, st.lat_len, sizeof *st.lat_us, cmp_u32);
+    if (st.lat_len) qsort(st.lat_us, st.lat_len, sizeof *st.lat_us, cmp_u32);
     double secs = (double)(end_ns - st.start_ns) / 1e9;
     if (secs <= 0) secs = 1e-9;
     printf("op=%s ok=%" PRIu64 " errors=%" PRIu64 " seconds=%.3f ops_per_sec=%.1f p50_ms=%.3f "
@@ -684,7 +700,8 @@ static void report(uint64_t end_ns) {
     }
     if (opt.op == OP_VERIFY)
         printf(" keys=%" PRIu64 " expected=%" PRIu64 " missing=%" PRIu64 " wrong=%" PRIu64
-               " unexpected=%" PRIu64, st.vkeys, st.vexpected, st.vmissing, st.vwrong, st.vunexpected);
+               " unexpected=%" PRIu64 " retried=%" PRIu64, st.vkeys, st.vexpected, st.vmissing,
+               st.vwrong, st.vunexpected, st.vretried);
     printf("\n");
     fflush(stdout);
     if (st.first_error[0]) fprintf(stderr, "cairn_bench: first error: %s\n", st.first_error);
@@ -791,7 +808,7 @@ static void usage(FILE *f) {
         "  --keyed-values         the value of each key is derived from the key (checkable)\n"
         "  --acked FILE           put: write the numbers of the acknowledged keys to FILE;\n"
         "                         verify: every number in FILE must be present\n"
-        "  --page N               verify: keys per Range page (default ~2 MiB of values)\n");
+        "  --page N               verify: keys per Range page (default ~4 MiB of values)\n");
 }
 
 int main(int argc, char **argv) {
@@ -856,9 +873,9 @@ int main(int argc, char **argv) {
         opt.total = 0;
         opt.duration = 0;
         if (opt.page == 0) {
-            opt.page = (2 << 20) / (opt.val_size + opt.key_size + 64);
+            opt.page = (4 << 20) / (opt.val_size + opt.key_size + 64);
             if (opt.page < 1) opt.page = 1;
-            if (opt.page > 10000) opt.page = 10000;
+            if (opt.page > 50000) opt.page = 50000;
         }
         /* [prefix, prefix's successor): etcd's prefix range end (last byte below 0xff + 1) */
         st.vkey = xrealloc(NULL, plen + 1);
@@ -927,7 +944,9 @@ int main(int argc, char **argv) {
     for (;;) {
         uint64_t now = now_ns();
         bool issuing = !st.interrupted && now < issue_end && (opt.total == 0 || st.issued < opt.total) &&
-                       !(opt.op == OP_VERIFY && st.vdone);
+                       !(opt.op == OP_VERIFY && (st.vdone || now < st.vretry_ns));
+        /* verify: a failed page waiting for its next attempt */
+        bool waiting = opt.op == OP_VERIFY && !st.interrupted && !st.vdone && now < st.vretry_ns;
         /* top up every live connection, then flush */
         int live = 0;
         for (int i = 0; i < opt.conns; i++) {
@@ -941,7 +960,7 @@ int main(int argc, char **argv) {
             conn_flush(c);
             if (!c->dead) live++;
         }
-        if (st.outstanding == 0 && (!issuing || live == 0)) break;
+        if (st.outstanding == 0 && ((!issuing && !waiting) || live == 0)) break;
         if (live == 0) break;
         if (now >= hard_end) {
             timed_out = true;
