@@ -82,6 +82,10 @@ static const opt_t k_opts[] = {
     {"wal-dir", K_STR, F(wal_dir), "", NULL, "Path to the dedicated wal directory.", NULL, 0, NULL},
     {"snapshot-count", K_U64, F(snapshot_count), "100000", NULL,
      "Number of committed transactions to trigger a snapshot to disk.", NULL, 0, NULL},
+    {"raft-log-memory-bytes", K_U64, F(raft_log_memory_bytes), "67108864", NULL,
+     "Bytes of applied raft log entries raftd and stored each keep in memory for members that lag "
+     "(at most 5000 entries, or --snapshot-count if lower); a member further behind is sent a snapshot.",
+     NULL, 0, NULL},
     {"heartbeat-interval", K_MS, F(heartbeat_ms), "100", NULL,
      "Time (in milliseconds) of a heartbeat interval; also raftd's tick.", NULL, 0, NULL},
     {"election-timeout", K_MS, F(election_ms), "1000", NULL,

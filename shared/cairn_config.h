@@ -73,6 +73,7 @@ typedef struct {
     char *data_dir;             /* --data-dir, "<name>.etcd" */
     char *wal_dir;              /* --wal-dir, "" = <data-dir> */
     uint64_t snapshot_count;    /* --snapshot-count, 100000 */
+    uint64_t raft_log_memory_bytes; /* --raft-log-memory-bytes, 64 MiB: the applied log held in memory */
     int64_t heartbeat_ms;       /* --heartbeat-interval, 100; also raftd's tick */
     int64_t election_ms;        /* --election-timeout, 1000 */
     cairn_config_urls_t listen_peer_urls;   /* --listen-peer-urls */
@@ -163,6 +164,17 @@ int cairn_config_ipc_endpoint(const cairn_config_t *self, const char *service, c
  * members would get: the live cluster's IDs (a member added at runtime hashes the time
  * too) come from the cluster itself. */
 uint64_t cairn_config_member_id(const cairn_config_t *self);
+
+/* How much of the applied raft log raftd and stored each keep in memory for members that lag
+ * (etcd keeps SnapshotCatchUpEntries = 5000 behind its snapshot): at most this many entries
+ * (5000, or --snapshot-count if lower) and at most --raft-log-memory-bytes of entry data. A
+ * member further behind is sent a snapshot. */
+#define CAIRN_LOG_KEEP_ENTRIES_MAX 5000
+static inline uint64_t cairn_config_log_keep_entries(const cairn_config_t *self)
+{
+    uint64_t sc = self->snapshot_count ? self->snapshot_count : 100000;
+    return sc < CAIRN_LOG_KEEP_ENTRIES_MAX ? sc : CAIRN_LOG_KEEP_ENTRIES_MAX;
+}
 uint64_t cairn_config_cluster_id(const cairn_config_t *self);
 
 /* etcd 3.4's member ID (membership.NewMember): the first 8 bytes, big-endian, of

@@ -26,7 +26,8 @@
  *   raftd -> stored     LOAD, APPEND, COMMIT, SNAP_REQ, SNAP_RECV
  *   stored -> raftd     HELLO, LOAD_RESP, APPENDED, SNAP_CHUNK, SNAP_ACK
  *   gatewayd -> stored  RANGE, STATUS
- *   stored -> gatewayd  RESULT (applied proposals and ranges), STATUS_RESP
+ *   stored -> gatewayd  RESULT (applied proposals and ranges; a large body is preceded by
+ *                       RESULT_PARTs), STATUS_RESP
  *   anyone -> sender    ERROR (the answer to a frame that could not be decoded)
  *   raftd <-> raftd     RAFT (a Raft message between members, over ZeroMQ TCP; cluster_id lets
  *                       a member drop messages from another cluster, --initial-cluster-token)
@@ -56,10 +57,14 @@ typedef enum {
     CAIRN_IPC_PROPOSE_FAIL,       /* req_id, code, message */
     CAIRN_IPC_READ_INDEX,         /* req_id(context) */
     CAIRN_IPC_READ_INDEX_RESP,    /* req_id(context), index, code, message */
-    CAIRN_IPC_LOAD,               /* (none) */
+    CAIRN_IPC_LOAD,               /* index (the first log index wanted; 0 = from the start): one page */
     CAIRN_IPC_LOAD_RESP,          /* boot_id, term, vote, commit, snap_index, snap_term, cluster_id (0 =
                                      not known yet: a member joining a running cluster), body (the
-                                     membership blob at snap_index, mvcc.c 'C'; empty = none), entries */
+                                     membership blob at snap_index, mvcc.c 'C'; empty = none), entries
+                                     (one page: at most 4 MiB of entry data, at least one entry),
+                                     index (the last durable index: the load is complete when a page
+                                     ends there; 0 = the log holds no entries). Paged so that no
+                                     message grows with the log. */
     CAIRN_IPC_APPEND,             /* boot_id, seq, has_hs, term, vote, commit, index, entries; index != 0:
                                      entries up to it are committed as soon as they are durable
                                      (a single-voter leader: its own disk is the quorum) */
@@ -100,8 +105,18 @@ typedef enum {
                                      being installed), body (the bytes at offset) */
     CAIRN_IPC_SNAP_ACK,           /* stored -> raftd: seq, index (bytes held so far), applied (1 once the
                                      snapshot is installed), snap_index, snap_term, code, message */
+    CAIRN_IPC_RESULT_PART,        /* stored -> gatewayd: req_id, index (the offset of this part in the
+                                     whole body), commit (the whole body's length), body (CAIRN_IPC_
+                                     RESULT_CHUNK bytes). A body larger than one chunk (a Range over a
+                                     large store) goes as RESULT_PARTs, in order, and a final RESULT
+                                     with the rest: the receiver concatenates them, and refuses the
+                                     answer when a part is missing (an offset that does not follow,
+                                     or a total that does not add up: a full queue drops frames).
+                                     No frame grows with the answer. */
     CAIRN_IPC_TYPE_MAX_
 } cairn_ipc_type_t;
+
+#define CAIRN_IPC_RESULT_CHUNK ((size_t)4 << 20)
 
 /* CAIRN_IPC_MEMBER_CHANGE operations */
 typedef enum {

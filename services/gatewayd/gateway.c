@@ -56,6 +56,10 @@ typedef struct {
     int64_t deadline;
     uint8_t *body; /* RangeRequest bytes waiting for a read index */
     size_t body_len;
+    /* a large answer arriving in RESULT_PARTs (cairn_ipc.h): the bytes so far, the whole length */
+    uint8_t *part;
+    size_t part_len, part_total;
+    int part_bad; /* a part was missing: the answer cannot be rebuilt */
 } pending_t;
 
 typedef struct {
@@ -119,7 +123,36 @@ static void free_pending(pending_t *p)
     if (!p)
         return;
     free(p->body);
+    free(p->part);
     free(p);
+}
+
+/* The largest answer rebuilt from parts: a gRPC message's length is 32 bits, and grpc-go (etcd's
+ * clients) refuses messages above 2 GiB - 1. */
+#define MAX_ANSWER_BYTES ((size_t)INT32_MAX)
+
+/* One RESULT_PART: appended when it follows the bytes held, else the answer is marked lost. */
+static void on_result_part(cairn_gateway_t *g, const cairn_ipc_msg_t *m)
+{
+    pending_t *p = cairn_u64map_get(g->pending, m->req_id);
+    if (!p || p->part_bad)
+        return;
+    if (m->index != p->part_len || m->commit > MAX_ANSWER_BYTES || m->index + m->body_len > m->commit ||
+        (p->part && m->commit != p->part_total)) {
+        cairn_warn("answer part out of order or missing; the answer is dropped", "req_id=%llu offset=%llu held=%zu",
+                   (unsigned long long)m->req_id, (unsigned long long)m->index, p->part_len);
+        p->part_bad = 1;
+        return;
+    }
+    if (!p->part) {
+        if (!(p->part = malloc(m->commit ? m->commit : 1))) {
+            p->part_bad = 1;
+            return;
+        }
+        p->part_total = m->commit;
+    }
+    memcpy(p->part + p->part_len, m->body, m->body_len);
+    p->part_len += m->body_len;
 }
 
 static void http1_json(cairn_gateway_t *g, cairn_call_id_t req, int status, const char *json)
@@ -643,6 +676,9 @@ static void on_ipc(cairn_gateway_t *g, const uint8_t *frame, size_t len)
     case CAIRN_IPC_READ_INDEX_RESP:
         on_read_index(g, &m);
         break;
+    case CAIRN_IPC_RESULT_PART:
+        on_result_part(g, &m);
+        break;
     case CAIRN_IPC_PROPOSALS_LOST: { /* raftd rebuilt its state: every write in flight has an unknown outcome */
         char msg[256];
         snprintf(msg, sizeof msg, "%.*s", (int)m.message_len, m.message ? (const char *)m.message : "");
@@ -683,6 +719,14 @@ static void on_ipc(cairn_gateway_t *g, const uint8_t *frame, size_t len)
             fail(g, p, 13, "etcdserver: internal error");
         } else if (m.code) {
             fail(g, p, (int)m.code, msg);
+        } else if (p->part || p->part_bad) {
+            /* the last piece of an answer sent in parts */
+            if (p->part_bad || p->part_len + m.body_len != p->part_total) {
+                fail(g, p, 14, "etcdserver: the answer was lost inside the node (a queue was full); retry");
+            } else {
+                memcpy(p->part + p->part_len, m.body, m.body_len);
+                cairn_h2srv_reply(g->srv, p->call, p->part, p->part_total);
+            }
         } else if (p->kind == W_HEALTH) {
             http1_json(g, p->call, 200, "{\"health\":\"true\"}");
         } else if (p->kind == W_MEMBERS || p->kind == W_MOVE_LEADER || p->kind == W_MEMBER_CHANGE) {

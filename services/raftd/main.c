@@ -70,10 +70,8 @@
  * its peers answer it 410 Gone. The connection to it is kept REMOVED_GRACE_MS for this. */
 #define SHELL_MSG_REMOVED 205
 #define REMOVED_GRACE_MS 60000
-/* Log compaction (thesis ch. 5): entries kept behind the durable commit point on a leader
- * (etcd's SnapshotCatchUpEntries), so that a follower a little behind is served from the
- * log; compaction runs when it can drop at least COMPACT_MIN_STEP entries. */
-#define LEADER_KEEP_ENTRIES 5000
+/* Log compaction (thesis ch. 5, maybe_compact): runs when it can drop at least this many
+ * entries (it moves memory), or when the log is over its byte budget. */
 #define COMPACT_MIN_STEP 4096
 #define ATTRS_EVERY_MS 2000
 
@@ -172,6 +170,16 @@ typedef struct {
     cairn_u64map_t *reads; /* ctx -> read_ctx_t */
     int64_t next_tick;
     int64_t last_load_sent;
+    /* a paged LOAD under way (cairn_ipc.h LOAD_RESP): the first page's header and the entries
+     * gathered so far (copies: a page's frame is freed once handled) */
+    struct {
+        int active;
+        uint64_t boot_id, term, vote, commit, snap_index, snap_term, cluster_id, last, next;
+        uint8_t *members;
+        size_t members_len;
+        cairn_ipc_entry_t *ents;
+        size_t n, cap, pages;
+    } load;
 } raftd_t;
 
 static void send_stored(raftd_t *r, const cairn_ipc_msg_t *m)
@@ -1302,43 +1310,51 @@ static void process_ready(raftd_t *r)
 
 /* ------------------------------------------------------------------ compaction */
 
-/* Bounds raftd's in-memory log. The leader keeps LEADER_KEEP_ENTRIES behind its durable
- * commit point and never compacts past what a running member has acknowledged (so a member a
- * little behind is served from the log); a member that is down does not hold it back: when
- * it returns behind the log it is sent a snapshot. A follower keeps --snapshot-count entries
- * of margin in case it leads later. stored keeps its own copy of the log and the WAL. */
+/* Bounds raftd's in-memory log, in entries and in bytes. Every member keeps
+ * cairn_config_log_keep_entries() entries behind its durable commit point (etcd's
+ * SnapshotCatchUpEntries), so that a member a little behind is served from the log; a leader
+ * also keeps what any member has not acknowledged yet (one that is down too: a restart of a
+ * member should not cost a snapshot of the whole store), but never more than
+ * --raft-log-memory-bytes of entry data: a member further behind is sent a snapshot. Only committed and durable entries go (stored holds them in the WAL and
+ * the state machine). Entries not yet committed stay whatever their size; flow control
+ * (max_inflight, max_msg_bytes) bounds them. */
 static void maybe_compact(raftd_t *r)
 {
     if (!r->raft)
         return;
     uint64_t commit = cairn_raft_commit(r->raft);
     uint64_t durable = commit < r->persisted_index ? commit : r->persisted_index;
-    /* a small --snapshot-count (tests, tiny deployments) compacts sooner, as etcd's does */
-    uint64_t sc = r->cfg->snapshot_count ? r->cfg->snapshot_count : 100000;
-    uint64_t keep = sc < LEADER_KEEP_ENTRIES ? sc : LEADER_KEEP_ENTRIES;
+    uint64_t keep = cairn_config_log_keep_entries(r->cfg);
     uint64_t step = keep / 2 < COMPACT_MIN_STEP ? (keep / 2 ? keep / 2 : 1) : COMPACT_MIN_STEP;
+    uint64_t needed = durable; /* the lowest index a running member still needs */
     if (cairn_raft_role(r->raft) == CAIRN_RAFT_LEADER) {
         const uint64_t *ids;
         size_t n = cairn_raft_voters(r->raft, &ids);
         for (int pass = 0; pass < 2; pass++) {
             for (size_t i = 0; i < n; i++) {
                 cairn_raft_progress_t pr;
-                /* a member that is down does not hold the log back: it gets a snapshot */
-                if (ids[i] == cairn_config_member_id(r->cfg) || !member_started(r, ids[i]) ||
-                    cairn_raft_progress(r->raft, ids[i], &pr) != 0)
+                if (ids[i] == cairn_config_member_id(r->cfg) || cairn_raft_progress(r->raft, ids[i], &pr) != 0)
                     continue;
-                if (pr.match < durable)
-                    durable = pr.match;
+                if (pr.match < needed)
+                    needed = pr.match;
             }
             n = cairn_raft_learners(r->raft, &ids);
         }
-    } else {
-        keep = r->cfg->snapshot_count ? r->cfg->snapshot_count : 100000;
     }
-    if (durable <= keep)
-        return;
-    uint64_t target = durable - keep;
-    if (target < cairn_raft_snapshot_index(r->raft) + step)
+    uint64_t snap = cairn_raft_snapshot_index(r->raft);
+    uint64_t target = needed > keep ? needed - keep : 0;
+    if (target < snap + step)
+        target = 0; /* amortise: compaction moves memory */
+    uint64_t max_bytes = r->cfg->raft_log_memory_bytes;
+    if (cairn_raft_log_bytes(r->raft) > max_bytes) {
+        /* over the byte budget: down to 3/4 of it, whatever members need */
+        uint64_t fit = cairn_raft_index_to_fit(r->raft, max_bytes / 4 * 3);
+        if (fit > target)
+            target = fit;
+    }
+    if (target > durable)
+        target = durable;
+    if (target <= snap)
         return;
     uint64_t term = cairn_raft_term_at(r->raft, target);
     int rc = term ? cairn_raft_compact(r->raft, target, term) : CAIRN_EINVAL;
@@ -1454,9 +1470,9 @@ static void start_core(raftd_t *r, const cairn_ipc_msg_t *m)
     r->sent_commit = r->sent_term = r->sent_leader = 0;
     r->acked_seq = r->seq;
     r->persisted_index = m->n_entries ? m->entries[m->n_entries - 1].index : m->snap_index;
-    cairn_info("raft state loaded", "term=%llu vote=%016llx commit=%llu entries=%zu first=%llu",
+    cairn_info("raft state loaded", "term=%llu vote=%016llx commit=%llu entries=%zu first=%llu pages=%zu",
                (unsigned long long)m->term, (unsigned long long)m->vote, (unsigned long long)m->commit,
-               m->n_entries, (unsigned long long)(m->snap_index + 1));
+               m->n_entries, (unsigned long long)(m->snap_index + 1), r->load.pages);
     /* Everything stored handed us is durable. */
     if (m->n_entries)
         cairn_raft_persisted(r->raft, m->entries[m->n_entries - 1].index, m->entries[m->n_entries - 1].term);
@@ -1470,14 +1486,107 @@ static void start_core(raftd_t *r, const cairn_ipc_msg_t *m)
 
 /* stored restarted and lost what it had not synced: to the core that is a crash of this
  * member, so the core is rebuilt from what stored really holds (LOAD). */
+static void load_clear(raftd_t *r);
+
 static void reload_from_stored(raftd_t *r, const char *why)
 {
     cairn_warn(why, NULL);
     cairn_raft_destroy(&r->raft);
+    load_clear(r);
     notify_reload(r);
     r->last_load_sent = 0; /* ask for the new state now, not at the next retry tick */
     release_held(r, 1);    /* what they promised may be lost */
     fail_reads(r, "etcdserver: leader changed");
+}
+
+static void load_clear(raftd_t *r)
+{
+    for (size_t i = 0; i < r->load.n; i++)
+        free((void *)r->load.ents[i].data);
+    free(r->load.ents);
+    free(r->load.members);
+    memset(&r->load, 0, sizeof r->load);
+}
+
+static void load_request(raftd_t *r, uint64_t from)
+{
+    cairn_ipc_msg_t m = {.type = CAIRN_IPC_LOAD, .index = from};
+    send_stored(r, &m);
+    r->last_load_sent = cairn_now_ms();
+}
+
+/* One page of a LOAD: the first one (it starts right after its snapshot point) begins a load,
+ * the next ones must continue it exactly (same stored instance, same starting point, the next
+ * index); anything else starts over. When the pages reach the last index, the core starts. */
+static void load_page(raftd_t *r, const cairn_ipc_msg_t *m)
+{
+    if (r->raft)
+        return; /* an answer to a LOAD retried before the first answer came */
+    int first = m->n_entries == 0 || m->entries[0].index == m->snap_index + 1;
+    if (first) {
+        load_clear(r);
+        r->load.active = 1;
+        r->load.boot_id = m->boot_id;
+        r->load.term = m->term;
+        r->load.vote = m->vote;
+        r->load.commit = m->commit;
+        r->load.snap_index = m->snap_index;
+        r->load.snap_term = m->snap_term;
+        r->load.cluster_id = m->cluster_id;
+        r->load.last = m->index;
+        r->load.next = m->snap_index + 1;
+        if (m->body_len) {
+            if (!(r->load.members = malloc(m->body_len)))
+                goto restart;
+            memcpy(r->load.members, m->body, m->body_len);
+            r->load.members_len = m->body_len;
+        }
+    } else if (!r->load.active || m->boot_id != r->load.boot_id || m->snap_index != r->load.snap_index ||
+               m->entries[0].index != r->load.next) {
+        goto restart;
+    }
+    if (r->load.n + m->n_entries > r->load.cap) {
+        size_t nc = r->load.cap ? r->load.cap : 1024;
+        while (nc < r->load.n + m->n_entries)
+            nc *= 2;
+        cairn_ipc_entry_t *ne = realloc(r->load.ents, nc * sizeof *ne);
+        if (!ne)
+            goto restart;
+        r->load.ents = ne;
+        r->load.cap = nc;
+    }
+    for (size_t i = 0; i < m->n_entries; i++) {
+        cairn_ipc_entry_t e = m->entries[i];
+        if (e.len) {
+            uint8_t *d = malloc(e.len);
+            if (!d)
+                goto restart;
+            memcpy(d, e.data, e.len);
+            e.data = d;
+        } else {
+            e.data = NULL;
+        }
+        r->load.ents[r->load.n++] = e;
+    }
+    r->load.next += m->n_entries;
+    r->load.pages++;
+    if (m->n_entries && r->load.next - 1 < r->load.last) {
+        load_request(r, r->load.next);
+        return;
+    }
+    cairn_ipc_msg_t whole = {.type = CAIRN_IPC_LOAD_RESP, .boot_id = r->load.boot_id, .term = r->load.term,
+                             .vote = r->load.vote, .commit = r->load.commit, .snap_index = r->load.snap_index,
+                             .snap_term = r->load.snap_term, .cluster_id = r->load.cluster_id,
+                             .body = r->load.members, .body_len = r->load.members_len, .entries = r->load.ents,
+                             .n_entries = r->load.n};
+    start_core(r, &whole);
+    load_clear(r);
+    return;
+restart:
+    cairn_warn("raft state load restarts", "page_first=%llu expected=%llu",
+               (unsigned long long)(m->n_entries ? m->entries[0].index : 0), (unsigned long long)r->load.next);
+    load_clear(r);
+    load_request(r, 0);
 }
 
 static void handle_stored(raftd_t *r, const uint8_t *frame, size_t len)
@@ -1490,7 +1599,7 @@ static void handle_stored(raftd_t *r, const uint8_t *frame, size_t len)
     }
     switch (m.type) {
     case CAIRN_IPC_LOAD_RESP:
-        start_core(r, &m);
+        load_page(r, &m);
         break;
     case CAIRN_IPC_HELLO:
         if (r->raft && m.boot_id != r->stored_boot)
@@ -1744,11 +1853,8 @@ int main(int argc, char **argv)
                 break;
         }
         int64_t now = cairn_now_ms();
-        if (!r->raft && now - r->last_load_sent >= 500) {
-            cairn_ipc_msg_t m = {.type = CAIRN_IPC_LOAD};
-            send_stored(r, &m);
-            r->last_load_sent = now;
-        }
+        if (!r->raft && now - r->last_load_sent >= 500)
+            load_request(r, r->load.active ? r->load.next : 0); /* no answer yet: ask again */
         int timeout = (int)(r->next_tick - now);
         if (timeout < 0)
             timeout = 0;
@@ -1814,6 +1920,7 @@ int main(int argc, char **argv)
     fail_reads(r, "etcdserver: server stopped");
 out:
     cairn_raft_destroy(&r->raft);
+    load_clear(r);
     cairn_u64map_destroy(&r->reads);
     zsock_destroy(&r->router);
     zsock_destroy(&r->stored);

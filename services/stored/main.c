@@ -14,6 +14,7 @@
  */
 #include <czmq.h>
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -21,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "apply.h"
 #include "cairn_config.h"
@@ -37,6 +39,16 @@
 
 static volatile sig_atomic_t g_stop;
 static void on_signal(int sig) { g_stop = 1; }
+
+/* Test-only fault switch (CAIRN_TEST_FAULTS=1): while <run-dir>/fault-wal-alloc exists, the
+ * WAL's batch buffer cannot grow (an allocation failure on the persistence path). */
+static char g_fault_alloc_path[4096];
+static void *fault_realloc(void *p, size_t n)
+{
+    if (g_fault_alloc_path[0] && access(g_fault_alloc_path, F_OK) == 0)
+        return NULL;
+    return realloc(p, n);
+}
 
 typedef struct {
     uint64_t index, term;
@@ -78,6 +90,9 @@ typedef struct {
     /* raft log in memory: entries [first_index, first_index + n) */
     entry_t *log;
     size_t n, cap;
+    uint64_t log_bytes;   /* sum of the entries' data lengths: the log is bounded by bytes too */
+    int replaying;        /* reading the WAL at start: apply as we go, never release segments */
+    uint64_t replayed;    /* entries read from the WAL at start */
     uint64_t first_index; /* index of log[0] */
     uint64_t snap_index, snap_term;
     cairn_wal_hardstate_t hs;
@@ -138,9 +153,26 @@ static uint64_t log_last(const stored_t *s) { return s->n ? s->first_index + s->
 static void log_truncate_from(stored_t *s, uint64_t index)
 {
     while (s->n && s->first_index + s->n - 1 >= index) {
+        s->log_bytes -= s->log[s->n - 1].len;
         free(s->log[s->n - 1].data);
         s->n--;
     }
+}
+
+/* Drops the first k entries (the caller says what the log now starts after). */
+static void log_drop_front(stored_t *s, size_t k)
+{
+    if (k > s->n)
+        k = s->n;
+    if (k == 0)
+        return;
+    for (size_t i = 0; i < k; i++) {
+        s->log_bytes -= s->log[i].len;
+        free(s->log[i].data);
+    }
+    memmove(s->log, s->log + k, (s->n - k) * sizeof *s->log);
+    s->n -= k;
+    s->first_index += k;
 }
 
 static int log_append(stored_t *s, uint64_t index, uint64_t term, uint8_t type, const uint8_t *data, size_t len)
@@ -181,40 +213,71 @@ static int log_append(stored_t *s, uint64_t index, uint64_t term, uint8_t type, 
         memcpy(e->data, data, len);
     }
     s->n++;
+    s->log_bytes += len;
     return 0;
 }
 
-/* Entries already applied are needed only by raftd to replicate to lagging followers; the
- * log is kept back to at most snapshot-count entries behind the applied index. */
+/* Entries already applied are needed only by raftd: at its (re)load, to replicate to members
+ * that lag a little. Of them the log keeps at most cairn_config_log_keep_entries() and, with
+ * the entries not yet applied, at most --raft-log-memory-bytes; a member further behind gets
+ * a snapshot. Entries not yet applied always stay (apply reads them from here); raftd's flow
+ * control bounds how many arrive ahead of the commit index. Drops are amortised: by at least
+ * 4096 entries, or down to 3/4 of the byte budget. */
 static void log_trim(stored_t *s)
 {
     uint64_t applied = cairn_mvcc_applied_index(s->mvcc);
-    uint64_t keep = s->cfg->snapshot_count ? s->cfg->snapshot_count : 100000;
-    if (applied <= keep || s->n == 0)
+    if (s->n == 0 || s->first_index > applied)
         return;
-    uint64_t drop_below = applied - keep;
-    if (drop_below <= s->first_index)
-        return;
-    size_t k = (size_t)(drop_below - s->first_index);
-    if (k > s->n)
-        k = s->n;
-    if (k < 4096) /* amortise the memmove */
+    size_t n_applied = (size_t)(applied - s->first_index + 1);
+    if (n_applied > s->n)
+        n_applied = s->n;
+    uint64_t keep = cairn_config_log_keep_entries(s->cfg), max_bytes = s->cfg->raft_log_memory_bytes;
+    size_t k = n_applied > keep ? (size_t)(n_applied - keep) : 0;
+    if (k < 4096 && k < n_applied)
+        k = 0;
+    if (s->log_bytes > max_bytes) {
+        uint64_t target = max_bytes / 4 * 3, bytes = s->log_bytes;
+        for (size_t i = 0; i < k; i++)
+            bytes -= s->log[i].len;
+        while (k < n_applied && bytes > target)
+            bytes -= s->log[k++].len;
+    }
+    if (k == 0)
         return;
     s->snap_index = s->log[k - 1].index;
     s->snap_term = s->log[k - 1].term;
-    for (size_t i = 0; i < k; i++)
-        free(s->log[i].data);
-    memmove(s->log, s->log + k, (s->n - k) * sizeof *s->log);
-    s->n -= k;
-    s->first_index += k;
+    log_drop_front(s, k);
 }
 
 /* ------------------------------------------------------------------ WAL replay */
 
+static void apply_committed(stored_t *s);
+
+/* Replay streams: the WAL since the last checkpoint can hold far more than memory should
+ * (100,000 entries of 1 MiB), so once the log outgrows its bounds, the entries the replayed
+ * hard state already commits are applied on the spot and log_trim drops what it may. Only
+ * committed entries are applied (Raft never rewrites them, so a later record cannot undo
+ * them), and only when the log reaches back to the state machine (otherwise the start fails
+ * with a clear error once the replay ends, see main). */
 static int on_replay_entry(void *ctx, const cairn_wal_entry_t *e)
 {
     stored_t *s = ctx;
-    return log_append(s, e->index, e->term, e->type, e->data, e->len);
+    s->replayed++;
+    int rc = log_append(s, e->index, e->term, e->type, e->data, e->len);
+    if (rc)
+        return rc;
+    if (s->log_bytes <= s->cfg->raft_log_memory_bytes &&
+        s->n <= cairn_config_log_keep_entries(s->cfg) + APPLY_BATCH_MAX)
+        return 0;
+    uint64_t applied = cairn_mvcc_applied_index(s->mvcc);
+    if (s->first_index > applied + 1 || s->hs.commit <= applied) {
+        log_trim(s); /* entries the state machine already holds (the common case after a crash) */
+        return 0;
+    }
+    s->commit = s->hs.commit;
+    s->persisted = log_last(s);
+    apply_committed(s);
+    return g_stop == 2 ? CAIRN_EIO : 0;
 }
 
 static int on_replay_hs(void *ctx, const cairn_wal_hardstate_t *hs)
@@ -233,11 +296,7 @@ static void log_reset_to_snapshot(stored_t *s, uint64_t S, uint64_t T)
     entry_t *e = log_at(s, S);
     int held = (e && e->term == T) || (s->snap_index == S && s->snap_term == T);
     if (held && s->n && S >= s->first_index) {
-        size_t k = (size_t)(S - s->first_index + 1);
-        for (size_t i = 0; i < k; i++)
-            free(s->log[i].data);
-        memmove(s->log, s->log + k, (s->n - k) * sizeof *s->log);
-        s->n -= k;
+        log_drop_front(s, (size_t)(S - s->first_index + 1));
         s->first_index = S + 1;
     } else if (!held) {
         log_truncate_from(s, 0);
@@ -254,11 +313,8 @@ static void log_reset_to_snapshot(stored_t *s, uint64_t S, uint64_t T)
     if (A > S) {
         size_t k = 0;
         while (k < s->n && s->log[k].index <= A)
-            free(s->log[k++].data);
-        if (k) {
-            memmove(s->log, s->log + k, (s->n - k) * sizeof *s->log);
-            s->n -= k;
-        }
+            k++;
+        log_drop_front(s, k);
         s->first_index = s->n ? s->log[0].index : A + 1;
         s->snap_index = A;
         s->snap_term = cairn_mvcc_applied_term(s->mvcc);
@@ -289,9 +345,20 @@ static void reply(stored_t *s, const uint8_t *ident, size_t ident_len, const cai
         cairn_debug("reply dropped", "type=%s err=\"%s\"", cairn_ipc_type_name(m->type), cairn_strerror(rc));
 }
 
+/* A body above one chunk (a Range over a large store) goes as RESULT_PARTs and a final RESULT
+ * (cairn_ipc.h): no frame grows with the answer. */
 static void reply_result(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t req_id, int code,
                          const char *message, const uint8_t *body, size_t body_len)
 {
+    size_t total = body_len, off = 0;
+    while (body_len > CAIRN_IPC_RESULT_CHUNK) {
+        cairn_ipc_msg_t part = {.type = CAIRN_IPC_RESULT_PART, .req_id = req_id, .index = off, .commit = total,
+                                .body = body, .body_len = CAIRN_IPC_RESULT_CHUNK};
+        reply(s, ident, ident_len, &part);
+        body += CAIRN_IPC_RESULT_CHUNK;
+        body_len -= CAIRN_IPC_RESULT_CHUNK;
+        off += CAIRN_IPC_RESULT_CHUNK;
+    }
     cairn_ipc_msg_t r = {.type = CAIRN_IPC_RESULT, .req_id = req_id, .code = code, .body = body, .body_len = body_len};
     cairn_ipc_set_message(&r, message);
     reply(s, ident, ident_len, &r);
@@ -305,6 +372,10 @@ static cairn_hdr_ctx_t hdr_ctx(stored_t *s)
 }
 
 /* ------------------------------------------------------------------ reads */
+
+/* After an answer this large (a Range over much of the store), the memory it took goes back
+ * to the system: glibc keeps freed heap chunks, so one big read would otherwise stay in RSS. */
+#define BIG_ANSWER_BYTES ((size_t)16 << 20)
 
 static void serve_read(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t req_id, const uint8_t *body,
                        size_t len)
@@ -321,6 +392,8 @@ static void serve_read(stored_t *s, const uint8_t *ident, size_t ident_len, uint
     else
         reply_result(s, ident, ident_len, req_id, 0, NULL, resp, resp_len);
     free(resp);
+    if (resp_len > BIG_ANSWER_BYTES)
+        malloc_trim(0);
 }
 
 static void serve_ready_reads(stored_t *s)
@@ -348,6 +421,8 @@ static void serve_ready_reads(stored_t *s)
  * WAL on disk the way etcd's snapshot + WAL purge does. */
 static void checkpoint(stored_t *s)
 {
+    if (s->replaying)
+        return; /* segments are being read; the first checkpoint after the start catches up */
     uint64_t applied = cairn_mvcc_applied_index(s->mvcc);
     uint64_t every = s->cfg->snapshot_count ? s->cfg->snapshot_count : 100000;
     if (applied < s->last_checkpoint + every)
@@ -531,27 +606,39 @@ static void apply_committed(stored_t *s)
 
 /* ------------------------------------------------------------------ messages */
 
-static void send_load_resp(stored_t *s, const uint8_t *ident, size_t ident_len)
+/* LOAD is paged (no message grows with the log): LOAD {index = from} answers the header
+ * (hard state, the point the log starts after, the membership there) with the durable entries
+ * from `from` (0 or out of range: from the first) up to LOAD_PAGE_BYTES of entry data, at
+ * least one entry, and index = the last durable index, where raftd's load ends. raftd asks for
+ * the next page from the index after the page's last entry; a page that does not continue
+ * where it asked (the log moved meanwhile) makes it start over. */
+#define LOAD_PAGE_BYTES ((size_t)4 << 20)
+#define LOAD_PAGE_ENTRIES 65536
+
+static void send_load_resp(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t from)
 {
-    cairn_ipc_entry_t *ents = NULL;
     /* Only what is durable: raftd must never believe in an entry a crash could erase. */
     size_t n = s->n;
     while (n && s->log[n - 1].index > s->persisted)
         n--;
-    if (n) {
-        ents = malloc(n * sizeof *ents);
-        if (!ents)
-            return;
-        for (size_t i = 0; i < n; i++)
-            ents[i] = (cairn_ipc_entry_t){s->log[i].index, s->log[i].term, s->log[i].type, s->log[i].data,
-                                          s->log[i].len};
-    }
+    size_t start = 0;
+    if (from >= s->first_index && from < s->first_index + n)
+        start = (size_t)(from - s->first_index);
+    size_t end = start, bytes = 0;
+    while (end < n && end - start < LOAD_PAGE_ENTRIES && (end == start || bytes + s->log[end].len <= LOAD_PAGE_BYTES))
+        bytes += s->log[end++].len;
+    cairn_ipc_entry_t *ents = NULL;
+    if (end > start && !(ents = malloc((end - start) * sizeof *ents)))
+        return; /* raftd asks again */
+    for (size_t i = start; i < end; i++)
+        ents[i - start] = (cairn_ipc_entry_t){s->log[i].index, s->log[i].term, s->log[i].type, s->log[i].data,
+                                              s->log[i].len};
     uint64_t last = n ? s->log[n - 1].index : s->snap_index;
     if (!n && !s->snap_index)
         last = cairn_mvcc_applied_index(s->mvcc);
     cairn_ipc_msg_t m = {.type = CAIRN_IPC_LOAD_RESP, .boot_id = s->boot_id, .term = s->hs.term, .vote = s->hs.vote,
                          .commit = s->hs.commit < last ? s->hs.commit : last, .snap_index = s->snap_index, .snap_term = s->snap_term,
-                         .entries = ents, .n_entries = n};
+                         .entries = ents, .n_entries = end - start, .index = n ? last : 0};
     if (n == 0 && s->snap_index == 0) {
         /* nothing in the log: everything up to the applied index was compacted away */
         m.snap_index = cairn_mvcc_applied_index(s->mvcc);
@@ -1021,6 +1108,18 @@ static void handle_snap_req(stored_t *s, const uint8_t *ident, size_t ident_len,
     s->build.running = 1;
 }
 
+/* A record raftd sent could not be buffered for the WAL: the WAL drops the batch and refuses
+ * everything from now on (wal.h), nothing more is acknowledged, and stored exits so that its
+ * supervisor restarts it; the restart replays what is durable and raftd reloads from it. */
+static void persist_failed(stored_t *s, const char *what, int rc)
+{
+    cairn_error("cannot persist raft state; stopping without acknowledging it", "step=\"%s\" err=\"%s\"", what,
+                cairn_strerror(rc));
+    s->wal_failed = 1;
+    s->have_pending = 0;
+    g_stop = 2;
+}
+
 static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const uint8_t *frame, size_t len)
 {
     cairn_ipc_msg_t m;
@@ -1038,7 +1137,7 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
             memcpy(s->raftd_ident, ident, ident_len);
             s->raftd_ident_len = ident_len;
         }
-        send_load_resp(s, ident, ident_len);
+        send_load_resp(s, ident, ident_len, m.index);
         break;
     case CAIRN_IPC_APPEND:
         if (s->wal_failed)
@@ -1078,7 +1177,7 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
                                 (unsigned long long)have->term, (unsigned long long)applied);
                 } else if (!have && e->index == log_last(s) + 1) {
                     if ((rc = log_append(s, e->index, e->term, e->type, e->data, e->len))) {
-                        cairn_error("log append failed", "err=\"%s\"", cairn_strerror(rc));
+                        persist_failed(s, "in-memory log append", rc);
                         break;
                     }
                     cairn_debug("applied entry kept in memory only", "index=%llu applied=%llu",
@@ -1088,8 +1187,7 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
             }
             cairn_wal_entry_t we = {e->index, e->term, e->type, e->data, e->len};
             if ((rc = cairn_wal_append_entry(s->wal, &we)) || (rc = log_append(s, e->index, e->term, e->type, e->data, e->len))) {
-                cairn_error("wal append failed", "err=\"%s\"", cairn_strerror(rc));
-                s->wal_failed = 1;
+                persist_failed(s, "wal entry append", rc);
                 break;
             }
             if (e->index <= s->persisted)
@@ -1103,8 +1201,11 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
             if (m.term != s->hs.term || m.vote != s->hs.vote)
                 must_sync = 1;
             s->hs = (cairn_wal_hardstate_t){m.term, m.vote, m.commit};
-            cairn_wal_append_hardstate(s->wal, &s->hs);
+            if ((rc = cairn_wal_append_hardstate(s->wal, &s->hs)) != 0)
+                persist_failed(s, "wal hard state append", rc);
         }
+        if (s->wal_failed)
+            break; /* never acknowledged: raftd must not promise what may not be on disk */
         if (!must_sync && !s->have_pending) {
             /* nothing this APPEND carries needs the disk: acknowledge it at once */
             entry_t *le = log_at(s, s->persisted);
@@ -1251,8 +1352,18 @@ int main(int argc, char **argv)
     const char *segenv = getenv("CAIRN_WAL_SEGMENT_BYTES");
     if (segenv && atoll(segenv) >= 4096)
         wopts.segment_bytes = (size_t)atoll(segenv);
+    const char *tf = getenv("CAIRN_TEST_FAULTS");
+    if (tf && strcmp(tf, "1") == 0) {
+        snprintf(g_fault_alloc_path, sizeof g_fault_alloc_path, "%s/fault-wal-alloc", s->cfg->run_dir);
+        wopts.realloc_fn = fault_realloc;
+        cairn_warn("test fault switch enabled", "file=%s", g_fault_alloc_path);
+    }
     cairn_wal_replay_t cb = {on_replay_entry, on_replay_hs, s, on_replay_snapshot};
+    int64_t replay_t0 = cairn_now_ms();
+    s->replaying = 1;
     s->wal = cairn_wal_open(waldir, &wopts, &cb, &rc, err, sizeof err);
+    s->replaying = 0;
+    int64_t replay_ms = cairn_now_ms() - replay_t0;
     if (!s->wal) {
         cairn_error("cannot open wal; refusing to start", "dir=%s err=\"%s\"", waldir, err);
         goto out;
@@ -1294,16 +1405,18 @@ int main(int argc, char **argv)
         } else {
             s->snap_index = s->log[0].index;
             s->snap_term = s->log[0].term;
-            free(s->log[0].data);
-            memmove(s->log, s->log + 1, (s->n - 1) * sizeof *s->log);
-            s->n--;
-            s->first_index++;
+            log_drop_front(s, 1);
         }
     }
     s->persisted = log_last(s);
-    cairn_info("wal replayed", "entries=%zu last_index=%llu applied=%llu commit=%llu revision=%lld", s->n,
-               (unsigned long long)log_last(s), (unsigned long long)cairn_mvcc_applied_index(s->mvcc),
-               (unsigned long long)s->commit, (long long)cairn_mvcc_revision(s->mvcc));
+    cairn_info("wal replayed",
+               "entries=%llu ms=%lld entries_per_sec=%.0f in_memory=%zu memory_bytes=%llu last_index=%llu "
+               "applied=%llu commit=%llu revision=%lld",
+               (unsigned long long)s->replayed, (long long)replay_ms,
+               replay_ms > 0 ? (double)s->replayed * 1000.0 / (double)replay_ms : (double)s->replayed, s->n,
+               (unsigned long long)s->log_bytes, (unsigned long long)log_last(s),
+               (unsigned long long)cairn_mvcc_applied_index(s->mvcc), (unsigned long long)s->commit,
+               (long long)cairn_mvcc_revision(s->mvcc));
     apply_committed(s);
 
     char ep[512];

@@ -46,7 +46,7 @@ class Stored:
         self.sock.connect("ipc://%s/run/stored.ipc" % self.d)
         end = time.time() + 20
         while time.time() < end:
-            self.send(LOAD)
+            self.send(LOAD, 0)  # from the start (one page: these logs are small)
             m = self.recv({LOAD_RESP}, 0.5)
             if m:
                 self.boot, self.load = m[2], m

@@ -1346,6 +1346,71 @@ Test(raft_follower, ready_stays_valid_across_truncation_before_advance)
 
 /* ---- log compaction and snapshots (thesis ch. 5) ------------------------------------------ */
 
+/* The shell bounds the log's memory by bytes (issue 7): the core counts the entry data it
+ * holds through appends, compaction, truncation and restarts, and says where to compact to
+ * fit a budget. */
+Test(raft_snapshot, log_bytes_are_counted_and_index_to_fit_bounds_them)
+{
+    cairn_raft_config_t c = cfg_of(1, ONE, 1);
+    cairn_raft_t *r = mk(&c);
+    cairn_raft_campaign(r);
+    settle(r);
+    cr_assert_eq(cairn_raft_log_bytes(r), 0, "the leader's empty entry has no data");
+    char buf[1000] = {0};
+    for (int i = 1; i <= 10; i++)
+        cr_assert_eq(cairn_raft_propose(r, buf, (size_t)i * 100, NULL), 0); /* indexes 2..11 */
+    cr_assert_eq(cairn_raft_log_bytes(r), 5500);
+    cr_assert_eq(cairn_raft_index_to_fit(r, 5500), 0, "fits: the snapshot index (0)");
+    cr_assert_eq(cairn_raft_index_to_fit(r, 5499), 2, "drops index 1 (0 bytes) and index 2 (100)");
+    cr_assert_eq(cairn_raft_index_to_fit(r, 1000), 10, "index 11 alone holds 1000 bytes");
+    cr_assert_eq(cairn_raft_index_to_fit(r, 999), 11, "nothing fits: the whole log");
+    cr_assert_eq(cairn_raft_index_to_fit(r, 0), 11);
+    cairn_raft_persisted(r, 11, 1);
+    settle(r);
+    cr_assert_eq(cairn_raft_compact(r, cairn_raft_index_to_fit(r, 3000), 1), 0);
+    cr_assert_leq(cairn_raft_log_bytes(r), 3000);
+    cr_assert_eq(cairn_raft_log_bytes(r), 800 + 900 + 1000, "entries 9..11 stay");
+    cr_assert_eq(cairn_raft_snapshot_index(r), 8);
+    uint64_t tail_bytes = cairn_raft_log_bytes(r);
+    cairn_raft_destroy(&r);
+    /* a restart counts what it is given */
+    cairn_raft_entry_t tail[2] = {{.index = 9, .term = 1, .data = (const uint8_t *)buf, .len = 700},
+                                  {.index = 10, .term = 1, .data = (const uint8_t *)buf, .len = 800}};
+    c.snap_index = 8;
+    c.snap_term = 1;
+    c.entries = tail;
+    c.n_entries = 2;
+    c.hs = (cairn_raft_hardstate_t){.term = 1, .vote = 1, .commit = 10};
+    r = mk(&c);
+    cr_assert_eq(cairn_raft_log_bytes(r), 1500);
+    cr_assert_lt(cairn_raft_log_bytes(r), tail_bytes);
+    cairn_raft_destroy(&r);
+}
+
+/* A follower's conflicting suffix (Raft §5.3) leaves the count with the log. */
+Test(raft_snapshot, log_bytes_follow_truncation)
+{
+    cairn_raft_config_t c = cfg_of(2, THREE, 3);
+    char buf[100] = {0};
+    cairn_raft_entry_t ents[3] = {{.index = 1, .term = 1, .data = (const uint8_t *)buf, .len = 10},
+                                  {.index = 2, .term = 1, .data = (const uint8_t *)buf, .len = 20},
+                                  {.index = 3, .term = 1, .data = (const uint8_t *)buf, .len = 30}};
+    c.entries = ents;
+    c.n_entries = 3;
+    c.hs = (cairn_raft_hardstate_t){.term = 1, .vote = 0, .commit = 1};
+    cairn_raft_t *r = mk(&c);
+    cr_assert_eq(cairn_raft_log_bytes(r), 60);
+    /* a leader of term 2 overwrites index 2.. with one entry of 50 bytes */
+    cairn_raft_entry_t nw = {.index = 2, .term = 2, .data = (const uint8_t *)buf, .len = 50};
+    cairn_raft_msg_t app = {.type = CAIRN_RAFT_MSG_APP, .from = 1, .to = 2, .term = 2, .log_term = 1, .index = 1,
+                            .commit = 1, .entries = &nw, .n_entries = 1};
+    cr_assert_eq(cairn_raft_step(r, &app), 0);
+    cr_assert_eq(cairn_raft_last_index(r), 2);
+    cr_assert_eq(cairn_raft_term_at(r, 2), 2);
+    cr_assert_eq(cairn_raft_log_bytes(r), 60, "10 + 50: the truncated 20 + 30 are gone");
+    cairn_raft_destroy(&r);
+}
+
 Test(raft_snapshot, compaction_drops_entries_and_restart_from_snapshot)
 {
     cairn_raft_config_t c = cfg_of(1, ONE, 1);

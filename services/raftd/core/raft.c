@@ -318,6 +318,7 @@ struct cairn_raft {
     int handed_snap;
     cairn_raft_entry_t *log;
     size_t log_n, log_cap;
+    uint64_t log_bytes;     /* entry data the log holds (the shell bounds its memory by bytes) */
     uint64_t stable;        /* reported durable by cairn_raft_persisted() */
     uint64_t unstable_from; /* first index not yet handed out in ready.entries */
     uint64_t handed_last;   /* last index handed out in the outstanding ready */
@@ -416,6 +417,8 @@ static int log_append(cairn_raft_t *r, const cairn_raft_entry_t *src, size_t n, 
             d->data = p;
         }
     }
+    for (size_t k = 0; k < n; k++)
+        r->log_bytes += r->log[r->log_n + k].len;
     r->log_n += n;
     return 0;
 }
@@ -771,8 +774,10 @@ static int log_truncate(cairn_raft_t *r, uint64_t from)
             prset_abort(r, &ps);
         return CAIRN_ENOMEM;
     }
-    for (size_t i = k; i < r->log_n; i++)
+    for (size_t i = k; i < r->log_n; i++) {
+        r->log_bytes -= r->log[i].len;
         grave_put(r, r->log[i].data);
+    }
     r->log_n = k;
     if (r->unstable_from > from)
         r->unstable_from = from;
@@ -798,8 +803,10 @@ static int log_compact(cairn_raft_t *r, uint64_t index, uint64_t term)
     size_t k = (size_t)(index - r->snap_index);
     if (grow((void **)&r->grave, &r->grave_cap, r->grave_n + k, sizeof *r->grave))
         return CAIRN_ENOMEM;
-    for (size_t i = 0; i < k; i++)
+    for (size_t i = 0; i < k; i++) {
+        r->log_bytes -= r->log[i].len;
         grave_put(r, r->log[i].data);
+    }
     memmove(r->log, r->log + k, (r->log_n - k) * sizeof *r->log);
     r->log_n -= k;
     r->snap_index = index;
@@ -832,6 +839,7 @@ static int log_reset(cairn_raft_t *r, uint64_t index, uint64_t term)
     for (size_t i = 0; i < r->log_n; i++)
         grave_put(r, r->log[i].data);
     r->log_n = 0;
+    r->log_bytes = 0;
     r->snap_index = index;
     r->snap_term = term;
     while (r->hist.n)
@@ -2439,6 +2447,22 @@ uint64_t cairn_raft_term_at(const cairn_raft_t *r, uint64_t index)
 
 uint64_t cairn_raft_snapshot_index(const cairn_raft_t *r) { return r ? r->snap_index : 0; }
 uint64_t cairn_raft_snapshot_term(const cairn_raft_t *r) { return r ? r->snap_term : 0; }
+
+uint64_t cairn_raft_log_bytes(const cairn_raft_t *r) { return r ? r->log_bytes : 0; }
+
+uint64_t cairn_raft_index_to_fit(const cairn_raft_t *r, uint64_t max_bytes)
+{
+    if (!r)
+        return 0;
+    /* walks only the entries that would go: O(dropped), not O(log) */
+    uint64_t bytes = r->log_bytes, i = r->snap_index;
+    size_t k = 0;
+    while (bytes > max_bytes && k < r->log_n) {
+        bytes -= r->log[k++].len;
+        i++;
+    }
+    return i;
+}
 
 size_t cairn_raft_voters(const cairn_raft_t *r, const uint64_t **ids)
 {

@@ -300,6 +300,13 @@ uint64_t cairn_raft_term_at(const cairn_raft_t *self, uint64_t index);
 /* The index and term the log starts after (the last compaction or installed snapshot). */
 uint64_t cairn_raft_snapshot_index(const cairn_raft_t *self);
 uint64_t cairn_raft_snapshot_term(const cairn_raft_t *self);
+/* Bytes of entry data the in-memory log holds after the snapshot point (payloads only: the
+ * shell bounds the log's memory by bytes, not only by entries). */
+uint64_t cairn_raft_log_bytes(const cairn_raft_t *self);
+/* The lowest index such that compacting through it leaves at most max_bytes of entry data
+ * (the snapshot index when the log already fits). Whether that index may be compacted
+ * (committed, durable) is cairn_raft_compact's to say. */
+uint64_t cairn_raft_index_to_fit(const cairn_raft_t *self, uint64_t max_bytes);
 /* The current membership (the last configuration entry of the log, committed or not). The
  * arrays stay valid until the next call that changes the core. Return the counts. */
 size_t cairn_raft_voters(const cairn_raft_t *self, const uint64_t **ids);
