@@ -54,6 +54,7 @@ enum {
     O_NEED_HOST = 2, /* K_URLS: others connect to these URLs, so the host must be given */
     O_BOOLISH = 4,   /* K_IGNORED: a boolean in etcd, so `--flag` alone is valid */
     O_QUIET = 8,     /* K_IGNORED: ignoring it changes nothing; no note */
+    O_PEER_TLS = 16, /* peer TLS, which raftd does not do yet: refused unless empty or false */
 };
 
 typedef struct {
@@ -91,7 +92,8 @@ static const opt_t k_opts[] = {
     {"election-timeout", K_MS, F(election_ms), "1000", NULL,
      "Time (in milliseconds) for an election to timeout.", NULL, 0, NULL},
     {"listen-peer-urls", K_URLS, F(listen_peer_urls), "http://localhost:2380", NULL,
-     "List of URLs to listen on for peer traffic.", NULL, 0, NULL},
+     "List of URLs to listen on for peer traffic (http://; https:// and unixs:// are not supported yet: refused).",
+     NULL, 0, NULL},
     {"listen-client-urls", K_URLS, F(listen_client_urls), "http://localhost:2379", NULL,
      "List of URLs to listen on for client traffic.", NULL, 0, NULL},
     {"quota-backend-bytes", K_I64, F(quota_backend_bytes), "0", NULL,
@@ -111,10 +113,13 @@ static const opt_t k_opts[] = {
      NULL},
 
     {"initial-advertise-peer-urls", K_URLS, F(initial_advertise_peer_urls), "http://localhost:2380", NULL,
-     "List of this member's peer URLs to advertise to the rest of the cluster.", NULL, O_NEED_HOST,
-     "Clustering"},
+     "List of this member's peer URLs to advertise to the rest of the cluster (http://; https:// and "
+     "unixs:// are not supported yet: refused).",
+     NULL, O_NEED_HOST, "Clustering"},
     {"initial-cluster", K_STR, F(initial_cluster), NULL, "${name}=${initial-advertise-peer-urls}",
-     "Initial cluster configuration for bootstrapping (name=url,...; a name may repeat).", NULL, 0, NULL},
+     "Initial cluster configuration for bootstrapping (name=url,...; a name may repeat; https:// and unixs:// "
+     "URLs are not supported yet: refused).",
+     NULL, 0, NULL},
     {"initial-cluster-state", K_ENUM, F(initial_cluster_state), "new", NULL,
      "Initial cluster state ('new' or 'existing').", k_states, 0, NULL},
     {"initial-cluster-token", K_STR, F(initial_cluster_token), "etcd-cluster", NULL,
@@ -136,17 +141,20 @@ static const opt_t k_opts[] = {
      "Path to the client server TLS trusted CA cert file.", NULL, 0, NULL},
     {"auto-tls", K_BOOL, F(auto_tls), "false", NULL, "Client TLS using generated certificates.", NULL, 0,
      NULL},
-    {"peer-cert-file", K_STR, F(peer_cert_file), "", NULL, "Path to the peer server TLS cert file.", NULL, 0,
-     NULL},
-    {"peer-key-file", K_STR, F(peer_key_file), "", NULL, "Path to the peer server TLS key file.", NULL, 0,
-     NULL},
+    /* Peer TLS: raftd's peer transport is plaintext ZeroMQ, so until it does TLS these are
+     * refused (check_no_peer_tls) rather than accepted and ignored. They stay in the table so
+     * that etcd's sample config file (which lists them empty or false) and the output of
+     * cairn_config_print still load. */
+    {"peer-cert-file", K_STR, F(peer_cert_file), "", NULL,
+     "Path to the peer server TLS cert file (not supported yet: refused).", NULL, O_PEER_TLS, NULL},
+    {"peer-key-file", K_STR, F(peer_key_file), "", NULL,
+     "Path to the peer server TLS key file (not supported yet: refused).", NULL, O_PEER_TLS, NULL},
     {"peer-client-cert-auth", K_BOOL, F(peer_client_cert_auth), "false", NULL,
-     "Enable peer client cert authentication.", NULL, 0, NULL},
+     "Enable peer client cert authentication (not supported yet: refused).", NULL, O_PEER_TLS, NULL},
     {"peer-trusted-ca-file", K_STR, F(peer_trusted_ca_file), "", NULL,
-     "Path to the peer server TLS trusted CA file.", NULL, 0, NULL},
+     "Path to the peer server TLS trusted CA file (not supported yet: refused).", NULL, O_PEER_TLS, NULL},
     {"peer-auto-tls", K_BOOL, F(peer_auto_tls), "false", NULL,
-     "Peer TLS using self-generated certificates if --peer-key-file and --peer-cert-file are not provided.",
-     NULL, 0, NULL},
+     "Peer TLS using self-generated certificates (not supported yet: refused).", NULL, O_PEER_TLS, NULL},
 
     {"log-level", K_LOGLEVEL, F(log_level), "info", NULL,
      "Configures log level. Only supports debug, info, warn, error, panic, or fatal.", NULL, 0,
@@ -182,11 +190,29 @@ static const opt_t k_opts[] = {
 #undef F
 #define N_OPTS (sizeof k_opts / sizeof k_opts[0])
 
+/* What every refused peer TLS setting says after naming itself. */
+#define PEER_TLS_REFUSED                                                                                      \
+    "peer TLS is not supported yet; raft traffic between members is plaintext. Use http:// peer URLs on a " \
+    "trusted network"
+
+/* etcd's other peer TLS flags (3.4, and 3.5's client certificate pair), which Cairn has no
+ * option for. Unknown names are refused anyway on the command line and in a file, but a
+ * CAIRN_* variable of an unknown name is someone else's and ignored; this list makes all
+ * three sources refuse them the way they refuse --peer-cert-file. */
+static const char *const k_etcd_peer_tls[] = {"peer-crl-file",
+                                              "peer-cert-allowed-cn",
+                                              "peer-cert-allowed-hostname",
+                                              "experimental-peer-skip-client-san-verification",
+                                              "peer-client-cert-file",
+                                              "peer-client-key-file",
+                                              NULL};
+
 /* Where an option's current value came from; derived defaults apply only to SRC_DEFAULT. */
 enum { SRC_DEFAULT = 0, SRC_FILE, SRC_ENV, SRC_FLAG };
 
 struct cairn_config_priv_t {
     unsigned char src[N_OPTS];
+    int line[N_OPTS]; /* SRC_FILE: the line of the config file that set it */
     char *notes;
 };
 
@@ -227,11 +253,19 @@ static int opt_index(const char *name, size_t len)
 
 static bool opt_is_bool(const opt_t *o) { return o->kind == K_BOOL || (o->kind == K_IGNORED && (o->flags & O_BOOLISH)); }
 
+static bool is_etcd_peer_tls(const char *name, size_t len)
+{
+    for (size_t i = 0; k_etcd_peer_tls[i]; i++)
+        if (strncmp(k_etcd_peer_tls[i], name, len) == 0 && k_etcd_peer_tls[i][len] == 0)
+            return true;
+    return false;
+}
+
 /* CAIRN_ + the flag upper-cased, '-' -> '_'. */
-static void env_name(const opt_t *o, char *buf, size_t len)
+static void env_name(const char *flag, char *buf, size_t len)
 {
     size_t n = (size_t)snprintf(buf, len, "CAIRN_");
-    for (const char *p = o->name; *p && n + 1 < len; p++)
+    for (const char *p = flag; *p && n + 1 < len; p++)
         buf[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
     buf[n < len ? n : len - 1] = 0;
 }
@@ -787,10 +821,14 @@ static int load_file(cairn_config_t *c, const char *path, char *eb, size_t el)
                     snprintf(full, sizeof full, "%s%s", block == B_PEER ? "peer-" : "", s);
                     i = opt_index(full, strlen(full));
                 }
+            if (i < 0 && block == B_PEER)
+                FERR("%s: %s: " PEER_TLS_REFUSED, sec, s); /* etcd 3.5's client-cert-file, ... */
             if (i < 0)
                 FERR("unknown key \"%s\" in %s", s, sec);
         } else {
             i = opt_index(s, strlen(s));
+            if (i < 0 && is_etcd_peer_tls(s, strlen(s)))
+                FERR("%s: " PEER_TLS_REFUSED, s);
             if (i < 0)
                 FERR("unknown key \"%s\"", s);
         }
@@ -800,6 +838,7 @@ static int load_file(cairn_config_t *c, const char *path, char *eb, size_t el)
         if (seen[i])
             FERR("duplicate key \"%s\" (first set on line %d)", o->name, seen[i]);
         seen[i] = lineno;
+        c->priv_->line[i] = lineno;
         if (o->kind == K_IGNORED) {
             c->priv_->src[i] = SRC_FILE;
             if (null && block == B_NONE)
@@ -859,6 +898,8 @@ static int parse_argv(int argc, char *const argv[], flagval_t *fv, size_t *nfv, 
         if (len == 7 && !strncmp(name, "version", 7))
             return CAIRN_CONFIG_VERSION;
         int k = opt_index(name, len);
+        if (k < 0 && is_etcd_peer_tls(name, len))
+            return fail(eb, el, CAIRN_ECONFIG, "--%.*s: " PEER_TLS_REFUSED, (int)len, name);
         if (k < 0)
             return fail(eb, el, CAIRN_ECONFIG, "unknown flag: --%.*s", (int)len, name);
         const char *val;
@@ -912,7 +953,7 @@ int cairn_config_load(cairn_config_t *c, int argc, char *const argv[], char *eb,
         if (k_opts[i].kind == K_CONFIG_FILE)
             continue;
         char var[96];
-        env_name(&k_opts[i], var, sizeof var);
+        env_name(k_opts[i].name, var, sizeof var);
         const char *v = getenv(var);
         if (!v)
             continue;
@@ -920,6 +961,16 @@ int cairn_config_load(cairn_config_t *c, int argc, char *const argv[], char *eb,
         snprintf(ctx, sizeof ctx, "environment variable %s", var);
         if ((rc = apply(c, i, v, SRC_ENV, HOW_TEXT, ctx, eb, el)))
             goto out;
+    }
+    for (size_t i = 0; k_etcd_peer_tls[i]; i++) {
+        char var[96];
+        env_name(k_etcd_peer_tls[i], var, sizeof var);
+        const char *v = getenv(var);
+        if (v && *v) { /* empty asks for nothing, as with the options' own variables */
+            rc = fail(eb, el, CAIRN_ECONFIG, "--%s (set by environment variable %s): " PEER_TLS_REFUSED,
+                      k_etcd_peer_tls[i], var);
+            goto out;
+        }
     }
 
     for (size_t i = 0; i < nfv; i++) {
@@ -1186,13 +1237,76 @@ out:
     return rc;
 }
 
+static bool is_tls_url(const char *u) { return !strncmp(u, "https://", 8) || !strncmp(u, "unixs://", 8); }
+
 static int check_tls(const cairn_config_urls_t *u, const char *cert, const char *key, bool autotls,
                      const char *what, const char *flags, char *eb, size_t el)
 {
     for (size_t i = 0; i < u->n; i++)
-        if ((!strncmp(u->v[i], "https:", 6) || !strncmp(u->v[i], "unixs:", 6)) && (!*cert || !*key) && !autotls)
+        if (is_tls_url(u->v[i]) && (!*cert || !*key) && !autotls)
             return fail(eb, el, CAIRN_ECONFIG, "TLS key/cert (%s) must be provided for %s url %s with HTTPS scheme",
                         flags, what, u->v[i]);
+    return 0;
+}
+
+/* Refuses option i, whose value (what: "" or " <url>") asks for peer TLS, naming it and
+ * where its value came from. */
+static int refuse_peer_tls(const cairn_config_t *c, size_t i, const char *what, char *eb, size_t el)
+{
+    const char *name = k_opts[i].name;
+    char var[96];
+    switch (c->priv_->src[i]) {
+    case SRC_ENV:
+        env_name(name, var, sizeof var);
+        return fail(eb, el, CAIRN_ECONFIG, "--%s%s (set by environment variable %s): " PEER_TLS_REFUSED, name,
+                    what, var);
+    case SRC_FILE:
+        return fail(eb, el, CAIRN_ECONFIG, "--%s%s (set by config file %s line %d): " PEER_TLS_REFUSED, name, what,
+                    c->config_file, c->priv_->line[i]);
+    default: return fail(eb, el, CAIRN_ECONFIG, "--%s%s: " PEER_TLS_REFUSED, name, what);
+    }
+}
+
+/* Peer TLS is not implemented yet: raftd's peer transport is plaintext ZeroMQ over TCP that
+ * anyone who can reach the port may connect to. Accepting a setting that asks for TLS would
+ * leave the operator believing in an encryption and a mutual authentication that do not
+ * exist, so every one is refused at start, the same way by all three daemons: a peer TLS
+ * option that is not empty or false, and an https:// or unixs:// URL in --listen-peer-urls
+ * or --initial-advertise-peer-urls (--initial-cluster: check_no_peer_tls_members). Empty and
+ * false ask for nothing; they are what etcd's sample config file and cairn_config_print
+ * write, so they pass. */
+static int check_no_peer_tls(const cairn_config_t *c, char *eb, size_t el)
+{
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const opt_t *o = &k_opts[i];
+        const void *f = cfield(c, o);
+        if ((o->flags & O_PEER_TLS) && (o->kind == K_BOOL ? *(const bool *)f : **(char *const *)f != 0))
+            return refuse_peer_tls(c, i, "", eb, el);
+    }
+    static const char *const url_opts[] = {"listen-peer-urls", "initial-advertise-peer-urls"};
+    for (size_t k = 0; k < sizeof url_opts / sizeof url_opts[0]; k++) {
+        size_t i = (size_t)opt_index(url_opts[k], strlen(url_opts[k]));
+        const cairn_config_urls_t *u = cfield(c, &k_opts[i]);
+        for (size_t j = 0; j < u->n; j++)
+            if (is_tls_url(u->v[j])) {
+                char what[300];
+                snprintf(what, sizeof what, " %s", u->v[j]);
+                return refuse_peer_tls(c, i, what, eb, el);
+            }
+    }
+    return 0;
+}
+
+/* The same for the members of --initial-cluster: raftd would dial them in plaintext. */
+static int check_no_peer_tls_members(const cairn_config_t *c, char *eb, size_t el)
+{
+    for (size_t m = 0; m < c->n_members; m++)
+        for (size_t j = 0; j < c->members[m].peer_urls.n; j++)
+            if (is_tls_url(c->members[m].peer_urls.v[j])) {
+                char what[600];
+                snprintf(what, sizeof what, " %s=%s", c->members[m].name, c->members[m].peer_urls.v[j]);
+                return refuse_peer_tls(c, (size_t)opt_index("initial-cluster", 15), what, eb, el);
+            }
     return 0;
 }
 
@@ -1266,6 +1380,9 @@ int cairn_config_finalize(cairn_config_t *c, char *eb, size_t el)
                     "--election-timeout[%" PRId64 "ms] is too long, and should be set less than 50000ms",
                     c->election_ms);
 
+    if ((rc = check_no_peer_tls(c, eb, el)))
+        return rc;
+
     /* Without --initial-cluster, a one-member cluster of this node (etcd does the same for
      * the default name). */
     if (src_of(c, "initial-cluster") == SRC_DEFAULT) {
@@ -1275,7 +1392,7 @@ int cairn_config_finalize(cairn_config_t *c, char *eb, size_t el)
         if ((rc = set_str(&c->initial_cluster, s)))
             return fail(eb, el, rc, "out of memory");
     }
-    if ((rc = parse_members(c, eb, el)))
+    if ((rc = parse_members(c, eb, el)) || (rc = check_no_peer_tls_members(c, eb, el)))
         goto fail_derived;
     for (c->self = 0; c->self < c->n_members; c->self++)
         if (!strcmp(c->members[c->self].name, c->name))
@@ -1321,14 +1438,9 @@ int cairn_config_finalize(cairn_config_t *c, char *eb, size_t el)
         rc = fail(eb, el, CAIRN_ECONFIG, "--cert-file and --key-file must be given together");
         goto fail_derived;
     }
-    if ((!*c->peer_cert_file) != (!*c->peer_key_file)) {
-        rc = fail(eb, el, CAIRN_ECONFIG, "--peer-cert-file and --peer-key-file must be given together");
-        goto fail_derived;
-    }
+    /* (Their peer twins cannot be reached: check_no_peer_tls refused any peer TLS.) */
     if ((rc = check_tls(&c->listen_client_urls, c->cert_file, c->key_file, c->auto_tls, "client",
-                        "--cert-file, --key-file", eb, el)) ||
-        (rc = check_tls(&c->listen_peer_urls, c->peer_cert_file, c->peer_key_file, c->peer_auto_tls, "peer",
-                        "--peer-cert-file, --peer-key-file", eb, el)))
+                        "--cert-file, --key-file", eb, el)))
         goto fail_derived;
 
     /* etcd: periodic retention is hours when it is a bare number, else a duration;

@@ -17,6 +17,12 @@
  *   `client-transport-security:` / `peer-transport-security:` (cert-file, key-file,
  *   trusted-ca-file, client-cert-auth, auto-tls). Unlike etcd, a config file does not
  *   disable flags and environment: it is only one more layer.
+ * - Peer TLS is not supported yet (raft traffic between members is plaintext), and asking
+ *   for it is an error, not a silent downgrade: load refuses any --peer-* TLS option that is
+ *   not empty or false (flag, CAIRN_* variable or peer-transport-security key), etcd's other
+ *   peer TLS flags (--peer-crl-file, --peer-cert-allowed-cn, ...), and any https:// or
+ *   unixs:// URL in --listen-peer-urls, --initial-advertise-peer-urls or --initial-cluster,
+ *   with "--<flag>[ <url>][ (set by ...)]: peer TLS is not supported yet; ...".
  *
  * Usage (every daemon):
  *
@@ -97,8 +103,8 @@ typedef struct {
     /* ---- security ---- */
     char *cert_file, *key_file, *trusted_ca_file;
     bool client_cert_auth, auto_tls;
-    char *peer_cert_file, *peer_key_file, *peer_trusted_ca_file;
-    bool peer_client_cert_auth, peer_auto_tls;
+    char *peer_cert_file, *peer_key_file, *peer_trusted_ca_file; /* always "" after load: */
+    bool peer_client_cert_auth, peer_auto_tls;                     /* always false (refused) */
 
     /* ---- logging and monitoring ---- */
     int log_level;                          /* --log-level as a cairn_log_level_t */
