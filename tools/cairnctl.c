@@ -1,7 +1,10 @@
 /* cairnctl - Cairn's operator tool.
  *
  *   cairnctl run [--gateways N] [node flags...]
- *       Starts one node's three processes (stored, raftd, N x gatewayd) with the same flags,
+ *       Checks the node flags (with the CAIRN_* environment and --config-file) exactly as the
+ *       daemons will, and exits 2 with the daemons' message if they are wrong: a supervisor
+ *       that started them anyway would restart daemons that can never start, forever.
+ *       Then starts one node's three processes (stored, raftd, N x gatewayd) with the same flags,
  *       supervises them in the foreground (a process that dies is restarted after a short
  *       back-off, as systemd's Restart=always would) and stops them all on Ctrl-C/SIGTERM:
  *       gateways first (they send GOAWAY), then raftd, then stored (which syncs its WAL).
@@ -18,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cairn_config.h"
+
 static volatile sig_atomic_t g_stop;
 static void on_signal(int sig) { g_stop = 1; }
 
@@ -33,6 +38,8 @@ typedef struct {
 
 static int g_argc;
 static char **g_argv;
+
+static void usage(FILE *f);
 
 static void bindir(char *out, size_t len)
 {
@@ -96,6 +103,36 @@ static int cmd_run(int argc, char **argv)
     }
     g_argc = argc - i;
     g_argv = argv + i;
+    /* The daemons' own check (cairn_config_load wants argv[0], which it skips). */
+    char **cav = calloc((size_t)g_argc + 2, sizeof *cav);
+    cairn_config_t *cfg = cairn_config_new();
+    if (!cav || !cfg) {
+        fprintf(stderr, "cairnctl: out of memory\n");
+        free(cav);
+        cairn_config_destroy(&cfg);
+        return 1;
+    }
+    cav[0] = "cairnctl run";
+    for (int k = 0; k < g_argc; k++)
+        cav[k + 1] = g_argv[k];
+    char err[1024];
+    int rc = cairn_config_load(cfg, g_argc + 1, cav, err, sizeof err);
+    cairn_config_destroy(&cfg);
+    free(cav);
+    if (rc == CAIRN_CONFIG_HELP) {
+        usage(stdout);
+        printf("\nNode flags (the same for stored, raftd and gatewayd):\n");
+        cairn_config_usage(stdout);
+        return 0;
+    }
+    if (rc == CAIRN_CONFIG_VERSION) {
+        printf("cairnctl 0.1.0 (etcd API 3.4)\n");
+        return 0;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "cairnctl: %s\n", err);
+        return 2;
+    }
     char dir[PATH_MAX];
     bindir(dir, sizeof dir);
     int n = 2 + gateways;
