@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cairn_err.h"
+
 #define E_INVAL CAIRN_GRPC_INVALID_ARGUMENT
 
 static int fail(const char **msg, const char *m)
@@ -51,10 +53,11 @@ int cairn_kvcheck_delete_range(const Etcdserverpb__DeleteRangeRequest *r, const 
     return 0;
 }
 
-static int check_txn_ops(const Etcdserverpb__TxnRequest *r, int max_ops, const char **msg);
+static int check_txn_ops(const Etcdserverpb__TxnRequest *r, int max_ops, int depth, const char **msg);
 
-/* etcd's checkRequestOp: an op with nothing set is "key not found" (checked). */
-static int check_op(const Etcdserverpb__RequestOp *u, int max_ops, const char **msg)
+/* etcd's checkRequestOp: an op with nothing set is "key not found" (checked). depth: how
+ * deep the txn holding u is nested (0: the outermost). */
+static int check_op(const Etcdserverpb__RequestOp *u, int max_ops, int depth, const char **msg)
 {
     switch (u ? u->request_case : ETCDSERVERPB__REQUEST_OP__REQUEST__NOT_SET) {
     case ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE: return cairn_kvcheck_range(u->request_range, msg);
@@ -64,14 +67,18 @@ static int check_op(const Etcdserverpb__RequestOp *u, int max_ops, const char **
     case ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN:
         if (!u->request_txn)
             return fail(msg, CAIRN_ETCD_KEY_NOT_FOUND);
-        return check_txn_ops(u->request_txn, max_ops, msg);
+        /* bytes from outside were measured before unpacking (cairn_kvcheck_txn_depth); this
+         * holds the same line for a request built in memory, and bounds our recursion */
+        if (depth >= CAIRN_KVCHECK_MAX_TXN_DEPTH)
+            return fail(msg, CAIRN_ETCD_TXN_TOO_DEEP);
+        return check_txn_ops(u->request_txn, max_ops, depth + 1, msg);
     default: return fail(msg, CAIRN_ETCD_KEY_NOT_FOUND);
     }
 }
 
 /* etcd's checkTxnRequest: the op count is the largest of compares / success / failure; a
  * nested txn may use what its parent left (max_ops - the parent's count). */
-static int check_txn_ops(const Etcdserverpb__TxnRequest *r, int max_ops, const char **msg)
+static int check_txn_ops(const Etcdserverpb__TxnRequest *r, int max_ops, int depth, const char **msg)
 {
     size_t opc = r->n_compare;
     if (opc < r->n_success)
@@ -85,12 +92,12 @@ static int check_txn_ops(const Etcdserverpb__TxnRequest *r, int max_ops, const c
             return fail(msg, CAIRN_ETCD_EMPTY_KEY);
     int rest = max_ops - (int)opc;
     for (size_t i = 0; i < r->n_success; i++) {
-        int rc = check_op(r->success[i], rest, msg);
+        int rc = check_op(r->success[i], rest, depth, msg);
         if (rc)
             return rc;
     }
     for (size_t i = 0; i < r->n_failure; i++) {
-        int rc = check_op(r->failure[i], rest, msg);
+        int rc = check_op(r->failure[i], rest, depth, msg);
         if (rc)
             return rc;
     }
@@ -373,13 +380,137 @@ int cairn_kvcheck_txn(const Etcdserverpb__TxnRequest *r, int max_txn_ops, const 
         return fail(msg, CAIRN_ETCD_KEY_NOT_FOUND);
     if (max_txn_ops <= 0)
         max_txn_ops = CAIRN_KVCHECK_DEFAULT_MAX_TXN_OPS;
-    int rc = check_txn_ops(r, max_txn_ops, msg);
+    int rc = check_txn_ops(r, max_txn_ops, 0, msg);
     /* the overlap check runs after the others, as in etcd (it is the expensive one) */
     if (rc == 0)
         rc = intervals(r->success, r->n_success, msg);
     if (rc == 0)
         rc = intervals(r->failure, r->n_failure, msg);
     return rc;
+}
+
+/* ---- nesting depth, from the wire bytes ------------------------------------------------ *
+ *
+ * Why: protobuf-c's unpack calls itself for every embedded message, and a nested txn is two
+ * of them (RequestOp, then TxnRequest): ~1.9 KB of stack per txn level (measured: protobuf-c
+ * 1.4.1, x86-64). At 4 to 8 bytes a level, a 42 KB request nests ~6,000 deep and overflows
+ * an 8 MiB stack inside the unpack, before anything could look at the unpacked request; our
+ * own walks (check_op, check_intervals, apply.c's compare_path/check_reqs/apply_txn, the
+ * response's pack) recurse per level too. So depth is measured on the bytes, with a loop and
+ * a fixed array, and a too-deep request is never unpacked.
+ *
+ * Why 128 (CAIRN_KVCHECK_MAX_TXN_DEPTH): it refuses nothing etcd accepts at its default
+ * --max-txn-ops (128): every level of nesting spends at least one op of its parent's budget
+ * (a nested txn gets max - its parent's op count), so in etcd a txn nested 129 deep already
+ * fails with "too many operations in txn request". And 128 levels cost ~250 KB of stack in
+ * protobuf-c, ~3% of the 8 MiB main-thread stack gatewayd and stored unpack on, which leaves
+ * room for our own walks and for sanitizer builds' larger frames. A deployment that raises
+ * --max-txn-ops still gets at most 128 levels (a deliberate difference from etcd, which
+ * unpacks any depth that fits in a request: Go's stacks grow).
+ *
+ * The wire format, as far as the walk reads it (protobuf encoding): a message is a sequence
+ * of fields, each a tag varint (field number << 3 | wire type) then the payload:
+ *   wire type 0: a varint, 1 to 10 bytes, bit 7 set on every byte but the last;
+ *   wire type 1: 8 bytes;  wire type 5: 4 bytes;
+ *   wire type 2: a length varint, then that many bytes;
+ *   wire types 3, 4 (groups), 6, 7: refused, as protobuf-c refuses them.
+ * A varint is little-endian base 128. Also refused, as protobuf-c refuses them: a tag or a
+ * length varint longer than 5 bytes, field number 0 written in one byte; and, as protobuf
+ * requires (protobuf-c takes these as unknown fields), field number 0 written longer and
+ * field numbers above 2^29 - 1; and a payload that runs past the end of the message holding
+ * it, or a varint cut off by that end. Tags are read as protobuf-c reads them, padded ones
+ * (0x92 0x80 0x00 is field 2) included, so that a field protobuf-c descends into is never
+ * skipped here. The walk descends into TxnRequest fields 2 (success) and 3 (failure), which
+ * are RequestOps, and RequestOp field 4 (request_txn), a TxnRequest, when their wire type is
+ * 2; everything else is skipped unread: no other message inside a TxnRequest nests (Compare,
+ * RangeRequest, PutRequest and DeleteRangeRequest hold only scalars and bytes), and
+ * protobuf-c checks those payloads when it unpacks them. A wrong wire type on fields 2, 3 or
+ * 4 is skipped too (it holds no message; protobuf-c refuses it). A request_txn that a later
+ * member of its RequestOp's oneof replaces still counts, though protobuf-c drops it: the
+ * walk may measure deeper than what gets unpacked, never shallower. Cost: one pass over the
+ * bytes, no malloc. */
+
+#define WIRE_VARINT 0
+#define WIRE_64BIT 1
+#define WIRE_LEN 2
+#define WIRE_32BIT 5
+#define FIELD_MAX ((1u << 29) - 1)
+#define TXN_SUCCESS 2   /* TxnRequest.success: repeated RequestOp */
+#define TXN_FAILURE 3   /* TxnRequest.failure: repeated RequestOp */
+#define OP_TXN 4        /* RequestOp.request_txn: TxnRequest */
+
+/* Reads a varint of at most max bytes that must end before end. */
+static int wire_varint(const uint8_t **p, const uint8_t *end, size_t max, uint64_t *v)
+{
+    size_t avail = (size_t)(end - *p);
+    uint64_t x = 0;
+    for (size_t i = 0; i < max && i < avail; i++) {
+        uint8_t b = (*p)[i];
+        x |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            *p += i + 1;
+            *v = x;
+            return 0;
+        }
+    }
+    return CAIRN_EPROTO;
+}
+
+int cairn_kvcheck_txn_depth(const uint8_t *body, size_t len)
+{
+    /* end[i]: where the message open at level i ends. Even levels are TxnRequests, odd levels
+     * RequestOps, so a txn nested d deep is level 2d; the array bounds the walk: a txn one
+     * deeper than the limit is refused before it would be opened. */
+    const uint8_t *end[2 * CAIRN_KVCHECK_MAX_TXN_DEPTH + 2];
+    static const uint8_t empty = 0;
+    if (!body) {
+        if (len)
+            return CAIRN_EINVAL;
+        body = &empty;
+    }
+    const uint8_t *p = body;
+    int top = 0, depth = 0;
+    end[0] = body + len;
+    while (top >= 0) {
+        if (p == end[top]) {   /* this message is done: back to its parent */
+            top--;
+            continue;
+        }
+        uint64_t tag, n;
+        if (wire_varint(&p, end[top], 5, &tag) || (tag >> 3) == 0 || (tag >> 3) > FIELD_MAX)
+            return CAIRN_EPROTO;
+        uint64_t field = tag >> 3;
+        switch (tag & 7) {
+        case WIRE_VARINT:
+            if (wire_varint(&p, end[top], 10, &n))
+                return CAIRN_EPROTO;
+            break;
+        case WIRE_64BIT:
+        case WIRE_32BIT:
+            n = (tag & 7) == WIRE_64BIT ? 8 : 4;
+            if (n > (size_t)(end[top] - p))
+                return CAIRN_EPROTO;
+            p += n;
+            break;
+        case WIRE_LEN: {
+            if (wire_varint(&p, end[top], 5, &n) || n > (size_t)(end[top] - p))
+                return CAIRN_EPROTO;
+            int in_txn = top % 2 == 0;
+            if ((in_txn && (field == TXN_SUCCESS || field == TXN_FAILURE)) || (!in_txn && field == OP_TXN)) {
+                if (!in_txn && (top + 1) / 2 > CAIRN_KVCHECK_MAX_TXN_DEPTH)
+                    return CAIRN_ETOOBIG;
+                top++;
+                end[top] = p + n;
+                if (top % 2 == 0 && top / 2 > depth)
+                    depth = top / 2;
+            } else
+                p += n;
+            break;
+        }
+        default: return CAIRN_EPROTO;
+        }
+    }
+    return depth;
 }
 
 int cairn_kvcheck_request(int kind, const uint8_t *body, size_t len, int max_txn_ops, const char **msg)
@@ -414,6 +545,11 @@ int cairn_kvcheck_request(int kind, const uint8_t *body, size_t len, int max_txn
         return rc;
     }
     case CAIRN_REQ_TXN: {
+        int depth = cairn_kvcheck_txn_depth(body, len);   /* before unpacking: see there */
+        if (depth == CAIRN_ETOOBIG)
+            return fail(msg, CAIRN_ETCD_TXN_TOO_DEEP);
+        if (depth < 0)
+            break;
         Etcdserverpb__TxnRequest *r = etcdserverpb__txn_request__unpack(NULL, len, body);
         if (!r)
             break;

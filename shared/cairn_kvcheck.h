@@ -44,6 +44,17 @@ typedef enum {
 /* etcd's --max-txn-ops default. */
 #define CAIRN_KVCHECK_DEFAULT_MAX_TXN_OPS 128
 
+/* How deep txns may nest: a TxnRequest whose RequestOps hold txns holding txns ... more than
+ * this many levels below the outermost one is refused, whatever --max-txn-ops says. Why a
+ * limit at all and why this one: see cairn_kvcheck.c ("nesting depth"). etcd has no such
+ * check (its op budget stops nesting at --max-txn-ops levels instead), so the message is
+ * ours; grpc code 3 like etcd's other txn errors. */
+#define CAIRN_KVCHECK_MAX_TXN_DEPTH 128
+#define CAIRN_KVCHECK_STR_(x) #x
+#define CAIRN_KVCHECK_STR(x) CAIRN_KVCHECK_STR_(x)
+#define CAIRN_ETCD_TXN_TOO_DEEP \
+    "etcdserver: txn nested too deeply (more than " CAIRN_KVCHECK_STR(CAIRN_KVCHECK_MAX_TXN_DEPTH) " levels)" /* 3 */
+
 /* Each returns 0 when the request may be proposed, else the gRPC code, with *msg (if not
  * NULL) set to etcd's message (a static string). */
 int cairn_kvcheck_range(const Etcdserverpb__RangeRequest *r, const char **msg);
@@ -52,10 +63,23 @@ int cairn_kvcheck_delete_range(const Etcdserverpb__DeleteRangeRequest *r, const 
 /* Op counts (max_txn_ops <= 0: the default), keys, nested txns, then duplicate keys: a key
  * put twice, or put and covered by a delete, anywhere in the txn (nested txns included; a
  * key put in both the success and the failure branch of one nested txn is fine). Same order
- * of checks as etcd, so the same request gets the same error. */
+ * of checks as etcd, so the same request gets the same error. A txn nested more than
+ * CAIRN_KVCHECK_MAX_TXN_DEPTH levels is CAIRN_ETCD_TXN_TOO_DEEP (our check, not etcd's). */
 int cairn_kvcheck_txn(const Etcdserverpb__TxnRequest *r, int max_txn_ops, const char **msg);
+/* The nesting depth of the txns in a serialized TxnRequest, measured on the wire bytes
+ * without unpacking them and without recursion: 0 when no RequestOp in it holds a txn, 1
+ * when some do but none of those holds one, and so on. Returns the depth when it is at most
+ * CAIRN_KVCHECK_MAX_TXN_DEPTH, CAIRN_ETOOBIG as soon as the walk finds a txn nested deeper,
+ * CAIRN_EPROTO when the bytes it walks are not protobuf (truncated, a bad varint, a length
+ * past the end of its message, a group or unknown wire type, field number 0), CAIRN_EINVAL
+ * for body NULL with len > 0. Every TxnRequest that comes from outside the process (a
+ * client, the log) must pass this BEFORE etcdserverpb__txn_request__unpack: protobuf-c's
+ * unpack recurses once per level, and a 42 KB request nests deep enough to overflow the
+ * stack. The payloads it does not descend into are left for protobuf-c to check. */
+int cairn_kvcheck_txn_depth(const uint8_t *body, size_t len);
 /* Unpacks body (a request of kind) and runs the matching check; a body that does not parse
- * is InvalidArgument. Compaction requests have no checks. */
+ * is InvalidArgument. A TxnRequest has its depth checked (cairn_kvcheck_txn_depth) before
+ * it is unpacked. Compaction requests have no checks. */
 int cairn_kvcheck_request(int kind, const uint8_t *body, size_t len, int max_txn_ops, const char **msg);
 
 #endif

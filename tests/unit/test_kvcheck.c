@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cairn_err.h"
 #include "cairn_kvcheck.h"
+#include "nested_txn.h"
 
 static ProtobufCBinaryData B(const char *s)
 {
@@ -411,4 +413,267 @@ Test(kvcheck, packed_requests)
         cr_assert(strstr(msg, "malformed") != NULL, "%s", msg);
     }
     EXPECT(cairn_kvcheck_request(99, buf, n, 0, &msg), 3, NULL);
+}
+
+/* ---- nesting depth (issue 7: a ~42 KB txn nested ~6,000 deep crashed gatewayd inside
+ * protobuf-c's recursive unpack, before any check ran) ---- */
+
+#define MAXD CAIRN_KVCHECK_MAX_TXN_DEPTH
+#define TOODEEP "etcdserver: txn nested too deeply (more than 128 levels)"
+
+/* The depth of an unpacked request, by recursion (only ever on shallow ones here). */
+static int depth_of(const Etcdserverpb__TxnRequest *t)
+{
+    int d = 0;
+    for (int br = 0; br < 2; br++) {
+        size_t n = br ? t->n_failure : t->n_success;
+        Etcdserverpb__RequestOp **ops = br ? t->failure : t->success;
+        for (size_t i = 0; i < n; i++)
+            if (ops[i]->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN && ops[i]->request_txn) {
+                int c = 1 + depth_of(ops[i]->request_txn);
+                d = c > d ? c : d;
+            }
+    }
+    return d;
+}
+
+Test(kvcheck_depth, message_names_the_limit)
+{
+    cr_assert_str_eq(CAIRN_ETCD_TXN_TOO_DEEP, TOODEEP);
+    cr_assert_eq(MAXD, 128);
+}
+
+Test(kvcheck_depth, at_the_limit_accepted_one_more_refused)
+{
+    size_t n;
+    OK(cairn_kvcheck_txn_depth(NULL, 0));
+    for (int d = 1; d <= 3; d++) {
+        uint8_t *b = nested_txn(d, NULL, 0, 0, &n);
+        cr_assert_eq(cairn_kvcheck_txn_depth(b, n), d);
+        free(b);
+    }
+    uint8_t *b = nested_txn(MAXD, NULL, 0, 0, &n);
+    cr_assert_eq(cairn_kvcheck_txn_depth(b, n), MAXD);
+    /* one op per level, an empty innermost txn: exactly what etcd's op budget lets through
+     * at its default --max-txn-ops, so the depth limit refuses nothing etcd would accept */
+    OK(cairn_kvcheck_request(CAIRN_REQ_TXN, b, n, 0, &msg));
+    free(b);
+    b = nested_txn(MAXD + 1, NULL, 0, 0, &n);
+    cr_assert_eq(cairn_kvcheck_txn_depth(b, n), CAIRN_ETOOBIG);
+    BAD(cairn_kvcheck_request(CAIRN_REQ_TXN, b, n, 0, &msg), TOODEEP);
+    BAD(cairn_kvcheck_request(CAIRN_REQ_TXN, b, n, 100000, &msg), TOODEEP);   /* whatever --max-txn-ops says */
+    free(b);
+    /* the failure branch nests the same way */
+    b = nested_txn(MAXD, NULL, 0, 2, &n);
+    cr_assert_eq(cairn_kvcheck_txn_depth(b, n), MAXD);
+    free(b);
+    b = nested_txn(MAXD + 1, NULL, 0, 1, &n);
+    cr_assert_eq(cairn_kvcheck_txn_depth(b, n), CAIRN_ETOOBIG);
+    free(b);
+}
+
+/* A TxnRequest of ops: success = ld(2, ld(4, child)) for each child, given as bytes. */
+static uint8_t *wrap_ops(uint8_t *const *child, const size_t *clen, int nc, size_t *len)
+{
+    size_t total = 0;
+    for (int i = 0; i < nc; i++) {
+        size_t op = 1 + nt_varint_len(clen[i]) + clen[i];
+        total += 1 + nt_varint_len(op) + op;
+    }
+    uint8_t *buf = malloc(total + 1), *p = buf;
+    for (int i = 0; i < nc; i++) {
+        size_t op = 1 + nt_varint_len(clen[i]) + clen[i];
+        *p++ = 0x12;
+        p = nt_put_varint(p, op);
+        *p++ = 0x22;
+        p = nt_put_varint(p, clen[i]);
+        memcpy(p, child[i], clen[i]);
+        p += clen[i];
+    }
+    *len = total;
+    return buf;
+}
+
+Test(kvcheck_depth, deepest_of_siblings_and_real_content)
+{
+    /* siblings: the walk comes back up and goes on; the deepest branch counts */
+    int ds[] = {3, MAXD - 1, 7, 0};
+    uint8_t *c[4];
+    size_t cl[4], n;
+    for (int i = 0; i < 4; i++)
+        c[i] = nested_txn(ds[i], NULL, 0, 0, &cl[i]);
+    uint8_t *b = wrap_ops(c, cl, 4, &n);
+    cr_assert_eq(cairn_kvcheck_txn_depth(b, n), MAXD);
+    free(b);
+    free(c[1]);
+    c[1] = nested_txn(MAXD, NULL, 0, 0, &cl[1]);   /* now one level too many, second of four */
+    b = wrap_ops(c, cl, 4, &n);
+    cr_assert_eq(cairn_kvcheck_txn_depth(b, n), CAIRN_ETOOBIG);
+    free(b);
+    for (int i = 0; i < 4; i++)
+        free(c[i]);
+
+    /* a real request packed by protobuf-c: compares, puts, ranges, deletes at every level
+     * are skipped over, and the depth agrees with the unpacked structure */
+    Etcdserverpb__TxnRequest *t = txn(), *in = t;
+    CMP(t, cmp("c"));
+    OKOP(t, put("top"));
+    for (int d = 1; d <= 5; d++) {
+        Etcdserverpb__TxnRequest *next = txn();
+        CMP(next, cmp("x"));
+        OKOP(next, get("g"));
+        ELSEOP(next, del("a", "b"));
+        if (d % 2)
+            OKOP(in, sub(next));
+        else
+            ELSEOP(in, sub(next));
+        in = next;
+    }
+    OKOP(in, put("deep"));
+    uint8_t buf[4096];
+    n = etcdserverpb__txn_request__pack(t, buf);
+    cr_assert_lt(n, sizeof buf);
+    cr_assert_eq(cairn_kvcheck_txn_depth(buf, n), 5);
+    OK(cairn_kvcheck_request(CAIRN_REQ_TXN, buf, n, 0, &msg));
+    /* and in memory: the same line for a request that never was bytes */
+    Etcdserverpb__TxnRequest *top = txn();
+    in = top;
+    for (int d = 1; d <= MAXD; d++) {
+        Etcdserverpb__TxnRequest *next = txn();
+        OKOP(in, sub(next));
+        in = next;
+    }
+    OK(cairn_kvcheck_txn(top, 100000, &msg));
+    Etcdserverpb__TxnRequest *last = txn();
+    OKOP(in, sub(last));
+    BAD(cairn_kvcheck_txn(top, 100000, &msg), TOODEEP);
+}
+
+Test(kvcheck_depth, thousands_of_levels_refused_without_crashing)
+{
+    /* 6,000 levels is the ~42 KB request that crashed gatewayd; 100,000 levels (~700 KB) is
+     * far past any stack. Unpacking either would overflow it: the check must not unpack. */
+    int depths[] = {6000, 100000};
+    for (int i = 0; i < 2; i++) {
+        size_t n;
+        uint8_t *b = nested_txn(depths[i], (const uint8_t *)"\x12\x00", 2, 0, &n);
+        cr_assert_eq(cairn_kvcheck_txn_depth(b, n), CAIRN_ETOOBIG, "%d levels", depths[i]);
+        BAD(cairn_kvcheck_request(CAIRN_REQ_TXN, b, n, 0, &msg), TOODEEP);
+        BAD(cairn_kvcheck_request(CAIRN_REQ_TXN, b, n, 1 << 30, &msg), TOODEEP);
+        /* and so is every truncation of it: never unpacked, refused cleanly */
+        for (size_t cut = n - 1; cut > n - 64; cut--)
+            cr_assert(cairn_kvcheck_txn_depth(b, cut) < 0);
+        free(b);
+    }
+}
+
+Test(kvcheck_depth, truncated_and_garbage_bytes_refused)
+{
+    /* every proper prefix of a valid nested request is malformed: the outer length runs past
+     * the end */
+    size_t n;
+    uint8_t *b = nested_txn(10, (const uint8_t *)"\x12\x05\x12\x03\x0a\x01k", 7, 3, &n);
+    cr_assert_eq(cairn_kvcheck_txn_depth(b, n), 10);
+    OK(cairn_kvcheck_request(CAIRN_REQ_TXN, b, n, 0, &msg));
+    for (size_t cut = 1; cut < n; cut++) {
+        cr_assert_eq(cairn_kvcheck_txn_depth(b, cut), CAIRN_EPROTO, "cut at %zu of %zu", cut, n);
+        EXPECT(cairn_kvcheck_request(CAIRN_REQ_TXN, b, cut, 0, &msg), 3, NULL);
+        cr_assert(strstr(msg, "malformed") != NULL, "%s", msg);
+    }
+    free(b);
+
+    static const struct {
+        const char *what;
+        const char *bytes;
+        size_t len;
+        int want;
+    } cases[] = {
+        {"tag without its length", "\x12", 1, CAIRN_EPROTO},
+        {"length past the end", "\x12\x05\x22", 3, CAIRN_EPROTO},
+        {"length past the end of the enclosing op", "\x12\x02\x22\x05\x00\x00\x00\x00\x00", 9, CAIRN_EPROTO},
+        {"start group", "\x0b", 1, CAIRN_EPROTO},
+        {"end group", "\x0c", 1, CAIRN_EPROTO},
+        {"wire type 6", "\x0e", 1, CAIRN_EPROTO},
+        {"wire type 7 inside an op", "\x12\x01\x27", 3, CAIRN_EPROTO},
+        {"field number 0", "\x02\x00", 2, CAIRN_EPROTO},
+        {"unterminated varint", "\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 11, CAIRN_EPROTO},
+        {"varint cut by the end", "\x08\xff", 2, CAIRN_EPROTO},
+        {"fixed64 cut", "\x09\x00\x00\x00", 4, CAIRN_EPROTO},
+        {"fixed32 cut", "\x0d\x00\x00", 3, CAIRN_EPROTO},
+        {"tag of 6 bytes", "\x92\x80\x80\x80\x80\x00\x00", 7, CAIRN_EPROTO},
+        {"length of 6 bytes", "\x12\x80\x80\x80\x80\x80\x00", 7, CAIRN_EPROTO},
+        {"field number past 2^29-1", "\x80\x80\x80\x80\x10\x00", 6, CAIRN_EPROTO},
+        {"10-byte varint is fine", "\x08\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01", 11, 0},
+        {"fixed64, fixed32, unknown fields", "\x09\x01\x02\x03\x04\x05\x06\x07\x08\x0d\x01\x02\x03\x04\x3a\x01x", 17, 0},
+        {"field 4 at the top is not a txn", "\x22\x02\x22\x00", 4, 0},
+        {"wrong wire type on success", "\x10\x05", 2, 0},
+        /* protobuf-c reads a padded tag as the field it encodes: so must the walk */
+        {"padded tags still nest", "\x92\x80\x80\x80\x00\x06\xa2\x80\x80\x80\x00\x00", 12, 1},
+        /* a txn that a later member of the RequestOp oneof replaces still counts: the walk
+         * may measure deeper than what protobuf-c keeps, never shallower */
+        {"replaced oneof member counts", "\x12\x06\x22\x02\x12\x00\x12\x00", 8, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int got = cairn_kvcheck_txn_depth((const uint8_t *)cases[i].bytes, cases[i].len);
+        cr_assert_eq(got, cases[i].want, "%s: got %d", cases[i].what, got);
+        /* where protobuf-c can tell, it agrees (it takes field numbers up to 2^32-1 as
+         * unknown fields; protobuf allows 2^29-1, and so does the walk) */
+        Etcdserverpb__TxnRequest *r =
+            etcdserverpb__txn_request__unpack(NULL, cases[i].len, (const uint8_t *)cases[i].bytes);
+        int big_field = strcmp(cases[i].what, "field number past 2^29-1") == 0;
+        if (got == CAIRN_EPROTO && !big_field)
+            cr_assert_null(r, "%s: protobuf-c accepts it", cases[i].what);
+        if (r && !big_field)
+            cr_assert_geq(got, depth_of(r), "%s", cases[i].what);
+        if (r)
+            etcdserverpb__txn_request__free_unpacked(r, NULL);
+    }
+    cr_assert_eq(cairn_kvcheck_txn_depth(NULL, 5), CAIRN_EINVAL);
+}
+
+/* The walk against protobuf-c on damaged requests: whatever protobuf-c unpacks, the walk
+ * measured at least as deep (deeper only where protobuf-c dropped a txn that a later member
+ * of the RequestOp oneof replaced); whatever the walk calls malformed, protobuf-c refuses. */
+static uint32_t g_seed;
+
+static uint32_t rnd(void)
+{
+    g_seed = g_seed * 1103515245u + 12345u;
+    return (g_seed >> 16) & 0x7fff;
+}
+
+Test(kvcheck_depth, agrees_with_protobuf_c_on_damaged_bytes)
+{
+    g_seed = 12345;
+    size_t n;
+    uint8_t *base = nested_txn(12, (const uint8_t *)"\x0a\x03\x10\x01\x12\x12\x05\x12\x03\x0a\x01k", 12, 4, &n);
+    uint8_t *b = malloc(n);
+    int unpacked = 0, refused = 0, same = 0;
+    for (int iter = 0; iter < 20000; iter++) {
+        memcpy(b, base, n);
+        int edits = 1 + (int)(rnd() % 3);
+        for (int e = 0; e < edits; e++) {
+            size_t at = rnd() % n;
+            if (rnd() % 4)
+                b[at] = (uint8_t)rnd();   /* a random byte */
+            else
+                b[at] ^= (uint8_t)(1u << (rnd() % 8));   /* a flipped bit */
+        }
+        size_t len = rnd() % 8 ? n : rnd() % n;
+        int got = cairn_kvcheck_txn_depth(b, len);
+        cr_assert(got >= 0 || got == CAIRN_EPROTO || got == CAIRN_ETOOBIG, "iteration %d: %d", iter, got);
+        Etcdserverpb__TxnRequest *r = etcdserverpb__txn_request__unpack(NULL, len, b);
+        if (r) {
+            unpacked++;
+            cr_assert_geq(got, depth_of(r), "iteration %d: walk %d, protobuf-c %d", iter, got, depth_of(r));
+            same += got == depth_of(r);
+            etcdserverpb__txn_request__free_unpacked(r, NULL);
+        } else if (got == CAIRN_EPROTO)
+            refused++;
+    }
+    cr_assert_gt(unpacked, 100);
+    cr_assert_gt(same, unpacked * 9 / 10, "%d of %d", same, unpacked);
+    cr_assert_gt(refused, 100);
+    free(b);
+    free(base);
 }
