@@ -358,6 +358,15 @@ static void do_write(cairn_gateway_t *g, cairn_call_id_t call, int kind, const u
         break;
     }
     case CAIRN_REQ_TXN: {
+        /* Depth first, on the bytes: protobuf-c's unpack recurses per nested txn, and a
+         * ~42 KB request nested ~6,000 deep overflowed our stack inside it (issue 7). */
+        int depth = cairn_kvcheck_txn_depth(msg, len);
+        if (depth == CAIRN_ETOOBIG) {
+            cairn_h2srv_error(g->srv, call, CAIRN_GRPC_INVALID_ARGUMENT, CAIRN_ETCD_TXN_TOO_DEEP);
+            return;
+        }
+        if (depth < 0)
+            goto bad;
         Etcdserverpb__TxnRequest *r = etcdserverpb__txn_request__unpack(NULL, len, msg);
         if (!r)
             goto bad;
