@@ -732,6 +732,15 @@ static int run(actx_t *x, int kind, const uint8_t *body, size_t len, uint8_t **r
         break;
     }
     case CAIRN_REQ_TXN: {
+        /* The gateway refuses a too-deep txn, but an entry may come from elsewhere (an older
+         * gateway, a hand-made proposal): measured on the bytes before protobuf-c's recursive
+         * unpack sees them, or one entry would crash stored on every replay of the log. The
+         * answer depends on the bytes alone, so every member fails it the same way. */
+        int depth = cairn_kvcheck_txn_depth(body, len);
+        if (depth == CAIRN_ETOOBIG)
+            return grpc_err(x, CAIRN_GRPC_INVALID_ARGUMENT, CAIRN_ETCD_TXN_TOO_DEEP);
+        if (depth < 0)
+            return malformed(x, "TxnRequest");
         TxnReq *r = etcdserverpb__txn_request__unpack(&x->pa, len, body);
         if (!r)
             return malformed(x, "TxnRequest");

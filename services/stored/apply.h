@@ -33,7 +33,9 @@ typedef struct {
  * responses inside a Txn carry etcd's per-op revision. Otherwise err->grpc_code != 0 with
  * etcd's exact message (e.g. 5 "etcdserver: requested lease not found", 11 "etcdserver:
  * mvcc: required revision has been compacted") and *resp is NULL. A request that fails still
- * consumes its index but changes no data. A malformed protobuf is grpc 3, never a crash.
+ * consumes its index but changes no data. A malformed protobuf is grpc 3, never a crash;
+ * so is a TxnRequest nested deeper than CAIRN_KVCHECK_MAX_TXN_DEPTH (CAIRN_ETCD_TXN_TOO_DEEP),
+ * measured before it is unpacked.
  *
  * An index <= the applied index was applied already (a WAL replay overlapping the store):
  * nothing happens, *resp is NULL and err->grpc_code 0.

@@ -9,6 +9,7 @@
 #include "apply.h"
 #include "cairn_err.h"
 #include "kv.pb-c.h"
+#include "nested_txn.h"
 #include "rpc.pb-c.h"
 
 static char g_dir[256];
@@ -955,6 +956,44 @@ Test(apply, malformed_protobuf_and_unknown_kind)
     cr_assert_eq(E.grpc_code, 0);
     free(resp);
     cr_assert_eq(cairn_mvcc_revision(M), 1);
+}
+
+/* Issue 7: a txn nested thousands deep crashed protobuf-c's recursive unpack. An entry reaches
+ * apply from the log, whoever proposed it, so apply measures the depth on the bytes first: a
+ * too-deep txn is an error result (every member the same), not a crash on every replay. */
+Test(apply, txn_nested_too_deep_is_an_error_not_a_crash)
+{
+    /* innermost: TxnRequest{success: [RequestOp{request_put{key "deep", value "v"}}]} */
+    static const uint8_t inner[] = {0x12, 0x0b, 0x12, 0x09, 0x0a, 0x04, 'd', 'e', 'e', 'p', 0x12, 0x01, 'v'};
+    uint8_t *resp = NULL;
+    size_t rl = 0, n;
+    /* at the limit: applied, the put at the bottom included */
+    uint8_t *b = nested_txn(CAIRN_KVCHECK_MAX_TXN_DEPTH, inner, sizeof inner, 0, &n);
+    cr_assert_eq(cairn_apply_request(M, ++g_idx, 1, CAIRN_REQ_TXN, b, n, &HDR, &resp, &rl, &E), 0);
+    cr_assert_eq(E.grpc_code, 0, "%s", E.message);
+    cr_assert_not_null(resp);
+    free(resp);
+    free(b);
+    cr_assert_eq(cairn_mvcc_revision(M), 2);
+    int depths[] = {6000, 100000, CAIRN_KVCHECK_MAX_TXN_DEPTH + 1};
+    for (int i = 0; i < 3; i++) {
+        b = nested_txn(depths[i], inner, sizeof inner, 0, &n);
+        resp = (uint8_t *)1;
+        cr_assert_eq(cairn_apply_request(M, ++g_idx, 1, CAIRN_REQ_TXN, b, n, &HDR, &resp, &rl, &E), 0);
+        expect_err(3, "etcdserver: txn nested too deeply (more than 128 levels)");
+        cr_assert_null(resp);
+        cr_assert_eq(cairn_mvcc_applied_index(M), g_idx, "a refused entry consumes its index");
+        free(b);
+    }
+    cr_assert_eq(cairn_mvcc_revision(M), 2, "nothing of the refused txns was applied");
+    /* a truncated one is malformed, not unpacked */
+    b = nested_txn(6000, inner, sizeof inner, 0, &n);
+    cr_assert_eq(cairn_apply_request(M, ++g_idx, 1, CAIRN_REQ_TXN, b, 40, &HDR, &resp, &rl, &E), 0);
+    cr_assert_eq(E.grpc_code, 3);
+    cr_assert(strstr(E.message, "malformed") != NULL, "%s", E.message);
+    free(b);
+    /* and the store still works */
+    cr_assert_eq(put("after", "1"), 3);
 }
 
 Test(apply, noop_and_replayed_index)
