@@ -25,6 +25,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -92,7 +93,7 @@ static const opt_t k_opts[] = {
     {"election-timeout", K_MS, F(election_ms), "1000", NULL,
      "Time (in milliseconds) for an election to timeout.", NULL, 0, NULL},
     {"listen-peer-urls", K_URLS, F(listen_peer_urls), "http://localhost:2380", NULL,
-     "List of URLs to listen on for peer traffic (http://; https:// and unixs:// are not supported yet: refused).",
+     "List of URLs to listen on for peer traffic (http://; https://, unix:// and unixs:// are refused).",
      NULL, 0, NULL},
     {"listen-client-urls", K_URLS, F(listen_client_urls), "http://localhost:2379", NULL,
      "List of URLs to listen on for client traffic.", NULL, 0, NULL},
@@ -102,7 +103,7 @@ static const opt_t k_opts[] = {
     {"max-txn-ops", K_U64, F(max_txn_ops), "128", NULL,
      "Maximum number of operations permitted in a transaction.", NULL, 0, NULL},
     {"max-request-bytes", K_U64, F(max_request_bytes), "1572864", NULL,
-     "Maximum client request size in bytes the server will accept.", NULL, 0, NULL},
+     "Maximum client request size in bytes the server will accept (at most 33554432).", NULL, 0, NULL},
     {"grpc-keepalive-min-time", K_DUR, F(grpc_keepalive_min_time_ms), "5s", NULL,
      "Minimum duration interval that a client should wait before pinging server.", NULL, 0, NULL},
     {"grpc-keepalive-interval", K_DUR, F(grpc_keepalive_interval_ms), "2h", NULL,
@@ -113,12 +114,12 @@ static const opt_t k_opts[] = {
      NULL},
 
     {"initial-advertise-peer-urls", K_URLS, F(initial_advertise_peer_urls), "http://localhost:2380", NULL,
-     "List of this member's peer URLs to advertise to the rest of the cluster (http://; https:// and "
-     "unixs:// are not supported yet: refused).",
+     "List of this member's peer URLs to advertise to the rest of the cluster (http://; https://, unix:// "
+     "and unixs:// are refused).",
      NULL, O_NEED_HOST, "Clustering"},
     {"initial-cluster", K_STR, F(initial_cluster), NULL, "${name}=${initial-advertise-peer-urls}",
-     "Initial cluster configuration for bootstrapping (name=url,...; a name may repeat; https:// and unixs:// "
-     "URLs are not supported yet: refused).",
+     "Initial cluster configuration for bootstrapping (name=url,...; a name may repeat; https://, unix:// and "
+     "unixs:// URLs are refused).",
      NULL, 0, NULL},
     {"initial-cluster-state", K_ENUM, F(initial_cluster_state), "new", NULL,
      "Initial cluster state ('new' or 'existing').", k_states, 0, NULL},
@@ -190,10 +191,7 @@ static const opt_t k_opts[] = {
 #undef F
 #define N_OPTS (sizeof k_opts / sizeof k_opts[0])
 
-/* What every refused peer TLS setting says after naming itself. */
-#define PEER_TLS_REFUSED                                                                                      \
-    "peer TLS is not supported yet; raft traffic between members is plaintext. Use http:// peer URLs on a " \
-    "trusted network"
+#define PEER_TLS_REFUSED CAIRN_PEER_TLS_REFUSED
 
 /* etcd's other peer TLS flags (3.4, and 3.5's client certificate pair), which Cairn has no
  * option for. Unknown names are refused anyway on the command line and in a file, but a
@@ -1249,23 +1247,32 @@ static int check_tls(const cairn_config_urls_t *u, const char *cert, const char 
     return 0;
 }
 
-/* Refuses option i, whose value (what: "" or " <url>") asks for peer TLS, naming it and
- * where its value came from. */
-static int refuse_peer_tls(const cairn_config_t *c, size_t i, const char *what, char *eb, size_t el)
+/* Refuses option i, whose value (what: "" or " <url>") asks for something Cairn cannot do
+ * (why), naming it and where its value came from. */
+static int refuse_opt(const cairn_config_t *c, size_t i, const char *what, const char *why, char *eb, size_t el)
 {
     const char *name = k_opts[i].name;
     char var[96];
     switch (c->priv_->src[i]) {
     case SRC_ENV:
         env_name(name, var, sizeof var);
-        return fail(eb, el, CAIRN_ECONFIG, "--%s%s (set by environment variable %s): " PEER_TLS_REFUSED, name,
-                    what, var);
+        return fail(eb, el, CAIRN_ECONFIG, "--%s%s (set by environment variable %s): %s", name, what, var, why);
     case SRC_FILE:
-        return fail(eb, el, CAIRN_ECONFIG, "--%s%s (set by config file %s line %d): " PEER_TLS_REFUSED, name, what,
-                    c->config_file, c->priv_->line[i]);
-    default: return fail(eb, el, CAIRN_ECONFIG, "--%s%s: " PEER_TLS_REFUSED, name, what);
+        return fail(eb, el, CAIRN_ECONFIG, "--%s%s (set by config file %s line %d): %s", name, what,
+                    c->config_file, c->priv_->line[i], why);
+    default: return fail(eb, el, CAIRN_ECONFIG, "--%s%s: %s", name, what, why);
     }
 }
+
+static int refuse_peer_tls(const cairn_config_t *c, size_t i, const char *what, char *eb, size_t el)
+{
+    return refuse_opt(c, i, what, PEER_TLS_REFUSED, eb, el);
+}
+
+/* raftd's peer transport is ZeroMQ over TCP: a unix:// peer URL would be dialled and listened
+ * on as TCP host:port, not as a socket file, so it is refused rather than misread. */
+#define PEER_UNIX_REFUSED "unix:// peer URLs are not supported (raft traffic between members goes over TCP); use http://"
+static bool is_unix_url(const char *u) { return !strncasecmp(u, "unix://", 7); }
 
 /* Peer TLS is not implemented yet: raftd's peer transport is plaintext ZeroMQ over TCP that
  * anyone who can reach the port may connect to. Accepting a setting that asks for TLS would
@@ -1288,10 +1295,10 @@ static int check_no_peer_tls(const cairn_config_t *c, char *eb, size_t el)
         size_t i = (size_t)opt_index(url_opts[k], strlen(url_opts[k]));
         const cairn_config_urls_t *u = cfield(c, &k_opts[i]);
         for (size_t j = 0; j < u->n; j++)
-            if (is_tls_url(u->v[j])) {
+            if (is_tls_url(u->v[j]) || is_unix_url(u->v[j])) {
                 char what[300];
                 snprintf(what, sizeof what, " %s", u->v[j]);
-                return refuse_peer_tls(c, i, what, eb, el);
+                return refuse_opt(c, i, what, is_unix_url(u->v[j]) ? PEER_UNIX_REFUSED : PEER_TLS_REFUSED, eb, el);
             }
     }
     return 0;
@@ -1302,10 +1309,12 @@ static int check_no_peer_tls_members(const cairn_config_t *c, char *eb, size_t e
 {
     for (size_t m = 0; m < c->n_members; m++)
         for (size_t j = 0; j < c->members[m].peer_urls.n; j++)
-            if (is_tls_url(c->members[m].peer_urls.v[j])) {
+            if (is_tls_url(c->members[m].peer_urls.v[j]) || is_unix_url(c->members[m].peer_urls.v[j])) {
                 char what[600];
                 snprintf(what, sizeof what, " %s=%s", c->members[m].name, c->members[m].peer_urls.v[j]);
-                return refuse_peer_tls(c, (size_t)opt_index("initial-cluster", 15), what, eb, el);
+                return refuse_opt(c, (size_t)opt_index("initial-cluster", 15), what,
+                                  is_unix_url(c->members[m].peer_urls.v[j]) ? PEER_UNIX_REFUSED : PEER_TLS_REFUSED, eb,
+                                  el);
             }
     return 0;
 }
@@ -1382,6 +1391,12 @@ int cairn_config_finalize(cairn_config_t *c, char *eb, size_t el)
 
     if ((rc = check_no_peer_tls(c, eb, el)))
         return rc;
+    /* A request becomes one raft entry: it must fit one IPC frame and one WAL record (64 MiB)
+     * with room for the envelope; etcd itself warns above 10 MiB. */
+    if (c->max_request_bytes > CAIRN_MAX_REQUEST_BYTES_LIMIT)
+        return refuse_opt(c, (size_t)opt_index("max-request-bytes", 17), "",
+                          "must be at most 33554432 (32 MiB): a request is one raft entry, sent and stored whole",
+                          eb, el);
 
     /* Without --initial-cluster, a one-member cluster of this node (etcd does the same for
      * the default name). */

@@ -86,7 +86,8 @@ typedef struct {
     cairn_config_urls_t listen_client_urls; /* --listen-client-urls */
     int64_t quota_backend_bytes;            /* --quota-backend-bytes as given (0 = default) */
     uint64_t max_txn_ops;                   /* --max-txn-ops, 128 */
-    uint64_t max_request_bytes;             /* --max-request-bytes, 1572864 */
+    uint64_t max_request_bytes;             /* --max-request-bytes, 1572864; at most 32 MiB */
+#define CAIRN_MAX_REQUEST_BYTES_LIMIT ((uint64_t)32 << 20)
     int64_t grpc_keepalive_min_time_ms;     /* --grpc-keepalive-min-time, 5s */
     int64_t grpc_keepalive_interval_ms;     /* --grpc-keepalive-interval, 2h (0 = off) */
     int64_t grpc_keepalive_timeout_ms;      /* --grpc-keepalive-timeout, 20s (0 = off) */
@@ -169,6 +170,12 @@ int cairn_config_ipc_endpoint(const cairn_config_t *self, const char *service, c
  * --initial-cluster-state=existing these are only what a new cluster with the same
  * members would get: the live cluster's IDs (a member added at runtime hashes the time
  * too) come from the cluster itself. */
+/* What every refused peer TLS setting says after naming itself (also raftd's answer to a
+ * MemberAdd/MemberUpdate with https:// peer URLs). */
+#define CAIRN_PEER_TLS_REFUSED                                                                            \
+    "peer TLS is not supported yet; raft traffic between members is plaintext. Use http:// peer URLs on a " \
+    "trusted network"
+
 uint64_t cairn_config_member_id(const cairn_config_t *self);
 
 /* How much of the applied raft log raftd and stored each keep in memory for members that lag

@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "cairn_config.h"
@@ -644,9 +645,14 @@ static void conf_answer(raftd_t *r, const conf_origin_t *o, int code, const char
 }
 
 /* etcd accepts only absolute http(s) URLs with a host and a port here */
+/* 1: a usable peer URL; 0: not a URL etcd would take; -1: https://, which would need peer TLS
+ * (refused as at start: a member added with it could never be started, and would count
+ * toward the quorum meanwhile). */
 static int valid_peer_url(const char *u)
 {
-    const char *p = strncmp(u, "http://", 7) == 0 ? u + 7 : strncmp(u, "https://", 8) == 0 ? u + 8 : NULL;
+    if (strncasecmp(u, "https://", 8) == 0)
+        return -1;
+    const char *p = strncmp(u, "http://", 7) == 0 ? u + 7 : NULL;
     if (!p || !*p)
         return 0;
     const char *colon = strrchr(p, ':');
@@ -727,7 +733,7 @@ static void conf_begin(raftd_t *r, int op, const uint8_t *body, size_t len, cons
     Etcdserverpb__MemberPromoteRequest *pr = NULL;
     const uint64_t *ids;
     size_t nv = cairn_raft_voters(r->raft, &ids);
-    int is_voter = 0, is_learner = 0;
+    int is_voter = 0, is_learner = 0, vu;
     switch (op) {
     case CAIRN_MEMBER_ADD:
         if (!(add = etcdserverpb__member_add_request__unpack(NULL, len, body))) {
@@ -735,8 +741,8 @@ static void conf_begin(raftd_t *r, int op, const uint8_t *body, size_t len, cons
             break;
         }
         for (size_t i = 0; i < add->n_peerurls && !code; i++)
-            if (!valid_peer_url(add->peerurls[i]))
-                code = 3, msg = "etcdserver: given member URLs are invalid";
+            if ((vu = valid_peer_url(add->peerurls[i])) != 1)
+                code = 3, msg = vu < 0 ? "etcdserver: " CAIRN_PEER_TLS_REFUSED : "etcdserver: given member URLs are invalid";
         if (code)
             break;
         if (!add->n_peerurls) {
@@ -812,8 +818,8 @@ static void conf_begin(raftd_t *r, int op, const uint8_t *body, size_t len, cons
             rop = CAIRN_RAFT_CONF_PROMOTE;
         } else {
             for (size_t i = 0; i < up->n_peerurls && !code; i++)
-                if (!valid_peer_url(up->peerurls[i]))
-                    code = 3, msg = "etcdserver: given member URLs are invalid";
+                if ((vu = valid_peer_url(up->peerurls[i])) != 1)
+                    code = 3, msg = vu < 0 ? "etcdserver: " CAIRN_PEER_TLS_REFUSED : "etcdserver: given member URLs are invalid";
             if (!code && !up->n_peerurls)
                 code = 3, msg = "etcdserver: given member URLs are invalid";
             if (!code && cairn_members_find_url(&r->members, up->peerurls, up->n_peerurls, id)) {

@@ -41,6 +41,8 @@ out=$(ctl member add dup --peer-urls="http://127.0.0.1:${C_PPORTS[1]}")
 t_contains "a peer URL in use is refused" "Peer URLs already exists" "$out"
 out=$(ctl member add bad --peer-urls="not-a-url")
 t_contains "a bad peer URL is refused" "URL" "$out"
+out=$(ctl member add tls --peer-urls="https://127.0.0.1:$(t_port)")
+t_contains "an https:// peer URL is refused (no peer TLS yet)" "peer TLS is not supported yet" "$out"
 
 C_NAMES[3]=m3; C_EPS[3]=$C3; C_PPORTS[3]=$P3; C_LOGS[3]=$T_TMP/m3.log
 C_FLAGS[3]="--name m3 --data-dir $T_TMP/m3 --listen-client-urls http://$C3 --advertise-client-urls http://$C3 --listen-peer-urls http://127.0.0.1:$P3 --initial-advertise-peer-urls http://127.0.0.1:$P3 --initial-cluster $cluster --initial-cluster-state existing --initial-cluster-token cairn-members"
@@ -141,6 +143,8 @@ t_contains "removing it again: member not found" "member not found" "$out"
 out=$(ctl member update 1234 --peer-urls=http://127.0.0.1:1)
 t_contains "updating an unknown member: member not found" "member not found" "$out"
 ID0=$(ctl member list | grep ", m0, " | cut -d, -f1)
+out=$(ctl member update "$ID0" --peer-urls="https://127.0.0.1:${C_PPORTS[0]}")
+t_contains "member update to an https:// peer URL is refused" "peer TLS is not supported yet" "$out"
 out=$(ctl member update "$ID0" --peer-urls="http://127.0.0.1:${C_PPORTS[0]}")
 t_contains "member update" "updated in cluster" "$out"
 for i in $(seq 1 20); do ctl put "after-remove-$i" "$i" >/dev/null; done

@@ -712,6 +712,41 @@ Test(config, peer_tls_refused_on_the_command_line)
     cairn_config_destroy(&c);
 }
 
+/* Flags that would be accepted and misread are refused: a unix:// peer URL (raftd's peer
+ * transport is TCP: it would listen on host:port instead of a socket file), and a
+ * --max-request-bytes beyond what one raft entry can carry (an IPC frame / WAL record). */
+Test(config, unix_peer_urls_and_huge_requests_refused)
+{
+    static const struct {
+        const char *a[3], *want;
+    } cases[] = {
+        {{"--listen-peer-urls", "unix://127.0.0.1:2380"},
+         "--listen-peer-urls unix://127.0.0.1:2380: unix:// peer URLs are not supported (raft traffic between members "
+         "goes over TCP); use http://"},
+        {{"--initial-advertise-peer-urls", "unix://n1:2380"},
+         "--initial-advertise-peer-urls unix://n1:2380: unix:// peer URLs are not supported (raft traffic between "
+         "members goes over TCP); use http://"},
+        {{"--initial-cluster", "default=http://localhost:2380,n2=unix://n2:2380"},
+         "--initial-cluster n2=unix://n2:2380: unix:// peer URLs are not supported (raft traffic between members goes "
+         "over TCP); use http://"},
+        {{"--max-request-bytes", "33554433"},
+         "--max-request-bytes: must be at most 33554432 (32 MiB): a request is one raft entry, sent and stored whole"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cairn_config_t *c;
+        cr_assert_eq(LOAD(&c, cases[i].a[0], cases[i].a[1]), CAIRN_ECONFIG, "case %zu", i);
+        cr_assert_str_eq(g_err, cases[i].want, "case %zu", i);
+        cairn_config_destroy(&c);
+    }
+    cairn_config_t *c;
+    cr_assert_eq(LOAD(&c, "--max-request-bytes", "33554432"), 0, "%s", g_err);
+    cr_assert_eq(c->max_request_bytes, 33554432);
+    cairn_config_destroy(&c);
+    cr_assert_eq(LOAD(&c, "--listen-client-urls", "unix://localhost:2379"), 0, "client unix URLs are not peer URLs: %s",
+                 g_err);
+    cairn_config_destroy(&c);
+}
+
 Test(config, peer_tls_refused_from_the_environment)
 {
     static const struct {
@@ -942,7 +977,7 @@ Test(config, usage_lists_every_flag)
         snprintf(want, sizeof want, "  --%s '", refused[i]);
         const char *at = strstr(text, want), *next = at ? strstr(at + 1, "\n  --") : NULL;
         cr_assert(at && next, "usage lacks \"%s\"", want);
-        const char *note = strstr(at, "not supported yet: refused");
+        const char *note = strstr(at, "refused");
         cr_assert(note && note < next, "usage of --%s does not say it is refused", refused[i]);
     }
     cr_assert_null(strstr(text, "peer-crl-file"));
