@@ -402,11 +402,15 @@ int cairn_kvcheck_txn(const Etcdserverpb__TxnRequest *r, int max_txn_ops, const 
  * Why 128 (CAIRN_KVCHECK_MAX_TXN_DEPTH): it refuses nothing etcd accepts at its default
  * --max-txn-ops (128): every level of nesting spends at least one op of its parent's budget
  * (a nested txn gets max - its parent's op count), so in etcd a txn nested 129 deep already
- * fails with "too many operations in txn request". And 128 levels cost ~250 KB of stack in
- * protobuf-c, ~3% of the 8 MiB main-thread stack gatewayd and stored unpack on, which leaves
- * room for our own walks and for sanitizer builds' larger frames. A deployment that raises
- * --max-txn-ops still gets at most 128 levels (a deliberate difference from etcd, which
- * unpacks any depth that fits in a request: Go's stacks grow).
+ * fails with "too many operations in txn request", and so do 6,000 levels; 128 levels with
+ * an empty innermost txn, or 127 with one op at the bottom, pass (checked). Such a request
+ * gets our message here instead of etcd's: the text differs, the code (3) does not; etcd's
+ * exact answer would need the unpacked request (an earlier op's empty key comes first).
+ * And 128 levels cost ~250 KB of stack in protobuf-c, ~3% of the 8 MiB main-thread stack
+ * gatewayd and stored unpack on, which leaves room for our own walks and for sanitizer
+ * builds' larger frames. A deployment that raises --max-txn-ops still gets at most 128
+ * levels (a deliberate difference from etcd, which unpacks any depth that fits in a
+ * request: Go's stacks grow).
  *
  * The wire format, as far as the walk reads it (protobuf encoding): a message is a sequence
  * of fields, each a tag varint (field number << 3 | wire type) then the payload:
