@@ -33,9 +33,13 @@
  *                   ascending; a Put whose outcome is unknown (error, lost connection) is
  *                   not listed. The output line gains " acked=A" (distinct keys).
  *   --op verify     reads every key under --prefix back with linearizable Range requests,
- *                   one page at a time (limit --page, default ~4 MiB of values per page;
- *                   the next page starts at the last key + "\0"; a failed page is tried
- *                   again 200 ms later, up to 3 times), checks that each key is
+ *                   one page at a time: page j is the window [key(j*P), key((j+1)*P)) of
+ *                   P = --page key numbers (default ~4 MiB of values), the first window
+ *                   from the prefix itself, the last to the prefix's end, so every key under
+ *                   the prefix is read, and a page costs the server O(P) even where a Range
+ *                   counts the whole rest of its range (etcd 3.4 does). A window holding more
+ *                   than P keys continues from its last key + "\0" (limit P). A failed page
+ *                   is tried again 200 ms later, up to 3 times. It checks that each key is
  *                   prefix + a number < --key-space in make_key()'s form and holds its keyed
  *                   value, and, with --acked FILE (read), that every number listed is
  *                   present. Implies --keyed-values, --clients 1, --conns 1.
@@ -162,8 +166,12 @@ static struct {
     /* verify: where the next page starts, and what was found */
     uint8_t *vkey;
     size_t vkey_len;
-    uint8_t *vend;
+    uint8_t *vend; /* end of the current window */
     size_t vend_len;
+    uint8_t *pend; /* end of the prefix range */
+    size_t pend_len;
+    uint64_t vnext; /* key number the current window ends at */
+    bool vfinal;    /* the current window ends at pend */
     bool vdone;
     int vfail_streak;    /* failed attempts at the current page */
     uint64_t vretry_ns;  /* not before: the next attempt at a failed page */
@@ -232,6 +240,23 @@ static size_t make_key(char *buf, size_t cap, uint64_t i) {
     if (width < 1) width = 1;
     int n = snprintf(buf, cap, "%s%0*" PRIu64, opt.prefix, width, i);
     return n < 0 ? 0 : ((size_t)n < cap ? (size_t)n : cap - 1);
+}
+
+/* verify: the current window ends at key number end_no, or at the prefix's end from the
+ * last key number on. */
+static void verify_window(uint64_t end_no) {
+    char key[1024];
+    st.vnext = end_no;
+    st.vfinal = end_no >= opt.key_space;
+    const uint8_t *e = st.pend;
+    size_t el = st.pend_len;
+    if (!st.vfinal) {
+        el = make_key(key, sizeof key, end_no);
+        e = (const uint8_t *)key;
+    }
+    st.vend = xrealloc(st.vend, el);
+    memcpy(st.vend, e, el);
+    st.vend_len = el;
 }
 
 static size_t body_capacity(void) {
@@ -458,14 +483,19 @@ static void verify_page(slot_t *s) {
         if (st.acked && st.acked[no] == 1) st.acked[no] = 2;
         else if (st.acked && st.acked[no] == 0) st.vunexpected++;
     }
-    if (r->n_kvs == 0 || !r->more) {
-        st.vdone = true;
-    } else {
+    if (r->n_kvs > 0 && r->more) { /* more in this window: on from the last key */
         const Mvccpb__KeyValue *last = r->kvs[r->n_kvs - 1];
         st.vkey = xrealloc(st.vkey, last->key.len + 1);
         memcpy(st.vkey, last->key.data, last->key.len);
         st.vkey[last->key.len] = 0; /* the smallest key after the last one */
         st.vkey_len = last->key.len + 1;
+    } else if (st.vfinal) {
+        st.vdone = true;
+    } else { /* the next window starts where this one ended */
+        st.vkey = xrealloc(st.vkey, st.vend_len);
+        memcpy(st.vkey, st.vend, st.vend_len);
+        st.vkey_len = st.vend_len;
+        verify_window(st.vnext + (uint64_t)opt.page);
     }
     etcdserverpb__range_response__free_unpacked(r, NULL);
 }
@@ -793,7 +823,7 @@ static void usage(FILE *f) {
         "usage: cairn_bench [options]\n"
         "  --endpoint HOST:PORT   server (default 127.0.0.1:2379; http:// prefix accepted);\n"
         "                         a,b,c: several, connections assigned round-robin\n"
-        "  --op OP                put | range | range-serializable (default put)\n"
+        "  --op OP                put | range | range-serializable | verify (default put)\n"
         "  --conns C              TCP connections (default 1)\n"
         "  --clients N            concurrent outstanding requests in total (default 1)\n"
         "  --total N              stop after N requests\n"
@@ -862,7 +892,8 @@ int main(int argc, char **argv) {
         opt.key_size > 512 || opt.val_size < 0 || opt.key_space < 1 || opt.duration < 0 ||
         strlen(opt.prefix) > 256 || opt.page < 0 ||
         (opt.acked_path && (opt.op == OP_RANGE || opt.op == OP_RANGE_SERIALIZABLE)) ||
-        ((opt.acked_path || opt.op == OP_VERIFY) && opt.key_space > (1u << 30))) {
+        ((opt.acked_path || opt.op == OP_VERIFY) && opt.key_space > (1u << 30)) ||
+        (opt.op == OP_VERIFY && (size_t)opt.key_size <= strlen(opt.prefix))) {
         usage(stderr);
         return 3;
     }
@@ -881,16 +912,17 @@ int main(int argc, char **argv) {
         st.vkey = xrealloc(NULL, plen + 1);
         memcpy(st.vkey, opt.prefix, plen);
         st.vkey_len = plen;
-        st.vend = xrealloc(NULL, plen + 1);
-        memcpy(st.vend, opt.prefix, plen);
-        st.vend_len = plen;
-        while (st.vend_len > 0 && st.vend[st.vend_len - 1] == 0xff) st.vend_len--;
-        if (st.vend_len == 0) {
-            st.vend[0] = 0; /* "\0": every key */
-            st.vend_len = 1;
+        st.pend = xrealloc(NULL, plen + 1);
+        memcpy(st.pend, opt.prefix, plen);
+        st.pend_len = plen;
+        while (st.pend_len > 0 && st.pend[st.pend_len - 1] == 0xff) st.pend_len--;
+        if (st.pend_len == 0) {
+            st.pend[0] = 0; /* "\0": every key */
+            st.pend_len = 1;
         } else {
-            st.vend[st.vend_len - 1]++;
+            st.pend[st.pend_len - 1]++;
         }
+        verify_window((uint64_t)opt.page);
         if (opt.timeout <= 0) opt.timeout = 300;
     } else if (opt.total == 0 && opt.duration == 0) {
         opt.duration = 10;
@@ -1026,6 +1058,7 @@ int main(int argc, char **argv) {
     free(st.acked);
     free(st.vkey);
     free(st.vend);
+    free(st.pend);
     nghttp2_session_callbacks_del(cbs);
     if (file_rc != 0) return 3;
     if (timed_out) return 2;
