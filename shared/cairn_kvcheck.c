@@ -19,13 +19,14 @@
 
 #include "cairn_err.h"
 
-#define E_INVAL CAIRN_GRPC_INVALID_ARGUMENT
-
-static int fail(const char **msg, const char *m)
+/* Refuses with etcd error e: its text in *msg, its code returned. */
+static int fail(const char **msg, cairn_etcd_err_t e)
 {
+    int code;
+    const char *m = cairn_etcd_err(e, &code);
     if (msg)
         *msg = m;
-    return E_INVAL;
+    return code;
 }
 
 int cairn_kvcheck_range(const Etcdserverpb__RangeRequest *r, const char **msg)
@@ -366,11 +367,8 @@ static int intervals(Etcdserverpb__RequestOp *const *reqs, size_t n, const char 
     sets_free(&p, &d);
     if (rc == DUP)
         return fail(msg, CAIRN_ETCD_DUPLICATE_KEY);
-    if (rc == OOM) {
-        if (msg)
-            *msg = "etcdserver: too many requests";   /* out of memory: refuse, don't crash */
-        return 8;
-    }
+    if (rc == OOM)
+        return fail(msg, CAIRN_ETCD_TOO_MANY_REQUESTS);   /* out of memory: refuse, don't crash */
     return 0;
 }
 
@@ -571,9 +569,9 @@ int cairn_kvcheck_request(int kind, const uint8_t *body, size_t len, int max_txn
     default:
         if (msg)
             *msg = "cairn: unknown request kind";
-        return E_INVAL;
+        return CAIRN_GRPC_INVALID_ARGUMENT;
     }
     if (msg)
         *msg = "cairn: malformed request (protobuf does not parse)";
-    return E_INVAL;
+    return CAIRN_GRPC_INVALID_ARGUMENT;
 }

@@ -5,14 +5,15 @@
  * grpc codes and messages. What depends on the stored state (key not found for ignore_*,
  * unknown lease, compacted or future revision) is checked at apply time (apply.c) instead.
  *
- * The request kinds and etcd's KV error messages live here, in the shared library, so that
- * gatewayd (which proposes) and stored (which applies) use the same ones.
+ * The request kinds live here, in the shared library, so that gatewayd (which proposes)
+ * and stored (which applies) use the same ones; the messages are in cairn_etcd_err.h.
  */
 #ifndef CAIRN_KVCHECK_H
 #define CAIRN_KVCHECK_H
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cairn_etcd_err.h" /* the codes and messages: CAIRN_GRPC_*, CAIRN_ETCD_* */
 #include "rpc.pb-c.h"
 
 /* What a proposal (or a read) carries: the protobuf of the matching etcd request. */
@@ -24,23 +25,6 @@ typedef enum {
     CAIRN_REQ_RANGE          /* etcdserverpb.RangeRequest */
 } cairn_req_kind_t;
 
-/* gRPC status codes used by the KV API. */
-#define CAIRN_GRPC_OK 0
-#define CAIRN_GRPC_INVALID_ARGUMENT 3
-#define CAIRN_GRPC_NOT_FOUND 5
-#define CAIRN_GRPC_OUT_OF_RANGE 11
-
-/* etcd's messages (rpctypes / mvcc / lease errors), which clients match on. */
-#define CAIRN_ETCD_EMPTY_KEY "etcdserver: key is not provided"                  /* 3 */
-#define CAIRN_ETCD_KEY_NOT_FOUND "etcdserver: key not found"                    /* 3 */
-#define CAIRN_ETCD_VALUE_PROVIDED "etcdserver: value is provided"               /* 3 */
-#define CAIRN_ETCD_LEASE_PROVIDED "etcdserver: lease is provided"               /* 3 */
-#define CAIRN_ETCD_TOO_MANY_OPS "etcdserver: too many operations in txn request" /* 3 */
-#define CAIRN_ETCD_DUPLICATE_KEY "etcdserver: duplicate key given in txn request" /* 3 */
-#define CAIRN_ETCD_LEASE_NOT_FOUND "etcdserver: requested lease not found"      /* 5 */
-#define CAIRN_ETCD_COMPACTED "etcdserver: mvcc: required revision has been compacted" /* 11 */
-#define CAIRN_ETCD_FUTURE_REV "etcdserver: mvcc: required revision is a future revision" /* 11 */
-
 /* etcd's --max-txn-ops default. */
 #define CAIRN_KVCHECK_DEFAULT_MAX_TXN_OPS 128
 
@@ -48,12 +32,8 @@ typedef enum {
  * this many levels below the outermost one is refused, whatever --max-txn-ops says. Why a
  * limit at all and why this one: see cairn_kvcheck.c ("nesting depth"). etcd has no such
  * check (its op budget stops nesting at --max-txn-ops levels instead), so the message is
- * ours; grpc code 3 like etcd's other txn errors. */
+ * ours (CAIRN_ETCD_TXN_TOO_DEEP); grpc code 3 like etcd's other txn errors. */
 #define CAIRN_KVCHECK_MAX_TXN_DEPTH 128
-#define CAIRN_KVCHECK_STR_(x) #x
-#define CAIRN_KVCHECK_STR(x) CAIRN_KVCHECK_STR_(x)
-#define CAIRN_ETCD_TXN_TOO_DEEP \
-    "etcdserver: txn nested too deeply (more than " CAIRN_KVCHECK_STR(CAIRN_KVCHECK_MAX_TXN_DEPTH) " levels)" /* 3 */
 
 /* Each returns 0 when the request may be proposed, else the gRPC code, with *msg (if not
  * NULL) set to etcd's message (a static string). */

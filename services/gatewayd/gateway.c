@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "cairn_err.h"
+#include "cairn_etcd_err.h"
 #include "cairn_ipc.h"
 #include "cairn_kvcheck.h"
 #include "cairn_log.h"
@@ -170,6 +171,17 @@ static void fail(cairn_gateway_t *g, pending_t *p, int code, const char *message
         cairn_h2srv_error(g->srv, p->call, code, message);
 }
 
+static void fail_etcd(cairn_gateway_t *g, pending_t *p, cairn_etcd_err_t e)
+{
+    fail(g, p, cairn_etcd_err_code(e), cairn_etcd_err_text(e));
+}
+
+/* Answers a call that has no pending request yet with an etcd error. */
+static void gw_error(cairn_gateway_t *g, cairn_call_id_t call, cairn_etcd_err_t e)
+{
+    cairn_h2srv_error(g->srv, call, cairn_etcd_err_code(e), cairn_etcd_err_text(e));
+}
+
 static int send_ipc(cairn_gateway_t *g, zsock_t *s, const cairn_ipc_msg_t *m)
 {
     int rc = cairn_zmq_send(s, NULL, 0, m);
@@ -196,7 +208,7 @@ static void queue_read(cairn_gateway_t *g, pending_t *p)
         size_t nc = g->cap_queued ? g->cap_queued * 2 : 256;
         uint64_t *q = realloc(g->queued_reads, nc * sizeof *q);
         if (!q) {
-            fail(g, cairn_u64map_take(g->pending, p->req_id), 8, "etcdserver: too many requests");
+            fail_etcd(g, cairn_u64map_take(g->pending, p->req_id), CAIRN_ETCD_TOO_MANY_REQUESTS);
             free_pending(p);
             return;
         }
@@ -211,7 +223,7 @@ static void send_range(cairn_gateway_t *g, pending_t *p, uint64_t read_index)
     cairn_ipc_msg_t m = {.type = CAIRN_IPC_RANGE, .req_id = p->req_id, .read_index = read_index, .body = p->body,
                          .body_len = p->body_len};
     if (send_ipc(g, g->stored, &m)) {
-        fail(g, p, 8, "etcdserver: too many requests");
+        fail_etcd(g, p, CAIRN_ETCD_TOO_MANY_REQUESTS);
         free_pending(cairn_u64map_take(g->pending, p->req_id));
         return;
     }
@@ -273,7 +285,7 @@ static void do_range(cairn_gateway_t *g, cairn_call_id_t call, const uint8_t *ms
 {
     Etcdserverpb__RangeRequest *rr = etcdserverpb__range_request__unpack(NULL, len, msg);
     if (!rr) {
-        cairn_h2srv_error(g->srv, call, 13, UNMARSHAL_ERR);
+        cairn_h2srv_error(g->srv, call, CAIRN_GRPC_INTERNAL, UNMARSHAL_ERR);
         return;
     }
     const char *why = NULL;
@@ -291,13 +303,13 @@ static void do_range(cairn_gateway_t *g, cairn_call_id_t call, const uint8_t *ms
         cairn_ipc_msg_t m = {.type = CAIRN_IPC_RANGE, .req_id = p->req_id, .body = msg, .body_len = len};
         if (send_ipc(g, g->stored, &m)) {
             free_pending(cairn_u64map_take(g->pending, p->req_id));
-            cairn_h2srv_error(g->srv, call, 8, "etcdserver: too many requests");
+            gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
         }
         return;
     }
     /* a linearizable read waits for its read index: keep a copy of the request */
     if (!p || !(p->body = malloc(len ? len : 1))) {
-        cairn_h2srv_error(g->srv, call, 8, "etcdserver: too many requests");
+        gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
         if (p)
             free_pending(cairn_u64map_take(g->pending, p->req_id));
         return;
@@ -311,12 +323,12 @@ static void propose(cairn_gateway_t *g, cairn_call_id_t call, int kind, const ui
                     const cairn_h2_meta_t *meta)
 {
     if (len > g->cfg->max_request_bytes) {
-        cairn_h2srv_error(g->srv, call, 3, "etcdserver: request is too large");
+        gw_error(g, call, CAIRN_ETCD_REQUEST_TOO_LARGE);
         return;
     }
     pending_t *p = add_pending(g, call, W_PROPOSAL, timeout_of(meta));
     if (!p) {
-        cairn_h2srv_error(g->srv, call, 8, "etcdserver: too many requests");
+        gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
         return;
     }
     cairn_ipc_req_t req = {(const uint8_t *)g->origin, g->origin_len, p->req_id, (uint64_t)kind, msg, len};
@@ -324,13 +336,13 @@ static void propose(cairn_gateway_t *g, cairn_call_id_t call, int kind, const ui
     size_t dlen;
     if (cairn_ipc_req_encode(&req, &data, &dlen)) {
         free_pending(cairn_u64map_take(g->pending, p->req_id));
-        cairn_h2srv_error(g->srv, call, 8, "etcdserver: too many requests");
+        gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
         return;
     }
     cairn_ipc_msg_t m = {.type = CAIRN_IPC_PROPOSE, .req_id = p->req_id, .body = data, .body_len = dlen};
     if (send_ipc(g, g->raftd, &m)) {
         free_pending(cairn_u64map_take(g->pending, p->req_id));
-        cairn_h2srv_error(g->srv, call, 8, "etcdserver: too many requests");
+        gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
     }
     free(data);
 }
@@ -362,7 +374,7 @@ static void do_write(cairn_gateway_t *g, cairn_call_id_t call, int kind, const u
          * ~42 KB request nested ~6,000 deep overflowed our stack inside it (issue 7). */
         int depth = cairn_kvcheck_txn_depth(msg, len);
         if (depth == CAIRN_ETOOBIG) {
-            cairn_h2srv_error(g->srv, call, CAIRN_GRPC_INVALID_ARGUMENT, CAIRN_ETCD_TXN_TOO_DEEP);
+            gw_error(g, call, CAIRN_ETCD_TXN_TOO_DEEP);
             return;
         }
         if (depth < 0)
@@ -391,7 +403,7 @@ static void do_write(cairn_gateway_t *g, cairn_call_id_t call, int kind, const u
     return;
 bad:
     /* grpc-go's answer to a body that does not parse as the method's request */
-    cairn_h2srv_error(g->srv, call, 13, UNMARSHAL_ERR);
+    cairn_h2srv_error(g->srv, call, CAIRN_GRPC_INTERNAL, UNMARSHAL_ERR);
 }
 
 /* ------------------------------------------------------------------ Maintenance / Cluster */
@@ -400,13 +412,13 @@ static void do_status(cairn_gateway_t *g, cairn_call_id_t call, const cairn_h2_m
 {
     pending_t *p = add_pending(g, call, W_STATUS, timeout_of(meta));
     if (!p) {
-        cairn_h2srv_error(g->srv, call, 8, "etcdserver: too many requests");
+        gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
         return;
     }
     cairn_ipc_msg_t m = {.type = CAIRN_IPC_STATUS, .req_id = p->req_id};
     if (send_ipc(g, g->stored, &m)) {
         free_pending(cairn_u64map_take(g->pending, p->req_id));
-        cairn_h2srv_error(g->srv, call, 14, "etcdserver: not capable");
+        gw_error(g, call, CAIRN_ETCD_NOT_CAPABLE);
     }
 }
 
@@ -426,14 +438,14 @@ static void answer_status(cairn_gateway_t *g, pending_t *p, const cairn_ipc_msg_
     r.islearner = m->learner != 0;
     char *errs[1];
     if (!m->leader) {
-        errs[0] = "etcdserver: no leader";
+        errs[0] = (char *)cairn_etcd_err_text(CAIRN_ETCD_NO_LEADER);
         r.errors = errs;
         r.n_errors = 1;
     }
     size_t n = etcdserverpb__status_response__get_packed_size(&r);
     uint8_t *buf = malloc(n ? n : 1);
     if (!buf) {
-        fail(g, p, 8, "etcdserver: too many requests");
+        fail_etcd(g, p, CAIRN_ETCD_TOO_MANY_REQUESTS);
         return;
     }
     etcdserverpb__status_response__pack(&r, buf);
@@ -447,13 +459,13 @@ static void ask_raftd(cairn_gateway_t *g, cairn_call_id_t call, wait_kind_t kind
 {
     pending_t *p = add_pending(g, call, kind, timeout_of(meta));
     if (!p) {
-        cairn_h2srv_error(g->srv, call, 8, "etcdserver: too many requests");
+        gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
         return;
     }
     cairn_ipc_msg_t m = {.type = (uint8_t)type, .req_id = p->req_id, .index = arg};
     if (send_ipc(g, g->raftd, &m)) {
         free_pending(cairn_u64map_take(g->pending, p->req_id));
-        cairn_h2srv_error(g->srv, call, 14, "etcdserver: not capable");
+        gw_error(g, call, CAIRN_ETCD_NOT_CAPABLE);
     }
 }
 
@@ -469,20 +481,20 @@ static void do_member_change(cairn_gateway_t *g, cairn_call_id_t call, int op, c
     case CAIRN_MEMBER_PROMOTE: r = etcdserverpb__member_promote_request__unpack(NULL, len, msg); break;
     }
     if (!r) {
-        cairn_h2srv_error(g->srv, call, 13, UNMARSHAL_ERR);
+        cairn_h2srv_error(g->srv, call, CAIRN_GRPC_INTERNAL, UNMARSHAL_ERR);
         return;
     }
     protobuf_c_message_free_unpacked(r, NULL);
     pending_t *p = add_pending(g, call, W_MEMBER_CHANGE, timeout_of(meta));
     if (!p) {
-        cairn_h2srv_error(g->srv, call, 8, "etcdserver: too many requests");
+        gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
         return;
     }
     cairn_ipc_msg_t m = {.type = CAIRN_IPC_MEMBER_CHANGE, .req_id = p->req_id, .index = (uint64_t)op, .body = msg,
                          .body_len = len};
     if (send_ipc(g, g->raftd, &m)) {
         free_pending(cairn_u64map_take(g->pending, p->req_id));
-        cairn_h2srv_error(g->srv, call, 14, "etcdserver: not capable");
+        gw_error(g, call, CAIRN_ETCD_NOT_CAPABLE);
     }
 }
 
@@ -530,7 +542,7 @@ static void answer_with_header(cairn_gateway_t *g, pending_t *p, const uint8_t *
     if (buf)
         cairn_h2srv_reply(g->srv, p->call, buf, n);
     else
-        fail(g, p, 13, "etcdserver: internal error");
+        fail_etcd(g, p, CAIRN_ETCD_INTERNAL);
     free(buf);
 }
 
@@ -552,7 +564,7 @@ static void unimplemented(cairn_gateway_t *g, cairn_call_id_t call, const char *
         snprintf(msg, sizeof msg, "unknown method %s for service %.*s", slash + 1, (int)(slash - path - 1), path + 1);
     else
         snprintf(msg, sizeof msg, "malformed method name: \"%s\"", path);
-    cairn_h2srv_error(g->srv, call, 12, msg);
+    cairn_h2srv_error(g->srv, call, CAIRN_GRPC_UNIMPLEMENTED, msg);
 }
 
 static void on_message(void *ud, cairn_call_id_t call, const char *path, const uint8_t *msg, size_t len,
@@ -582,7 +594,7 @@ static void on_message(void *ud, cairn_call_id_t call, const char *path, const u
     else if (strcmp(path, "/etcdserverpb.Maintenance/MoveLeader") == 0) {
         Etcdserverpb__MoveLeaderRequest *r = etcdserverpb__move_leader_request__unpack(NULL, len, msg);
         if (!r) {
-            cairn_h2srv_error(g->srv, call, 13, UNMARSHAL_ERR);
+            cairn_h2srv_error(g->srv, call, CAIRN_GRPC_INTERNAL, UNMARSHAL_ERR);
             return;
         }
         uint64_t target = r->targetid;
@@ -725,13 +737,13 @@ static void on_ipc(cairn_gateway_t *g, const uint8_t *frame, size_t len)
             if (p->kind == W_STATUS)
                 answer_status(g, p, &m);
         } else if (m.type == CAIRN_IPC_ERROR) {
-            fail(g, p, 13, "etcdserver: internal error");
+            fail_etcd(g, p, CAIRN_ETCD_INTERNAL);
         } else if (m.code) {
             fail(g, p, (int)m.code, msg);
         } else if (p->part || p->part_bad) {
             /* the last piece of an answer sent in parts */
             if (p->part_bad || p->part_len + m.body_len != p->part_total) {
-                fail(g, p, 14, "etcdserver: the answer was lost inside the node (a queue was full); retry");
+                fail_etcd(g, p, CAIRN_ETCD_ANSWER_LOST);
             } else {
                 memcpy(p->part + p->part_len, m.body, m.body_len);
                 cairn_h2srv_reply(g->srv, p->call, p->part, p->part_total);
@@ -773,7 +785,7 @@ static void sweep(cairn_gateway_t *g, int64_t now)
         pending_t *p = cairn_u64map_take(g->pending, expired[i]);
         if (!p)
             continue;
-        fail(g, p, 14, "etcdserver: request timed out");
+        fail_etcd(g, p, CAIRN_ETCD_TIMEOUT);
         free_pending(p);
     }
 }

@@ -81,6 +81,7 @@
 #include <openssl/ssl.h>
 
 #include "cairn_err.h"
+#include "cairn_etcd_err.h"
 #include "cairn_zmq.h"
 #include "cairn_log.h"
 #include "h2srv_http1.h"
@@ -935,17 +936,17 @@ static int64_t check_prefix(conn_t *c, h2stream_t *st, size_t off)
     char m[160];
     if (flag == 1) {
         snprintf(m, sizeof m, "grpc: Decompressor is not installed for grpc-encoding \"%s\"", st->encoding);
-        st_fail(c, st, 12, m);
+        st_fail(c, st, CAIRN_GRPC_UNIMPLEMENTED, m);
         return -1;
     }
     if (flag != 0) {
         snprintf(m, sizeof m, "grpc: received unexpected payload format %d", flag);
-        st_fail(c, st, 13, m);
+        st_fail(c, st, CAIRN_GRPC_INTERNAL, m);
         return -1;
     }
     if (mlen > c->srv->max_recv) {
         snprintf(m, sizeof m, "grpc: received message larger than max (%" PRIu32 " vs. %zu)", mlen, c->srv->max_recv);
-        st_fail(c, st, 8, m);
+        st_fail(c, st, CAIRN_GRPC_RESOURCE_EXHAUSTED, m);
         return -1;
     }
     return mlen;
@@ -962,7 +963,7 @@ static void st_parse(conn_t *c, h2stream_t *st)
             return;
         if (!st->streaming) {
             if (st->in_len > 5 + (size_t)mlen)
-                st_fail(c, st, 13, "grpc: client streaming protocol violation");
+                st_fail(c, st, CAIRN_GRPC_INTERNAL, "grpc: client streaming protocol violation");
             return;
         }
         if (st->in_len - off - 5 < (size_t)mlen)
@@ -994,18 +995,18 @@ static void st_request_end(conn_t *c, h2stream_t *st)
     }
     if (!st->streaming) {
         if (st->in_len == 0) {
-            st_fail(c, st, 13, "grpc: client streaming protocol violation: no request message");
+            st_fail(c, st, CAIRN_GRPC_INTERNAL, "grpc: client streaming protocol violation: no request message");
             return;
         }
         if (st->in_len < 5) {
-            st_fail(c, st, 13, "grpc: truncated message");
+            st_fail(c, st, CAIRN_GRPC_INTERNAL, "grpc: truncated message");
             return;
         }
         int64_t mlen = check_prefix(c, st, 0);
         if (mlen < 0)
             return;
         if (st->in_len < 5 + (size_t)mlen) {
-            st_fail(c, st, 13, "grpc: truncated message");
+            st_fail(c, st, CAIRN_GRPC_INTERNAL, "grpc: truncated message");
             return;
         }
         st_dispatch(c, st, st->in + 5, (size_t)mlen);
@@ -1018,7 +1019,7 @@ static void st_request_end(conn_t *c, h2stream_t *st)
         return;
     }
     if (st->in_len) {
-        st_fail(c, st, 13, "grpc: truncated message");
+        st_fail(c, st, CAIRN_GRPC_INTERNAL, "grpc: truncated message");
         return;
     }
     st->announced = 1;
@@ -1257,7 +1258,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
         if (st->http_mode)
             st_http_error(c, st, 413, "request body too large\n");
         else
-            st_fail(c, st, 8, "grpc: too much incomplete request data on this connection");
+            st_fail(c, st, CAIRN_GRPC_RESOURCE_EXHAUSTED, "grpc: too much incomplete request data on this connection");
         return 0;
     }
     if (st->in_len + len > st->in_cap) {
@@ -1276,7 +1277,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
         }
         uint8_t *np = realloc(st->in, nc);
         if (!np) {
-            st_fail(c, st, 8, "grpc: out of memory");
+            st_fail(c, st, CAIRN_GRPC_RESOURCE_EXHAUSTED, "grpc: out of memory");
             return 0;
         }
         st->in = np;
@@ -2062,7 +2063,7 @@ int cairn_h2srv_reply(cairn_h2srv_t *self, cairn_call_id_t call, const uint8_t *
     if (st->resp != RESP_NONE || st->finishing)
         return CAIRN_ESTATE;
     int rc = st_send(c, st, msg, len);
-    return rc ? rc : st_finish(c, st, 0, NULL);
+    return rc ? rc : st_finish(c, st, CAIRN_GRPC_OK, NULL);
 }
 
 int cairn_h2srv_error(cairn_h2srv_t *self, cairn_call_id_t call, int grpc_status, const char *message)

@@ -37,6 +37,7 @@
 #include "cairn_config.h"
 #include "cairn_daemon.h"
 #include "cairn_err.h"
+#include "cairn_etcd_err.h"
 #include "cairn_ipc.h"
 #include "cairn_log.h"
 #include "cairn_member.h"
@@ -196,16 +197,23 @@ static void send_gw(raftd_t *r, const uint8_t *ident, size_t len, const cairn_ip
         cairn_debug("reply to gateway dropped", "type=%s", cairn_ipc_type_name(m->type));
 }
 
-static void fail_reads(raftd_t *r, const char *why)
+/* A refusal with etcd error e, to a gateway: a message of type (a PROPOSE_FAIL, a
+ * READ_INDEX_RESP, ...) answering req_id. */
+static void send_gw_error(raftd_t *r, const uint8_t *ident, size_t len, int type, uint64_t req_id, cairn_etcd_err_t e)
+{
+    cairn_ipc_msg_t m = {.type = (uint8_t)type, .req_id = req_id, .code = cairn_etcd_err_code(e)};
+    cairn_ipc_set_message(&m, cairn_etcd_err_text(e));
+    send_gw(r, ident, len, &m);
+}
+
+static void fail_reads(raftd_t *r, cairn_etcd_err_t why)
 {
     size_t pos = 0;
     uint64_t key;
     void *val;
     while (cairn_u64map_next(r->reads, &pos, &key, &val)) {
         read_ctx_t *rc = val;
-        cairn_ipc_msg_t m = {.type = CAIRN_IPC_READ_INDEX_RESP, .req_id = rc->req_id, .code = 14};
-        cairn_ipc_set_message(&m, why);
-        send_gw(r, rc->ident, rc->ident_len, &m);
+        send_gw_error(r, rc->ident, rc->ident_len, CAIRN_IPC_READ_INDEX_RESP, rc->req_id, why);
         free(rc);
     }
     cairn_u64map_destroy(&r->reads);
@@ -525,6 +533,11 @@ static void answer(raftd_t *r, const uint8_t *ident, size_t len, uint64_t req_id
     send_gw(r, ident, len, &m);
 }
 
+static void answer_error(raftd_t *r, const uint8_t *ident, size_t len, uint64_t req_id, cairn_etcd_err_t e)
+{
+    answer(r, ident, len, req_id, cairn_etcd_err_code(e), cairn_etcd_err_text(e), NULL, 0);
+}
+
 /* The membership as etcd shows it: the core's voters and learners (the last configuration
  * entry of the log, thesis §4.1), sorted by ID as etcd sorts them, with the names and peer URLs
  * the log gave them and the client URLs each member advertises over the peer link. */
@@ -644,6 +657,11 @@ static void conf_answer(raftd_t *r, const conf_origin_t *o, int code, const char
     }
 }
 
+static void conf_refuse(raftd_t *r, const conf_origin_t *o, cairn_etcd_err_t e)
+{
+    conf_answer(r, o, cairn_etcd_err_code(e), cairn_etcd_err_text(e), NULL, 0);
+}
+
 /* etcd accepts only absolute http(s) URLs with a host and a port here */
 /* 1: a usable peer URL; 0: not a URL etcd would take; -1: https://, which would need peer TLS
  * (refused as at start: a member added with it could never be started, and would count
@@ -700,13 +718,13 @@ static void conf_begin(raftd_t *r, int op, const uint8_t *body, size_t len, cons
     if (!r->raft || cairn_raft_role(r->raft) != CAIRN_RAFT_LEADER) {
         uint64_t leader = r->raft ? cairn_raft_leader(r->raft) : 0;
         if (!leader || leader == self || origin->member) {
-            conf_answer(r, origin, 14, leader ? "etcdserver: leader changed" : "etcdserver: no leader", NULL, 0);
+            conf_refuse(r, origin, leader ? CAIRN_ETCD_LEADER_CHANGED : CAIRN_ETCD_NO_LEADER);
             return;
         }
         /* the core changes membership on the leader only: forward, and answer when it does */
         conf_origin_t *o = malloc(sizeof *o);
         if (!o) {
-            conf_answer(r, origin, 8, "etcdserver: too many requests", NULL, 0);
+            conf_refuse(r, origin, CAIRN_ETCD_TOO_MANY_REQUESTS);
             return;
         }
         *o = *origin;
@@ -718,7 +736,7 @@ static void conf_begin(raftd_t *r, int op, const uint8_t *body, size_t len, cons
         return;
     }
     if (r->conf.active) {
-        conf_answer(r, origin, 14, "etcdserver: request timed out, possibly due to previous leader failure", NULL, 0);
+        conf_refuse(r, origin, CAIRN_ETCD_TIMEOUT_LEADER_FAIL);
         return;
     }
     int code = 0;
@@ -737,16 +755,16 @@ static void conf_begin(raftd_t *r, int op, const uint8_t *body, size_t len, cons
     switch (op) {
     case CAIRN_MEMBER_ADD:
         if (!(add = etcdserverpb__member_add_request__unpack(NULL, len, body))) {
-            code = 3, msg = "etcdserver: given member URLs are invalid";
+            msg = cairn_etcd_err(CAIRN_ETCD_BAD_PEER_URLS, &code);
             break;
         }
         for (size_t i = 0; i < add->n_peerurls && !code; i++)
             if ((vu = valid_peer_url(add->peerurls[i])) != 1)
-                code = 3, msg = vu < 0 ? "etcdserver: " CAIRN_PEER_TLS_REFUSED : "etcdserver: given member URLs are invalid";
+                msg = cairn_etcd_err(vu < 0 ? CAIRN_ETCD_PEER_TLS_REFUSED : CAIRN_ETCD_BAD_PEER_URLS, &code);
         if (code)
             break;
         if (!add->n_peerurls) {
-            code = 3, msg = "etcdserver: given member URLs are invalid";
+            msg = cairn_etcd_err(CAIRN_ETCD_BAD_PEER_URLS, &code);
             break;
         }
         /* the ID a member computes for itself from --initial-cluster (etcd hashes the time in
@@ -762,26 +780,26 @@ static void conf_begin(raftd_t *r, int op, const uint8_t *body, size_t len, cons
              * stays behind: only a current member's URL counts. */
             const cairn_member_t *other = cairn_members_find_url(&r->members, add->peerurls, add->n_peerurls, 0);
             if (other && (id_in(ids, nv, other->id) || id_in(ls, nl, other->id))) {
-                code = 9, msg = "etcdserver: Peer URLs already exists";
+                msg = cairn_etcd_err(CAIRN_ETCD_PEER_URL_EXISTS, &code);
                 break;
             }
             if (id_in(ids, nv, id) || id_in(ls, nl, id)) {
-                code = 9, msg = "etcdserver: member ID already exist";
+                msg = cairn_etcd_err(CAIRN_ETCD_MEMBER_EXISTS, &code);
                 break;
             }
             if (add->islearner && nl >= 1) {
-                code = 9, msg = "etcdserver: too many learner members in cluster";
+                msg = cairn_etcd_err(CAIRN_ETCD_TOO_MANY_LEARNERS, &code);
                 break;
             }
         }
         if (!add->islearner && !ready_for(r, id, 0)) {
-            code = 9, msg = "etcdserver: re-configuration failed due to not enough started members";
+            msg = cairn_etcd_err(CAIRN_ETCD_NOT_ENOUGH_STARTED, &code);
             break;
         }
         rop = add->islearner ? CAIRN_RAFT_CONF_ADD_LEARNER : CAIRN_RAFT_CONF_ADD_VOTER;
         if (cairn_member_ctx_encode(r->cluster_id, id, "", add->peerurls, add->n_peerurls, add->islearner, &ctx,
                                     &ctx_len))
-            code = 8, msg = "etcdserver: too many requests";
+            msg = cairn_etcd_err(CAIRN_ETCD_TOO_MANY_REQUESTS, &code);
         break;
     case CAIRN_MEMBER_REMOVE:
     case CAIRN_MEMBER_PROMOTE:
@@ -797,35 +815,35 @@ static void conf_begin(raftd_t *r, int op, const uint8_t *body, size_t len, cons
         is_voter = id_in(ids, nv, id);
         is_learner = id_in(ls, nl, id);
         if (!id || (!is_voter && !is_learner)) {
-            code = 5, msg = "etcdserver: member not found";
+            msg = cairn_etcd_err(CAIRN_ETCD_MEMBER_NOT_FOUND, &code);
             break;
         }
         if (op == CAIRN_MEMBER_REMOVE) {
             if (is_voter && !ready_for(r, 0, id)) {
-                code = 9, msg = "etcdserver: re-configuration failed due to not enough started members";
+                msg = cairn_etcd_err(CAIRN_ETCD_NOT_ENOUGH_STARTED, &code);
                 break;
             }
             rop = CAIRN_RAFT_CONF_REMOVE;
         } else if (op == CAIRN_MEMBER_PROMOTE) {
             if (!is_learner) {
-                code = 9, msg = "etcdserver: can only promote a learner member";
+                msg = cairn_etcd_err(CAIRN_ETCD_MEMBER_NOT_LEARNER, &code);
                 break;
             }
             if (!ready_for(r, id, 0)) {
-                code = 9, msg = "etcdserver: re-configuration failed due to not enough started members";
+                msg = cairn_etcd_err(CAIRN_ETCD_NOT_ENOUGH_STARTED, &code);
                 break;
             }
             rop = CAIRN_RAFT_CONF_PROMOTE;
         } else {
             for (size_t i = 0; i < up->n_peerurls && !code; i++)
                 if ((vu = valid_peer_url(up->peerurls[i])) != 1)
-                    code = 3, msg = vu < 0 ? "etcdserver: " CAIRN_PEER_TLS_REFUSED : "etcdserver: given member URLs are invalid";
+                    msg = cairn_etcd_err(vu < 0 ? CAIRN_ETCD_PEER_TLS_REFUSED : CAIRN_ETCD_BAD_PEER_URLS, &code);
             if (!code && !up->n_peerurls)
-                code = 3, msg = "etcdserver: given member URLs are invalid";
+                msg = cairn_etcd_err(CAIRN_ETCD_BAD_PEER_URLS, &code);
             if (!code && cairn_members_find_url(&r->members, up->peerurls, up->n_peerurls, id)) {
                 const cairn_member_t *other = cairn_members_find_url(&r->members, up->peerurls, up->n_peerurls, id);
                 if (id_in(ids, nv, other->id) || id_in(ls, nl, other->id))
-                    code = 9, msg = "etcdserver: Peer URLs already exists";
+                    msg = cairn_etcd_err(CAIRN_ETCD_PEER_URL_EXISTS, &code);
             }
             if (code)
                 break;
@@ -833,30 +851,30 @@ static void conf_begin(raftd_t *r, int op, const uint8_t *body, size_t len, cons
             rop = CAIRN_RAFT_CONF_UPDATE;
             if (cairn_member_ctx_encode(r->cluster_id, id, cur ? cur->name : "", up->peerurls, up->n_peerurls,
                                         is_learner, &ctx, &ctx_len))
-                code = 8, msg = "etcdserver: too many requests";
+                msg = cairn_etcd_err(CAIRN_ETCD_TOO_MANY_REQUESTS, &code);
         }
         break;
     }
     default:
-        code = 12, msg = "unknown membership operation";
+        code = CAIRN_GRPC_UNIMPLEMENTED, msg = "unknown membership operation";
     }
     if (!code && (op == CAIRN_MEMBER_REMOVE ? !rm : op == CAIRN_MEMBER_PROMOTE ? !pr : op == CAIRN_MEMBER_UPDATE ? !up : 0))
-        code = 13, msg = "grpc: error unmarshalling request";
+        code = CAIRN_GRPC_INTERNAL, msg = "grpc: error unmarshalling request";
     uint64_t index = 0;
     if (!code) {
         int rc = cairn_raft_propose_conf_ctx(r->raft, (cairn_raft_conf_op_t)rop, id, ctx, ctx_len, &index);
         if (rc == CAIRN_EAGAIN)
-            code = 9, msg = "etcdserver: can only promote a learner member which is in sync with leader";
+            msg = cairn_etcd_err(CAIRN_ETCD_LEARNER_NOT_READY, &code);
         else if (rc == CAIRN_ENOT_LEADER)
-            code = 14, msg = "etcdserver: leader changed";
+            msg = cairn_etcd_err(CAIRN_ETCD_LEADER_CHANGED, &code);
         else if (rc == CAIRN_ENOTFOUND)
-            code = 5, msg = "etcdserver: member not found";
+            msg = cairn_etcd_err(CAIRN_ETCD_MEMBER_NOT_FOUND, &code);
         else if (rc == CAIRN_EEXISTS)
-            code = 9, msg = "etcdserver: member ID already exist";
+            msg = cairn_etcd_err(CAIRN_ETCD_MEMBER_EXISTS, &code);
         else if (rc == CAIRN_ESTATE)
-            code = 14, msg = "etcdserver: request timed out, possibly due to previous leader failure";
+            msg = cairn_etcd_err(CAIRN_ETCD_TIMEOUT_LEADER_FAIL, &code);
         else if (rc)
-            code = 9, msg = "etcdserver: re-configuration failed due to not enough started members";
+            msg = cairn_etcd_err(CAIRN_ETCD_NOT_ENOUGH_STARTED, &code);
     }
     if (code) {
         conf_answer(r, origin, code, msg, NULL, 0);
@@ -897,11 +915,11 @@ static void conf_poll(raftd_t *r)
     if (committed)
         ;
     else if (!r->raft || cairn_raft_role(r->raft) != CAIRN_RAFT_LEADER || cairn_raft_term(r->raft) != r->conf.term)
-        code = 14, msg = "etcdserver: leader changed";
+        msg = cairn_etcd_err(CAIRN_ETCD_LEADER_CHANGED, &code);
     else if (cairn_now_ms() < r->conf.deadline)
         return;
     else
-        code = 14, msg = "etcdserver: request timed out";
+        msg = cairn_etcd_err(CAIRN_ETCD_TIMEOUT, &code);
     uint8_t *buf = NULL;
     size_t n = 0;
     mlist_t l = {0};
@@ -926,10 +944,10 @@ static void conf_poll(raftd_t *r)
                 etcdserverpb__member_remove_response__pack(&resp, buf);
         }
         if (!buf)
-            code = 8, msg = "etcdserver: too many requests";
+            msg = cairn_etcd_err(CAIRN_ETCD_TOO_MANY_REQUESTS, &code);
     }
     if (!code && !buf)
-        code = 8, msg = "etcdserver: too many requests";
+        msg = cairn_etcd_err(CAIRN_ETCD_TOO_MANY_REQUESTS, &code);
     cairn_info(code ? "membership change failed" : "membership change committed", "member=%016llx index=%llu",
                (unsigned long long)r->conf.node_id, (unsigned long long)r->conf.index);
     conf_answer(r, &r->conf.origin, code, msg, buf, n);
@@ -1034,11 +1052,13 @@ static void snap_on_chunk(raftd_t *r, const cairn_ipc_msg_t *m)
                    (unsigned long long)m->commit, (unsigned long long)m->applied);
 }
 
-static void finish_transfer(raftd_t *r, int code, const char *msg)
+/* Answers the MoveLeader in progress: done (CAIRN_ETCD_NONE) or failed with e. */
+static void finish_transfer(raftd_t *r, cairn_etcd_err_t e)
 {
     if (!r->transfer.req_id)
         return;
-    answer(r, r->transfer.ident, r->transfer.ident_len, r->transfer.req_id, code, msg, NULL, 0);
+    answer(r, r->transfer.ident, r->transfer.ident_len, r->transfer.req_id, cairn_etcd_err_code(e),
+           e ? cairn_etcd_err_text(e) : NULL, NULL, 0);
     memset(&r->transfer, 0, sizeof r->transfer);
 }
 
@@ -1269,7 +1289,7 @@ static void process_ready(raftd_t *r)
                 cairn_info("leader changed", "leader=%016llx term=%llu", (unsigned long long)rd.leader,
                            (unsigned long long)rd.term);
                 if (r->transfer.req_id && rd.leader == r->transfer.target)
-                    finish_transfer(r, 0, NULL);
+                    finish_transfer(r, CAIRN_ETCD_NONE);
             }
             r->sent_commit = rd.commit;
             r->sent_term = rd.term;
@@ -1287,9 +1307,7 @@ static void process_ready(raftd_t *r)
             read_ctx_t *rc = cairn_u64map_take(r->reads, rd.read_failures[i]);
             if (!rc)
                 continue;
-            cairn_ipc_msg_t m = {.type = CAIRN_IPC_READ_INDEX_RESP, .req_id = rc->req_id, .code = 14};
-            cairn_ipc_set_message(&m, "etcdserver: no leader");
-            send_gw(r, rc->ident, rc->ident_len, &m);
+            send_gw_error(r, rc->ident, rc->ident_len, CAIRN_IPC_READ_INDEX_RESP, rc->req_id, CAIRN_ETCD_NO_LEADER);
             free(rc);
         }
         learn_members(r, rd.entries, rd.n_entries);
@@ -1388,9 +1406,8 @@ static void note_proposer(raftd_t *r, const uint8_t *ident, size_t len)
 static void notify_reload(raftd_t *r)
 {
     for (size_t i = 0; i < r->n_proposers; i++) {
-        cairn_ipc_msg_t f = {.type = CAIRN_IPC_PROPOSALS_LOST, .code = 14};
-        cairn_ipc_set_message(&f, "etcdserver: request timed out, possibly due to previous leader failure");
-        send_gw(r, r->proposers[i].ident, r->proposers[i].len, &f);
+        send_gw_error(r, r->proposers[i].ident, r->proposers[i].len, CAIRN_IPC_PROPOSALS_LOST, 0,
+                      CAIRN_ETCD_TIMEOUT_LEADER_FAIL);
     }
     r->n_proposers = 0;
 }
@@ -1398,7 +1415,7 @@ static void notify_reload(raftd_t *r)
 static void start_core(raftd_t *r, const cairn_ipc_msg_t *m)
 {
     cairn_raft_destroy(&r->raft);
-    fail_reads(r, "etcdserver: leader changed");
+    fail_reads(r, CAIRN_ETCD_LEADER_CHANGED);
     memset(&r->snap, 0, sizeof r->snap);
     /* The membership where the log starts (replicated: stored's 'C' records), else the one a
      * member starts with; the configuration entries of the log are re-applied by the core. */
@@ -1502,7 +1519,7 @@ static void reload_from_stored(raftd_t *r, const char *why)
     notify_reload(r);
     r->last_load_sent = 0; /* ask for the new state now, not at the next retry tick */
     release_held(r, 1);    /* what they promised may be lost */
-    fail_reads(r, "etcdserver: leader changed");
+    fail_reads(r, CAIRN_ETCD_LEADER_CHANGED);
 }
 
 static void load_clear(raftd_t *r)
@@ -1648,7 +1665,6 @@ static int self_is_learner(raftd_t *r)
     size_t nl = r->raft ? cairn_raft_learners(r->raft, &l) : 0;
     return id_in(l, nl, cairn_config_member_id(r->cfg));
 }
-#define LEARNER_REFUSAL "etcdserver: rpc not supported for learner"
 
 static void handle_gw(raftd_t *r, const uint8_t *ident, size_t ident_len, const uint8_t *frame, size_t len)
 {
@@ -1665,12 +1681,10 @@ static void handle_gw(raftd_t *r, const uint8_t *ident, size_t ident_len, const 
     if ((removed || self_is_learner(r)) &&
         (m.type == CAIRN_IPC_PROPOSE || m.type == CAIRN_IPC_READ_INDEX || m.type == CAIRN_IPC_MEMBERS ||
          m.type == CAIRN_IPC_MEMBER_CHANGE || m.type == CAIRN_IPC_TRANSFER)) {
-        cairn_ipc_msg_t f = {.type = m.type == CAIRN_IPC_PROPOSE      ? CAIRN_IPC_PROPOSE_FAIL
-                                     : m.type == CAIRN_IPC_READ_INDEX ? CAIRN_IPC_READ_INDEX_RESP
-                                                                      : CAIRN_IPC_RESULT,
-                             .req_id = m.req_id, .code = 14};
-        cairn_ipc_set_message(&f, removed ? "etcdserver: server stopped" : LEARNER_REFUSAL);
-        send_gw(r, ident, ident_len, &f);
+        int type = m.type == CAIRN_IPC_PROPOSE      ? CAIRN_IPC_PROPOSE_FAIL
+                   : m.type == CAIRN_IPC_READ_INDEX ? CAIRN_IPC_READ_INDEX_RESP
+                                                    : CAIRN_IPC_RESULT;
+        send_gw_error(r, ident, ident_len, type, m.req_id, removed ? CAIRN_ETCD_STOPPED : CAIRN_ETCD_LEARNER_NOT_SUPPORTED);
         cairn_ipc_msg_release(&m);
         return;
     }
@@ -1679,11 +1693,10 @@ static void handle_gw(raftd_t *r, const uint8_t *ident, size_t ident_len, const 
         note_proposer(r, ident, ident_len);
         rc = r->raft ? cairn_raft_propose(r->raft, m.body, m.body_len, NULL) : CAIRN_ENOT_LEADER;
         if (rc) {
-            cairn_ipc_msg_t f = {.type = CAIRN_IPC_PROPOSE_FAIL, .req_id = m.req_id, .code = 14};
-            cairn_ipc_set_message(&f, rc == CAIRN_ENOT_LEADER ? "etcdserver: no leader"
-                                      : rc == CAIRN_ESTATE ? "etcdserver: request timed out, leader transfer took too long"
-                                                           : "etcdserver: not capable");
-            send_gw(r, ident, ident_len, &f);
+            send_gw_error(r, ident, ident_len, CAIRN_IPC_PROPOSE_FAIL, m.req_id,
+                          rc == CAIRN_ENOT_LEADER ? CAIRN_ETCD_NO_LEADER
+                          : rc == CAIRN_ESTATE    ? CAIRN_ETCD_TIMEOUT_LEADER_TRANSFER
+                                                  : CAIRN_ETCD_NOT_CAPABLE);
         }
         break;
     }
@@ -1700,9 +1713,7 @@ static void handle_gw(raftd_t *r, const uint8_t *ident, size_t ident_len, const 
         cairn_u64map_put(r->reads, ctx, c);
         if (!r->raft || cairn_raft_read_index(r->raft, ctx) != 0) {
             cairn_u64map_take(r->reads, ctx);
-            cairn_ipc_msg_t f = {.type = CAIRN_IPC_READ_INDEX_RESP, .req_id = m.req_id, .code = 14};
-            cairn_ipc_set_message(&f, "etcdserver: no leader");
-            send_gw(r, ident, ident_len, &f);
+            send_gw_error(r, ident, ident_len, CAIRN_IPC_READ_INDEX_RESP, m.req_id, CAIRN_ETCD_NO_LEADER);
             free(c);
         }
         break;
@@ -1725,15 +1736,15 @@ static void handle_gw(raftd_t *r, const uint8_t *ident, size_t ident_len, const 
         size_t nvs = r->raft ? cairn_raft_voters(r->raft, &vs) : 0;
         int is_member = id_in(vs, nvs, m.index);
         if (!r->raft || cairn_raft_role(r->raft) != CAIRN_RAFT_LEADER) {
-            answer(r, ident, ident_len, m.req_id, 9, "etcdserver: not leader", NULL, 0);
+            answer_error(r, ident, ident_len, m.req_id, CAIRN_ETCD_NOT_LEADER);
         } else if (!is_member) {
-            answer(r, ident, ident_len, m.req_id, 9, "etcdserver: bad leader transferee", NULL, 0);
+            answer_error(r, ident, ident_len, m.req_id, CAIRN_ETCD_BAD_LEADER_TRANSFEREE);
         } else if (m.index == cairn_config_member_id(r->cfg)) {
-            answer(r, ident, ident_len, m.req_id, 0, NULL, NULL, 0); /* already leads */
+            answer(r, ident, ident_len, m.req_id, CAIRN_GRPC_OK, NULL, NULL, 0); /* already leads */
         } else if (r->transfer.req_id || ident_len > sizeof r->transfer.ident) {
-            answer(r, ident, ident_len, m.req_id, 14, "etcdserver: leader changed", NULL, 0);
+            answer_error(r, ident, ident_len, m.req_id, CAIRN_ETCD_LEADER_CHANGED);
         } else if (cairn_raft_transfer_leader(r->raft, m.index) != 0) {
-            answer(r, ident, ident_len, m.req_id, 9, "etcdserver: bad leader transferee", NULL, 0);
+            answer_error(r, ident, ident_len, m.req_id, CAIRN_ETCD_BAD_LEADER_TRANSFEREE);
         } else {
             memcpy(r->transfer.ident, ident, ident_len);
             r->transfer.ident_len = ident_len;
@@ -1918,12 +1929,12 @@ int main(int argc, char **argv)
             next_sweep = now + 5000;
         }
         if (r->transfer.req_id && now >= r->transfer.deadline)
-            finish_transfer(r, 14, "etcdserver: request timed out, leader transfer took too long");
+            finish_transfer(r, CAIRN_ETCD_TIMEOUT_LEADER_TRANSFER);
     }
     cairn_info("raftd stopping", NULL);
-    finish_transfer(r, 14, "etcdserver: server stopped");
+    finish_transfer(r, CAIRN_ETCD_STOPPED);
     exit_code = g_stop == 2 ? 1 : 0;
-    fail_reads(r, "etcdserver: server stopped");
+    fail_reads(r, CAIRN_ETCD_STOPPED);
 out:
     cairn_raft_destroy(&r->raft);
     load_clear(r);

@@ -57,13 +57,15 @@ static int grpc_err(actx_t *x, int code, const char *msg)
     return 1;
 }
 
+static int etcd_err(actx_t *x, cairn_etcd_err_t e) { return grpc_err(x, cairn_etcd_err_code(e), cairn_etcd_err_text(e)); }
+
 /* CAIRN_ECOMPACTED / CAIRN_EFUTURE_REV are client errors; the rest is storage trouble. */
 static int mvcc_err(actx_t *x, int rc)
 {
     if (rc == CAIRN_ECOMPACTED)
-        return grpc_err(x, CAIRN_GRPC_OUT_OF_RANGE, CAIRN_ETCD_COMPACTED);
+        return etcd_err(x, CAIRN_ETCD_COMPACTED);
     if (rc == CAIRN_EFUTURE_REV)
-        return grpc_err(x, CAIRN_GRPC_OUT_OF_RANGE, CAIRN_ETCD_FUTURE_REV);
+        return etcd_err(x, CAIRN_ETCD_FUTURE_REV);
     return rc < 0 ? rc : CAIRN_EIO;
 }
 
@@ -324,7 +326,7 @@ static int lease_check(actx_t *x, int64_t lease)
     int rc = cairn_mvcc_lease_exists(x->m, CAIRN_MVCC_PENDING, lease);
     if (rc < 0)
         return rc;
-    return rc ? 0 : grpc_err(x, CAIRN_GRPC_NOT_FOUND, CAIRN_ETCD_LEASE_NOT_FOUND);
+    return rc ? 0 : etcd_err(x, CAIRN_ETCD_LEASE_NOT_FOUND);
 }
 
 /* standalone: a Put request of its own (its own write txn, and etcd checks the lease here;
@@ -342,7 +344,7 @@ static int do_put(actx_t *x, const PutReq *p, int standalone, PutResp **out)
     if ((p->ignore_value || p->ignore_lease) && !found) {
         /* ignore_{value,lease} need a previous value to keep */
         free(owned);
-        return grpc_err(x, CAIRN_GRPC_INVALID_ARGUMENT, CAIRN_ETCD_KEY_NOT_FOUND);
+        return etcd_err(x, CAIRN_ETCD_KEY_NOT_FOUND);
     }
     const void *val = p->ignore_value ? prev.value : p->value.data;
     size_t vlen = p->ignore_value ? prev.value_len : p->value.len;
@@ -543,7 +545,7 @@ static int check_reqs(actx_t *x, const TxnReq *t, const path_t *path, size_t *po
                 free(owned);
                 if (rc < 0)
                     return mvcc_err(x, rc);
-                rc = rc ? 0 : grpc_err(x, CAIRN_GRPC_INVALID_ARGUMENT, CAIRN_ETCD_KEY_NOT_FOUND);
+                rc = rc ? 0 : etcd_err(x, CAIRN_ETCD_KEY_NOT_FOUND);
             }
             if (rc == 0)
                 rc = lease_check(x, p->lease);
@@ -556,9 +558,9 @@ static int check_reqs(actx_t *x, const TxnReq *t, const path_t *path, size_t *po
             if (rev == 0)
                 rc = 0;
             else if (rev > cur_rev(x))
-                rc = grpc_err(x, CAIRN_GRPC_OUT_OF_RANGE, CAIRN_ETCD_FUTURE_REV);
+                rc = etcd_err(x, CAIRN_ETCD_FUTURE_REV);
             else if (rev < cairn_mvcc_view_compact_revision(x->m, x->view))
-                rc = grpc_err(x, CAIRN_GRPC_OUT_OF_RANGE, CAIRN_ETCD_COMPACTED);
+                rc = etcd_err(x, CAIRN_ETCD_COMPACTED);
         }
         if (rc)
             return rc;
@@ -738,7 +740,7 @@ static int run(actx_t *x, int kind, const uint8_t *body, size_t len, uint8_t **r
          * answer depends on the bytes alone, so every member fails it the same way. */
         int depth = cairn_kvcheck_txn_depth(body, len);
         if (depth == CAIRN_ETOOBIG)
-            return grpc_err(x, CAIRN_GRPC_INVALID_ARGUMENT, CAIRN_ETCD_TXN_TOO_DEEP);
+            return etcd_err(x, CAIRN_ETCD_TXN_TOO_DEEP);
         if (depth < 0)
             return malformed(x, "TxnRequest");
         TxnReq *r = etcdserverpb__txn_request__unpack(&x->pa, len, body);

@@ -371,6 +371,11 @@ static cairn_hdr_ctx_t hdr_ctx(stored_t *s)
     return h;
 }
 
+static void reply_error(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t req_id, cairn_etcd_err_t e)
+{
+    reply_result(s, ident, ident_len, req_id, cairn_etcd_err_code(e), cairn_etcd_err_text(e), NULL, 0);
+}
+
 /* ------------------------------------------------------------------ reads */
 
 /* After an answer this large (a Range over much of the store), the memory it took goes back
@@ -386,11 +391,11 @@ static void serve_read(stored_t *s, const uint8_t *ident, size_t ident_len, uint
     cairn_apply_err_t err = {0};
     int rc = cairn_apply_range(s->mvcc, body, len, &h, &resp, &resp_len, &err);
     if (rc < 0)
-        reply_result(s, ident, ident_len, req_id, 13, "etcdserver: storage error", NULL, 0);
+        reply_error(s, ident, ident_len, req_id, CAIRN_ETCD_STORAGE);
     else if (err.grpc_code)
         reply_result(s, ident, ident_len, req_id, err.grpc_code, err.message, NULL, 0);
     else
-        reply_result(s, ident, ident_len, req_id, 0, NULL, resp, resp_len);
+        reply_result(s, ident, ident_len, req_id, CAIRN_GRPC_OK, NULL, resp, resp_len);
     free(resp);
     if (resp_len > BIG_ANSWER_BYTES)
         malloc_trim(0);
@@ -1240,7 +1245,7 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
             read_t *r = calloc(1, sizeof *r);
             if (!r || ident_len > sizeof r->ident || (m.body_len && !(r->body = malloc(m.body_len)))) {
                 free(r);
-                reply_result(s, ident, ident_len, m.req_id, 8, "etcdserver: too many requests", NULL, 0);
+                reply_error(s, ident, ident_len, m.req_id, CAIRN_ETCD_TOO_MANY_REQUESTS);
                 break;
             }
             memcpy(r->ident, ident, ident_len);

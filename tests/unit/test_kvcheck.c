@@ -439,7 +439,7 @@ static int depth_of(const Etcdserverpb__TxnRequest *t)
 
 Test(kvcheck_depth, message_names_the_limit)
 {
-    cr_assert_str_eq(CAIRN_ETCD_TXN_TOO_DEEP, TOODEEP);
+    cr_assert_str_eq(cairn_etcd_err_text(CAIRN_ETCD_TXN_TOO_DEEP), TOODEEP);
     cr_assert_eq(MAXD, 128);
 }
 
