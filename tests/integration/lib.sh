@@ -1,6 +1,6 @@
 # tests/integration/lib.sh - helpers for integration tests that start real processes.
 # Every process a test starts is recorded by PID and killed on EXIT (also on failure);
-# ports come from a per-test base so tests can run in parallel.
+# ports come from t_port, which never hands one port to two tests running at once.
 set -euo pipefail
 : "${CAIRN_BIN:?CAIRN_BIN must point at the build directory}"
 : "${CAIRN_SRC:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
@@ -26,8 +26,106 @@ t_cleanup() {
 }
 trap t_cleanup EXIT
 
-# A free TCP port on 127.0.0.1 (asks the kernel).
-t_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1]);s.close()'; }
+# t_port: a free TCP port on 127.0.0.1 that no other test running now can be given.
+# Asking the kernel for an ephemeral port and closing it raced between parallel tests (ctest -j):
+# two tests could be handed the same port, or the kernel could reuse it as the local port of an
+# outgoing connection before the daemon bound it. Instead, ports come from below the kernel's
+# ephemeral range (/proc/sys/net/ipv4/ip_local_port_range), starting at a base derived from the
+# test's name, and every port handed out is recorded, under flock, in a registry in /tmp
+# (CAIRN_PORT_REGISTRY) with the PID (and start time) of the test that holds it: a port held by a
+# live test, or that cannot be bound now, is skipped; entries of finished tests are dropped.
+T_PORT_REG=${CAIRN_PORT_REGISTRY:-/tmp/cairn-test-ports}
+t_port() {
+  python3 - "$T_PORT_REG" "$$" "$(basename "$0")" <<'PY'
+import fcntl, os, socket, sys, zlib
+reg, owner, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+def starttime(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+def bindable(port):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+def kernel_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+try:
+    eph = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError, IndexError):
+    eph = 32768
+lo, hi = 10000, min(eph, 32768)
+if hi - lo < 2000:
+    lo, hi = 40000, 60000  # odd ephemeral range: at least keep the registry's guarantee
+block = 100
+nblocks = (hi - lo) // block
+base = lo + (zlib.crc32(name.encode()) % nblocks) * block
+me = (owner, starttime(owner))
+try:
+    lk = open(reg + ".lock", "a+")
+    fcntl.flock(lk, fcntl.LOCK_EX)
+except OSError:
+    print(kernel_port())  # no shared registry here (permissions): the old way
+    sys.exit(0)
+held, alive = set(), {}
+lines = []
+try:
+    for line in open(reg):
+        f = line.split()
+        if len(f) != 3:
+            continue
+        port, pid, st = int(f[0]), int(f[1]), f[2]
+        if pid not in alive:
+            alive[pid] = starttime(pid)
+        if alive[pid] == st:  # the test that holds it is still running
+            held.add(port)
+            lines.append(line)
+except OSError:
+    pass
+port = None
+for k in range(nblocks * block):
+    p = lo + (base - lo + k) % (nblocks * block)
+    if p not in held and bindable(p):
+        port = p
+        break
+if port is None:
+    port = kernel_port()
+lines.append("%d %d %s\n" % (port, me[0], me[1]))
+tmp = "%s.%d" % (reg, os.getpid())
+with open(tmp, "w") as f:
+    f.writelines(lines)
+os.replace(tmp, reg)
+print(port)
+PY
+}
+
+# t_wait_until SECONDS CMD [ARGS...]: runs CMD every 0.1 s until it succeeds (returns 0) or
+# SECONDS (may be fractional) have passed since the call (returns 1). Use it instead of a fixed
+# sleep that guesses how long an internal timer takes.
+t_wait_until() {
+  local secs=$1; shift
+  local end
+  end=$(( $(date +%s%N) / 1000000 + $(awk -v s="$secs" 'BEGIN { printf "%d", s * 1000 }') ))
+  while :; do
+    if "$@"; then return 0; fi
+    [ "$(( $(date +%s%N) / 1000000 ))" -lt "$end" ] || return 1
+    sleep 0.1
+  done
+}
 
 t_ok()   { T_PASSES=$((T_PASSES+1)); echo "ok - $*"; }
 t_fail() { T_FAILS=$((T_FAILS+1)); echo "FAIL - $*" >&2; }
