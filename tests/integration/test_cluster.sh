@@ -7,7 +7,16 @@
 . "$(dirname "$0")/lib.sh"
 t_start_cluster 3
 for i in 0 1 2; do t_wait_healthy "${C_EPS[i]}" 30; done
-sleep 2.5 # members exchange client URLs every 2 s
+# Members exchange names and client URLs over the peer links (every 2 s, or at once when a peer
+# appears): wait until every member lists all three, started, with a client URL.
+members_known() {
+  local i
+  for i in 0 1 2; do
+    [ "$(etcdctl --endpoints="${C_EPS[i]}" --command-timeout=2s member list 2>/dev/null |
+      grep -cE '^[0-9a-f]+, started, m[0-9], http://127\.0\.0\.1:[0-9]+, http://127\.0\.0\.1:[0-9]+, false$')" = 3 ] || return 1
+  done
+}
+t_wait_until 20 members_known || true # the checks below say what is missing
 ALL=$(IFS=,; echo "${C_EPS[*]}")
 
 t_eq "member list has 3 started members" 3 "$(etcdctl --endpoints="${C_EPS[1]}" member list | grep -c started)"
@@ -94,10 +103,16 @@ for i in 0 1 2; do
   etcdctl --endpoints="${C_EPS[i]}" get load/ --prefix --keys-only | grep . | sed 's#load/##' | sort -n >"$T_TMP/got$i"
   t_eq "no acknowledged write lost (read via m$i)" 0 "$(comm -23 "$T_TMP/acked.s" "$T_TMP/got$i" | wc -l)"
 done
-sleep 1
-for i in 0 1 2; do
-  etcdctl --endpoints="${C_EPS[i]}" get load/ --prefix --keys-only --consistency=s | grep . | sed 's#load/##' | sort -n >"$T_TMP/local$i"
-done
+# each member's own copy, once all three agree (the last restarted one may still be applying)
+local_copies() {
+  local i
+  for i in 0 1 2; do
+    etcdctl --endpoints="${C_EPS[i]}" --command-timeout=2s get load/ --prefix --keys-only --consistency=s |
+      grep . | sed 's#load/##' | sort -n >"$T_TMP/local$i" || return 1
+  done
+  cmp -s "$T_TMP/local0" "$T_TMP/local1" && cmp -s "$T_TMP/local0" "$T_TMP/local2"
+}
+t_wait_until 20 local_copies || true # the check below says what differs
 t_eq "restarted members caught up: every member's own copy is identical" "$(md5sum <"$T_TMP/local0")$(md5sum <"$T_TMP/local0")" "$(md5sum <"$T_TMP/local1")$(md5sum <"$T_TMP/local2")"
 revs=$(for i in 0 1 2; do etcdctl --endpoints="${C_EPS[i]}" get load/0 --consistency=s -w json | python3 -c 'import json,sys;print(json.load(sys.stdin)["header"]["revision"])'; done | sort -u | wc -l)
 t_eq "every member at the same revision" 1 "$revs"
