@@ -57,14 +57,16 @@ typedef enum {
     CAIRN_IPC_PROPOSE_FAIL,       /* req_id, code, message */
     CAIRN_IPC_READ_INDEX,         /* req_id(context) */
     CAIRN_IPC_READ_INDEX_RESP,    /* req_id(context), index, code, message */
-    CAIRN_IPC_LOAD,               /* index (the first log index wanted; 0 = from the start): one page */
+    CAIRN_IPC_LOAD,               /* index (the first log index wanted; 0 = from the start), seq (echoed
+                                     in the answer: a late answer to an earlier request is told
+                                     apart and ignored): one page */
     CAIRN_IPC_LOAD_RESP,          /* boot_id, term, vote, commit, snap_index, snap_term, cluster_id (0 =
                                      not known yet: a member joining a running cluster), body (the
                                      membership blob at snap_index, mvcc.c 'C'; empty = none), entries
                                      (one page: at most 4 MiB of entry data, at least one entry),
                                      index (the last durable index: the load is complete when a page
-                                     ends there; 0 = the log holds no entries). Paged so that no
-                                     message grows with the log. */
+                                     ends there; 0 = the log holds no entries), seq (the LOAD's).
+                                     Paged so that no message grows with the log. */
     CAIRN_IPC_APPEND,             /* boot_id, seq, has_hs, term, vote, commit, index, entries; index != 0:
                                      entries up to it are committed as soon as they are durable
                                      (a single-voter leader: its own disk is the quorum) */

@@ -177,6 +177,7 @@ typedef struct {
     struct {
         int active;
         uint64_t boot_id, term, vote, commit, snap_index, snap_term, cluster_id, last, next;
+        uint64_t seq; /* of the last LOAD sent: only its answer is taken */
         uint8_t *members;
         size_t members_len;
         cairn_ipc_entry_t *ents;
@@ -1528,12 +1529,17 @@ static void load_clear(raftd_t *r)
         free((void *)r->load.ents[i].data);
     free(r->load.ents);
     free(r->load.members);
+    uint64_t seq = r->load.seq;
     memset(&r->load, 0, sizeof r->load);
+    r->load.seq = seq; /* answers to requests sent before stay stale */
 }
 
+/* Every request gets a new seq and only the answer to the latest one is taken: a retried
+ * request (stored was slow) would otherwise get two answers, and the second one, no longer
+ * continuing the load, would restart it, again and again. */
 static void load_request(raftd_t *r, uint64_t from)
 {
-    cairn_ipc_msg_t m = {.type = CAIRN_IPC_LOAD, .index = from};
+    cairn_ipc_msg_t m = {.type = CAIRN_IPC_LOAD, .index = from, .seq = ++r->load.seq};
     send_stored(r, &m);
     r->last_load_sent = cairn_now_ms();
 }
@@ -1543,8 +1549,8 @@ static void load_request(raftd_t *r, uint64_t from)
  * index); anything else starts over. When the pages reach the last index, the core starts. */
 static void load_page(raftd_t *r, const cairn_ipc_msg_t *m)
 {
-    if (r->raft)
-        return; /* an answer to a LOAD retried before the first answer came */
+    if (r->raft || m->seq != r->load.seq)
+        return; /* an answer to an earlier LOAD (retried, or from before a restart of the load) */
     int first = m->n_entries == 0 || m->entries[0].index == m->snap_index + 1;
     if (first) {
         load_clear(r);

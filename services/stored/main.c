@@ -620,7 +620,7 @@ static void apply_committed(stored_t *s)
 #define LOAD_PAGE_BYTES ((size_t)4 << 20)
 #define LOAD_PAGE_ENTRIES 65536
 
-static void send_load_resp(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t from)
+static void send_load_resp(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t from, uint64_t seq)
 {
     /* Only what is durable: raftd must never believe in an entry a crash could erase. */
     size_t n = s->n;
@@ -643,7 +643,7 @@ static void send_load_resp(stored_t *s, const uint8_t *ident, size_t ident_len, 
         last = cairn_mvcc_applied_index(s->mvcc);
     cairn_ipc_msg_t m = {.type = CAIRN_IPC_LOAD_RESP, .boot_id = s->boot_id, .term = s->hs.term, .vote = s->hs.vote,
                          .commit = s->hs.commit < last ? s->hs.commit : last, .snap_index = s->snap_index, .snap_term = s->snap_term,
-                         .entries = ents, .n_entries = end - start, .index = n ? last : 0};
+                         .entries = ents, .n_entries = end - start, .index = n ? last : 0, .seq = seq};
     if (n == 0 && s->snap_index == 0) {
         /* nothing in the log: everything up to the applied index was compacted away */
         m.snap_index = cairn_mvcc_applied_index(s->mvcc);
@@ -1142,7 +1142,7 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
             memcpy(s->raftd_ident, ident, ident_len);
             s->raftd_ident_len = ident_len;
         }
-        send_load_resp(s, ident, ident_len, m.index);
+        send_load_resp(s, ident, ident_len, m.index, m.seq);
         break;
     case CAIRN_IPC_APPEND:
         if (s->wal_failed)

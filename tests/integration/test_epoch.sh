@@ -26,7 +26,7 @@ def recv_until(types, secs):
             if m[1] in types: return m
     return None
 def fail(msg): print("FAIL", msg); sys.exit(1)
-send(LOAD, 0)  # from the start (one page: this log is small)
+send(LOAD, 0, 1)  # from the start (index 0), request seq 1 (one page: this log is small)
 m = recv_until({LOAD_RESP}, 5) or fail("no LOAD_RESP")
 boot, last = m[2], (m[10][-1][0] if m[10] else m[6])  # LOAD_RESP: [ver, type, boot, term, vote, commit, snap_index, snap_term, cluster_id, members, entries]
 print("boot", boot, "last", last)

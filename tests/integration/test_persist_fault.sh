@@ -30,7 +30,7 @@ def recv_until(types, secs):
 def fail(msg): print("FAIL", msg); sys.exit(1)
 m = None
 for _ in range(40):
-    send(LOAD, 0)
+    send(LOAD, 0, 1)  # from the start, request seq 1
     m = recv_until({LOAD_RESP}, 0.25)
     if m: break
 m or fail("no LOAD_RESP")

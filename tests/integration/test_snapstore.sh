@@ -46,7 +46,7 @@ class Stored:
         self.sock.connect("ipc://%s/run/stored.ipc" % self.d)
         end = time.time() + 20
         while time.time() < end:
-            self.send(LOAD, 0)  # from the start (one page: these logs are small)
+            self.send(LOAD, 0, 1)  # from the start (index 0), request seq 1 (one page: these logs are small)
             m = self.recv({LOAD_RESP}, 0.5)
             if m:
                 self.boot, self.load = m[2], m
@@ -166,7 +166,7 @@ B.send(COMMIT, B.boot, A_APPLIED + 1, 2, 1)
 B.wait_applied(A_APPLIED + 1) == (A_APPLIED + 1, a_rev + 1) or fail("apply after install: %r" % (B.status(),))
 # raftd's view of the log now starts after the state machine's applied index, not at S: old
 # entries between S and it (only S is known to match the leader) are never loaded again
-B.send(LOAD)
+B.send(LOAD, 0, 2)
 m = B.recv({LOAD_RESP}, 5) or fail("no LOAD_RESP after install")
 (m[6] == A_APPLIED and m[7] == 2 and [e[0] for e in m[10]] == [A_APPLIED + 1]) or \
     fail("log after install: snap (%r, %r) entries %r" % (m[6], m[7], [e[0] for e in m[10]]))
