@@ -4,7 +4,9 @@
 # restarted, or paused with SIGSTOP (see lin_fault); the recorded history is checked with a WGL linearizability checker
 # (tests/linearizability/checker.py; a register model with CAS per key, timed-out writes may or
 # may not have happened). Passes only with zero violations, enough completed operations, some
-# successful CAS, and the checker rejecting a copy of the same history with one read made stale.
+# successful CAS, the checker rejecting a copy of the same history with one read made stale, and
+# at least one fault of each kind the scenario claims (kill -9, SIGSTOP, and the optional kinds
+# below when enabled): the first faults are forced to be of the kinds not yet seen.
 #
 # Target: a 3-member Cairn cluster when lib.sh has t_start_cluster (faults: any process of any
 # member; pauses hit the leader's raftd), else one Cairn node (its stored, raftd or gatewayd).
@@ -97,12 +99,23 @@ lin_restart() {
 #       an election timeout: a new leader is elected while the old one, with its gateway still
 #       taking requests, believes it leads -- the classic way to serve a stale read); on a
 #       single node, any of the three.
+# (with LIN_LONG_FAULTS / LIN_MEMBERSHIP, a share of the faults is of those kinds instead.)
+# LIN_FORCE=kill|pause|long|member picks the kind instead of chance: the loop below forces each
+# kind the scenario claims until it has happened once, and the verdict requires that each did.
+N_KILL=0 N_PAUSE=0 N_LONG=0 N_MEMBER=0
 lin_fault() {
-  local kinds=(stored raftd gatewayd) kind i=0 ms pid l=""
+  local kinds=(stored raftd gatewayd) kind i=0 ms pid l="" choice=${LIN_FORCE:-}
   kind=${kinds[RANDOM % 3]}
   [ "$MODE" = etcd ] && kind=etcd
   [ "$MODE" = cluster ] && i=$((RANDOM % ${#C_EPS[@]}))
-  if [ "$MODE" = cluster ] && [ "${LIN_MEMBERSHIP:-0}" = 1 ] && [ $((RANDOM % 3)) = 0 ]; then
+  if [ -z "$choice" ]; then
+    if [ "$MODE" = cluster ] && [ "${LIN_MEMBERSHIP:-0}" = 1 ] && [ $((RANDOM % 3)) = 0 ]; then choice=member
+    elif [ "$MODE" = cluster ] && [ "${LIN_LONG_FAULTS:-0}" = 1 ] && [ $((RANDOM % 2)) = 0 ]; then choice=long
+    elif [ $((RANDOM % 3)) = 0 ]; then choice=pause
+    else choice=kill
+    fi
+  fi
+  if [ "$choice" = member ]; then
     l=$(t_leader_index)
     [ "$l" = "$i" ] && i=$(( (i + 1) % ${#C_EPS[@]} ))
     local others=() j id out
@@ -128,8 +141,8 @@ lin_fault() {
     C_FLAGS[i]="${C_FLAGS[i]/ --initial-cluster-state existing/} --initial-cluster-state existing"
     t_restart_proc stored "$i"; t_restart_proc raftd "$i"; t_restart_proc gatewayd "$i"
     FAULT_DESC="member $i removed ($(head -c 60 <<<"$out")), wiped, added back ($(head -n 1 <<<"$added" | head -c 60)), restarted empty"
-    MEMBERSHIP_CHANGES=$((${MEMBERSHIP_CHANGES:-0} + 1))
-  elif [ "$MODE" = cluster ] && [ "${LIN_LONG_FAULTS:-0}" = 1 ] && [ $((RANDOM % 2)) = 0 ]; then
+    grep -q "added to cluster" <<<"$added" && N_MEMBER=$((N_MEMBER + 1))
+  elif [ "$choice" = long ]; then
     l=$(t_leader_index)
     [ "$l" = "$i" ] && i=$(( (i + 1) % ${#C_EPS[@]} )) # a follower: the cluster keeps going
     t_kill9 "${C_STOREDS[i]}" "${C_RAFTDS[i]}" "${C_GWS[i]}"
@@ -137,7 +150,8 @@ lin_fault() {
     sleep "$((ms / 1000)).$((ms % 1000 / 100))"
     t_restart_proc stored "$i"; t_restart_proc raftd "$i"; t_restart_proc gatewayd "$i"
     FAULT_DESC="kill -9 of the whole member $i (a follower), down ${ms}ms"
-  elif [ $((RANDOM % 3)) = 0 ]; then
+    N_LONG=$((N_LONG + 1))
+  elif [ "$choice" = pause ]; then
     ms=$((1200 + (RANDOM % 13) * 100))
     if [ "$MODE" = cluster ]; then
       kind=raftd
@@ -149,12 +163,28 @@ lin_fault() {
     sleep "$((ms / 1000)).$((ms % 1000 / 100))"
     kill -CONT "$pid" 2>/dev/null || true
     FAULT_DESC="SIGSTOP $kind of member $i${l:+ (leader: $l)} for ${ms}ms"
+    N_PAUSE=$((N_PAUSE + 1))
   else
     ms=$(((RANDOM % 8 + 1) * 100))
     t_kill9 "$(lin_pid "$kind" "$i")"
     sleep "0.$((ms / 100))"
     lin_restart "$kind" "$i"
     FAULT_DESC="kill -9 $kind of member $i, down ${ms}ms"
+    N_KILL=$((N_KILL + 1))
+  fi
+}
+
+# lin_pending: the first kind of fault this scenario claims that has not happened yet (empty
+# when each has). The slow kinds come first, while there is time left; a membership change after
+# a whole-member outage, so that the leader has likely compacted its log by then and the member
+# that rejoins empty needs a snapshot (LIN_EXPECT_SNAPSHOT).
+lin_long_on() { [ "$MODE" = cluster ] && [ "${LIN_LONG_FAULTS:-0}" = 1 ]; }
+lin_member_on() { [ "$MODE" = cluster ] && [ "${LIN_MEMBERSHIP:-0}" = 1 ]; }
+lin_pending() {
+  if lin_long_on && [ "$N_LONG" = 0 ]; then echo long
+  elif lin_member_on && [ "$N_MEMBER" = 0 ]; then echo member
+  elif [ "$N_PAUSE" = 0 ]; then echo pause
+  elif [ "$N_KILL" = 0 ]; then echo kill
   fi
 }
 
@@ -168,9 +198,12 @@ T_PIDS+=("$CLIENT_PID")
 start=$SECONDS
 nf=0
 sleep 2
-while [ "$nf" -lt "$FAULTS" ] && [ $((SECONDS - start)) -lt $((DURATION - 4)) ] && kill -0 "$CLIENT_PID" 2>/dev/null; do
+# (past DURATION - 4 only while a claimed kind of fault is still owed and the clients still run)
+while [ "$nf" -lt "$FAULTS" ] && kill -0 "$CLIENT_PID" 2>/dev/null &&
+  { [ $((SECONDS - start)) -lt $((DURATION - 4)) ] || [ -n "$(lin_pending)" ]; }; do
   sleep "$((RANDOM % 2 + 1)).$((RANDOM % 10))"
   now=$(python3 -c 'import time;print("%.3f"%time.monotonic())')
+  LIN_FORCE=$(lin_pending)
   lin_fault
   nf=$((nf + 1))
   echo "# fault $nf at monotonic $now: $FAULT_DESC"
@@ -188,6 +221,19 @@ for i in "${!EPS[@]}"; do
     [ "$MODE" = cluster ] && tail -n 20 "${C_LOGS[i]}" | sed 's/^/#   /' >&2
   fi
 done
+
+# The faults the scenario claims must have happened: a run in which they did not proves nothing.
+[ "$nf" -gt 0 ] && t_ok "$nf faults (kill -9: $N_KILL, SIGSTOP: $N_PAUSE, member down for seconds: $N_LONG, membership changes: $N_MEMBER)" ||
+  t_fail "no fault was injected"
+[ "$N_KILL" -gt 0 ] && t_ok "$N_KILL kill -9 faults" || t_fail "no kill -9 fault happened"
+[ "$N_PAUSE" -gt 0 ] && t_ok "$N_PAUSE SIGSTOP pauses" || t_fail "no SIGSTOP pause happened"
+if lin_long_on; then
+  [ "$N_LONG" -gt 0 ] && t_ok "$N_LONG whole-member outages of seconds" || t_fail "no whole member was kept down (LIN_LONG_FAULTS)"
+fi
+if lin_member_on; then
+  [ "$N_MEMBER" -gt 0 ] && t_ok "$N_MEMBER membership changes (remove, wipe, add back)" ||
+    t_fail "no membership change happened (LIN_MEMBERSHIP)"
+fi
 
 if [ "${LIN_EXPECT_SNAPSHOT:-0}" = 1 ] && [ "$MODE" = cluster ]; then
   t_contains "a member came back through a snapshot" 'msg="snapshot installed"' "$(cat "${C_LOGS[@]}")"
