@@ -1,17 +1,20 @@
-/* gateway.c - the etcd v3 service layer of gatewayd (see gateway.h).
+/* gateway.c - gatewayd's loop: client calls in (h2srv), IPC to raftd and stored out, and the
+ * requests pending between the two (see gateway.h).
  *
- * A gRPC call becomes one of:
- *   - a proposal (Put, DeleteRange, Txn with writes, Compact): validated here as etcd's v3rpc
- *     layer does, wrapped in a request envelope (cairn_ipc.h) and sent to raftd as PROPOSE;
- *     the answer comes from stored as RESULT once the entry is applied;
- *   - a linearizable read (Range, read-only Txn, /health): queued, and at the end of the loop
- *     pass every queued read shares ONE read-index request to raftd (thesis §6.4 batching);
- *     with the index in hand each read goes to stored as RANGE, which serves it once applied
- *     >= index;
- *   - a serializable read: straight to stored as RANGE with read index 0;
- *   - Status: STATUS to stored; MemberList, MoveLeader, Member{Add,Remove,Update,Promote}: raftd.
- * Every pending request has a deadline (grpc-timeout, else etcd's default) and fails with
- * etcd's "request timed out" text when it passes, so nothing hangs past the deadline.
+ * The etcd services themselves are in svc_kv.c, svc_cluster.c and svc_maint.c, each a table
+ * of methods (gw_internal.h: how a unary or a streaming method is added - one row in its
+ * service's table). This file owns what they share:
+ *   - dispatch: every service's rows in one table sorted by path, looked up by binary
+ *     search for each call (on_message) and for h2srv's is_streaming; a stream's per-call
+ *     state (gw_call_t) lives from its first message to on_close, which calls the row's close;
+ *   - pending requests: one per IPC request in flight, keyed by req_id, answered when the
+ *     answer comes (on_ipc, through the gw_answer_t the method chose) or failed with etcd's
+ *     "request timed out" text when its deadline (grpc-timeout, else etcd's default)
+ *     passes, so nothing hangs past the deadline;
+ *   - linearizable reads (Range, /health): queued, and at the end of the loop pass every
+ *     queued read shares ONE read-index request to raftd (thesis §6.4 batching); with the
+ *     index in hand each read goes to stored as RANGE, which serves it once applied >= index;
+ *   - HTTP/1.1 (/health, /version, /metrics) and the status stored reports every second.
  */
 #include "gateway.h"
 
@@ -23,72 +26,62 @@
 #include <unistd.h>
 
 #include "cairn_err.h"
-#include "cairn_etcd_err.h"
-#include "cairn_ipc.h"
-#include "cairn_kvcheck.h"
 #include "cairn_log.h"
-#include "cairn_u64map.h"
 #include "cairn_zmq.h"
-#include "h2srv.h"
-#include "rpc.pb-c.h"
+#include "gw_internal.h"
 
-#define CAIRN_ETCD_VERSION "3.4.23"
-#define CAIRN_ETCD_CLUSTER_VERSION "3.4.0"
 /* etcd: ReqTimeout() = 5 s + 2 * election timeout; clients normally send a shorter grpc-timeout. */
 #define DEFAULT_TIMEOUT_MS(cfg) (5000 + 2 * (cfg)->election_ms)
 
-#define UNMARSHAL_ERR "grpc: error unmarshalling request: unexpected EOF"
+/* ------------------------------------------------------------------ the methods */
 
-typedef enum {
-    W_RANGE = 1,   /* answer: RangeResponse body from stored */
-    W_PROPOSAL,    /* answer: the write's response body from stored */
-    W_STATUS,      /* answer: STATUS_RESP -> StatusResponse */
-    W_HEALTH,      /* HTTP/1.1 /health: linearizable read */
-    W_STATUS_POLL, /* internal: refresh the cached status (metrics, member list header) */
-    W_MEMBERS,     /* answer: MemberListResponse body from raftd, header filled here */
-    W_MEMBER_CHANGE, /* answer: Member{Add,Remove,Update,Promote}Response body from raftd, header added here */
-    W_MOVE_LEADER, /* answer: empty MoveLeaderResponse */
-} wait_kind_t;
-
-typedef struct {
-    uint64_t req_id;
-    cairn_call_id_t call;
-    wait_kind_t kind;
-    int64_t deadline;
-    uint8_t *body; /* RangeRequest bytes waiting for a read index */
-    size_t body_len;
-    /* a large answer arriving in RESULT_PARTs (cairn_ipc.h): the bytes so far, the whole length */
-    uint8_t *part;
-    size_t part_len, part_total;
-    int part_bad; /* a part was missing: the answer cannot be rebuilt */
-} pending_t;
-
-typedef struct {
-    uint64_t *ids;
-    size_t n;
-} read_batch_t;
-
-struct cairn_gateway {
-    cairn_config_t *cfg;
-    cairn_h2srv_t *srv;
-    zsock_t *raftd, *stored;
-    char origin[96];
-    size_t origin_len;
-    uint64_t next_id;
-    cairn_u64map_t *pending;    /* req_id -> pending_t */
-    cairn_u64map_t *batches;    /* read-index request id -> read_batch_t */
-    uint64_t *queued_reads;     /* req_ids waiting for the next read-index round */
-    size_t n_queued, cap_queued;
-    zmq_pollitem_t *items;
-    size_t cap_items;
-    int64_t next_sweep, next_status_poll;
-    /* last status seen from stored */
-    cairn_ipc_msg_t st;
-    int64_t st_at;
-    uint64_t n_requests, n_failed;
+/* Streaming methods of services that have no file yet: declared so that h2srv frames them
+ * as streams and the client gets UNIMPLEMENTED at its first message, not at an END_STREAM
+ * it never sends. A service file that serves one takes its row. */
+static const gw_method_t unserved_rows[] = {
+    {"/etcdserverpb.Lease/LeaseKeepAlive", GW_STREAM, NULL, 0, GW_PERM_WRITE, "/v3/lease/keepalive"},
+    {"/v3electionpb.Election/Observe", GW_STREAM, NULL, 0, GW_PERM_READ, "/v3/election/observe"},
 };
+static const gw_service_t svc_unserved = GW_SERVICE("unserved", unserved_rows);
 
-/* ------------------------------------------------------------------ helpers */
+static const gw_service_t *const gw_services[] = {&gw_svc_kv, &gw_svc_cluster, &gw_svc_maint, &svc_unserved};
+
+static int by_path(const void *a, const void *b)
+{
+    return strcmp((*(const gw_method_t *const *)a)->path, (*(const gw_method_t *const *)b)->path);
+}
+
+/* Every service's rows, sorted by path; a path declared twice is refused. */
+static int build_methods(cairn_gateway_t *g)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof gw_services / sizeof gw_services[0]; i++)
+        n += gw_services[i]->n;
+    if (!(g->methods = calloc(n, sizeof *g->methods)))
+        return CAIRN_ENOMEM;
+    for (size_t i = 0; i < sizeof gw_services / sizeof gw_services[0]; i++)
+        for (size_t j = 0; j < gw_services[i]->n; j++)
+            g->methods[g->n_methods++] = &gw_services[i]->methods[j];
+    qsort(g->methods, g->n_methods, sizeof *g->methods, by_path);
+    for (size_t i = 1; i < g->n_methods; i++)
+        if (strcmp(g->methods[i - 1]->path, g->methods[i]->path) == 0) {
+            cairn_error("a gRPC method is declared twice", "path=%s", g->methods[i]->path);
+            return CAIRN_EEXISTS;
+        }
+    return 0;
+}
+
+static const gw_method_t *find_method(const cairn_gateway_t *g, const char *path)
+{
+    gw_method_t key = {.path = path};
+    const gw_method_t *k = &key;
+    const gw_method_t **m = bsearch(&k, g->methods, g->n_methods, sizeof *g->methods, by_path);
+    return m ? *m : NULL;
+}
+
+/* ------------------------------------------------------------------ pending requests */
+
+const gw_answer_t gw_answer_body = {.ok = NULL, .fail = NULL, .proposal = 0};
 
 static uint64_t new_id(cairn_gateway_t *g)
 {
@@ -97,14 +90,14 @@ static uint64_t new_id(cairn_gateway_t *g)
     return g->next_id;
 }
 
-static pending_t *add_pending(cairn_gateway_t *g, cairn_call_id_t call, wait_kind_t kind, int64_t timeout_ms)
+gw_pending_t *gw_add_pending(cairn_gateway_t *g, cairn_call_id_t call, const gw_answer_t *how, int64_t timeout_ms)
 {
-    pending_t *p = calloc(1, sizeof *p);
+    gw_pending_t *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
     p->req_id = new_id(g);
     p->call = call;
-    p->kind = kind;
+    p->how = how;
     /* Answer a little before the client's own deadline (grpc-timeout) so that it gets etcd's
      * "request timed out" text rather than a bare DeadlineExceeded of its own. */
     int64_t t = timeout_ms > 0 ? timeout_ms - (timeout_ms / 10 < 200 ? timeout_ms / 10 : 200)
@@ -119,7 +112,7 @@ static pending_t *add_pending(cairn_gateway_t *g, cairn_call_id_t call, wait_kin
     return p;
 }
 
-static void free_pending(pending_t *p)
+static void free_pending(gw_pending_t *p)
 {
     if (!p)
         return;
@@ -128,6 +121,8 @@ static void free_pending(pending_t *p)
     free(p);
 }
 
+void gw_drop_pending(cairn_gateway_t *g, uint64_t req_id) { free_pending(cairn_u64map_take(g->pending, req_id)); }
+
 /* The largest answer rebuilt from parts: a gRPC message's length is 32 bits, and grpc-go (etcd's
  * clients) refuses messages above 2 GiB - 1. */
 #define MAX_ANSWER_BYTES ((size_t)INT32_MAX)
@@ -135,7 +130,7 @@ static void free_pending(pending_t *p)
 /* One RESULT_PART: appended when it follows the bytes held, else the answer is marked lost. */
 static void on_result_part(cairn_gateway_t *g, const cairn_ipc_msg_t *m)
 {
-    pending_t *p = cairn_u64map_get(g->pending, m->req_id);
+    gw_pending_t *p = cairn_u64map_get(g->pending, m->req_id);
     if (!p || p->part_bad)
         return;
     if (m->index != p->part_len || m->commit > MAX_ANSWER_BYTES || m->index + m->body_len > m->commit ||
@@ -161,28 +156,42 @@ static void http1_json(cairn_gateway_t *g, cairn_call_id_t req, int status, cons
     cairn_h2srv_http1_reply(g->srv, req, status, "application/json", (const uint8_t *)json, strlen(json));
 }
 
-/* Answers a pending request with an error. */
-static void fail(cairn_gateway_t *g, pending_t *p, int code, const char *message)
+void gw_fail(cairn_gateway_t *g, gw_pending_t *p, int code, const char *message)
 {
     g->n_failed++;
-    if (p->kind == W_HEALTH)
-        http1_json(g, p->call, 503, "{\"health\":\"false\"}");
-    else if (p->kind != W_STATUS_POLL)
+    if (p->how->fail)
+        p->how->fail(g, p, code, message);
+    else
         cairn_h2srv_error(g->srv, p->call, code, message);
 }
 
-static void fail_etcd(cairn_gateway_t *g, pending_t *p, cairn_etcd_err_t e)
+void gw_fail_etcd(cairn_gateway_t *g, gw_pending_t *p, cairn_etcd_err_t e)
 {
-    fail(g, p, cairn_etcd_err_code(e), cairn_etcd_err_text(e));
+    gw_fail(g, p, cairn_etcd_err_code(e), cairn_etcd_err_text(e));
 }
 
-/* Answers a call that has no pending request yet with an etcd error. */
-static void gw_error(cairn_gateway_t *g, cairn_call_id_t call, cairn_etcd_err_t e)
+/* A pending request's answer arrived with code 0. */
+static void answer(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *body, size_t len, const cairn_ipc_msg_t *m)
+{
+    if (p->how->ok)
+        p->how->ok(g, p, body, len, m);
+    else
+        cairn_h2srv_reply(g->srv, p->call, body, len);
+}
+
+void gw_error(cairn_gateway_t *g, cairn_call_id_t call, cairn_etcd_err_t e)
 {
     cairn_h2srv_error(g->srv, call, cairn_etcd_err_code(e), cairn_etcd_err_text(e));
 }
 
-static int send_ipc(cairn_gateway_t *g, zsock_t *s, const cairn_ipc_msg_t *m)
+void gw_bad_request(cairn_gateway_t *g, cairn_call_id_t call)
+{
+    cairn_h2srv_error(g->srv, call, CAIRN_GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
+}
+
+int64_t gw_timeout(const cairn_h2_meta_t *meta) { return meta ? meta->timeout_ms : -1; }
+
+int gw_send_ipc(cairn_gateway_t *g, zsock_t *s, const cairn_ipc_msg_t *m)
 {
     int rc = cairn_zmq_send(s, NULL, 0, m);
     if (rc)
@@ -190,7 +199,24 @@ static int send_ipc(cairn_gateway_t *g, zsock_t *s, const cairn_ipc_msg_t *m)
     return rc;
 }
 
-static void fill_header(cairn_gateway_t *g, Etcdserverpb__ResponseHeader *h)
+gw_pending_t *gw_ask(cairn_gateway_t *g, cairn_call_id_t call, const gw_answer_t *how, zsock_t *sock,
+                     cairn_ipc_msg_t *m, const cairn_h2_meta_t *meta, cairn_etcd_err_t send_err)
+{
+    gw_pending_t *p = gw_add_pending(g, call, how, gw_timeout(meta));
+    if (!p) {
+        gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
+        return NULL;
+    }
+    m->req_id = p->req_id;
+    if (gw_send_ipc(g, sock, m)) {
+        gw_drop_pending(g, p->req_id);
+        gw_error(g, call, send_err);
+        return NULL;
+    }
+    return p;
+}
+
+void gw_fill_header(cairn_gateway_t *g, Etcdserverpb__ResponseHeader *h)
 {
     /* stored knows the cluster ID that was replicated to it (a member that joined a running
      * cluster learns it from the cluster); the configuration's is what a new cluster gets */
@@ -202,13 +228,13 @@ static void fill_header(cairn_gateway_t *g, Etcdserverpb__ResponseHeader *h)
 
 /* ------------------------------------------------------------------ reads */
 
-static void queue_read(cairn_gateway_t *g, pending_t *p)
+void gw_queue_read(cairn_gateway_t *g, gw_pending_t *p)
 {
     if (g->n_queued == g->cap_queued) {
         size_t nc = g->cap_queued ? g->cap_queued * 2 : 256;
         uint64_t *q = realloc(g->queued_reads, nc * sizeof *q);
         if (!q) {
-            fail_etcd(g, cairn_u64map_take(g->pending, p->req_id), CAIRN_ETCD_TOO_MANY_REQUESTS);
+            gw_fail_etcd(g, cairn_u64map_take(g->pending, p->req_id), CAIRN_ETCD_TOO_MANY_REQUESTS);
             free_pending(p);
             return;
         }
@@ -218,13 +244,13 @@ static void queue_read(cairn_gateway_t *g, pending_t *p)
     g->queued_reads[g->n_queued++] = p->req_id;
 }
 
-static void send_range(cairn_gateway_t *g, pending_t *p, uint64_t read_index)
+static void send_range(cairn_gateway_t *g, gw_pending_t *p, uint64_t read_index)
 {
     cairn_ipc_msg_t m = {.type = CAIRN_IPC_RANGE, .req_id = p->req_id, .read_index = read_index, .body = p->body,
                          .body_len = p->body_len};
-    if (send_ipc(g, g->stored, &m)) {
-        fail_etcd(g, p, CAIRN_ETCD_TOO_MANY_REQUESTS);
-        free_pending(cairn_u64map_take(g->pending, p->req_id));
+    if (gw_send_ipc(g, g->stored, &m)) {
+        gw_fail_etcd(g, p, CAIRN_ETCD_TOO_MANY_REQUESTS);
+        gw_drop_pending(g, p->req_id);
         return;
     }
     free(p->body);
@@ -237,7 +263,7 @@ static void flush_reads(cairn_gateway_t *g)
 {
     if (!g->n_queued)
         return;
-    read_batch_t *b = malloc(sizeof *b);
+    gw_read_batch_t *b = malloc(sizeof *b);
     if (!b)
         return;
     b->ids = g->queued_reads;
@@ -247,7 +273,7 @@ static void flush_reads(cairn_gateway_t *g)
     uint64_t id = new_id(g);
     cairn_u64map_put(g->batches, id, b);
     cairn_ipc_msg_t m = {.type = CAIRN_IPC_READ_INDEX, .req_id = id};
-    if (send_ipc(g, g->raftd, &m)) {
+    if (gw_send_ipc(g, g->raftd, &m)) {
         /* leave them: the deadline sweep answers them */
         cairn_u64map_take(g->batches, id);
         free(b->ids);
@@ -257,18 +283,18 @@ static void flush_reads(cairn_gateway_t *g)
 
 static void on_read_index(cairn_gateway_t *g, const cairn_ipc_msg_t *m)
 {
-    read_batch_t *b = cairn_u64map_take(g->batches, m->req_id);
+    gw_read_batch_t *b = cairn_u64map_take(g->batches, m->req_id);
     if (!b)
         return;
     char msg[256];
     snprintf(msg, sizeof msg, "%.*s", (int)m->message_len, m->message ? (const char *)m->message : "");
     for (size_t i = 0; i < b->n; i++) {
-        pending_t *p = cairn_u64map_get(g->pending, b->ids[i]);
+        gw_pending_t *p = cairn_u64map_get(g->pending, b->ids[i]);
         if (!p)
             continue; /* timed out meanwhile */
         if (m->code) {
-            fail(g, p, (int)m->code, msg);
-            free_pending(cairn_u64map_take(g->pending, p->req_id));
+            gw_fail(g, p, (int)m->code, msg);
+            gw_drop_pending(g, p->req_id);
         } else
             send_range(g, p, m->index);
     }
@@ -276,283 +302,12 @@ static void on_read_index(cairn_gateway_t *g, const cairn_ipc_msg_t *m)
     free(b);
 }
 
-/* ------------------------------------------------------------------ KV */
-
-static int64_t timeout_of(const cairn_h2_meta_t *meta) { return meta ? meta->timeout_ms : -1; }
-
-static void do_range(cairn_gateway_t *g, cairn_call_id_t call, const uint8_t *msg, size_t len,
-                     const cairn_h2_meta_t *meta)
-{
-    Etcdserverpb__RangeRequest *rr = etcdserverpb__range_request__unpack(NULL, len, msg);
-    if (!rr) {
-        cairn_h2srv_error(g->srv, call, CAIRN_GRPC_INTERNAL, UNMARSHAL_ERR);
-        return;
-    }
-    const char *why = NULL;
-    int code = cairn_kvcheck_range(rr, &why);
-    if (code) {
-        cairn_h2srv_error(g->srv, call, code, why);
-        etcdserverpb__range_request__free_unpacked(rr, NULL);
-        return;
-    }
-    int serializable = rr->serializable;
-    etcdserverpb__range_request__free_unpacked(rr, NULL);
-    pending_t *p = add_pending(g, call, W_RANGE, timeout_of(meta));
-    if (p && serializable) {
-        /* straight to the local stored: the request bytes are borrowed, not copied */
-        cairn_ipc_msg_t m = {.type = CAIRN_IPC_RANGE, .req_id = p->req_id, .body = msg, .body_len = len};
-        if (send_ipc(g, g->stored, &m)) {
-            free_pending(cairn_u64map_take(g->pending, p->req_id));
-            gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
-        }
-        return;
-    }
-    /* a linearizable read waits for its read index: keep a copy of the request */
-    if (!p || !(p->body = malloc(len ? len : 1))) {
-        gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
-        if (p)
-            free_pending(cairn_u64map_take(g->pending, p->req_id));
-        return;
-    }
-    memcpy(p->body, msg, len);
-    p->body_len = len;
-    queue_read(g, p);
-}
-
-static void propose(cairn_gateway_t *g, cairn_call_id_t call, int kind, const uint8_t *msg, size_t len,
-                    const cairn_h2_meta_t *meta)
-{
-    if (len > g->cfg->max_request_bytes) {
-        gw_error(g, call, CAIRN_ETCD_REQUEST_TOO_LARGE);
-        return;
-    }
-    pending_t *p = add_pending(g, call, W_PROPOSAL, timeout_of(meta));
-    if (!p) {
-        gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
-        return;
-    }
-    cairn_ipc_req_t req = {(const uint8_t *)g->origin, g->origin_len, p->req_id, (uint64_t)kind, msg, len};
-    uint8_t *data;
-    size_t dlen;
-    if (cairn_ipc_req_encode(&req, &data, &dlen)) {
-        free_pending(cairn_u64map_take(g->pending, p->req_id));
-        gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
-        return;
-    }
-    cairn_ipc_msg_t m = {.type = CAIRN_IPC_PROPOSE, .req_id = p->req_id, .body = data, .body_len = dlen};
-    if (send_ipc(g, g->raftd, &m)) {
-        free_pending(cairn_u64map_take(g->pending, p->req_id));
-        gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
-    }
-    free(data);
-}
-
-static void do_write(cairn_gateway_t *g, cairn_call_id_t call, int kind, const uint8_t *msg, size_t len,
-                     const cairn_h2_meta_t *meta)
-{
-    const char *why = NULL;
-    int code = 0;
-    switch (kind) {
-    case CAIRN_REQ_PUT: {
-        Etcdserverpb__PutRequest *r = etcdserverpb__put_request__unpack(NULL, len, msg);
-        if (!r)
-            goto bad;
-        code = cairn_kvcheck_put(r, &why);
-        etcdserverpb__put_request__free_unpacked(r, NULL);
-        break;
-    }
-    case CAIRN_REQ_DELETE_RANGE: {
-        Etcdserverpb__DeleteRangeRequest *r = etcdserverpb__delete_range_request__unpack(NULL, len, msg);
-        if (!r)
-            goto bad;
-        code = cairn_kvcheck_delete_range(r, &why);
-        etcdserverpb__delete_range_request__free_unpacked(r, NULL);
-        break;
-    }
-    case CAIRN_REQ_TXN: {
-        /* Depth first, on the bytes: protobuf-c's unpack recurses per nested txn, and a
-         * ~42 KB request nested ~6,000 deep overflowed our stack inside it (issue 7). */
-        int depth = cairn_kvcheck_txn_depth(msg, len);
-        if (depth == CAIRN_ETOOBIG) {
-            gw_error(g, call, CAIRN_ETCD_TXN_TOO_DEEP);
-            return;
-        }
-        if (depth < 0)
-            goto bad;
-        Etcdserverpb__TxnRequest *r = etcdserverpb__txn_request__unpack(NULL, len, msg);
-        if (!r)
-            goto bad;
-        code = cairn_kvcheck_txn(r, (int)g->cfg->max_txn_ops, &why);
-        etcdserverpb__txn_request__free_unpacked(r, NULL);
-        break;
-    }
-    case CAIRN_REQ_COMPACT: {
-        Etcdserverpb__CompactionRequest *r = etcdserverpb__compaction_request__unpack(NULL, len, msg);
-        if (!r)
-            goto bad;
-        etcdserverpb__compaction_request__free_unpacked(r, NULL);
-        break;
-    }
-    }
-    if (code) {
-        cairn_h2srv_error(g->srv, call, code, why);
-        return;
-    }
-    /* Read-only txns also go through the log in this version: simple, and linearizable. */
-    propose(g, call, kind, msg, len, meta);
-    return;
-bad:
-    /* grpc-go's answer to a body that does not parse as the method's request */
-    cairn_h2srv_error(g->srv, call, CAIRN_GRPC_INTERNAL, UNMARSHAL_ERR);
-}
-
-/* ------------------------------------------------------------------ Maintenance / Cluster */
-
-static void do_status(cairn_gateway_t *g, cairn_call_id_t call, const cairn_h2_meta_t *meta)
-{
-    pending_t *p = add_pending(g, call, W_STATUS, timeout_of(meta));
-    if (!p) {
-        gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
-        return;
-    }
-    cairn_ipc_msg_t m = {.type = CAIRN_IPC_STATUS, .req_id = p->req_id};
-    if (send_ipc(g, g->stored, &m)) {
-        free_pending(cairn_u64map_take(g->pending, p->req_id));
-        gw_error(g, call, CAIRN_ETCD_NOT_CAPABLE);
-    }
-}
-
-static void answer_status(cairn_gateway_t *g, pending_t *p, const cairn_ipc_msg_t *m)
-{
-    Etcdserverpb__StatusResponse r = ETCDSERVERPB__STATUS_RESPONSE__INIT;
-    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-    fill_header(g, &h);
-    r.header = &h;
-    r.version = CAIRN_ETCD_VERSION;
-    r.dbsize = (int64_t)m->db_size;
-    r.dbsizeinuse = (int64_t)m->db_size_in_use;
-    r.leader = m->leader;
-    r.raftindex = m->index;
-    r.raftterm = m->term;
-    r.raftappliedindex = m->applied;
-    r.islearner = m->learner != 0;
-    char *errs[1];
-    if (!m->leader) {
-        errs[0] = (char *)cairn_etcd_err_text(CAIRN_ETCD_NO_LEADER);
-        r.errors = errs;
-        r.n_errors = 1;
-    }
-    size_t n = etcdserverpb__status_response__get_packed_size(&r);
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf) {
-        fail_etcd(g, p, CAIRN_ETCD_TOO_MANY_REQUESTS);
-        return;
-    }
-    etcdserverpb__status_response__pack(&r, buf);
-    cairn_h2srv_reply(g->srv, p->call, buf, n);
-    free(buf);
-}
-
-/* MemberList and MoveLeader are raftd's: it knows the members and what they advertise. */
-static void ask_raftd(cairn_gateway_t *g, cairn_call_id_t call, wait_kind_t kind, int type, uint64_t arg,
-                      const cairn_h2_meta_t *meta)
-{
-    pending_t *p = add_pending(g, call, kind, timeout_of(meta));
-    if (!p) {
-        gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
-        return;
-    }
-    cairn_ipc_msg_t m = {.type = (uint8_t)type, .req_id = p->req_id, .index = arg};
-    if (send_ipc(g, g->raftd, &m)) {
-        free_pending(cairn_u64map_take(g->pending, p->req_id));
-        gw_error(g, call, CAIRN_ETCD_NOT_CAPABLE);
-    }
-}
-
-/* The Cluster write methods: raftd checks and proposes the configuration change on the leader. */
-static void do_member_change(cairn_gateway_t *g, cairn_call_id_t call, int op, const uint8_t *msg, size_t len,
-                             const cairn_h2_meta_t *meta)
-{
-    void *r = NULL;
-    switch (op) { /* refuse what does not decode here, before it travels to the leader */
-    case CAIRN_MEMBER_ADD: r = etcdserverpb__member_add_request__unpack(NULL, len, msg); break;
-    case CAIRN_MEMBER_REMOVE: r = etcdserverpb__member_remove_request__unpack(NULL, len, msg); break;
-    case CAIRN_MEMBER_UPDATE: r = etcdserverpb__member_update_request__unpack(NULL, len, msg); break;
-    case CAIRN_MEMBER_PROMOTE: r = etcdserverpb__member_promote_request__unpack(NULL, len, msg); break;
-    }
-    if (!r) {
-        cairn_h2srv_error(g->srv, call, CAIRN_GRPC_INTERNAL, UNMARSHAL_ERR);
-        return;
-    }
-    protobuf_c_message_free_unpacked(r, NULL);
-    pending_t *p = add_pending(g, call, W_MEMBER_CHANGE, timeout_of(meta));
-    if (!p) {
-        gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
-        return;
-    }
-    cairn_ipc_msg_t m = {.type = CAIRN_IPC_MEMBER_CHANGE, .req_id = p->req_id, .index = (uint64_t)op, .body = msg,
-                         .body_len = len};
-    if (send_ipc(g, g->raftd, &m)) {
-        free_pending(cairn_u64map_take(g->pending, p->req_id));
-        gw_error(g, call, CAIRN_ETCD_NOT_CAPABLE);
-    }
-}
-
-static void answer_with_header(cairn_gateway_t *g, pending_t *p, const uint8_t *body, size_t len)
-{
-    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-    fill_header(g, &h);
-    if (p->kind == W_MEMBERS || p->kind == W_MEMBER_CHANGE)
-        h.revision = 0; /* etcd's Cluster answers carry no revision */
-    uint8_t *buf = NULL;
-    size_t n = 0;
-    if (p->kind == W_MEMBER_CHANGE) {
-        /* Every Member*Response has the header as field 1, and raftd leaves it out: append it
-         * (a protobuf field may come in any order; a parser takes it wherever it is). */
-        size_t hn = etcdserverpb__response_header__get_packed_size(&h);
-        if ((buf = malloc(len + hn + 11))) {
-            memcpy(buf, body, len);
-            n = len;
-            buf[n++] = 0x0a; /* field 1, length-delimited */
-            for (size_t v = hn; ; v >>= 7) {
-                buf[n++] = (uint8_t)(v & 0x7f) | (v >= 0x80 ? 0x80 : 0);
-                if (v < 0x80)
-                    break;
-            }
-            n += etcdserverpb__response_header__pack(&h, buf + n);
-        }
-    } else if (p->kind == W_MEMBERS) {
-        Etcdserverpb__MemberListResponse *r = etcdserverpb__member_list_response__unpack(NULL, len, body);
-        if (r) {
-            Etcdserverpb__ResponseHeader *old = r->header;
-            r->header = &h;
-            n = etcdserverpb__member_list_response__get_packed_size(r);
-            if ((buf = malloc(n ? n : 1)))
-                etcdserverpb__member_list_response__pack(r, buf);
-            r->header = old;
-            etcdserverpb__member_list_response__free_unpacked(r, NULL);
-        }
-    } else {
-        Etcdserverpb__MoveLeaderResponse r = ETCDSERVERPB__MOVE_LEADER_RESPONSE__INIT;
-        r.header = &h;
-        n = etcdserverpb__move_leader_response__get_packed_size(&r);
-        if ((buf = malloc(n ? n : 1)))
-            etcdserverpb__move_leader_response__pack(&r, buf);
-    }
-    if (buf)
-        cairn_h2srv_reply(g->srv, p->call, buf, n);
-    else
-        fail_etcd(g, p, CAIRN_ETCD_INTERNAL);
-    free(buf);
-}
-
 /* ------------------------------------------------------------------ h2srv callbacks */
 
 static int is_streaming(void *ud, const char *path)
 {
-    return strcmp(path, "/etcdserverpb.Watch/Watch") == 0 || strcmp(path, "/etcdserverpb.Lease/LeaseKeepAlive") == 0 ||
-           strcmp(path, "/etcdserverpb.Maintenance/Snapshot") == 0 ||
-           strcmp(path, "/v3electionpb.Election/Observe") == 0;
+    const gw_method_t *m = find_method(ud, path);
+    return m && m->kind == GW_STREAM;
 }
 
 static void unimplemented(cairn_gateway_t *g, cairn_call_id_t call, const char *path)
@@ -572,48 +327,64 @@ static void on_message(void *ud, cairn_call_id_t call, const char *path, const u
 {
     cairn_gateway_t *g = ud;
     g->n_requests++;
-    const char *kv = "/etcdserverpb.KV/";
-    if (strncmp(path, kv, strlen(kv)) == 0) {
-        const char *m = path + strlen(kv);
-        if (strcmp(m, "Range") == 0)
-            do_range(g, call, msg, len, meta);
-        else if (strcmp(m, "Put") == 0)
-            do_write(g, call, CAIRN_REQ_PUT, msg, len, meta);
-        else if (strcmp(m, "DeleteRange") == 0)
-            do_write(g, call, CAIRN_REQ_DELETE_RANGE, msg, len, meta);
-        else if (strcmp(m, "Txn") == 0)
-            do_write(g, call, CAIRN_REQ_TXN, msg, len, meta);
-        else if (strcmp(m, "Compact") == 0)
-            do_write(g, call, CAIRN_REQ_COMPACT, msg, len, meta);
-        else
-            unimplemented(g, call, path);
-    } else if (strcmp(path, "/etcdserverpb.Maintenance/Status") == 0)
-        do_status(g, call, meta);
-    else if (strcmp(path, "/etcdserverpb.Cluster/MemberList") == 0)
-        ask_raftd(g, call, W_MEMBERS, CAIRN_IPC_MEMBERS, 0, meta);
-    else if (strcmp(path, "/etcdserverpb.Maintenance/MoveLeader") == 0) {
-        Etcdserverpb__MoveLeaderRequest *r = etcdserverpb__move_leader_request__unpack(NULL, len, msg);
-        if (!r) {
-            cairn_h2srv_error(g->srv, call, CAIRN_GRPC_INTERNAL, UNMARSHAL_ERR);
+    const gw_method_t *mt = find_method(g, path);
+    if (!mt || !mt->handler) {
+        unimplemented(g, call, path);
+        return;
+    }
+    if (mt->kind == GW_UNARY) {
+        gw_call_t c = {call, mt, NULL};
+        mt->handler(g, &c, msg, len, meta);
+        return;
+    }
+    gw_call_t *c = cairn_u64map_get(g->calls, call);
+    if (!c) { /* a stream's first message */
+        if (!(c = calloc(1, sizeof *c)) || cairn_u64map_put(g->calls, call, c)) {
+            free(c);
+            gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
             return;
         }
-        uint64_t target = r->targetid;
-        etcdserverpb__move_leader_request__free_unpacked(r, NULL);
-        ask_raftd(g, call, W_MOVE_LEADER, CAIRN_IPC_TRANSFER, target, meta);
-    } else if (strcmp(path, "/etcdserverpb.Cluster/MemberAdd") == 0)
-        do_member_change(g, call, CAIRN_MEMBER_ADD, msg, len, meta);
-    else if (strcmp(path, "/etcdserverpb.Cluster/MemberRemove") == 0)
-        do_member_change(g, call, CAIRN_MEMBER_REMOVE, msg, len, meta);
-    else if (strcmp(path, "/etcdserverpb.Cluster/MemberUpdate") == 0)
-        do_member_change(g, call, CAIRN_MEMBER_UPDATE, msg, len, meta);
-    else if (strcmp(path, "/etcdserverpb.Cluster/MemberPromote") == 0)
-        do_member_change(g, call, CAIRN_MEMBER_PROMOTE, msg, len, meta);
-    else
-        unimplemented(g, call, path);
+        c->id = call;
+        c->method = mt;
+    }
+    mt->handler(g, c, msg, len, meta);
 }
 
-static void on_half_close(void *ud, cairn_call_id_t call) {}
-static void on_close(void *ud, cairn_call_id_t call) {}
+static void on_half_close(void *ud, cairn_call_id_t call)
+{
+    cairn_gateway_t *g = ud;
+    gw_call_t *c = cairn_u64map_get(g->calls, call);
+    if (c && c->method->half_close)
+        c->method->half_close(g, c);
+}
+
+static void close_call(cairn_gateway_t *g, gw_call_t *c)
+{
+    if (c->method->close)
+        c->method->close(g, c);
+    free(c);
+}
+
+static void on_close(void *ud, cairn_call_id_t call)
+{
+    cairn_gateway_t *g = ud;
+    gw_call_t *c = cairn_u64map_take(g->calls, call);
+    if (c)
+        close_call(g, c);
+}
+
+static void health_ok(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *body, size_t len, const cairn_ipc_msg_t *m)
+{
+    http1_json(g, p->call, 200, "{\"health\":\"true\"}");
+}
+
+static void health_fail(cairn_gateway_t *g, gw_pending_t *p, int code, const char *message)
+{
+    http1_json(g, p->call, 503, "{\"health\":\"false\"}");
+}
+
+/* /health: etcd 3.4 is healthy when a linearizable read of the store succeeds */
+static const gw_answer_t answer_health = {.ok = health_ok, .fail = health_fail};
 
 static void on_http1_async(void *ud, cairn_call_id_t req, const char *method, const char *path, const uint8_t *body,
                            size_t body_len, const cairn_h2_meta_t *meta)
@@ -625,23 +396,22 @@ static void on_http1_async(void *ud, cairn_call_id_t req, const char *method, co
     if (q)
         *q = 0;
     if (strcmp(p, "/health") == 0) {
-        /* etcd 3.4: healthy when a linearizable read of the store succeeds */
         Etcdserverpb__RangeRequest rr = ETCDSERVERPB__RANGE_REQUEST__INIT;
         rr.key.data = (uint8_t *)"health";
         rr.key.len = 6;
         rr.keys_only = 1;
         rr.limit = 1;
-        pending_t *pd = add_pending(g, req, W_HEALTH, 2000);
+        gw_pending_t *pd = gw_add_pending(g, req, &answer_health, 2000);
         size_t n = etcdserverpb__range_request__get_packed_size(&rr);
         if (!pd || !(pd->body = malloc(n ? n : 1))) {
             if (pd)
-                free_pending(cairn_u64map_take(g->pending, pd->req_id));
+                gw_drop_pending(g, pd->req_id);
             http1_json(g, req, 503, "{\"health\":\"false\"}");
             return;
         }
         etcdserverpb__range_request__pack(&rr, pd->body);
         pd->body_len = n;
-        queue_read(g, pd);
+        gw_queue_read(g, pd);
     } else if (strcmp(p, "/version") == 0) {
         http1_json(g, req, 200, "{\"etcdserver\":\"" CAIRN_ETCD_VERSION "\",\"etcdcluster\":\"" CAIRN_ETCD_CLUSTER_VERSION "\"}");
     } else if (strcmp(p, "/metrics") == 0) {
@@ -709,11 +479,11 @@ static void on_ipc(cairn_gateway_t *g, const uint8_t *frame, size_t len)
             void *val;
             n = 0;
             while (n < 256 && cairn_u64map_next(g->pending, &pos, &key, &val))
-                if (((pending_t *)val)->kind == W_PROPOSAL)
+                if (((gw_pending_t *)val)->how->proposal)
                     ids[n++] = key;
             for (size_t i = 0; i < n; i++) {
-                pending_t *p = cairn_u64map_take(g->pending, ids[i]);
-                fail(g, p, (int)m.code, msg);
+                gw_pending_t *p = cairn_u64map_take(g->pending, ids[i]);
+                gw_fail(g, p, (int)m.code, msg);
                 free_pending(p);
             }
         }
@@ -723,7 +493,7 @@ static void on_ipc(cairn_gateway_t *g, const uint8_t *frame, size_t len)
     case CAIRN_IPC_RESULT:
     case CAIRN_IPC_STATUS_RESP:
     case CAIRN_IPC_ERROR: {
-        pending_t *p = cairn_u64map_take(g->pending, m.req_id);
+        gw_pending_t *p = cairn_u64map_take(g->pending, m.req_id);
         if (!p)
             break; /* timed out already */
         char msg[512];
@@ -734,26 +504,21 @@ static void on_ipc(cairn_gateway_t *g, const uint8_t *frame, size_t len)
             g->st.priv_ = NULL;
             g->st.message = g->st.body = NULL;
             g->st_at = cairn_now_ms();
-            if (p->kind == W_STATUS)
-                answer_status(g, p, &m);
+            answer(g, p, m.body, m.body_len, &m);
         } else if (m.type == CAIRN_IPC_ERROR) {
-            fail_etcd(g, p, CAIRN_ETCD_INTERNAL);
+            gw_fail_etcd(g, p, CAIRN_ETCD_INTERNAL);
         } else if (m.code) {
-            fail(g, p, (int)m.code, msg);
+            gw_fail(g, p, (int)m.code, msg);
         } else if (p->part || p->part_bad) {
             /* the last piece of an answer sent in parts */
             if (p->part_bad || p->part_len + m.body_len != p->part_total) {
-                fail_etcd(g, p, CAIRN_ETCD_ANSWER_LOST);
+                gw_fail_etcd(g, p, CAIRN_ETCD_ANSWER_LOST);
             } else {
                 memcpy(p->part + p->part_len, m.body, m.body_len);
-                cairn_h2srv_reply(g->srv, p->call, p->part, p->part_total);
+                answer(g, p, p->part, p->part_total, &m);
             }
-        } else if (p->kind == W_HEALTH) {
-            http1_json(g, p->call, 200, "{\"health\":\"true\"}");
-        } else if (p->kind == W_MEMBERS || p->kind == W_MOVE_LEADER || p->kind == W_MEMBER_CHANGE) {
-            answer_with_header(g, p, m.body, m.body_len);
         } else {
-            cairn_h2srv_reply(g->srv, p->call, m.body, m.body_len);
+            answer(g, p, m.body, m.body_len, &m);
         }
         free_pending(p);
         break;
@@ -770,6 +535,15 @@ static int on_ipc_frame(void *ctx, const uint8_t *ident, size_t ident_len, const
     return 0;
 }
 
+/* The status stored reports every second (metrics, the header of Cluster answers): on_ipc
+ * keeps it in g->st; nobody waits for it. */
+static void status_poll_ok(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *body, size_t len,
+                           const cairn_ipc_msg_t *m)
+{
+}
+static void status_poll_fail(cairn_gateway_t *g, gw_pending_t *p, int code, const char *message) {}
+static const gw_answer_t answer_status_poll = {.ok = status_poll_ok, .fail = status_poll_fail};
+
 static void sweep(cairn_gateway_t *g, int64_t now)
 {
     size_t pos = 0;
@@ -779,13 +553,13 @@ static void sweep(cairn_gateway_t *g, int64_t now)
     uint64_t expired[256];
     size_t n = 0;
     while (n < 256 && cairn_u64map_next(g->pending, &pos, &key, &val))
-        if (((pending_t *)val)->deadline <= now)
+        if (((gw_pending_t *)val)->deadline <= now)
             expired[n++] = key;
     for (size_t i = 0; i < n; i++) {
-        pending_t *p = cairn_u64map_take(g->pending, expired[i]);
+        gw_pending_t *p = cairn_u64map_take(g->pending, expired[i]);
         if (!p)
             continue;
-        fail_etcd(g, p, CAIRN_ETCD_TIMEOUT);
+        gw_fail_etcd(g, p, CAIRN_ETCD_TIMEOUT);
         free_pending(p);
     }
 }
@@ -800,6 +574,9 @@ cairn_gateway_t *cairn_gateway_new(cairn_config_t *cfg)
     g->cfg = cfg;
     g->pending = cairn_u64map_new();
     g->batches = cairn_u64map_new();
+    g->calls = cairn_u64map_new();
+    if (!g->pending || !g->batches || !g->calls || build_methods(g))
+        goto fail;
     char gwid[64];
     if (cfg->gateway_id && *cfg->gateway_id)
         snprintf(gwid, sizeof gwid, "%s", cfg->gateway_id);
@@ -868,11 +645,20 @@ void cairn_gateway_destroy(cairn_gateway_t **self_p)
         uint64_t k;
         void *v;
         while (cairn_u64map_next(g->batches, &pos, &k, &v)) {
-            free(((read_batch_t *)v)->ids);
+            free(((gw_read_batch_t *)v)->ids);
             free(v);
         }
         cairn_u64map_destroy(&g->batches);
     }
+    if (g->calls) {
+        size_t pos = 0;
+        uint64_t k;
+        void *v;
+        while (cairn_u64map_next(g->calls, &pos, &k, &v))
+            close_call(g, v);
+        cairn_u64map_destroy(&g->calls);
+    }
+    free(g->methods);
     free(g->queued_reads);
     free(g->items);
     free(g);
@@ -909,11 +695,11 @@ int cairn_gateway_run(cairn_gateway_t *g, volatile int *stop)
             g->next_sweep = now + 100;
         }
         if (now >= g->next_status_poll) {
-            pending_t *p = add_pending(g, 0, W_STATUS_POLL, 2000);
+            gw_pending_t *p = gw_add_pending(g, 0, &answer_status_poll, 2000);
             if (p) {
                 cairn_ipc_msg_t m = {.type = CAIRN_IPC_STATUS, .req_id = p->req_id};
-                if (send_ipc(g, g->stored, &m))
-                    free_pending(cairn_u64map_take(g->pending, p->req_id));
+                if (gw_send_ipc(g, g->stored, &m))
+                    gw_drop_pending(g, p->req_id);
             }
             g->next_status_poll = now + 1000;
         }

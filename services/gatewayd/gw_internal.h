@@ -1,0 +1,184 @@
+/* gw_internal.h - what gatewayd's service files (svc_*.c) share with the loop (gateway.c).
+ *
+ * A gRPC method is declared in exactly one place: one row of its service's method table,
+ * in the service's own file. The row says everything the gateway needs to know about it:
+ *
+ *     {path, kind, handler, arg, perm, json route, half_close, close}
+ *
+ *   path        "/etcdserverpb.KV/Range" - what the client sends as :path
+ *   kind        GW_UNARY (dispatched once, at END_STREAM) or GW_STREAM (each message as it
+ *               arrives; h2srv asks is_streaming, which reads this)
+ *   handler     called with each request message; NULL: declared but not served yet,
+ *               answered as grpc-go answers a method it does not register (12 UNIMPLEMENTED)
+ *   arg         an int handed to the handler, so one handler can serve several rows
+ *   perm        what the call will need once auth exists: GW_PERM_READ, _WRITE, _ADMIN
+ *   json        its JSON-gateway route ("/v3/kv/range"; unused for now, ETCD_API.md §5)
+ *   half_close, close   streams only: the client finished sending / the stream is gone.
+ *               close frees whatever the handler hung on gw_call_t.state.
+ *
+ * gateway.c collects the services listed in its gw_services[] into one table sorted by path
+ * and dispatches by binary search; a path in no row is 12 UNIMPLEMENTED.
+ *
+ * Adding a UNARY method: in its service's file (svc_kv.c, svc_cluster.c, svc_maint.c), write
+ * the handler - validate the request, then either answer at once (cairn_h2srv_reply /
+ * gw_error) or send an IPC request with gw_ask and name, in a gw_answer_t, how its answer is
+ * turned into the reply (gw_answer_body: the body from stored/raftd is the reply as is) -
+ * and add one row {path, GW_UNARY, handler, arg, perm, json}. Nothing else changes.
+ *
+ * Adding a STREAMING method: the same, with GW_STREAM. The handler is called for every
+ * message of the call with the same gw_call_t, whose .state (NULL at first) it may point at
+ * its per-stream state; set the row's close to free that state (called once, when the
+ * stream is gone, whatever ended it) and half_close if the client's END_STREAM matters.
+ * Messages are pushed with cairn_h2srv_stream_send and the call is ended with
+ * cairn_h2srv_stream_end. If the row exists already with handler NULL (Watch,
+ * LeaseKeepAlive, Snapshot, Observe), fill it in (moving it to the service's file).
+ *
+ * Adding a SERVICE: a new svc_<name>.c defining `const gw_service_t gw_svc_<name>` with its
+ * rows, declared below and listed in gw_services[] in gateway.c. CMake globs the sources.
+ */
+#ifndef CAIRN_GW_INTERNAL_H
+#define CAIRN_GW_INTERNAL_H
+
+#include <czmq.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cairn_config.h"
+#include "cairn_etcd_err.h"
+#include "cairn_ipc.h"
+#include "cairn_u64map.h"
+#include "gateway.h"
+#include "h2srv.h"
+#include "rpc.pb-c.h"
+
+#define CAIRN_ETCD_VERSION "3.4.23"
+#define CAIRN_ETCD_CLUSTER_VERSION "3.4.0"
+
+/* ------------------------------------------------------------------ the method table */
+
+typedef enum { GW_UNARY = 0, GW_STREAM } gw_kind_t;
+
+/* What a method will need under auth (ETCD_API.md §4): READ - any authenticated user (KV:
+ * read permission on the keys); WRITE - write permission on the keys it touches (a Txn: on
+ * each op's keys); ADMIN - the root role. Recorded now, checked once auth exists. */
+typedef enum { GW_PERM_READ = 0, GW_PERM_WRITE, GW_PERM_ADMIN } gw_perm_t;
+
+typedef struct gw_method gw_method_t;
+
+/* One call of a method as the handler sees it. Unary calls get a fresh one per request;
+ * a stream's lives from its first message to on_close. */
+typedef struct {
+    cairn_call_id_t id;
+    const gw_method_t *method;
+    void *state; /* a stream's own state (freed by the row's close) */
+} gw_call_t;
+
+typedef void gw_handler_fn(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size_t len,
+                           const cairn_h2_meta_t *meta);
+typedef void gw_stream_fn(cairn_gateway_t *g, gw_call_t *c);
+
+struct gw_method {
+    const char *path;
+    gw_kind_t kind;
+    gw_handler_fn *handler;
+    int arg;
+    gw_perm_t perm;
+    const char *json;
+    gw_stream_fn *half_close, *close;
+};
+
+typedef struct {
+    const char *name;
+    const gw_method_t *methods;
+    size_t n;
+} gw_service_t;
+
+#define GW_SERVICE(svc_name, rows) {svc_name, rows, sizeof rows / sizeof rows[0]}
+
+extern const gw_service_t gw_svc_kv, gw_svc_cluster, gw_svc_maint;
+
+/* ------------------------------------------------------------------ pending requests */
+
+typedef struct gw_pending gw_pending_t;
+
+/* How the answer to a pending request becomes the reply. ok: the answer arrived with code 0
+ * (body: the answer's body, put back together if it came in parts; m: the whole IPC
+ * message); NULL means the body is the reply as it is. fail: it failed or timed out; NULL
+ * means a gRPC error to the call. */
+typedef struct {
+    void (*ok)(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *body, size_t len, const cairn_ipc_msg_t *m);
+    void (*fail)(cairn_gateway_t *g, gw_pending_t *p, int code, const char *message);
+    int proposal; /* a write in the log: failed at once when raftd reports proposals lost */
+} gw_answer_t;
+
+struct gw_pending {
+    uint64_t req_id;
+    cairn_call_id_t call;
+    const gw_answer_t *how;
+    int64_t deadline;
+    uint8_t *body; /* RangeRequest bytes waiting for a read index */
+    size_t body_len;
+    /* a large answer arriving in RESULT_PARTs (cairn_ipc.h): the bytes so far, the whole length */
+    uint8_t *part;
+    size_t part_len, part_total;
+    int part_bad; /* a part was missing: the answer cannot be rebuilt */
+};
+
+/* The reply is the answer's body as it is (a Range or write response from stored). */
+extern const gw_answer_t gw_answer_body;
+
+typedef struct {
+    uint64_t *ids;
+    size_t n;
+} gw_read_batch_t;
+
+struct cairn_gateway {
+    cairn_config_t *cfg;
+    cairn_h2srv_t *srv;
+    zsock_t *raftd, *stored;
+    char origin[96];
+    size_t origin_len;
+    uint64_t next_id;
+    const gw_method_t **methods; /* every service's rows, sorted by path */
+    size_t n_methods;
+    cairn_u64map_t *calls;      /* call id -> gw_call_t of a served stream */
+    cairn_u64map_t *pending;    /* req_id -> gw_pending_t */
+    cairn_u64map_t *batches;    /* read-index request id -> gw_read_batch_t */
+    uint64_t *queued_reads;     /* req_ids waiting for the next read-index round */
+    size_t n_queued, cap_queued;
+    zmq_pollitem_t *items;
+    size_t cap_items;
+    int64_t next_sweep, next_status_poll;
+    /* last status seen from stored */
+    cairn_ipc_msg_t st;
+    int64_t st_at;
+    uint64_t n_requests, n_failed;
+};
+
+/* A pending request for call, answered as how says; its deadline from timeout_ms (the
+ * call's grpc-timeout; <= 0: etcd's default). NULL when out of memory. */
+gw_pending_t *gw_add_pending(cairn_gateway_t *g, cairn_call_id_t call, const gw_answer_t *how, int64_t timeout_ms);
+/* Forgets the pending request req_id and frees it (nothing if it is gone). */
+void gw_drop_pending(cairn_gateway_t *g, uint64_t req_id);
+/* Answers a pending request with an error (how->fail, else a gRPC error); does not free it. */
+void gw_fail(cairn_gateway_t *g, gw_pending_t *p, int code, const char *message);
+void gw_fail_etcd(cairn_gateway_t *g, gw_pending_t *p, cairn_etcd_err_t e);
+/* Answers a call with no pending request with an etcd error. */
+void gw_error(cairn_gateway_t *g, cairn_call_id_t call, cairn_etcd_err_t e);
+/* grpc-go's answer to a body that does not parse as the method's request. */
+void gw_bad_request(cairn_gateway_t *g, cairn_call_id_t call);
+/* The call's grpc-timeout in ms, -1 for none. */
+int64_t gw_timeout(const cairn_h2_meta_t *meta);
+int gw_send_ipc(cairn_gateway_t *g, zsock_t *s, const cairn_ipc_msg_t *m);
+/* Sends m (its req_id set here) to sock for call and waits for the answer as how says.
+ * Answers the call itself when it cannot: TOO_MANY_REQUESTS without memory, send_err when
+ * the send fails. Returns the pending request, or NULL when the call was answered. */
+gw_pending_t *gw_ask(cairn_gateway_t *g, cairn_call_id_t call, const gw_answer_t *how, zsock_t *sock,
+                     cairn_ipc_msg_t *m, const cairn_h2_meta_t *meta, cairn_etcd_err_t send_err);
+/* A linearizable read: p->body (a RangeRequest) goes to stored once the next read-index
+ * round (one per loop pass for every read queued in it) comes back. */
+void gw_queue_read(cairn_gateway_t *g, gw_pending_t *p);
+/* The response header every answer carries: cluster, member, last revision and term seen. */
+void gw_fill_header(cairn_gateway_t *g, Etcdserverpb__ResponseHeader *h);
+
+#endif

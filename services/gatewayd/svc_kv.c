@@ -1,0 +1,154 @@
+/* svc_kv.c - etcd's KV service (and the Watch row, not served yet); see gw_internal.h.
+ *
+ *   - Put, DeleteRange, Txn, Compact: checked here as etcd's v3rpc layer checks them
+ *     (cairn_kvcheck.h), wrapped in a request envelope (cairn_ipc.h) and sent to raftd as
+ *     PROPOSE; the answer comes from stored as RESULT once the entry is applied. Read-only
+ *     txns also go through the log: simple, and linearizable.
+ *   - Range: serializable straight to stored (RANGE with read index 0); linearizable queued
+ *     for the loop's next read-index round (gw_queue_read, thesis §6.4 batching).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cairn_err.h"
+#include "cairn_kvcheck.h"
+#include "gw_internal.h"
+
+static void do_range(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size_t len, const cairn_h2_meta_t *meta)
+{
+    Etcdserverpb__RangeRequest *rr = etcdserverpb__range_request__unpack(NULL, len, msg);
+    if (!rr) {
+        gw_bad_request(g, c->id);
+        return;
+    }
+    const char *why = NULL;
+    int code = cairn_kvcheck_range(rr, &why);
+    if (code) {
+        cairn_h2srv_error(g->srv, c->id, code, why);
+        etcdserverpb__range_request__free_unpacked(rr, NULL);
+        return;
+    }
+    int serializable = rr->serializable;
+    etcdserverpb__range_request__free_unpacked(rr, NULL);
+    if (serializable) {
+        /* straight to the local stored: the request bytes are borrowed, not copied */
+        cairn_ipc_msg_t m = {.type = CAIRN_IPC_RANGE, .body = msg, .body_len = len};
+        gw_ask(g, c->id, &gw_answer_body, g->stored, &m, meta, CAIRN_ETCD_TOO_MANY_REQUESTS);
+        return;
+    }
+    /* a linearizable read waits for its read index: keep a copy of the request */
+    gw_pending_t *p = gw_add_pending(g, c->id, &gw_answer_body, gw_timeout(meta));
+    if (!p || !(p->body = malloc(len ? len : 1))) {
+        gw_error(g, c->id, CAIRN_ETCD_TOO_MANY_REQUESTS);
+        if (p)
+            gw_drop_pending(g, p->req_id);
+        return;
+    }
+    memcpy(p->body, msg, len);
+    p->body_len = len;
+    gw_queue_read(g, p);
+}
+
+/* Writes: their answer is the response body stored sends once the entry is applied. */
+static const gw_answer_t answer_write = {.ok = NULL, .fail = NULL, .proposal = 1};
+
+static void propose(cairn_gateway_t *g, cairn_call_id_t call, int kind, const uint8_t *msg, size_t len,
+                    const cairn_h2_meta_t *meta)
+{
+    if (len > g->cfg->max_request_bytes) {
+        gw_error(g, call, CAIRN_ETCD_REQUEST_TOO_LARGE);
+        return;
+    }
+    gw_pending_t *p = gw_add_pending(g, call, &answer_write, gw_timeout(meta));
+    if (!p) {
+        gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
+        return;
+    }
+    cairn_ipc_req_t req = {(const uint8_t *)g->origin, g->origin_len, p->req_id, (uint64_t)kind, msg, len};
+    uint8_t *data;
+    size_t dlen;
+    if (cairn_ipc_req_encode(&req, &data, &dlen)) {
+        gw_drop_pending(g, p->req_id);
+        gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
+        return;
+    }
+    cairn_ipc_msg_t m = {.type = CAIRN_IPC_PROPOSE, .req_id = p->req_id, .body = data, .body_len = dlen};
+    if (gw_send_ipc(g, g->raftd, &m)) {
+        gw_drop_pending(g, p->req_id);
+        gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
+    }
+    free(data);
+}
+
+/* Put, DeleteRange, Txn, Compact: the row's arg is the request kind (cairn_req_kind_t). */
+static void do_write(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size_t len, const cairn_h2_meta_t *meta)
+{
+    int kind = c->method->arg;
+    const char *why = NULL;
+    int code = 0;
+    switch (kind) {
+    case CAIRN_REQ_PUT: {
+        Etcdserverpb__PutRequest *r = etcdserverpb__put_request__unpack(NULL, len, msg);
+        if (!r)
+            goto bad;
+        code = cairn_kvcheck_put(r, &why);
+        etcdserverpb__put_request__free_unpacked(r, NULL);
+        break;
+    }
+    case CAIRN_REQ_DELETE_RANGE: {
+        Etcdserverpb__DeleteRangeRequest *r = etcdserverpb__delete_range_request__unpack(NULL, len, msg);
+        if (!r)
+            goto bad;
+        code = cairn_kvcheck_delete_range(r, &why);
+        etcdserverpb__delete_range_request__free_unpacked(r, NULL);
+        break;
+    }
+    case CAIRN_REQ_TXN: {
+        /* Depth first, on the bytes: protobuf-c's unpack recurses per nested txn, and a
+         * ~42 KB request nested ~6,000 deep overflowed our stack inside it (issue 7). */
+        int depth = cairn_kvcheck_txn_depth(msg, len);
+        if (depth == CAIRN_ETOOBIG) {
+            gw_error(g, c->id, CAIRN_ETCD_TXN_TOO_DEEP);
+            return;
+        }
+        if (depth < 0)
+            goto bad;
+        Etcdserverpb__TxnRequest *r = etcdserverpb__txn_request__unpack(NULL, len, msg);
+        if (!r)
+            goto bad;
+        code = cairn_kvcheck_txn(r, (int)g->cfg->max_txn_ops, &why);
+        etcdserverpb__txn_request__free_unpacked(r, NULL);
+        break;
+    }
+    case CAIRN_REQ_COMPACT: {
+        Etcdserverpb__CompactionRequest *r = etcdserverpb__compaction_request__unpack(NULL, len, msg);
+        if (!r)
+            goto bad;
+        etcdserverpb__compaction_request__free_unpacked(r, NULL);
+        break;
+    }
+    }
+    if (code) {
+        cairn_h2srv_error(g->srv, c->id, code, why);
+        return;
+    }
+    propose(g, c->id, kind, msg, len, meta);
+    return;
+bad:
+    gw_bad_request(g, c->id);
+}
+
+/* clang-format off */
+static const gw_method_t rows[] = {
+    /* path                              kind       handler   arg                     perm           json route */
+    {"/etcdserverpb.KV/Range",           GW_UNARY,  do_range, 0,                      GW_PERM_READ,  "/v3/kv/range"},
+    {"/etcdserverpb.KV/Put",             GW_UNARY,  do_write, CAIRN_REQ_PUT,          GW_PERM_WRITE, "/v3/kv/put"},
+    {"/etcdserverpb.KV/DeleteRange",     GW_UNARY,  do_write, CAIRN_REQ_DELETE_RANGE, GW_PERM_WRITE, "/v3/kv/deleterange"},
+    {"/etcdserverpb.KV/Txn",             GW_UNARY,  do_write, CAIRN_REQ_TXN,          GW_PERM_WRITE, "/v3/kv/txn"},
+    {"/etcdserverpb.KV/Compact",         GW_UNARY,  do_write, CAIRN_REQ_COMPACT,      GW_PERM_WRITE, "/v3/kv/compaction"},
+    /* not served yet: a stream, so that clients get UNIMPLEMENTED at once, not at END_STREAM */
+    {"/etcdserverpb.Watch/Watch",        GW_STREAM, NULL,     0,                      GW_PERM_READ,  "/v3/watch"},
+};
+/* clang-format on */
+
+const gw_service_t gw_svc_kv = GW_SERVICE("kv", rows);
