@@ -638,7 +638,7 @@ static void answer_members(raftd_t *r, const uint8_t *ident, size_t ident_len, u
     uint8_t *buf = malloc(len ? len : 1);
     if (buf) {
         etcdserverpb__member_list_response__pack(&resp, buf);
-        answer(r, ident, ident_len, req_id, 0, NULL, buf, len);
+        answer(r, ident, ident_len, req_id, CAIRN_GRPC_OK, NULL, buf, len);
         free(buf);
     }
     mlist_free(&l);
