@@ -170,8 +170,11 @@ L=$(t_leader_index)
 t_stop "${C_RAFTDS[L]}"
 seq_log=$(grep -a 'svc=raftd' "${C_LOGS[L]}" | sed -n '/handing leadership over first/,$p')
 t_contains "the stopping leader started a transfer" "handing leadership over first" "$seq_log"
-t_eq "a new leader took over before the old one exited" 1 \
-  "$(sed -n '/handing leadership over first/,/raftd stopping/p' <<<"$seq_log" | grep -c 'msg="leader changed" leader=[0-9a-f]*[1-9a-f][0-9a-f]*' || true)"
+# at least one: on a loaded machine the new leader may lose its term and another be elected
+# before the old one has exited; what matters is that someone leads before it goes
+n_took=$(sed -n '/handing leadership over first/,/raftd stopping/p' <<<"$seq_log" | grep -c 'msg="leader changed" leader=[0-9a-f]*[1-9a-f][0-9a-f]*' || true)
+[ "${n_took:-0}" -ge 1 ] && t_ok "a new leader took over before the old one exited" ||
+  t_fail "a new leader took over before the old one exited: no leader change seen before it stopped"
 t_restart_proc raftd "$L"
 for ep in "${LIVE[@]}"; do t_wait_healthy "$ep" 30; done
 t_eq "writes after the hand-over" OK "$(ctl put after-handoff 1)"
