@@ -7,6 +7,6 @@
 # together on a loaded machine (a membership change alone several seconds), hence the duration.
 # a small log budget: the leader keeps the log for a member that is down only within it, so a
 # follower kept down a few seconds comes back through a snapshot
-export T_EXTRA_FLAGS="--snapshot-count 100 --raft-log-memory-bytes 16384" LIN_LONG_FAULTS=1 LIN_MEMBERSHIP=1 LIN_EXPECT_SNAPSHOT=1
+export T_EXTRA_FLAGS="--snapshot-count 100 --raft-log-memory-bytes 4096" LIN_LONG_FAULTS=1 LIN_MEMBERSHIP=1 LIN_EXPECT_SNAPSHOT=1
 export LIN_DURATION=${LIN_DURATION:-40} LIN_FAULTS=${LIN_FAULTS:-8}
 exec bash "$(dirname "$0")/test_linearizability.sh"
