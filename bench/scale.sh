@@ -16,7 +16,8 @@
 #      --consistency=s), polled every ~60 ms, bounded by SCALE_HEALTHY_SECS (120); RSS once
 #      healthy; every acknowledged key present with its value (cairn_bench --op verify);
 #      3 members: kill -9 of a follower (the member after the leader), a background load
-#      (SCALE_BG_CLIENTS=16 clients to the leader) started, the follower restarted: time to
+#      (SCALE_BG_CLIENTS=16 clients to the leader) started, the follower restarted
+#      SCALE_DOWN_SECS (5) later: time to
 #      its first linearizable read while the load runs (it has caught up to the commit index
 #      of that moment), then the load stopped, a marker put through the leader and the time
 #      until the follower serves it from its own state (caught up), its RSS, and the check of
@@ -52,6 +53,7 @@ KEY_SPACE=${SCALE_KEY_SPACE:-1000000}
 VAL_SIZE=${SCALE_VAL_SIZE:-256}
 CLIENTS=${SCALE_CLIENTS:-64}
 BG_CLIENTS=${SCALE_BG_CLIENTS:-16}
+DOWN_SECS=${SCALE_DOWN_SECS:-5}
 HEALTHY_SECS=${SCALE_HEALTHY_SECS:-120}
 read -r -a EXTRA_FLAGS <<<"${SCALE_FLAGS:-}"
 SYSTEMS=${SCALE_SYSTEMS:-"etcd cairn"}
@@ -96,7 +98,6 @@ kill9_member() { # sys i: the top process first (cairnctl must not restart its d
     local pids p
     pids=$(member_pids "$1" "$2")
     for p in $pids; do ours "$p" && kill -KILL "$p" 2>/dev/null; done
-    wait "${TOP[$1,$2]}" 2>/dev/null
     # shellcheck disable=SC2086
     wait_gone 30 $pids || say "scale.sh: WARNING: $1 member $2 still has processes after kill -9"
 }
@@ -110,7 +111,6 @@ stop_member() { # sys i: SIGTERM (cairnctl stops its daemons in order), SIGKILL 
         say "scale.sh: $1 member $2 not stopped after 30 s of SIGTERM; SIGKILL"
         for p in $pids; do ours "$p" && kill -KILL "$p" 2>/dev/null; done
     fi
-    wait "${TOP[$1,$2]}" 2>/dev/null
 }
 stop_all() { local i; for ((i = 0; i < NODES; i++)); do stop_member "$1" "$i"; done; }
 
@@ -197,6 +197,7 @@ start_member() { # sys i
         "$BUILD/cairnctl" run "${f[@]}" >>"$TMP/$1-${NAMES[$2]}.log" 2>&1 &
     fi
     TOP[$1,$2]=$!
+    disown "$!" # no "Killed" job notice after kill -9; the PID is polled, not waited for
 }
 
 now_ns() { date +%s%N; }
@@ -327,7 +328,7 @@ run_system() { # sys
             --duration "$HEALTHY_SECS" --key-space "$KEY_SPACE" --key-size 16 --prefix "$PREFIX" \
             --val-size "$VAL_SIZE" --keyed-values >"$TMP/bg.out" 2>&1 &
         BGPID=$!
-        sleep 2
+        sleep "$DOWN_SECS" # the follower falls behind the load
         t0=$(now_ns)
         start_member "$s" "$f"
         wait_read "$t0" "$HEALTHY_SECS" "$s" "$f"
@@ -382,13 +383,13 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$
 row() { # label etcd cairn [ratio?]
     local r=""
     [ "${4:-1}" = 1 ] && r=$(ratio "$3" "$2")
-    printf '%-44s %16s %16s %10s\n' "$1" "${2:--}" "${3:--}" "$r"
+    printf '%-50s %16s %16s %10s\n' "$1" "${2:--}" "${3:--}" "$r"
 }
 echo
 echo "Cairn vs etcd ${ETCD_VERSION:-?} at scale — $NODES member(s), loopback, fdatasync on, $FSTYPE under $BASE"
-echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, cairn $(git -C "$SRC" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$SRC" diff --quiet HEAD -- services shared tools 2>/dev/null || echo '+dirty'), $WRITES Puts, 16 B keys over $KEY_SPACE, $VAL_SIZE B values, $CLIENTS clients, flags: defaults${SCALE_FLAGS:+ + $SCALE_FLAGS}"
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, cairn $(git -C "$SRC" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$SRC" diff --quiet HEAD -- services shared tools 2>/dev/null || echo '+dirty') (binaries: $BUILD), $WRITES Puts, 16 B keys over $KEY_SPACE, $VAL_SIZE B values, $CLIENTS clients, flags: defaults${SCALE_FLAGS:+ + $SCALE_FLAGS}"
 echo
-printf '%-44s %16s %16s %10s\n' "" etcd cairn cairn/etcd
+printf '%-50s %16s %16s %10s\n' "" etcd cairn cairn/etcd
 row "write ops/s" "${R[etcd,ops]:-}" "${R[cairn,ops]:-}"
 row "write p50/p99 ms" "${R[etcd,lat]:-}" "${R[cairn,lat]:-}" 0
 row "CPU per write, all processes, us" "${R[etcd,cpu]:-}" "${R[cairn,cpu]:-}"
