@@ -16,7 +16,6 @@
 #                       (the start), printed with one decimal; rc 1 after SECS
 # s_rss                 "stored=X raftd=Y gatewayd=Z MiB" of the current daemons
 # s_replayed            stored's last "wal replayed ..." log line
-# s_cpu_ticks           utime+stime (clock ticks) of the supervisor and its children
 # s_keyed_value KEY LEN  cairn_bench's --keyed-values value of KEY (an independent copy of
 #                       its rule, in Python), on stdout
 S_LOG=${S_LOG:-$T_TMP/node.log}
@@ -83,16 +82,6 @@ s_rss() {
 }
 
 s_replayed() { grep "wal replayed" "$S_LOG" | tail -n 1 || true; }
-
-s_cpu_ticks() {
-  local p s=0 t
-  for p in "$S_SUP" $(s_children); do
-    # fields 14 and 15 of /proc/PID/stat (after the ")" that ends the command name)
-    t=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }')
-    s=$((s + ${t:-0}))
-  done
-  echo "$s"
-}
 
 # s_fail_diag WHAT: the end of the node's log, for a failed start
 s_fail_diag() {
