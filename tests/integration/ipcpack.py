@@ -51,3 +51,29 @@ def up(b, i=0):
         v, i = up(b, i)
         out.append(v)
     return out, i
+
+
+class FakeRaftd:
+    """A DEALER with raftd's identity on <run>/stored.ipc: a script playing raftd against a real
+    stored. send(TYPE, field, ...) adds the IPC version; recv_until(types, secs) returns the first
+    message of one of those types (as a list: [version, type, fields...]) or None."""
+
+    def __init__(self, run):
+        import zmq
+        self.sock = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.IDENTITY, b"raftd")
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect("ipc://%s/stored.ipc" % run)
+
+    def send(self, *fields):
+        self.sock.send(pk([1] + list(fields)))
+
+    def recv_until(self, types, secs):
+        import time
+        end = time.time() + secs
+        while time.time() < end:
+            if self.sock.poll(50):
+                m, _ = up(self.sock.recv())
+                if m[1] in types:
+                    return m
+        return None

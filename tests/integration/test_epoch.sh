@@ -9,22 +9,13 @@ D=$T_TMP/node
 flags=$(t_node_flags node "$D" "$CP" "$PP")
 t_start_daemon "$T_TMP/stored.log" "$CAIRN_BIN/stored" $flags; S=$T_LAST_PID
 cat >"$T_TMP/fake_raftd.py" <<'PY'
-import os, struct, sys, time, zmq
+import os, sys, time
 run, phase = sys.argv[1], sys.argv[2]
 sys.path.insert(0, os.environ["CAIRN_SRC"] + "/tests/integration")
-from ipcpack import pk, up
+from ipcpack import FakeRaftd
 LOAD, LOAD_RESP, APPEND, APPENDED, COMMIT, HELLO, STATUS, STATUS_RESP = 5, 6, 7, 8, 9, 10, 13, 14
-s = zmq.Context().socket(zmq.DEALER)
-s.setsockopt(zmq.IDENTITY, b"raftd"); s.setsockopt(zmq.LINGER, 0)
-s.connect("ipc://%s/stored.ipc" % run)
-def send(*f): s.send(pk([1] + list(f)))
-def recv_until(types, secs):
-    end = time.time() + secs
-    while time.time() < end:
-        if s.poll(50):
-            m, _ = up(s.recv())
-            if m[1] in types: return m
-    return None
+raftd = FakeRaftd(run)
+send, recv_until = raftd.send, raftd.recv_until
 def fail(msg): print("FAIL", msg); sys.exit(1)
 send(LOAD, 0, 1)  # from the start (index 0), request seq 1 (one page: this log is small)
 m = recv_until({LOAD_RESP}, 5) or fail("no LOAD_RESP")
