@@ -32,6 +32,7 @@
 #include "cairn_log.h"
 #include "cairn_member.h"
 #include "cairn_zmq.h"
+#include "memlog.h"
 #include "mvcc.h"
 #include "raft.h"
 #include "snapshot.h"
@@ -50,12 +51,6 @@ static void *fault_realloc(void *p, size_t n)
     return realloc(p, n);
 }
 
-typedef struct {
-    uint64_t index, term;
-    uint8_t type;
-    uint8_t *data;
-    size_t len;
-} entry_t;
 
 /* A result waiting to be sent to the gateway that proposed the entry. */
 typedef struct {
@@ -88,13 +83,9 @@ typedef struct {
     char origin_prefix[40]; /* "<member id hex>/": results only for our own gateways */
     size_t origin_prefix_len;
     /* raft log in memory: entries [first_index, first_index + n) */
-    entry_t *log;
-    size_t n, cap;
-    uint64_t log_bytes;   /* sum of the entries' data lengths: the log is bounded by bytes too */
+    cairn_memlog_t *log;  /* the raft log's in-memory tail (memlog.h) */
     int replaying;        /* reading the WAL at start: apply as we go, never release segments */
     uint64_t replayed;    /* entries read from the WAL at start */
-    uint64_t first_index; /* index of log[0] */
-    uint64_t snap_index, snap_term;
     cairn_wal_hardstate_t hs;
     uint64_t persisted; /* last index durable in the WAL */
     uint64_t commit, term, leader;
@@ -141,112 +132,11 @@ typedef struct {
 
 /* ------------------------------------------------------------------ in-memory log */
 
-static entry_t *log_at(stored_t *s, uint64_t index)
-{
-    if (index < s->first_index || index >= s->first_index + s->n)
-        return NULL;
-    return &s->log[index - s->first_index];
-}
-
-static uint64_t log_last(const stored_t *s) { return s->n ? s->first_index + s->n - 1 : s->snap_index; }
-
-static void log_truncate_from(stored_t *s, uint64_t index)
-{
-    while (s->n && s->first_index + s->n - 1 >= index) {
-        s->log_bytes -= s->log[s->n - 1].len;
-        free(s->log[s->n - 1].data);
-        s->n--;
-    }
-}
-
-/* Drops the first k entries (the caller says what the log now starts after). */
-static void log_drop_front(stored_t *s, size_t k)
-{
-    if (k > s->n)
-        k = s->n;
-    if (k == 0)
-        return;
-    for (size_t i = 0; i < k; i++) {
-        s->log_bytes -= s->log[i].len;
-        free(s->log[i].data);
-    }
-    memmove(s->log, s->log + k, (s->n - k) * sizeof *s->log);
-    s->n -= k;
-    s->first_index += k;
-}
-
-static int log_append(stored_t *s, uint64_t index, uint64_t term, uint8_t type, const uint8_t *data, size_t len)
-{
-    if (s->n == 0)
-        s->first_index = index;
-    else if (index <= log_last(s))
-        log_truncate_from(s, index); /* Raft overwrote a suffix (§5.3) */
-    if (s->n && index != log_last(s) + 1) {
-        /* A gap: only possible when the entries before it were already applied (a torn WAL
-         * tail behind a newer state machine); they are no longer needed. */
-        cairn_warn("log gap; restarting the in-memory log", "last=%llu next=%llu",
-                   (unsigned long long)log_last(s), (unsigned long long)index);
-        s->snap_index = index - 1;
-        s->snap_term = 0;
-        log_truncate_from(s, 0);
-    }
-    if (s->n == 0)
-        s->first_index = index;
-    if (s->n == s->cap) {
-        size_t nc = s->cap ? s->cap * 2 : 1024;
-        entry_t *nl = realloc(s->log, nc * sizeof *nl);
-        if (!nl)
-            return CAIRN_ENOMEM;
-        s->log = nl;
-        s->cap = nc;
-    }
-    entry_t *e = &s->log[s->n];
-    e->index = index;
-    e->term = term;
-    e->type = type;
-    e->len = len;
-    e->data = NULL;
-    if (len) {
-        e->data = malloc(len);
-        if (!e->data)
-            return CAIRN_ENOMEM;
-        memcpy(e->data, data, len);
-    }
-    s->n++;
-    s->log_bytes += len;
-    return 0;
-}
-
-/* Entries already applied are needed only by raftd: at its (re)load, to replicate to members
- * that lag a little. Of them the log keeps at most cairn_config_log_keep_entries() and, with
- * the entries not yet applied, at most --raft-log-memory-bytes; a member further behind gets
- * a snapshot. Entries not yet applied always stay (apply reads them from here); raftd's flow
- * control bounds how many arrive ahead of the commit index. Drops are amortised: by at least
- * 4096 entries, or down to 3/4 of the byte budget. */
+/* Applied entries beyond what members that lag may need go (memlog.h has the rule). */
 static void log_trim(stored_t *s)
 {
-    uint64_t applied = cairn_mvcc_applied_index(s->mvcc);
-    if (s->n == 0 || s->first_index > applied)
-        return;
-    size_t n_applied = (size_t)(applied - s->first_index + 1);
-    if (n_applied > s->n)
-        n_applied = s->n;
-    uint64_t keep = cairn_config_log_keep_entries(s->cfg), max_bytes = s->cfg->raft_log_memory_bytes;
-    size_t k = n_applied > keep ? (size_t)(n_applied - keep) : 0;
-    if (k < 4096 && k < n_applied)
-        k = 0;
-    if (s->log_bytes > max_bytes) {
-        uint64_t target = max_bytes / 4 * 3, bytes = s->log_bytes;
-        for (size_t i = 0; i < k; i++)
-            bytes -= s->log[i].len;
-        while (k < n_applied && bytes > target)
-            bytes -= s->log[k++].len;
-    }
-    if (k == 0)
-        return;
-    s->snap_index = s->log[k - 1].index;
-    s->snap_term = s->log[k - 1].term;
-    log_drop_front(s, k);
+    cairn_memlog_trim(s->log, cairn_mvcc_applied_index(s->mvcc), cairn_config_log_keep_entries(s->cfg),
+                      s->cfg->raft_log_memory_bytes);
 }
 
 /* ------------------------------------------------------------------ WAL replay */
@@ -263,19 +153,19 @@ static int on_replay_entry(void *ctx, const cairn_wal_entry_t *e)
 {
     stored_t *s = ctx;
     s->replayed++;
-    int rc = log_append(s, e->index, e->term, e->type, e->data, e->len);
+    int rc = cairn_memlog_append(s->log, e->index, e->term, e->type, e->data, e->len);
     if (rc)
         return rc;
-    if (s->log_bytes <= s->cfg->raft_log_memory_bytes &&
-        s->n <= cairn_config_log_keep_entries(s->cfg) + APPLY_BATCH_MAX)
+    if (cairn_memlog_bytes(s->log) <= s->cfg->raft_log_memory_bytes &&
+        cairn_memlog_count(s->log) <= cairn_config_log_keep_entries(s->cfg) + APPLY_BATCH_MAX)
         return 0;
     uint64_t applied = cairn_mvcc_applied_index(s->mvcc);
-    if (s->first_index > applied + 1 || s->hs.commit <= applied) {
+    if (cairn_memlog_first(s->log) > applied + 1 || s->hs.commit <= applied) {
         log_trim(s); /* entries the state machine already holds (the common case after a crash) */
         return 0;
     }
     s->commit = s->hs.commit;
-    s->persisted = log_last(s);
+    s->persisted = cairn_memlog_last(s->log);
     apply_committed(s);
     return g_stop == 2 ? CAIRN_EIO : 0;
 }
@@ -286,44 +176,12 @@ static int on_replay_hs(void *ctx, const cairn_wal_hardstate_t *hs)
     return 0;
 }
 
-/* Raft's rule for installing a snapshot at (S, T) (thesis §5.1; etcd-io/raft's restore): if
- * the log holds the entry (S, T), the entries after it agree with the leader's log (Log
- * Matching) and stay; otherwise the whole log goes. The snapshot point becomes the log's
- * start. Used by the install and by WAL replay of a SNAPSHOT record, so that a restart
- * rebuilds exactly the log the install left. */
+/* Raft's rule for installing a snapshot at (S, T) (memlog.h): used by the install and by WAL
+ * replay of a SNAPSHOT record, so that a restart rebuilds exactly the log the install left. */
 static void log_reset_to_snapshot(stored_t *s, uint64_t S, uint64_t T)
 {
-    entry_t *e = log_at(s, S);
-    int held = (e && e->term == T) || (s->snap_index == S && s->snap_term == T);
-    if (held && s->n && S >= s->first_index) {
-        log_drop_front(s, (size_t)(S - s->first_index + 1));
-        s->first_index = S + 1;
-    } else if (!held) {
-        log_truncate_from(s, 0);
-    }
-    if (s->n == 0)
-        s->first_index = S + 1;
-    s->snap_index = S;
-    s->snap_term = T;
-    /* The state machine may be past S (the leader snapshots its current state). Entries up
-     * to its applied index A are in it; an old entry kept between S and A could be one that a
-     * later leader replaced (only S is known to match), and one that raftd would load and
-     * replicate: drop them, the log starts after A. */
     uint64_t A = s->mvcc ? cairn_mvcc_applied_index(s->mvcc) : 0;
-    if (A > S) {
-        size_t k = 0;
-        while (k < s->n && s->log[k].index <= A)
-            k++;
-        log_drop_front(s, k);
-        s->first_index = s->n ? s->log[0].index : A + 1;
-        s->snap_index = A;
-        s->snap_term = cairn_mvcc_applied_term(s->mvcc);
-        if (s->n && s->first_index != A + 1) {
-            /* not contiguous with A: nothing after it is usable */
-            log_truncate_from(s, 0);
-            s->first_index = A + 1;
-        }
-    }
+    cairn_memlog_reset_to_snapshot(s->log, S, T, A, A ? cairn_mvcc_applied_term(s->mvcc) : 0);
 }
 
 static int on_replay_snapshot(void *ctx, uint64_t index, uint64_t term)
@@ -451,7 +309,7 @@ static void checkpoint(stored_t *s)
 /* A configuration entry: the membership after it is recorded in the same LevelDB write as the
  * applied index (mvcc 'C'), so the membership at any applied point survives a crash. An entry
  * the raft core would refuse (malformed) changes nothing here either. */
-static int apply_conf(stored_t *s, const entry_t *e)
+static int apply_conf(stored_t *s, const cairn_memlog_entry_t *e)
 {
     cairn_raft_conf_change_t cc;
     if (cairn_raft_conf_decode(e->data, e->len, &cc) == 0) {
@@ -535,7 +393,7 @@ static void apply_committed(stored_t *s)
             break;
         int failed = 0;
         for (uint64_t i = applied + 1; i <= upto && nout < max_batch; i++) {
-            entry_t *e = log_at(s, i);
+            const cairn_memlog_entry_t *e = cairn_memlog_at(s->log, i);
             if (!e) {
                 cairn_error("committed entry missing from log", "index=%llu", (unsigned long long)i);
                 failed = 1;
@@ -623,28 +481,33 @@ static void apply_committed(stored_t *s)
 static void send_load_resp(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t from, uint64_t seq)
 {
     /* Only what is durable: raftd must never believe in an entry a crash could erase. */
-    size_t n = s->n;
-    while (n && s->log[n - 1].index > s->persisted)
+    const cairn_memlog_t *l = s->log;
+    size_t n = cairn_memlog_count(l);
+    while (n && cairn_memlog_nth(l, n - 1)->index > s->persisted)
         n--;
+    uint64_t first = cairn_memlog_first(l), snap_index = cairn_memlog_snap_index(l);
     size_t start = 0;
-    if (from >= s->first_index && from < s->first_index + n)
-        start = (size_t)(from - s->first_index);
+    if (from >= first && from < first + n)
+        start = (size_t)(from - first);
     size_t end = start, bytes = 0;
-    while (end < n && end - start < LOAD_PAGE_ENTRIES && (end == start || bytes + s->log[end].len <= LOAD_PAGE_BYTES))
-        bytes += s->log[end++].len;
+    while (end < n && end - start < LOAD_PAGE_ENTRIES &&
+           (end == start || bytes + cairn_memlog_nth(l, end)->len <= LOAD_PAGE_BYTES))
+        bytes += cairn_memlog_nth(l, end++)->len;
     cairn_ipc_entry_t *ents = NULL;
     if (end > start && !(ents = malloc((end - start) * sizeof *ents)))
         return; /* raftd asks again */
-    for (size_t i = start; i < end; i++)
-        ents[i - start] = (cairn_ipc_entry_t){s->log[i].index, s->log[i].term, s->log[i].type, s->log[i].data,
-                                              s->log[i].len};
-    uint64_t last = n ? s->log[n - 1].index : s->snap_index;
-    if (!n && !s->snap_index)
+    for (size_t i = start; i < end; i++) {
+        const cairn_memlog_entry_t *e = cairn_memlog_nth(l, i);
+        ents[i - start] = (cairn_ipc_entry_t){e->index, e->term, e->type, e->data, e->len};
+    }
+    uint64_t last = n ? cairn_memlog_nth(l, n - 1)->index : snap_index;
+    if (!n && !snap_index)
         last = cairn_mvcc_applied_index(s->mvcc);
     cairn_ipc_msg_t m = {.type = CAIRN_IPC_LOAD_RESP, .boot_id = s->boot_id, .term = s->hs.term, .vote = s->hs.vote,
-                         .commit = s->hs.commit < last ? s->hs.commit : last, .snap_index = s->snap_index, .snap_term = s->snap_term,
+                         .commit = s->hs.commit < last ? s->hs.commit : last, .snap_index = snap_index,
+                         .snap_term = cairn_memlog_snap_term(l),
                          .entries = ents, .n_entries = end - start, .index = n ? last : 0, .seq = seq};
-    if (n == 0 && s->snap_index == 0) {
+    if (n == 0 && snap_index == 0) {
         /* nothing in the log: everything up to the applied index was compacted away */
         m.snap_index = cairn_mvcc_applied_index(s->mvcc);
         m.snap_term = cairn_mvcc_applied_term(s->mvcc);
@@ -828,13 +691,13 @@ static int snap_install_commit(stored_t *s, uint64_t S, uint64_t T, int keep_our
         snap_swap_in(s);
     /* f */
     log_reset_to_snapshot(s, S, T);
-    s->persisted = log_last(s);
+    s->persisted = cairn_memlog_last(s->log);
     if (s->commit < S)
         s->commit = S;
     cairn_snap_prune_installed(snapdir, S, T);
     cairn_info("snapshot installed", "index=%llu term=%llu applied=%llu revision=%lld log_entries=%zu",
                (unsigned long long)S, (unsigned long long)T, (unsigned long long)cairn_mvcc_applied_index(s->mvcc),
-               (long long)cairn_mvcc_revision(s->mvcc), s->n);
+               (long long)cairn_mvcc_revision(s->mvcc), cairn_memlog_count(s->log));
     return 0;
 }
 
@@ -1158,11 +1021,11 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
             memcpy(s->raftd_ident, ident, ident_len);
             s->raftd_ident_len = ident_len;
         }
-        if (m.n_entries && m.entries[0].index > log_last(s) + 1) {
+        if (m.n_entries && m.entries[0].index > cairn_memlog_last(s->log) + 1) {
             /* A raftd that has not yet noticed our restart sends past our log: ignore it; our
              * HELLO makes it reload (LOAD) and resend from what we really hold. */
             cairn_warn("append leaves a gap; ignored until raftd reloads", "first=%llu last=%llu",
-                       (unsigned long long)m.entries[0].index, (unsigned long long)log_last(s));
+                       (unsigned long long)m.entries[0].index, (unsigned long long)cairn_memlog_last(s->log));
             break;
         }
         for (size_t i = 0; i < m.n_entries; i++) {
@@ -1174,14 +1037,14 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
                  * from it) but not in the WAL: the state machine holds them durably, and Raft
                  * never rewrites a committed entry. The persisted index moves past them with
                  * the next sync. */
-                entry_t *have = log_at(s, e->index);
+                const cairn_memlog_entry_t *have = cairn_memlog_at(s->log, e->index);
                 uint64_t applied = cairn_mvcc_applied_index(s->mvcc);
                 if (have && have->term != e->term) {
                     cairn_error("append conflicts with an applied entry; ignored", "index=%llu term=%llu held_term=%llu applied=%llu",
                                 (unsigned long long)e->index, (unsigned long long)e->term,
                                 (unsigned long long)have->term, (unsigned long long)applied);
-                } else if (!have && e->index == log_last(s) + 1) {
-                    if ((rc = log_append(s, e->index, e->term, e->type, e->data, e->len))) {
+                } else if (!have && e->index == cairn_memlog_last(s->log) + 1) {
+                    if ((rc = cairn_memlog_append(s->log, e->index, e->term, e->type, e->data, e->len))) {
                         persist_failed(s, "in-memory log append", rc);
                         break;
                     }
@@ -1191,7 +1054,7 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
                 continue;
             }
             cairn_wal_entry_t we = {e->index, e->term, e->type, e->data, e->len};
-            if ((rc = cairn_wal_append_entry(s->wal, &we)) || (rc = log_append(s, e->index, e->term, e->type, e->data, e->len))) {
+            if ((rc = cairn_wal_append_entry(s->wal, &we)) || (rc = cairn_memlog_append(s->log, e->index, e->term, e->type, e->data, e->len))) {
                 persist_failed(s, "wal entry append", rc);
                 break;
             }
@@ -1213,9 +1076,9 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
             break; /* never acknowledged: raftd must not promise what may not be on disk */
         if (!must_sync && !s->have_pending) {
             /* nothing this APPEND carries needs the disk: acknowledge it at once */
-            entry_t *le = log_at(s, s->persisted);
+            const cairn_memlog_entry_t *le = cairn_memlog_at(s->log, s->persisted);
             cairn_ipc_msg_t a = {.type = CAIRN_IPC_APPENDED, .boot_id = s->boot_id, .seq = m.seq, .index = s->persisted,
-                                 .term = le ? le->term : s->snap_term};
+                                 .term = le ? le->term : cairn_memlog_snap_term(s->log)};
             reply(s, ident, ident_len, &a);
             break;
         }
@@ -1296,16 +1159,16 @@ static void sync_wal(stored_t *s)
         return;
     }
     s->have_pending = 0;
-    s->persisted = log_last(s);
+    s->persisted = cairn_memlog_last(s->log);
     if (s->commit_on_persist) {
         uint64_t c = s->commit_on_persist < s->persisted ? s->commit_on_persist : s->persisted;
         if (c > s->commit)
             s->commit = c;
     }
-    entry_t *last = log_at(s, s->persisted);
+    const cairn_memlog_entry_t *last = cairn_memlog_at(s->log, s->persisted);
     cairn_ipc_msg_t a = {.type = CAIRN_IPC_APPENDED, .boot_id = s->boot_id, .seq = s->pending_seq,
                          .index = s->persisted,
-                         .term = last ? last->term : s->snap_term};
+                         .term = last ? last->term : cairn_memlog_snap_term(s->log)};
     if (s->raftd_ident_len)
         reply(s, s->raftd_ident, s->raftd_ident_len, &a);
 }
@@ -1330,6 +1193,10 @@ int main(int argc, char **argv)
     exit_code = 1;
     s->boot_id = cairn_random_u64();
     s->reads_tail = &s->reads;
+    if (!(s->log = cairn_memlog_new())) {
+        cairn_error("out of memory", NULL);
+        goto out;
+    }
     s->origin_prefix_len = (size_t)snprintf(s->origin_prefix, sizeof s->origin_prefix, "%016llx/",
                                             (unsigned long long)cairn_config_member_id(s->cfg));
 
@@ -1382,44 +1249,45 @@ int main(int argc, char **argv)
      * write acknowledged before it (the rest is applied when raftd reports commit). */
     s->commit = s->hs.commit;
     s->term = s->hs.term;
-    if (s->n && s->first_index > cairn_mvcc_applied_index(s->mvcc) + 1) {
+    uint64_t applied = cairn_mvcc_applied_index(s->mvcc), applied_term = cairn_mvcc_applied_term(s->mvcc);
+    cairn_memlog_t *l = s->log;
+    if (cairn_memlog_count(l) && cairn_memlog_first(l) > applied + 1) {
         cairn_error("wal does not reach back to the applied index", "first=%llu applied=%llu",
-                    (unsigned long long)s->first_index, (unsigned long long)cairn_mvcc_applied_index(s->mvcc));
+                    (unsigned long long)cairn_memlog_first(l), (unsigned long long)applied);
         goto out;
     }
-    if (log_last(s) < cairn_mvcc_applied_index(s->mvcc) && s->n) {
+    if (cairn_memlog_last(l) < applied && cairn_memlog_count(l)) {
         /* The WAL lost a tail the state machine already holds (a torn tail cut by hand or by
          * a disk that lied): the log now starts after the applied index. */
         cairn_warn("wal ends before the applied index; continuing from the state machine", "last=%llu applied=%llu",
-                   (unsigned long long)log_last(s), (unsigned long long)cairn_mvcc_applied_index(s->mvcc));
-        log_truncate_from(s, 0);
+                   (unsigned long long)cairn_memlog_last(l), (unsigned long long)applied);
+        cairn_memlog_truncate_from(l, 0);
     }
-    if (s->n == 0) {
-        s->snap_index = cairn_mvcc_applied_index(s->mvcc);
-        s->snap_term = cairn_mvcc_applied_term(s->mvcc);
-    } else if (s->first_index > 1 && !(s->snap_term && s->first_index == s->snap_index + 1)) {
+    if (cairn_memlog_count(l) == 0) {
+        cairn_memlog_set_snap(l, applied, applied_term);
+    } else if (cairn_memlog_first(l) > 1 &&
+               !(cairn_memlog_snap_term(l) && cairn_memlog_first(l) == cairn_memlog_snap_index(l) + 1)) {
         /* Released segments: the log's predecessor is not in the WAL (no SNAPSHOT record
          * names it), so its term is unknown; the first entry we do hold becomes the starting
          * point instead (it is applied: segments are released only below the durable
          * applied index). */
-        if (s->first_index == cairn_mvcc_applied_index(s->mvcc) + 1) {
+        if (cairn_memlog_first(l) == applied + 1) {
             /* ... unless the state machine ends right before it (entries kept in memory only
              * after a snapshot install, see the APPEND case): its term is the applied term */
-            s->snap_index = cairn_mvcc_applied_index(s->mvcc);
-            s->snap_term = cairn_mvcc_applied_term(s->mvcc);
+            cairn_memlog_set_snap(l, applied, applied_term);
         } else {
-            s->snap_index = s->log[0].index;
-            s->snap_term = s->log[0].term;
-            log_drop_front(s, 1);
+            const cairn_memlog_entry_t *e0 = cairn_memlog_nth(l, 0);
+            cairn_memlog_start_after(l, e0->index, e0->term);
         }
     }
-    s->persisted = log_last(s);
+    s->persisted = cairn_memlog_last(s->log);
     cairn_info("wal replayed",
                "entries=%llu ms=%lld entries_per_sec=%.0f in_memory=%zu memory_bytes=%llu last_index=%llu "
                "applied=%llu commit=%llu revision=%lld",
                (unsigned long long)s->replayed, (long long)replay_ms,
-               replay_ms > 0 ? (double)s->replayed * 1000.0 / (double)replay_ms : (double)s->replayed, s->n,
-               (unsigned long long)s->log_bytes, (unsigned long long)log_last(s),
+               replay_ms > 0 ? (double)s->replayed * 1000.0 / (double)replay_ms : (double)s->replayed,
+               cairn_memlog_count(s->log), (unsigned long long)cairn_memlog_bytes(s->log),
+               (unsigned long long)cairn_memlog_last(s->log),
                (unsigned long long)cairn_mvcc_applied_index(s->mvcc), (unsigned long long)s->commit,
                (long long)cairn_mvcc_revision(s->mvcc));
     apply_committed(s);
@@ -1479,9 +1347,7 @@ out:
     cairn_mvcc_destroy(&s->mvcc);
     cairn_snap_in_destroy(&s->snap_in);
     cairn_snap_out_destroy(&s->snap_out);
-    for (size_t i = 0; i < s->n; i++)
-        free(s->log[i].data);
-    free(s->log);
+    cairn_memlog_destroy(&s->log);
     while (s->reads) {
         read_t *r = s->reads;
         s->reads = r->next;
