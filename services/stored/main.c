@@ -85,6 +85,7 @@ typedef struct {
     /* raft log in memory: entries [first_index, first_index + n) */
     cairn_memlog_t *log;  /* the raft log's in-memory tail (memlog.h) */
     int replaying;        /* reading the WAL at start: apply as we go, never release segments */
+    int fatal;            /* the error that ends this process (0: none; stop_with sets it) */
     uint64_t replayed;    /* entries read from the WAL at start */
     cairn_wal_hardstate_t hs;
     uint64_t persisted; /* last index durable in the WAL */
@@ -141,7 +142,17 @@ static void log_trim(stored_t *s)
 
 /* ------------------------------------------------------------------ WAL replay */
 
-static void apply_committed(stored_t *s);
+static int apply_committed(stored_t *s);
+
+/* An error stored cannot go on after (storage, the WAL): it is returned up to the loop, which
+ * ends, and the supervisor restarts us; the restart replays the WAL from what is durable. The
+ * first one is kept. g_stop is the signal handler's alone. */
+static int stop_with(stored_t *s, int rc)
+{
+    if (!s->fatal)
+        s->fatal = rc < 0 ? rc : CAIRN_EIO;
+    return s->fatal;
+}
 
 /* Replay streams: the WAL since the last checkpoint can hold far more than memory should
  * (100,000 entries of 1 MiB), so once the log outgrows its bounds, the entries the replayed
@@ -166,8 +177,7 @@ static int on_replay_entry(void *ctx, const cairn_wal_entry_t *e)
     }
     s->commit = s->hs.commit;
     s->persisted = cairn_memlog_last(s->log);
-    apply_committed(s);
-    return g_stop == 2 ? CAIRN_EIO : 0;
+    return apply_committed(s);
 }
 
 static int on_replay_hs(void *ctx, const cairn_wal_hardstate_t *hs)
@@ -371,12 +381,12 @@ static int load_members(stored_t *s)
     return rc;
 }
 
-static void apply_committed(stored_t *s)
+static int apply_committed(stored_t *s)
 {
     uint64_t applied = cairn_mvcc_applied_index(s->mvcc);
     uint64_t upto = s->commit < s->persisted ? s->commit : s->persisted;
     if (applied >= upto)
-        return;
+        return 0;
     /* Results go out as soon as they are computed, before the batch reaches LevelDB: the
      * entries are committed and durable in the WAL, so a crash before the LevelDB write only
      * means the WAL replays them (the applied index is written atomically with the data), and
@@ -385,7 +395,7 @@ static void apply_committed(stored_t *s)
      * LevelDB's own log write off every write's latency. */
     size_t max_batch = APPLY_BATCH_MAX;
     if (!s->outs && !(s->outs = calloc(APPLY_BATCH_MAX, sizeof *s->outs)))
-        return;
+        return 0; /* tried again at the next pass */
     out_t *outs = s->outs;
     while (applied < upto) {
         size_t nout = 0;
@@ -447,8 +457,7 @@ static void apply_committed(stored_t *s)
             cairn_error("apply failed; exiting so the WAL is replayed", NULL);
             for (size_t k = 0; k < nout; k++)
                 free(outs[k].body);
-            g_stop = 2;
-            return;
+            return stop_with(s, CAIRN_EIO);
         }
         for (size_t k = 0; k < nout; k++) {
             out_t *o = &outs[k];
@@ -458,13 +467,13 @@ static void apply_committed(stored_t *s)
         }
         if (cairn_mvcc_batch_commit(s->mvcc) < 0) {
             cairn_error("mvcc batch commit failed; exiting so the WAL is replayed", NULL);
-            g_stop = 2;
-            break;
+            return stop_with(s, CAIRN_EIO);
         }
         applied = cairn_mvcc_applied_index(s->mvcc);
     }
     log_trim(s);
     checkpoint(s);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ messages */
@@ -566,7 +575,7 @@ static void send_load_resp(stored_t *s, const uint8_t *ident, size_t ident_len, 
 #define SNAP_CHUNK_BYTES ((size_t)1 << 20)
 #define SNAP_OUT_IDLE_MS (5 * 60 * 1000)
 
-static void sync_wal(stored_t *s);
+static int sync_wal(stored_t *s);
 
 static void member_path(const stored_t *s, const char *name, char *out, size_t n)
 {
@@ -631,8 +640,7 @@ static int snap_build(stored_t *s, const char *file, uint64_t S, char *eb, size_
 static int snap_install_begin(stored_t *s, uint64_t S, uint64_t T, char *file, size_t flen, char *eb, size_t el)
 {
     /* a */
-    sync_wal(s);
-    if (s->wal_failed) {
+    if (sync_wal(s) < 0 || s->wal_failed) {
         cairn_errbuf_set(eb, el, "the WAL has failed; restart stored");
         return CAIRN_ESTATE;
     }
@@ -681,7 +689,7 @@ static int snap_install_commit(stored_t *s, uint64_t S, uint64_t T, int keep_our
         /* unknown whether the record reached the disk: stop; the restart knows (and
          * finishes the install from the file, which is therefore kept) */
         s->wal_failed = 1;
-        g_stop = 2;
+        stop_with(s, rc);
         cairn_errbuf_set(eb, el, "writing the snapshot record to the WAL failed: %s", cairn_strerror(rc));
         cairn_error("wal sync failed during snapshot install; stopping", "err=\"%s\"", cairn_strerror(rc));
         return rc;
@@ -979,13 +987,13 @@ static void handle_snap_req(stored_t *s, const uint8_t *ident, size_t ident_len,
 /* A record raftd sent could not be buffered for the WAL: the WAL drops the batch and refuses
  * everything from now on (wal.h), nothing more is acknowledged, and stored exits so that its
  * supervisor restarts it; the restart replays what is durable and raftd reloads from it. */
-static void persist_failed(stored_t *s, const char *what, int rc)
+static int persist_failed(stored_t *s, const char *what, int rc)
 {
     cairn_error("cannot persist raft state; stopping without acknowledging it", "step=\"%s\" err=\"%s\"", what,
                 cairn_strerror(rc));
     s->wal_failed = 1;
     s->have_pending = 0;
-    g_stop = 2;
+    return stop_with(s, rc);
 }
 
 static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const uint8_t *frame, size_t len)
@@ -1145,18 +1153,17 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
     cairn_ipc_msg_release(&m);
 }
 
-static void sync_wal(stored_t *s)
+static int sync_wal(stored_t *s)
 {
     if (!s->have_pending || s->wal_failed)
-        return;
+        return 0;
     int rc = cairn_wal_sync(s->wal);
     if (rc) {
         /* After a failed fsync the page cache state is unknown (fsyncgate): refuse to go on
          * rather than acknowledge anything; the supervisor restarts us and the WAL replays. */
         cairn_error("wal sync failed; stopping", "err=\"%s\"", cairn_strerror(rc));
         s->wal_failed = 1;
-        g_stop = 2;
-        return;
+        return stop_with(s, rc);
     }
     s->have_pending = 0;
     s->persisted = cairn_memlog_last(s->log);
@@ -1171,14 +1178,15 @@ static void sync_wal(stored_t *s)
                          .term = last ? last->term : cairn_memlog_snap_term(s->log)};
     if (s->raftd_ident_len)
         reply(s, s->raftd_ident, s->raftd_ident_len, &a);
+    return 0;
 }
 
 static int on_frame(void *ctx, const uint8_t *ident, size_t ident_len, const uint8_t *frame, size_t len)
 {
     stored_t *s = ctx;
     handle(s, ident, ident_len, frame, len);
-    /* bound the group-commit batch */
-    return s->have_pending && cairn_wal_pending_bytes(s->wal) > (8u << 20);
+    /* stop draining on a fatal error (nothing more is acknowledged); bound the group-commit batch */
+    return s->fatal || (s->have_pending && cairn_wal_pending_bytes(s->wal) > (8u << 20));
 }
 
 int main(int argc, char **argv)
@@ -1290,7 +1298,8 @@ int main(int argc, char **argv)
                (unsigned long long)cairn_memlog_last(s->log),
                (unsigned long long)cairn_mvcc_applied_index(s->mvcc), (unsigned long long)s->commit,
                (long long)cairn_mvcc_revision(s->mvcc));
-    apply_committed(s);
+    if (apply_committed(s) < 0)
+        goto out;
 
     char ep[512];
     if (cairn_config_ipc_endpoint(s->cfg, "stored", ep, sizeof ep) < 0) {
@@ -1307,7 +1316,7 @@ int main(int argc, char **argv)
     /* raftd learns our boot id from HELLO (sent every second, and dropped while raftd is not
      * connected): a raftd that sees a new boot id knows we restarted and reloads its state. */
     int64_t next_hello = 0, started_at = cairn_now_ms();
-    while (!g_stop) {
+    while (!g_stop && !s->fatal) {
         int64_t now = cairn_now_ms();
         if (now >= next_hello) {
             cairn_ipc_msg_t h = {.type = CAIRN_IPC_HELLO, .boot_id = s->boot_id};
@@ -1329,16 +1338,20 @@ int main(int argc, char **argv)
         /* 1. drain */
         if (item.revents & ZMQ_POLLIN)
             cairn_zmq_drain(s->router, 1, 100000, on_frame, s);
+        if (s->fatal)
+            break;
         /* 2. one fdatasync for everything drained */
-        sync_wal(s);
+        if (sync_wal(s) < 0)
+            break;
         /* 3. apply */
-        apply_committed(s);
+        if (apply_committed(s) < 0)
+            break;
         /* 4. reads */
         if (s->reads)
             serve_ready_reads(s);
     }
     cairn_info("stored stopping", "applied=%llu", (unsigned long long)cairn_mvcc_applied_index(s->mvcc));
-    exit_code = g_stop == 2 ? 1 : 0;
+    exit_code = s->fatal ? 1 : 0;
 out:
     zsock_destroy(&s->router);
     snap_install_reap(s, 1);
