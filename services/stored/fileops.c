@@ -116,6 +116,10 @@ static int px_size(void *ctx, int fd, uint64_t *size)
 static int px_unlink(void *ctx, const char *path) { return unlink(path) < 0 ? neg_errno() : 0; }
 static int px_rename(void *ctx, const char *from, const char *to) { return rename(from, to) < 0 ? neg_errno() : 0; }
 static int px_mkdir(void *ctx, const char *path, int mode) { return mkdir(path, (mode_t)mode) < 0 ? neg_errno() : 0; }
+static int px_exchange(void *ctx, const char *a, const char *b)
+{
+    return renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE) < 0 ? neg_errno() : 0;
+}
 
 static int px_list(void *ctx, const char *dir, cairn_fileops_list_fn fn, void *arg)
 {
@@ -156,6 +160,7 @@ static const cairn_fileops_t g_posix = {
     .rename = px_rename,
     .mkdir = px_mkdir,
     .list = px_list,
+    .exchange = px_exchange,
 };
 
 static const cairn_fileops_t *g_default = &g_posix;

@@ -1,8 +1,11 @@
 /* fileops.h - the file operations table of stored.
  *
- * Every byte stored writes to disk goes through one of these tables, so tests can swap the
+ * Every byte stored writes to disk goes through one of these tables (the WAL, snapshot files
+ * written, sent and received, their renames, listings and removals), so tests can swap the
  * real POSIX layer for a crash layer that keeps unsynced writes in memory and, on a
- * simulated power loss, drops or garbles them (SQLite's crash test is the model).
+ * simulated power loss, drops or garbles them (SQLite's crash test is the model). Outside it:
+ * LevelDB's own files (mvcc/, behind LevelDB's Env) and the removal of a whole store
+ * directory (cairn_snap_rmtree).
  *
  * Conventions: every function returns 0 (or a non-negative count / fd) on success and a
  * NEGATIVE errno (-ENOSPC, -EIO, ...) on failure - raw errno, not CAIRN_E*, so the caller
@@ -42,6 +45,9 @@ typedef struct cairn_fileops {
     /* -EEXIST if it already exists. */
     int (*mkdir)(void *ctx, const char *path, int mode);
     int (*list)(void *ctx, const char *dir, cairn_fileops_list_fn fn, void *arg);
+    /* Exchanges two paths atomically (renameat2 RENAME_EXCHANGE); may be NULL or answer
+     * -ENOSYS/-EINVAL/-ENOTSUP where the filesystem cannot, and the caller renames instead. */
+    int (*exchange)(void *ctx, const char *a, const char *b);
 } cairn_fileops_t;
 
 /* The real thing: POSIX calls, EINTR retried, fallocate(2) falling back to posix_fallocate. */

@@ -445,20 +445,21 @@ int cairn_snap_swap_dirs(const char *parent, const char *a, const char *b, char 
         goto out;
     }
     snprintf(old, ol, "%s.old", pa);
-    if (renameat2(AT_FDCWD, pa, AT_FDCWD, pb, RENAME_EXCHANGE) != 0) {
-        int e = errno;
-        if (e != EINVAL && e != ENOSYS && e != ENOTSUP) {
-            cairn_errbuf_set(errbuf, errlen, "cannot exchange %s and %s: %s", pa, pb, strerror(e));
-            rc = CAIRN_EIO;
+    int e = ops->exchange ? ops->exchange(ops->ctx, pa, pb) : -ENOSYS;
+    if (e != 0) {
+        if (e != -EINVAL && e != -ENOSYS && e != -ENOTSUP) {
+            cairn_errbuf_set(errbuf, errlen, "cannot exchange %s and %s: %s", pa, pb, strerror(-e));
+            rc = cairn_fileops_err(e);
             goto out;
         }
         /* No RENAME_EXCHANGE here: two renames. A crash between them leaves no a; the
          * caller's recovery rebuilds it (the WAL's SNAPSHOT record says from what). */
         cairn_warn("filesystem cannot exchange directories; renaming twice", "dir=%s", parent);
         cairn_snap_rmtree(old);
-        if (rename(pa, old) != 0 || rename(pb, pa) != 0 || rename(old, pb) != 0) {
-            cairn_errbuf_set(errbuf, errlen, "cannot swap %s and %s: %s", pa, pb, strerror(errno));
-            rc = CAIRN_EIO;
+        if ((e = ops->rename(ops->ctx, pa, old)) != 0 || (e = ops->rename(ops->ctx, pb, pa)) != 0 ||
+            (e = ops->rename(ops->ctx, old, pb)) != 0) {
+            cairn_errbuf_set(errbuf, errlen, "cannot swap %s and %s: %s", pa, pb, strerror(-e));
+            rc = cairn_fileops_err(e);
             goto out;
         }
     }
@@ -512,31 +513,40 @@ static int parse_out_name(const char *name, uint64_t *id)
     return v != 0;
 }
 
+typedef struct {
+    cairn_snap_out_t *o;
+    uint64_t keep;
+} prune_ctx_t;
+
+static int out_prune_one(void *arg, const char *name)
+{
+    prune_ctx_t *c = arg;
+    const cairn_fileops_t *ops = cairn_fileops_default();
+    uint64_t id;
+    size_t n = strlen(name);
+    int tmp = n > 4 && strcmp(name + n - 4, ".tmp") == 0 && strncmp(name, "out-", 4) == 0;
+    if (tmp || (parse_out_name(name, &id) && id != c->keep && (id != c->o->prev.id || !c->o->prev.id))) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", c->o->dir, name);
+        ops->unlink(ops->ctx, p);
+        cairn_debug("old outgoing snapshot removed", "file=%s", p);
+    }
+    return 0;
+}
+
 /* Removes every out-*.snap (and out-*.snap.tmp) but keep's and the previous file's. */
 static void out_prune(cairn_snap_out_t *o, uint64_t keep)
 {
-    DIR *d = opendir(o->dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char p[4096];
-    while ((e = readdir(d)) != NULL) {
-        uint64_t id;
-        size_t n = strlen(e->d_name);
-        int tmp = n > 4 && strcmp(e->d_name + n - 4, ".tmp") == 0 && strncmp(e->d_name, "out-", 4) == 0;
-        if (tmp || (parse_out_name(e->d_name, &id) && id != keep && (id != o->prev.id || !o->prev.id))) {
-            snprintf(p, sizeof p, "%s/%s", o->dir, e->d_name);
-            unlink(p);
-            cairn_debug("old outgoing snapshot removed", "file=%s", p);
-        }
-    }
-    closedir(d);
+    const cairn_fileops_t *ops = cairn_fileops_default();
+    prune_ctx_t c = {o, keep};
+    ops->list(ops->ctx, o->dir, out_prune_one, &c);
 }
 
 static void out_close(out_file_t *f)
 {
+    const cairn_fileops_t *ops = cairn_fileops_default();
     if (f->id && f->fd >= 0)
-        close(f->fd);
+        ops->close(ops->ctx, f->fd);
     memset(f, 0, sizeof *f);
     f->fd = -1;
 }
@@ -544,26 +554,28 @@ static void out_close(out_file_t *f)
 /* Drops f and its file. */
 static void out_remove(cairn_snap_out_t *o, out_file_t *f)
 {
+    const cairn_fileops_t *ops = cairn_fileops_default();
     char p[4096];
     out_path(o, f->id, p, sizeof p);
-    unlink(p);
+    ops->unlink(ops->ctx, p);
     out_close(f);
 }
 
 /* Makes id the current file if it exists and has a readable header. */
 static int out_adopt(cairn_snap_out_t *o, uint64_t id, int64_t now_ms)
 {
+    const cairn_fileops_t *ops = cairn_fileops_default();
     char p[4096];
     out_path(o, id, p, sizeof p);
-    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    int fd = ops->open(ops->ctx, p, O_RDONLY, 0);
     if (fd < 0)
         return CAIRN_ENOTFOUND;
-    struct stat st;
+    uint64_t size = 0;
     uint8_t h[HDR_SIZE];
-    if (fstat(fd, &st) != 0 || st.st_size < (off_t)(HDR_SIZE + TRL_SIZE) || pread(fd, h, sizeof h, 0) != (ssize_t)sizeof h ||
-        memcmp(h, SNAP_MAGIC, 8) != 0) {
-        close(fd);
-        unlink(p);
+    if (ops->size(ops->ctx, fd, &size) != 0 || size < HDR_SIZE + TRL_SIZE ||
+        cairn_fileops_pread_full(ops, fd, h, sizeof h, 0) != (ssize_t)sizeof h || memcmp(h, SNAP_MAGIC, 8) != 0) {
+        ops->close(ops->ctx, fd);
+        ops->unlink(ops->ctx, p);
         return CAIRN_ECORRUPT;
     }
     if (o->cur.id && o->cur.id != id) {
@@ -577,9 +589,17 @@ static int out_adopt(cairn_snap_out_t *o, uint64_t id, int64_t now_ms)
     out_close(&o->cur);
     o->cur.fd = fd;
     o->cur.id = id;
-    o->cur.total = (uint64_t)st.st_size;
+    o->cur.total = size;
     o->cur.applied = cairn_get_le64(h + 16);
     o->cur.last_used = now_ms;
+    return 0;
+}
+
+static int out_newest(void *arg, const char *name)
+{
+    uint64_t id, *newest = arg;
+    if (parse_out_name(name, &id) && id > *newest)
+        *newest = id;
     return 0;
 }
 
@@ -592,15 +612,8 @@ cairn_snap_out_t *cairn_snap_out_new(const char *dir, int64_t now_ms)
     }
     o->cur.fd = o->prev.fd = -1;
     uint64_t newest = 0;
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        uint64_t id;
-        while ((e = readdir(d)) != NULL)
-            if (parse_out_name(e->d_name, &id) && id > newest)
-                newest = id;
-        closedir(d);
-    }
+    const cairn_fileops_t *ops = cairn_fileops_default();
+    ops->list(ops->ctx, dir, out_newest, &newest);
     /* a restart in the middle of a transfer: the follower may still ask for this one */
     if (newest && out_adopt(o, newest, now_ms) != 0)
         newest = 0;
@@ -679,7 +692,7 @@ int cairn_snap_out_read(cairn_snap_out_t *o, uint64_t id, uint64_t off, uint8_t 
         return CAIRN_EINVAL;
     uint64_t left = f->total - off;
     size_t want = left < max ? (size_t)left : max;
-    ssize_t got = want ? cairn_fileops_pread_full(cairn_fileops_posix(), f->fd, buf, want, off) : 0;
+    ssize_t got = want ? cairn_fileops_pread_full(cairn_fileops_default(), f->fd, buf, want, off) : 0;
     if (got < 0)
         return cairn_fileops_err((int)got);
     if ((size_t)got != want)
@@ -718,11 +731,12 @@ struct cairn_snap_in_t {
 
 void cairn_snap_in_reset(cairn_snap_in_t *in)
 {
+    const cairn_fileops_t *ops = cairn_fileops_default();
     if (in->fd >= 0)
-        close(in->fd);
+        ops->close(ops->ctx, in->fd);
     in->fd = -1;
     in->seq = in->total = in->held = 0;
-    unlink(in->tmp);
+    ops->unlink(ops->ctx, in->tmp);
 }
 
 cairn_snap_in_t *cairn_snap_in_new(const char *dir)
@@ -744,8 +758,9 @@ void cairn_snap_in_destroy(cairn_snap_in_t **self_p)
     if (!self_p || !*self_p)
         return;
     cairn_snap_in_t *in = *self_p;
+    const cairn_fileops_t *ops = cairn_fileops_default();
     if (in->fd >= 0)
-        close(in->fd);
+        ops->close(ops->ctx, in->fd);
     free(in->tmp);
     free(in->dir);
     free(in);
@@ -784,22 +799,24 @@ int cairn_snap_in_chunk(cairn_snap_in_t *in, uint64_t seq, uint64_t off, uint64_
                          (unsigned long long)seq, len, (unsigned long long)off, (unsigned long long)total);
         return CAIRN_EINVAL;
     }
+    const cairn_fileops_t *ops = cairn_fileops_default();
     if (off == 0) {
         if (in->fd >= 0)
-            close(in->fd);
-        in->fd = open(in->tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+            ops->close(ops->ctx, in->fd);
+        in->fd = ops->open(ops->ctx, in->tmp, O_RDWR | O_CREAT | O_TRUNC, 0644);
         in->seq = in->held = in->total = 0;
         *held = 0;
         if (in->fd < 0) {
-            int e = errno;
-            cairn_errbuf_set(errbuf, errlen, "cannot create %s: %s", in->tmp, strerror(e));
-            return cairn_fileops_err(-e);
+            int e = in->fd;
+            in->fd = -1;
+            cairn_errbuf_set(errbuf, errlen, "cannot create %s: %s", in->tmp, strerror(-e));
+            return cairn_fileops_err(e);
         }
         in->seq = seq;
         in->total = total;
     }
     if (len) {
-        int rc = cairn_fileops_pwrite_full(cairn_fileops_posix(), in->fd, body, len, in->held);
+        int rc = cairn_fileops_pwrite_full(ops, in->fd, body, len, in->held);
         if (rc) {
             cairn_errbuf_set(errbuf, errlen, "cannot write %s: %s", in->tmp, strerror(-rc));
             cairn_snap_in_reset(in);
@@ -835,7 +852,7 @@ int cairn_snap_in_finish(cairn_snap_in_t *in, uint64_t index, uint64_t term, cai
         cairn_snap_in_reset(in);
         return rc;
     }
-    close(in->fd);
+    ops->close(ops->ctx, in->fd);
     in->fd = -1;
     cairn_snap_installed_path(in->dir, index, term, path, pathlen);
     if ((rc = ops->rename(ops->ctx, in->tmp, path)) == 0)
@@ -849,23 +866,30 @@ int cairn_snap_in_finish(cairn_snap_in_t *in, uint64_t index, uint64_t term, cai
     return 0;
 }
 
+typedef struct {
+    const char *dir;
+    char keep[64];
+} prune_installed_t;
+
+static int prune_installed_one(void *arg, const char *n)
+{
+    prune_installed_t *c = arg;
+    const cairn_fileops_t *ops = cairn_fileops_default();
+    size_t l = strlen(n);
+    if (l < 8 || n[0] < '0' || n[0] > '9' || strcmp(n + l - 5, ".snap") != 0 || !strchr(n, '-') ||
+        strcmp(n, c->keep) == 0)
+        return 0;
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", c->dir, n);
+    ops->unlink(ops->ctx, p);
+    cairn_debug("old installed snapshot removed", "file=%s", p);
+    return 0;
+}
+
 void cairn_snap_prune_installed(const char *dir, uint64_t keep_index, uint64_t keep_term)
 {
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char keep[64], p[4096];
-    snprintf(keep, sizeof keep, "%" PRIu64 "-%" PRIu64 ".snap", keep_index, keep_term);
-    while ((e = readdir(d)) != NULL) {
-        const char *n = e->d_name;
-        size_t l = strlen(n);
-        if (l < 8 || n[0] < '0' || n[0] > '9' || strcmp(n + l - 5, ".snap") != 0 || !strchr(n, '-') ||
-            strcmp(n, keep) == 0)
-            continue;
-        snprintf(p, sizeof p, "%s/%s", dir, n);
-        unlink(p);
-        cairn_debug("old installed snapshot removed", "file=%s", p);
-    }
-    closedir(d);
+    const cairn_fileops_t *ops = cairn_fileops_default();
+    prune_installed_t c = {.dir = dir};
+    snprintf(c.keep, sizeof c.keep, "%" PRIu64 "-%" PRIu64 ".snap", keep_index, keep_term);
+    ops->list(ops->ctx, dir, prune_installed_one, &c);
 }
