@@ -33,6 +33,7 @@
 
 #include "cairn_err.h"
 #include "cairn_log.h"
+#include "cairn_url.h"
 
 /* ---- the option table ------------------------------------------------------------------- */
 
@@ -314,79 +315,14 @@ static char *join(char *const *v, size_t n, const char *prefix, const char *sep)
     return s;
 }
 
-/* Validates one URL the way etcd's types.NewURLs does (scheme http/https/unix/unixs, an
- * authority of the form host:port, no path) and returns its normal form: spaces trimmed,
- * scheme lower-cased, otherwise as written - the exact string etcd hashes into member IDs.
- * Stricter than etcd: the port must be numeric and present, and user info, a query or a
- * fragment are refused (they have no meaning for a peer or listen address). */
+/* Validates one URL (cairn_url.h: etcd's types.NewURLs rules) and returns its normal form,
+ * the exact string etcd hashes into member IDs. */
 static int url_norm(const char *in, size_t len, bool need_host, char **out, char *why, size_t wl)
 {
-    while (len && isspace((unsigned char)*in))
-        in++, len--;
-    while (len && isspace((unsigned char)in[len - 1]))
-        len--;
-    char *s = xstrndup(in, len);
-    if (!s)
-        return CAIRN_ENOMEM;
-    int rc = CAIRN_ECONFIG;
-    char *sep = strstr(s, "://");
-    if (!sep) {
-        fail(why, wl, 0, "URL scheme must be http, https, unix, or unixs: %s", s);
-        goto out;
-    }
-    for (char *p = s; p < sep; p++)
-        *p = (char)tolower((unsigned char)*p);
-    size_t sl = (size_t)(sep - s);
-    if (!((sl == 4 && !memcmp(s, "http", 4)) || (sl == 5 && !memcmp(s, "https", 5)) ||
-          (sl == 4 && !memcmp(s, "unix", 4)) || (sl == 5 && !memcmp(s, "unixs", 5)))) {
-        fail(why, wl, 0, "URL scheme must be http, https, unix, or unixs: %s", s);
-        goto out;
-    }
-    char *auth = sep + 3;
-    size_t al = strcspn(auth, "/?#");
-    if (auth[al] == '/') {
-        fail(why, wl, 0, "URL must not contain a path: %s", s);
-        goto out;
-    }
-    if (auth[al]) {
-        fail(why, wl, 0, "URL must not contain a query or fragment: %s", s);
-        goto out;
-    }
-    if (memchr(auth, '@', al)) {
-        fail(why, wl, 0, "URL must not contain user information: %s", s);
-        goto out;
-    }
-    const char *host = auth, *hend, *port;
-    if (*auth == '[') {
-        hend = memchr(auth, ']', al);
-        if (!hend || hend[1] != ':') {
-            fail(why, wl, 0, "URL address does not have the form \"host:port\": %s", s);
-            goto out;
-        }
-        host = auth + 1;
-        port = hend + 2;
-    } else {
-        hend = strrchr(auth, ':');
-        if (!hend || memchr(auth, ':', (size_t)(hend - auth))) {
-            fail(why, wl, 0, "URL address does not have the form \"host:port\": %s", s);
-            goto out;
-        }
-        port = hend + 1;
-    }
-    size_t pl = strlen(port);
-    if (pl == 0 || pl > 5 || strspn(port, "0123456789") != pl || atol(port) > 65535) {
-        fail(why, wl, 0, "URL port must be a number from 0 to 65535: %s", s);
-        goto out;
-    }
-    if (need_host && hend == host) {
-        fail(why, wl, 0, "URL must name a host that others can reach: %s", s);
-        goto out;
-    }
-    *out = s;
-    return 0;
-out:
-    free(s);
-    return rc;
+    cairn_url_t u;
+    if (cairn_url_parse(&u, in, len, need_host ? CAIRN_URL_NEED_HOST : 0, why, wl) < 0)
+        return CAIRN_ECONFIG;
+    return (*out = strdup(u.text)) ? 0 : CAIRN_ENOMEM;
 }
 
 static int urls_parse(const char *text, unsigned flags, cairn_config_urls_t *out, char *why, size_t wl)
@@ -1235,7 +1171,7 @@ out:
     return rc;
 }
 
-static bool is_tls_url(const char *u) { return !strncmp(u, "https://", 8) || !strncmp(u, "unixs://", 8); }
+static bool is_tls_url(const char *u) { return cairn_url_text_is_tls(u); }
 
 static int check_tls(const cairn_config_urls_t *u, const char *cert, const char *key, bool autotls,
                      const char *what, const char *flags, char *eb, size_t el)
@@ -1272,7 +1208,7 @@ static int refuse_peer_tls(const cairn_config_t *c, size_t i, const char *what, 
 /* raftd's peer transport is ZeroMQ over TCP: a unix:// peer URL would be dialled and listened
  * on as TCP host:port, not as a socket file, so it is refused rather than misread. */
 #define PEER_UNIX_REFUSED "unix:// peer URLs are not supported (raft traffic between members goes over TCP); use http://"
-static bool is_unix_url(const char *u) { return !strncasecmp(u, "unix://", 7); }
+static bool is_unix_url(const char *u) { return cairn_url_scheme(u) == CAIRN_URL_UNIX; }
 
 /* Peer TLS is not implemented yet: raftd's peer transport is plaintext ZeroMQ over TCP that
  * anyone who can reach the port may connect to. Accepting a setting that asks for TLS would

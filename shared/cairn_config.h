@@ -51,7 +51,8 @@
 /* Longest path a unix socket address can hold (sizeof sun_path - 1 on Linux). */
 #define CAIRN_CONFIG_IPC_PATH_MAX 107
 
-/* A list of URLs, each validated and normalised (scheme lower-cased, spaces trimmed). */
+/* A list of URLs, each validated and normalised by cairn_url.h (scheme lower-cased, spaces
+ * trimmed). */
 typedef struct {
     char **v;
     size_t n;

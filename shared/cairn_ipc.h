@@ -49,6 +49,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cairn_entry.h"
+
 #define CAIRN_IPC_VERSION 1
 #define CAIRN_IPC_MAX_FRAME (64u << 20) /* no frame above this is decoded */
 
@@ -128,13 +130,8 @@ typedef enum {
     CAIRN_MEMBER_PROMOTE = 4,
 } cairn_member_op_t;
 
-typedef struct {
-    uint64_t index;
-    uint64_t term;
-    uint8_t type;
-    const uint8_t *data;
-    size_t len;
-} cairn_ipc_entry_t;
+/* An entry in APPEND, LOAD_RESP and RAFT messages: the one entry struct (cairn_entry.h). */
+typedef cairn_entry_t cairn_ipc_entry_t;
 
 /* A decoded (or to-be-encoded) message. Only the fields of its type are meaningful.
  * After cairn_ipc_decode, bin fields and entries point into memory owned by the message;

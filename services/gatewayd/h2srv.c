@@ -84,6 +84,7 @@
 #include "cairn_etcd_err.h"
 #include "cairn_zmq.h"
 #include "cairn_log.h"
+#include "cairn_url.h"
 #include "h2srv_http1.h"
 #include "h2srv_tls.h"
 
@@ -1530,42 +1531,17 @@ static void conn_feed(conn_t *c, const uint8_t *data, size_t n)
 
 /* ---- listeners ------------------------------------------------------------------------- */
 
+/* A listen URL (cairn_url.h) -> host ("" = every interface), port and whether it is TLS;
+ * unix:// and unixs:// are not served. */
 static int parse_url(const char *url, int *tls, char *host, size_t hcap, char *port, size_t pcap)
 {
-    const char *p;
-    if (strncmp(url, "http://", 7) == 0) {
-        *tls = 0;
-        p = url + 7;
-    } else if (strncmp(url, "https://", 8) == 0) {
-        *tls = 1;
-        p = url + 8;
-    } else {
+    cairn_url_t u;
+    if (cairn_url_parse(&u, url, strlen(url), 0, NULL, 0) < 0 ||
+        (u.scheme != CAIRN_URL_HTTP && u.scheme != CAIRN_URL_HTTPS))
         return -1;
-    }
-    const char *hs, *he, *ps;
-    if (*p == '[') {
-        hs = p + 1;
-        he = strchr(hs, ']');
-        if (!he || he[1] != ':')
-            return -1;
-        ps = he + 2;
-    } else {
-        hs = p;
-        he = strrchr(p, ':');
-        if (!he)
-            return -1;
-        ps = he + 1;
-    }
-    size_t hl = (size_t)(he - hs), pl = 0;
-    while (ps[pl] >= '0' && ps[pl] <= '9')
-        pl++;
-    if (hl >= hcap || pl == 0 || pl >= pcap || (ps[pl] && strcmp(ps + pl, "/") != 0))
-        return -1;
-    memcpy(host, hs, hl);
-    host[hl] = 0;
-    memcpy(port, ps, pl);
-    port[pl] = 0;
-    return atoi(port) <= 65535 ? 0 : -1;
+    *tls = cairn_url_is_tls(&u);
+    int hn = snprintf(host, hcap, "%s", u.host), pn = snprintf(port, pcap, "%d", u.port);
+    return hn >= 0 && (size_t)hn < hcap && pn >= 0 && (size_t)pn < pcap ? 0 : -1;
 }
 
 static int listener_open(cairn_h2srv_t *s, const char *url, int reuseport, listener_t *l, char *errbuf, size_t errlen)

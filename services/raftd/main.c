@@ -31,7 +31,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "cairn_config.h"
@@ -42,6 +41,7 @@
 #include "cairn_log.h"
 #include "cairn_member.h"
 #include "cairn_u64map.h"
+#include "cairn_url.h"
 #include "cairn_zmq.h"
 #include "raft.h"
 #include "rpc.pb-c.h"
@@ -223,21 +223,13 @@ static void fail_reads(raftd_t *r, cairn_etcd_err_t why)
 
 /* ------------------------------------------------------------------ peers */
 
-/* "http://host:port" -> "tcp://host:port" (localhost -> 127.0.0.1: ZeroMQ binds addresses). */
+/* A peer URL -> its ZeroMQ endpoint (cairn_url_zmq_endpoint). Paths are tolerated: the URLs
+ * come from the configuration and from the log, where an older raftd may have let one in. */
 static int peer_endpoint(const char *url, char *out, size_t len)
 {
-    const char *p = strstr(url, "://");
-    p = p ? p + 3 : url;
-    const char *slash = strchr(p, '/');
-    size_t hl = slash ? (size_t)(slash - p) : strlen(p);
-    char hostport[256];
-    if (hl >= sizeof hostport)
-        return CAIRN_EINVAL;
-    memcpy(hostport, p, hl);
-    hostport[hl] = 0;
-    if (strncmp(hostport, "localhost:", 10) == 0)
-        return snprintf(out, len, "tcp://127.0.0.1:%s", hostport + 10) < (int)len ? 0 : CAIRN_EINVAL;
-    return snprintf(out, len, "tcp://%s", hostport) < (int)len ? 0 : CAIRN_EINVAL;
+    cairn_url_t u;
+    int rc = cairn_url_parse(&u, url, strlen(url), CAIRN_URL_IGNORE_PATH, NULL, 0);
+    return rc < 0 ? rc : cairn_url_zmq_endpoint(&u, out, len);
 }
 
 static int id_in(const uint64_t *ids, size_t n, uint64_t id)
@@ -663,24 +655,19 @@ static void conf_refuse(raftd_t *r, const conf_origin_t *o, cairn_etcd_err_t e)
     conf_answer(r, o, cairn_etcd_err_code(e), cairn_etcd_err_text(e), NULL, 0);
 }
 
-/* etcd accepts only absolute http(s) URLs with a host and a port here */
-/* 1: a usable peer URL; 0: not a URL etcd would take; -1: https://, which would need peer TLS
- * (refused as at start: a member added with it could never be started, and would count
- * toward the quorum meanwhile). */
-static int valid_peer_url(const char *u)
+/* etcd checks MemberAdd/MemberUpdate peer URLs with types.NewURLs (cairn_url.h), and the
+ * host must be one the other members can dial. 1: a usable peer URL; 0: not a URL etcd would
+ * take, or unix:// (raftd's peer transport is TCP); -1: https:// or unixs://, which would need
+ * peer TLS (refused as at start: a member added with it could never be started, and would
+ * count toward the quorum meanwhile). */
+static int valid_peer_url(const char *text)
 {
-    if (strncasecmp(u, "https://", 8) == 0)
+    cairn_url_t u;
+    if (cairn_url_text_is_tls(text))
         return -1;
-    const char *p = strncmp(u, "http://", 7) == 0 ? u + 7 : NULL;
-    if (!p || !*p)
+    if (cairn_url_parse(&u, text, strlen(text), CAIRN_URL_NEED_HOST, NULL, 0) < 0)
         return 0;
-    const char *colon = strrchr(p, ':');
-    if (!colon || colon == p || !colon[1])
-        return 0;
-    for (const char *c = colon + 1; *c && *c != '/'; c++)
-        if (*c < '0' || *c > '9')
-            return 0;
-    return 1;
+    return u.scheme == CAIRN_URL_HTTP;
 }
 
 /* etcd's "started" members for its strict reconfiguration check (--strict-reconfig-check,

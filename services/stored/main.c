@@ -27,6 +27,7 @@
 #include "apply.h"
 #include "cairn_config.h"
 #include "cairn_daemon.h"
+#include "cairn_entry.h"
 #include "cairn_err.h"
 #include "cairn_ipc.h"
 #include "cairn_log.h"
@@ -34,7 +35,6 @@
 #include "cairn_zmq.h"
 #include "memlog.h"
 #include "mvcc.h"
-#include "raft.h"
 #include "snapshot.h"
 #include "wal.h"
 
@@ -321,8 +321,8 @@ static void checkpoint(stored_t *s)
  * the raft core would refuse (malformed) changes nothing here either. */
 static int apply_conf(stored_t *s, const cairn_memlog_entry_t *e)
 {
-    cairn_raft_conf_change_t cc;
-    if (cairn_raft_conf_decode(e->data, e->len, &cc) == 0) {
+    cairn_conf_change_t cc;
+    if (cairn_entry_conf_decode(e->data, e->len, &cc) == 0) {
         cairn_members_t next;
         int rc = cairn_members_copy(&next, &s->members);
         if (rc == 0 && (rc = cairn_members_apply(&next, cc.op, cc.node_id, cc.ctx, cc.ctx_len)) == 0) {
@@ -409,7 +409,7 @@ static int apply_committed(stored_t *s)
                 failed = 1;
                 break;
             }
-            if (e->type == CAIRN_RAFT_ENTRY_CONF) {
+            if (e->type == CAIRN_ENTRY_CONF) {
                 if (apply_conf(s, e) < 0) {
                     failed = 1;
                     break;

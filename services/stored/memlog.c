@@ -28,7 +28,7 @@ void cairn_memlog_destroy(cairn_memlog_t **self_p)
         return;
     cairn_memlog_t *l = *self_p;
     for (size_t i = 0; i < l->n; i++)
-        free(l->e[i].data);
+        free((void *)l->e[i].data);
     free(l->e);
     free(l);
     *self_p = NULL;
@@ -60,7 +60,7 @@ void cairn_memlog_truncate_from(cairn_memlog_t *l, uint64_t index)
 {
     while (l->n && l->first + l->n - 1 >= index) {
         l->bytes -= l->e[l->n - 1].len;
-        free(l->e[l->n - 1].data);
+        free((void *)l->e[l->n - 1].data);
         l->n--;
     }
 }
@@ -74,7 +74,7 @@ static void drop_front(cairn_memlog_t *l, size_t k)
         return;
     for (size_t i = 0; i < k; i++) {
         l->bytes -= l->e[i].len;
-        free(l->e[i].data);
+        free((void *)l->e[i].data);
     }
     memmove(l->e, l->e + k, (l->n - k) * sizeof *l->e);
     l->n -= k;
@@ -106,12 +106,13 @@ int cairn_memlog_append(cairn_memlog_t *l, uint64_t index, uint64_t term, uint8_
         l->cap = nc;
     }
     cairn_memlog_entry_t *e = &l->e[l->n];
-    *e = (cairn_memlog_entry_t){index, term, type, NULL, len};
+    uint8_t *copy = NULL;
     if (len) {
-        if (!(e->data = malloc(len)))
+        if (!(copy = malloc(len)))
             return CAIRN_ENOMEM;
-        memcpy(e->data, data, len);
+        memcpy(copy, data, len);
     }
+    *e = (cairn_memlog_entry_t){index, term, type, copy, len};
     l->n++;
     l->bytes += len;
     return 0;

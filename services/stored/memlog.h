@@ -22,12 +22,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct {
-    uint64_t index, term;
-    uint8_t type;
-    uint8_t *data;
-    size_t len;
-} cairn_memlog_entry_t;
+#include "cairn_entry.h"
+
+/* An entry held: the one entry struct (cairn_entry.h), its data owned by the log. */
+typedef cairn_entry_t cairn_memlog_entry_t;
 
 typedef struct cairn_memlog cairn_memlog_t;
 

@@ -7,6 +7,7 @@
 #ifndef CAIRN_WAL_H
 #define CAIRN_WAL_H
 
+#include "cairn_entry.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -14,12 +15,9 @@
 
 typedef struct cairn_wal cairn_wal_t;
 
-typedef struct {
-    uint64_t index, term;
-    uint8_t type;
-    const uint8_t *data; /* during replay: valid only for the duration of the callback */
-    size_t len;
-} cairn_wal_entry_t;
+/* A log entry (the one entry struct, cairn_entry.h); during replay its data is valid only for
+ * the duration of the callback. */
+typedef cairn_entry_t cairn_wal_entry_t;
 
 typedef struct {
     uint64_t term, vote, commit;

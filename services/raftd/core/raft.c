@@ -17,15 +17,8 @@
  *   - step: the one entry point for peer messages
  *   - ready / advance
  *
- * Configuration entries (type CAIRN_RAFT_ENTRY_CONF). The entry's data, byte by byte:
- *
- *   offset  size  field
- *   0       1     op: 1 ADD_VOTER, 2 ADD_LEARNER, 3 PROMOTE, 4 REMOVE, 5 UPDATE
- *                 (cairn_raft_conf_op_t)
- *   1       8     node id, unsigned, little-endian; never 0
- *   9       n     context: opaque to the core (the shell's member record: name, peer URLs);
- *                 0 <= n <= CAIRN_RAFT_CONF_MAX_CTX
- *
+ * Configuration entries (type CAIRN_RAFT_ENTRY_CONF): their data's format is shared/cairn_entry.h's
+ * (op, node id, the shell's opaque context).
  * The entry is well formed when len >= 9, op is 1..5, the id is not 0 and n is within bounds.
  * It applies to the configuration the log produced before it (the snapshot's, then every earlier
  * configuration entry in log order):
@@ -491,33 +484,6 @@ static int mship_arrays_valid(const uint64_t *v, size_t nv, const uint64_t *l, s
     if (all != small)
         free(all);
     return rc;
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
-int cairn_raft_conf_decode(const void *data, size_t len, cairn_raft_conf_change_t *out)
-{
-    if (!out)
-        return CAIRN_EINVAL;
-    memset(out, 0, sizeof *out);
-    const uint8_t *p = data;
-    if (!p || len < 9 || len - 9 > CAIRN_RAFT_CONF_MAX_CTX || p[0] < CAIRN_RAFT_CONF_ADD_VOTER ||
-        p[0] > CAIRN_RAFT_CONF_UPDATE)
-        return CAIRN_EINVAL;
-    uint64_t id = get_le64(p + 1);
-    if (id == CAIRN_RAFT_NONE)
-        return CAIRN_EINVAL;
-    out->op = p[0];
-    out->node_id = id;
-    out->ctx = len > 9 ? p + 9 : NULL;
-    out->ctx_len = len - 9;
-    return 0;
 }
 
 /* out = cur without `drop`, plus `add_voter` at the end of the voters and `add_learner` at the
@@ -2160,12 +2126,8 @@ int cairn_raft_propose_conf_ctx(cairn_raft_t *r, cairn_raft_conf_op_t op, uint64
     uint8_t small[9 + 64], *buf = ctx_len <= 64 ? small : malloc(9 + ctx_len);
     if (!buf)
         return CAIRN_ENOMEM;
-    buf[0] = (uint8_t)op;
-    for (int i = 0; i < 8; i++)
-        buf[1 + i] = (uint8_t)(id >> (8 * i));
-    if (ctx_len)
-        memcpy(buf + 9, ctx, ctx_len);
-    cairn_raft_entry_t e = {.type = CAIRN_RAFT_ENTRY_CONF, .data = buf, .len = 9 + ctx_len};
+    cairn_raft_entry_t e = {.type = CAIRN_RAFT_ENTRY_CONF, .data = buf,
+                            .len = cairn_entry_conf_encode(buf, (uint8_t)op, id, ctx, ctx_len)};
     int rc = append_entries(r, &e, 1, r->term);
     if (buf != small)
         free(buf);

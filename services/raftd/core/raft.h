@@ -38,6 +38,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cairn_entry.h"
+
 #define CAIRN_RAFT_NONE 0 /* no node / no leader */
 /* MSG_VOTE context of a campaign started by MSG_TIMEOUT_NOW (thesis §3.10): voters grant it
  * even while they follow a live leader (the leader lease of thesis §4.2.3 does not apply). */
@@ -45,42 +47,30 @@
 
 typedef enum { CAIRN_RAFT_FOLLOWER = 0, CAIRN_RAFT_PRECANDIDATE, CAIRN_RAFT_CANDIDATE, CAIRN_RAFT_LEADER } cairn_raft_role_t;
 
-typedef enum {
-    CAIRN_RAFT_ENTRY_NORMAL = 0, /* a client proposal; data is opaque to the core */
-    CAIRN_RAFT_ENTRY_EMPTY = 1,  /* the no-op a new leader appends (Raft thesis §6.4) */
-    CAIRN_RAFT_ENTRY_CONF = 2,   /* a membership change; data layout at the top of raft.c */
-} cairn_raft_entry_type_t;
+/* Entries, their types and the configuration-entry format are shared/cairn_entry.h's (one
+ * owner for a durable format); the core's names for them: */
+typedef cairn_entry_type_t cairn_raft_entry_type_t;
+#define CAIRN_RAFT_ENTRY_NORMAL CAIRN_ENTRY_NORMAL /* a client proposal; data is opaque to the core */
+#define CAIRN_RAFT_ENTRY_EMPTY CAIRN_ENTRY_EMPTY   /* the no-op a new leader appends (Raft thesis §6.4) */
+#define CAIRN_RAFT_ENTRY_CONF CAIRN_ENTRY_CONF     /* a membership change */
 
 /* Single-server membership changes (thesis §4.1), one per configuration entry. */
-typedef enum {
-    CAIRN_RAFT_CONF_ADD_VOTER = 1,   /* a new voter (thesis §4.2.1 prefers ADD_LEARNER, then PROMOTE) */
-    CAIRN_RAFT_CONF_ADD_LEARNER = 2, /* a non-voting member: gets the log, never votes or counts */
-    CAIRN_RAFT_CONF_PROMOTE = 3,     /* learner -> voter, once caught up */
-    CAIRN_RAFT_CONF_REMOVE = 4,      /* a voter or learner leaves */
-    CAIRN_RAFT_CONF_UPDATE = 5,      /* no membership effect: carries new context (etcd MemberUpdate) */
-} cairn_raft_conf_op_t;
+typedef cairn_conf_op_t cairn_raft_conf_op_t;
+#define CAIRN_RAFT_CONF_ADD_VOTER CAIRN_CONF_ADD_VOTER
+#define CAIRN_RAFT_CONF_ADD_LEARNER CAIRN_CONF_ADD_LEARNER
+#define CAIRN_RAFT_CONF_PROMOTE CAIRN_CONF_PROMOTE
+#define CAIRN_RAFT_CONF_REMOVE CAIRN_CONF_REMOVE
+#define CAIRN_RAFT_CONF_UPDATE CAIRN_CONF_UPDATE
 
 /* A learner may be promoted when the leader knows it holds everything but at most this many
  * entries of the leader's log (an absolute lag, not a percentage: 10% of a long log is a lot). */
 #define CAIRN_RAFT_PROMOTE_MAX_LAG 1000
 /* Bound on the opaque context of a configuration entry, and on the size of a membership. */
-#define CAIRN_RAFT_CONF_MAX_CTX 65536
+#define CAIRN_RAFT_CONF_MAX_CTX CAIRN_CONF_MAX_CTX
 #define CAIRN_RAFT_MAX_MEMBERS 1024
 
-typedef struct {
-    uint8_t op;       /* cairn_raft_conf_op_t */
-    uint64_t node_id;
-    const uint8_t *ctx; /* points into the decoded data */
-    size_t ctx_len;
-} cairn_raft_conf_change_t;
-
-typedef struct {
-    uint64_t index;
-    uint64_t term;
-    uint8_t type; /* cairn_raft_entry_type_t */
-    const uint8_t *data;
-    size_t len;
-} cairn_raft_entry_t;
+typedef cairn_conf_change_t cairn_raft_conf_change_t;
+typedef cairn_entry_t cairn_raft_entry_t;
 
 typedef struct {
     uint64_t term;
@@ -279,8 +269,11 @@ int cairn_raft_propose_conf(cairn_raft_t *self, cairn_raft_conf_op_t op, uint64_
  * at most CAIRN_RAFT_CONF_MAX_CTX bytes) and the index the entry was given. */
 int cairn_raft_propose_conf_ctx(cairn_raft_t *self, cairn_raft_conf_op_t op, uint64_t node_id, const void *ctx,
                                 size_t ctx_len, uint64_t *index_out);
-/* Decodes a CAIRN_RAFT_ENTRY_CONF entry's data (for the shell's apply path): 0 or CAIRN_EINVAL. */
-int cairn_raft_conf_decode(const void *data, size_t len, cairn_raft_conf_change_t *out);
+/* Decodes a CAIRN_RAFT_ENTRY_CONF entry's data (shared/cairn_entry.h): 0 or CAIRN_EINVAL. */
+static inline int cairn_raft_conf_decode(const void *data, size_t len, cairn_raft_conf_change_t *out)
+{
+    return cairn_entry_conf_decode(data, len, out);
+}
 
 /* Between ready() and advance() the shell may keep stepping the core; what the ready holds
  * stays valid. A second ready() without advance() returns everything not yet advanced (the
