@@ -46,6 +46,7 @@
 #include "cairn_config.h"
 #include "cairn_etcd_err.h"
 #include "cairn_ipc.h"
+#include "cairn_metrics.h"
 #include "cairn_u64map.h"
 #include "gateway.h"
 #include "h2srv.h"
@@ -152,7 +153,8 @@ struct cairn_gateway {
     /* last status seen from stored */
     cairn_ipc_msg_t st;
     int64_t st_at;
-    uint64_t n_requests, n_failed;
+    uint64_t n_failed;
+    cairn_metrics_reg_t *metrics; /* /metrics: gateway.c's gw_metric_rows */
 };
 
 /* A pending request for call, answered as how says; its deadline from timeout_ms (the
