@@ -34,6 +34,7 @@
 #include "cairn_err.h"
 #include "cairn_log.h"
 #include "cairn_url.h"
+#include "cairn_yaml.h"
 
 /* ---- the option table ------------------------------------------------------------------- */
 
@@ -614,191 +615,71 @@ oom:
 
 /* ---- config file ---------------------------------------------------------------------------- */
 
-/* Reads one YAML scalar starting at s (leading spaces allowed), in place. Sets *val to its
- * text, *quoted when it was quoted, *null when it was empty, ~ or null. */
-static int yaml_scalar(char *s, char **val, bool *quoted, bool *null, char *why, size_t wl)
-{
-    while (*s == ' ' || *s == '\t')
-        s++;
-    *quoted = *null = false;
-    char *rest;
-    if (*s == '\'' || *s == '"') {
-        char q = *s, *w = s, *r = s + 1;
-        for (;;) {
-            if (!*r)
-                return fail(why, wl, -1, "unterminated quoted string");
-            if (*r == q) {
-                if (q == '\'' && r[1] == '\'') { /* '' is a quote inside '...' */
-                    *w++ = '\'';
-                    r += 2;
-                    continue;
-                }
-                break;
-            }
-            if (q == '"' && *r == '\\') {
-                r++;
-                switch (*r) {
-                case '\\': *w++ = '\\'; break;
-                case '"': *w++ = '"'; break;
-                case '/': *w++ = '/'; break;
-                case 'n': *w++ = '\n'; break;
-                case 't': *w++ = '\t'; break;
-                default: return fail(why, wl, -1, "unsupported escape \\%c in quoted string", *r ? *r : ' ');
-                }
-                r++;
-                continue;
-            }
-            *w++ = *r++;
-        }
-        *w = 0;
-        rest = r + 1;
-        while (*rest == ' ' || *rest == '\t')
-            rest++;
-        if (*rest && *rest != '#')
-            return fail(why, wl, -1, "unexpected text after the quoted string");
-        *val = s;
-        *quoted = true;
-        return 0;
-    }
-    /* Plain scalar: a comment starts at " #". */
-    char *end = s;
-    while (*end && !(*end == '#' && (end == s || end[-1] == ' ' || end[-1] == '\t')))
-        end++;
-    while (end > s && (end[-1] == ' ' || end[-1] == '\t'))
-        end--;
-    *end = 0;
-    *val = s;
-    *null = !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
-    return 0;
-}
-
 /* etcd writes TLS settings as two nested blocks; their keys map onto our flags. */
 static const char *const k_tls_keys[] = {"cert-file", "key-file", "client-cert-auth", "trusted-ca-file",
                                          "auto-tls", NULL};
 
+typedef struct {
+    cairn_config_t *c;
+    int seen[N_OPTS]; /* the line that set each option, to name it in a duplicate's error */
+} file_ctx_t;
+
+/* One key of the config file (cairn_yaml.h), which is either a flag name at column 0 or a key
+ * of etcd's two TLS blocks. */
+static int file_entry(void *arg, const cairn_yaml_entry_t *e, char *why, size_t wl)
+{
+    file_ctx_t *fc = arg;
+    cairn_config_t *c = fc->c;
+    const char *s = e->key;
+    if (!e->parent && (!strcmp(s, "client-transport-security") || !strcmp(s, "peer-transport-security"))) {
+        if (!e->null)
+            return fail(why, wl, CAIRN_ECONFIG, "%s must be a nested block of keys", s);
+        return CAIRN_YAML_MAP;
+    }
+    int i;
+    if (e->parent) {
+        bool peer = !strcmp(e->parent, "peer-transport-security");
+        i = -1;
+        for (int k = 0; k_tls_keys[k]; k++)
+            if (!strcmp(s, k_tls_keys[k])) {
+                char full[64];
+                snprintf(full, sizeof full, "%s%s", peer ? "peer-" : "", s);
+                i = opt_index(full, strlen(full));
+            }
+        if (i < 0 && peer) /* etcd 3.5's client-cert-file, ... */
+            return fail(why, wl, CAIRN_ECONFIG, "%s: %s: " PEER_TLS_REFUSED, e->parent, s);
+        if (i < 0)
+            return fail(why, wl, CAIRN_ECONFIG, "unknown key \"%s\" in %s", s, e->parent);
+    } else {
+        i = opt_index(s, strlen(s));
+        if (i < 0 && is_etcd_peer_tls(s, strlen(s)))
+            return fail(why, wl, CAIRN_ECONFIG, "%s: " PEER_TLS_REFUSED, s);
+        if (i < 0)
+            return fail(why, wl, CAIRN_ECONFIG, "unknown key \"%s\"", s);
+    }
+    const opt_t *o = &k_opts[i];
+    if (o->kind == K_CONFIG_FILE)
+        return fail(why, wl, CAIRN_ECONFIG, "config-file cannot be set inside a config file");
+    if (fc->seen[i])
+        return fail(why, wl, CAIRN_ECONFIG, "duplicate key \"%s\" (first set on line %d)", o->name, fc->seen[i]);
+    fc->seen[i] = e->line;
+    c->priv_->line[i] = e->line;
+    if (o->kind == K_IGNORED) {
+        c->priv_->src[i] = SRC_FILE;
+        return CAIRN_YAML_SKIP; /* its value may be a list or a block: etcd's, not ours */
+    }
+    if (e->null)
+        return 0; /* an empty value keeps the default, as in etcd's YAML */
+    if (!e->quoted && (*e->value == '[' || *e->value == '{'))
+        return fail(why, wl, CAIRN_ECONFIG, "%s: YAML lists and maps are not supported; write a comma-separated string",
+                    o->name);
+    return apply(c, (size_t)i, e->value, SRC_FILE, e->quoted ? HOW_YAML_QUOTED : HOW_YAML_PLAIN, o->name, why, wl);
+}
+
 static int load_file(cairn_config_t *c, const char *path, char *eb, size_t el)
 {
-    FILE *fp = fopen(path, "r");
-    if (!fp)
-        return fail(eb, el, CAIRN_ECONFIG, "cannot read config file %s: %s", path, strerror(errno));
-    enum { B_NONE, B_CLIENT, B_PEER, B_SKIP } block = B_NONE;
-    int block_indent = -1, lineno = 0, rc = 0;
-    int seen[N_OPTS] = {0};
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t got;
-#define FERR(...)                                                                                    \
-    do {                                                                                             \
-        char msg_[384];                                                                              \
-        snprintf(msg_, sizeof msg_, __VA_ARGS__);                                                    \
-        rc = fail(eb, el, CAIRN_ECONFIG, "config file %s line %d: %s", path, lineno, msg_);          \
-        goto out;                                                                                    \
-    } while (0)
-    while ((got = getline(&line, &cap, fp)) >= 0) {
-        lineno++;
-        if ((size_t)got != strlen(line))
-            FERR("NUL byte in line");
-        while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r'))
-            line[--got] = 0;
-        int indent = (int)strspn(line, " ");
-        char *s = line + indent;
-        if (*s == '\t')
-            FERR("tab in indentation (YAML indents with spaces)");
-        if (!*s || *s == '#')
-            continue;
-        if (indent == 0 && (!strncmp(s, "---", 3) || !strncmp(s, "...", 3)) &&
-            (!s[3] || s[3] == ' ' || s[3] == '#'))
-            continue;
-        bool item = *s == '-' && (s[1] == ' ' || !s[1]);
-        if (indent > 0 || (item && block == B_SKIP)) {
-            if (block == B_NONE)
-                FERR("unexpected indentation");
-            if (block == B_SKIP)
-                continue; /* the value of an ignored key: a list or nested block */
-            if (block_indent < 0)
-                block_indent = indent;
-            if (indent != block_indent)
-                FERR("inconsistent indentation");
-        } else {
-            block = B_NONE;
-            block_indent = -1;
-        }
-        if (item)
-            FERR("YAML lists are not supported here; write a comma-separated string");
-        /* key: the text before the first ':' that ends the line or is followed by a blank */
-        char *colon = s;
-        while (*colon && !(*colon == ':' && (!colon[1] || colon[1] == ' ' || colon[1] == '\t')))
-            colon++;
-        if (!*colon)
-            FERR("expected 'key: value'");
-        char *kend = colon;
-        while (kend > s && (kend[-1] == ' ' || kend[-1] == '\t'))
-            kend--;
-        *kend = 0;
-        char *val = NULL, why[256];
-        bool quoted, null;
-        if (yaml_scalar(colon + 1, &val, &quoted, &null, why, sizeof why))
-            FERR("%s: %s", s, why);
-        if (block == B_NONE && (!strcmp(s, "client-transport-security") || !strcmp(s, "peer-transport-security"))) {
-            if (!null)
-                FERR("%s must be a nested block of keys", s);
-            block = s[0] == 'c' ? B_CLIENT : B_PEER;
-            continue;
-        }
-        int i;
-        if (block == B_CLIENT || block == B_PEER) {
-            const char *sec = block == B_CLIENT ? "client-transport-security" : "peer-transport-security";
-            i = -1;
-            for (int k = 0; k_tls_keys[k]; k++)
-                if (!strcmp(s, k_tls_keys[k])) {
-                    char full[64];
-                    snprintf(full, sizeof full, "%s%s", block == B_PEER ? "peer-" : "", s);
-                    i = opt_index(full, strlen(full));
-                }
-            if (i < 0 && block == B_PEER)
-                FERR("%s: %s: " PEER_TLS_REFUSED, sec, s); /* etcd 3.5's client-cert-file, ... */
-            if (i < 0)
-                FERR("unknown key \"%s\" in %s", s, sec);
-        } else {
-            i = opt_index(s, strlen(s));
-            if (i < 0 && is_etcd_peer_tls(s, strlen(s)))
-                FERR("%s: " PEER_TLS_REFUSED, s);
-            if (i < 0)
-                FERR("unknown key \"%s\"", s);
-        }
-        const opt_t *o = &k_opts[i];
-        if (o->kind == K_CONFIG_FILE)
-            FERR("config-file cannot be set inside a config file");
-        if (seen[i])
-            FERR("duplicate key \"%s\" (first set on line %d)", o->name, seen[i]);
-        seen[i] = lineno;
-        c->priv_->line[i] = lineno;
-        if (o->kind == K_IGNORED) {
-            c->priv_->src[i] = SRC_FILE;
-            if (null && block == B_NONE)
-                block = B_SKIP;
-            continue;
-        }
-        if (null)
-            continue; /* an empty value keeps the default, as in etcd's YAML */
-        if (!quoted && (*val == '[' || *val == '{'))
-            FERR("%s: YAML lists and maps are not supported; write a comma-separated string", o->name);
-        rc = apply(c, (size_t)i, val, SRC_FILE, quoted ? HOW_YAML_QUOTED : HOW_YAML_PLAIN, o->name, why,
-                   sizeof why);
-        if (rc == CAIRN_ECONFIG)
-            FERR("%s", why);
-        if (rc) {
-            fail(eb, el, rc, "%s", why);
-            goto out;
-        }
-    }
-#undef FERR
-    if (ferror(fp))
-        rc = fail(eb, el, CAIRN_ECONFIG, "cannot read config file %s: %s", path, strerror(errno));
-out:
-    free(line);
-    fclose(fp);
-    return rc;
+    file_ctx_t fc = {.c = c};
+    return cairn_yaml_read_file(path, "config file", file_entry, &fc, eb, el);
 }
 
 /* ---- load ------------------------------------------------------------------------------------ */

@@ -12,8 +12,8 @@
  * - The environment variable of a flag is CAIRN_ + the flag upper-cased with '-' -> '_'
  *   (CAIRN_DATA_DIR, CAIRN_LISTEN_CLIENT_URLS), like etcd's ETCD_*.
  * - The config file (`--config-file path` or CAIRN_CONFIG_FILE) is the subset of YAML that
- *   etcd's own config files use: `key: value` lines with the flag names as keys, comments,
- *   '...'/"..." quoting, booleans, numbers, and etcd's two nested blocks
+ *   etcd's own config files use (cairn_yaml.h reads it): `key: value` lines with the flag
+ *   names as keys, comments, '...'/"..." quoting, booleans, numbers, and etcd's two nested blocks
  *   `client-transport-security:` / `peer-transport-security:` (cert-file, key-file,
  *   trusted-ca-file, client-cert-auth, auto-tls). Unlike etcd, a config file does not
  *   disable flags and environment: it is only one more layer.
