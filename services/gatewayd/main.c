@@ -23,7 +23,9 @@ int main(int argc, char **argv)
         cairn_config_destroy(&cfg);
         return 1;
     }
+    cairn_daemon_notify_ready("gatewayd ready");
     cairn_gateway_run(gw, &g_stop);
+    cairn_daemon_notify_stopping();
     cairn_gateway_destroy(&gw);
     cairn_config_destroy(&cfg);
     return 0;
