@@ -1846,6 +1846,7 @@ int main(int argc, char **argv)
     }
     cairn_info("raftd ready", "endpoint=%s member_id=%016llx members=%zu", ep,
                (unsigned long long)cairn_config_member_id(r->cfg), r->cfg->n_members);
+    cairn_daemon_notify_ready("raftd ready");
     r->next_tick = cairn_now_ms() + r->cfg->heartbeat_ms;
     int64_t next_sweep = 0, handoff_until = 0;
     int handoff = 0;
