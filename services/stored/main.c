@@ -1312,6 +1312,7 @@ int main(int argc, char **argv)
         goto out;
     }
     cairn_info("stored ready", "endpoint=%s member_id=%016llx", ep, (unsigned long long)cairn_config_member_id(s->cfg));
+    cairn_daemon_notify_ready("stored ready");
 
     /* raftd learns our boot id from HELLO (sent every second, and dropped while raftd is not
      * connected): a raftd that sees a new boot id knows we restarted and reloads its state. */
@@ -1351,6 +1352,7 @@ int main(int argc, char **argv)
             serve_ready_reads(s);
     }
     cairn_info("stored stopping", "applied=%llu", (unsigned long long)cairn_mvcc_applied_index(s->mvcc));
+    cairn_daemon_notify_stopping();
     exit_code = s->fatal ? 1 : 0;
 out:
     zsock_destroy(&s->router);
