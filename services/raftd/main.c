@@ -71,6 +71,9 @@
  * the leader stops replicating to it at once): it stops serving clients, as etcd's does when
  * its peers answer it 410 Gone. The connection to it is kept REMOVED_GRACE_MS for this. */
 #define SHELL_MSG_REMOVED 205
+/* A member that is stopping says so to its peers: a leader stopping at the same time (a whole
+ * cluster stopped at once) neither hands leadership to it nor waits for it to take over. */
+#define SHELL_MSG_STOPPING 206
 #define REMOVED_GRACE_MS 60000
 /* Log compaction (thesis ch. 5, maybe_compact): runs when it can drop at least this many
  * entries (it moves memory), or when the log is over its byte budget. */
@@ -94,6 +97,7 @@ typedef struct {
     char *name;        /* learned from the peer's ATTRS */
     int64_t last_heard; /* when a message from it last arrived: "started" for reconfiguration checks */
     int64_t removed_at; /* left the membership: the connection stays a few seconds for last answers */
+    int stopping;       /* said it is stopping (SHELL_MSG_STOPPING); any other message clears it */
 } peer_t;
 
 /* Who asked for a membership change: a gateway of this node, or a member that forwarded it. */
@@ -172,6 +176,7 @@ typedef struct {
     cairn_u64map_t *reads; /* ctx -> read_ctx_t */
     int64_t next_tick;
     int64_t last_load_sent;
+    uint64_t handoff_to; /* stopping leader: the member it hands leadership to */
     /* a paged LOAD under way (cairn_ipc.h LOAD_RESP): the first page's header and the entries
      * gathered so far (copies: a page's frame is freed once handled) */
     struct {
@@ -393,6 +398,8 @@ static void handle_shell_msg(raftd_t *r, const cairn_ipc_msg_t *m)
     case SHELL_MSG_SNAP_DATA:
         snap_on_data(r, m);
         break;
+    case SHELL_MSG_STOPPING: /* handle_peer marked it; nothing more to do */
+        break;
     case SHELL_MSG_REMOVED:
         if (!r->removed_logged && p) {
             cairn_warn("a member says this member was removed from the cluster; it answers clients 'server "
@@ -442,6 +449,7 @@ static void handle_peer(raftd_t *r, const uint8_t *frame, size_t len)
         if (!p->last_heard || cairn_now_ms() - p->last_heard > 2 * r->cfg->election_ms)
             r->next_attrs = 0; /* it (re)appeared: tell it who we are now, not in 2 s */
         p->last_heard = cairn_now_ms();
+        p->stopping = m.raft_type == SHELL_MSG_STOPPING;
     }
     if (p && p->removed_at && r->raft && m.raft_type < SHELL_MSG_ATTRS && cairn_now_ms() - p->removed_at > 1000) {
         static int64_t last_told;
@@ -677,7 +685,7 @@ static int member_started(raftd_t *r, uint64_t id)
     if (id == cairn_config_member_id(r->cfg))
         return 1;
     peer_t *p = find_peer(r, id);
-    return p && p->last_heard && cairn_now_ms() - p->last_heard < 2 * r->cfg->election_ms;
+    return p && !p->stopping && p->last_heard && cairn_now_ms() - p->last_heard < 2 * r->cfg->election_ms;
 }
 
 /* etcd's IsReadyToAddVotingMember / IsReadyToRemoveVotingMember: the change must leave a
@@ -1780,6 +1788,17 @@ static int on_gw_frame(void *ctx, const uint8_t *ident, size_t ident_len, const 
 
 /* Starts a leadership transfer (thesis §3.10) to the voter with the longest log among those
  * that are running; 1 when one started. */
+/* Tells every peer that this member is stopping (SHELL_MSG_STOPPING), once. The peer sockets
+ * linger a little so the notice leaves before they close. */
+static void tell_peers_stopping(raftd_t *r)
+{
+    for (size_t i = 0; i < r->n_peers; i++) {
+        send_shell(r, r->peers[i].id, SHELL_MSG_STOPPING, 0, 0, 0, 0, NULL, 0);
+        if (r->peers[i].dealer)
+            zsock_set_linger(r->peers[i].dealer, 200);
+    }
+}
+
 static int begin_handoff(raftd_t *r)
 {
     if (!r->raft || cairn_raft_role(r->raft) != CAIRN_RAFT_LEADER)
@@ -1799,6 +1818,7 @@ static int begin_handoff(raftd_t *r)
     }
     if (!best || cairn_raft_transfer_leader(r->raft, best) != 0)
         return 0;
+    r->handoff_to = best;
     cairn_info("stopping: handing leadership over first", "to=%016llx", (unsigned long long)best);
     process_ready(r);
     return 1;
@@ -1849,17 +1869,26 @@ int main(int argc, char **argv)
     cairn_daemon_notify_ready("raftd ready");
     r->next_tick = cairn_now_ms() + r->cfg->heartbeat_ms;
     int64_t next_sweep = 0, handoff_until = 0;
-    int handoff = 0;
+    int handoff = 0, told_stopping = 0;
     for (;;) {
         if (g_stop) {
+            if (!told_stopping) {
+                tell_peers_stopping(r);
+                told_stopping = 1;
+            }
             /* A leader asked to stop hands leadership over first (etcd does the same), so the
              * cluster does not wait out an election timeout without a leader. */
             if (g_stop == 1 && !handoff && begin_handoff(r)) {
                 handoff = 1;
                 handoff_until = cairn_now_ms() + 2 * r->cfg->election_ms;
             }
-            /* done once another member leads (the TimeoutNow went out and it won) */
-            if (!handoff || !r->raft || cairn_now_ms() >= handoff_until ||
+            /* done once another member leads (the TimeoutNow went out and it won), or when the
+             * member it hands over to says it is stopping too (the whole cluster is) */
+            peer_t *to = handoff ? find_peer(r, r->handoff_to) : NULL;
+            if (to && to->stopping)
+                cairn_info("the member leadership was handed to is stopping too; not waiting for it",
+                           "to=%016llx", (unsigned long long)to->id);
+            if (!handoff || !r->raft || cairn_now_ms() >= handoff_until || (to && to->stopping) ||
                 (cairn_raft_leader(r->raft) && cairn_raft_leader(r->raft) != cairn_config_member_id(r->cfg)))
                 break;
         }
