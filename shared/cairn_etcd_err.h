@@ -123,7 +123,9 @@ typedef enum {
     X(PEER_TLS_REFUSED, INVALID_ARGUMENT, "etcdserver: " CAIRN_PEER_TLS_REFUSED)                                    \
     X(INTERNAL, INTERNAL, "etcdserver: internal error")                                                             \
     X(STORAGE, INTERNAL, "etcdserver: storage error")                                                               \
-    X(ANSWER_LOST, UNAVAILABLE, "etcdserver: the answer was lost inside the node (a queue was full); retry")
+    X(ANSWER_LOST, UNAVAILABLE, "etcdserver: the answer was lost inside the node (a queue was full); retry")         \
+    X(ANSWER_TOO_LARGE, RESOURCE_EXHAUSTED,                                                                         \
+      "etcdserver: the answer is larger than gRPC's 2 GiB; ask for less (a limit or a smaller range)")
 /* clang-format on */
 #define CAIRN_ETCD_STR_(x) CAIRN_ETCD_STR__(x)
 #define CAIRN_ETCD_STR__(x) #x

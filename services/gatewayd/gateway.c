@@ -170,8 +170,11 @@ static void on_result_part(cairn_gateway_t *g, const cairn_ipc_msg_t *m)
     gw_pending_t *p = cairn_u64map_get(g->pending, m->req_id);
     if (!p || p->part_bad)
         return;
-    if (m->index != p->part_len || m->commit > MAX_ANSWER_BYTES || m->index + m->body_len > m->commit ||
-        (p->part && m->commit != p->part_total)) {
+    if (m->commit > MAX_ANSWER_BYTES) {
+        p->part_bad = 2; /* refused as too large, not as lost: asking again would not help */
+        return;
+    }
+    if (m->index != p->part_len || m->index + m->body_len > m->commit || (p->part && m->commit != p->part_total)) {
         cairn_warn("answer part out of order or missing; the answer is dropped", "req_id=%llu offset=%llu held=%zu",
                    (unsigned long long)m->req_id, (unsigned long long)m->index, p->part_len);
         p->part_bad = 1;
@@ -549,7 +552,9 @@ static void on_ipc(cairn_gateway_t *g, const uint8_t *frame, size_t len)
             gw_fail(g, p, (int)m.code, msg);
         } else if (p->part || p->part_bad) {
             /* the last piece of an answer sent in parts */
-            if (p->part_bad || p->part_len + m.body_len != p->part_total) {
+            if (p->part_bad == 2) {
+                gw_fail_etcd(g, p, CAIRN_ETCD_ANSWER_TOO_LARGE);
+            } else if (p->part_bad || p->part_len + m.body_len != p->part_total) {
                 gw_fail_etcd(g, p, CAIRN_ETCD_ANSWER_LOST);
             } else {
                 memcpy(p->part + p->part_len, m.body, m.body_len);

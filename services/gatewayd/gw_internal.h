@@ -122,7 +122,7 @@ struct gw_pending {
     /* a large answer arriving in RESULT_PARTs (cairn_ipc.h): the bytes so far, the whole length */
     uint8_t *part;
     size_t part_len, part_total;
-    int part_bad; /* a part was missing: the answer cannot be rebuilt */
+    int part_bad; /* 1: a part was missing, the answer cannot be rebuilt; 2: larger than gRPC allows */
 };
 
 /* The reply is the answer's body as it is (a Range or write response from stored). */

@@ -69,7 +69,8 @@ static const struct {
 
 /* Rows that are Cairn's own texts: exempt from matching etcd, not from the other checks. */
 static const cairn_etcd_err_t ours[] = {CAIRN_ETCD_TXN_TOO_DEEP, CAIRN_ETCD_PEER_TLS_REFUSED, CAIRN_ETCD_INTERNAL,
-                                        CAIRN_ETCD_STORAGE, CAIRN_ETCD_ANSWER_LOST};
+                                        CAIRN_ETCD_STORAGE, CAIRN_ETCD_ANSWER_LOST,
+                                        CAIRN_ETCD_ANSWER_TOO_LARGE};
 
 static int is_ours(int e)
 {
