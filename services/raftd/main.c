@@ -177,6 +177,7 @@ typedef struct {
     int64_t next_tick;
     int64_t last_load_sent;
     uint64_t handoff_to; /* stopping leader: the member it hands leadership to */
+    int fatal;           /* the error that ends this process (0: none); g_stop is the signals' */
     /* a paged LOAD under way (cairn_ipc.h LOAD_RESP): the first page's header and the entries
      * gathered so far (copies: a page's frame is freed once handled) */
     struct {
@@ -257,25 +258,25 @@ static peer_t *find_peer(raftd_t *r, uint64_t id)
  * entry per member: index = member ID, type = 0 voter / 1 learner, no data. */
 static int encode_raft(raftd_t *r, const cairn_raft_msg_t *m, uint8_t **frame, size_t *len)
 {
+    /* entries go as they are (one entry type: cairn_entry.h); only SNAP builds its list */
     cairn_ipc_entry_t stackbuf[64], *ents = stackbuf;
-    size_t n = m->type == CAIRN_RAFT_MSG_SNAP ? m->n_voters + m->n_learners : m->n_entries;
-    if (n > 64 && !(ents = malloc(n * sizeof *ents)))
-        return CAIRN_ENOMEM;
+    const cairn_ipc_entry_t *out = m->entries;
+    size_t n = m->n_entries;
     if (m->type == CAIRN_RAFT_MSG_SNAP) {
+        n = m->n_voters + m->n_learners;
+        if (n > 64 && !(ents = malloc(n * sizeof *ents)))
+            return CAIRN_ENOMEM;
         for (size_t i = 0; i < m->n_voters; i++)
             ents[i] = (cairn_ipc_entry_t){m->voters[i], 0, 0, NULL, 0};
         for (size_t i = 0; i < m->n_learners; i++)
             ents[m->n_voters + i] = (cairn_ipc_entry_t){m->learners[i], 0, 1, NULL, 0};
-    } else {
-        for (size_t i = 0; i < n; i++)
-            ents[i] = (cairn_ipc_entry_t){m->entries[i].index, m->entries[i].term, m->entries[i].type,
-                                          m->entries[i].data, m->entries[i].len};
+        out = ents;
     }
     cairn_ipc_msg_t im = {.type = CAIRN_IPC_RAFT, .cluster_id = r->cluster_id,
                           .raft_type = m->type, .from = m->from, .to = m->to, .term = m->term,
                           .log_term = m->log_term, .index = m->index, .commit = m->commit, .reject = m->reject,
                           .reject_hint = m->reject_hint, .context = m->context, .snap_index = m->snap_index,
-                          .snap_term = m->snap_term, .entries = ents, .n_entries = n};
+                          .snap_term = m->snap_term, .entries = out, .n_entries = n};
     int rc = cairn_ipc_encode(&im, frame, len);
     if (ents != stackbuf)
         free(ents);
@@ -461,24 +462,14 @@ static void handle_peer(raftd_t *r, const uint8_t *frame, size_t len)
     if (m.raft_type >= SHELL_MSG_ATTRS) {
         handle_shell_msg(r, &m);
     } else if (r->raft && m.raft_type < 256) {
-        cairn_raft_entry_t stackbuf[64], *ents = stackbuf;
-        if (m.n_entries > 64 && !(ents = malloc(m.n_entries * sizeof *ents))) {
-            cairn_ipc_msg_release(&m);
-            return;
-        }
-        for (size_t i = 0; i < m.n_entries; i++)
-            ents[i] = (cairn_raft_entry_t){m.entries[i].index, m.entries[i].term, m.entries[i].type,
-                                           m.entries[i].data, m.entries[i].len};
         cairn_raft_msg_t rm = {.type = (uint8_t)m.raft_type, .from = m.from, .to = m.to, .term = m.term,
                                .log_term = m.log_term, .index = m.index, .commit = m.commit,
                                .reject = (uint8_t)(m.reject != 0), .reject_hint = m.reject_hint,
-                               .context = m.context, .entries = ents, .n_entries = m.n_entries,
+                               .context = m.context, .entries = m.entries, .n_entries = m.n_entries,
                                .snap_index = m.snap_index, .snap_term = m.snap_term};
         uint64_t *ids = NULL;
         if (rm.type == CAIRN_RAFT_MSG_SNAP) { /* the membership rides in the entries (encode_raft) */
             if (m.n_entries && !(ids = malloc(m.n_entries * sizeof *ids))) {
-                if (ents != stackbuf)
-                    free(ents);
                 cairn_ipc_msg_release(&m);
                 return;
             }
@@ -502,8 +493,6 @@ static void handle_peer(raftd_t *r, const uint8_t *frame, size_t len)
             cairn_debug("peer message refused by the core", "type=%u err=\"%s\"", (unsigned)rm.type,
                         cairn_strerror(rc));
         free(ids);
-        if (ents != stackbuf)
-            free(ents);
     }
     cairn_ipc_msg_release(&m);
 }
@@ -1241,21 +1230,10 @@ static void process_ready(raftd_t *r)
         cairn_raft_ready_t rd;
         cairn_raft_ready(r->raft, &rd);
         if (rd.hs_changed || rd.n_entries) {
-            cairn_ipc_entry_t stackbuf[64], *ents = stackbuf;
-            if (rd.n_entries > 64) {
-                ents = malloc(rd.n_entries * sizeof *ents);
-                if (!ents) {
-                    cairn_error("out of memory", NULL);
-                    g_stop = 2;
-                    return;
-                }
-            }
-            for (size_t i = 0; i < rd.n_entries; i++)
-                ents[i] = (cairn_ipc_entry_t){rd.entries[i].index, rd.entries[i].term, rd.entries[i].type,
-                                              rd.entries[i].data, rd.entries[i].len};
+            /* the core's entries go to stored as they are (one entry type: cairn_entry.h) */
             cairn_ipc_msg_t m = {.type = CAIRN_IPC_APPEND, .boot_id = r->stored_boot, .seq = ++r->seq,
                                  .has_hs = rd.hs_changed,
-                                 .term = rd.hs.term, .vote = rd.hs.vote, .commit = rd.hs.commit, .entries = ents,
+                                 .term = rd.hs.term, .vote = rd.hs.vote, .commit = rd.hs.commit, .entries = rd.entries,
                                  .n_entries = rd.n_entries};
             /* A single voter that leads commits an entry the moment its own disk has it (its
              * quorum is itself), so stored may apply right after its fdatasync instead of
@@ -1264,8 +1242,6 @@ static void process_ready(raftd_t *r)
                 rd.entries[rd.n_entries - 1].term == rd.term)
                 m.index = rd.entries[rd.n_entries - 1].index;
             send_stored(r, &m);
-            if (ents != stackbuf)
-                free(ents);
         }
         /* The leader's appends and heartbeats go out at once, in parallel with its own disk
          * write (thesis §10.2.1); promises wait for the APPEND just sent to be durable. */
@@ -1419,7 +1395,7 @@ static void start_core(raftd_t *r, const cairn_ipc_msg_t *m)
     if (!m->body_len || cairn_members_decode(&ms, m->body, m->body_len) != 0 || ms.n == 0) {
         cairn_members_clear(&ms);
         if (cairn_members_initial(&ms, r->cfg) != 0) {
-            g_stop = 2;
+            r->fatal = CAIRN_ENOMEM;
             return;
         }
     }
@@ -1429,13 +1405,12 @@ static void start_core(raftd_t *r, const cairn_ipc_msg_t *m)
         r->cluster_id = cairn_config_cluster_id(r->cfg);
     uint64_t *voters = calloc(ms.n + 1, sizeof *voters), *learners = calloc(ms.n + 1, sizeof *learners);
     size_t nv = 0, nl = 0;
-    cairn_raft_entry_t *ents = m->n_entries ? calloc(m->n_entries, sizeof *ents) : NULL;
-    if (!voters || !learners || (m->n_entries && !ents)) {
+    const cairn_raft_entry_t *ents = m->entries; /* the same type: no copy */
+    if (!voters || !learners) {
         free(voters);
         free(learners);
-        free(ents);
         cairn_members_clear(&ms);
-        g_stop = 2;
+        r->fatal = CAIRN_ENOMEM;
         return;
     }
     for (size_t i = 0; i < ms.n; i++) {
@@ -1444,9 +1419,6 @@ static void start_core(raftd_t *r, const cairn_ipc_msg_t *m)
         else
             voters[nv++] = ms.v[i].id;
     }
-    for (size_t i = 0; i < m->n_entries; i++)
-        ents[i] = (cairn_raft_entry_t){m->entries[i].index, m->entries[i].term, m->entries[i].type,
-                                       m->entries[i].data, m->entries[i].len};
     /* metadata: what we knew (names learned earlier stay), the snapshot's, then the log's */
     for (size_t i = 0; i < ms.n; i++)
         cairn_members_put(&r->members, ms.v[i].id, ms.v[i].name, ms.v[i].peer_urls, ms.v[i].n_peer_urls,
@@ -1479,10 +1451,9 @@ static void start_core(raftd_t *r, const cairn_ipc_msg_t *m)
         err = CAIRN_EINVAL;
     free(voters);
     free(learners);
-    free(ents);
     if (!r->raft) {
         cairn_error("cannot start raft core", "err=\"%s\"", cairn_strerror(err));
-        g_stop = 2;
+        r->fatal = err ? err : CAIRN_EINVAL;
         return;
     }
     r->stored_boot = m->boot_id;
@@ -1871,14 +1842,14 @@ int main(int argc, char **argv)
     int64_t next_sweep = 0, handoff_until = 0;
     int handoff = 0, told_stopping = 0;
     for (;;) {
-        if (g_stop) {
+        if (g_stop || r->fatal) {
             if (!told_stopping) {
                 tell_peers_stopping(r);
                 told_stopping = 1;
             }
             /* A leader asked to stop hands leadership over first (etcd does the same), so the
              * cluster does not wait out an election timeout without a leader. */
-            if (g_stop == 1 && !handoff && begin_handoff(r)) {
+            if (!r->fatal && !handoff && begin_handoff(r)) {
                 handoff = 1;
                 handoff_until = cairn_now_ms() + 2 * r->cfg->election_ms;
             }
@@ -1956,7 +1927,7 @@ int main(int argc, char **argv)
     }
     cairn_info("raftd stopping", NULL);
     finish_transfer(r, CAIRN_ETCD_STOPPED);
-    exit_code = g_stop == 2 ? 1 : 0;
+    exit_code = r->fatal ? 1 : 0;
     fail_reads(r, CAIRN_ETCD_STOPPED);
 out:
     cairn_raft_destroy(&r->raft);
