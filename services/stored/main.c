@@ -502,13 +502,9 @@ static void send_load_resp(stored_t *s, const uint8_t *ident, size_t ident_len, 
     while (end < n && end - start < LOAD_PAGE_ENTRIES &&
            (end == start || bytes + cairn_memlog_nth(l, end)->len <= LOAD_PAGE_BYTES))
         bytes += cairn_memlog_nth(l, end++)->len;
-    cairn_ipc_entry_t *ents = NULL;
-    if (end > start && !(ents = malloc((end - start) * sizeof *ents)))
-        return; /* raftd asks again */
-    for (size_t i = start; i < end; i++) {
-        const cairn_memlog_entry_t *e = cairn_memlog_nth(l, i);
-        ents[i - start] = (cairn_ipc_entry_t){e->index, e->term, e->type, e->data, e->len};
-    }
+    /* the log holds its entries in one array of the IPC's own entry type: the page is sent
+     * from it as it is */
+    const cairn_ipc_entry_t *ents = end > start ? cairn_memlog_nth(l, start) : NULL;
     uint64_t last = n ? cairn_memlog_nth(l, n - 1)->index : snap_index;
     if (!n && !snap_index)
         last = cairn_mvcc_applied_index(s->mvcc);
@@ -531,7 +527,6 @@ static void send_load_resp(stored_t *s, const uint8_t *ident, size_t ident_len, 
     m.cluster_id = s->members.cluster_id;
     reply(s, ident, ident_len, &m);
     free(blob);
-    free(ents);
 }
 
 /* ------------------------------------------------------------------ snapshot transfer and install

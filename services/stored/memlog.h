@@ -55,7 +55,8 @@ void cairn_memlog_start_after(cairn_memlog_t *self, uint64_t index, uint64_t ter
 
 /* The entry at index, or NULL when the log does not hold it. Valid until the log changes. */
 const cairn_memlog_entry_t *cairn_memlog_at(const cairn_memlog_t *self, uint64_t index);
-/* The i-th entry held (0 = the first), or NULL. */
+/* The i-th entry held (0 = the first), or NULL. The entries held are contiguous in memory:
+ * nth(i + k) == nth(i) + k, so a run of them can be handed out as an array. */
 const cairn_memlog_entry_t *cairn_memlog_nth(const cairn_memlog_t *self, size_t i);
 /* The last index: of the last entry, or the snapshot index when the log is empty. */
 uint64_t cairn_memlog_last(const cairn_memlog_t *self);

@@ -24,6 +24,7 @@ static void check_contiguous(const cairn_memlog_t *l)
         const cairn_memlog_entry_t *e = cairn_memlog_nth(l, i);
         cr_assert_eq(e->index, cairn_memlog_first(l) + i);
         cr_assert_eq(cairn_memlog_at(l, e->index), e);
+        cr_assert_eq(e, cairn_memlog_nth(l, 0) + i, "entries are one array (LOAD sends a page from it)");
         bytes += e->len;
     }
     cr_assert_eq(cairn_memlog_bytes(l), bytes, "bytes counted %llu, held %llu",
