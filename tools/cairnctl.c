@@ -193,12 +193,14 @@ static int cmd_run(int argc, char **argv)
         if (!cs[k].pid)
             continue;
         kill(cs[k].pid, SIGTERM);
-        for (int t = 0; t < 50; t++) {
+        /* polled every 10 ms: a daemon exits within milliseconds, and a node stops its three
+         * in turn, so a coarse poll would add up to most of the stop time */
+        for (int t = 0; t < 500; t++) {
             if (waitpid(cs[k].pid, NULL, WNOHANG) == cs[k].pid) {
                 cs[k].pid = 0;
                 break;
             }
-            struct timespec ts = {0, 100 * 1000000};
+            struct timespec ts = {0, 10 * 1000000};
             nanosleep(&ts, NULL);
         }
         if (cs[k].pid) {
