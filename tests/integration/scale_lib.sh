@@ -107,3 +107,19 @@ v += bytes(block) * ((n - len(v)) // 64 + 1)
 sys.stdout.buffer.write(v[:n])
 PY
 }
+
+# s_restart_healthy NAME: starts the node again with the caller's FLAGS array and waits up to
+# BOUND seconds for a linearizable read; prints the replay line, the time and the RSS.
+s_restart_healthy() {
+  s_start "${FLAGS[@]}"
+  if s_wait_healthy "$BOUND"; then
+    s_track
+    t_ok "$1: a linearizable read succeeds after the restart (${S_HEALTHY_S} s)"
+    echo "  $1: healthy after ${S_HEALTHY_S} s; $(s_replayed); RSS $(s_rss)"
+    return 0
+  fi
+  t_fail "$1: no linearizable read within $BOUND s of the restart"
+  s_fail_diag "$1"
+  return 1
+}
+s_finish() { s_stop; t_done; exit $?; }

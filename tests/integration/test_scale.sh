@@ -45,24 +45,11 @@ verify() { # PREFIX ACKED-FILE NAME
   [ "$rc" = 0 ] && t_ok "$3: every acknowledged write of $1 present with its value" ||
     t_fail "$3: verify $1 (rc=$rc)"
 }
-restart_healthy() { # NAME: starts the node again, waits for a linearizable read
-  s_start "${FLAGS[@]}"
-  if s_wait_healthy "$BOUND"; then
-    s_track
-    t_ok "$1: a linearizable read succeeds after the restart (${S_HEALTHY_S} s)"
-    echo "  $1: healthy after ${S_HEALTHY_S} s; $(s_replayed); RSS $(s_rss)"
-    return 0
-  fi
-  t_fail "$1: no linearizable read within $BOUND s of the restart"
-  s_fail_diag "$1"
-  return 1
-}
-finish() { s_stop; t_done; exit $?; }
 
 echo "# $N writes of $VAL B, $CLIENTS clients, --snapshot-count $((2 * N + 100000)), bin $CAIRN_BIN"
 T_START=$SECONDS
 s_start "${FLAGS[@]}"
-s_wait_healthy 30 || { t_fail "first start: not healthy"; s_fail_diag "first start"; finish; }
+s_wait_healthy 30 || { t_fail "first start: not healthy"; s_fail_diag "first start"; s_finish; }
 s_track
 
 # ---- 1. load, kill -9, restart ---------------------------------------------------------------
@@ -72,7 +59,7 @@ A_SECS=$(sed -n 's/.* seconds=\([0-9.]*\).*/\1/p' "$T_TMP/load.a")
 [ "$rc" = 0 ] && t_ok "load of $N Puts with no error" || t_fail "load of $N Puts (rc=$rc)"
 echo "  after the load: RSS $(s_rss); WAL $(du -sm "$T_TMP/data/member/wal" 2>/dev/null | cut -f1) MiB, data dir $(du -sm "$T_TMP/data" | cut -f1) MiB"
 s_kill9
-restart_healthy "kill -9 after the load" || finish
+s_restart_healthy "kill -9 after the load" || s_finish
 verify /s/a/ "$T_TMP/acked.a" "kill -9 after the load"
 
 # ---- 2. kill -9 while writes are in flight ---------------------------------------------------
@@ -87,7 +74,7 @@ acked_b=$(cat "$T_TMP/acked.b" 2>/dev/null | wc -l)
   t_fail "no write acknowledged before the kill under load"
 [ "$rc" != 0 ] && echo "  (the kill hit writes in flight: cairn_bench rc=$rc)" ||
   echo "  (note: the second load finished before the kill; nothing was in flight)"
-restart_healthy "kill -9 under load" || finish
+s_restart_healthy "kill -9 under load" || s_finish
 verify /s/a/ "$T_TMP/acked.a" "kill -9 under load"
 verify /s/b/ "$T_TMP/acked.b" "kill -9 under load"
 etcdctl --endpoints="$S_EP" --command-timeout=10s put /s/after-kill yes >/dev/null &&
@@ -95,8 +82,8 @@ etcdctl --endpoints="$S_EP" --command-timeout=10s put /s/after-kill yes >/dev/nu
 
 # ---- 3. clean stop, restart ------------------------------------------------------------------
 s_stop
-restart_healthy "clean stop" || finish
+s_restart_healthy "clean stop" || s_finish
 verify /s/a/ "$T_TMP/acked.a" "clean stop"
 verify /s/b/ "$T_TMP/acked.b" "clean stop"
 echo "# test took $((SECONDS - T_START)) s"
-finish
+s_finish

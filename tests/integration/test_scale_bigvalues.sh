@@ -53,24 +53,11 @@ spot_check() { # NAME: length and sha256 of three values through etcdctl
   done
   t_eq "$1: length and sha256 of 3 values read with etcdctl" 0 "$bad"
 }
-restart_healthy() { # NAME
-  s_start "${FLAGS[@]}"
-  if s_wait_healthy "$BOUND"; then
-    s_track
-    t_ok "$1: a linearizable read succeeds after the restart (${S_HEALTHY_S} s)"
-    echo "  $1: healthy after ${S_HEALTHY_S} s; $(s_replayed); RSS $(s_rss)"
-    return 0
-  fi
-  t_fail "$1: no linearizable read within $BOUND s of the restart"
-  s_fail_diag "$1"
-  return 1
-}
-finish() { s_stop; t_done; exit $?; }
 
 echo "# $N writes of $VAL B, $CLIENTS clients, --snapshot-count $((10 * N + 10000)), bin $CAIRN_BIN"
 T_START=$SECONDS
 s_start "${FLAGS[@]}"
-s_wait_healthy 30 || { t_fail "first start: not healthy"; s_fail_diag "first start"; finish; }
+s_wait_healthy 30 || { t_fail "first start: not healthy"; s_fail_diag "first start"; s_finish; }
 s_track
 
 # ---- 1. load, kill -9, restart ---------------------------------------------------------------
@@ -80,7 +67,7 @@ A_SECS=$(sed -n 's/.* seconds=\([0-9.]*\).*/\1/p' "$T_TMP/load.a")
 [ "$rc" = 0 ] && t_ok "load of $N Puts of $VAL B with no error" || t_fail "load of $N Puts of $VAL B (rc=$rc)"
 echo "  after the load: RSS $(s_rss); WAL $(du -sm "$T_TMP/data/member/wal" 2>/dev/null | cut -f1) MiB, data dir $(du -sm "$T_TMP/data" | cut -f1) MiB"
 s_kill9
-restart_healthy "kill -9 after the load" || finish
+s_restart_healthy "kill -9 after the load" || s_finish
 verify /big/ "$T_TMP/acked.a" "kill -9 after the load"
 spot_check "kill -9 after the load"
 
@@ -93,7 +80,7 @@ wait "$BPID" && rc=0 || rc=$?
 echo "  load /big2/ (killed under it): $(cat "$T_TMP/load.b") $(head -c 300 "$T_TMP/load.b.err")"
 [ "$rc" != 0 ] && echo "  (the kill hit writes in flight: cairn_bench rc=$rc)" ||
   echo "  (note: the second load finished before the kill; nothing was in flight)"
-restart_healthy "kill -9 under load" || finish
+s_restart_healthy "kill -9 under load" || s_finish
 verify /big/ "$T_TMP/acked.a" "kill -9 under load"
 verify /big2/ "$T_TMP/acked.b" "kill -9 under load"
 etcdctl --endpoints="$S_EP" --command-timeout=10s put /big-after-kill yes >/dev/null &&
@@ -101,9 +88,9 @@ etcdctl --endpoints="$S_EP" --command-timeout=10s put /big-after-kill yes >/dev/
 
 # ---- 3. clean stop, restart ------------------------------------------------------------------
 s_stop
-restart_healthy "clean stop" || finish
+s_restart_healthy "clean stop" || s_finish
 verify /big/ "$T_TMP/acked.a" "clean stop"
 verify /big2/ "$T_TMP/acked.b" "clean stop"
 echo "  data dir at the end: $(du -sm "$T_TMP/data" | cut -f1) MiB"
 echo "# test took $((SECONDS - T_START)) s"
-finish
+s_finish
