@@ -244,3 +244,16 @@ t_leader_index() {
   done
   echo -1
 }
+
+# t_grpc_call URL PATH BODYFILE -> "status=<grpc-status> message=<grpc-message>": one gRPC call
+# over h2c with nghttp (BODYFILE holds the framed message), for tests that send bytes etcdctl
+# would never send.
+t_grpc_call() {
+  nghttp -v -H 'content-type: application/grpc' -H 'te: trailers' -d "$3" "$1$2" 2>&1 |
+    python3 -c '
+import sys, re, urllib.parse
+t = sys.stdin.read()
+st = re.findall(r"grpc-status: (\d+)", t)
+msg = re.findall(r"grpc-message: (.*)", t)
+print("status=%s message=%s" % (st[-1] if st else "none", urllib.parse.unquote(msg[-1].strip()) if msg else ""))' || true
+}

@@ -7,16 +7,7 @@ t_start_cairn node "$CP" "$PP"
 t_wait_healthy "$C_EP" 30
 URL=http://127.0.0.1:$CP
 
-# grpc_call PATH BODYFILE -> prints "status=<grpc-status> message=<grpc-message>" from nghttp -v
-grpc_call() {
-  nghttp -v -H 'content-type: application/grpc' -H 'te: trailers' -d "$2" "$URL$1" 2>&1 |
-    python3 -c '
-import sys, re, urllib.parse
-t = sys.stdin.read()
-st = re.findall(r"grpc-status: (\d+)", t)
-msg = re.findall(r"grpc-message: (.*)", t)
-print("status=%s message=%s" % (st[-1] if st else "none", urllib.parse.unquote(msg[-1].strip()) if msg else ""))'
-}
+grpc_call() { t_grpc_call "$URL" "$@"; }
 frame() { python3 -c 'import sys,struct;b=bytes.fromhex(sys.argv[1]);sys.stdout.buffer.write(bytes([int(sys.argv[2])])+struct.pack(">I",len(b) if len(sys.argv)<4 else int(sys.argv[3]))+b)' "$@"; }
 
 # 1. garbage protobuf in a well-formed gRPC frame

@@ -45,16 +45,7 @@ open(out, "wb").write(b"\0" + struct.pack(">I", len(b)) + b)
 PY
 }
 
-# grpc_call PATH BODYFILE -> "status=<grpc-status> message=<grpc-message>" (as test_badinput.sh)
-grpc_call() {
-  nghttp -v -H 'content-type: application/grpc' -H 'te: trailers' -d "$2" "$URL$1" 2>&1 |
-    python3 -c '
-import sys, re, urllib.parse
-t = sys.stdin.read()
-st = re.findall(r"grpc-status: (\d+)", t)
-msg = re.findall(r"grpc-message: (.*)", t)
-print("status=%s message=%s" % (st[-1] if st else "none", urllib.parse.unquote(msg[-1].strip()) if msg else ""))' || true
-}
+grpc_call() { t_grpc_call "$URL" "$@"; }
 
 # innermost txn for the accepted case: success: [RequestOp{request_put{key "deep", value "v"}}]
 PUT_DEEP=120b12090a0464656570120176
