@@ -61,8 +61,8 @@ PREFIX=/bench/
 MEM_PREFIX=/mem/
 export ETCDCTL_API=3
 
-say() { printf '%s\n' "$*" >&2; }
-die() { say "compare.sh: $*"; exit 1; }
+BENCH_NAME=compare.sh
+. "$SRC/bench/lib.sh"
 
 case $NODES in 1 | 3 | 5) ;; *) die "BENCH_NODES must be 1, 3 or 5" ;; esac
 
@@ -71,19 +71,6 @@ TMP=""
 ETCD_PIDS=()    # one etcd per member
 CAIRN_SUPS=()   # one `cairnctl run` per member
 CAIRN_PIDS=""   # cairnctl's descendants, refreshed while they run (a daemon may be restarted)
-
-descendants() { # pid -> all descendant pids
-    ps -e -o pid=,ppid= | awk -v root="$1" '
-        { kids[$2] = kids[$2] " " $1 }
-        END { n = split(kids[root], q, " "); i = 1
-              while (i <= n) { p = q[i++]; print p; m = split(kids[p], more, " ")
-                               for (j = 1; j <= m; j++) q[++n] = more[j] } }'
-}
-
-alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
-
-# A PID is ours only while its command line still mentions our temp dir (guards against reuse).
-ours() { alive "$1" && ps -o args= -p "$1" 2>/dev/null | grep -qF -- "$TMP"; }
 
 wait_gone() { # pid seconds
     local i
@@ -135,13 +122,7 @@ cleanup() {
     trap - EXIT INT TERM
     stop_cairn
     stop_etcd
-    if [ -n "$TMP" ] && [ -d "$TMP" ]; then
-        if [ "$rc" -ne 0 ] && [ -n "${KEEP_LOGS_ON_FAILURE:-}" ]; then
-            say "compare.sh: logs kept in $TMP"
-        else
-            rm -rf "$TMP"
-        fi
-    fi
+    bench_remove_tmp "$rc"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -150,15 +131,9 @@ trap 'say "compare.sh: interrupted"; exit 130' INT TERM
 # ---- build ------------------------------------------------------------------------------------
 BENCH=$BUILD/cairn_bench
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
-    if [ ! -f "$BUILD/CMakeCache.txt" ]; then
-        say "compare.sh: configuring $BUILD (Release)"
-        cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCAIRN_TESTS=OFF >/dev/null ||
-            die "cmake configure failed"
-    fi
-    cmake --build "$BUILD" --target cairn_bench -j2 >"$BUILD/.compare-build.log" 2>&1 ||
-        { tail -20 "$BUILD/.compare-build.log" >&2; die "cannot build cairn_bench"; }
-    if [ -z "${BENCH_SKIP_CAIRN:-}" ] &&
-        ! cmake --build "$BUILD" --target cairnctl raftd stored gatewayd -j2 >>"$BUILD/.compare-build.log" 2>&1; then
+    : >"$BUILD/.compare-build.log" 2>/dev/null || true
+    bench_build "$BUILD/.compare-build.log" cairn_bench || die "cannot build cairn_bench"
+    if [ -z "${BENCH_SKIP_CAIRN:-}" ] && ! bench_build "$BUILD/.compare-build.log" cairnctl raftd stored gatewayd; then
         say "compare.sh: WARNING: building Cairn's daemons failed (see $BUILD/.compare-build.log);"
         say "            using whatever binaries $BUILD already has"
     fi

@@ -61,24 +61,14 @@ ETCD=${ETCD:-etcd}
 PREFIX=/k/ # 3 bytes + 13 digits = 16-byte keys
 export ETCDCTL_API=3
 
-say() { printf '%s\n' "$*" >&2; }
-die() { say "scale.sh: $*"; exit 1; }
+BENCH_NAME=scale.sh
+. "$SRC/bench/lib.sh"
 case $NODES in 1 | 3) ;; *) die "BENCH_NODES must be 1 or 3" ;; esac
 
 # ---- processes we started, and cleanup -------------------------------------------------------
 TMP=""
 declare -A TOP  # TOP[sys,i]: the etcd or cairnctl PID of member i
 
-descendants() { # pid -> all descendant pids
-    ps -e -o pid=,ppid= | awk -v root="$1" '
-        { kids[$2] = kids[$2] " " $1 }
-        END { n = split(kids[root], q, " "); i = 1
-              while (i <= n) { p = q[i++]; print p; m = split(kids[p], more, " ")
-                               for (j = 1; j <= m; j++) q[++n] = more[j] } }'
-}
-alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
-# A PID is ours only while its command line mentions our temp dir (guards against reuse).
-ours() { alive "$1" && ps -o args= -p "$1" 2>/dev/null | grep -qF -- "$TMP"; }
 wait_gone() { # seconds pids...: 0 when all are gone in time
     local deadline=$((SECONDS + $1)) p
     shift
@@ -119,13 +109,7 @@ cleanup() {
     trap - EXIT INT TERM
     [ -n "${BGPID:-}" ] && alive "$BGPID" && kill -KILL "$BGPID" 2>/dev/null
     for s in etcd cairn; do stop_all "$s"; done
-    if [ -n "$TMP" ] && [ -d "$TMP" ]; then
-        if [ "$rc" -ne 0 ] && [ -n "${KEEP_LOGS_ON_FAILURE:-}" ]; then
-            say "scale.sh: logs kept in $TMP"
-        else
-            rm -rf "$TMP"
-        fi
-    fi
+    bench_remove_tmp "$rc"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -133,15 +117,8 @@ trap 'say "scale.sh: interrupted"; exit 130' INT TERM
 
 # ---- build ------------------------------------------------------------------------------------
 BENCH=$BUILD/cairn_bench
-if [ -z "${BENCH_NO_BUILD:-}" ]; then
-    if [ ! -f "$BUILD/CMakeCache.txt" ]; then
-        say "scale.sh: configuring $BUILD (Release)"
-        cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCAIRN_TESTS=OFF >/dev/null ||
-            die "cmake configure failed"
-    fi
-    cmake --build "$BUILD" --target cairn_bench cairnctl raftd stored gatewayd -j2 >"$BUILD/.scale-build.log" 2>&1 ||
-        { tail -20 "$BUILD/.scale-build.log" >&2; die "build failed (see $BUILD/.scale-build.log)"; }
-fi
+bench_build "$BUILD/.scale-build.log" cairn_bench cairnctl raftd stored gatewayd ||
+    die "build failed (see $BUILD/.scale-build.log)"
 [ -x "$BENCH" ] || die "$BENCH not found"
 command -v "$ETCD" >/dev/null || die "etcd not found (Debian: apt-get install etcd-server)"
 command -v etcdctl >/dev/null || die "etcdctl not found (Debian: apt-get install etcd-client)"
