@@ -6,7 +6,7 @@ set -euo pipefail
 PKGS=(build-essential cmake pkg-config
       libzmq3-dev libczmq-dev libmsgpack-dev libleveldb-dev libsnappy-dev libcriterion-dev
       libnghttp2-dev libssl-dev libprotobuf-c-dev protobuf-c-compiler
-      etcd-server etcd-client nghttp2-client curl python3 python3-zmq)
+      etcd-server etcd-client nghttp2-client curl python3 python3-zmq python3-etcd3 python3-grpcio)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
