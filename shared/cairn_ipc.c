@@ -14,7 +14,7 @@
 
 #include "cairn_err.h"
 
-typedef enum { K_END = 0, K_U64, K_I64, K_BIN, K_ENTS } kind_t;
+typedef enum { K_END = 0, K_U64, K_I64, K_BIN, K_ENTS, K_IDS } kind_t;
 
 typedef struct {
     kind_t kind;
@@ -26,6 +26,8 @@ typedef struct {
 #define F_I(m) {K_I64, offsetof(cairn_ipc_msg_t, m), 0}
 #define F_B(m) {K_BIN, offsetof(cairn_ipc_msg_t, m), offsetof(cairn_ipc_msg_t, m##_len)}
 #define F_E {K_ENTS, offsetof(cairn_ipc_msg_t, entries), offsetof(cairn_ipc_msg_t, n_entries)}
+#define F_IDS(m) {K_IDS, offsetof(cairn_ipc_msg_t, m), offsetof(cairn_ipc_msg_t, n_##m)}
+#define F_PEER F_U(cluster_id), F_U(from), F_U(to) /* what every raftd <-> raftd message begins with */
 #define F_END {K_END, 0, 0}
 #define MAX_FIELDS 16
 
@@ -39,12 +41,12 @@ static const schema_t g_schema[CAIRN_IPC_TYPE_MAX_] = {
     [CAIRN_IPC_PROPOSE_FAIL] = {"propose_fail", {F_U(req_id), F_I(code), F_B(message), F_END}},
     [CAIRN_IPC_READ_INDEX] = {"read_index", {F_U(req_id), F_END}},
     [CAIRN_IPC_READ_INDEX_RESP] = {"read_index_resp", {F_U(req_id), F_U(index), F_I(code), F_B(message), F_END}},
-    [CAIRN_IPC_LOAD] = {"load", {F_U(index), F_U(seq), F_END}},
+    [CAIRN_IPC_LOAD] = {"load", {F_U(first), F_U(seq), F_END}},
     [CAIRN_IPC_LOAD_RESP] = {"load_resp",
                              {F_U(boot_id), F_U(term), F_U(vote), F_U(commit), F_U(snap_index), F_U(snap_term),
-                              F_U(cluster_id), F_B(body), F_E, F_U(index), F_U(seq), F_END}},
+                              F_U(cluster_id), F_B(body), F_E, F_U(last), F_U(seq), F_END}},
     [CAIRN_IPC_APPEND] = {"append",
-                          {F_U(boot_id), F_U(seq), F_U(has_hs), F_U(term), F_U(vote), F_U(commit), F_U(index), F_E,
+                          {F_U(boot_id), F_U(seq), F_U(has_hs), F_U(term), F_U(vote), F_U(commit), F_U(commit_durable), F_E,
                            F_END}},
     [CAIRN_IPC_APPENDED] = {"appended", {F_U(boot_id), F_U(seq), F_U(index), F_U(term), F_I(code), F_B(message), F_END}},
     [CAIRN_IPC_COMMIT] = {"commit", {F_U(boot_id), F_U(commit), F_U(term), F_U(leader), F_END}},
@@ -58,23 +60,33 @@ static const schema_t g_schema[CAIRN_IPC_TYPE_MAX_] = {
                                 F_END}},
     [CAIRN_IPC_ERROR] = {"error", {F_U(req_id), F_I(code), F_B(message), F_END}},
     [CAIRN_IPC_MEMBERS] = {"members", {F_U(req_id), F_END}},
-    [CAIRN_IPC_TRANSFER] = {"transfer", {F_U(req_id), F_U(index), F_END}},
+    [CAIRN_IPC_TRANSFER] = {"transfer", {F_U(req_id), F_U(target), F_END}},
     [CAIRN_IPC_PROPOSALS_LOST] = {"proposals_lost", {F_I(code), F_B(message), F_END}},
-    [CAIRN_IPC_MEMBER_CHANGE] = {"member_change", {F_U(req_id), F_U(index), F_B(body), F_END}},
-    [CAIRN_IPC_SNAP_REQ] = {"snap_req", {F_U(req_id), F_U(seq), F_U(index), F_U(snap_index), F_END}},
+    [CAIRN_IPC_MEMBER_CHANGE] = {"member_change", {F_U(req_id), F_U(op), F_B(body), F_END}},
+    [CAIRN_IPC_SNAP_REQ] = {"snap_req", {F_U(req_id), F_U(snap_id), F_U(offset), F_U(snap_index), F_END}},
     [CAIRN_IPC_SNAP_CHUNK] = {"snap_chunk",
-                              {F_U(req_id), F_U(seq), F_U(index), F_U(commit), F_U(applied), F_I(code), F_B(message),
+                              {F_U(req_id), F_U(snap_id), F_U(offset), F_U(total), F_U(applied), F_I(code), F_B(message),
                                F_B(body), F_END}},
     [CAIRN_IPC_SNAP_RECV] = {"snap_recv",
-                             {F_U(seq), F_U(index), F_U(commit), F_U(snap_index), F_U(snap_term), F_B(body), F_END}},
+                             {F_U(snap_id), F_U(offset), F_U(total), F_U(snap_index), F_U(snap_term), F_B(body), F_END}},
     [CAIRN_IPC_SNAP_ACK] = {"snap_ack",
-                            {F_U(seq), F_U(index), F_U(applied), F_U(snap_index), F_U(snap_term), F_I(code),
+                            {F_U(snap_id), F_U(offset), F_U(installed), F_U(snap_index), F_U(snap_term), F_I(code),
                              F_B(message), F_END}},
-    [CAIRN_IPC_RESULT_PART] = {"result_part", {F_U(req_id), F_U(index), F_U(commit), F_B(body), F_END}},
+    [CAIRN_IPC_RESULT_PART] = {"result_part", {F_U(req_id), F_U(offset), F_U(total), F_B(body), F_END}},
     [CAIRN_IPC_RAFT] = {"raft",
                         {F_U(cluster_id), F_U(raft_type), F_U(from), F_U(to), F_U(term), F_U(log_term), F_U(index),
                          F_U(commit), F_U(reject), F_U(reject_hint), F_U(context), F_U(snap_index), F_U(snap_term), F_E,
-                         F_END}},
+                         F_IDS(voters), F_IDS(learners), F_END}},
+    [CAIRN_IPC_PEER_ATTRS] = {"peer_attrs", {F_PEER, F_U(want_reply), F_B(urls), F_B(name), F_END}},
+    [CAIRN_IPC_PEER_CONF_REQ] = {"peer_conf_req", {F_PEER, F_U(fwd_id), F_U(op), F_B(body), F_END}},
+    [CAIRN_IPC_PEER_CONF_RESP] = {"peer_conf_resp", {F_PEER, F_U(fwd_id), F_I(code), F_B(message), F_B(body), F_END}},
+    [CAIRN_IPC_PEER_SNAP_PULL] = {"peer_snap_pull", {F_PEER, F_U(snap_id), F_U(offset), F_U(snap_index), F_END}},
+    [CAIRN_IPC_PEER_SNAP_DATA] = {"peer_snap_data",
+                                  {F_PEER, F_U(snap_id), F_U(offset), F_U(total), F_I(code), F_B(message), F_B(body),
+                                   F_END}},
+    [CAIRN_IPC_PEER_REMOVED] = {"peer_removed", {F_PEER, F_END}},
+    [CAIRN_IPC_PEER_STOPPING] = {"peer_stopping", {F_PEER, F_END}},
+    [CAIRN_IPC_METRICS] = {"metrics", {F_U(req_id), F_END}},
 };
 
 const char *cairn_ipc_type_name(int type)
@@ -117,6 +129,8 @@ int cairn_ipc_encode(const cairn_ipc_msg_t *msg, uint8_t **out, size_t *out_len)
         else if (f->kind == K_ENTS)
             for (size_t i = 0; i < msg->n_entries; i++)
                 est += msg->entries[i].len + 32;
+        else if (f->kind == K_IDS)
+            est += 5 + 9 * *(const size_t *)((const char *)msg + f->len_off);
         else
             est += 9;
         nf++;
@@ -156,6 +170,14 @@ int cairn_ipc_encode(const cairn_ipc_msg_t *msg, uint8_t **out, size_t *out_len)
                 pack_bin(&pk, en->data, en->len);
             }
             break;
+        case K_IDS: {
+            const uint64_t *ids = *(const uint64_t *const *)base;
+            size_t n = *(const size_t *)((const char *)msg + f->len_off);
+            msgpack_pack_array(&pk, n);
+            for (size_t e = 0; e < n; e++)
+                msgpack_pack_uint64(&pk, ids[e]);
+            break;
+        }
         default:
             break;
         }
@@ -315,7 +337,30 @@ static int rd_entries(rd_t *r, cairn_ipc_msg_t *msg)
     }
     msg->entries = ents;
     msg->n_entries = (size_t)n;
-    msg->priv_ = ents;
+    msg->priv_[0] = ents;
+    return 0;
+}
+
+/* An array of u64 into a malloc'd array kept in priv_[slot] (released with the message). */
+static int rd_ids(rd_t *r, const uint64_t **out, size_t *n_out, void **slot)
+{
+    uint64_t n;
+    int rc = rd_array(r, &n);
+    if (rc)
+        return rc;
+    if (n > (uint64_t)(r->end - r->p)) /* each takes at least one byte */
+        return CAIRN_EPROTO;
+    uint64_t *ids = NULL;
+    if (n && !(ids = malloc(n * sizeof *ids)))
+        return CAIRN_ENOMEM;
+    for (uint64_t i = 0; i < n; i++)
+        if ((rc = rd_u64(r, &ids[i]))) {
+            free(ids);
+            return rc;
+        }
+    *out = ids;
+    *n_out = (size_t)n;
+    *slot = ids;
     return 0;
 }
 
@@ -350,6 +395,10 @@ int cairn_ipc_decode(const uint8_t *frame, size_t len, cairn_ipc_msg_t *msg)
         case K_I64: rc = rd_i64(&r, (int64_t *)base); break;
         case K_BIN: rc = rd_bin(&r, (const uint8_t **)base, (size_t *)((char *)msg + f->len_off)); break;
         case K_ENTS: rc = rd_entries(&r, msg); break;
+        case K_IDS:
+            rc = rd_ids(&r, (const uint64_t **)base, (size_t *)((char *)msg + f->len_off),
+                        &msg->priv_[f->off == offsetof(cairn_ipc_msg_t, voters) ? 1 : 2]);
+            break;
         default: rc = CAIRN_EPROTO;
         }
         if (rc) {
@@ -368,7 +417,8 @@ void cairn_ipc_msg_release(cairn_ipc_msg_t *msg)
 {
     if (!msg)
         return;
-    free(msg->priv_);
+    for (size_t i = 0; i < sizeof msg->priv_ / sizeof msg->priv_[0]; i++)
+        free(msg->priv_[i]);
     memset(msg, 0, sizeof *msg);
 }
 

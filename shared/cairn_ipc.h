@@ -9,6 +9,7 @@
  *     i64   msgpack integer (signed)
  *     bin   msgpack bin or str (bytes; not NUL-terminated)
  *     ents  msgpack array of entries, each entry an array [index:u64, term:u64, type:u64, data:bin]
+ *     ids   msgpack array of u64 (member IDs)
  * A decoder accepts exactly the listed number of fields; a frame that is not a msgpack array,
  * has another version, an unknown type, a field of the wrong kind or a wrong field count is
  * rejected with CAIRN_EPROTO / CAIRN_EVERSION / CAIRN_EUNKNOWN_MSG and never read further.
@@ -28,9 +29,12 @@
  *   gatewayd -> stored  RANGE, STATUS
  *   stored -> gatewayd  RESULT (applied proposals and ranges; a large body is preceded by
  *                       RESULT_PARTs), STATUS_RESP
+ *   gatewayd -> raftd, stored   METRICS (answered with RESULT: /metrics shows every process)
  *   anyone -> sender    ERROR (the answer to a frame that could not be decoded)
  *   raftd <-> raftd     RAFT (a Raft message between members, over ZeroMQ TCP; cluster_id lets
  *                       a member drop messages from another cluster, --initial-cluster-token)
+ *                       and PEER_* (the shell's own messages: attributes, forwarded membership
+ *                       changes, snapshot transfer, removed, stopping)
  *
  * Epochs: stored draws a new boot_id at every start. raftd tags APPEND and COMMIT with the
  * boot_id of the stored it loaded its state from, and stored tags APPENDED with its own.
@@ -59,20 +63,21 @@ typedef enum {
     CAIRN_IPC_PROPOSE_FAIL,       /* req_id, code, message */
     CAIRN_IPC_READ_INDEX,         /* req_id(context) */
     CAIRN_IPC_READ_INDEX_RESP,    /* req_id(context), index, code, message */
-    CAIRN_IPC_LOAD,               /* index (the first log index wanted; 0 = from the start), seq (echoed
+    CAIRN_IPC_LOAD,               /* first (the first log index wanted; 0 = from the start), seq (echoed
                                      in the answer: a late answer to an earlier request is told
                                      apart and ignored): one page */
     CAIRN_IPC_LOAD_RESP,          /* boot_id, term, vote, commit, snap_index, snap_term, cluster_id (0 =
                                      not known yet: a member joining a running cluster), body (the
                                      membership blob at snap_index, mvcc.c 'C'; empty = none), entries
                                      (one page: at most 4 MiB of entry data, at least one entry),
-                                     index (the last durable index: the load is complete when a page
+                                     last (the last durable index: the load is complete when a page
                                      ends there; 0 = the log holds no entries), seq (the LOAD's).
                                      Paged so that no message grows with the log. */
-    CAIRN_IPC_APPEND,             /* boot_id, seq, has_hs, term, vote, commit, index, entries; index != 0:
-                                     entries up to it are committed as soon as they are durable
-                                     (a single-voter leader: its own disk is the quorum) */
-    CAIRN_IPC_APPENDED,           /* boot_id, seq, index, term, code, message */
+    CAIRN_IPC_APPEND,             /* boot_id, seq, has_hs, term, vote, commit, commit_durable, entries;
+                                     commit_durable != 0: entries up to it are committed as soon as
+                                     they are durable (a single-voter leader: its own disk is the
+                                     quorum) */
+    CAIRN_IPC_APPENDED,           /* boot_id, seq, index (last durable), term, code, message */
     CAIRN_IPC_COMMIT,             /* boot_id, commit, term, leader */
     CAIRN_IPC_HELLO,              /* boot_id */
     CAIRN_IPC_RANGE,              /* req_id, read_index, body(RangeRequest) */
@@ -83,40 +88,64 @@ typedef enum {
     CAIRN_IPC_ERROR,              /* req_id, code, message */
     CAIRN_IPC_RAFT,               /* raftd <-> raftd over TCP: cluster_id, raft_type, from, to, term,
                                      log_term, index, commit, reject, reject_hint, context,
-                                     snap_index, snap_term, entries */
+                                     snap_index, snap_term, entries, voters, learners (the membership
+                                     at snap_index; MSG_SNAP only, else empty) */
     CAIRN_IPC_MEMBERS,            /* gw -> raftd: req_id; answered with RESULT whose body is a packed
                                      MemberListResponse (header left for the gateway to fill) */
-    CAIRN_IPC_TRANSFER,           /* gw -> raftd: req_id, index (= target member id); answered with
-                                     RESULT once the target leads, or an error */
+    CAIRN_IPC_TRANSFER,           /* gw -> raftd: req_id, target (member id); answered with RESULT once
+                                     the target leads, or an error */
     CAIRN_IPC_PROPOSALS_LOST,     /* raftd -> gw: code, message. raftd rebuilt its state (stored
                                      restarted): every write this gateway has in flight has an
                                      unknown outcome and is to be answered with message now */
-    CAIRN_IPC_MEMBER_CHANGE,      /* gw -> raftd: req_id, index (a cairn_member_op_t), body (the etcd
+    CAIRN_IPC_MEMBER_CHANGE,      /* gw -> raftd: req_id, op (a cairn_member_op_t), body (the etcd
                                      Member{Add,Remove,Update,Promote}Request); answered with RESULT
                                      whose body is the packed etcd response, header left for the
                                      gateway to fill */
     /* Snapshot transfer (a member behind the leader's log, thesis §5.1): the follower's raftd
-     * pulls the leader's snapshot chunk by chunk over the peer link; each side's raftd relays
-     * to its own stored. */
-    CAIRN_IPC_SNAP_REQ,           /* raftd -> stored (leader's node): req_id, seq (snapshot id; 0 = a
-                                     snapshot of the state at or past snap_index: the current file
-                                     if it is, else a new one), index (byte offset), snap_index */
-    CAIRN_IPC_SNAP_CHUNK,         /* stored -> raftd: req_id, seq (snapshot id), index (offset), commit
-                                     (total bytes of the snapshot), applied (the state machine index it
-                                     holds), code, message, body (the bytes at offset, <= 1 MiB) */
-    CAIRN_IPC_SNAP_RECV,          /* raftd -> stored (follower): seq (snapshot id), index (offset),
-                                     commit (total bytes), snap_index, snap_term (the raft snapshot
-                                     being installed), body (the bytes at offset) */
-    CAIRN_IPC_SNAP_ACK,           /* stored -> raftd: seq, index (bytes held so far), applied (1 once the
-                                     snapshot is installed), snap_index, snap_term, code, message */
-    CAIRN_IPC_RESULT_PART,        /* stored -> gatewayd: req_id, index (the offset of this part in the
-                                     whole body), commit (the whole body's length), body (CAIRN_IPC_
+     * pulls the leader's snapshot chunk by chunk over the peer link (PEER_SNAP_PULL/DATA); each
+     * side's raftd relays to its own stored. */
+    CAIRN_IPC_SNAP_REQ,           /* raftd -> stored (leader's node): req_id (the member asking), snap_id
+                                     (0 = a snapshot of the state at or past snap_index: the current
+                                     file if it is, else a new one), offset, snap_index */
+    CAIRN_IPC_SNAP_CHUNK,         /* stored -> raftd: req_id, snap_id, offset, total (bytes of the
+                                     snapshot), applied (the state machine index it holds), code,
+                                     message, body (the bytes at offset, <= 1 MiB) */
+    CAIRN_IPC_SNAP_RECV,          /* raftd -> stored (follower): snap_id, offset, total, snap_index,
+                                     snap_term (the raft snapshot being installed), body (the bytes at
+                                     offset) */
+    CAIRN_IPC_SNAP_ACK,           /* stored -> raftd: snap_id, offset (bytes held so far), installed (1
+                                     once the snapshot is installed), snap_index, snap_term, code,
+                                     message */
+    CAIRN_IPC_RESULT_PART,        /* stored -> gatewayd: req_id, offset (of this part in the whole
+                                     body), total (the whole body's length), body (CAIRN_IPC_
                                      RESULT_CHUNK bytes). A body larger than one chunk (a Range over a
                                      large store) goes as RESULT_PARTs, in order, and a final RESULT
                                      with the rest: the receiver concatenates them, and refuses the
                                      answer when a part is missing (an offset that does not follow,
                                      or a total that does not add up: a full queue drops frames).
                                      No frame grows with the answer. */
+    /* raftd <-> raftd messages of the shell, not the Raft core; each begins with cluster_id, from,
+     * to like RAFT, and rides the same peer link. */
+    CAIRN_IPC_PEER_ATTRS,         /* cluster_id, from, to, want_reply (it has not got ours: answer at
+                                     once), urls (advertised client URLs, comma-separated), name. Sent
+                                     every couple of seconds so MemberList on any member shows every
+                                     member's name and client URLs (soft state, relearned in seconds) */
+    CAIRN_IPC_PEER_CONF_REQ,      /* follower -> leader: cluster_id, from, to, fwd_id, op, body (the etcd
+                                     Member*Request): the core changes membership on the leader only */
+    CAIRN_IPC_PEER_CONF_RESP,     /* leader -> follower: cluster_id, from, to, fwd_id, code, message,
+                                     body (the etcd response without its header) */
+    CAIRN_IPC_PEER_SNAP_PULL,     /* follower -> leader: cluster_id, from, to, snap_id (0 = a new one),
+                                     offset, snap_index (the state must be at or past it) */
+    CAIRN_IPC_PEER_SNAP_DATA,     /* leader -> follower: cluster_id, from, to, snap_id, offset, total,
+                                     code, message, body (the bytes at offset). One chunk in flight per
+                                     transfer: the follower pulls the next once its stored wrote this */
+    CAIRN_IPC_PEER_REMOVED,       /* cluster_id, from, to: to a removed member that still speaks (it
+                                     never got the entry that removed it); it stops serving clients,
+                                     as etcd's does when its peers answer 410 Gone */
+    CAIRN_IPC_PEER_STOPPING,      /* cluster_id, from, to: the sender is stopping; a leader stopping at
+                                     the same time neither hands leadership to it nor waits for it */
+    CAIRN_IPC_METRICS,            /* gw -> raftd, gw -> stored: req_id; answered with RESULT whose body
+                                     is the process's metrics in the Prometheus text format */
     CAIRN_IPC_TYPE_MAX_
 } cairn_ipc_type_t;
 
@@ -162,15 +191,31 @@ typedef struct {
     size_t body_len;
     const cairn_ipc_entry_t *entries;
     size_t n_entries;
-    /* RAFT */
+    uint64_t first;          /* LOAD: the first log index wanted */
+    uint64_t last;           /* LOAD_RESP: the last durable index */
+    uint64_t commit_durable; /* APPEND */
+    uint64_t target;         /* TRANSFER: the member to lead */
+    uint64_t op;             /* MEMBER_CHANGE, PEER_CONF_REQ: a cairn_member_op_t */
+    uint64_t snap_id;        /* SNAP_*, PEER_SNAP_*: which snapshot file */
+    uint64_t offset, total;  /* SNAP_*, PEER_SNAP_*, RESULT_PART: a chunk's place in the whole */
+    uint64_t installed;      /* SNAP_ACK */
+    uint64_t fwd_id;         /* PEER_CONF_*: the follower's id for a forwarded change */
+    uint64_t want_reply;     /* PEER_ATTRS */
+    const uint8_t *urls;     /* PEER_ATTRS */
+    size_t urls_len;
+    const uint8_t *name;     /* PEER_ATTRS */
+    size_t name_len;
+    /* RAFT (cluster_id, from, to: PEER_* too) */
     uint64_t cluster_id;
     uint64_t raft_type;
     uint64_t from, to;
     uint64_t log_term;
     uint64_t reject, reject_hint;
     uint64_t context;
+    const uint64_t *voters, *learners;
+    size_t n_voters, n_learners;
     uint64_t learner; /* STATUS_RESP: this member is a learner */
-    void *priv_; /* decoder's storage */
+    void *priv_[3]; /* decoder's storage */
 } cairn_ipc_msg_t;
 
 /* Encodes msg into a malloc'd buffer (*out, *out_len). Returns 0 or CAIRN_EINVAL/CAIRN_ENOMEM. */

@@ -170,22 +170,22 @@ static void on_result_part(cairn_gateway_t *g, const cairn_ipc_msg_t *m)
     gw_pending_t *p = cairn_u64map_get(g->pending, m->req_id);
     if (!p || p->part_bad)
         return;
-    if (m->commit > MAX_ANSWER_BYTES) {
+    if (m->total > MAX_ANSWER_BYTES) {
         p->part_bad = 2; /* refused as too large, not as lost: asking again would not help */
         return;
     }
-    if (m->index != p->part_len || m->index + m->body_len > m->commit || (p->part && m->commit != p->part_total)) {
+    if (m->offset != p->part_len || m->offset + m->body_len > m->total || (p->part && m->total != p->part_total)) {
         cairn_warn("answer part out of order or missing; the answer is dropped", "req_id=%llu offset=%llu held=%zu",
-                   (unsigned long long)m->req_id, (unsigned long long)m->index, p->part_len);
+                   (unsigned long long)m->req_id, (unsigned long long)m->offset, p->part_len);
         p->part_bad = 1;
         return;
     }
     if (!p->part) {
-        if (!(p->part = malloc(m->commit ? m->commit : 1))) {
+        if (!(p->part = malloc(m->total ? m->total : 1))) {
             p->part_bad = 1;
             return;
         }
-        p->part_total = m->commit;
+        p->part_total = m->total;
     }
     memcpy(p->part + p->part_len, m->body, m->body_len);
     p->part_len += m->body_len;
@@ -541,9 +541,11 @@ static void on_ipc(cairn_gateway_t *g, const uint8_t *frame, size_t len)
         snprintf(msg, sizeof msg, "%.*s", (int)m.message_len, m.message ? (const char *)m.message : "");
         if (m.type == CAIRN_IPC_STATUS_RESP) {
             g->st = m;
+            /* keep the numbers only: what the decoder owns goes with m */
             g->st.entries = NULL;
-            g->st.priv_ = NULL;
-            g->st.message = g->st.body = NULL;
+            memset(g->st.priv_, 0, sizeof g->st.priv_);
+            g->st.message = g->st.body = g->st.urls = g->st.name = NULL;
+            g->st.voters = g->st.learners = NULL;
             g->st_at = cairn_now_ms();
             answer(g, p, m.body, m.body_len, &m);
         } else if (m.type == CAIRN_IPC_ERROR) {

@@ -96,7 +96,7 @@ static void do_member_change(cairn_gateway_t *g, gw_call_t *c, const uint8_t *ms
         return;
     }
     protobuf_c_message_free_unpacked(r, NULL);
-    cairn_ipc_msg_t m = {.type = CAIRN_IPC_MEMBER_CHANGE, .index = (uint64_t)op, .body = msg, .body_len = len};
+    cairn_ipc_msg_t m = {.type = CAIRN_IPC_MEMBER_CHANGE, .op = (uint64_t)op, .body = msg, .body_len = len};
     gw_ask(g, c->id, &answer_member_change, g->raftd, &m, meta, CAIRN_ETCD_NOT_CAPABLE);
 }
 

@@ -73,7 +73,7 @@ static void do_move_leader(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg,
         gw_bad_request(g, c->id);
         return;
     }
-    cairn_ipc_msg_t m = {.type = CAIRN_IPC_TRANSFER, .index = r->targetid};
+    cairn_ipc_msg_t m = {.type = CAIRN_IPC_TRANSFER, .target = r->targetid};
     etcdserverpb__move_leader_request__free_unpacked(r, NULL);
     gw_ask(g, c->id, &answer_move_leader, g->raftd, &m, meta, CAIRN_ETCD_NOT_CAPABLE);
 }

@@ -46,34 +46,13 @@
 #include "raft.h"
 #include "rpc.pb-c.h"
 
-/* A peer message handled by the shell, not the core: the sender's advertised client URLs
- * (comma-separated, in entries[0].data), sent every couple of seconds so that MemberList on
- * any member shows every member's client URLs (etcd publishes them through the log; here
- * they are soft state, relearned within seconds after a restart). */
-#define SHELL_MSG_ATTRS 200
-/* Cluster write requests reach the leader (the core changes membership on the leader only):
- * CONF_REQ (follower -> leader): context = forward id, index = cairn_member_op_t, entries[0] =
- * the etcd request; CONF_RESP (leader -> follower): context = forward id, reject = grpc code,
- * entries[0] = message, entries[1] = the etcd response without its header. */
-#define SHELL_MSG_CONF_REQ 201
-#define SHELL_MSG_CONF_RESP 202
-/* Snapshot transfer (thesis §5.1; the core only sends the metadata): the follower PULLs chunks
- * from the leader (context = snapshot id, 0 = a new one; index = byte offset; commit = the raft
- * snapshot index the state must reach); the leader's
- * stored reads them and the leader answers DATA (context = snapshot id, index = offset, commit
- * = total bytes, reject = grpc code, entries[0] = the bytes or the error message). One chunk in
- * flight per transfer: the follower asks for the next once its stored has written this one. */
-#define SHELL_MSG_SNAP_PULL 203
-#define SHELL_MSG_SNAP_DATA 204
+/* The shell's own peer messages (CAIRN_IPC_PEER_*, cairn_ipc.h) carry what the core does not:
+ * attributes, forwarded membership changes, snapshot bytes (thesis §5.1: the core only sends the
+ * metadata; the follower pulls chunks, one in flight per transfer), removed, stopping. */
 #define SNAP_STALL_MS 10000
 #define SNAP_RESTORE_MS (30 * 60 * 1000)
-/* To a member that was removed but still speaks (it never received the entry that removed it:
- * the leader stops replicating to it at once): it stops serving clients, as etcd's does when
- * its peers answer it 410 Gone. The connection to it is kept REMOVED_GRACE_MS for this. */
-#define SHELL_MSG_REMOVED 205
-/* A member that is stopping says so to its peers: a leader stopping at the same time (a whole
- * cluster stopped at once) neither hands leadership to it nor waits for it to take over. */
-#define SHELL_MSG_STOPPING 206
+/* A removed member that still speaks is told so (PEER_REMOVED); the connection to it is kept
+ * REMOVED_GRACE_MS for this. */
 #define REMOVED_GRACE_MS 60000
 /* Log compaction (thesis ch. 5, maybe_compact): runs when it can drop at least this many
  * entries (it moves memory), or when the log is over its byte budget. */
@@ -97,7 +76,7 @@ typedef struct {
     char *name;        /* learned from the peer's ATTRS */
     int64_t last_heard; /* when a message from it last arrived: "started" for reconfiguration checks */
     int64_t removed_at; /* left the membership: the connection stays a few seconds for last answers */
-    int stopping;       /* said it is stopping (SHELL_MSG_STOPPING); any other message clears it */
+    int stopping;       /* said it is stopping (PEER_STOPPING); any other message clears it */
 } peer_t;
 
 /* Who asked for a membership change: a gateway of this node, or a member that forwarded it. */
@@ -254,33 +233,19 @@ static peer_t *find_peer(raftd_t *r, uint64_t id)
     return NULL;
 }
 
-/* MSG_SNAP carries no entries; the membership at the snapshot travels in their place, one
- * entry per member: index = member ID, type = 0 voter / 1 learner, no data. */
 static int encode_raft(raftd_t *r, const cairn_raft_msg_t *m, uint8_t **frame, size_t *len)
 {
-    /* entries go as they are (one entry type: cairn_entry.h); only SNAP builds its list */
-    cairn_ipc_entry_t stackbuf[64], *ents = stackbuf;
-    const cairn_ipc_entry_t *out = m->entries;
-    size_t n = m->n_entries;
-    if (m->type == CAIRN_RAFT_MSG_SNAP) {
-        n = m->n_voters + m->n_learners;
-        if (n > 64 && !(ents = malloc(n * sizeof *ents)))
-            return CAIRN_ENOMEM;
-        for (size_t i = 0; i < m->n_voters; i++)
-            ents[i] = (cairn_ipc_entry_t){m->voters[i], 0, 0, NULL, 0};
-        for (size_t i = 0; i < m->n_learners; i++)
-            ents[m->n_voters + i] = (cairn_ipc_entry_t){m->learners[i], 0, 1, NULL, 0};
-        out = ents;
-    }
+    /* entries go as they are (one entry type: cairn_entry.h); MSG_SNAP carries the membership */
+    int snap = m->type == CAIRN_RAFT_MSG_SNAP;
     cairn_ipc_msg_t im = {.type = CAIRN_IPC_RAFT, .cluster_id = r->cluster_id,
                           .raft_type = m->type, .from = m->from, .to = m->to, .term = m->term,
                           .log_term = m->log_term, .index = m->index, .commit = m->commit, .reject = m->reject,
                           .reject_hint = m->reject_hint, .context = m->context, .snap_index = m->snap_index,
-                          .snap_term = m->snap_term, .entries = out, .n_entries = n};
-    int rc = cairn_ipc_encode(&im, frame, len);
-    if (ents != stackbuf)
-        free(ents);
-    return rc;
+                          .snap_term = m->snap_term, .entries = snap ? NULL : m->entries,
+                          .n_entries = snap ? 0 : m->n_entries, .voters = snap ? m->voters : NULL,
+                          .n_voters = snap ? m->n_voters : 0, .learners = snap ? m->learners : NULL,
+                          .n_learners = snap ? m->n_learners : 0};
+    return cairn_ipc_encode(&im, frame, len);
 }
 
 static void free_frame(void *data, void *hint) { free(data); }
@@ -343,65 +308,72 @@ static void conf_answer(raftd_t *r, const conf_origin_t *o, int code, const char
                         size_t len);
 static void snap_on_data(raftd_t *r, const cairn_ipc_msg_t *m);
 
-static void send_shell(raftd_t *r, uint64_t to, uint8_t type, uint64_t context, uint64_t index, uint64_t commit,
-                       uint64_t reject, const cairn_raft_entry_t *ents, size_t n)
+/* Sends one of the shell's peer messages (CAIRN_IPC_PEER_*): m's type and its own fields are
+ * the caller's; the peer header (cluster, from, to) is filled here. */
+static void send_peer_msg(raftd_t *r, uint64_t to, cairn_ipc_msg_t *m)
 {
-    cairn_raft_msg_t m = {.type = type, .from = cairn_config_member_id(r->cfg), .to = to, .context = context,
-                          .index = index, .commit = commit, .reject = (uint8_t)(reject != 0), .reject_hint = reject,
-                          .entries = ents, .n_entries = n};
-    send_peer(r, &m);
+    m->cluster_id = r->cluster_id;
+    m->from = cairn_config_member_id(r->cfg);
+    m->to = to;
+    uint8_t *frame;
+    size_t len;
+    if (cairn_ipc_encode(m, &frame, &len) == 0)
+        send_peer_frame(r, to, frame, len);
+}
+
+static void send_peer_signal(raftd_t *r, uint64_t to, int type)
+{
+    cairn_ipc_msg_t m = {.type = (uint8_t)type};
+    send_peer_msg(r, to, &m);
 }
 
 static void handle_shell_msg(raftd_t *r, const cairn_ipc_msg_t *m)
 {
     peer_t *p = find_peer(r, m->from);
-    switch (m->raft_type) {
-    case SHELL_MSG_ATTRS: /* entries: [client URLs, name]; reject: it wants ours now */
-        if (p && m->reject)
+    switch (m->type) {
+    case CAIRN_IPC_PEER_ATTRS:
+        if (p && m->want_reply)
             r->next_attrs = 0;
-        if (p && m->n_entries >= 1 && m->entries[0].len < 4096) {
-            char *u = strndup((const char *)m->entries[0].data, m->entries[0].len);
+        if (p && m->urls_len < 4096) {
+            char *u = strndup(m->urls ? (const char *)m->urls : "", m->urls_len);
             if (u) {
                 free(p->client_urls);
                 p->client_urls = u;
             }
-            if (m->n_entries >= 2 && m->entries[1].len < 256 && (u = strndup((const char *)m->entries[1].data, m->entries[1].len))) {
+            if (m->name_len && m->name_len < 256 && (u = strndup((const char *)m->name, m->name_len))) {
                 free(p->name);
                 p->name = u;
             }
         }
         break;
-    case SHELL_MSG_CONF_REQ: {
-        conf_origin_t o = {.member = m->from, .fwd_id = m->context, .at = cairn_now_ms()};
-        if (m->n_entries == 1)
-            conf_begin(r, (int)m->index, m->entries[0].data, m->entries[0].len, &o);
+    case CAIRN_IPC_PEER_CONF_REQ: {
+        conf_origin_t o = {.member = m->from, .fwd_id = m->fwd_id, .at = cairn_now_ms()};
+        conf_begin(r, (int)m->op, m->body, m->body_len, &o);
         break;
     }
-    case SHELL_MSG_CONF_RESP: {
-        conf_origin_t *o = cairn_u64map_take(r->fwd, m->context);
+    case CAIRN_IPC_PEER_CONF_RESP: {
+        conf_origin_t *o = cairn_u64map_take(r->fwd, m->fwd_id);
         if (!o)
             break; /* answered already (timed out) */
-        char msg[256] = "";
-        if (m->n_entries >= 1)
-            snprintf(msg, sizeof msg, "%.*s", (int)m->entries[0].len, (const char *)m->entries[0].data);
-        conf_answer(r, o, (int)m->reject_hint, msg, m->n_entries >= 2 ? m->entries[1].data : NULL,
-                    m->n_entries >= 2 ? m->entries[1].len : 0);
+        char msg[256];
+        snprintf(msg, sizeof msg, "%.*s", (int)m->message_len, m->message ? (const char *)m->message : "");
+        conf_answer(r, o, (int)m->code, msg, m->body, m->body_len);
         free(o);
         break;
     }
-    case SHELL_MSG_SNAP_PULL: {
+    case CAIRN_IPC_PEER_SNAP_PULL: {
         /* the leader's stored serves the bytes; req_id routes its answer back to the member */
-        cairn_ipc_msg_t q = {.type = CAIRN_IPC_SNAP_REQ, .req_id = m->from, .seq = m->context, .index = m->index,
-                             .snap_index = m->commit};
+        cairn_ipc_msg_t q = {.type = CAIRN_IPC_SNAP_REQ, .req_id = m->from, .snap_id = m->snap_id,
+                             .offset = m->offset, .snap_index = m->snap_index};
         send_stored(r, &q);
         break;
     }
-    case SHELL_MSG_SNAP_DATA:
+    case CAIRN_IPC_PEER_SNAP_DATA:
         snap_on_data(r, m);
         break;
-    case SHELL_MSG_STOPPING: /* handle_peer marked it; nothing more to do */
+    case CAIRN_IPC_PEER_STOPPING: /* handle_peer marked it; nothing more to do */
         break;
-    case SHELL_MSG_REMOVED:
+    case CAIRN_IPC_PEER_REMOVED:
         if (!r->removed_logged && p) {
             cairn_warn("a member says this member was removed from the cluster; it answers clients 'server "
                        "stopped' from now on (wipe its data dir before it rejoins)", "told_by=%016llx",
@@ -420,7 +392,7 @@ static void handle_peer(raftd_t *r, const uint8_t *frame, size_t len)
         cairn_warn("rejected peer message", "err=\"%s\" bytes=%zu", cairn_strerror(rc), len);
         return;
     }
-    if (m.type != CAIRN_IPC_RAFT) {
+    if (m.type != CAIRN_IPC_RAFT && (m.type < CAIRN_IPC_PEER_ATTRS || m.type > CAIRN_IPC_PEER_STOPPING)) {
         cairn_warn("unexpected peer message", "type=%s", cairn_ipc_type_name(m.type));
         cairn_ipc_msg_release(&m);
         return;
@@ -450,49 +422,28 @@ static void handle_peer(raftd_t *r, const uint8_t *frame, size_t len)
         if (!p->last_heard || cairn_now_ms() - p->last_heard > 2 * r->cfg->election_ms)
             r->next_attrs = 0; /* it (re)appeared: tell it who we are now, not in 2 s */
         p->last_heard = cairn_now_ms();
-        p->stopping = m.raft_type == SHELL_MSG_STOPPING;
+        p->stopping = m.type == CAIRN_IPC_PEER_STOPPING;
     }
-    if (p && p->removed_at && r->raft && m.raft_type < SHELL_MSG_ATTRS && cairn_now_ms() - p->removed_at > 1000) {
+    if (p && p->removed_at && r->raft && m.type == CAIRN_IPC_RAFT && cairn_now_ms() - p->removed_at > 1000) {
         static int64_t last_told;
         if (cairn_now_ms() - last_told > 1000) {
-            send_shell(r, p->id, SHELL_MSG_REMOVED, 0, 0, 0, 0, NULL, 0);
+            send_peer_signal(r, p->id, CAIRN_IPC_PEER_REMOVED);
             last_told = cairn_now_ms();
         }
     }
-    if (m.raft_type >= SHELL_MSG_ATTRS) {
+    if (m.type != CAIRN_IPC_RAFT) {
         handle_shell_msg(r, &m);
     } else if (r->raft && m.raft_type < 256) {
         cairn_raft_msg_t rm = {.type = (uint8_t)m.raft_type, .from = m.from, .to = m.to, .term = m.term,
                                .log_term = m.log_term, .index = m.index, .commit = m.commit,
                                .reject = (uint8_t)(m.reject != 0), .reject_hint = m.reject_hint,
                                .context = m.context, .entries = m.entries, .n_entries = m.n_entries,
-                               .snap_index = m.snap_index, .snap_term = m.snap_term};
-        uint64_t *ids = NULL;
-        if (rm.type == CAIRN_RAFT_MSG_SNAP) { /* the membership rides in the entries (encode_raft) */
-            if (m.n_entries && !(ids = malloc(m.n_entries * sizeof *ids))) {
-                cairn_ipc_msg_release(&m);
-                return;
-            }
-            size_t nv = 0;
-            for (size_t i = 0; i < m.n_entries; i++)
-                if (m.entries[i].type == 0)
-                    ids[nv++] = m.entries[i].index;
-            size_t nl = nv;
-            for (size_t i = 0; i < m.n_entries; i++)
-                if (m.entries[i].type != 0)
-                    ids[nl++] = m.entries[i].index;
-            rm.voters = ids;
-            rm.n_voters = nv;
-            rm.learners = ids + nv;
-            rm.n_learners = nl - nv;
-            rm.entries = NULL;
-            rm.n_entries = 0;
-        }
+                               .snap_index = m.snap_index, .snap_term = m.snap_term, .voters = m.voters,
+                               .n_voters = m.n_voters, .learners = m.learners, .n_learners = m.n_learners};
         rc = cairn_raft_step(r->raft, &rm);
         if (rc)
             cairn_debug("peer message refused by the core", "type=%u err=\"%s\"", (unsigned)rm.type,
                         cairn_strerror(rc));
-        free(ids);
     }
     cairn_ipc_msg_release(&m);
 }
@@ -507,12 +458,14 @@ static void send_attrs(raftd_t *r)
                               r->cfg->advertise_client_urls.v[i]);
     if (n >= sizeof urls)
         return;
-    cairn_raft_entry_t e[2] = {{0, 0, 0, (const uint8_t *)urls, n},
-                               {0, 0, 0, (const uint8_t *)r->cfg->name, strlen(r->cfg->name)}};
-    /* reject = "I have not got yours yet": the peer answers with its own at once, so a member
-     * that restarted knows the others' names and client URLs within a heartbeat, not 2 s */
-    for (size_t i = 0; i < r->n_peers; i++)
-        send_shell(r, r->peers[i].id, SHELL_MSG_ATTRS, 0, 0, 0, r->peers[i].name == NULL, e, 2);
+    /* want_reply = "I have not got yours yet": the peer answers with its own at once, so a
+     * member that restarted knows the others' names and client URLs within a heartbeat, not 2 s */
+    for (size_t i = 0; i < r->n_peers; i++) {
+        cairn_ipc_msg_t m = {.type = CAIRN_IPC_PEER_ATTRS, .want_reply = r->peers[i].name == NULL,
+                             .urls = (const uint8_t *)urls, .urls_len = n, .name = (const uint8_t *)r->cfg->name,
+                             .name_len = strlen(r->cfg->name)};
+        send_peer_msg(r, r->peers[i].id, &m);
+    }
 }
 
 static void answer(raftd_t *r, const uint8_t *ident, size_t len, uint64_t req_id, int code, const char *msg,
@@ -639,9 +592,10 @@ static void conf_answer(raftd_t *r, const conf_origin_t *o, int code, const char
                         size_t len)
 {
     if (o->member) {
-        cairn_raft_entry_t e[2] = {{0, 0, 0, (const uint8_t *)(msg ? msg : ""), msg ? strlen(msg) : 0},
-                                   {0, 0, 0, body, body ? len : 0}};
-        send_shell(r, o->member, SHELL_MSG_CONF_RESP, o->fwd_id, 0, 0, (uint64_t)code, e, 2);
+        cairn_ipc_msg_t m = {.type = CAIRN_IPC_PEER_CONF_RESP, .fwd_id = o->fwd_id, .code = code,
+                             .body = body, .body_len = body ? len : 0};
+        cairn_ipc_set_message(&m, msg);
+        send_peer_msg(r, o->member, &m);
     } else {
         answer(r, o->ident, o->ident_len, o->req_id, code, code ? msg : NULL, body, len);
     }
@@ -716,8 +670,9 @@ static void conf_begin(raftd_t *r, int op, const uint8_t *body, size_t len, cons
         o->at = cairn_now_ms();
         uint64_t id = ++r->next_fwd;
         cairn_u64map_put(r->fwd, id, o);
-        cairn_raft_entry_t e = {0, 0, 0, body, len};
-        send_shell(r, leader, SHELL_MSG_CONF_REQ, id, (uint64_t)op, 0, 0, &e, 1);
+        cairn_ipc_msg_t m = {.type = CAIRN_IPC_PEER_CONF_REQ, .fwd_id = id, .op = (uint64_t)op, .body = body,
+                             .body_len = len};
+        send_peer_msg(r, leader, &m);
         return;
     }
     if (r->conf.active) {
@@ -972,38 +927,39 @@ static void snap_fail(raftd_t *r, const char *why)
 static void snap_pull(raftd_t *r)
 {
     r->snap.last_progress = cairn_now_ms();
-    /* commit = the raft snapshot index: the leader's stored may serve any state at or past it */
-    send_shell(r, r->snap.from, SHELL_MSG_SNAP_PULL, r->snap.id, r->snap.offset, r->snap.index, 0, NULL, 0);
+    /* snap_index: the leader's stored may serve any state at or past it */
+    cairn_ipc_msg_t m = {.type = CAIRN_IPC_PEER_SNAP_PULL, .snap_id = r->snap.id, .offset = r->snap.offset,
+                         .snap_index = r->snap.index};
+    send_peer_msg(r, r->snap.from, &m);
 }
 
 static void snap_on_data(raftd_t *r, const cairn_ipc_msg_t *m)
 {
-    if (!r->snap.active || m->from != r->snap.from || m->index != r->snap.offset ||
-        (r->snap.id && m->context != r->snap.id))
+    if (!r->snap.active || m->from != r->snap.from || m->offset != r->snap.offset ||
+        (r->snap.id && m->snap_id != r->snap.id))
         return; /* stale: an earlier pull's answer */
-    if (m->reject_hint) {
+    if (m->code) {
         char why[256];
-        snprintf(why, sizeof why, "%.*s", m->n_entries ? (int)m->entries[0].len : 0,
-                 m->n_entries ? (const char *)m->entries[0].data : "");
+        snprintf(why, sizeof why, "%.*s", (int)m->message_len, m->message ? (const char *)m->message : "");
         snap_fail(r, why);
         return;
     }
-    if (m->n_entries != 1 || m->commit == 0) {
+    if (m->total == 0 || m->offset + m->body_len > m->total) {
         snap_fail(r, "malformed snapshot chunk");
         return;
     }
-    r->snap.id = m->context;
+    r->snap.id = m->snap_id;
     r->snap.last_progress = cairn_now_ms();
-    r->snap.restoring = m->index + m->entries[0].len >= m->commit;
-    cairn_ipc_msg_t q = {.type = CAIRN_IPC_SNAP_RECV, .seq = m->context, .index = m->index, .commit = m->commit,
-                         .snap_index = r->snap.index, .snap_term = r->snap.term, .body = m->entries[0].data,
-                         .body_len = m->entries[0].len};
+    r->snap.restoring = m->offset + m->body_len >= m->total;
+    cairn_ipc_msg_t q = {.type = CAIRN_IPC_SNAP_RECV, .snap_id = m->snap_id, .offset = m->offset,
+                         .total = m->total, .snap_index = r->snap.index, .snap_term = r->snap.term,
+                         .body = m->body, .body_len = m->body_len};
     send_stored(r, &q);
 }
 
 static void snap_on_ack(raftd_t *r, const cairn_ipc_msg_t *m)
 {
-    if (!r->snap.active || m->seq != r->snap.id)
+    if (!r->snap.active || m->snap_id != r->snap.id)
         return;
     if (m->code) {
         char why[256];
@@ -1011,7 +967,7 @@ static void snap_on_ack(raftd_t *r, const cairn_ipc_msg_t *m)
         snap_fail(r, why);
         return;
     }
-    if (m->applied) {
+    if (m->installed) {
         uint64_t index = r->snap.index, term = r->snap.term;
         memset(&r->snap, 0, sizeof r->snap);
         int rc = r->raft ? cairn_raft_snapshot_installed(r->raft, index, term) : CAIRN_ESTATE;
@@ -1021,20 +977,22 @@ static void snap_on_ack(raftd_t *r, const cairn_ipc_msg_t *m)
             r->persisted_index = index;
         return;
     }
-    r->snap.offset = m->index;
+    r->snap.offset = m->offset;
     snap_pull(r);
 }
 
 /* Leader side: stored read a chunk for a member; pass it on. */
 static void snap_on_chunk(raftd_t *r, const cairn_ipc_msg_t *m)
 {
-    const char *emsg = m->message_len ? (const char *)m->message : "snapshot unavailable";
-    cairn_raft_entry_t e = {0, 0, 0, m->code ? (const uint8_t *)emsg : m->body,
-                            m->code ? (m->message_len ? m->message_len : strlen(emsg)) : m->body_len};
-    send_shell(r, m->req_id, SHELL_MSG_SNAP_DATA, m->seq, m->index, m->commit, (uint64_t)m->code, &e, 1);
-    if (!m->code && m->index + m->body_len >= m->commit)
+    cairn_ipc_msg_t d = {.type = CAIRN_IPC_PEER_SNAP_DATA, .snap_id = m->snap_id, .offset = m->offset,
+                         .total = m->total, .code = m->code, .message = m->message, .message_len = m->message_len,
+                         .body = m->code ? NULL : m->body, .body_len = m->code ? 0 : m->body_len};
+    if (m->code && !m->message_len)
+        cairn_ipc_set_message(&d, "snapshot unavailable");
+    send_peer_msg(r, m->req_id, &d);
+    if (!m->code && m->offset + m->body_len >= m->total)
         cairn_info("snapshot sent", "to=%016llx bytes=%llu applied=%llu", (unsigned long long)m->req_id,
-                   (unsigned long long)m->commit, (unsigned long long)m->applied);
+                   (unsigned long long)m->total, (unsigned long long)m->applied);
 }
 
 /* Answers the MoveLeader in progress: done (CAIRN_ETCD_NONE) or failed with e. */
@@ -1141,7 +1099,7 @@ static void reconcile_peers(raftd_t *r)
         } else if (!p->removed_at) {
             /* The change that removed it may have come through it (its forwarded request is
              * still to be answered), and it must be told it was removed when it speaks up
-             * (SHELL_MSG_REMOVED). Close later (the periodic sweep calls us). */
+             * (PEER_REMOVED). Close later (the periodic sweep calls us). */
             p->removed_at = now;
             i++;
         } else if (now - p->removed_at >= REMOVED_GRACE_MS) {
@@ -1240,7 +1198,7 @@ static void process_ready(raftd_t *r)
              * waiting for APPENDED -> persisted -> COMMIT: two IPC hops off every write. */
             if (rd.n_entries && rd.role == CAIRN_RAFT_LEADER && single_voter(r) &&
                 rd.entries[rd.n_entries - 1].term == rd.term)
-                m.index = rd.entries[rd.n_entries - 1].index;
+                m.commit_durable = rd.entries[rd.n_entries - 1].index;
             send_stored(r, &m);
         }
         /* The leader's appends and heartbeats go out at once, in parallel with its own disk
@@ -1505,7 +1463,7 @@ static void load_clear(raftd_t *r)
  * continuing the load, would restart it, again and again. */
 static void load_request(raftd_t *r, uint64_t from)
 {
-    cairn_ipc_msg_t m = {.type = CAIRN_IPC_LOAD, .index = from, .seq = ++r->load.seq};
+    cairn_ipc_msg_t m = {.type = CAIRN_IPC_LOAD, .first = from, .seq = ++r->load.seq};
     send_stored(r, &m);
     r->last_load_sent = cairn_now_ms();
 }
@@ -1528,7 +1486,7 @@ static void load_page(raftd_t *r, const cairn_ipc_msg_t *m)
         r->load.snap_index = m->snap_index;
         r->load.snap_term = m->snap_term;
         r->load.cluster_id = m->cluster_id;
-        r->load.last = m->index;
+        r->load.last = m->last;
         r->load.next = m->snap_index + 1;
         if (m->body_len) {
             if (!(r->load.members = malloc(m->body_len)))
@@ -1699,29 +1657,29 @@ static void handle_gw(raftd_t *r, const uint8_t *ident, size_t ident_len, const 
             break;
         memcpy(o.ident, ident, ident_len);
         o.ident_len = ident_len;
-        conf_begin(r, (int)m.index, m.body, m.body_len, &o);
+        conf_begin(r, (int)m.op, m.body, m.body_len, &o);
         break;
     }
     case CAIRN_IPC_TRANSFER: {
         /* etcd: MoveLeader must reach the leader; the target must be a voting member */
         const uint64_t *vs = NULL;
         size_t nvs = r->raft ? cairn_raft_voters(r->raft, &vs) : 0;
-        int is_member = id_in(vs, nvs, m.index);
+        int is_member = id_in(vs, nvs, m.target);
         if (!r->raft || cairn_raft_role(r->raft) != CAIRN_RAFT_LEADER) {
             answer_error(r, ident, ident_len, m.req_id, CAIRN_ETCD_NOT_LEADER);
         } else if (!is_member) {
             answer_error(r, ident, ident_len, m.req_id, CAIRN_ETCD_BAD_LEADER_TRANSFEREE);
-        } else if (m.index == cairn_config_member_id(r->cfg)) {
+        } else if (m.target == cairn_config_member_id(r->cfg)) {
             answer(r, ident, ident_len, m.req_id, CAIRN_GRPC_OK, NULL, NULL, 0); /* already leads */
         } else if (r->transfer.req_id || ident_len > sizeof r->transfer.ident) {
             answer_error(r, ident, ident_len, m.req_id, CAIRN_ETCD_LEADER_CHANGED);
-        } else if (cairn_raft_transfer_leader(r->raft, m.index) != 0) {
+        } else if (cairn_raft_transfer_leader(r->raft, m.target) != 0) {
             answer_error(r, ident, ident_len, m.req_id, CAIRN_ETCD_BAD_LEADER_TRANSFEREE);
         } else {
             memcpy(r->transfer.ident, ident, ident_len);
             r->transfer.ident_len = ident_len;
             r->transfer.req_id = m.req_id;
-            r->transfer.target = m.index;
+            r->transfer.target = m.target;
             /* etcd waits up to its request timeout for the transferee to take over */
             r->transfer.deadline = cairn_now_ms() + 5000 + 2 * r->cfg->election_ms;
         }
@@ -1759,12 +1717,12 @@ static int on_gw_frame(void *ctx, const uint8_t *ident, size_t ident_len, const 
 
 /* Starts a leadership transfer (thesis §3.10) to the voter with the longest log among those
  * that are running; 1 when one started. */
-/* Tells every peer that this member is stopping (SHELL_MSG_STOPPING), once. The peer sockets
+/* Tells every peer that this member is stopping (PEER_STOPPING), once. The peer sockets
  * linger a little so the notice leaves before they close. */
 static void tell_peers_stopping(raftd_t *r)
 {
     for (size_t i = 0; i < r->n_peers; i++) {
-        send_shell(r, r->peers[i].id, SHELL_MSG_STOPPING, 0, 0, 0, 0, NULL, 0);
+        send_peer_signal(r, r->peers[i].id, CAIRN_IPC_PEER_STOPPING);
         if (r->peers[i].dealer)
             zsock_set_linger(r->peers[i].dealer, 200);
     }

@@ -220,7 +220,7 @@ static void reply_result(stored_t *s, const uint8_t *ident, size_t ident_len, ui
 {
     size_t total = body_len, off = 0;
     while (body_len > CAIRN_IPC_RESULT_CHUNK) {
-        cairn_ipc_msg_t part = {.type = CAIRN_IPC_RESULT_PART, .req_id = req_id, .index = off, .commit = total,
+        cairn_ipc_msg_t part = {.type = CAIRN_IPC_RESULT_PART, .req_id = req_id, .offset = off, .total = total,
                                 .body = body, .body_len = CAIRN_IPC_RESULT_CHUNK};
         reply(s, ident, ident_len, &part);
         body += CAIRN_IPC_RESULT_CHUNK;
@@ -511,7 +511,7 @@ static void send_load_resp(stored_t *s, const uint8_t *ident, size_t ident_len, 
     cairn_ipc_msg_t m = {.type = CAIRN_IPC_LOAD_RESP, .boot_id = s->boot_id, .term = s->hs.term, .vote = s->hs.vote,
                          .commit = s->hs.commit < last ? s->hs.commit : last, .snap_index = snap_index,
                          .snap_term = cairn_memlog_snap_term(l),
-                         .entries = ents, .n_entries = end - start, .index = n ? last : 0, .seq = seq};
+                         .entries = ents, .n_entries = end - start, .last = n ? last : 0, .seq = seq};
     if (n == 0 && snap_index == 0) {
         /* nothing in the log: everything up to the applied index was compacted away */
         m.snap_index = cairn_mvcc_applied_index(s->mvcc);
@@ -533,22 +533,21 @@ static void send_load_resp(stored_t *s, const uint8_t *ident, size_t ident_len, 
  *
  * IPC contract (cairn_ipc.h has the field lists):
  *
- * Leader side. SNAP_REQ {req_id, seq, index}: seq 0 makes a snapshot of the current committed
- * state (or reuses the current one if the applied index did not move) and answers SNAP_CHUNK
- * {req_id, seq = snapshot id (its applied index), index 0, commit = total bytes, applied =
- * the applied index it holds, code 0, body = the first <= 1 MiB}. seq != 0 answers the bytes
- * at offset index of that snapshot (an empty body at offset == total). Errors: code 9 with
- * "snapshot no longer available" (replaced by a newer one, or idle 5 minutes: start again
- * with seq 0), code 9 for an offset past the end or nothing applied yet, code 13 for a
- * storage error.
+ * Leader side. SNAP_REQ {req_id, snap_id, offset}: snap_id 0 makes a snapshot of the current
+ * committed state (or reuses the current one if the applied index did not move) and answers
+ * SNAP_CHUNK {req_id, snap_id (its applied index), offset 0, total bytes, applied = the applied
+ * index it holds, code 0, body = the first <= 1 MiB}. snap_id != 0 answers the bytes at offset
+ * of that snapshot (an empty body at offset == total). Errors: code 9 with "snapshot no longer
+ * available" (replaced by a newer one, or idle 5 minutes: start again with snap_id 0), code 9
+ * for an offset past the end or nothing applied yet, code 13 for a storage error.
  *
- * Follower side. SNAP_RECV {seq, index = offset, commit = total, snap_index S, snap_term T,
- * body}: offset 0 starts over; otherwise offset must be the bytes held. Answer SNAP_ACK {seq,
- * index = bytes held, applied 0}. A chunk that does not fit answers code 9, a message saying
- * what was expected, and index = the bytes held (resume there). When the last byte arrives
- * the file is checked and installed, then SNAP_ACK {seq, index = total, applied 1, S, T}; an
- * install that fails answers code 13 + message with the old state intact (the bytes are
- * dropped: start again at offset 0).
+ * Follower side. SNAP_RECV {snap_id, offset, total, snap_index S, snap_term T, body}: offset 0
+ * starts over; otherwise offset must be the bytes held. Answer SNAP_ACK {snap_id, offset =
+ * bytes held, installed 0}. A chunk that does not fit answers code 9, a message saying what was
+ * expected, and offset = the bytes held (resume there). When the last byte arrives the file is
+ * checked and installed, then SNAP_ACK {snap_id, offset = total, installed 1, S, T}; an install
+ * that fails answers code 13 + message with the old state intact (the bytes are dropped: start
+ * again at offset 0).
  *
  * Install (crash-safe at every step; the WAL's SNAPSHOT record is the commit point):
  *   a. pending WAL writes are synced (earlier appends must be durable, as always);
@@ -754,10 +753,10 @@ static int snap_recover(stored_t *s, char *eb, size_t el)
     return 0;
 }
 
-static void snap_ack(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t seq, uint64_t held,
-                     uint64_t applied, uint64_t S, uint64_t T, int code, const char *msg)
+static void snap_ack(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t snap_id, uint64_t held,
+                     uint64_t installed, uint64_t S, uint64_t T, int code, const char *msg)
 {
-    cairn_ipc_msg_t a = {.type = CAIRN_IPC_SNAP_ACK, .seq = seq, .index = held, .applied = applied,
+    cairn_ipc_msg_t a = {.type = CAIRN_IPC_SNAP_ACK, .snap_id = snap_id, .offset = held, .installed = installed,
                          .snap_index = S, .snap_term = T, .code = code};
     if (code)
         cairn_ipc_set_message(&a, msg);
@@ -769,30 +768,30 @@ static void handle_snap_recv(stored_t *s, const uint8_t *ident, size_t ident_len
     char eb[512] = "";
     uint64_t held = 0;
     if (m->snap_index == 0) {
-        snap_ack(s, ident, ident_len, m->seq, 0, 0, 0, 0, 9, "snapshot chunk without a raft snapshot index");
+        snap_ack(s, ident, ident_len, m->snap_id, 0, 0, 0, 0, 9, "snapshot chunk without a raft snapshot index");
         return;
     }
     if (s->wal_failed) {
-        snap_ack(s, ident, ident_len, m->seq, 0, 0, 0, 0, 13, "the WAL has failed; restart stored");
+        snap_ack(s, ident, ident_len, m->snap_id, 0, 0, 0, 0, 13, "the WAL has failed; restart stored");
         return;
     }
     if (s->inst.running) {
-        snap_ack(s, ident, ident_len, m->seq, 0, 0, 0, 0, 9, "a snapshot install is in progress");
+        snap_ack(s, ident, ident_len, m->snap_id, 0, 0, 0, 0, 9, "a snapshot install is in progress");
         return;
     }
-    int rc = cairn_snap_in_chunk(s->snap_in, m->seq, m->index, m->commit, m->body, m->body_len, &held, eb, sizeof eb);
+    int rc = cairn_snap_in_chunk(s->snap_in, m->snap_id, m->offset, m->total, m->body, m->body_len, &held, eb, sizeof eb);
     if (rc < 0) {
-        cairn_warn("snapshot chunk refused", "seq=%llu offset=%llu err=\"%s\"", (unsigned long long)m->seq,
-                   (unsigned long long)m->index, eb);
-        snap_ack(s, ident, ident_len, m->seq, held, 0, 0, 0, rc == CAIRN_EINVAL ? 9 : 13, eb);
+        cairn_warn("snapshot chunk refused", "seq=%llu offset=%llu err=\"%s\"", (unsigned long long)m->snap_id,
+                   (unsigned long long)m->offset, eb);
+        snap_ack(s, ident, ident_len, m->snap_id, held, 0, 0, 0, rc == CAIRN_EINVAL ? 9 : 13, eb);
         return;
     }
     if (rc == 0) {
-        snap_ack(s, ident, ident_len, m->seq, held, 0, 0, 0, 0, NULL);
+        snap_ack(s, ident, ident_len, m->snap_id, held, 0, 0, 0, 0, NULL);
         return;
     }
     cairn_info("snapshot received; installing", "seq=%llu bytes=%llu index=%llu term=%llu",
-               (unsigned long long)m->seq, (unsigned long long)held, (unsigned long long)m->snap_index,
+               (unsigned long long)m->snap_id, (unsigned long long)held, (unsigned long long)m->snap_index,
                (unsigned long long)m->snap_term);
     char file[4096];
     rc = snap_install_begin(s, m->snap_index, m->snap_term, file, sizeof file, eb, sizeof eb);
@@ -801,7 +800,7 @@ static void handle_snap_recv(stored_t *s, const uint8_t *ident, size_t ident_len
         snprintf(s->inst.file, sizeof s->inst.file, "%s", file);
         s->inst.S = m->snap_index;
         s->inst.T = m->snap_term;
-        s->inst.seq = m->seq;
+        s->inst.seq = m->snap_id;
         s->inst.held = held;
         memcpy(s->inst.ident, ident, ident_len);
         s->inst.ident_len = ident_len;
@@ -819,10 +818,10 @@ static void handle_snap_recv(stored_t *s, const uint8_t *ident, size_t ident_len
         cairn_error("snapshot install failed; the old state is kept", "index=%llu err=\"%s\"",
                     (unsigned long long)m->snap_index, eb);
         cairn_snap_in_reset(s->snap_in);
-        snap_ack(s, ident, ident_len, m->seq, 0, 0, 0, 0, 13, eb);
+        snap_ack(s, ident, ident_len, m->snap_id, 0, 0, 0, 0, 13, eb);
         return;
     }
-    snap_ack(s, ident, ident_len, m->seq, held, 1, m->snap_index, m->snap_term, 0, NULL);
+    snap_ack(s, ident, ident_len, m->snap_id, held, 1, m->snap_index, m->snap_term, 0, NULL);
 }
 
 /* The loop's side of a finished restore (block: wait for it, at shutdown). */
@@ -862,7 +861,7 @@ typedef struct snap_wait_s {
 static void snap_chunk_reply(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t req_id, uint64_t id,
                              uint64_t off, int rc, const char *eb)
 {
-    cairn_ipc_msg_t r = {.type = CAIRN_IPC_SNAP_CHUNK, .req_id = req_id, .seq = id, .index = off};
+    cairn_ipc_msg_t r = {.type = CAIRN_IPC_SNAP_CHUNK, .req_id = req_id, .snap_id = id, .offset = off};
     char msg[512];
     snprintf(msg, sizeof msg, "%s", eb ? eb : "");
     uint64_t total = 0, applied = 0;
@@ -884,7 +883,7 @@ static void snap_chunk_reply(stored_t *s, const uint8_t *ident, size_t ident_len
         r.code = rc == CAIRN_ENOTFOUND || rc == CAIRN_EINVAL || rc == CAIRN_ESTATE ? 9 : 13;
         cairn_ipc_set_message(&r, msg[0] ? msg : cairn_strerror(rc));
     } else {
-        r.commit = total;
+        r.total = total;
         r.applied = applied;
         r.body = buf;
         r.body_len = n;
@@ -929,13 +928,13 @@ static void snap_build_reap(stored_t *s, int block)
 
 static void snap_build_wait(stored_t *s) { snap_build_reap(s, 1); }
 
-/* Leader side. SNAP_REQ seq 0: the current file when it holds the state at or past the raft
+/* Leader side. SNAP_REQ snap_id 0: the current file when it holds the state at or past the raft
  * snapshot index asked for (several followers share one), else a new one written on a thread;
- * seq != 0: the bytes of that file at the offset (one pread). */
+ * snap_id != 0: the bytes of that file at the offset (one pread). */
 static void handle_snap_req(stored_t *s, const uint8_t *ident, size_t ident_len, const cairn_ipc_msg_t *m)
 {
-    if (m->seq != 0) {
-        snap_chunk_reply(s, ident, ident_len, m->req_id, m->seq, m->index, 0, NULL);
+    if (m->snap_id != 0) {
+        snap_chunk_reply(s, ident, ident_len, m->req_id, m->snap_id, m->offset, 0, NULL);
         return;
     }
     uint64_t id = 0, total = 0, applied = 0;
@@ -1008,7 +1007,7 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
             memcpy(s->raftd_ident, ident, ident_len);
             s->raftd_ident_len = ident_len;
         }
-        send_load_resp(s, ident, ident_len, m.index, m.seq);
+        send_load_resp(s, ident, ident_len, m.first, m.seq);
         break;
     case CAIRN_IPC_APPEND:
         if (s->wal_failed)
@@ -1087,8 +1086,8 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
         }
         s->pending_seq = m.seq;
         s->have_pending = 1;
-        if (m.index > s->commit_on_persist)
-            s->commit_on_persist = m.index;
+        if (m.commit_durable > s->commit_on_persist)
+            s->commit_on_persist = m.commit_durable;
         break;
     case CAIRN_IPC_SNAP_REQ:
         handle_snap_req(s, ident, ident_len, &m);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A whole cluster stopped at once (every member gets SIGTERM together, as systemd or an
-# operator's script does): each raftd tells its peers it is stopping (SHELL_MSG_STOPPING), so
+# operator's script does): each raftd tells its peers it is stopping (PEER_STOPPING), so
 # the leader, which hands leadership over before it exits, sees that the member it chose is
 # going too and exits at once instead of waiting two election timeouts for a new leader that
 # cannot come. A leader stopped alone still hands over (test_membership.sh).

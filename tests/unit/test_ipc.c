@@ -57,10 +57,12 @@ typedef enum {
     X_END = 0, X_REQ_ID, X_SEQ, X_INDEX, X_TERM, X_VOTE, X_COMMIT, X_LEADER, X_BOOT_ID, X_SNAP_INDEX,
     X_SNAP_TERM, X_READ_INDEX, X_HAS_HS, X_APPLIED, X_DB_SIZE, X_DB_SIZE_IN_USE, X_REVISION,
     X_COMPACT_REV, X_CODE, X_MESSAGE, X_BODY, X_ENTRIES, X_CLUSTER_ID, X_RAFT_TYPE, X_FROM, X_TO,
-    X_LOG_TERM, X_REJECT, X_REJECT_HINT, X_CONTEXT, X_LEARNER, X_COUNT_
+    X_LOG_TERM, X_REJECT, X_REJECT_HINT, X_CONTEXT, X_LEARNER, X_FIRST, X_LAST, X_COMMIT_DURABLE, X_TARGET,
+    X_OP, X_SNAP_ID, X_OFFSET, X_TOTAL, X_INSTALLED, X_FWD_ID, X_WANT_REPLY, X_URLS, X_NAME, X_VOTERS,
+    X_LEARNERS, X_COUNT_
 } fid_t;
 
-typedef enum { XK_U64, XK_I64, XK_BIN, XK_ENTS } xkind_t;
+typedef enum { XK_U64, XK_I64, XK_BIN, XK_ENTS, XK_IDS } xkind_t;
 
 typedef struct {
     const char *name;
@@ -80,7 +82,12 @@ static const fdesc_t g_fd[X_COUNT_] = {
     [X_ENTRIES] = {"entries", XK_ENTS, offsetof(cairn_ipc_msg_t, entries), offsetof(cairn_ipc_msg_t, n_entries)},
     XU(X_CLUSTER_ID, cluster_id), XU(X_RAFT_TYPE, raft_type), XU(X_FROM, from), XU(X_TO, to),
     XU(X_LOG_TERM, log_term), XU(X_REJECT, reject), XU(X_REJECT_HINT, reject_hint), XU(X_CONTEXT, context),
-    XU(X_LEARNER, learner),
+    XU(X_LEARNER, learner), XU(X_FIRST, first), XU(X_LAST, last), XU(X_COMMIT_DURABLE, commit_durable),
+    XU(X_TARGET, target), XU(X_OP, op), XU(X_SNAP_ID, snap_id), XU(X_OFFSET, offset), XU(X_TOTAL, total),
+    XU(X_INSTALLED, installed), XU(X_FWD_ID, fwd_id), XU(X_WANT_REPLY, want_reply), XB(X_URLS, urls),
+    XB(X_NAME, name),
+    [X_VOTERS] = {"voters", XK_IDS, offsetof(cairn_ipc_msg_t, voters), offsetof(cairn_ipc_msg_t, n_voters)},
+    [X_LEARNERS] = {"learners", XK_IDS, offsetof(cairn_ipc_msg_t, learners), offsetof(cairn_ipc_msg_t, n_learners)},
 };
 
 #define MAXF 16
@@ -89,10 +96,10 @@ static const fid_t g_expect[CAIRN_IPC_TYPE_MAX_][MAXF + 1] = {
     [CAIRN_IPC_PROPOSE_FAIL] = {X_REQ_ID, X_CODE, X_MESSAGE},
     [CAIRN_IPC_READ_INDEX] = {X_REQ_ID},
     [CAIRN_IPC_READ_INDEX_RESP] = {X_REQ_ID, X_INDEX, X_CODE, X_MESSAGE},
-    [CAIRN_IPC_LOAD] = {X_INDEX, X_SEQ},
+    [CAIRN_IPC_LOAD] = {X_FIRST, X_SEQ},
     [CAIRN_IPC_LOAD_RESP] = {X_BOOT_ID, X_TERM, X_VOTE, X_COMMIT, X_SNAP_INDEX, X_SNAP_TERM, X_CLUSTER_ID, X_BODY,
-                             X_ENTRIES, X_INDEX, X_SEQ},
-    [CAIRN_IPC_APPEND] = {X_BOOT_ID, X_SEQ, X_HAS_HS, X_TERM, X_VOTE, X_COMMIT, X_INDEX, X_ENTRIES},
+                             X_ENTRIES, X_LAST, X_SEQ},
+    [CAIRN_IPC_APPEND] = {X_BOOT_ID, X_SEQ, X_HAS_HS, X_TERM, X_VOTE, X_COMMIT, X_COMMIT_DURABLE, X_ENTRIES},
     [CAIRN_IPC_APPENDED] = {X_BOOT_ID, X_SEQ, X_INDEX, X_TERM, X_CODE, X_MESSAGE},
     [CAIRN_IPC_COMMIT] = {X_BOOT_ID, X_COMMIT, X_TERM, X_LEADER},
     [CAIRN_IPC_HELLO] = {X_BOOT_ID},
@@ -103,18 +110,29 @@ static const fid_t g_expect[CAIRN_IPC_TYPE_MAX_][MAXF + 1] = {
                                X_REVISION, X_COMPACT_REV, X_CLUSTER_ID, X_LEARNER},
     [CAIRN_IPC_ERROR] = {X_REQ_ID, X_CODE, X_MESSAGE},
     [CAIRN_IPC_RAFT] = {X_CLUSTER_ID, X_RAFT_TYPE, X_FROM, X_TO, X_TERM, X_LOG_TERM, X_INDEX, X_COMMIT, X_REJECT,
-                        X_REJECT_HINT, X_CONTEXT, X_SNAP_INDEX, X_SNAP_TERM, X_ENTRIES},
+                        X_REJECT_HINT, X_CONTEXT, X_SNAP_INDEX, X_SNAP_TERM, X_ENTRIES, X_VOTERS, X_LEARNERS},
     [CAIRN_IPC_MEMBERS] = {X_REQ_ID},
-    [CAIRN_IPC_TRANSFER] = {X_REQ_ID, X_INDEX},
+    [CAIRN_IPC_TRANSFER] = {X_REQ_ID, X_TARGET},
     [CAIRN_IPC_PROPOSALS_LOST] = {X_CODE, X_MESSAGE},
-    [CAIRN_IPC_MEMBER_CHANGE] = {X_REQ_ID, X_INDEX, X_BODY},
-    [CAIRN_IPC_SNAP_REQ] = {X_REQ_ID, X_SEQ, X_INDEX, X_SNAP_INDEX},
-    [CAIRN_IPC_SNAP_CHUNK] = {X_REQ_ID, X_SEQ, X_INDEX, X_COMMIT, X_APPLIED, X_CODE, X_MESSAGE, X_BODY},
-    [CAIRN_IPC_SNAP_RECV] = {X_SEQ, X_INDEX, X_COMMIT, X_SNAP_INDEX, X_SNAP_TERM, X_BODY},
-    [CAIRN_IPC_SNAP_ACK] = {X_SEQ, X_INDEX, X_APPLIED, X_SNAP_INDEX, X_SNAP_TERM, X_CODE, X_MESSAGE},
-    [CAIRN_IPC_RESULT_PART] = {X_REQ_ID, X_INDEX, X_COMMIT, X_BODY},
+    [CAIRN_IPC_MEMBER_CHANGE] = {X_REQ_ID, X_OP, X_BODY},
+    [CAIRN_IPC_SNAP_REQ] = {X_REQ_ID, X_SNAP_ID, X_OFFSET, X_SNAP_INDEX},
+    [CAIRN_IPC_SNAP_CHUNK] = {X_REQ_ID, X_SNAP_ID, X_OFFSET, X_TOTAL, X_APPLIED, X_CODE, X_MESSAGE, X_BODY},
+    [CAIRN_IPC_SNAP_RECV] = {X_SNAP_ID, X_OFFSET, X_TOTAL, X_SNAP_INDEX, X_SNAP_TERM, X_BODY},
+    [CAIRN_IPC_SNAP_ACK] = {X_SNAP_ID, X_OFFSET, X_INSTALLED, X_SNAP_INDEX, X_SNAP_TERM, X_CODE, X_MESSAGE},
+    [CAIRN_IPC_RESULT_PART] = {X_REQ_ID, X_OFFSET, X_TOTAL, X_BODY},
+    [CAIRN_IPC_PEER_ATTRS] = {X_CLUSTER_ID, X_FROM, X_TO, X_WANT_REPLY, X_URLS, X_NAME},
+    [CAIRN_IPC_PEER_CONF_REQ] = {X_CLUSTER_ID, X_FROM, X_TO, X_FWD_ID, X_OP, X_BODY},
+    [CAIRN_IPC_PEER_CONF_RESP] = {X_CLUSTER_ID, X_FROM, X_TO, X_FWD_ID, X_CODE, X_MESSAGE, X_BODY},
+    [CAIRN_IPC_PEER_SNAP_PULL] = {X_CLUSTER_ID, X_FROM, X_TO, X_SNAP_ID, X_OFFSET, X_SNAP_INDEX},
+    [CAIRN_IPC_PEER_SNAP_DATA] = {X_CLUSTER_ID, X_FROM, X_TO, X_SNAP_ID, X_OFFSET, X_TOTAL, X_CODE, X_MESSAGE,
+                                  X_BODY},
+    [CAIRN_IPC_PEER_REMOVED] = {X_CLUSTER_ID, X_FROM, X_TO},
+    [CAIRN_IPC_PEER_STOPPING] = {X_CLUSTER_ID, X_FROM, X_TO},
+    [CAIRN_IPC_METRICS] = {X_REQ_ID},
 };
 
+static const uint64_t g_voters[3] = {0x1111000000000001ull, 0x2222000000000002ull, 7};
+static const uint64_t g_learners[2] = {0x3333000000000003ull, 0};
 static const cairn_ipc_entry_t g_ents[3] = {{0x100000005ull, 0x200000002ull, 0, (const uint8_t *)"abc", 3},
                                             {0x100000006ull, 0x200000002ull, 1, NULL, 0},
                                             {0x100000007ull, 0x200000003ull, 2, (const uint8_t *)"\x00\xff\x7f", 3}};
@@ -142,6 +160,10 @@ static void fill_all(cairn_ipc_msg_t *m, int type)
         case XK_ENTS:
             m->entries = g_ents;
             m->n_entries = 3;
+            break;
+        case XK_IDS: /* voters get 3, learners 2: a swap of the two shows */
+            *(const uint64_t **)p = id == X_VOTERS ? g_voters : g_learners;
+            *(size_t *)((char *)m + d->len_off) = id == X_VOTERS ? 3 : 2;
             break;
         }
     }
@@ -188,6 +210,15 @@ static void check_wire_elem(const msgpack_object *o, const cairn_ipc_msg_t *in, 
             cr_assert_eq(eo->via.array.ptr[3].via.bin.size, in->entries[e].len, "%s.entries[%zu].len", tn, e);
         }
         break;
+    case XK_IDS: {
+        const uint64_t *ids = *(const uint64_t *const *)p;
+        size_t n = *(const size_t *)((const char *)in + d->len_off);
+        cr_assert_eq(o->type, MSGPACK_OBJECT_ARRAY, "%s.%s: not an array", tn, d->name);
+        cr_assert_eq(o->via.array.size, n, "%s.%s: wrong count", tn, d->name);
+        for (size_t e = 0; e < n; e++)
+            cr_assert_eq(o->via.array.ptr[e].via.u64, ids[e], "%s.%s[%zu]", tn, d->name, e);
+        break;
+    }
     }
 }
 
@@ -229,6 +260,19 @@ static void check_decoded(const cairn_ipc_msg_t *in, const cairn_ipc_msg_t *out,
                       "%s.entries[%zu] %s", tn, e, what);
         }
         break;
+    case XK_IDS: {
+        size_t ni = *(const size_t *)((const char *)in + d->len_off);
+        size_t no = *(const size_t *)((const char *)out + d->len_off);
+        const uint64_t *io = *(const uint64_t *const *)po, *ii = *(const uint64_t *const *)pi;
+        if (!carry) {
+            cr_assert(no == 0 && io == NULL, "%s.%s %s", tn, d->name, what);
+            break;
+        }
+        cr_assert_eq(no, ni, "%s.%s %s", tn, d->name, what);
+        for (size_t e = 0; e < ni; e++)
+            cr_assert_eq(io[e], ii[e], "%s.%s[%zu] %s", tn, d->name, e, what);
+        break;
+    }
     }
 }
 
