@@ -33,43 +33,6 @@
 /* etcd: ReqTimeout() = 5 s + 2 * election timeout; clients normally send a shorter grpc-timeout. */
 #define DEFAULT_TIMEOUT_MS(cfg) (5000 + 2 * (cfg)->election_ms)
 
-/* /metrics: etcd's names and help texts (etcd v3.4 etcdserver/metrics.go, mvcc/metrics.go;
- * go-grpc-prometheus; client_golang's process collector), each row's value set from what
- * stored reported last (g->st) just before rendering. grpc_server_started_total counts every
- * call this gateway started; etcd labels it by method, this one total does not yet. */
-enum {
-    GW_M_HAS_LEADER,
-    GW_M_IS_LEADER,
-    GW_M_DB_SIZE,
-    GW_M_CURRENT_REV,
-    GW_M_COMPACT_REV,
-    GW_M_COMMITTED,
-    GW_M_APPLIED,
-    GW_M_GRPC_STARTED,
-    GW_M_RSS,
-    GW_M_COUNT_
-};
-static const cairn_metric_desc_t gw_metric_rows[GW_M_COUNT_] = {
-    [GW_M_HAS_LEADER] = {"etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.",
-                         CAIRN_METRIC_GAUGE},
-    [GW_M_IS_LEADER] = {"etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.",
-                        CAIRN_METRIC_GAUGE},
-    [GW_M_DB_SIZE] = {"etcd_mvcc_db_total_size_in_bytes",
-                      "Total size of the underlying database physically allocated in bytes.", CAIRN_METRIC_GAUGE},
-    [GW_M_CURRENT_REV] = {"etcd_debugging_mvcc_current_revision", "The current revision of store.",
-                          CAIRN_METRIC_GAUGE},
-    [GW_M_COMPACT_REV] = {"etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.",
-                          CAIRN_METRIC_GAUGE},
-    /* gauges in etcd despite the _total: they are set from raft's indexes, not counted */
-    [GW_M_COMMITTED] = {"etcd_server_proposals_committed_total", "The total number of consensus proposals committed.",
-                        CAIRN_METRIC_GAUGE},
-    [GW_M_APPLIED] = {"etcd_server_proposals_applied_total", "The total number of consensus proposals applied.",
-                      CAIRN_METRIC_GAUGE},
-    [GW_M_GRPC_STARTED] = {"grpc_server_started_total", "Total number of RPCs started on the server.",
-                           CAIRN_METRIC_COUNTER},
-    [GW_M_RSS] = {"process_resident_memory_bytes", "Resident memory size in bytes.", CAIRN_METRIC_GAUGE},
-};
-
 /* ------------------------------------------------------------------ the methods */
 
 /* Streaming methods of services that have no file yet: declared so that h2srv frames them
@@ -153,6 +116,8 @@ static void free_pending(gw_pending_t *p)
 {
     if (!p)
         return;
+    if (p->how && p->how->release)
+        p->how->release(p->ctx);
     free(p->body);
     free(p->part);
     free(p);
@@ -366,7 +331,7 @@ static void on_message(void *ud, cairn_call_id_t call, const char *path, const u
                        const cairn_h2_meta_t *meta)
 {
     cairn_gateway_t *g = ud;
-    cairn_metrics_inc(g->metrics, GW_M_GRPC_STARTED, 1);
+    gw_metrics_call_started(g);
     const gw_method_t *mt = find_method(g, path);
     if (!mt || !mt->handler) {
         unimplemented(g, call, path);
@@ -426,39 +391,6 @@ static void health_fail(cairn_gateway_t *g, gw_pending_t *p, int code, const cha
 /* /health: etcd 3.4 is healthy when a linearizable read of the store succeeds */
 static const gw_answer_t answer_health = {.ok = health_ok, .fail = health_fail};
 
-/* Room for the text: today's rows need under 2 KiB; histograms to come need more. */
-#define GW_METRICS_BUF (64 * 1024)
-
-static void serve_metrics(cairn_gateway_t *g, cairn_call_id_t req)
-{
-    long rss_pages = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (f) {
-        long size;
-        if (fscanf(f, "%ld %ld", &size, &rss_pages) != 2)
-            rss_pages = 0;
-        fclose(f);
-    }
-    cairn_metrics_reg_t *m = g->metrics;
-    cairn_metrics_set(m, GW_M_HAS_LEADER, g->st.leader != 0);
-    cairn_metrics_set(m, GW_M_IS_LEADER, g->st.leader != 0 && g->st.leader == cairn_config_member_id(g->cfg));
-    cairn_metrics_set(m, GW_M_DB_SIZE, (double)g->st.db_size);
-    cairn_metrics_set(m, GW_M_CURRENT_REV, (double)g->st.revision);
-    cairn_metrics_set(m, GW_M_COMPACT_REV, (double)g->st.compact_rev);
-    cairn_metrics_set(m, GW_M_COMMITTED, (double)g->st.index);
-    cairn_metrics_set(m, GW_M_APPLIED, (double)g->st.applied);
-    cairn_metrics_set(m, GW_M_RSS, (double)rss_pages * (double)sysconf(_SC_PAGESIZE));
-    char *buf = malloc(GW_METRICS_BUF);
-    int n = buf ? cairn_metrics_render(m, buf, GW_METRICS_BUF) : CAIRN_ENOMEM;
-    if (n < 0) {
-        cairn_warn("cannot render /metrics", "err=\"%s\"", cairn_strerror(n));
-        cairn_h2srv_http1_reply(g->srv, req, 500, NULL, (const uint8_t *)"metrics unavailable\n", 20);
-    } else {
-        cairn_h2srv_http1_reply(g->srv, req, 200, "text/plain; version=0.0.4", (const uint8_t *)buf, (size_t)n);
-    }
-    free(buf);
-}
-
 static void on_http1_async(void *ud, cairn_call_id_t req, const char *method, const char *path, const uint8_t *body,
                            size_t body_len, const cairn_h2_meta_t *meta)
 {
@@ -488,7 +420,7 @@ static void on_http1_async(void *ud, cairn_call_id_t req, const char *method, co
     } else if (strcmp(p, "/version") == 0) {
         http1_json(g, req, 200, "{\"etcdserver\":\"" CAIRN_ETCD_VERSION "\",\"etcdcluster\":\"" CAIRN_ETCD_CLUSTER_VERSION "\"}");
     } else if (strcmp(p, "/metrics") == 0) {
-        serve_metrics(g, req);
+        gw_serve_metrics(g, req);
     } else {
         cairn_h2srv_http1_reply(g->srv, req, 404, NULL, (const uint8_t *)"404 page not found\n", 19);
     }
@@ -622,7 +554,7 @@ cairn_gateway_t *cairn_gateway_new(cairn_config_t *cfg)
     g->calls = cairn_u64map_new();
     int rc;
     char merr[256];
-    if (!(g->metrics = cairn_metrics_new(gw_metric_rows, GW_M_COUNT_, &rc, merr, sizeof merr))) {
+    if (!(g->metrics = gw_metrics_new(&rc, merr, sizeof merr))) {
         cairn_error("cannot set up metrics", "err=\"%s\"", merr);
         goto fail;
     }

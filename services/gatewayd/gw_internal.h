@@ -110,6 +110,7 @@ typedef struct {
     void (*ok)(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *body, size_t len, const cairn_ipc_msg_t *m);
     void (*fail)(cairn_gateway_t *g, gw_pending_t *p, int code, const char *message);
     int proposal; /* a write in the log: failed at once when raftd reports proposals lost */
+    void (*release)(void *ctx); /* called with p->ctx when the request is freed, however it ended */
 } gw_answer_t;
 
 struct gw_pending {
@@ -123,6 +124,7 @@ struct gw_pending {
     uint8_t *part;
     size_t part_len, part_total;
     int part_bad; /* 1: a part was missing, the answer cannot be rebuilt; 2: larger than gRPC allows */
+    void *ctx;    /* the asker's own (how->ok/fail know what it is); not freed with the request */
 };
 
 /* The reply is the answer's body as it is (a Range or write response from stored). */
@@ -180,6 +182,11 @@ gw_pending_t *gw_ask(cairn_gateway_t *g, cairn_call_id_t call, const gw_answer_t
 /* A linearizable read: p->body (a RangeRequest) goes to stored once the next read-index
  * round (one per loop pass for every read queued in it) comes back. */
 void gw_queue_read(cairn_gateway_t *g, gw_pending_t *p);
+/* /metrics (gw_metrics.c): the gateway's own table; the page it serves adds raftd's and
+ * stored's (asked with CAIRN_IPC_METRICS). */
+cairn_metrics_reg_t *gw_metrics_new(int *rc, char *err, size_t errlen);
+void gw_serve_metrics(cairn_gateway_t *g, cairn_call_id_t req);
+void gw_metrics_call_started(cairn_gateway_t *g);
 /* The response header every answer carries: cluster, member, last revision and term seen. */
 void gw_fill_header(cairn_gateway_t *g, Etcdserverpb__ResponseHeader *h);
 
