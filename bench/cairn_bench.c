@@ -60,6 +60,49 @@
  * Bounded: requests stop being issued after --total or --duration (verify: after the last
  * page, or the first failed one); a hard timeout (--timeout, default duration + 30 s, or
  * 300 s with --total or verify) ends the run regardless.
+ *
+ * --op watch: watch delivery latency and correctness (bench/watch.sh drives it).
+ *   --watchers N watchers over --conns C connections, each connection holding --watch-streams S
+ *   Watch streams (stream g of the C*S gets N/(C*S) watchers, the first N%(C*S) one more).
+ *   A Watch stream is one long-lived bidi gRPC call:
+ *     HEADERS  :path /etcdserverpb.Watch/Watch, the headers above plus hasleader: true
+ *              (what clientv3 sends on watch streams)
+ *     DATA     one gRPC message per watcher of the stream, back to back: byte 0 = 0, bytes
+ *              1..4 = big-endian length, then WatchRequest{create_request{key=--prefix,
+ *              range_end=prefix end, watch_id=0}}; never END_STREAM: once the creates are
+ *              sent the data source answers NGHTTP2_ERR_DEFERRED, so the stream stays open
+ *              until the connection is closed at the end.
+ *   The server answers each create in order (ETCD_API.md §2 Watch), so the k-th created
+ *   response of a stream belongs to its k-th watcher; the watch_id it carries maps later
+ *   responses to watchers. A create answered canceled, a later cancel, or a stream that
+ *   closes (e.g. grpc-status 12 UNIMPLEMENTED) kills its watchers and is an error.
+ *   Once every watcher is created (or dead, if some live), one more connection (the writer,
+ *   to endpoint C mod E) Puts keys 0..--total-1 (make_key() form, --val-size values) at
+ *   --rate R Puts/s (at most 1024 outstanding), or closed loop, 1 outstanding, when R is 0.
+ *   With --ready-file FILE the writer first creates FILE and waits until someone removes it
+ *   (a script samples the server's memory between the two).
+ *   The send time of Put k is kept by k (one slot per Put); an event for key k received on a
+ *   read() at time t is a latency sample t - send(k). Samples number total x watchers, so
+ *   they go into a histogram (64 log-spaced buckets per power of two from 1 us, capped at
+ *   60 s: ~1.6 % resolution) rather than an array; max is exact.
+ *   Check, per watcher: the mod_revision of each PUT event is above the previous one
+ *   (a duplicate or a step back counts in dup_or_reorder and is not accepted), and at the
+ *   end it has accepted one event per acknowledged Put (short: missing). Any other event
+ *   (DELETE, a key not of our form, an unknown watch_id) is an error.
+ *   The run ends when the Puts are done and every live watcher holds an event for each
+ *   acknowledged Put, when every watcher is dead, or at --timeout (default 300 s).
+ *   WatchResponses are decoded by a small wire walker (pb_field) instead of protobuf-c's
+ *   unpack: there are total x watchers of them and the client shares the machine with the
+ *   server, so six mallocs per event would be measured as server latency.
+ *   Output:
+ *     op=watch watchers=N events=E seconds=S events_per_sec=X p50_ms=A p90_ms=B p99_ms=C
+ *     max_ms=D missing=M dup_or_reorder=R puts=P errors=F put_p50_ms=G put_p99_ms=H
+ *     create_seconds=T event_msgs=K
+ *   E events accepted over all watchers, S from the first Put to the last event, P Puts
+ *   acknowledged, F errors (failed Puts, dead watchers, unexpected events), T from the first
+ *   create sent to the last created response, K WatchResponses that carried events (E/K > 1:
+ *   the server batched several revisions into one response). Exit status 1 when M, R or F
+ *   is not 0.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -85,10 +128,37 @@
 
 #include "rpc.pb-c.h"
 
-enum op { OP_PUT, OP_RANGE, OP_RANGE_SERIALIZABLE, OP_VERIFY };
-static const char *const op_names[] = {"put", "range", "range-serializable", "verify"};
+enum op { OP_PUT, OP_RANGE, OP_RANGE_SERIALIZABLE, OP_VERIFY, OP_WATCH };
+static const char *const op_names[] = {"put", "range", "range-serializable", "verify", "watch"};
 
 typedef struct conn conn_t;
+
+/* watch: one watcher, i.e. one WatchCreateRequest */
+enum { W_PENDING, W_CREATED, W_DEAD };
+typedef struct watcher {
+    int64_t last_rev; /* mod_revision of the last accepted event */
+    uint64_t events;  /* PUT events accepted (in order, no duplicate) */
+    uint8_t state;
+} watcher_t;
+
+/* watch: one Watch bidi stream and the watchers it carries */
+typedef struct wstream {
+    conn_t *conn;
+    int32_t stream_id;
+    bool open;
+    int http_status, grpc_status;
+    char *grpc_message;
+    uint32_t first, n; /* watchers first .. first+n-1 */
+    uint32_t ncreated; /* created responses seen: the next one belongs to watcher first+ncreated */
+    /* watch_id -> watcher (index + 1; 0 = empty slot), open addressing, hcap a power of two */
+    int64_t *hid;
+    uint32_t *hw;
+    uint32_t hcap;
+    uint8_t *body; /* the creates, sent once */
+    size_t body_len, body_off;
+    uint8_t *rx; /* received bytes not yet a whole gRPC message */
+    size_t rx_len, rx_cap;
+} wstream_t;
 
 /* One concurrent client: a stream slot on a connection, reused request after request. */
 typedef struct slot {
@@ -121,6 +191,10 @@ struct conn {
     int inflight;
     uint8_t *out;
     size_t out_len, out_off, out_cap;
+    /* watch: a connection of Watch streams (none on the writer's) */
+    bool watch;
+    wstream_t *ws;
+    int nws;
 };
 
 /* ---- options and global state ---------------------------------------------------------- */
@@ -147,9 +221,13 @@ static struct {
     bool keyed_values;
     const char *acked_path; /* put: written at the end; verify: read at the start */
     int64_t page;           /* verify: Range limit */
+    int watchers, watch_streams; /* watch */
+    double rate;                 /* watch: Puts per second, 0 closed loop */
+    const char *ready_file;      /* watch */
 } opt = {
     .op = OP_PUT, .conns = 1, .clients = 1,
     .key_size = 32, .val_size = 256, .key_space = 10000, .prefix = "/bench/",
+    .watchers = 100, .watch_streams = 1,
 };
 
 static struct {
@@ -178,6 +256,24 @@ static struct {
     uint64_t vretried, vkeys, vexpected, vmissing, vwrong, vunexpected;
     char vfirst_wrong[320];
 } st;
+
+/* watch: state of the run (see the header comment) */
+enum { WP_CREATING, WP_HOLD, WP_WRITING, WP_DONE };
+#define HIST_SUB 64 /* buckets per power of two */
+#define HIST_MAX_US 60000000ull
+static struct {
+    int phase;
+    watcher_t *w;
+    uint32_t created, dead;
+    uint64_t *sent_ns;   /* send time of Put k, 0 until sent */
+    uint64_t rx_ns;      /* time of the read() whose bytes are being parsed */
+    uint64_t create_start_ns, created_ns, write_start_ns, last_event_ns;
+    uint64_t events, dup_or_reorder, missing, unexpected;
+    uint64_t event_msgs; /* WatchResponses carrying events: events / event_msgs shows batching */
+    uint64_t hist[HIST_SUB * 24];
+    uint64_t nsamples, max_us;
+    conn_t *writer;
+} wst;
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -300,7 +396,7 @@ static void build_request(slot_t *s) {
     uint64_t i = opt.sequential ? st.issued % opt.key_space : rnd() % opt.key_space;
     s->key_no = i;
     size_t klen = make_key(key, sizeof key, i);
-    if (opt.op == OP_PUT) {
+    if (opt.op == OP_PUT || opt.op == OP_WATCH) {
         if (opt.keyed_values) keyed_value(st.value, (size_t)opt.val_size, (const uint8_t *)key, klen);
         Etcdserverpb__PutRequest m = ETCDSERVERPB__PUT_REQUEST__INIT;
         m.key.data = (uint8_t *)key;
@@ -358,7 +454,7 @@ static int submit_one(conn_t *c) {
         NV("te", "trailers"),
         NV("user-agent", "cairn_bench"),
     };
-    if (opt.op != OP_PUT) {
+    if (opt.op != OP_PUT && opt.op != OP_WATCH) {
         hdrs[2].value = (uint8_t *)"/etcdserverpb.KV/Range";
         hdrs[2].valuelen = strlen("/etcdserverpb.KV/Range");
     }
@@ -376,10 +472,339 @@ static int submit_one(conn_t *c) {
     }
     s->stream_id = id;
     s->busy = true;
+    if (opt.op == OP_WATCH) wst.sent_ns[s->key_no] = s->t0_ns;
     c->inflight++;
     st.issued++;
     st.outstanding++;
     return 0;
+}
+
+/* ---- watch streams ------------------------------------------------------------------------- */
+/* A minimal protobuf wire walker: enough to read a WatchResponse without allocating. */
+static bool pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+    uint64_t r = 0;
+    for (int sh = 0; sh < 64 && *p < end; sh += 7) {
+        uint8_t b = *(*p)++;
+        r |= (uint64_t)(b & 0x7f) << sh;
+        if (!(b & 0x80)) {
+            *v = r;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The next field at *p: 1 with its number and either its varint value (*v) or its bytes
+ * (*b, *blen, length-delimited); fixed32/64 fields are skipped over (value 0). 0 at the end,
+ * -1 when malformed. */
+static int pb_field(const uint8_t **p, const uint8_t *end, uint32_t *fno, uint64_t *v,
+                    const uint8_t **b, size_t *blen) {
+    if (*p >= end) return 0;
+    uint64_t tag;
+    if (!pb_varint(p, end, &tag)) return -1;
+    *fno = (uint32_t)(tag >> 3);
+    *v = 0;
+    *b = NULL;
+    *blen = 0;
+    switch (tag & 7) {
+    case 0: return pb_varint(p, end, v) ? 1 : -1;
+    case 1: if (end - *p < 8) return -1; *p += 8; return 1;
+    case 5: if (end - *p < 4) return -1; *p += 4; return 1;
+    case 2: {
+        uint64_t l;
+        if (!pb_varint(p, end, &l) || l > (uint64_t)(end - *p)) return -1;
+        *b = *p;
+        *blen = (size_t)l;
+        *p += l;
+        return 1;
+    }
+    default: return -1;
+    }
+}
+
+/* Bucket i < 128 holds i us; above, 64 buckets per power of two (a value keeps its top 7
+ * bits). Values above HIST_MAX_US land in the top bucket. */
+static void hist_add(uint64_t us) {
+    if (us > wst.max_us) wst.max_us = us;
+    if (us > HIST_MAX_US) us = HIST_MAX_US;
+    size_t i = (size_t)us;
+    if (us >= HIST_SUB) {
+        int shift = 63 - __builtin_clzll(us) - 6; /* us >> shift is in [64, 128) */
+        i = HIST_SUB + (size_t)shift * HIST_SUB + (size_t)((us >> shift) - HIST_SUB);
+    }
+    wst.hist[i]++;
+    wst.nsamples++;
+}
+
+/* The p-th percentile (nearest rank), as the middle of its bucket, in ms. */
+static double hist_pct_ms(double p) {
+    if (!wst.nsamples) return 0;
+    uint64_t rank = (uint64_t)(p / 100.0 * (double)wst.nsamples + 0.999999), seen = 0;
+    if (rank < 1) rank = 1;
+    for (size_t i = 0; i < sizeof wst.hist / sizeof wst.hist[0]; i++) {
+        seen += wst.hist[i];
+        if (seen < rank) continue;
+        if (i < 2 * HIST_SUB) return (double)i / 1000.0;
+        unsigned shift = (unsigned)((i - HIST_SUB) / HIST_SUB);
+        uint64_t lo = (uint64_t)(HIST_SUB + (i - HIST_SUB) % HIST_SUB) << shift;
+        double mid = (double)lo + (double)((1ull << shift) - 1) / 2.0;
+        if (mid > (double)wst.max_us) mid = (double)wst.max_us;
+        return mid / 1000.0;
+    }
+    return (double)wst.max_us / 1000.0;
+}
+
+static void watcher_kill(uint32_t wi) {
+    if (wst.w[wi].state == W_DEAD) return;
+    if (wst.w[wi].state == W_CREATED) wst.created--;
+    wst.w[wi].state = W_DEAD;
+    wst.dead++;
+}
+
+/* The stream is gone (closed, reset, connection lost): its watchers with it. */
+static void wstream_fail(wstream_t *ws, const char *why) {
+    if (!ws->open) return;
+    ws->open = false;
+    if (wst.phase != WP_DONE) record_error("watch stream %d on connection %d (%s): %s", ws->stream_id,
+                                           ws->conn->idx, opt.eps[ws->conn->ep].authority, why);
+    for (uint32_t k = 0; k < ws->n; k++) watcher_kill(ws->first + k);
+}
+
+static uint32_t *whash_slot(wstream_t *ws, int64_t id) {
+    uint32_t h = (uint32_t)(((uint64_t)id * 0x9E3779B97F4A7C15ULL) >> 32) & (ws->hcap - 1);
+    while (ws->hw[h] && ws->hid[h] != id) h = (h + 1) & (ws->hcap - 1);
+    return &ws->hw[h];
+}
+
+static int64_t whash_lookup(wstream_t *ws, int64_t id) { /* watcher index, or -1 */
+    uint32_t *slot = whash_slot(ws, id);
+    return *slot ? (int64_t)*slot - 1 : -1;
+}
+
+static void whash_put(wstream_t *ws, int64_t id, uint32_t wi) {
+    uint32_t *slot = whash_slot(ws, id);
+    ws->hid[slot - ws->hw] = id;
+    *slot = wi + 1;
+}
+
+/* One PUT event for watcher wi (a serialized Event in ev). */
+static void watch_event(wstream_t *ws, uint32_t wi, const uint8_t *ev, size_t evlen) {
+    const uint8_t *p = ev, *end = ev + evlen, *b, *kv = NULL, *key = NULL;
+    size_t bl, kvlen = 0, keylen = 0;
+    uint32_t f;
+    uint64_t v, type = 0, modrev = 0;
+    int r;
+    while ((r = pb_field(&p, end, &f, &v, &b, &bl)) > 0) {
+        if (f == 1) type = v;
+        else if (f == 2 && b) { kv = b; kvlen = bl; }
+    }
+    if (r == 0 && kv) {
+        p = kv;
+        end = kv + kvlen;
+        while ((r = pb_field(&p, end, &f, &v, &b, &bl)) > 0) {
+            if (f == 1 && b) { key = b; keylen = bl; }
+            else if (f == 3) modrev = v;
+        }
+    }
+    /* the key number: prefix, then decimal digits, as make_key() writes them */
+    size_t plen = strlen(opt.prefix);
+    uint64_t no = 0;
+    bool ours = r == 0 && type == 0 && key && keylen > plen && memcmp(key, opt.prefix, plen) == 0;
+    for (size_t i = plen; ours && i < keylen; i++) { /* no < total <= 2^30: cannot overflow */
+        if (key[i] < '0' || key[i] > '9') ours = false;
+        else no = no * 10 + (uint64_t)(key[i] - '0');
+        if (no >= opt.total) ours = false;
+    }
+    if (!ours) {
+        wst.unexpected++;
+        record_error("watcher %u got an unexpected event (type %" PRIu64 ", key \"%.*s\")", wi, type,
+                     key ? (int)(keylen < 100 ? keylen : 100) : 0, key ? (const char *)key : "");
+        return;
+    }
+    watcher_t *w = &wst.w[wi];
+    if ((int64_t)modrev <= w->last_rev) {
+        wst.dup_or_reorder++;
+        return;
+    }
+    w->last_rev = (int64_t)modrev;
+    w->events++;
+    wst.events++;
+    wst.last_event_ns = wst.rx_ns;
+    if (wst.sent_ns[no]) hist_add(wst.rx_ns > wst.sent_ns[no] ? (wst.rx_ns - wst.sent_ns[no]) / 1000 : 0);
+}
+
+/* One WatchResponse. */
+static void watch_response(wstream_t *ws, const uint8_t *msg, size_t len) {
+    const uint8_t *p = msg, *end = msg + len, *b, *reason = NULL;
+    size_t bl, reason_len = 0;
+    uint32_t f;
+    uint64_t v, watch_id = 0;
+    bool created = false, canceled = false, has_events = false;
+    int r;
+    while ((r = pb_field(&p, end, &f, &v, &b, &bl)) > 0) {
+        switch (f) {
+        case 2: watch_id = v; break;
+        case 3: created = v != 0; break;
+        case 4: canceled = v != 0; break;
+        case 6: reason = b; reason_len = bl; break;
+        case 11: has_events = true; break;
+        }
+    }
+    if (r < 0) {
+        record_error("watch stream %d: a WatchResponse that does not parse (%zu bytes)", ws->stream_id, len);
+        return;
+    }
+    int64_t id = (int64_t)watch_id;
+    if (created) {
+        if (ws->ncreated == ws->n) {
+            record_error("watch stream %d: more created responses than creates", ws->stream_id);
+            return;
+        }
+        uint32_t wi = ws->first + ws->ncreated++;
+        if (wst.w[wi].state != W_PENDING) return;
+        if (canceled || whash_lookup(ws, id) >= 0) {
+            record_error("watch create refused (watch_id %" PRId64 "%s%.*s)", id,
+                         reason_len ? ", " : "", (int)(reason_len < 200 ? reason_len : 200),
+                         reason ? (const char *)reason : "");
+            watcher_kill(wi);
+            return;
+        }
+        whash_put(ws, id, wi);
+        wst.w[wi].state = W_CREATED;
+        wst.created++;
+        if (wst.created + wst.dead == (uint32_t)opt.watchers) wst.created_ns = wst.rx_ns;
+        if (!has_events) return;
+    }
+    int64_t wi = whash_lookup(ws, id);
+    if (wi < 0) {
+        if (id == -1 && !has_events && !canceled) return; /* a progress notification */
+        wst.unexpected++;
+        record_error("watch stream %d: a response for unknown watch_id %" PRId64, ws->stream_id, id);
+        return;
+    }
+    if (wst.w[wi].state == W_DEAD) return;
+    if (has_events) wst.event_msgs++;
+    p = msg;
+    while (has_events && pb_field(&p, end, &f, &v, &b, &bl) > 0)
+        if (f == 11 && b) watch_event(ws, (uint32_t)wi, b, bl);
+    if (canceled) {
+        record_error("watcher %" PRId64 " canceled by the server (watch_id %" PRId64 "%s%.*s)", wi, id,
+                     reason_len ? ", " : "", (int)(reason_len < 200 ? reason_len : 200),
+                     reason ? (const char *)reason : "");
+        watcher_kill((uint32_t)wi);
+    }
+}
+
+/* DATA of a Watch stream: gRPC messages, possibly split across chunks. */
+static void watch_data(wstream_t *ws, const uint8_t *data, size_t len) {
+    if (ws->rx_len + len > ws->rx_cap) {
+        ws->rx_cap = (ws->rx_len + len) * 2;
+        ws->rx = xrealloc(ws->rx, ws->rx_cap);
+    }
+    memcpy(ws->rx + ws->rx_len, data, len);
+    ws->rx_len += len;
+    size_t off = 0;
+    while (ws->rx_len - off >= 5) {
+        const uint8_t *m = ws->rx + off;
+        uint32_t mlen = (uint32_t)m[1] << 24 | (uint32_t)m[2] << 16 | (uint32_t)m[3] << 8 | m[4];
+        if (ws->rx_len - off - 5 < mlen) break;
+        if (m[0] != 0) record_error("watch stream %d: a compressed message", ws->stream_id);
+        else watch_response(ws, m + 5, mlen);
+        off += 5 + (size_t)mlen;
+    }
+    memmove(ws->rx, ws->rx + off, ws->rx_len - off);
+    ws->rx_len -= off;
+}
+
+/* The creates, then NGHTTP2_ERR_DEFERRED for ever: the request side stays open. */
+static ssize_t watch_body_cb(nghttp2_session *h2, int32_t stream_id, uint8_t *buf, size_t length,
+                             uint32_t *data_flags, nghttp2_data_source *source, void *user_data) {
+    wstream_t *ws = source->ptr;
+    size_t n = ws->body_len - ws->body_off;
+    if (n == 0) return NGHTTP2_ERR_DEFERRED;
+    if (n > length) n = length;
+    memcpy(buf, ws->body + ws->body_off, n);
+    ws->body_off += n;
+    return (ssize_t)n;
+}
+
+/* Opens Watch stream ws with its creates: WatchRequest{create_request{key=prefix,
+ * range_end=the prefix's end}} per watcher, each a length-prefixed gRPC message. */
+static int watch_submit(conn_t *c, wstream_t *ws, const uint8_t *pend, size_t pend_len) {
+    Etcdserverpb__WatchCreateRequest cr = ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
+    cr.key.data = (uint8_t *)opt.prefix;
+    cr.key.len = strlen(opt.prefix);
+    cr.range_end.data = (uint8_t *)pend;
+    cr.range_end.len = pend_len;
+    Etcdserverpb__WatchRequest wr = ETCDSERVERPB__WATCH_REQUEST__INIT;
+    wr.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
+    wr.create_request = &cr;
+    size_t one = etcdserverpb__watch_request__get_packed_size(&wr);
+    ws->body = xrealloc(NULL, (5 + one) * ws->n);
+    for (uint32_t k = 0; k < ws->n; k++) {
+        uint8_t *m = ws->body + ws->body_len;
+        m[0] = 0;
+        m[1] = (uint8_t)(one >> 24);
+        m[2] = (uint8_t)(one >> 16);
+        m[3] = (uint8_t)(one >> 8);
+        m[4] = (uint8_t)one;
+        etcdserverpb__watch_request__pack(&wr, m + 5);
+        ws->body_len += 5 + one;
+    }
+    ws->hcap = 16;
+    while (ws->hcap < 2 * ws->n) ws->hcap *= 2;
+    ws->hid = xrealloc(NULL, ws->hcap * sizeof *ws->hid);
+    ws->hw = calloc(ws->hcap, sizeof *ws->hw);
+    if (!ws->hw) return -1;
+    ws->conn = c;
+    ws->grpc_status = -1;
+    nghttp2_nv hdrs[] = {
+        NV(":method", "POST"),
+        NV(":scheme", "http"),
+        NV(":path", "/etcdserverpb.Watch/Watch"),
+        NV(":authority", ""),
+        NV("content-type", "application/grpc"),
+        NV("te", "trailers"),
+        NV("user-agent", "cairn_bench"),
+        NV("hasleader", "true"),
+    };
+    hdrs[3].value = (uint8_t *)opt.eps[c->ep].authority;
+    hdrs[3].valuelen = strlen(opt.eps[c->ep].authority);
+    nghttp2_data_provider prd = {.source.ptr = ws, .read_callback = watch_body_cb};
+    int32_t id = nghttp2_submit_request(c->h2, NULL, hdrs, sizeof hdrs / sizeof hdrs[0], &prd, ws);
+    if (id < 0) {
+        fprintf(stderr, "cairn_bench: nghttp2_submit_request (watch): %s\n", nghttp2_strerror(id));
+        return -1;
+    }
+    ws->stream_id = id;
+    ws->open = true;
+    return 0;
+}
+
+static void watch_header(wstream_t *ws, const uint8_t *name, size_t namelen, const uint8_t *value,
+                         size_t valuelen) {
+    if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
+        ws->http_status = atoi((const char *)value);
+    } else if (namelen == 11 && memcmp(name, "grpc-status", 11) == 0) {
+        ws->grpc_status = atoi((const char *)value);
+    } else if (namelen == 12 && memcmp(name, "grpc-message", 12) == 0 && !ws->grpc_message) {
+        ws->grpc_message = strndup((const char *)value, valuelen);
+    }
+}
+
+/* A Watch stream ends only on failure (we never half-close it). */
+static void watch_close(wstream_t *ws, uint32_t error_code) {
+    char why[400];
+    if (error_code != NGHTTP2_NO_ERROR) {
+        snprintf(why, sizeof why, "reset: %s (HTTP/2 error %u)", nghttp2_http2_strerror(error_code), error_code);
+    } else if (ws->grpc_status >= 0) {
+        if (ws->grpc_message) pct_decode(ws->grpc_message);
+        snprintf(why, sizeof why, "closed with grpc-status=%d grpc-message=\"%s\"", ws->grpc_status,
+                 ws->grpc_message ? ws->grpc_message : "");
+    } else {
+        snprintf(why, sizeof why, "closed (HTTP status %d, no grpc-status)", ws->http_status);
+    }
+    wstream_fail(ws, why);
 }
 
 /* ---- response handling ------------------------------------------------------------------- */
@@ -387,6 +812,11 @@ static int on_header_cb(nghttp2_session *h2, const nghttp2_frame *frame, const u
                         size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                         void *user_data) {
     if (frame->hd.type != NGHTTP2_HEADERS) return 0;
+    if (((conn_t *)user_data)->watch) {
+        wstream_t *ws = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
+        if (ws) watch_header(ws, name, namelen, value, valuelen);
+        return 0;
+    }
     slot_t *s = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
     if (!s) return 0;
     if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
@@ -402,7 +832,13 @@ static int on_header_cb(nghttp2_session *h2, const nghttp2_frame *frame, const u
 
 static int on_data_cb(nghttp2_session *h2, uint8_t flags, int32_t stream_id, const uint8_t *data,
                       size_t len, void *user_data) {
-    if (opt.op == OP_PUT) return 0; /* a PutResponse carries only the header: not inspected */
+    if (((conn_t *)user_data)->watch) {
+        wstream_t *ws = nghttp2_session_get_stream_user_data(h2, stream_id);
+        if (ws && ws->open) watch_data(ws, data, len);
+        return 0;
+    }
+    /* a PutResponse carries only the header: not inspected */
+    if (opt.op == OP_PUT || opt.op == OP_WATCH) return 0;
     slot_t *s = nghttp2_session_get_stream_user_data(h2, stream_id);
     if (!s) return 0;
     if (s->resp_len + len > s->resp_cap) {
@@ -503,6 +939,11 @@ static void verify_page(slot_t *s) {
 static int on_stream_close_cb(nghttp2_session *h2, int32_t stream_id, uint32_t error_code,
                               void *user_data) {
     conn_t *c = user_data;
+    if (c->watch) {
+        wstream_t *ws = nghttp2_session_get_stream_user_data(h2, stream_id);
+        if (ws) watch_close(ws, error_code);
+        return 0;
+    }
     slot_t *s = nghttp2_session_get_stream_user_data(h2, stream_id);
     if (!s || !s->busy) return 0;
     s->busy = false;
@@ -513,7 +954,7 @@ static int on_stream_close_cb(nghttp2_session *h2, int32_t stream_id, uint32_t e
                      error_code);
     } else if (s->grpc_status == 0 && (s->http_status == 200 || s->http_status == 0)) {
         st.ok++;
-        if (st.lat_len == st.lat_cap) {
+        if (st.lat_len == st.lat_cap) { /* watch: Put latencies, bounded by --total */
             st.lat_cap = st.lat_cap ? st.lat_cap * 2 : 1 << 16;
             st.lat_us = xrealloc(st.lat_us, st.lat_cap * sizeof *st.lat_us);
         }
@@ -606,6 +1047,7 @@ static void conn_kill(conn_t *c, const char *why) {
             c->inflight--;
         }
     }
+    for (int i = 0; i < c->nws; i++) wstream_fail(&c->ws[i], why);
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
 }
@@ -647,6 +1089,7 @@ static void conn_read(conn_t *c) {
     static uint8_t buf[256 << 10];
     for (int rounds = 0; rounds < 8 && !c->dead; rounds++) {
         ssize_t n = read(c->fd, buf, sizeof buf);
+        wst.rx_ns = now_ns(); /* watch: the receive time of every event in these bytes */
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR) return;
             conn_kill(c, strerror(errno));
@@ -670,6 +1113,17 @@ static int on_frame_recv_cb(nghttp2_session *h2, const nghttp2_frame *frame, voi
     if (frame->hd.type == NGHTTP2_GOAWAY && !st.first_error[0] && frame->goaway.error_code)
         snprintf(st.first_error, sizeof st.first_error, "connection %d (%s): GOAWAY %s", c->idx,
                  opt.eps[c->ep].authority, nghttp2_http2_strerror(frame->goaway.error_code));
+    /* watch: streams beyond the server's limit would wait in nghttp2's queue for ever */
+    static bool warned;
+    if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK) && c->watch &&
+        !warned) {
+        uint32_t max = nghttp2_session_get_remote_settings(h2, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+        if (max < (uint32_t)c->nws) {
+            warned = true;
+            fprintf(stderr, "cairn_bench: %s allows %u concurrent streams per connection, "
+                    "--watch-streams is %d: the rest will never open\n", opt.eps[c->ep].authority, max, c->nws);
+        }
+    }
     return 0;
 }
 
@@ -792,6 +1246,96 @@ static void count_missing(void) {
     }
 }
 
+/* [prefix, prefix's successor) into st.pend: etcd's prefix range end (drop trailing 0xff
+ * bytes, then the last byte + 1; "\0", every key, when nothing is left). */
+static void prefix_end(void) {
+    size_t plen = strlen(opt.prefix);
+    st.pend = xrealloc(NULL, plen + 1);
+    memcpy(st.pend, opt.prefix, plen);
+    st.pend_len = plen;
+    while (st.pend_len > 0 && st.pend[st.pend_len - 1] == 0xff) st.pend_len--;
+    if (st.pend_len == 0) {
+        st.pend[0] = 0;
+        st.pend_len = 1;
+    } else {
+        st.pend[st.pend_len - 1]++;
+    }
+}
+
+/* ---- watch: phases and the report ---------------------------------------------------------- */
+/* Every watcher answered: write (after the --ready-file handshake), or stop if none lives. */
+static void watch_tick(uint64_t now) {
+    if (wst.phase == WP_CREATING && wst.created + wst.dead == (uint32_t)opt.watchers) {
+        if (wst.created == 0) {
+            wst.phase = WP_DONE;
+            return;
+        }
+        if (!wst.created_ns) wst.created_ns = now;
+        if (opt.ready_file) {
+            int fd = open(opt.ready_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+            if (fd < 0 || write(fd, "created\n", 8) != 8) {
+                record_error("--ready-file %s: %s", opt.ready_file, strerror(errno));
+                wst.phase = WP_DONE;
+            } else {
+                wst.phase = WP_HOLD;
+            }
+            if (fd >= 0) close(fd);
+            return;
+        }
+        wst.phase = WP_WRITING;
+        wst.write_start_ns = now;
+    }
+    if (wst.phase == WP_HOLD && access(opt.ready_file, F_OK) != 0) {
+        wst.phase = WP_WRITING;
+        wst.write_start_ns = now;
+    }
+}
+
+/* When the next Put is due (--rate), or 0 when it may go now (closed loop: when a slot is free). */
+static uint64_t watch_next_put_ns(void) {
+    if (opt.rate <= 0) return 0;
+    return wst.write_start_ns + (uint64_t)((double)st.issued * 1e9 / opt.rate);
+}
+
+static bool watch_may_put(uint64_t now) {
+    return wst.phase == WP_WRITING && st.issued < opt.total && now >= watch_next_put_ns();
+}
+
+/* Done: every watcher dead, the writer's connection lost, or the Puts done and every live
+ * watcher holding an event for each acknowledged one. */
+static bool watch_finished(void) {
+    if (wst.phase == WP_DONE || wst.dead == (uint32_t)opt.watchers) return true;
+    if (wst.phase != WP_WRITING) return false;
+    if (wst.writer->dead) return true;
+    if (st.issued < opt.total || st.outstanding) return false;
+    for (int i = 0; i < opt.watchers; i++)
+        if (wst.w[i].state == W_CREATED && wst.w[i].events < st.ok) return false;
+    wst.phase = WP_DONE;
+    return true;
+}
+
+static void watch_report(uint64_t end_ns) {
+    for (int i = 0; i < opt.watchers; i++)
+        if (wst.w[i].events < st.ok) wst.missing += st.ok - wst.w[i].events;
+    if (st.lat_len) qsort(st.lat_us, st.lat_len, sizeof *st.lat_us, cmp_u32);
+    uint64_t t0 = wst.write_start_ns ? wst.write_start_ns : end_ns;
+    uint64_t t1 = wst.last_event_ns > st.last_done_ns ? wst.last_event_ns : st.last_done_ns;
+    if (t1 < t0) t1 = end_ns;
+    double secs = (double)(t1 - t0) / 1e9;
+    if (secs <= 0) secs = 1e-9;
+    uint64_t created_end = wst.created_ns ? wst.created_ns : end_ns;
+    printf("op=watch watchers=%d events=%" PRIu64 " seconds=%.3f events_per_sec=%.1f p50_ms=%.3f "
+           "p90_ms=%.3f p99_ms=%.3f max_ms=%.3f missing=%" PRIu64 " dup_or_reorder=%" PRIu64
+           " puts=%" PRIu64 " errors=%" PRIu64 " put_p50_ms=%.3f put_p99_ms=%.3f create_seconds=%.3f"
+           " event_msgs=%" PRIu64 "\n",
+           opt.watchers, wst.events, secs, (double)wst.events / secs, hist_pct_ms(50), hist_pct_ms(90),
+           hist_pct_ms(99), (double)wst.max_us / 1000.0, wst.missing, wst.dup_or_reorder, st.ok,
+           st.errors, pct_ms(50), pct_ms(99), (double)(created_end - wst.create_start_ns) / 1e9,
+           wst.event_msgs);
+    fflush(stdout);
+    if (st.first_error[0]) fprintf(stderr, "cairn_bench: first error: %s\n", st.first_error);
+}
+
 /* ---- main ---------------------------------------------------------------------------------- */
 static void on_signal(int sig) { st.interrupted = 1; }
 
@@ -823,7 +1367,7 @@ static void usage(FILE *f) {
         "usage: cairn_bench [options]\n"
         "  --endpoint HOST:PORT   server (default 127.0.0.1:2379; http:// prefix accepted);\n"
         "                         a,b,c: several, connections assigned round-robin\n"
-        "  --op OP                put | range | range-serializable | verify (default put)\n"
+        "  --op OP                put | range | range-serializable | verify | watch (default put)\n"
         "  --conns C              TCP connections (default 1)\n"
         "  --clients N            concurrent outstanding requests in total (default 1)\n"
         "  --total N              stop after N requests\n"
@@ -838,7 +1382,16 @@ static void usage(FILE *f) {
         "  --keyed-values         the value of each key is derived from the key (checkable)\n"
         "  --acked FILE           put: write the numbers of the acknowledged keys to FILE;\n"
         "                         verify: every number in FILE must be present\n"
-        "  --page N               verify: keys per Range page (default ~4 MiB of values)\n");
+        "  --page N               verify: keys per Range page (default ~4 MiB of values)\n"
+        "  --op watch             watch delivery latency: --watchers N watch --prefix over\n"
+        "                         --conns C connections x --watch-streams S streams; once all are\n"
+        "                         created, one more connection Puts --total keys (default 1000)\n"
+        "                         under the prefix; every watcher must see each, in order\n"
+        "  --watchers N           watch: watchers in total (default 100)\n"
+        "  --watch-streams S      watch: Watch streams per connection (default 1)\n"
+        "  --rate R               watch: Puts per second (default 0: closed loop, 1 outstanding)\n"
+        "  --ready-file FILE      watch: once all watchers are created, create FILE and wait\n"
+        "                         until it is removed before the first Put\n");
 }
 
 int main(int argc, char **argv) {
@@ -852,6 +1405,8 @@ int main(int argc, char **argv) {
         {"seed", required_argument, 0, 's'},     {"help", no_argument, 0, 'h'},
         {"keyed-values", no_argument, 0, 'V'},   {"acked", required_argument, 0, 'A'},
         {"page", required_argument, 0, 'P'},
+        {"watchers", required_argument, 0, 'W'}, {"watch-streams", required_argument, 0, 'X'},
+        {"rate", required_argument, 0, 'R'},     {"ready-file", required_argument, 0, 'F'},
         {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
@@ -868,6 +1423,7 @@ int main(int argc, char **argv) {
             else if (strcmp(optarg, "range") == 0) opt.op = OP_RANGE;
             else if (strcmp(optarg, "range-serializable") == 0) opt.op = OP_RANGE_SERIALIZABLE;
             else if (strcmp(optarg, "verify") == 0) opt.op = OP_VERIFY;
+            else if (strcmp(optarg, "watch") == 0) opt.op = OP_WATCH;
             else { fprintf(stderr, "cairn_bench: unknown --op %s\n", optarg); return 3; }
             break;
         case 'c': opt.conns = atoi(optarg); break;
@@ -884,6 +1440,10 @@ int main(int argc, char **argv) {
         case 'V': opt.keyed_values = true; break;
         case 'A': opt.acked_path = optarg; break;
         case 'P': opt.page = strtoll(optarg, NULL, 10); break;
+        case 'W': opt.watchers = atoi(optarg); break;
+        case 'X': opt.watch_streams = atoi(optarg); break;
+        case 'R': opt.rate = atof(optarg); break;
+        case 'F': opt.ready_file = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 3;
         }
@@ -893,9 +1453,29 @@ int main(int argc, char **argv) {
         strlen(opt.prefix) > 256 || opt.page < 0 ||
         (opt.acked_path && (opt.op == OP_RANGE || opt.op == OP_RANGE_SERIALIZABLE)) ||
         ((opt.acked_path || opt.op == OP_VERIFY) && opt.key_space > (1u << 30)) ||
-        (opt.op == OP_VERIFY && (size_t)opt.key_size <= strlen(opt.prefix))) {
+        (opt.op == OP_VERIFY && (size_t)opt.key_size <= strlen(opt.prefix)) ||
+        (opt.op == OP_WATCH && (opt.watchers < 1 || opt.watch_streams < 1 || opt.rate < 0 ||
+                                opt.key_size == 0 || opt.acked_path || opt.total > (1u << 30)))) {
         usage(stderr);
         return 3;
+    }
+    if (opt.op == OP_WATCH) {
+        /* the writer Puts keys 0..total-1 once each; its slots bound the Puts in flight */
+        if (opt.total == 0) opt.total = 1000;
+        opt.duration = 0;
+        opt.sequential = true;
+        opt.key_space = opt.total;
+        opt.clients = opt.rate > 0 ? 1024 : 1;
+        if (opt.conns > opt.watchers) opt.conns = opt.watchers;
+        if (opt.conns * opt.watch_streams > opt.watchers) opt.watch_streams = opt.watchers / opt.conns;
+        prefix_end();
+        wst.w = calloc((size_t)opt.watchers, sizeof *wst.w);
+        wst.sent_ns = calloc(opt.total, sizeof *wst.sent_ns);
+        if (!wst.w || !wst.sent_ns) {
+            fprintf(stderr, "cairn_bench: out of memory\n");
+            return 3;
+        }
+        if (opt.timeout <= 0) opt.timeout = 300;
     }
     if (opt.op == OP_VERIFY) {
         size_t plen = strlen(opt.prefix);
@@ -908,20 +1488,10 @@ int main(int argc, char **argv) {
             if (opt.page < 1) opt.page = 1;
             if (opt.page > 50000) opt.page = 50000;
         }
-        /* [prefix, prefix's successor): etcd's prefix range end (last byte below 0xff + 1) */
         st.vkey = xrealloc(NULL, plen + 1);
         memcpy(st.vkey, opt.prefix, plen);
         st.vkey_len = plen;
-        st.pend = xrealloc(NULL, plen + 1);
-        memcpy(st.pend, opt.prefix, plen);
-        st.pend_len = plen;
-        while (st.pend_len > 0 && st.pend[st.pend_len - 1] == 0xff) st.pend_len--;
-        if (st.pend_len == 0) {
-            st.pend[0] = 0; /* "\0": every key */
-            st.pend_len = 1;
-        } else {
-            st.pend[st.pend_len - 1]++;
-        }
+        prefix_end();
         verify_window((uint64_t)opt.page);
         if (opt.timeout <= 0) opt.timeout = 300;
     } else if (opt.total == 0 && opt.duration == 0) {
@@ -941,7 +1511,7 @@ int main(int argc, char **argv) {
     if (opt.neps == 0 && parse_endpoint("127.0.0.1:2379") != 0) return 3;
     /* every endpoint gets the same number of connections, clients permitting */
     if (opt.conns % opt.neps) opt.conns += opt.neps - opt.conns % opt.neps;
-    if (opt.conns > opt.clients) opt.conns = opt.clients;
+    if (opt.conns > opt.clients && opt.op != OP_WATCH) opt.conns = opt.clients;
 
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa = {.sa_handler = on_signal};
@@ -960,11 +1530,35 @@ int main(int argc, char **argv) {
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close_cb);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv_cb);
 
-    conn_t *conns = calloc((size_t)opt.conns, sizeof *conns);
-    struct pollfd *pfds = calloc((size_t)opt.conns, sizeof *pfds);
-    for (int i = 0; i < opt.conns; i++) {
-        int share = opt.clients / opt.conns + (i < opt.clients % opt.conns ? 1 : 0);
-        if (conn_init(&conns[i], i, share, cbs) != 0) return 3;
+    /* watch: the C watch connections, then the writer's */
+    int nconns = opt.conns + (opt.op == OP_WATCH);
+    conn_t *conns = calloc((size_t)nconns, sizeof *conns);
+    struct pollfd *pfds = calloc((size_t)nconns, sizeof *pfds);
+    if (opt.op == OP_WATCH) {
+        int nstreams = opt.conns * opt.watch_streams, g = 0;
+        uint32_t first = 0;
+        wst.create_start_ns = now_ns();
+        for (int i = 0; i < opt.conns; i++) {
+            conn_t *c = &conns[i];
+            if (conn_init(c, i, 0, cbs) != 0) return 3;
+            c->watch = true;
+            c->nws = opt.watch_streams;
+            c->ws = calloc((size_t)c->nws, sizeof *c->ws);
+            for (int k = 0; k < c->nws; k++, g++) {
+                wstream_t *ws = &c->ws[k];
+                ws->first = first;
+                ws->n = (uint32_t)(opt.watchers / nstreams + (g < opt.watchers % nstreams ? 1 : 0));
+                first += ws->n;
+                if (watch_submit(c, ws, st.pend, st.pend_len) != 0) return 3;
+            }
+        }
+        if (conn_init(&conns[opt.conns], opt.conns, opt.clients, cbs) != 0) return 3;
+        wst.writer = &conns[opt.conns];
+    } else {
+        for (int i = 0; i < opt.conns; i++) {
+            int share = opt.clients / opt.conns + (i < opt.clients % opt.conns ? 1 : 0);
+            if (conn_init(&conns[i], i, share, cbs) != 0) return 3;
+        }
     }
 
     st.start_ns = now_ns();
@@ -975,31 +1569,38 @@ int main(int argc, char **argv) {
 
     for (;;) {
         uint64_t now = now_ns();
+        if (opt.op == OP_WATCH) watch_tick(now);
         bool issuing = !st.interrupted && now < issue_end && (opt.total == 0 || st.issued < opt.total) &&
-                       !(opt.op == OP_VERIFY && (st.vdone || now < st.vretry_ns));
+                       !(opt.op == OP_VERIFY && (st.vdone || now < st.vretry_ns)) &&
+                       !(opt.op == OP_WATCH && !watch_may_put(now));
         /* verify: a failed page waiting for its next attempt */
         bool waiting = opt.op == OP_VERIFY && !st.interrupted && !st.vdone && now < st.vretry_ns;
         /* top up every live connection, then flush */
         int live = 0;
-        for (int i = 0; i < opt.conns; i++) {
+        for (int i = 0; i < nconns; i++) {
             conn_t *c = &conns[i];
             if (c->dead) continue;
             while (issuing && c->free_slots && !c->dead) {
                 if (submit_one(c) != 0) break;
                 if (opt.total && st.issued >= opt.total) issuing = false;
                 if (opt.op == OP_VERIFY) issuing = false; /* one page at a time */
+                if (opt.op == OP_WATCH) issuing = watch_may_put(now_ns());
             }
             conn_flush(c);
             if (!c->dead) live++;
         }
-        if (st.outstanding == 0 && ((!issuing && !waiting) || live == 0)) break;
+        if (opt.op == OP_WATCH) {
+            if (st.interrupted || watch_finished()) break;
+        } else if (st.outstanding == 0 && ((!issuing && !waiting) || live == 0)) {
+            break;
+        }
         if (live == 0) break;
         if (now >= hard_end) {
             timed_out = true;
             break;
         }
         int nfds = 0;
-        for (int i = 0; i < opt.conns; i++) {
+        for (int i = 0; i < nconns; i++) {
             conn_t *c = &conns[i];
             if (c->dead) continue;
             pfds[nfds].fd = c->fd;
@@ -1008,6 +1609,10 @@ int main(int argc, char **argv) {
             nfds++;
         }
         uint64_t wake = hard_end < issue_end ? hard_end : issue_end;
+        if (opt.op == OP_WATCH && wst.phase == WP_WRITING && st.issued < opt.total && watch_next_put_ns() < wake)
+            wake = watch_next_put_ns(); /* the next Put at --rate */
+        if (opt.op == OP_WATCH && wst.phase == WP_HOLD && now + 10000000u < wake)
+            wake = now + 10000000u; /* look for the removed --ready-file every 10 ms */
         int tmo = 100;
         if (wake > now && (wake - now) / 1000000 < 100) tmo = (int)((wake - now) / 1000000) + 1;
         int pr = poll(pfds, (nfds_t)nfds, tmo);
@@ -1017,7 +1622,7 @@ int main(int argc, char **argv) {
         }
         if (pr <= 0) continue;
         int j = 0;
-        for (int i = 0; i < opt.conns; i++) {
+        for (int i = 0; i < nconns; i++) {
             conn_t *c = &conns[i];
             if (c->dead) continue;
             short re = pfds[j++].revents;
@@ -1031,18 +1636,33 @@ int main(int argc, char **argv) {
         fprintf(stderr, "cairn_bench: hard timeout after %.0f s with %" PRIu64
                 " requests outstanding (counted as errors)\n", opt.timeout, st.outstanding);
         st.errors += st.outstanding;
+        if (opt.op == OP_WATCH)
+            fprintf(stderr, "cairn_bench: watch: %u of %d watchers created, %u dead, %s\n", wst.created,
+                    opt.watchers, wst.dead, wst.phase == WP_CREATING ? "still creating"
+                    : wst.phase == WP_HOLD ? "waiting for --ready-file to go" : "Puts or events outstanding");
     }
     if (opt.op == OP_VERIFY) {
         if (!st.vdone && !st.errors) record_error("verify: stopped before the last page");
         count_missing();
     }
-    report(end);
+    if (opt.op == OP_WATCH) watch_report(end);
+    else report(end);
     int file_rc = 0;
     if (opt.op == OP_PUT && st.acked) file_rc = write_acked();
-    for (int i = 0; i < opt.conns; i++) {
+    wst.phase = WP_DONE; /* streams closed from here on are not errors */
+    for (int i = 0; i < nconns; i++) {
         conn_t *c = &conns[i];
         if (c->fd >= 0) close(c->fd);
         if (c->h2) nghttp2_session_del(c->h2);
+        for (int k = 0; k < c->nws; k++) {
+            wstream_t *ws = &c->ws[k];
+            free(ws->grpc_message);
+            free(ws->hid);
+            free(ws->hw);
+            free(ws->body);
+            free(ws->rx);
+        }
+        free(c->ws);
         for (int k = 0; k < c->nslots; k++) {
             free(c->slots[k].body);
             free(c->slots[k].resp);
@@ -1059,9 +1679,11 @@ int main(int argc, char **argv) {
     free(st.vkey);
     free(st.vend);
     free(st.pend);
+    free(wst.w);
+    free(wst.sent_ns);
     nghttp2_session_callbacks_del(cbs);
     if (file_rc != 0) return 3;
     if (timed_out) return 2;
-    if (st.errors || st.vmissing || st.vwrong) return 1;
+    if (st.errors || st.vmissing || st.vwrong || wst.missing || wst.dup_or_reorder) return 1;
     return 0;
 }
