@@ -1,5 +1,10 @@
 /* mvcc.c - etcd's revisioned key-value store on LevelDB.
  *
+ * This file owns the store's format (below), open/close, batches, reads and writes at
+ * revisions, watch catch-up, leases and the membership history. The arena and the batch
+ * overlay are in mvcc_overlay.c, compaction and HashKV in mvcc_compact.c, whole-store copies
+ * in mvcc_export.c; mvcc_internal.h is what they share.
+ *
  * ==== ON-DISK FORMAT ======================================================================
  *
  * One LevelDB database (bytewise comparator) in the mvcc directory. Every integer is
@@ -89,139 +94,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cairn_crc32c.h"
 #include "cairn_err.h"
 #include "cairn_log.h"
-
-#define MVCC_FORMAT "cairn-mvcc/1"
-#define T_META 'M'
-#define T_CUR 'k'
-#define T_HIST 'h'
-#define T_REV 'r'
-#define T_LEASE 'L'
-#define T_LATT 'l'
-#define T_CONF 'C'
-#define HFLAG_TOMB 0x01
-#define CUR_HDR 32    /* create, mod, version, lease */
-#define HIST_HDR 25   /* flags, create, version, lease */
-
-/* ---- byte helpers --------------------------------------------------------------------- */
-
-static inline void be64_put(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) {
-        p[i] = (uint8_t)v;
-        v >>= 8;
-    }
-}
-
-static inline uint64_t be64_get(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-/* LevelDB's bytewise order, which is also Go's bytes.Compare. */
-static inline int keycmp(const void *a, size_t an, const void *b, size_t bn)
-{
-    size_t n = an < bn ? an : bn;
-    int c = n ? memcmp(a, b, n) : 0;
-    if (c)
-        return c;
-    return an < bn ? -1 : an > bn ? 1 : 0;
-}
-
-/* A key being built: small ones on the stack, large ones on the heap. */
-typedef struct {
-    uint8_t *p;
-    size_t n, cap;
-    int oom;
-    uint8_t inl[192];
-} kbuf_t;
-
-static void kb_init(kbuf_t *b)
-{
-    b->p = b->inl;
-    b->n = 0;
-    b->cap = sizeof b->inl;
-    b->oom = 0;
-}
-
-static void kb_free(kbuf_t *b)
-{
-    if (b->p != b->inl)
-        free(b->p);
-    kb_init(b);
-}
-
-static int kb_reserve(kbuf_t *b, size_t extra)
-{
-    if (b->oom)
-        return -1;
-    if (b->n + extra <= b->cap)
-        return 0;
-    size_t cap = b->cap * 2;
-    while (cap < b->n + extra)
-        cap *= 2;
-    uint8_t *np = b->p == b->inl ? malloc(cap) : realloc(b->p, cap);
-    if (!np) {
-        b->oom = 1;
-        return -1;
-    }
-    if (b->p == b->inl)
-        memcpy(np, b->inl, b->n);
-    b->p = np;
-    b->cap = cap;
-    return 0;
-}
-
-static void kb_add(kbuf_t *b, const void *d, size_t n)
-{
-    if (n && kb_reserve(b, n) == 0) {
-        memcpy(b->p + b->n, d, n);
-        b->n += n;
-    }
-}
-
-static void kb_u8(kbuf_t *b, uint8_t c)
-{
-    if (kb_reserve(b, 1) == 0)
-        b->p[b->n++] = c;
-}
-
-static void kb_be64(kbuf_t *b, uint64_t v)
-{
-    if (kb_reserve(b, 8) == 0) {
-        be64_put(b->p + b->n, v);
-        b->n += 8;
-    }
-}
-
-/* 'h' esc(key) 0x00 0x01: the prefix shared by every history record of key. */
-static void kb_hist_group(kbuf_t *b, const uint8_t *key, size_t klen)
-{
-    kb_u8(b, T_HIST);
-    if (kb_reserve(b, 2 * klen + 2) != 0)
-        return;
-    uint8_t *o = b->p + b->n;
-    for (size_t i = 0; i < klen; i++) {
-        *o++ = key[i];
-        if (key[i] == 0)
-            *o++ = 0xFF;
-    }
-    *o++ = 0x00;
-    *o++ = 0x01;
-    b->n = (size_t)(o - b->p);
-}
-
-static void kb_hist_key(kbuf_t *b, const uint8_t *key, size_t klen, int64_t main, int64_t sub)
-{
-    kb_hist_group(b, key, klen);
-    kb_be64(b, ~(uint64_t)main);
-    kb_be64(b, ~(uint64_t)sub);
-}
+#include "mvcc_internal.h"
 
 /* Parses the group of a history key: *glen = length of 'h' esc(key) 0x00 0x01, and unescapes
  * the user key into *out (grown as needed). Returns 0 or CAIRN_ECORRUPT/CAIRN_ENOMEM. */
@@ -254,250 +129,10 @@ static int hist_parse(const uint8_t *k, size_t n, size_t *glen, uint8_t **out, s
     return CAIRN_ECORRUPT;
 }
 
-/* ---- arena ---------------------------------------------------------------------------- */
-
-struct cairn_arena_chunk {
-    cairn_arena_chunk_t *next;
-    size_t cap, used;
-};
-#define ARENA_HDR ((sizeof(cairn_arena_chunk_t) + 15) & ~(size_t)15)
-#define ARENA_MIN (64 * 1024)
-#define ARENA_MAX (4 * 1024 * 1024)
-#define ARENA_DATA(c) ((uint8_t *)(c) + ARENA_HDR)
-
-void *cairn_arena_alloc(cairn_arena_t *a, size_t n)
-{
-    n = n ? (n + 15) & ~(size_t)15 : 16;
-    cairn_arena_chunk_t *c = a->head;
-    if (c && c->cap - c->used >= n) {
-        void *p = ARENA_DATA(c) + c->used;
-        c->used += n;
-        a->bytes += n;
-        return p;
-    }
-    if (n > ARENA_MIN / 4) {
-        /* A big block gets a chunk of its own, linked behind the head so the head keeps
-         * serving small allocations. */
-        cairn_arena_chunk_t *nc = malloc(ARENA_HDR + n);
-        if (!nc)
-            return NULL;
-        nc->cap = nc->used = n;
-        if (c) {
-            nc->next = c->next;
-            c->next = nc;
-        } else {
-            nc->next = NULL;
-            a->head = nc;
-        }
-        a->bytes += n;
-        return ARENA_DATA(nc);
-    }
-    /* Chunks grow with the arena (a batch of 1000 puts needs megabytes), up to 4 MiB. */
-    size_t cap = a->bytes < ARENA_MIN ? ARENA_MIN : a->bytes > ARENA_MAX ? ARENA_MAX : a->bytes;
-    cairn_arena_chunk_t *nc = malloc(ARENA_HDR + cap);
-    if (!nc)
-        return NULL;
-    nc->cap = cap;
-    nc->used = n;
-    nc->next = c;
-    a->head = nc;
-    a->bytes += n;
-    return ARENA_DATA(nc);
-}
-
-void *cairn_arena_dup(cairn_arena_t *a, const void *p, size_t n)
-{
-    void *d = cairn_arena_alloc(a, n);
-    if (d && n)
-        memcpy(d, p, n);
-    return d;
-}
-
-void cairn_arena_reset(cairn_arena_t *a)
-{
-    cairn_arena_chunk_t *keep = a->head;
-    if (keep && (keep->cap < ARENA_MIN || keep->cap > ARENA_MAX))
-        keep = NULL;   /* a dedicated big block: not worth keeping */
-    cairn_arena_chunk_t *c = a->head;
-    while (c) {
-        cairn_arena_chunk_t *next = c->next;
-        if (c != keep)
-            free(c);
-        c = next;
-    }
-    if (keep) {
-        keep->next = NULL;
-        keep->used = 0;
-    }
-    a->head = keep;
-    a->bytes = 0;
-}
-
-void cairn_arena_free(cairn_arena_t *a)
-{
-    cairn_arena_reset(a);
-    free(a->head);
-    a->head = NULL;
-}
-
-/* ---- overlay: the open batch as a sorted map of LevelDB keys --------------------------- */
-
-#define OV_MAXH 12
-
-typedef struct ov_node {
-    const uint8_t *key, *val;
-    uint32_t klen, vlen;
-    uint8_t del;   /* the batch deletes this key */
-    struct ov_node *next[];
-} ov_node_t;
-
-typedef struct {
-    cairn_arena_t arena;
-    ov_node_t *head;
-    int height;
-    uint64_t rnd;
-    size_t count;
-} overlay_t;
-
-static int ov_init(overlay_t *o)
-{
-    memset(o, 0, sizeof *o);
-    o->head = calloc(1, sizeof(ov_node_t) + OV_MAXH * sizeof(ov_node_t *));
-    o->height = 1;
-    o->rnd = 0x9E3779B97F4A7C15ull;
-    return o->head ? 0 : CAIRN_ENOMEM;
-}
-
-static void ov_clear(overlay_t *o)
-{
-    cairn_arena_reset(&o->arena);
-    memset(o->head->next, 0, OV_MAXH * sizeof(ov_node_t *));
-    o->height = 1;
-    o->count = 0;
-}
-
-static void ov_fini(overlay_t *o)
-{
-    cairn_arena_free(&o->arena);
-    free(o->head);
-    o->head = NULL;
-}
-
-/* First node >= key; fills prev[] (may be NULL) with the last node < key on each level. */
-static ov_node_t *ov_find_ge(const overlay_t *o, const uint8_t *key, size_t klen, ov_node_t **prev)
-{
-    ov_node_t *x = o->head;
-    for (int lv = o->height - 1; lv >= 0; lv--) {
-        ov_node_t *nx;
-        while ((nx = x->next[lv]) && keycmp(nx->key, nx->klen, key, klen) < 0)
-            x = nx;
-        if (prev)
-            prev[lv] = x;
-    }
-    return x->next[0];
-}
-
-static const ov_node_t *ov_get(const overlay_t *o, const uint8_t *key, size_t klen)
-{
-    if (!o->count)
-        return NULL;
-    const ov_node_t *n = ov_find_ge(o, key, klen, NULL);
-    return n && keycmp(n->key, n->klen, key, klen) == 0 ? n : NULL;
-}
-
-/* Sets key to v1||v2 (or deletes it when del), copying everything into the arena. */
-static int ov_set(overlay_t *o, const uint8_t *key, size_t klen, const void *v1, size_t n1, const void *v2,
-                  size_t n2, int del)
-{
-    if (klen > UINT32_MAX || n1 + n2 > UINT32_MAX)
-        return CAIRN_ETOOBIG;
-    ov_node_t *prev[OV_MAXH];
-    ov_node_t *n = ov_find_ge(o, key, klen, prev);
-    if (!n || keycmp(n->key, n->klen, key, klen) != 0) {
-        int h = 1;
-        while (h < OV_MAXH) {
-            o->rnd ^= o->rnd << 13;
-            o->rnd ^= o->rnd >> 7;
-            o->rnd ^= o->rnd << 17;
-            if ((o->rnd & 3) != 0)
-                break;
-            h++;
-        }
-        n = cairn_arena_alloc(&o->arena, sizeof(ov_node_t) + (size_t)h * sizeof(ov_node_t *));
-        uint8_t *kc = cairn_arena_dup(&o->arena, key, klen);
-        if (!n || !kc)
-            return CAIRN_ENOMEM;
-        n->key = kc;
-        n->klen = (uint32_t)klen;
-        for (int lv = o->height; lv < h; lv++)
-            prev[lv] = o->head;
-        if (h > o->height)
-            o->height = h;
-        for (int lv = 0; lv < h; lv++) {
-            n->next[lv] = prev[lv]->next[lv];
-            prev[lv]->next[lv] = n;
-        }
-        o->count++;
-    }
-    n->del = (uint8_t)(del != 0);
-    n->val = NULL;
-    n->vlen = 0;
-    if (!del) {
-        uint8_t *v = cairn_arena_alloc(&o->arena, n1 + n2);
-        if (!v)
-            return CAIRN_ENOMEM;
-        if (n1)
-            memcpy(v, v1, n1);
-        if (n2)
-            memcpy(v + n1, v2, n2);
-        n->val = v;
-        n->vlen = (uint32_t)(n1 + n2);
-    }
-    return 0;
-}
-
-/* ---- the store ------------------------------------------------------------------------ */
-
-typedef struct {
-    uint64_t index, term;
-    int64_t rev;
-    int64_t compact_rev, finished_rev;
-    uint64_t cur_main, cur_sub;
-} meta_t;
-
-struct cairn_mvcc_t {
-    leveldb_t *db;
-    leveldb_options_t *opts;
-    leveldb_cache_t *cache;
-    leveldb_filterpolicy_t *filter;
-    leveldb_readoptions_t *ro;       /* point reads */
-    leveldb_readoptions_t *ro_scan;  /* long scans (compaction, hash): keep them out of the cache */
-    leveldb_writeoptions_t *wo;
-    leveldb_writebatch_t *wb;
-    char *dir;
-
-    meta_t c;   /* committed: what LevelDB holds */
-    meta_t p;   /* pending: c plus the open batch */
-    int in_batch;
-    int compact_dirty;
-    overlay_t ov;
-
-    int in_txn;
-    int64_t txn_main, txn_sub;
-
-    cairn_mvcc_event_fn ev_fn;
-    void *ev_arg;
-    int compact_chunk;
-    int compact_async;
-
-    uint8_t *scratch;   /* an unescaped history key */
-    size_t scratch_cap;
-    cairn_arena_t req_arena;
-};
 
 cairn_arena_t *cairn_mvcc_arena(cairn_mvcc_t *m) { return &m->req_arena; }
 
-static void log_ldb_err(const char *what, char *err)
+void mvcc_ldb_err(const char *what, char *err)
 {
     cairn_error("leveldb error", "op=%s err=\"%s\"", what, err ? err : "?");
     leveldb_free(err);
@@ -631,7 +266,7 @@ static int mi_close(miter_t *mi)
     leveldb_iter_destroy(mi->it);
     mi->it = NULL;
     if (err) {
-        log_ldb_err("iterate", err);
+        mvcc_ldb_err("iterate", err);
         return CAIRN_EIO;
     }
     return 0;
@@ -658,7 +293,7 @@ static int raw_get(cairn_mvcc_t *m, int view, const uint8_t *k, size_t kn, const
     size_t len = 0;
     char *val = leveldb_get(m->db, m->ro, (const char *)k, kn, &len, &err);
     if (err) {
-        log_ldb_err("get", err);
+        mvcc_ldb_err("get", err);
         return CAIRN_EIO;
     }
     if (!val)
@@ -988,14 +623,14 @@ int cairn_mvcc_set_applied(cairn_mvcc_t *m, uint64_t index, uint64_t term)
     return 0;
 }
 
-static void enc_applied(uint8_t out[24], const meta_t *mt)
+void mvcc_enc_applied(uint8_t out[24], const meta_t *mt)
 {
     be64_put(out, mt->index);
     be64_put(out + 8, mt->term);
     be64_put(out + 16, (uint64_t)mt->rev);
 }
 
-static void enc_compact(uint8_t out[32], const meta_t *mt)
+void mvcc_enc_compact(uint8_t out[32], const meta_t *mt)
 {
     be64_put(out, (uint64_t)mt->compact_rev);
     be64_put(out + 8, (uint64_t)mt->finished_rev);
@@ -1010,7 +645,7 @@ int cairn_mvcc_sync(cairn_mvcc_t *m)
     /* LevelDB's log is written in order, so one synced write makes every earlier write
      * durable too: rewrite the committed applied record with sync on. */
     uint8_t ap[24];
-    enc_applied(ap, &m->c);
+    mvcc_enc_applied(ap, &m->c);
     leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
     if (!wo)
         return CAIRN_ENOMEM;
@@ -1019,7 +654,7 @@ int cairn_mvcc_sync(cairn_mvcc_t *m)
     leveldb_put(m->db, wo, "Mapplied", 8, (const char *)ap, sizeof ap, &err);
     leveldb_writeoptions_destroy(wo);
     if (err) {
-        log_ldb_err("sync", err);
+        mvcc_ldb_err("sync", err);
         return CAIRN_EIO;
     }
     return 0;
@@ -1040,17 +675,17 @@ int cairn_mvcc_batch_commit(cairn_mvcc_t *m)
     }
     /* The applied index rides in the same write as the data it covers. */
     uint8_t ap[24], cp[32];
-    enc_applied(ap, &m->p);
+    mvcc_enc_applied(ap, &m->p);
     leveldb_writebatch_put(m->wb, "Mapplied", 8, (const char *)ap, sizeof ap);
     if (m->compact_dirty) {
-        enc_compact(cp, &m->p);
+        mvcc_enc_compact(cp, &m->p);
         leveldb_writebatch_put(m->wb, "Mcompact", 8, (const char *)cp, sizeof cp);
     }
     char *err = NULL;
     leveldb_write(m->db, m->wo, m->wb, &err);
     leveldb_writebatch_clear(m->wb);
     if (err) {
-        log_ldb_err("write batch", err);
+        mvcc_ldb_err("write batch", err);
         cairn_mvcc_batch_abort(m);
         return CAIRN_EIO;
     }
@@ -1285,188 +920,10 @@ int cairn_mvcc_changes(cairn_mvcc_t *m, int64_t start_rev, int64_t end_rev, cair
     leveldb_release_snapshot(m->db, snap);
     kb_free(&kb);
     if (err) {
-        log_ldb_err("changes scan", err);
+        mvcc_ldb_err("changes scan", err);
         return CAIRN_EIO;
     }
     return rc;
-}
-
-/* ---- compaction ----------------------------------------------------------------------- */
-
-int cairn_mvcc_compact(cairn_mvcc_t *m, int64_t rev)
-{
-    if (!m->in_batch || m->in_txn)
-        return CAIRN_ESTATE;
-    /* etcd's store.updateCompactRev: already compacted first, then future. */
-    if (rev <= m->p.compact_rev)
-        return CAIRN_ECOMPACTED;
-    if (rev > m->p.rev)
-        return CAIRN_EFUTURE_REV;
-    m->p.compact_rev = rev;
-    m->compact_dirty = 1;
-    return 0;
-}
-
-int cairn_mvcc_compact_step(cairn_mvcc_t *m, int max_deletes)
-{
-    if (m->in_batch)
-        return CAIRN_ESTATE;
-    if (!cairn_mvcc_compact_pending(m))
-        return 0;
-    if (max_deletes < 4)
-        max_deletes = 4;   /* one record can cost 4 deletions: it must always fit */
-    const int64_t C = m->c.compact_rev;
-    meta_t nm = m->c;
-    uint8_t rk[17];
-    rk[0] = T_REV;
-    be64_put(rk + 1, m->c.cur_main);
-    be64_put(rk + 9, m->c.cur_sub);
-    leveldb_iterator_t *ir = leveldb_create_iterator(m->db, m->ro_scan);
-    leveldb_iterator_t *ih = leveldb_create_iterator(m->db, m->ro_scan);
-    leveldb_writebatch_clear(m->wb);
-    kbuf_t kb;
-    kb_init(&kb);
-    int ndel = 0, done = 0, rc = 0;
-    for (leveldb_iter_seek(ir, (const char *)rk, sizeof rk);; leveldb_iter_next(ir)) {
-        size_t kn, vn;
-        if (!leveldb_iter_valid(ir)) {
-            done = 1;
-            break;
-        }
-        const uint8_t *k = (const uint8_t *)leveldb_iter_key(ir, &kn);
-        if (kn < 1 || k[0] != T_REV) {
-            done = 1;
-            break;
-        }
-        if (kn != 17) {
-            rc = CAIRN_ECORRUPT;
-            break;
-        }
-        uint64_t main = be64_get(k + 1), sub = be64_get(k + 9);
-        if ((int64_t)main > C) {
-            done = 1;
-            break;
-        }
-        if (ndel + 4 > max_deletes) {
-            nm.cur_main = main;
-            nm.cur_sub = sub;
-            break;
-        }
-        const uint8_t *v = (const uint8_t *)leveldb_iter_value(ir, &vn);
-        if (vn < 1) {
-            rc = CAIRN_ECORRUPT;
-            break;
-        }
-        kb.n = 0;
-        kb_hist_key(&kb, v + 1, vn - 1, (int64_t)main, (int64_t)sub);
-        if (kb.oom) {
-            rc = CAIRN_ENOMEM;
-            break;
-        }
-        size_t glen = kb.n - 16;
-        /* This record supersedes the key's previous one, the next record in 'h' order. */
-        leveldb_iter_seek(ih, (const char *)kb.p, kb.n);
-        if (leveldb_iter_valid(ih)) {
-            size_t hn;
-            const uint8_t *hk = (const uint8_t *)leveldb_iter_key(ih, &hn);
-            if (hn == kb.n && memcmp(hk, kb.p, hn) == 0)
-                leveldb_iter_next(ih);
-            if (leveldb_iter_valid(ih)) {
-                hk = (const uint8_t *)leveldb_iter_key(ih, &hn);
-                if (hn == glen + 16 && memcmp(hk, kb.p, glen) == 0) {
-                    uint8_t prk[17];
-                    prk[0] = T_REV;
-                    be64_put(prk + 1, ~be64_get(hk + glen));
-                    be64_put(prk + 9, ~be64_get(hk + glen + 8));
-                    leveldb_writebatch_delete(m->wb, (const char *)hk, hn);
-                    leveldb_writebatch_delete(m->wb, (const char *)prk, sizeof prk);
-                    ndel += 2;
-                }
-            }
-        }
-        /* A tombstone at <= C is never needed: the key did not exist at C. */
-        if (v[0] & HFLAG_TOMB) {
-            leveldb_writebatch_delete(m->wb, (const char *)kb.p, kb.n);
-            leveldb_writebatch_delete(m->wb, (const char *)k, kn);
-            ndel += 2;
-        }
-    }
-    char *err = NULL;
-    leveldb_iter_get_error(ir, &err);
-    if (!err)
-        leveldb_iter_get_error(ih, &err);
-    leveldb_iter_destroy(ir);
-    leveldb_iter_destroy(ih);
-    kb_free(&kb);
-    if (err) {
-        log_ldb_err("compact scan", err);
-        rc = CAIRN_EIO;
-    }
-    if (rc) {
-        leveldb_writebatch_clear(m->wb);
-        return rc;
-    }
-    if (done) {
-        nm.finished_rev = C;
-        nm.cur_main = (uint64_t)(C + 1);
-        nm.cur_sub = 0;
-    }
-    uint8_t cp[32];
-    enc_compact(cp, &nm);
-    leveldb_writebatch_put(m->wb, "Mcompact", 8, (const char *)cp, sizeof cp);
-    leveldb_write(m->db, m->wo, m->wb, &err);
-    leveldb_writebatch_clear(m->wb);
-    if (err) {
-        log_ldb_err("compact write", err);
-        return CAIRN_EIO;
-    }
-    m->c = nm;
-    if (done)
-        cairn_debug("compaction finished", "rev=%lld", (long long)C);
-    return done ? 0 : 1;
-}
-
-int cairn_mvcc_hash_kv(cairn_mvcc_t *m, int64_t rev, uint32_t *hash, int64_t *compact_rev)
-{
-    int64_t crev = m->c.compact_rev;
-    if (compact_rev)
-        *compact_rev = crev;
-    if (rev > 0 && rev <= crev)
-        return CAIRN_ECOMPACTED;
-    if (rev > m->c.rev)
-        return CAIRN_EFUTURE_REV;
-    if (rev <= 0)
-        rev = m->c.rev;
-    /* Finish any pending removal first, so every member hashes the same records for the
-     * same (rev, compact_rev), however far its removal had got. */
-    while (!m->in_batch && cairn_mvcc_compact_pending(m)) {
-        int rc = cairn_mvcc_compact_step(m, m->compact_chunk);
-        if (rc < 0)
-            return rc;
-    }
-    uint32_t h = 0;
-    leveldb_iterator_t *it = leveldb_create_iterator(m->db, m->ro_scan);
-    uint8_t start = T_HIST;
-    for (leveldb_iter_seek(it, (const char *)&start, 1); leveldb_iter_valid(it); leveldb_iter_next(it)) {
-        size_t kn, vn;
-        const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kn);
-        if (kn < 17 || k[0] != T_HIST)
-            break;
-        if ((int64_t)~be64_get(k + kn - 16) > rev)
-            continue;
-        const uint8_t *v = (const uint8_t *)leveldb_iter_value(it, &vn);
-        h = cairn_crc32c_extend(h, k, kn);
-        h = cairn_crc32c_extend(h, v, vn);
-    }
-    char *err = NULL;
-    leveldb_iter_get_error(it, &err);
-    leveldb_iter_destroy(it);
-    if (err) {
-        log_ldb_err("hash", err);
-        return CAIRN_EIO;
-    }
-    *hash = h;
-    return 0;
 }
 
 /* ---- leases --------------------------------------------------------------------------- */
@@ -1615,7 +1072,7 @@ int cairn_mvcc_lease_foreach(cairn_mvcc_t *m, int (*fn)(void *arg, int64_t id, i
     leveldb_iter_get_error(it, &err);
     leveldb_iter_destroy(it);
     if (err) {
-        log_ldb_err("lease scan", err);
+        mvcc_ldb_err("lease scan", err);
         return CAIRN_EIO;
     }
     return rc;
@@ -1648,7 +1105,7 @@ int64_t cairn_mvcc_db_size(cairn_mvcc_t *m)
     return total;
 }
 
-static void set_err(int *err, char *errbuf, size_t errlen, int code, const char *fmt, const char *a,
+void mvcc_set_err(int *err, char *errbuf, size_t errlen, int code, const char *fmt, const char *a,
                     const char *b)
 {
     if (err)
@@ -1664,7 +1121,7 @@ static int load_meta(cairn_mvcc_t *m, char *errbuf, size_t errlen)
     size_t n = 0;
     char *fmt = leveldb_get(m->db, m->ro, "Mformat", 7, &n, &err);
     if (err) {
-        set_err(NULL, errbuf, errlen, 0, "reading %s: %s", "Mformat", err);
+        mvcc_set_err(NULL, errbuf, errlen, 0, "reading %s: %s", "Mformat", err);
         leveldb_free(err);
         return CAIRN_EIO;
     }
@@ -1674,13 +1131,13 @@ static int load_meta(cairn_mvcc_t *m, char *errbuf, size_t errlen)
         int empty = !leveldb_iter_valid(it);
         leveldb_iter_destroy(it);
         if (!empty) {
-            set_err(NULL, errbuf, errlen, 0, "%s: not a cairn mvcc store (no format record)%s", m->dir, NULL);
+            mvcc_set_err(NULL, errbuf, errlen, 0, "%s: not a cairn mvcc store (no format record)%s", m->dir, NULL);
             return CAIRN_ECORRUPT;
         }
         m->c = (meta_t){.index = 0, .term = 0, .rev = 1, .compact_rev = -1, .finished_rev = -1};
         uint8_t ap[24], cp[32];
-        enc_applied(ap, &m->c);
-        enc_compact(cp, &m->c);
+        mvcc_enc_applied(ap, &m->c);
+        mvcc_enc_compact(cp, &m->c);
         leveldb_writebatch_clear(m->wb);
         leveldb_writebatch_put(m->wb, "Mformat", 7, MVCC_FORMAT, strlen(MVCC_FORMAT));
         leveldb_writebatch_put(m->wb, "Mapplied", 8, (const char *)ap, sizeof ap);
@@ -1688,7 +1145,7 @@ static int load_meta(cairn_mvcc_t *m, char *errbuf, size_t errlen)
         leveldb_write(m->db, m->wo, m->wb, &err);
         leveldb_writebatch_clear(m->wb);
         if (err) {
-            set_err(NULL, errbuf, errlen, 0, "initialising %s: %s", m->dir, err);
+            mvcc_set_err(NULL, errbuf, errlen, 0, "initialising %s: %s", m->dir, err);
             leveldb_free(err);
             return CAIRN_EIO;
         }
@@ -1697,12 +1154,12 @@ static int load_meta(cairn_mvcc_t *m, char *errbuf, size_t errlen)
     int ok = n == strlen(MVCC_FORMAT) && memcmp(fmt, MVCC_FORMAT, n) == 0;
     leveldb_free(fmt);
     if (!ok) {
-        set_err(NULL, errbuf, errlen, 0, "%s: unsupported mvcc format (want %s)", m->dir, MVCC_FORMAT);
+        mvcc_set_err(NULL, errbuf, errlen, 0, "%s: unsupported mvcc format (want %s)", m->dir, MVCC_FORMAT);
         return CAIRN_EVERSION;
     }
     char *ap = leveldb_get(m->db, m->ro, "Mapplied", 8, &n, &err);
     if (err || !ap || n != 24) {
-        set_err(NULL, errbuf, errlen, 0, "%s: bad Mapplied record %s", m->dir, err);
+        mvcc_set_err(NULL, errbuf, errlen, 0, "%s: bad Mapplied record %s", m->dir, err);
         leveldb_free(err);
         leveldb_free(ap);
         return CAIRN_ECORRUPT;
@@ -1713,7 +1170,7 @@ static int load_meta(cairn_mvcc_t *m, char *errbuf, size_t errlen)
     leveldb_free(ap);
     char *cp = leveldb_get(m->db, m->ro, "Mcompact", 8, &n, &err);
     if (err || !cp || n != 32) {
-        set_err(NULL, errbuf, errlen, 0, "%s: bad Mcompact record %s", m->dir, err);
+        mvcc_set_err(NULL, errbuf, errlen, 0, "%s: bad Mcompact record %s", m->dir, err);
         leveldb_free(err);
         leveldb_free(cp);
         return CAIRN_ECORRUPT;
@@ -1724,7 +1181,7 @@ static int load_meta(cairn_mvcc_t *m, char *errbuf, size_t errlen)
     m->c.cur_sub = be64_get((uint8_t *)cp + 24);
     leveldb_free(cp);
     if (m->c.rev < 1) {
-        set_err(NULL, errbuf, errlen, 0, "%s: bad revision in Mapplied%s", m->dir, NULL);
+        mvcc_set_err(NULL, errbuf, errlen, 0, "%s: bad revision in Mapplied%s", m->dir, NULL);
         return CAIRN_ECORRUPT;
     }
     return 0;
@@ -1785,7 +1242,7 @@ int cairn_mvcc_conf_get(cairn_mvcc_t *m, uint64_t upto, uint8_t **blob, size_t *
     char *err = NULL;
     leveldb_iter_get_error(it, &err);
     if (err) {
-        log_ldb_err("conf get", err);
+        mvcc_ldb_err("conf get", err);
         if (rc == 1)
             free(*blob);
         rc = CAIRN_EIO;
@@ -1802,7 +1259,7 @@ cairn_mvcc_t *cairn_mvcc_open(const char *dir, int *err, char *errbuf, size_t er
         errbuf[0] = 0;
     cairn_mvcc_t *m = calloc(1, sizeof *m);
     if (!m || !(m->dir = strdup(dir)) || ov_init(&m->ov) != 0) {
-        set_err(err, errbuf, errlen, CAIRN_ENOMEM, "out of memory%s%s", "", NULL);
+        mvcc_set_err(err, errbuf, errlen, CAIRN_ENOMEM, "out of memory%s%s", "", NULL);
         if (m) {
             free(m->dir);
             free(m);
@@ -1831,7 +1288,7 @@ cairn_mvcc_t *cairn_mvcc_open(const char *dir, int *err, char *errbuf, size_t er
     m->db = leveldb_open(m->opts, dir, &lerr);
     int rc = 0;
     if (lerr) {
-        set_err(NULL, errbuf, errlen, 0, "opening %s: %s", dir, lerr);
+        mvcc_set_err(NULL, errbuf, errlen, 0, "opening %s: %s", dir, lerr);
         leveldb_free(lerr);
         rc = CAIRN_EIO;
     }
@@ -1882,213 +1339,5 @@ void cairn_mvcc_destroy(cairn_mvcc_t **self_p)
     free(m->scratch);
     free(m->dir);
     free(m);
-    *self_p = NULL;
-}
-
-/* ---- whole-store copies ------------------------------------------------------------------ */
-
-static void dec_point(const uint8_t *ap, size_t an, const uint8_t *cp, size_t cn, cairn_mvcc_point_t *pt)
-{
-    *pt = (cairn_mvcc_point_t){.compact_rev = -1};
-    if (an == 24) {
-        pt->index = be64_get(ap);
-        pt->term = be64_get(ap + 8);
-        pt->revision = (int64_t)be64_get(ap + 16);
-    }
-    if (cn == 32)
-        pt->compact_rev = (int64_t)be64_get(cp);
-}
-
-int cairn_mvcc_export(cairn_mvcc_t *m, int (*on_point)(void *arg, const cairn_mvcc_point_t *pt), cairn_mvcc_raw_fn fn,
-                      void *arg)
-{
-    /* Everything through one LevelDB snapshot: the records and the applied index they are
-     * described by come from the same instant, whatever is written meanwhile. */
-    const leveldb_snapshot_t *snap = leveldb_create_snapshot(m->db);
-    leveldb_readoptions_t *ro = leveldb_readoptions_create();
-    if (!snap || !ro) {
-        if (snap)
-            leveldb_release_snapshot(m->db, snap);
-        if (ro)
-            leveldb_readoptions_destroy(ro);
-        return CAIRN_ENOMEM;
-    }
-    leveldb_readoptions_set_snapshot(ro, snap);
-    leveldb_readoptions_set_fill_cache(ro, 0); /* a full scan must not evict the hot set */
-    leveldb_readoptions_set_verify_checksums(ro, 1);
-    int rc = 0;
-    char *err = NULL;
-    size_t an = 0, cn = 0;
-    char *ap = leveldb_get(m->db, ro, "Mapplied", 8, &an, &err);
-    char *cp = err ? NULL : leveldb_get(m->db, ro, "Mcompact", 8, &cn, &err);
-    if (err) {
-        log_ldb_err("export meta", err);
-        rc = CAIRN_EIO;
-    } else if (!ap || an != 24) {
-        rc = CAIRN_ECORRUPT;
-    } else {
-        cairn_mvcc_point_t pt;
-        dec_point((const uint8_t *)ap, an, (const uint8_t *)cp, cn, &pt);
-        if (on_point)
-            rc = on_point(arg, &pt);
-    }
-    leveldb_free(ap);
-    leveldb_free(cp);
-    leveldb_iterator_t *it = rc ? NULL : leveldb_create_iterator(m->db, ro);
-    if (it) {
-        for (leveldb_iter_seek_to_first(it); rc == 0 && leveldb_iter_valid(it); leveldb_iter_next(it)) {
-            size_t kn = 0, vn = 0;
-            const char *k = leveldb_iter_key(it, &kn);
-            const char *v = leveldb_iter_value(it, &vn);
-            rc = fn(arg, (const uint8_t *)k, kn, (const uint8_t *)v, vn);
-        }
-        leveldb_iter_get_error(it, &err);
-        if (err) {
-            log_ldb_err("export", err);
-            if (rc == 0)
-                rc = CAIRN_EIO;
-        }
-        leveldb_iter_destroy(it);
-    } else if (rc == 0) {
-        rc = CAIRN_ENOMEM;
-    }
-    leveldb_readoptions_destroy(ro);
-    leveldb_release_snapshot(m->db, snap);
-    return rc;
-}
-
-#define BUILD_BATCH_BYTES ((size_t)4 << 20)
-
-struct cairn_mvcc_builder_t {
-    leveldb_t *db;
-    leveldb_options_t *opts;
-    leveldb_filterpolicy_t *filter;
-    leveldb_writeoptions_t *wo;
-    leveldb_writebatch_t *wb;
-    size_t batch_bytes;
-    char *dir;
-    int failed;
-};
-
-cairn_mvcc_builder_t *cairn_mvcc_builder_new(const char *dir, int *err, char *errbuf, size_t errlen)
-{
-    if (err)
-        *err = 0;
-    cairn_mvcc_builder_t *b = calloc(1, sizeof *b);
-    if (!b || !(b->dir = strdup(dir))) {
-        free(b);
-        set_err(err, errbuf, errlen, CAIRN_ENOMEM, "out of memory%s%s", "", NULL);
-        return NULL;
-    }
-    /* The options of cairn_mvcc_open, so the tables are written as the store will read them
-     * (bloom filters included); error_if_exists: a build never writes into a store. */
-    b->opts = leveldb_options_create();
-    leveldb_options_set_create_if_missing(b->opts, 1);
-    leveldb_options_set_error_if_exists(b->opts, 1);
-    b->filter = leveldb_filterpolicy_create_bloom(10);
-    leveldb_options_set_filter_policy(b->opts, b->filter);
-    leveldb_options_set_compression(b->opts, leveldb_snappy_compression);
-    leveldb_options_set_write_buffer_size(b->opts, 32u << 20);
-    leveldb_options_set_max_file_size(b->opts, 8u << 20);
-    b->wo = leveldb_writeoptions_create();
-    leveldb_writeoptions_set_sync(b->wo, 0);
-    b->wb = leveldb_writebatch_create();
-    char *lerr = NULL;
-    b->db = leveldb_open(b->opts, dir, &lerr);
-    if (lerr) {
-        set_err(err, errbuf, errlen, CAIRN_EIO, "creating %s: %s", dir, lerr);
-        leveldb_free(lerr);
-        cairn_mvcc_builder_destroy(&b);
-        return NULL;
-    }
-    return b;
-}
-
-static int builder_flush(cairn_mvcc_builder_t *b, int sync)
-{
-    char *err = NULL;
-    leveldb_writeoptions_set_sync(b->wo, (unsigned char)sync);
-    leveldb_write(b->db, b->wo, b->wb, &err);
-    leveldb_writebatch_clear(b->wb);
-    b->batch_bytes = 0;
-    if (err) {
-        log_ldb_err("build write", err);
-        b->failed = 1;
-        return CAIRN_EIO;
-    }
-    return 0;
-}
-
-int cairn_mvcc_builder_put(cairn_mvcc_builder_t *b, const void *key, size_t key_len, const void *value,
-                           size_t value_len)
-{
-    if (!b || b->failed)
-        return CAIRN_ESTATE;
-    if (key_len == 0)
-        return CAIRN_EINVAL;
-    leveldb_writebatch_put(b->wb, key, key_len, value, value_len);
-    b->batch_bytes += key_len + value_len + 16;
-    /* a few MiB per write: large enough to be cheap, small enough not to hold the whole
-     * store in memory */
-    if (b->batch_bytes >= BUILD_BATCH_BYTES)
-        return builder_flush(b, 0);
-    return 0;
-}
-
-int cairn_mvcc_builder_finish(cairn_mvcc_builder_t *b, cairn_mvcc_point_t *pt, char *errbuf, size_t errlen)
-{
-    if (!b || b->failed)
-        return CAIRN_ESTATE;
-    int rc = builder_flush(b, 1);
-    if (rc) {
-        set_err(NULL, errbuf, errlen, 0, "%s: writing the last batch failed%s", b->dir, NULL);
-        return rc;
-    }
-    leveldb_readoptions_t *ro = leveldb_readoptions_create();
-    char *err = NULL;
-    size_t fn = 0, an = 0, cn = 0;
-    char *fmt = leveldb_get(b->db, ro, "Mformat", 7, &fn, &err);
-    char *ap = err ? NULL : leveldb_get(b->db, ro, "Mapplied", 8, &an, &err);
-    char *cp = err ? NULL : leveldb_get(b->db, ro, "Mcompact", 8, &cn, &err);
-    leveldb_readoptions_destroy(ro);
-    if (err) {
-        set_err(NULL, errbuf, errlen, 0, "%s: reading back: %s", b->dir, err);
-        leveldb_free(err);
-        rc = CAIRN_EIO;
-    } else if (!fmt || fn != strlen(MVCC_FORMAT) || memcmp(fmt, MVCC_FORMAT, fn) != 0) {
-        set_err(NULL, errbuf, errlen, 0, "%s: the records are not a %s store (format record missing or wrong)",
-                b->dir, MVCC_FORMAT);
-        rc = CAIRN_ECORRUPT;
-    } else if (!ap || an != 24 || !cp || cn != 32) {
-        set_err(NULL, errbuf, errlen, 0, "%s: the records lack a valid Mapplied/Mcompact record%s", b->dir, NULL);
-        rc = CAIRN_ECORRUPT;
-    } else if (pt) {
-        dec_point((const uint8_t *)ap, an, (const uint8_t *)cp, cn, pt);
-    }
-    leveldb_free(fmt);
-    leveldb_free(ap);
-    leveldb_free(cp);
-    if (rc)
-        b->failed = 1;
-    return rc;
-}
-
-void cairn_mvcc_builder_destroy(cairn_mvcc_builder_t **self_p)
-{
-    if (!self_p || !*self_p)
-        return;
-    cairn_mvcc_builder_t *b = *self_p;
-    if (b->db)
-        leveldb_close(b->db);
-    if (b->wb)
-        leveldb_writebatch_destroy(b->wb);
-    if (b->wo)
-        leveldb_writeoptions_destroy(b->wo);
-    if (b->opts)
-        leveldb_options_destroy(b->opts);
-    if (b->filter)
-        leveldb_filterpolicy_destroy(b->filter);
-    free(b->dir);
-    free(b);
     *self_p = NULL;
 }

@@ -1,0 +1,193 @@
+/* mvcc_compact.c - compaction and HashKV of the MVCC store (mvcc_internal.h).
+ *
+ * Compaction at C: the logical step (compact_rev in "Mcompact") rides in the open batch; the
+ * physical step walks the 'r' revision index from the "Mcompact" cursor up to C, deleting
+ * superseded 'h'/'r' pairs and tombstones in chunks, each chunk's write moving the cursor so a
+ * crash resumes (the rule and the record layouts are in mvcc.c's format comment). HashKV is a
+ * CRC32C over the 'h' records up to a revision, after any pending removal has finished.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "cairn_crc32c.h"
+#include "cairn_err.h"
+#include "cairn_log.h"
+#include "mvcc_internal.h"
+
+/* ---- compaction ----------------------------------------------------------------------- */
+
+int cairn_mvcc_compact(cairn_mvcc_t *m, int64_t rev)
+{
+    if (!m->in_batch || m->in_txn)
+        return CAIRN_ESTATE;
+    /* etcd's store.updateCompactRev: already compacted first, then future. */
+    if (rev <= m->p.compact_rev)
+        return CAIRN_ECOMPACTED;
+    if (rev > m->p.rev)
+        return CAIRN_EFUTURE_REV;
+    m->p.compact_rev = rev;
+    m->compact_dirty = 1;
+    return 0;
+}
+
+int cairn_mvcc_compact_step(cairn_mvcc_t *m, int max_deletes)
+{
+    if (m->in_batch)
+        return CAIRN_ESTATE;
+    if (!cairn_mvcc_compact_pending(m))
+        return 0;
+    if (max_deletes < 4)
+        max_deletes = 4;   /* one record can cost 4 deletions: it must always fit */
+    const int64_t C = m->c.compact_rev;
+    meta_t nm = m->c;
+    uint8_t rk[17];
+    rk[0] = T_REV;
+    be64_put(rk + 1, m->c.cur_main);
+    be64_put(rk + 9, m->c.cur_sub);
+    leveldb_iterator_t *ir = leveldb_create_iterator(m->db, m->ro_scan);
+    leveldb_iterator_t *ih = leveldb_create_iterator(m->db, m->ro_scan);
+    leveldb_writebatch_clear(m->wb);
+    kbuf_t kb;
+    kb_init(&kb);
+    int ndel = 0, done = 0, rc = 0;
+    for (leveldb_iter_seek(ir, (const char *)rk, sizeof rk);; leveldb_iter_next(ir)) {
+        size_t kn, vn;
+        if (!leveldb_iter_valid(ir)) {
+            done = 1;
+            break;
+        }
+        const uint8_t *k = (const uint8_t *)leveldb_iter_key(ir, &kn);
+        if (kn < 1 || k[0] != T_REV) {
+            done = 1;
+            break;
+        }
+        if (kn != 17) {
+            rc = CAIRN_ECORRUPT;
+            break;
+        }
+        uint64_t main = be64_get(k + 1), sub = be64_get(k + 9);
+        if ((int64_t)main > C) {
+            done = 1;
+            break;
+        }
+        if (ndel + 4 > max_deletes) {
+            nm.cur_main = main;
+            nm.cur_sub = sub;
+            break;
+        }
+        const uint8_t *v = (const uint8_t *)leveldb_iter_value(ir, &vn);
+        if (vn < 1) {
+            rc = CAIRN_ECORRUPT;
+            break;
+        }
+        kb.n = 0;
+        kb_hist_key(&kb, v + 1, vn - 1, (int64_t)main, (int64_t)sub);
+        if (kb.oom) {
+            rc = CAIRN_ENOMEM;
+            break;
+        }
+        size_t glen = kb.n - 16;
+        /* This record supersedes the key's previous one, the next record in 'h' order. */
+        leveldb_iter_seek(ih, (const char *)kb.p, kb.n);
+        if (leveldb_iter_valid(ih)) {
+            size_t hn;
+            const uint8_t *hk = (const uint8_t *)leveldb_iter_key(ih, &hn);
+            if (hn == kb.n && memcmp(hk, kb.p, hn) == 0)
+                leveldb_iter_next(ih);
+            if (leveldb_iter_valid(ih)) {
+                hk = (const uint8_t *)leveldb_iter_key(ih, &hn);
+                if (hn == glen + 16 && memcmp(hk, kb.p, glen) == 0) {
+                    uint8_t prk[17];
+                    prk[0] = T_REV;
+                    be64_put(prk + 1, ~be64_get(hk + glen));
+                    be64_put(prk + 9, ~be64_get(hk + glen + 8));
+                    leveldb_writebatch_delete(m->wb, (const char *)hk, hn);
+                    leveldb_writebatch_delete(m->wb, (const char *)prk, sizeof prk);
+                    ndel += 2;
+                }
+            }
+        }
+        /* A tombstone at <= C is never needed: the key did not exist at C. */
+        if (v[0] & HFLAG_TOMB) {
+            leveldb_writebatch_delete(m->wb, (const char *)kb.p, kb.n);
+            leveldb_writebatch_delete(m->wb, (const char *)k, kn);
+            ndel += 2;
+        }
+    }
+    char *err = NULL;
+    leveldb_iter_get_error(ir, &err);
+    if (!err)
+        leveldb_iter_get_error(ih, &err);
+    leveldb_iter_destroy(ir);
+    leveldb_iter_destroy(ih);
+    kb_free(&kb);
+    if (err) {
+        mvcc_ldb_err("compact scan", err);
+        rc = CAIRN_EIO;
+    }
+    if (rc) {
+        leveldb_writebatch_clear(m->wb);
+        return rc;
+    }
+    if (done) {
+        nm.finished_rev = C;
+        nm.cur_main = (uint64_t)(C + 1);
+        nm.cur_sub = 0;
+    }
+    uint8_t cp[32];
+    mvcc_enc_compact(cp, &nm);
+    leveldb_writebatch_put(m->wb, "Mcompact", 8, (const char *)cp, sizeof cp);
+    leveldb_write(m->db, m->wo, m->wb, &err);
+    leveldb_writebatch_clear(m->wb);
+    if (err) {
+        mvcc_ldb_err("compact write", err);
+        return CAIRN_EIO;
+    }
+    m->c = nm;
+    if (done)
+        cairn_debug("compaction finished", "rev=%lld", (long long)C);
+    return done ? 0 : 1;
+}
+
+int cairn_mvcc_hash_kv(cairn_mvcc_t *m, int64_t rev, uint32_t *hash, int64_t *compact_rev)
+{
+    int64_t crev = m->c.compact_rev;
+    if (compact_rev)
+        *compact_rev = crev;
+    if (rev > 0 && rev <= crev)
+        return CAIRN_ECOMPACTED;
+    if (rev > m->c.rev)
+        return CAIRN_EFUTURE_REV;
+    if (rev <= 0)
+        rev = m->c.rev;
+    /* Finish any pending removal first, so every member hashes the same records for the
+     * same (rev, compact_rev), however far its removal had got. */
+    while (!m->in_batch && cairn_mvcc_compact_pending(m)) {
+        int rc = cairn_mvcc_compact_step(m, m->compact_chunk);
+        if (rc < 0)
+            return rc;
+    }
+    uint32_t h = 0;
+    leveldb_iterator_t *it = leveldb_create_iterator(m->db, m->ro_scan);
+    uint8_t start = T_HIST;
+    for (leveldb_iter_seek(it, (const char *)&start, 1); leveldb_iter_valid(it); leveldb_iter_next(it)) {
+        size_t kn, vn;
+        const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kn);
+        if (kn < 17 || k[0] != T_HIST)
+            break;
+        if ((int64_t)~be64_get(k + kn - 16) > rev)
+            continue;
+        const uint8_t *v = (const uint8_t *)leveldb_iter_value(it, &vn);
+        h = cairn_crc32c_extend(h, k, kn);
+        h = cairn_crc32c_extend(h, v, vn);
+    }
+    char *err = NULL;
+    leveldb_iter_get_error(it, &err);
+    leveldb_iter_destroy(it);
+    if (err) {
+        mvcc_ldb_err("hash", err);
+        return CAIRN_EIO;
+    }
+    *hash = h;
+    return 0;
+}
