@@ -114,6 +114,8 @@ static const opt_t k_opts[] = {
     {"grpc-keepalive-timeout", K_DUR, F(grpc_keepalive_timeout_ms), "20s", NULL,
      "Additional duration of wait before closing a non-responsive connection (0 to disable).", NULL, 0,
      NULL},
+    {"experimental-watch-progress-notify-interval", K_DUR, F(watch_progress_notify_ms), "10m", NULL,
+     "Duration of periodic watch progress notifications.", NULL, 0, NULL},
 
     {"initial-advertise-peer-urls", K_URLS, F(initial_advertise_peer_urls), "http://localhost:2380", NULL,
      "List of this member's peer URLs to advertise to the rest of the cluster (http://; https://, unix:// "
@@ -174,6 +176,9 @@ static const opt_t k_opts[] = {
     {"gateway-id", K_STR, F(gateway_id), "", NULL,
      "Identifies one gatewayd among several on the node ([A-Za-z0-9._-]; empty: derived from its pid).",
      NULL, 0, NULL},
+    {"max-watchers", K_U64, F(max_watchers), "1000000", NULL,
+     "Most watchers one gatewayd holds over all its streams; a watch created past it is refused.", NULL, 0,
+     NULL},
 
     {"logger", K_IGNORED, 0, "zap", NULL, "Cairn always logs structured lines; 'zap' is accepted.", NULL,
      O_QUIET, "Accepted for etcd compatibility and ignored"},

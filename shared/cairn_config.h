@@ -92,6 +92,7 @@ typedef struct {
     int64_t grpc_keepalive_min_time_ms;     /* --grpc-keepalive-min-time, 5s */
     int64_t grpc_keepalive_interval_ms;     /* --grpc-keepalive-interval, 2h (0 = off) */
     int64_t grpc_keepalive_timeout_ms;      /* --grpc-keepalive-timeout, 20s (0 = off) */
+    int64_t watch_progress_notify_ms;       /* --experimental-watch-progress-notify-interval, 10m */
 
     /* ---- clustering ---- */
     cairn_config_urls_t initial_advertise_peer_urls; /* --initial-advertise-peer-urls */
@@ -116,6 +117,7 @@ typedef struct {
     /* ---- Cairn's own ---- */
     char *run_dir;     /* --run-dir, "<data-dir>/run": the node's ipc:// endpoints */
     char *gateway_id;  /* --gateway-id, "" = the gateway derives one from its pid */
+    uint64_t max_watchers; /* --max-watchers, per gatewayd */
     char *config_file; /* the file that was read, "" if none */
 
     /* ---- derived by cairn_config_finalize ---- */

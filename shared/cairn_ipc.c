@@ -87,6 +87,12 @@ static const schema_t g_schema[CAIRN_IPC_TYPE_MAX_] = {
     [CAIRN_IPC_PEER_REMOVED] = {"peer_removed", {F_PEER, F_END}},
     [CAIRN_IPC_PEER_STOPPING] = {"peer_stopping", {F_PEER, F_END}},
     [CAIRN_IPC_METRICS] = {"metrics", {F_U(req_id), F_END}},
+    [CAIRN_IPC_EVENTS] = {"events", {F_I(start_rev), F_I(revision), F_U(more), F_B(body), F_END}},
+    [CAIRN_IPC_HISTORY] = {"history",
+                           {F_U(req_id), F_I(start_rev), F_I(end_rev), F_B(key), F_B(range_end), F_U(max_bytes), F_END}},
+    [CAIRN_IPC_HISTORY_RESP] = {"history_resp",
+                                {F_U(req_id), F_I(code), F_B(message), F_I(revision), F_I(compact_rev), F_B(body),
+                                 F_END}},
 };
 
 const char *cairn_ipc_type_name(int type)

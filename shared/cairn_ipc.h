@@ -30,6 +30,8 @@
  *   stored -> gatewayd  RESULT (applied proposals and ranges; a large body is preceded by
  *                       RESULT_PARTs), STATUS_RESP
  *   gatewayd -> raftd, stored   METRICS (answered with RESULT: /metrics shows every process)
+ *   stored -> gatewayd  EVENTS (PUB/SUB on <run>/events.ipc)
+ *   gatewayd -> stored  HISTORY, answered with HISTORY_RESP
  *   anyone -> sender    ERROR (the answer to a frame that could not be decoded)
  *   raftd <-> raftd     RAFT (a Raft message between members, over ZeroMQ TCP; cluster_id lets
  *                       a member drop messages from another cluster, --initial-cluster-token)
@@ -146,6 +148,29 @@ typedef enum {
                                      the same time neither hands leadership to it nor waits for it */
     CAIRN_IPC_METRICS,            /* gw -> raftd, gw -> stored: req_id; answered with RESULT whose body
                                      is the process's metrics in the Prometheus text format */
+    /* Watch (DESIGN.md "gatewayd"): stored publishes what every applied revision changed on its
+     * PUB socket <run>/events.ipc; a gateway that missed some (a full queue drops frames, a
+     * gateway starts late, a snapshot replaced the store) reads them back with HISTORY. */
+    CAIRN_IPC_EVENTS,             /* stored -> every gatewayd (PUB): start_rev, revision, more, body.
+                                     body: a packed etcdserverpb.WatchResponse holding only events,
+                                     each with kv and prev_kv (when the key existed before), of the
+                                     revisions start_rev..revision in order. Revisions are dense
+                                     (each has at least one event), so a frame whose start_rev is
+                                     not the last revision seen + 1 reveals a gap. more = 1: the
+                                     events of revision continue in the next frame (one revision
+                                     larger than a frame: a DeleteRange of many keys); that frame
+                                     has start_rev = revision too. */
+    CAIRN_IPC_HISTORY,            /* gw -> stored: req_id, start_rev, end_rev (<= 0: up to the current
+                                     revision), key, range_end (etcd's range rules; empty key: every
+                                     key), max_bytes (of event data in the answer: the reader's
+                                     budget). Answered with HISTORY_RESP. */
+    CAIRN_IPC_HISTORY_RESP,       /* stored -> gw: req_id, code, message, revision (every event of the
+                                     range up to and including it is in body: continue from
+                                     revision + 1), compact_rev, body (a packed WatchResponse holding
+                                     only events, in revision order). code 11 (OutOfRange): start_rev
+                                     is below compact_rev. An answer stops at a revision boundary once
+                                     max_bytes or a scan budget is reached, so none grows with the
+                                     history. */
     CAIRN_IPC_TYPE_MAX_
 } cairn_ipc_type_t;
 
@@ -205,6 +230,13 @@ typedef struct {
     size_t urls_len;
     const uint8_t *name;     /* PEER_ATTRS */
     size_t name_len;
+    int64_t start_rev, end_rev; /* EVENTS, HISTORY */
+    uint64_t more;              /* EVENTS */
+    uint64_t max_bytes;         /* HISTORY */
+    const uint8_t *key;         /* HISTORY */
+    size_t key_len;
+    const uint8_t *range_end;   /* HISTORY */
+    size_t range_end_len;
     /* RAFT (cluster_id, from, to: PEER_* too) */
     uint64_t cluster_id;
     uint64_t raft_type;

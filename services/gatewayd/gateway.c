@@ -44,7 +44,8 @@ static const gw_method_t unserved_rows[] = {
 };
 static const gw_service_t svc_unserved = GW_SERVICE("unserved", unserved_rows);
 
-static const gw_service_t *const gw_services[] = {&gw_svc_kv, &gw_svc_cluster, &gw_svc_maint, &svc_unserved};
+static const gw_service_t *const gw_services[] = {&gw_svc_kv, &gw_svc_cluster, &gw_svc_maint, &gw_svc_watch,
+                                                  &svc_unserved};
 
 static int by_path(const void *a, const void *b)
 {
@@ -443,6 +444,9 @@ static void on_ipc(cairn_gateway_t *g, const uint8_t *frame, size_t len)
     case CAIRN_IPC_RESULT_PART:
         on_result_part(g, &m);
         break;
+    case CAIRN_IPC_HISTORY_RESP:
+        gw_watch_on_history(g, &m);
+        break;
     case CAIRN_IPC_PROPOSALS_LOST: { /* raftd rebuilt its state: every write in flight has an unknown outcome */
         char msg[256];
         snprintf(msg, sizeof msg, "%.*s", (int)m.message_len, m.message ? (const char *)m.message : "");
@@ -476,7 +480,7 @@ static void on_ipc(cairn_gateway_t *g, const uint8_t *frame, size_t len)
             /* keep the numbers only: what the decoder owns goes with m */
             g->st.entries = NULL;
             memset(g->st.priv_, 0, sizeof g->st.priv_);
-            g->st.message = g->st.body = g->st.urls = g->st.name = NULL;
+            g->st.message = g->st.body = g->st.urls = g->st.name = g->st.key = g->st.range_end = NULL;
             g->st.voters = g->st.learners = NULL;
             g->st_at = cairn_now_ms();
             answer(g, p, m.body, m.body_len, &m);
@@ -577,6 +581,10 @@ cairn_gateway_t *cairn_gateway_new(cairn_config_t *cfg)
     g->stored = cairn_zmq_dealer_connect(ep_s, g->origin, &rc);
     if (!g->raftd || !g->stored)
         goto fail;
+    if ((rc = gw_watch_new(g)) != 0) {
+        cairn_error("cannot subscribe to the events feed", "err=\"%s\"", cairn_strerror(rc));
+        goto fail;
+    }
     char tlsdir[4096];
     snprintf(tlsdir, sizeof tlsdir, "%s/fixtures/client", cfg->data_dir);
     cairn_h2srv_opts_t o = {
@@ -640,6 +648,7 @@ void cairn_gateway_destroy(cairn_gateway_t **self_p)
             close_call(g, v);
         cairn_u64map_destroy(&g->calls);
     }
+    gw_watch_destroy(g); /* after the calls: closing a watch stream frees its watchers in the hub */
     cairn_metrics_destroy(&g->metrics);
     free(g->methods);
     free(g->queued_reads);
@@ -651,7 +660,7 @@ void cairn_gateway_destroy(cairn_gateway_t **self_p)
 int cairn_gateway_run(cairn_gateway_t *g, volatile int *stop)
 {
     while (!*stop) {
-        size_t want = cairn_h2srv_poll_count(g->srv) + 2;
+        size_t want = cairn_h2srv_poll_count(g->srv) + 3;
         if (want > g->cap_items) {
             zmq_pollitem_t *ni = realloc(g->items, want * 2 * sizeof *ni);
             if (!ni)
@@ -659,10 +668,11 @@ int cairn_gateway_run(cairn_gateway_t *g, volatile int *stop)
             g->items = ni;
             g->cap_items = want * 2;
         }
-        size_t n = cairn_h2srv_poll_fill(g->srv, g->items, g->cap_items - 2);
+        size_t n = cairn_h2srv_poll_fill(g->srv, g->items, g->cap_items - 3);
         g->items[n] = (zmq_pollitem_t){zsock_resolve(g->raftd), 0, ZMQ_POLLIN, 0};
         g->items[n + 1] = (zmq_pollitem_t){zsock_resolve(g->stored), 0, ZMQ_POLLIN, 0};
-        int rc = zmq_poll(g->items, (int)(n + 2), 100);
+        g->items[n + 2] = (zmq_pollitem_t){gw_watch_socket(g), 0, ZMQ_POLLIN, 0};
+        int rc = zmq_poll(g->items, (int)(n + 3), 100);
         if (rc < 0 && errno != EINTR)
             break;
         if (rc > 0)
@@ -671,8 +681,11 @@ int cairn_gateway_run(cairn_gateway_t *g, volatile int *stop)
             cairn_zmq_drain(g->raftd, 0, 100000, on_ipc_frame, g);
         if (g->items[n + 1].revents & ZMQ_POLLIN)
             cairn_zmq_drain(g->stored, 0, 100000, on_ipc_frame, g);
+        if (g->items[n + 2].revents & ZMQ_POLLIN)
+            gw_watch_drain(g);
         flush_reads(g);
         int64_t now = cairn_now_ms();
+        gw_watch_tick(g, now);
         if (now >= g->next_sweep) {
             sweep(g, now);
             g->next_sweep = now + 100;
@@ -692,7 +705,7 @@ int cairn_gateway_run(cairn_gateway_t *g, volatile int *stop)
     cairn_h2srv_drain(g->srv);
     int64_t until = cairn_now_ms() + 500;
     while (cairn_h2srv_conn_count(g->srv) && cairn_now_ms() < until) {
-        size_t n = cairn_h2srv_poll_fill(g->srv, g->items, g->cap_items - 2);
+        size_t n = cairn_h2srv_poll_fill(g->srv, g->items, g->cap_items - 3);
         zmq_poll(g->items, (int)n, 20);
         cairn_h2srv_poll_handle(g->srv, g->items, n);
         cairn_zmq_drain(g->stored, 0, 100000, on_ipc_frame, g);

@@ -96,11 +96,12 @@ typedef struct {
 
 #define GW_SERVICE(svc_name, rows) {svc_name, rows, sizeof rows / sizeof rows[0]}
 
-extern const gw_service_t gw_svc_kv, gw_svc_cluster, gw_svc_maint;
+extern const gw_service_t gw_svc_kv, gw_svc_cluster, gw_svc_maint, gw_svc_watch;
 
 /* ------------------------------------------------------------------ pending requests */
 
 typedef struct gw_pending gw_pending_t;
+typedef struct gw_watch_hub gw_watch_hub_t;
 
 /* How the answer to a pending request becomes the reply. ok: the answer arrived with code 0
  * (body: the answer's body, put back together if it came in parts; m: the whole IPC
@@ -156,7 +157,8 @@ struct cairn_gateway {
     cairn_ipc_msg_t st;
     int64_t st_at;
     uint64_t n_failed;
-    cairn_metrics_reg_t *metrics; /* /metrics: gateway.c's gw_metric_rows */
+    cairn_metrics_reg_t *metrics; /* /metrics: gw_metrics.c's table */
+    gw_watch_hub_t *watch;        /* svc_watch.c: every watcher of this gateway, the events feed */
 };
 
 /* A pending request for call, answered as how says; its deadline from timeout_ms (the
@@ -187,6 +189,15 @@ void gw_queue_read(cairn_gateway_t *g, gw_pending_t *p);
 cairn_metrics_reg_t *gw_metrics_new(int *rc, char *err, size_t errlen);
 void gw_serve_metrics(cairn_gateway_t *g, cairn_call_id_t req);
 void gw_metrics_call_started(cairn_gateway_t *g);
+/* The watch hub (svc_watch.c): created with the gateway, its SUB socket polled by the loop
+ * (gw_watch_drain when readable), gw_watch_tick every pass, HISTORY_RESP handed over. */
+int gw_watch_new(cairn_gateway_t *g);
+void gw_watch_destroy(cairn_gateway_t *g);
+void *gw_watch_socket(cairn_gateway_t *g);
+void gw_watch_drain(cairn_gateway_t *g);
+void gw_watch_tick(cairn_gateway_t *g, int64_t now);
+void gw_watch_on_history(cairn_gateway_t *g, const cairn_ipc_msg_t *m);
+size_t gw_watch_count(const cairn_gateway_t *g);
 /* The response header every answer carries: cluster, member, last revision and term seen. */
 void gw_fill_header(cairn_gateway_t *g, Etcdserverpb__ResponseHeader *h);
 

@@ -146,8 +146,6 @@ static const gw_method_t rows[] = {
     {"/etcdserverpb.KV/DeleteRange",     GW_UNARY,  do_write, CAIRN_REQ_DELETE_RANGE, GW_PERM_WRITE, "/v3/kv/deleterange"},
     {"/etcdserverpb.KV/Txn",             GW_UNARY,  do_write, CAIRN_REQ_TXN,          GW_PERM_WRITE, "/v3/kv/txn"},
     {"/etcdserverpb.KV/Compact",         GW_UNARY,  do_write, CAIRN_REQ_COMPACT,      GW_PERM_WRITE, "/v3/kv/compaction"},
-    /* not served yet: a stream, so that clients get UNIMPLEMENTED at once, not at END_STREAM */
-    {"/etcdserverpb.Watch/Watch",        GW_STREAM, NULL,     0,                      GW_PERM_READ,  "/v3/watch"},
 };
 /* clang-format on */
 

@@ -282,6 +282,14 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
     case CAIRN_IPC_METRICS:
         stored_metrics_answer(s, ident, ident_len, m.req_id);
         break;
+    case CAIRN_IPC_HISTORY: {
+        cairn_ipc_msg_t r;
+        uint8_t *owned;
+        cairn_events_history(s->mvcc, &m, &r, &owned);
+        stored_reply(s, ident, ident_len, &r);
+        free(owned);
+        break;
+    }
     case CAIRN_IPC_STATUS: {
         int64_t size = cairn_mvcc_db_size(s->mvcc);
         cairn_ipc_msg_t r = {.type = CAIRN_IPC_STATUS_RESP, .req_id = m.req_id, .leader = s->leader, .term = s->term,
@@ -348,6 +356,14 @@ int main(int argc, char **argv)
         cairn_error("cannot bind", "endpoint=%s err=\"%s\"", ep, zmq_strerror(zmq_errno()));
         goto out;
     }
+    /* After the replay: what it applied was published by no one, and a gateway that watched
+     * through our restart sees the revisions jump and reads them from history. */
+    if (cairn_config_ipc_endpoint(s->cfg, "events", ep, sizeof ep) < 0 ||
+        !(s->events = cairn_events_new(ep, &rc))) {
+        cairn_error("cannot publish events", "endpoint=%s", ep);
+        goto out;
+    }
+    stored_events_attach(s);
     cairn_info("stored ready", "endpoint=%s member_id=%016llx", ep, (unsigned long long)cairn_config_member_id(s->cfg));
     cairn_daemon_notify_ready("stored ready");
 
@@ -393,6 +409,7 @@ int main(int argc, char **argv)
     exit_code = s->fatal ? 1 : 0;
 out:
     zsock_destroy(&s->router);
+    cairn_events_destroy(&s->events);
     stored_snap_install_reap(s, 1);
     stored_snap_build_wait(s); /* before the store it reads is closed */
     cairn_wal_destroy(&s->wal);

@@ -104,6 +104,9 @@ static void snap_swap_in(stored_t *s)
     s->mvcc = cairn_mvcc_open(path, &rc, err, sizeof err);
     if (!s->mvcc)
         snap_fatal("open the new store", err);
+    /* the gateways see the revision jump in the next frame and read the difference from
+     * history, or cancel their watchers with compact_revision (svc_watch.c) */
+    stored_events_attach(s);
     cairn_snap_rmtree(newp);
     /* the membership now is the snapshot's */
     cairn_members_clear(&s->members);

@@ -273,6 +273,8 @@ int stored_apply_committed(stored_t *s)
             return stored_stop_with(s, CAIRN_EIO);
         }
         stored_metrics_observe(s, STORED_M_BACKEND_COMMIT, stored_clock_s() - t0);
+        /* only now, with the batch written: a watcher never sees a change that could be lost */
+        cairn_events_publish(s->events);
         applied = cairn_mvcc_applied_index(s->mvcc);
     }
     stored_log_trim(s);
@@ -311,4 +313,11 @@ int stored_sync_wal(stored_t *s)
     if (s->raftd_ident_len)
         stored_reply(s, s->raftd_ident, s->raftd_ident_len, &a);
     return 0;
+}
+
+void stored_events_attach(stored_t *s)
+{
+    if (s->events && s->mvcc)
+        cairn_mvcc_set_event_fn(s->mvcc, cairn_events_observe, s->events);
+    cairn_events_discard(s->events); /* nothing buffered belongs to this store */
 }

@@ -24,6 +24,7 @@
 #include "cairn_ipc.h"
 #include "cairn_member.h"
 #include "cairn_metrics.h"
+#include "events.h"
 #include "memlog.h"
 #include "mvcc.h"
 #include "snapshot.h"
@@ -111,6 +112,7 @@ typedef struct {
     cairn_snap_in_t *snap_in;   /* follower side: the file being received */
     cairn_members_t members; /* the membership as of the applied index (mvcc 'C' records) */
     cairn_metrics_reg_t *metrics; /* metrics.c; the loop's thread only */
+    cairn_events_t *events;       /* events.c: what each applied batch changed, for the gateways */
 } stored_t;
 
 
@@ -169,5 +171,8 @@ int stored_metrics_init(stored_t *s);
 void stored_metrics_observe(stored_t *s, int id, double seconds);
 /* Answers METRICS: RESULT {req_id, code 0, body = the exposition text}. */
 void stored_metrics_answer(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t req_id);
+
+/* Makes the store report its changes to s->events (after every open of s->mvcc). */
+void stored_events_attach(stored_t *s);
 
 #endif

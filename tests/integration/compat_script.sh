@@ -44,7 +44,15 @@ txn-i compare-version
 txn-i compare-create
 get k1 --print-value-only
 get k2 --print-value-only
+watch-hist foo --rev=1
+watch-hist foo --prefix --rev=1 --prev-kv
+watch-hist "" --prefix --rev=1 -w json
+watch-hist k1 --rev=1 --prev-kv -w json
+watch-hist a/ --prefix --rev=5 --prev-kv
+watch-hist --rev=1 k1 k3
 compaction 3
+watch-hist foo --rev=2
+watch-hist "" --prefix --rev=3 --prev-kv
 get foo --rev=2
 compaction 2
 compaction 100000

@@ -24,6 +24,10 @@ run_script() { # ENDPOINT OUT
         esac
         etcdctl --endpoints="$ep" txn -i <<<"$input" >>"$out" 2>&1 || rc=$?
         ;;
+      watch-hist\ *)
+        # a watch from the past prints the history and waits for more: stop it after 2 s
+        eval "timeout 2 etcdctl --endpoints=\"$ep\" watch ${line#watch-hist }" >>"$out" 2>&1 || rc=$?
+        ;;
       member-list-count)
         etcdctl --endpoints="$ep" member list | wc -l >>"$out" 2>&1 || rc=$?
         ;;
