@@ -1,5 +1,5 @@
 /* gateway.c - the gateways' requests to raftd on its ROUTER <run>/raftd.ipc (PROPOSE,
- * READ_INDEX, MEMBERS, MEMBER_CHANGE, TRANSFER) and the answers to them; the gateways that
+ * READ_INDEX, MEMBERS, MEMBER_CHANGE, TRANSFER, METRICS) and the answers to them; the gateways that
  * proposed are remembered so that a reload can tell them their writes in flight are lost. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +21,10 @@ void raftd_send_gw_error(raftd_t *r, const uint8_t *ident, size_t len, int type,
 {
     cairn_ipc_msg_t m = {.type = (uint8_t)type, .req_id = req_id, .code = cairn_etcd_err_code(e)};
     cairn_ipc_set_message(&m, cairn_etcd_err_text(e));
+    if (type == CAIRN_IPC_PROPOSE_FAIL)
+        cairn_metrics_inc(r->metrics, RAFTD_M_PROPOSALS_FAILED, 1);
+    else if (type == CAIRN_IPC_READ_INDEX_RESP)
+        cairn_metrics_inc(r->metrics, RAFTD_M_READ_INDEXES_FAILED, 1);
     raftd_send_gw(r, ident, len, &m);
 }
 
@@ -148,6 +152,9 @@ void raftd_handle_gw(raftd_t *r, const uint8_t *ident, size_t ident_len, const u
     }
     case CAIRN_IPC_MEMBERS:
         raftd_answer_members(r, ident, ident_len, m.req_id);
+        break;
+    case CAIRN_IPC_METRICS: /* answered whatever this member's state: a removed one has metrics too */
+        raftd_answer_metrics(r, ident, ident_len, m.req_id);
         break;
     case CAIRN_IPC_MEMBER_CHANGE: {
         conf_origin_t o = {.req_id = m.req_id, .at = cairn_now_ms()};

@@ -49,6 +49,8 @@ int main(int argc, char **argv)
         return exit_code;
     exit_code = 1;
     r->reads = cairn_u64map_new();
+    if (raftd_metrics_init(r) != 0)
+        goto out;
     char ep[512], sep[512];
     if (cairn_config_ipc_endpoint(r->cfg, "raftd", ep, sizeof ep) < 0 ||
         cairn_config_ipc_endpoint(r->cfg, "stored", sep, sizeof sep) < 0) {
@@ -196,6 +198,7 @@ out:
             free(val);
         cairn_u64map_destroy(&r->fwd);
     }
+    cairn_metrics_destroy(&r->metrics);
     cairn_config_destroy(&r->cfg);
     return exit_code;
 }

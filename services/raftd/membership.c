@@ -419,6 +419,8 @@ void raftd_conf_poll(raftd_t *r)
     }
     if (!code && !buf)
         msg = cairn_etcd_err(CAIRN_ETCD_TOO_MANY_REQUESTS, &code);
+    if (!code && r->conf.op == CAIRN_MEMBER_PROMOTE)
+        cairn_metrics_inc(r->metrics, RAFTD_M_LEARNER_PROMOTES, 1);
     cairn_info(code ? "membership change failed" : "membership change committed", "member=%016llx index=%llu",
                (unsigned long long)r->conf.node_id, (unsigned long long)r->conf.index);
     raftd_conf_answer(r, &r->conf.origin, code, msg, buf, n);

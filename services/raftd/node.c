@@ -76,6 +76,7 @@ void raftd_process_ready(raftd_t *r)
                                  .term = rd.term, .leader = rd.leader};
             raftd_send_stored(r, &m);
             if (rd.leader != r->sent_leader) {
+                raftd_metrics_leader_changed(r, rd.leader);
                 cairn_info("leader changed", "leader=%016llx term=%llu", (unsigned long long)rd.leader,
                            (unsigned long long)rd.term);
                 if (r->transfer.req_id && rd.leader == r->transfer.target)

@@ -62,8 +62,11 @@ static void send_peer_frame(raftd_t *r, uint64_t to, uint8_t *frame, size_t len)
     zmq_msg_init_data(&zm, frame, len, free_frame, NULL);
     if (zmq_msg_send(&zm, zsock_resolve(p->dealer), ZMQ_DONTWAIT) < 0) {
         zmq_msg_close(&zm);
+        cairn_series_inc(raftd_metrics_peer(r, p, RAFTD_M_PEER_SENT_FAILURES), 1);
         if (r->n_dropped_peer++ % 1000 == 0)
             cairn_debug("peer queue full; message dropped", "to=%016llx", (unsigned long long)to);
+    } else {
+        cairn_series_inc(raftd_metrics_peer(r, p, RAFTD_M_PEER_SENT_BYTES), len);
     }
 }
 
@@ -71,6 +74,8 @@ void raftd_send_peer(raftd_t *r, const cairn_raft_msg_t *m)
 {
     uint8_t *frame;
     size_t len;
+    if (m->type == CAIRN_RAFT_MSG_HEARTBEAT)
+        raftd_metrics_heartbeat(r, m->to);
     if (encode_raft(r, m, &frame, &len) == 0)
         send_peer_frame(r, m->to, frame, len);
 }
@@ -219,6 +224,7 @@ void raftd_handle_peer(raftd_t *r, const uint8_t *frame, size_t len)
             r->next_attrs = 0; /* it (re)appeared: tell it who we are now, not in 2 s */
         p->last_heard = cairn_now_ms();
         p->stopping = m.type == CAIRN_IPC_PEER_STOPPING;
+        cairn_series_inc(raftd_metrics_peer(r, p, RAFTD_M_PEER_RECEIVED_BYTES), len);
     }
     if (p && p->removed_at && r->raft && m.type == CAIRN_IPC_RAFT && cairn_now_ms() - p->removed_at > 1000) {
         static int64_t last_told;

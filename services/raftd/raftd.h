@@ -40,8 +40,9 @@
  *   membership.c  the member list answer (MEMBERS) and membership changes: checked and
  *                 proposed on the leader, forwarded from a follower, answered when committed
  *   snapxfer.c    snapshot transfer: the follower's pull, chunk by chunk, and the leader's relay
- *   gateway.c     the gateways' requests (PROPOSE, READ_INDEX, MEMBERS, MEMBER_CHANGE, TRANSFER)
- *                 and the answers to them
+ *   gateway.c     the gateways' requests (PROPOSE, READ_INDEX, MEMBERS, MEMBER_CHANGE, TRANSFER,
+ *                 METRICS) and the answers to them
+ *   metrics.c     raftd's metrics table (etcd's names and help texts) and the METRICS answer
  */
 #ifndef CAIRN_RAFTD_H
 #define CAIRN_RAFTD_H
@@ -54,6 +55,7 @@
 #include "cairn_etcd_err.h"
 #include "cairn_ipc.h"
 #include "cairn_member.h"
+#include "cairn_metrics.h"
 #include "cairn_u64map.h"
 #include "raft.h"
 
@@ -85,6 +87,8 @@ typedef struct {
     int64_t last_heard; /* when a message from it last arrived: "started" for reconfiguration checks */
     int64_t removed_at; /* left the membership: the connection stays a few seconds for last answers */
     int stopping;       /* said it is stopping (PEER_STOPPING); any other message clears it */
+    int64_t last_heartbeat; /* when this leader last sent it a heartbeat (metrics.c) */
+    cairn_series_t *m_sent, *m_received, *m_sent_failures; /* its metric series, once looked up */
 } peer_t;
 
 /* Who asked for a membership change: a gateway of this node, or a member that forwarded it. */
@@ -135,6 +139,7 @@ typedef struct {
     } proposers[32];
     size_t n_proposers;
     cairn_raft_t *raft;
+    cairn_metrics_reg_t *metrics; /* metrics.c */
     cairn_members_t members; /* every member's metadata (name, peer URLs) as the log says */
     uint64_t cluster_id;     /* 0: joining a running cluster, learned from its first message */
     int removed_logged, was_member;
@@ -185,6 +190,30 @@ static inline int id_in(const uint64_t *ids, size_t n, uint64_t id)
             return 1;
     return 0;
 }
+
+/* metrics.c: raftd's rows, named by their index (an update is an array access) */
+enum {
+    RAFTD_M_HAS_LEADER,
+    RAFTD_M_IS_LEADER,
+    RAFTD_M_IS_LEARNER,
+    RAFTD_M_SERVER_ID,
+    RAFTD_M_LEADER_CHANGES,
+    RAFTD_M_PROPOSALS_COMMITTED,
+    RAFTD_M_PROPOSALS_PENDING,
+    RAFTD_M_PROPOSALS_FAILED,
+    RAFTD_M_READ_INDEXES_FAILED,
+    RAFTD_M_HEARTBEAT_FAILURES,
+    RAFTD_M_LEARNER_PROMOTES,
+    RAFTD_M_PEER_SENT_BYTES,
+    RAFTD_M_PEER_RECEIVED_BYTES,
+    RAFTD_M_PEER_SENT_FAILURES,
+    RAFTD_M_COUNT_
+};
+int raftd_metrics_init(raftd_t *r);
+cairn_series_t *raftd_metrics_peer(raftd_t *r, peer_t *p, size_t metric);
+void raftd_metrics_heartbeat(raftd_t *r, uint64_t to);
+void raftd_metrics_leader_changed(raftd_t *r, uint64_t leader);
+void raftd_answer_metrics(raftd_t *r, const uint8_t *ident, size_t ident_len, uint64_t req_id);
 
 /* peer.c */
 peer_t *raftd_find_peer(raftd_t *r, uint64_t id);
