@@ -32,6 +32,8 @@
  *   gatewayd -> raftd, stored   METRICS (answered with RESULT: /metrics shows every process)
  *   stored -> gatewayd  EVENTS (PUB/SUB on <run>/events.ipc)
  *   gatewayd -> stored  HISTORY, answered with HISTORY_RESP
+ *   gatewayd -> raftd   LEASE_QUERY, answered with LEASE_RESP (raftd <-> raftd: PEER_LEASE_*)
+ *   stored -> raftd     LEASE_APPLIED; raftd -> stored LEASE_LIST, answered with LEASE_LIST_RESP
  *   anyone -> sender    ERROR (the answer to a frame that could not be decoded)
  *   raftd <-> raftd     RAFT (a Raft message between members, over ZeroMQ TCP; cluster_id lets
  *                       a member drop messages from another cluster, --initial-cluster-token)
@@ -171,8 +173,35 @@ typedef enum {
                                      is below compact_rev. An answer stops at a revision boundary once
                                      max_bytes or a scan budget is reached, so none grows with the
                                      history. */
+    /* Leases (DESIGN.md "raftd": the durable table is stored's, the clock is the leader's raftd) */
+    CAIRN_IPC_LEASE_QUERY,        /* gw -> raftd: req_id, lease_id, op (CAIRN_LEASE_KEEPALIVE: renew it;
+                                     CAIRN_LEASE_TTL: only tell). A follower's raftd forwards it to
+                                     the leader (PEER_LEASE_QUERY). Answered with LEASE_RESP. */
+    CAIRN_IPC_LEASE_RESP,         /* raftd -> gw: req_id, lease_id, ttl (seconds left; keepalive: the
+                                     granted TTL it now has again; -1: no such lease), granted_ttl,
+                                     code, message (code != 0: e.g. no leader) */
+    CAIRN_IPC_LEASE_APPLIED,      /* stored -> raftd: body = records of 16 bytes, id i64 BE | ttl i64
+                                     BE, one per lease granted (ttl > 0) or revoked (ttl 0) by the
+                                     batch just applied, so the leader's clock follows the table */
+    CAIRN_IPC_LEASE_LIST,         /* raftd -> stored: req_id, lease_id (list leases after this id, as
+                                     unsigned order; 0: from the start). A new leader reads the whole
+                                     table this way, page by page. Answered with LEASE_LIST_RESP. */
+    CAIRN_IPC_LEASE_LIST_RESP,    /* stored -> raftd: req_id, lease_id (the last id in body; continue
+                                     after it), more (1: more pages follow), body (16-byte records as
+                                     in LEASE_APPLIED, at most CAIRN_IPC_LEASE_PAGE of them) */
+    CAIRN_IPC_PEER_LEASE_QUERY,   /* follower -> leader: cluster_id, from, to, fwd_id, lease_id, op */
+    CAIRN_IPC_PEER_LEASE_RESP,    /* leader -> follower: cluster_id, from, to, fwd_id, lease_id, ttl,
+                                     granted_ttl, code (a cairn_etcd_err_t; 0 ok) */
+    CAIRN_IPC_LEASE_READ,         /* gw -> stored: req_id, body (a LeaseTimeToLiveRequest); answered
+                                     with RESULT: a packed LeaseTimeToLiveResponse with the granted
+                                     TTL and, if asked, the keys (TTL -1: no such lease) */
     CAIRN_IPC_TYPE_MAX_
 } cairn_ipc_type_t;
+
+#define CAIRN_IPC_LEASE_PAGE 65536
+
+/* CAIRN_IPC_LEASE_QUERY operations */
+typedef enum { CAIRN_LEASE_KEEPALIVE = 1, CAIRN_LEASE_TTL = 2 } cairn_lease_op_t;
 
 #define CAIRN_IPC_RESULT_CHUNK ((size_t)4 << 20)
 
@@ -237,6 +266,7 @@ typedef struct {
     size_t key_len;
     const uint8_t *range_end;   /* HISTORY */
     size_t range_end_len;
+    int64_t lease_id, ttl, granted_ttl; /* LEASE_* */
     /* RAFT (cluster_id, from, to: PEER_* too) */
     uint64_t cluster_id;
     uint64_t raft_type;

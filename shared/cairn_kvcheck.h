@@ -22,8 +22,15 @@ typedef enum {
     CAIRN_REQ_DELETE_RANGE,  /* etcdserverpb.DeleteRangeRequest */
     CAIRN_REQ_TXN,           /* etcdserverpb.TxnRequest */
     CAIRN_REQ_COMPACT,       /* etcdserverpb.CompactionRequest */
-    CAIRN_REQ_RANGE          /* etcdserverpb.RangeRequest */
+    CAIRN_REQ_RANGE,         /* etcdserverpb.RangeRequest */
+    CAIRN_REQ_LEASE_GRANT,   /* etcdserverpb.LeaseGrantRequest, ID and TTL final (chosen, raised) */
+    CAIRN_REQ_LEASE_REVOKE,  /* etcdserverpb.LeaseRevokeRequest (a client's, or the leader's on expiry) */
+    CAIRN_REQ_LEASE_TTL      /* etcdserverpb.LeaseTimeToLiveRequest (a read: granted TTL and keys) */
 } cairn_req_kind_t;
+
+/* etcd's lease bounds: TTLs above this are refused ("too large lease TTL"); below the minimum
+ * (ceil(1.5 x election timeout)) they are raised to it. */
+#define CAIRN_LEASE_MAX_TTL 9000000000LL
 
 /* etcd's --max-txn-ops default. */
 #define CAIRN_KVCHECK_DEFAULT_MAX_TXN_OPS 128

@@ -39,13 +39,12 @@
  * as streams and the client gets UNIMPLEMENTED at its first message, not at an END_STREAM
  * it never sends. A service file that serves one takes its row. */
 static const gw_method_t unserved_rows[] = {
-    {"/etcdserverpb.Lease/LeaseKeepAlive", GW_STREAM, NULL, 0, GW_PERM_WRITE, "/v3/lease/keepalive"},
     {"/v3electionpb.Election/Observe", GW_STREAM, NULL, 0, GW_PERM_READ, "/v3/election/observe"},
 };
 static const gw_service_t svc_unserved = GW_SERVICE("unserved", unserved_rows);
 
-static const gw_service_t *const gw_services[] = {&gw_svc_kv, &gw_svc_cluster, &gw_svc_maint, &gw_svc_watch,
-                                                  &svc_unserved};
+static const gw_service_t *const gw_services[] = {&gw_svc_kv,    &gw_svc_cluster, &gw_svc_maint,
+                                                  &gw_svc_watch, &gw_svc_lease,   &svc_unserved};
 
 static int by_path(const void *a, const void *b)
 {
@@ -228,7 +227,9 @@ void gw_fill_header(cairn_gateway_t *g, Etcdserverpb__ResponseHeader *h)
      * cluster learns it from the cluster); the configuration's is what a new cluster gets */
     h->cluster_id = g->st.cluster_id ? g->st.cluster_id : cairn_config_cluster_id(g->cfg);
     h->member_id = cairn_config_member_id(g->cfg);
-    h->revision = g->st.revision;
+    /* the events feed is fresher than the status stored reports every second */
+    int64_t fed = gw_watch_revision(g);
+    h->revision = fed > g->st.revision ? fed : g->st.revision;
     h->raft_term = g->st.term;
 }
 
@@ -467,6 +468,8 @@ static void on_ipc(cairn_gateway_t *g, const uint8_t *frame, size_t len)
         break;
     }
     case CAIRN_IPC_PROPOSE_FAIL:
+    case CAIRN_IPC_LEASE_RESP:
+    case CAIRN_IPC_LEASE_LIST_RESP:
     case CAIRN_IPC_RESULT:
     case CAIRN_IPC_STATUS_RESP:
     case CAIRN_IPC_ERROR: {

@@ -96,7 +96,7 @@ typedef struct {
 
 #define GW_SERVICE(svc_name, rows) {svc_name, rows, sizeof rows / sizeof rows[0]}
 
-extern const gw_service_t gw_svc_kv, gw_svc_cluster, gw_svc_maint, gw_svc_watch;
+extern const gw_service_t gw_svc_kv, gw_svc_cluster, gw_svc_maint, gw_svc_watch, gw_svc_lease;
 
 /* ------------------------------------------------------------------ pending requests */
 
@@ -181,6 +181,10 @@ int gw_send_ipc(cairn_gateway_t *g, zsock_t *s, const cairn_ipc_msg_t *m);
  * the send fails. Returns the pending request, or NULL when the call was answered. */
 gw_pending_t *gw_ask(cairn_gateway_t *g, cairn_call_id_t call, const gw_answer_t *how, zsock_t *sock,
                      cairn_ipc_msg_t *m, const cairn_h2_meta_t *meta, cairn_etcd_err_t send_err);
+/* A write: msg (a request of kind, cairn_req_kind_t) in a request envelope, proposed to raftd;
+ * the call is answered with the response stored sends once the entry is applied. */
+void gw_propose(cairn_gateway_t *g, cairn_call_id_t call, int kind, const uint8_t *msg, size_t len,
+                const cairn_h2_meta_t *meta);
 /* A linearizable read: p->body (a RangeRequest) goes to stored once the next read-index
  * round (one per loop pass for every read queued in it) comes back. */
 void gw_queue_read(cairn_gateway_t *g, gw_pending_t *p);
@@ -198,6 +202,8 @@ void gw_watch_drain(cairn_gateway_t *g);
 void gw_watch_tick(cairn_gateway_t *g, int64_t now);
 void gw_watch_on_history(cairn_gateway_t *g, const cairn_ipc_msg_t *m);
 size_t gw_watch_count(const cairn_gateway_t *g);
+/* The last revision the events feed brought (0: none yet). */
+int64_t gw_watch_revision(const cairn_gateway_t *g);
 /* The response header every answer carries: cluster, member, last revision and term seen. */
 void gw_fill_header(cairn_gateway_t *g, Etcdserverpb__ResponseHeader *h);
 

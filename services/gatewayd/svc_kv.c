@@ -1,4 +1,4 @@
-/* svc_kv.c - etcd's KV service (and the Watch row, not served yet); see gw_internal.h.
+/* svc_kv.c - etcd's KV service; see gw_internal.h.
  *
  *   - Put, DeleteRange, Txn, Compact: checked here as etcd's v3rpc layer checks them
  *     (cairn_kvcheck.h), wrapped in a request envelope (cairn_ipc.h) and sent to raftd as
@@ -52,8 +52,8 @@ static void do_range(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size_
 /* Writes: their answer is the response body stored sends once the entry is applied. */
 static const gw_answer_t answer_write = {.ok = NULL, .fail = NULL, .proposal = 1};
 
-static void propose(cairn_gateway_t *g, cairn_call_id_t call, int kind, const uint8_t *msg, size_t len,
-                    const cairn_h2_meta_t *meta)
+void gw_propose(cairn_gateway_t *g, cairn_call_id_t call, int kind, const uint8_t *msg, size_t len,
+                const cairn_h2_meta_t *meta)
 {
     if (len > g->cfg->max_request_bytes) {
         gw_error(g, call, CAIRN_ETCD_REQUEST_TOO_LARGE);
@@ -132,7 +132,7 @@ static void do_write(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size_
         cairn_h2srv_error(g->srv, c->id, code, why);
         return;
     }
-    propose(g, c->id, kind, msg, len, meta);
+    gw_propose(g, c->id, kind, msg, len, meta);
     return;
 bad:
     gw_bad_request(g, c->id);

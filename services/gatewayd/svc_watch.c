@@ -823,6 +823,8 @@ void gw_watch_tick(cairn_gateway_t *g, int64_t now)
 
 size_t gw_watch_count(const cairn_gateway_t *g) { return g->watch ? g->watch->n_watchers : 0; }
 
+int64_t gw_watch_revision(const cairn_gateway_t *g) { return g->watch ? g->watch->last : 0; }
+
 /* clang-format off */
 static const gw_method_t rows[] = {
     /* path                        kind       handler        arg perm          json route   half_close        close */

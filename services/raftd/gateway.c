@@ -153,6 +153,9 @@ void raftd_handle_gw(raftd_t *r, const uint8_t *ident, size_t ident_len, const u
     case CAIRN_IPC_MEMBERS:
         raftd_answer_members(r, ident, ident_len, m.req_id);
         break;
+    case CAIRN_IPC_LEASE_QUERY:
+        raftd_lessor_query(r, ident, ident_len, &m);
+        break;
     case CAIRN_IPC_METRICS: /* answered whatever this member's state: a removed one has metrics too */
         raftd_answer_metrics(r, ident, ident_len, m.req_id);
         break;

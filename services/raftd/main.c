@@ -74,7 +74,7 @@ int main(int argc, char **argv)
         cairn_warn("test fault switch enabled", "file=%s", r->fault_path);
     r->held_tail = &r->held;
     r->fwd = cairn_u64map_new();
-    if (cairn_members_initial(&r->members, r->cfg) != 0 || !r->fwd)
+    if (cairn_members_initial(&r->members, r->cfg) != 0 || !r->fwd || raftd_lessor_new(r) != 0)
         goto out;
     /* a member that starts with peers listens at once; one that starts alone, once one is added */
     if (r->cfg->n_members > 1 && (rc = raftd_listen_peers(r)) != 0) {
@@ -146,6 +146,8 @@ int main(int argc, char **argv)
         if (!r->raft)
             r->next_tick = now + r->cfg->heartbeat_ms;
         raftd_process_ready(r);
+        raftd_lessor_tick(r, now);
+        raftd_process_ready(r); /* the revocations it proposed */
         raftd_conf_poll(r);
         raftd_maybe_compact(r);
         /* stored answers a restore however long it takes (or restarts, which resets this) */
@@ -176,6 +178,7 @@ int main(int argc, char **argv)
     exit_code = r->fatal ? 1 : 0;
     raftd_fail_reads(r, CAIRN_ETCD_STOPPED);
 out:
+    raftd_lessor_destroy(r);
     cairn_raft_destroy(&r->raft);
     raftd_load_clear(r);
     cairn_u64map_destroy(&r->reads);

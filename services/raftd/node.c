@@ -386,6 +386,12 @@ void raftd_handle_stored(raftd_t *r, const uint8_t *frame, size_t len)
         return;
     }
     switch (m.type) {
+    case CAIRN_IPC_LEASE_APPLIED:
+        raftd_lessor_on_applied(r, &m);
+        break;
+    case CAIRN_IPC_LEASE_LIST_RESP:
+        raftd_lessor_on_list(r, &m);
+        break;
     case CAIRN_IPC_LOAD_RESP:
         load_page(r, &m);
         break;

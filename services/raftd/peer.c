@@ -172,6 +172,12 @@ static void handle_shell_msg(raftd_t *r, const cairn_ipc_msg_t *m)
     case CAIRN_IPC_PEER_SNAP_DATA:
         raftd_snap_on_data(r, m);
         break;
+    case CAIRN_IPC_PEER_LEASE_QUERY:
+        raftd_lessor_peer_query(r, m);
+        break;
+    case CAIRN_IPC_PEER_LEASE_RESP:
+        raftd_lessor_peer_resp(r, m);
+        break;
     case CAIRN_IPC_PEER_STOPPING: /* raftd_handle_peer marked it; nothing more to do */
         break;
     case CAIRN_IPC_PEER_REMOVED:
@@ -193,7 +199,8 @@ void raftd_handle_peer(raftd_t *r, const uint8_t *frame, size_t len)
         cairn_warn("rejected peer message", "err=\"%s\" bytes=%zu", cairn_strerror(rc), len);
         return;
     }
-    if (m.type != CAIRN_IPC_RAFT && (m.type < CAIRN_IPC_PEER_ATTRS || m.type > CAIRN_IPC_PEER_STOPPING)) {
+    if (m.type != CAIRN_IPC_RAFT && (m.type < CAIRN_IPC_PEER_ATTRS || m.type > CAIRN_IPC_PEER_STOPPING) &&
+        m.type != CAIRN_IPC_PEER_LEASE_QUERY && m.type != CAIRN_IPC_PEER_LEASE_RESP) {
         cairn_warn("unexpected peer message", "type=%s", cairn_ipc_type_name(m.type));
         cairn_ipc_msg_release(&m);
         return;

@@ -43,6 +43,8 @@
  *   gateway.c     the gateways' requests (PROPOSE, READ_INDEX, MEMBERS, MEMBER_CHANGE, TRANSFER,
  *                 METRICS) and the answers to them
  *   metrics.c     raftd's metrics table (etcd's names and help texts) and the METRICS answer
+ *   lessor.c      the leases' clock: the leader's table of deadlines, expiry (a revoke
+ *                 proposal), keepalives and TTL queries (a follower forwards them)
  */
 #ifndef CAIRN_RAFTD_H
 #define CAIRN_RAFTD_H
@@ -116,6 +118,8 @@ typedef struct held_s {
     size_t len;
 } held_t;
 
+typedef struct raftd_lessor raftd_lessor_t;
+
 typedef struct {
     cairn_config_t *cfg;
     zsock_t *router, *stored;
@@ -140,6 +144,7 @@ typedef struct {
     size_t n_proposers;
     cairn_raft_t *raft;
     cairn_metrics_reg_t *metrics; /* metrics.c */
+    raftd_lessor_t *lessor;       /* lessor.c: the leases' clock */
     cairn_members_t members; /* every member's metadata (name, peer URLs) as the log says */
     uint64_t cluster_id;     /* 0: joining a running cluster, learned from its first message */
     int removed_logged, was_member;
@@ -253,6 +258,16 @@ void raftd_load_request(raftd_t *r, uint64_t from);
 void raftd_handle_stored(raftd_t *r, const uint8_t *frame, size_t len);
 int raftd_begin_handoff(raftd_t *r);
 
+/* lessor.c: leases' liveness on the leader; follows the core's role by itself */
+int raftd_lessor_new(raftd_t *r);
+void raftd_lessor_destroy(raftd_t *r);
+void raftd_lessor_tick(raftd_t *r, int64_t now);
+void raftd_lessor_query(raftd_t *r, const uint8_t *ident, size_t ident_len, const cairn_ipc_msg_t *m);
+void raftd_lessor_peer_query(raftd_t *r, const cairn_ipc_msg_t *m);
+void raftd_lessor_peer_resp(raftd_t *r, const cairn_ipc_msg_t *m);
+void raftd_lessor_on_applied(raftd_t *r, const cairn_ipc_msg_t *m);
+void raftd_lessor_on_list(raftd_t *r, const cairn_ipc_msg_t *m);
+size_t raftd_lessor_count(const raftd_t *r);
 /* gateway.c */
 void raftd_send_gw(raftd_t *r, const uint8_t *ident, size_t len, const cairn_ipc_msg_t *m);
 void raftd_send_gw_error(raftd_t *r, const uint8_t *ident, size_t len, int type, uint64_t req_id, cairn_etcd_err_t e);

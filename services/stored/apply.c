@@ -680,6 +680,123 @@ static int do_compact(actx_t *x, const Etcdserverpb__CompactionRequest *c,
     return 0;
 }
 
+/* ---- leases ---------------------------------------------------------------------------- */
+
+/* The gateway chose the ID (ID 0 becomes a random one) and raised the TTL to the minimum
+ * before proposing, so every member applies the same grant. */
+static int do_lease_grant(actx_t *x, const Etcdserverpb__LeaseGrantRequest *r,
+                          Etcdserverpb__LeaseGrantResponse **out)
+{
+    if (r->id == 0)
+        return etcd_err(x, CAIRN_ETCD_LEASE_NOT_FOUND);
+    if (r->ttl > CAIRN_LEASE_MAX_TTL)
+        return etcd_err(x, CAIRN_ETCD_LEASE_TTL_TOO_LARGE);
+    int rc = cairn_mvcc_lease_grant(x->m, r->id, r->ttl);
+    if (rc == CAIRN_EEXISTS)
+        return etcd_err(x, CAIRN_ETCD_LEASE_EXISTS);
+    if (rc)
+        return mvcc_err(x, rc);
+    Etcdserverpb__LeaseGrantResponse *resp = aalloc(x, sizeof *resp);
+    if (!resp)
+        return CAIRN_ENOMEM;
+    etcdserverpb__lease_grant_response__init(resp);
+    if (!(resp->header = mk_hdr(x, cur_rev(x))))
+        return CAIRN_ENOMEM;
+    resp->id = r->id;
+    resp->ttl = r->ttl;
+    *out = resp;
+    return 0;
+}
+
+/* Deletes the lease's keys in one revision (DELETE events) and the lease. */
+static int do_lease_revoke(actx_t *x, const Etcdserverpb__LeaseRevokeRequest *r,
+                           Etcdserverpb__LeaseRevokeResponse **out)
+{
+    int rc = cairn_mvcc_lease_revoke(x->m, r->id, NULL);
+    if (rc == CAIRN_ENOTFOUND)
+        return etcd_err(x, CAIRN_ETCD_LEASE_NOT_FOUND);
+    if (rc)
+        return mvcc_err(x, rc);
+    Etcdserverpb__LeaseRevokeResponse *resp = aalloc(x, sizeof *resp);
+    if (!resp)
+        return CAIRN_ENOMEM;
+    etcdserverpb__lease_revoke_response__init(resp);
+    if (!(resp->header = mk_hdr(x, cur_rev(x))))
+        return CAIRN_ENOMEM;
+    *out = resp;
+    return 0;
+}
+
+typedef struct {
+    actx_t *x;
+    ProtobufCBinaryData *keys;
+    size_t n, cap;
+    int oom;
+} lkeys_t;
+
+static int lease_key_fn(void *arg, const uint8_t *key, size_t key_len)
+{
+    lkeys_t *k = arg;
+    if (k->n == k->cap) {
+        size_t nc = k->cap ? k->cap * 2 : 16;
+        ProtobufCBinaryData *nk = aalloc(k->x, nc * sizeof *nk);
+        if (!nk) {
+            k->oom = 1;
+            return 1;
+        }
+        if (k->n)
+            memcpy(nk, k->keys, k->n * sizeof *nk);
+        k->keys = nk;
+        k->cap = nc;
+    }
+    uint8_t *d = key_len ? cairn_arena_dup(k->x->a, key, key_len) : NULL;
+    if (key_len && !d) {
+        k->oom = 1;
+        return 1;
+    }
+    k->keys[k->n].data = d;
+    k->keys[k->n].len = key_len;
+    k->n++;
+    return 0;
+}
+
+/* The durable half of TimeToLive: the granted TTL and the keys (the time left is the
+ * leader raftd's; the gateway fills TTL). An unknown lease answers TTL -1, no error (etcd). */
+static int do_lease_ttl(actx_t *x, const Etcdserverpb__LeaseTimeToLiveRequest *r,
+                        Etcdserverpb__LeaseTimeToLiveResponse **out)
+{
+    Etcdserverpb__LeaseTimeToLiveResponse *resp = aalloc(x, sizeof *resp);
+    if (!resp)
+        return CAIRN_ENOMEM;
+    etcdserverpb__lease_time_to_live_response__init(resp);
+    if (!(resp->header = mk_hdr(x, cur_rev(x))))
+        return CAIRN_ENOMEM;
+    resp->id = r->id;
+    int64_t granted = 0;
+    int rc = cairn_mvcc_lease_get(x->m, x->view, r->id, &granted);
+    if (rc < 0)
+        return mvcc_err(x, rc);
+    if (rc == 0) {
+        resp->ttl = -1;
+        *out = resp;
+        return 0;
+    }
+    resp->grantedttl = granted;
+    resp->ttl = granted;
+    if (r->keys) {
+        lkeys_t k = {.x = x};
+        rc = cairn_mvcc_lease_keys(x->m, x->view, r->id, lease_key_fn, &k);
+        if (k.oom)
+            return CAIRN_ENOMEM;
+        if (rc < 0)
+            return mvcc_err(x, rc);
+        resp->keys = k.keys;
+        resp->n_keys = k.n;
+    }
+    *out = resp;
+    return 0;
+}
+
 /* ---- entry points --------------------------------------------------------------------- */
 
 static int pack(const ProtobufCMessage *msg, uint8_t **resp, size_t *resp_len)
@@ -760,6 +877,33 @@ static int run(actx_t *x, int kind, const uint8_t *body, size_t len, uint8_t **r
         out = (ProtobufCMessage *)o;
         break;
     }
+    case CAIRN_REQ_LEASE_GRANT: {
+        Etcdserverpb__LeaseGrantRequest *r = etcdserverpb__lease_grant_request__unpack(&x->pa, len, body);
+        if (!r)
+            return malformed(x, "LeaseGrantRequest");
+        Etcdserverpb__LeaseGrantResponse *o = NULL;
+        rc = do_lease_grant(x, r, &o);
+        out = (ProtobufCMessage *)o;
+        break;
+    }
+    case CAIRN_REQ_LEASE_REVOKE: {
+        Etcdserverpb__LeaseRevokeRequest *r = etcdserverpb__lease_revoke_request__unpack(&x->pa, len, body);
+        if (!r)
+            return malformed(x, "LeaseRevokeRequest");
+        Etcdserverpb__LeaseRevokeResponse *o = NULL;
+        rc = do_lease_revoke(x, r, &o);
+        out = (ProtobufCMessage *)o;
+        break;
+    }
+    case CAIRN_REQ_LEASE_TTL: {
+        Etcdserverpb__LeaseTimeToLiveRequest *r = etcdserverpb__lease_time_to_live_request__unpack(&x->pa, len, body);
+        if (!r)
+            return malformed(x, "LeaseTimeToLiveRequest");
+        Etcdserverpb__LeaseTimeToLiveResponse *o = NULL;
+        rc = do_lease_ttl(x, r, &o);
+        out = (ProtobufCMessage *)o;
+        break;
+    }
     default: {
         char msg[64];
         snprintf(msg, sizeof msg, "cairn: unknown request kind %d", kind);
@@ -831,6 +975,20 @@ int cairn_apply_noop(cairn_mvcc_t *m, uint64_t index, uint64_t term)
     else
         cairn_mvcc_batch_abort(m);
     return rc;
+}
+
+int cairn_apply_read(cairn_mvcc_t *m, int kind, const uint8_t *body, size_t len, const cairn_hdr_ctx_t *hdr,
+                     uint8_t **resp, size_t *resp_len, cairn_apply_err_t *err)
+{
+    *resp = NULL;
+    *resp_len = 0;
+    actx_t x;
+    actx_init(&x, m, CAIRN_MVCC_COMMITTED, hdr, err);
+    if (kind != CAIRN_REQ_RANGE && kind != CAIRN_REQ_LEASE_TTL)
+        return grpc_err(&x, CAIRN_GRPC_INVALID_ARGUMENT, "cairn: not a read") > 0 ? 0 : 0;
+    int rc = run(&x, kind, body ? body : (const uint8_t *)"", len, resp, resp_len);
+    cairn_arena_reset(x.a);
+    return rc < 0 ? rc : 0;
 }
 
 int cairn_apply_range(cairn_mvcc_t *m, const uint8_t *body, size_t len, const cairn_hdr_ctx_t *hdr,

@@ -52,5 +52,10 @@ int cairn_apply_noop(cairn_mvcc_t *m, uint64_t index, uint64_t term);
  * being applied is invisible until committed). Same contract as cairn_apply_request. */
 int cairn_apply_range(cairn_mvcc_t *m, const uint8_t *body, size_t len, const cairn_hdr_ctx_t *hdr,
                       uint8_t **resp, size_t *resp_len, cairn_apply_err_t *err);
+/* The same for any read kind: CAIRN_REQ_RANGE or CAIRN_REQ_LEASE_TTL (LeaseTimeToLiveRequest ->
+ * a LeaseTimeToLiveResponse with the granted TTL as TTL and the keys if asked; TTL -1 when
+ * the lease does not exist). */
+int cairn_apply_read(cairn_mvcc_t *m, int kind, const uint8_t *body, size_t len, const cairn_hdr_ctx_t *hdr,
+                     uint8_t **resp, size_t *resp_len, cairn_apply_err_t *err);
 
 #endif

@@ -282,6 +282,12 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
     case CAIRN_IPC_METRICS:
         stored_metrics_answer(s, ident, ident_len, m.req_id);
         break;
+    case CAIRN_IPC_LEASE_LIST:
+        stored_lease_list(s, ident, ident_len, &m);
+        break;
+    case CAIRN_IPC_LEASE_READ:
+        stored_lease_read(s, ident, ident_len, &m);
+        break;
     case CAIRN_IPC_HISTORY: {
         cairn_ipc_msg_t r;
         uint8_t *owned;
@@ -410,6 +416,7 @@ int main(int argc, char **argv)
 out:
     zsock_destroy(&s->router);
     cairn_events_destroy(&s->events);
+    free(s->lease_buf);
     stored_snap_install_reap(s, 1);
     stored_snap_build_wait(s); /* before the store it reads is closed */
     cairn_wal_destroy(&s->wal);

@@ -1052,10 +1052,17 @@ int cairn_mvcc_lease_revoke(cairn_mvcc_t *m, int64_t id, int64_t *deleted)
 
 int cairn_mvcc_lease_foreach(cairn_mvcc_t *m, int (*fn)(void *arg, int64_t id, int64_t ttl), void *arg)
 {
+    return cairn_mvcc_lease_scan(m, 0, fn, arg);
+}
+
+int cairn_mvcc_lease_scan(cairn_mvcc_t *m, uint64_t from, int (*fn)(void *arg, int64_t id, int64_t ttl), void *arg)
+{
     leveldb_iterator_t *it = leveldb_create_iterator(m->db, m->ro);
     int rc = 0;
-    uint8_t start = T_LEASE;
-    for (leveldb_iter_seek(it, (const char *)&start, 1); leveldb_iter_valid(it); leveldb_iter_next(it)) {
+    uint8_t start[9];
+    start[0] = T_LEASE;
+    be64_put(start + 1, from);
+    for (leveldb_iter_seek(it, (const char *)start, sizeof start); leveldb_iter_valid(it); leveldb_iter_next(it)) {
         size_t kn, vn;
         const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kn);
         if (kn < 1 || k[0] != T_LEASE)

@@ -191,6 +191,8 @@ int cairn_mvcc_lease_get(cairn_mvcc_t *m, int view, int64_t id, int64_t *ttl);
 /* Every lease (id, granted ttl), ascending by id as unsigned; committed state. fn returns
  * non-zero to stop. */
 int cairn_mvcc_lease_foreach(cairn_mvcc_t *m, int (*fn)(void *arg, int64_t id, int64_t ttl), void *arg);
+/* The same from id `from` (as unsigned) on: a page of a long table without reading it all. */
+int cairn_mvcc_lease_scan(cairn_mvcc_t *m, uint64_t from, int (*fn)(void *arg, int64_t id, int64_t ttl), void *arg);
 /* The keys attached to a lease (view), in key order. */
 int cairn_mvcc_lease_keys(cairn_mvcc_t *m, int view, int64_t id,
                           int (*fn)(void *arg, const uint8_t *key, size_t key_len), void *arg);

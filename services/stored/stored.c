@@ -240,6 +240,8 @@ int stored_apply_committed(stored_t *s)
                 failed = 1;
                 break;
             }
+            if (err.grpc_code == 0 && (req.kind == CAIRN_REQ_LEASE_GRANT || req.kind == CAIRN_REQ_LEASE_REVOKE))
+                stored_lease_applied(s, (int)req.kind, req.body, req.body_len);
             if (req.origin_len > s->origin_prefix_len && req.origin_len < sizeof outs[0].ident &&
                 memcmp(req.origin, s->origin_prefix, s->origin_prefix_len) == 0) {
                 out_t *o = &outs[nout++];
@@ -275,6 +277,7 @@ int stored_apply_committed(stored_t *s)
         stored_metrics_observe(s, STORED_M_BACKEND_COMMIT, stored_clock_s() - t0);
         /* only now, with the batch written: a watcher never sees a change that could be lost */
         cairn_events_publish(s->events);
+        stored_lease_flush(s);
         applied = cairn_mvcc_applied_index(s->mvcc);
     }
     stored_log_trim(s);

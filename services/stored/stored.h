@@ -113,6 +113,8 @@ typedef struct {
     cairn_members_t members; /* the membership as of the applied index (mvcc 'C' records) */
     cairn_metrics_reg_t *metrics; /* metrics.c; the loop's thread only */
     cairn_events_t *events;       /* events.c: what each applied batch changed, for the gateways */
+    uint8_t *lease_buf;           /* leases.c: grants and revokes of the batch, for raftd */
+    size_t lease_n, lease_cap;
 } stored_t;
 
 
@@ -171,6 +173,12 @@ int stored_metrics_init(stored_t *s);
 void stored_metrics_observe(stored_t *s, int id, double seconds);
 /* Answers METRICS: RESULT {req_id, code 0, body = the exposition text}. */
 void stored_metrics_answer(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t req_id);
+
+/* leases.c */
+void stored_lease_applied(stored_t *s, int kind, const uint8_t *body, size_t len);
+void stored_lease_flush(stored_t *s);
+void stored_lease_list(stored_t *s, const uint8_t *ident, size_t ident_len, const cairn_ipc_msg_t *m);
+void stored_lease_read(stored_t *s, const uint8_t *ident, size_t ident_len, const cairn_ipc_msg_t *m);
 
 /* Makes the store report its changes to s->events (after every open of s->mvcc). */
 void stored_events_attach(stored_t *s);

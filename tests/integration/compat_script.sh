@@ -63,6 +63,13 @@ put bigkey --ignore-value
 put foo --ignore-value
 get foo --print-value-only
 put foo newval --lease=1234
+lease grant 1
+lease grant 100 -w json
+lease list
+lease timetolive 1234
+lease timetolive 1234 -w json
+lease revoke 1234
+lease keep-alive --once 1234
 member-list-count
 endpoint-health
 get "" --prefix -w json

@@ -44,7 +44,9 @@ run_script() { # ENDPOINT OUT
   sed -E -i 's/"cluster_id":[0-9]+/"cluster_id":ID/g; s/"member_id":[0-9]+/"member_id":ID/g;
              s/"raft_term":[0-9]+/"raft_term":T/g; s/^"ClusterID" : [0-9]+/"ClusterID" : ID/;
              s/^"MemberID" : [0-9]+/"MemberID" : ID/; s/^"RaftTerm" : [0-9]+/"RaftTerm" : T/;
-             s/127\.0\.0\.1:[0-9]+/EP/g; s/"ts":"[^"]*"/"ts":TS/g; s/client-[0-9a-f-]+/client-UUID/g' "$out"
+             s/127\.0\.0\.1:[0-9]+/EP/g; s/"ts":"[^"]*"/"ts":TS/g; s/client-[0-9a-f-]+/client-UUID/g;
+             s/lease [0-9a-f]{1,16} granted/lease ID granted/; s/"ID":[0-9]+,"TTL":100/"ID":ID,"TTL":100/;
+             s/^[0-9a-f]{1,16}$/LEASEID/' "$out"
 }
 
 EP1=$(t_port); EP2=$(t_port); CP=$(t_port); PP=$(t_port)

@@ -59,7 +59,7 @@ typedef enum {
     X_COMPACT_REV, X_CODE, X_MESSAGE, X_BODY, X_ENTRIES, X_CLUSTER_ID, X_RAFT_TYPE, X_FROM, X_TO,
     X_LOG_TERM, X_REJECT, X_REJECT_HINT, X_CONTEXT, X_LEARNER, X_FIRST, X_LAST, X_COMMIT_DURABLE, X_TARGET,
     X_OP, X_SNAP_ID, X_OFFSET, X_TOTAL, X_INSTALLED, X_FWD_ID, X_WANT_REPLY, X_URLS, X_NAME, X_VOTERS,
-    X_LEARNERS, X_START_REV, X_END_REV, X_MORE, X_MAX_BYTES, X_KEY, X_RANGE_END, X_COUNT_
+    X_LEARNERS, X_START_REV, X_END_REV, X_MORE, X_MAX_BYTES, X_KEY, X_RANGE_END, X_LEASE_ID, X_TTL, X_GRANTED_TTL, X_COUNT_
 } fid_t;
 
 typedef enum { XK_U64, XK_I64, XK_BIN, XK_ENTS, XK_IDS } xkind_t;
@@ -86,7 +86,8 @@ static const fdesc_t g_fd[X_COUNT_] = {
     XU(X_TARGET, target), XU(X_OP, op), XU(X_SNAP_ID, snap_id), XU(X_OFFSET, offset), XU(X_TOTAL, total),
     XU(X_INSTALLED, installed), XU(X_FWD_ID, fwd_id), XU(X_WANT_REPLY, want_reply), XB(X_URLS, urls),
     XB(X_NAME, name), XI(X_START_REV, start_rev), XI(X_END_REV, end_rev), XU(X_MORE, more),
-    XU(X_MAX_BYTES, max_bytes), XB(X_KEY, key), XB(X_RANGE_END, range_end),
+    XU(X_MAX_BYTES, max_bytes), XB(X_KEY, key), XB(X_RANGE_END, range_end), XI(X_LEASE_ID, lease_id), XI(X_TTL, ttl),
+    XI(X_GRANTED_TTL, granted_ttl),
     [X_VOTERS] = {"voters", XK_IDS, offsetof(cairn_ipc_msg_t, voters), offsetof(cairn_ipc_msg_t, n_voters)},
     [X_LEARNERS] = {"learners", XK_IDS, offsetof(cairn_ipc_msg_t, learners), offsetof(cairn_ipc_msg_t, n_learners)},
 };
@@ -133,6 +134,14 @@ static const fid_t g_expect[CAIRN_IPC_TYPE_MAX_][MAXF + 1] = {
     [CAIRN_IPC_EVENTS] = {X_START_REV, X_REVISION, X_MORE, X_BODY},
     [CAIRN_IPC_HISTORY] = {X_REQ_ID, X_START_REV, X_END_REV, X_KEY, X_RANGE_END, X_MAX_BYTES},
     [CAIRN_IPC_HISTORY_RESP] = {X_REQ_ID, X_CODE, X_MESSAGE, X_REVISION, X_COMPACT_REV, X_BODY},
+    [CAIRN_IPC_LEASE_QUERY] = {X_REQ_ID, X_LEASE_ID, X_OP},
+    [CAIRN_IPC_LEASE_READ] = {X_REQ_ID, X_BODY},
+    [CAIRN_IPC_LEASE_RESP] = {X_REQ_ID, X_LEASE_ID, X_TTL, X_GRANTED_TTL, X_CODE, X_MESSAGE},
+    [CAIRN_IPC_LEASE_APPLIED] = {X_BODY},
+    [CAIRN_IPC_LEASE_LIST] = {X_REQ_ID, X_LEASE_ID},
+    [CAIRN_IPC_LEASE_LIST_RESP] = {X_REQ_ID, X_LEASE_ID, X_MORE, X_BODY},
+    [CAIRN_IPC_PEER_LEASE_QUERY] = {X_CLUSTER_ID, X_FROM, X_TO, X_FWD_ID, X_LEASE_ID, X_OP},
+    [CAIRN_IPC_PEER_LEASE_RESP] = {X_CLUSTER_ID, X_FROM, X_TO, X_FWD_ID, X_LEASE_ID, X_TTL, X_GRANTED_TTL, X_CODE},
 };
 
 static const uint64_t g_voters[3] = {0x1111000000000001ull, 0x2222000000000002ull, 7};
