@@ -185,6 +185,11 @@ gw_pending_t *gw_ask(cairn_gateway_t *g, cairn_call_id_t call, const gw_answer_t
  * the call is answered with the response stored sends once the entry is applied. */
 void gw_propose(cairn_gateway_t *g, cairn_call_id_t call, int kind, const uint8_t *msg, size_t len,
                 const cairn_h2_meta_t *meta);
+/* The same with the answer handled as how says (how->ok gets the packed response, e.g. a
+ * TxnResponse; set the returned request's ctx for it). On failure to send, the call is
+ * answered with an error here and NULL returned. */
+gw_pending_t *gw_propose_with(cairn_gateway_t *g, cairn_call_id_t call, const gw_answer_t *how, int kind,
+                              const uint8_t *msg, size_t len, int64_t timeout_ms);
 /* A linearizable read: p->body (a RangeRequest) goes to stored once the next read-index
  * round (one per loop pass for every read queued in it) comes back. */
 void gw_queue_read(cairn_gateway_t *g, gw_pending_t *p);
@@ -202,6 +207,19 @@ void gw_watch_drain(cairn_gateway_t *g);
 void gw_watch_tick(cairn_gateway_t *g, int64_t now);
 void gw_watch_on_history(cairn_gateway_t *g, const cairn_ipc_msg_t *m);
 size_t gw_watch_count(const cairn_gateway_t *g);
+/* The gateway's own watchers (locks, elections: svc_lock.c, svc_election.c). Events of [key,
+ * end) (end NULL: the key only; end_len 0 with end set: every key >= key) from start_rev on
+ * (<= 0: from now) come to fn with the same guarantees as a client's watcher: in revision
+ * order, no duplicate, no gap, a revision whole; rev is the last revision the call covers.
+ * on_cancel (may be NULL) is called once if start_rev fell below a compaction (the watcher is
+ * gone then). gw_iwatch_cancel may be called from inside fn or on_cancel; the handle is set to
+ * NULL and the watcher freed at the next tick. */
+typedef struct gw_iwatch gw_iwatch_t;
+typedef void gw_iwatch_fn(cairn_gateway_t *g, void *arg, const Mvccpb__Event *const *ev, size_t n, int64_t rev);
+typedef void gw_iwatch_cancel_fn(cairn_gateway_t *g, void *arg, int64_t compact_rev);
+gw_iwatch_t *gw_iwatch_new(cairn_gateway_t *g, const uint8_t *key, size_t key_len, const uint8_t *end, size_t end_len,
+                           int64_t start_rev, gw_iwatch_fn *fn, gw_iwatch_cancel_fn *on_cancel, void *arg);
+void gw_iwatch_cancel(cairn_gateway_t *g, gw_iwatch_t **w);
 /* The last revision the events feed brought (0: none yet). */
 int64_t gw_watch_revision(const cairn_gateway_t *g);
 /* The response header every answer carries: cluster, member, last revision and term seen. */

@@ -55,14 +55,20 @@ static const gw_answer_t answer_write = {.ok = NULL, .fail = NULL, .proposal = 1
 void gw_propose(cairn_gateway_t *g, cairn_call_id_t call, int kind, const uint8_t *msg, size_t len,
                 const cairn_h2_meta_t *meta)
 {
+    gw_propose_with(g, call, &answer_write, kind, msg, len, gw_timeout(meta));
+}
+
+gw_pending_t *gw_propose_with(cairn_gateway_t *g, cairn_call_id_t call, const gw_answer_t *how, int kind,
+                              const uint8_t *msg, size_t len, int64_t timeout_ms)
+{
     if (len > g->cfg->max_request_bytes) {
         gw_error(g, call, CAIRN_ETCD_REQUEST_TOO_LARGE);
-        return;
+        return NULL;
     }
-    gw_pending_t *p = gw_add_pending(g, call, &answer_write, gw_timeout(meta));
+    gw_pending_t *p = gw_add_pending(g, call, how, timeout_ms);
     if (!p) {
         gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
-        return;
+        return NULL;
     }
     cairn_ipc_req_t req = {(const uint8_t *)g->origin, g->origin_len, p->req_id, (uint64_t)kind, msg, len};
     uint8_t *data;
@@ -70,14 +76,17 @@ void gw_propose(cairn_gateway_t *g, cairn_call_id_t call, int kind, const uint8_
     if (cairn_ipc_req_encode(&req, &data, &dlen)) {
         gw_drop_pending(g, p->req_id);
         gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
-        return;
+        return NULL;
     }
     cairn_ipc_msg_t m = {.type = CAIRN_IPC_PROPOSE, .req_id = p->req_id, .body = data, .body_len = dlen};
-    if (gw_send_ipc(g, g->raftd, &m)) {
+    int rc = gw_send_ipc(g, g->raftd, &m);
+    free(data);
+    if (rc) {
         gw_drop_pending(g, p->req_id);
         gw_error(g, call, CAIRN_ETCD_TOO_MANY_REQUESTS);
+        return NULL;
     }
-    free(data);
+    return p;
 }
 
 /* Put, DeleteRange, Txn, Compact: the row's arg is the request kind (cairn_req_kind_t). */

@@ -66,6 +66,10 @@ typedef struct watcher {
     int64_t hist_at;
     int queued;        /* in the catch-up queue */
     int sent_since_notify;
+    int dead;               /* canceled from inside a callback: freed at the next tick */
+    gw_iwatch_fn *cb;       /* an internal watcher (gw_iwatch_new): events go here, not to a stream */
+    gw_iwatch_cancel_fn *on_cancel;
+    void *cb_arg;
     struct watcher *prev_all, *next_all; /* hub's list */
     struct watcher *next_q;              /* catch-up queue */
 } watcher_t;
@@ -86,6 +90,8 @@ struct gw_watch_hub {
     watcher_t *all;
     size_t n_watchers;
     wstream_t *streams;
+    wstream_t *internal;        /* the gateway's own watchers (locks, elections): no client stream */
+    size_t n_dead;
     watcher_t *q_head, *q_tail; /* watchers waiting to read history */
     cairn_u64map_t *hist;       /* HISTORY req_id -> watcher */
     size_t n_inflight;
@@ -141,6 +147,12 @@ static void send_simple(cairn_gateway_t *g, wstream_t *s, int64_t id, int create
  * fragments, as several under --max-request-bytes (fragment set on all but the last). */
 static void send_events(cairn_gateway_t *g, watcher_t *w, Mvccpb__Event **ev, size_t n, int64_t rev)
 {
+    if (w->dead)
+        return;
+    if (w->cb) {
+        w->cb(g, w->cb_arg, (const Mvccpb__Event *const *)ev, n, rev);
+        return;
+    }
     Etcdserverpb__WatchResponse r = ETCDSERVERPB__WATCH_RESPONSE__INIT;
     r.watch_id = w->id;
     w->sent_since_notify = 1;
@@ -379,7 +391,7 @@ static void on_frame(cairn_gateway_t *g, const cairn_ipc_msg_t *m)
         memset(&es, 0, sizeof es);
     }
     for (watcher_t *w = h->all; w; w = w->next_all) {
-        if (w->state != W_LIVE)
+        if (w->state != W_LIVE || w->dead)
             continue;
         if (w->next_rev <= h->lost_hi) {
             to_catchup(h, w);
@@ -462,7 +474,7 @@ static void pump(cairn_gateway_t *g)
         if (!h->q_head)
             h->q_tail = NULL;
         w->queued = 0;
-        if (w->state != W_CATCHUP || w->hist_req)
+        if (w->state != W_CATCHUP || w->hist_req || w->dead)
             continue;
         if (cairn_h2srv_stream_queued_bytes(g->srv, w->s->call) > SLOW_LOW) {
             q_push(h, w); /* later: the client reads slowly */
@@ -482,6 +494,16 @@ void gw_watch_on_history(cairn_gateway_t *g, const cairn_ipc_msg_t *m)
         return; /* its watcher is gone */
     w->hist_req = 0;
     h->n_inflight--;
+    if (w->dead)
+        return;
+    if (m->code == 11 && w->cb) { /* an internal watcher: its owner decides what compaction means */
+        w->dead = 1;
+        h->n_dead++;
+        w->cb = NULL;
+        if (w->on_cancel)
+            w->on_cancel(g, w->cb_arg, m->compact_rev);
+        return;
+    }
     if (m->code == 11) { /* compacted: created was sent; now the cancel etcd sends */
         wstream_t *s = w->s;
         int64_t id = w->id, compact = m->compact_rev;
@@ -701,7 +723,12 @@ static void watch_close(cairn_gateway_t *g, gw_call_t *c)
 int gw_watch_new(cairn_gateway_t *g)
 {
     gw_watch_hub_t *h = calloc(1, sizeof *h);
-    if (!h || !(h->hist = cairn_u64map_new())) {
+    if (!h || !(h->hist = cairn_u64map_new()) || !(h->internal = calloc(1, sizeof *h->internal)) ||
+        !(h->internal->by_id = cairn_u64map_new())) {
+        if (h) {
+            cairn_u64map_destroy(&h->hist);
+            free(h->internal);
+        }
         free(h);
         return CAIRN_ENOMEM;
     }
@@ -739,6 +766,9 @@ void gw_watch_destroy(cairn_gateway_t *g)
         return;
     while (h->streams)
         stream_free(g, h->streams);
+    h->internal->next = h->internal->prev = NULL;
+    h->streams = h->internal; /* stream_free unlinks it from the (now empty) list */
+    stream_free(g, h->internal);
     cairn_u64map_destroy(&h->hist);
     zsock_destroy(&h->sub);
     free(h);
@@ -759,6 +789,15 @@ void gw_watch_tick(cairn_gateway_t *g, int64_t now)
     gw_watch_hub_t *h = g->watch;
     if (!h)
         return;
+    if (h->n_dead) { /* internal watchers canceled from a callback */
+        watcher_t *w = h->all, *next;
+        for (; w; w = next) {
+            next = w->next_all;
+            if (w->dead)
+                watcher_free(g, w);
+        }
+        h->n_dead = 0;
+    }
     pump(g);
     /* The feed is silent but stored is further on (its status): frames were lost after the
      * last one that came. Give in-flight frames a moment, then read the rest from history. */
@@ -811,13 +850,81 @@ void gw_watch_tick(cairn_gateway_t *g, int64_t now)
     if (g->cfg->watch_progress_notify_ms > 0 && now >= h->next_notify) {
         int64_t rev = hub_now_rev(g);
         for (watcher_t *w = h->all; w; w = w->next_all) {
-            if (!w->progress_notify || w->state != W_LIVE || w->next_rev - 1 > rev)
+            if (!w->progress_notify || w->state != W_LIVE || w->next_rev - 1 > rev || w->cb || w->dead)
                 continue;
             if (!w->sent_since_notify)
                 send_simple(g, w->s, w->id, 0, 0, 0, NULL, rev);
             w->sent_since_notify = 0;
         }
         h->next_notify = now + g->cfg->watch_progress_notify_ms;
+    }
+}
+
+/* ------------------------------------------------------------------ internal watchers */
+
+gw_iwatch_t *gw_iwatch_new(cairn_gateway_t *g, const uint8_t *key, size_t key_len, const uint8_t *end, size_t end_len,
+                           int64_t start_rev, gw_iwatch_fn *fn, gw_iwatch_cancel_fn *on_cancel, void *arg)
+{
+    gw_watch_hub_t *h = g->watch;
+    wstream_t *s = h ? h->internal : NULL;
+    if (!s || !key_len)
+        return NULL;
+    watcher_t *w = calloc(1, sizeof *w);
+    if (!w || !(w->key = dup_bytes(key, key_len)) || (end && !(w->end = dup_bytes(end, end_len)))) {
+        if (w)
+            free(w->key);
+        free(w);
+        return NULL;
+    }
+    while (cairn_u64map_get(s->by_id, (uint64_t)s->next_auto_id + 1))
+        s->next_auto_id++;
+    w->id = s->next_auto_id++;
+    if (cairn_u64map_put(s->by_id, (uint64_t)w->id + 1, w) != 0) {
+        free(w->key);
+        free(w->end);
+        free(w);
+        return NULL;
+    }
+    w->s = s;
+    w->key_len = key_len;
+    w->end_len = end ? end_len : 0;
+    w->cb = fn;
+    w->on_cancel = on_cancel;
+    w->cb_arg = arg;
+    w->next_all = h->all;
+    if (h->all)
+        h->all->prev_all = w;
+    h->all = w;
+    h->n_watchers++;
+    int64_t now_rev = hub_now_rev(g);
+    if (start_rev > 0 && (now_rev == 0 || start_rev <= now_rev)) {
+        w->next_rev = start_rev;
+        to_catchup(h, w);
+    } else if (start_rev > 0) {
+        w->next_rev = start_rev;
+        maybe_live(g, w);
+    } else if (now_rev) {
+        w->next_rev = now_rev + 1;
+        maybe_live(g, w);
+    } else {
+        w->next_rev = 0;
+        to_catchup(h, w);
+    }
+    pump(g);
+    return (gw_iwatch_t *)w;
+}
+
+void gw_iwatch_cancel(cairn_gateway_t *g, gw_iwatch_t **wp)
+{
+    if (!wp || !*wp)
+        return;
+    watcher_t *w = (watcher_t *)*wp;
+    *wp = NULL;
+    if (!w->dead && g->watch) {
+        w->dead = 1;
+        w->cb = NULL;
+        w->on_cancel = NULL;
+        g->watch->n_dead++;
     }
 }
 
