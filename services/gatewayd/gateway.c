@@ -35,16 +35,8 @@
 
 /* ------------------------------------------------------------------ the methods */
 
-/* Streaming methods of services that have no file yet: declared so that h2srv frames them
- * as streams and the client gets UNIMPLEMENTED at its first message, not at an END_STREAM
- * it never sends. A service file that serves one takes its row. */
-static const gw_method_t unserved_rows[] = {
-    {"/v3electionpb.Election/Observe", GW_STREAM, NULL, 0, GW_PERM_READ, "/v3/election/observe"},
-};
-static const gw_service_t svc_unserved = GW_SERVICE("unserved", unserved_rows);
-
-static const gw_service_t *const gw_services[] = {&gw_svc_kv,    &gw_svc_cluster, &gw_svc_maint,
-                                                  &gw_svc_watch, &gw_svc_lease,   &svc_unserved};
+static const gw_service_t *const gw_services[] = {&gw_svc_kv,    &gw_svc_cluster, &gw_svc_maint, &gw_svc_watch,
+                                                  &gw_svc_lease, &gw_svc_lock,    &gw_svc_election};
 
 static int by_path(const void *a, const void *b)
 {

@@ -96,7 +96,8 @@ typedef struct {
 
 #define GW_SERVICE(svc_name, rows) {svc_name, rows, sizeof rows / sizeof rows[0]}
 
-extern const gw_service_t gw_svc_kv, gw_svc_cluster, gw_svc_maint, gw_svc_watch, gw_svc_lease;
+extern const gw_service_t gw_svc_kv, gw_svc_cluster, gw_svc_maint, gw_svc_watch, gw_svc_lease, gw_svc_lock,
+    gw_svc_election;
 
 /* ------------------------------------------------------------------ pending requests */
 
