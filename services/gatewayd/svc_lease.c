@@ -124,10 +124,7 @@ static void do_keepalive(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, s
         }
         s->refs = 1;
         c->state = s;
-        if (meta && meta->has_leader_md && g->st_at && g->st.leader == 0) {
-            gw_error(g, c->id, CAIRN_ETCD_NO_LEADER);
-            return;
-        }
+        /* no leader: raftd answers each keepalive "no leader" and the stream ends with it */
     }
     Etcdserverpb__LeaseKeepAliveRequest *r = etcdserverpb__lease_keep_alive_request__unpack(NULL, len, msg);
     if (!r) {

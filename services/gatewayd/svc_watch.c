@@ -654,7 +654,11 @@ static void watch_handler(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, 
         gw_error(g, c->id, CAIRN_ETCD_TOO_MANY_REQUESTS);
         return;
     }
-    if (s->has_leader_md && g->st_at && g->st.leader == 0) {
+    /* hasleader: the stream ends once the member has had no leader for a while (gw_watch_tick);
+     * not at once on the status, which is up to a second old and says "no leader" for a node
+     * that just elected one */
+    if (s->has_leader_md && g->watch->no_leader_since &&
+        cairn_now_ms() - g->watch->no_leader_since > 3 * g->cfg->election_ms) {
         gw_error(g, c->id, CAIRN_ETCD_NO_LEADER);
         return;
     }

@@ -49,17 +49,11 @@ t_eq "etcdctl watch --prev-kv output" "$(printf 'PUT\n/live\none\nPUT\n/live\non
 # stream keeps serving
 cat >"$T_TMP/bad.py" <<'PYEOF'
 import sys, time, grpc
+sys.path.insert(0, sys.argv[2])
+from pbwire import vint, fld
 from etcd3.etcdrpc import rpc_pb2 as pb
 ch = grpc.insecure_channel(sys.argv[1])
 # WatchRequest encoded by hand (python3-etcd3's proto predates watch_id); etcd 3.4's numbers
-def vint(n):
-    out = b""
-    while True:
-        b = n & 0x7f; n >>= 7
-        if n: out += bytes([b | 0x80])
-        else: return out + bytes([b])
-def fld(no, wt, payload):
-    return vint(no << 3 | wt) + (vint(len(payload)) + payload if wt == 2 else payload)
 def create(key, end=b"", wid=0):
     return fld(1, 2, fld(1, 2, key) + (fld(2, 2, end) if end else b"") + (fld(7, 0, vint(wid)) if wid else b""))
 def cancel(wid):
@@ -83,8 +77,8 @@ print("\n".join(out))
 PYEOF
 t_start_etcd e0 "$(t_port)" "$(t_port)"
 t_wait_healthy "$E_EP"
-$PY "$T_TMP/bad.py" "$E_EP" >"$T_TMP/bad.etcd" 2>&1
-$PY "$T_TMP/bad.py" "$EP" >"$T_TMP/bad.cairn" 2>&1
+$PY "$T_TMP/bad.py" "$E_EP" "$CAIRN_SRC/tests/watch" >"$T_TMP/bad.etcd" 2>&1
+$PY "$T_TMP/bad.py" "$EP" "$CAIRN_SRC/tests/watch" >"$T_TMP/bad.cairn" 2>&1
 grep -q "created=1" "$T_TMP/bad.etcd" || t_fail "the bad-input script did not run against etcd: $(cat "$T_TMP/bad.etcd")"
 t_eq "bad watch requests get etcd's answers" "$(cat "$T_TMP/bad.etcd")" "$(cat "$T_TMP/bad.cairn")"
 

@@ -1,7 +1,10 @@
 """A Watch client that never reads: raw HTTP/2 over a plain socket, a tiny receive window and a
 tiny socket buffer, one Watch stream on a prefix, then nothing. Usage: slowreader.py HOST:PORT
 PREFIX SECONDS. Prints 'created' once the request is out; exits after SECONDS."""
-import socket, struct, sys, time
+import os, socket, struct, sys, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pbwire import fld, grpc_frame  # noqa: E402
 
 host, port = sys.argv[1].rsplit(":", 1)
 prefix = sys.argv[2].encode()
@@ -16,19 +19,9 @@ def lit(name, value):  # literal header field without indexing, new name, no Huf
         return bytes([len(b)]) + b
     return b"\x00" + s(name) + s(value)
 
-def vint(n):
-    out = b""
-    while True:
-        b = n & 0x7f; n >>= 7
-        if n: out += bytes([b | 0x80])
-        else: return out + bytes([b])
-
-def fld(no, wt, payload):
-    return vint(no << 3 | wt) + (vint(len(payload)) + payload if wt == 2 else payload)
-
 end = prefix[:-1] + bytes([prefix[-1] + 1])
 create = fld(1, 2, fld(1, 2, prefix) + fld(2, 2, end))
-msg = b"\x00" + struct.pack(">I", len(create)) + create
+msg = grpc_frame(create)
 
 sk = socket.socket()
 sk.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
