@@ -103,6 +103,37 @@
  *   create sent to the last created response, K WatchResponses that carried events (E/K > 1:
  *   the server batched several revisions into one response). Exit status 1 when M, R or F
  *   is not 0.
+ *
+ * --op keepalive: lease keepalive throughput (bench/lease.sh drives it).
+ *   Setup, before the clock starts: --leases L unary LeaseGrant calls
+ *   (/etcdserverpb.Lease/LeaseGrant, LeaseGrantRequest{TTL=--ttl, ID=0: the server picks}),
+ *   --clients at a time over the connections' slots, closed loop as for put; each reply must
+ *   carry an ID > 0, a TTL > 0 and no error, and its ID is kept. A failed grant stops the run
+ *   before any keepalive (errors > 0, ok=0). With --ready-file FILE, once every lease is
+ *   granted it creates FILE and waits until someone removes it (a script samples the
+ *   server's memory, and its CPU time, between the two).
+ *   Load: each connection opens as many LeaseKeepAlive streams as it had slots (--clients N
+ *   in total over --conns C), each one long-lived bidi gRPC call:
+ *     HEADERS  :path /etcdserverpb.Lease/LeaseKeepAlive, the headers above plus hasleader: true
+ *              (what etcdctl / clientv3 send)
+ *     DATA     one gRPC message per keepalive, LeaseKeepAliveRequest{ID}; never END_STREAM:
+ *              between keepalives the data source answers NGHTTP2_ERR_DEFERRED and the
+ *              response resumes it (nghttp2_session_resume_data).
+ *   Every stream is a closed loop: one keepalive in flight; its response (read by the wire
+ *   walker, pb_field) must carry the same ID (else mismatched) and a TTL > 0 (else zero_ttl:
+ *   the lease is unknown or expired); both count as errors. Then it sends the next, for the
+ *   next lease of a round robin shared by all streams over the granted leases. Latency per
+ *   keepalive: from the moment nghttp2 frames the request (just before the write()) to the
+ *   read() that brought the response, into the watch op's histogram (bounded; ~1.6 %
+ *   resolution, max exact). Sending stops at --duration (default 10 s) from the clock's start
+ *   or after --total keepalives; the run ends when the last ones are answered. A stream the
+ *   server closes or resets is an error and stops its loop. --timeout (default duration +
+ *   300 s) covers the grants too.
+ *   Output:
+ *     op=keepalive ok=N errors=E seconds=S ops_per_sec=X p50_ms=A p90_ms=B p99_ms=C max_ms=D
+ *     leases=L granted=G grant_seconds=T grants_per_sec=Y streams=N mismatched=M zero_ttl=Z
+ *   N keepalives answered with the right ID and a TTL > 0, S from the clock's start to the
+ *   last response, T the setup's grants (to the last grant reply). Exit status 1 when E > 0.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -128,8 +159,8 @@
 
 #include "rpc.pb-c.h"
 
-enum op { OP_PUT, OP_RANGE, OP_RANGE_SERIALIZABLE, OP_VERIFY, OP_WATCH };
-static const char *const op_names[] = {"put", "range", "range-serializable", "verify", "watch"};
+enum op { OP_PUT, OP_RANGE, OP_RANGE_SERIALIZABLE, OP_VERIFY, OP_WATCH, OP_KEEPALIVE };
+static const char *const op_names[] = {"put", "range", "range-serializable", "verify", "watch", "keepalive"};
 
 typedef struct conn conn_t;
 
@@ -159,6 +190,22 @@ typedef struct wstream {
     uint8_t *rx; /* received bytes not yet a whole gRPC message */
     size_t rx_len, rx_cap;
 } wstream_t;
+
+/* keepalive: one LeaseKeepAlive bidi stream, one keepalive in flight at a time */
+typedef struct kstream {
+    conn_t *conn;
+    int32_t stream_id;
+    bool open;
+    bool waiting;   /* a keepalive sent (or queued), its response not yet read */
+    int http_status, grpc_status;
+    char *grpc_message;
+    int64_t lease;  /* the ID of the keepalive in flight */
+    uint64_t t0_ns; /* when its bytes went to nghttp2's frame (then straight to write()) */
+    uint8_t msg[32]; /* the LeaseKeepAliveRequest, gRPC-prefixed, until nghttp2 takes it */
+    size_t msg_len, msg_off;
+    uint8_t *rx; /* received bytes not yet a whole gRPC message */
+    size_t rx_len, rx_cap;
+} kstream_t;
 
 /* One concurrent client: a stream slot on a connection, reused request after request. */
 typedef struct slot {
@@ -195,6 +242,9 @@ struct conn {
     bool watch;
     wstream_t *ws;
     int nws;
+    /* keepalive: its LeaseKeepAlive streams (its slots serve the LeaseGrants before) */
+    kstream_t *ks;
+    int nks;
 };
 
 /* ---- options and global state ---------------------------------------------------------- */
@@ -223,11 +273,13 @@ static struct {
     int64_t page;           /* verify: Range limit */
     int watchers, watch_streams; /* watch */
     double rate;                 /* watch: Puts per second, 0 closed loop */
-    const char *ready_file;      /* watch */
+    const char *ready_file;      /* watch, keepalive */
+    int leases;                  /* keepalive: leases granted before the clock starts */
+    int64_t ttl;                 /* keepalive: their TTL, seconds */
 } opt = {
     .op = OP_PUT, .conns = 1, .clients = 1,
     .key_size = 32, .val_size = 256, .key_space = 10000, .prefix = "/bench/",
-    .watchers = 100, .watch_streams = 1,
+    .watchers = 100, .watch_streams = 1, .leases = 1000, .ttl = 60,
 };
 
 static struct {
@@ -274,6 +326,18 @@ static struct {
     uint64_t nsamples, max_us;
     conn_t *writer;
 } wst;
+
+/* keepalive: state of the run (see the header comment) */
+enum { KP_GRANT, KP_HOLD, KP_RUN, KP_DONE };
+static struct {
+    int phase;
+    int64_t *ids;          /* the granted leases */
+    uint32_t granted;
+    uint64_t next;         /* round robin over ids */
+    uint64_t grant_start_ns, granted_ns, issue_end_ns;
+    uint64_t mismatched, zero_ttl;
+    int open_streams;
+} kst;
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -393,6 +457,12 @@ static void build_request(slot_t *s) {
         len = etcdserverpb__range_request__pack(&m, s->body + 5);
         goto prefix;
     }
+    if (opt.op == OP_KEEPALIVE) { /* the setup's grants */
+        Etcdserverpb__LeaseGrantRequest m = ETCDSERVERPB__LEASE_GRANT_REQUEST__INIT;
+        m.ttl = opt.ttl;
+        len = etcdserverpb__lease_grant_request__pack(&m, s->body + 5);
+        goto prefix;
+    }
     uint64_t i = opt.sequential ? st.issued % opt.key_space : rnd() % opt.key_space;
     s->key_no = i;
     size_t klen = make_key(key, sizeof key, i);
@@ -454,7 +524,10 @@ static int submit_one(conn_t *c) {
         NV("te", "trailers"),
         NV("user-agent", "cairn_bench"),
     };
-    if (opt.op != OP_PUT && opt.op != OP_WATCH) {
+    if (opt.op == OP_KEEPALIVE) {
+        hdrs[2].value = (uint8_t *)"/etcdserverpb.Lease/LeaseGrant";
+        hdrs[2].valuelen = strlen("/etcdserverpb.Lease/LeaseGrant");
+    } else if (opt.op != OP_PUT && opt.op != OP_WATCH) {
         hdrs[2].value = (uint8_t *)"/etcdserverpb.KV/Range";
         hdrs[2].valuelen = strlen("/etcdserverpb.KV/Range");
     }
@@ -807,11 +880,209 @@ static void watch_close(wstream_t *ws, uint32_t error_code) {
     wstream_fail(ws, why);
 }
 
+/* ---- keepalive streams --------------------------------------------------------------------- */
+/* The keepalive stream p points to, if it is one of connection c's (else a grant's slot). */
+static kstream_t *ka_of(conn_t *c, void *p) {
+    kstream_t *ks = p;
+    return c->nks && ks >= c->ks && ks < c->ks + c->nks ? ks : NULL;
+}
+
+static bool ka_may_send(uint64_t now) {
+    return kst.phase == KP_RUN && !st.interrupted && now < kst.issue_end_ns &&
+           (opt.total == 0 || st.issued < opt.total);
+}
+
+/* Queues the stream's next keepalive: the next lease, round robin over the granted ones. */
+static void ka_next(kstream_t *ks) {
+    Etcdserverpb__LeaseKeepAliveRequest m = ETCDSERVERPB__LEASE_KEEP_ALIVE_REQUEST__INIT;
+    m.id = kst.ids[kst.next++ % kst.granted];
+    size_t len = etcdserverpb__lease_keep_alive_request__pack(&m, ks->msg + 5);
+    ks->msg[0] = 0;
+    ks->msg[1] = (uint8_t)(len >> 24);
+    ks->msg[2] = (uint8_t)(len >> 16);
+    ks->msg[3] = (uint8_t)(len >> 8);
+    ks->msg[4] = (uint8_t)len;
+    ks->msg_len = 5 + len;
+    ks->msg_off = 0;
+    ks->lease = m.id;
+    ks->waiting = true;
+    st.issued++;
+    st.outstanding++;
+}
+
+/* The queued keepalive (its send time taken as nghttp2 frames it, just before the write()),
+ * then NGHTTP2_ERR_DEFERRED until the response resumes the stream: never END_STREAM. */
+static ssize_t ka_body_cb(nghttp2_session *h2, int32_t stream_id, uint8_t *buf, size_t length,
+                          uint32_t *data_flags, nghttp2_data_source *source, void *user_data) {
+    kstream_t *ks = source->ptr;
+    size_t n = ks->msg_len - ks->msg_off;
+    if (n == 0) return NGHTTP2_ERR_DEFERRED;
+    if (n > length) n = length;
+    if (ks->msg_off == 0) ks->t0_ns = now_ns();
+    memcpy(buf, ks->msg + ks->msg_off, n);
+    ks->msg_off += n;
+    if (ks->msg_off == ks->msg_len) ks->msg_off = ks->msg_len = 0;
+    return (ssize_t)n;
+}
+
+static int ka_submit(conn_t *c, kstream_t *ks) {
+    ks->conn = c;
+    ks->grpc_status = -1;
+    nghttp2_nv hdrs[] = {
+        NV(":method", "POST"),
+        NV(":scheme", "http"),
+        NV(":path", "/etcdserverpb.Lease/LeaseKeepAlive"),
+        NV(":authority", ""),
+        NV("content-type", "application/grpc"),
+        NV("te", "trailers"),
+        NV("user-agent", "cairn_bench"),
+        NV("hasleader", "true"),
+    };
+    hdrs[3].value = (uint8_t *)opt.eps[c->ep].authority;
+    hdrs[3].valuelen = strlen(opt.eps[c->ep].authority);
+    nghttp2_data_provider prd = {.source.ptr = ks, .read_callback = ka_body_cb};
+    int32_t id = nghttp2_submit_request(c->h2, NULL, hdrs, sizeof hdrs / sizeof hdrs[0], &prd, ks);
+    if (id < 0) {
+        record_error("nghttp2_submit_request (keepalive): %s", nghttp2_strerror(id));
+        return -1;
+    }
+    ks->stream_id = id;
+    ks->open = true;
+    kst.open_streams++;
+    return 0;
+}
+
+/* The stream is gone (closed, reset, connection lost): its keepalive in flight with it. */
+static void ka_fail(kstream_t *ks, const char *why) {
+    if (!ks->open) return;
+    ks->open = false;
+    kst.open_streams--;
+    if (ks->waiting) {
+        ks->waiting = false;
+        st.outstanding--;
+    }
+    if (kst.phase != KP_DONE)
+        record_error("keepalive stream %d on connection %d (%s): %s", ks->stream_id, ks->conn->idx,
+                     opt.eps[ks->conn->ep].authority, why);
+}
+
+static void ka_close(kstream_t *ks, uint32_t error_code) {
+    char why[400];
+    if (error_code != NGHTTP2_NO_ERROR) {
+        snprintf(why, sizeof why, "reset: %s (HTTP/2 error %u)", nghttp2_http2_strerror(error_code), error_code);
+    } else if (ks->grpc_status >= 0) {
+        if (ks->grpc_message) pct_decode(ks->grpc_message);
+        snprintf(why, sizeof why, "closed with grpc-status=%d grpc-message=\"%s\"", ks->grpc_status,
+                 ks->grpc_message ? ks->grpc_message : "");
+    } else {
+        snprintf(why, sizeof why, "closed (HTTP status %d, no grpc-status)", ks->http_status);
+    }
+    ka_fail(ks, why);
+}
+
+static void ka_header(kstream_t *ks, const uint8_t *name, size_t namelen, const uint8_t *value,
+                      size_t valuelen) {
+    if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
+        ks->http_status = atoi((const char *)value);
+    } else if (namelen == 11 && memcmp(name, "grpc-status", 11) == 0) {
+        ks->grpc_status = atoi((const char *)value);
+    } else if (namelen == 12 && memcmp(name, "grpc-message", 12) == 0 && !ks->grpc_message) {
+        ks->grpc_message = strndup((const char *)value, valuelen);
+    }
+}
+
+/* One LeaseKeepAliveResponse{header=1, ID=2, TTL=3}: check it, time it, send the next. */
+static void ka_response(kstream_t *ks, const uint8_t *msg, size_t len) {
+    const uint8_t *p = msg, *end = msg + len, *b;
+    size_t bl;
+    uint32_t f;
+    uint64_t v, id = 0, ttl = 0;
+    int r;
+    while ((r = pb_field(&p, end, &f, &v, &b, &bl)) > 0) {
+        if (f == 2) id = v;
+        else if (f == 3) ttl = v;
+    }
+    if (!ks->waiting) {
+        record_error("keepalive stream %d: a response with no keepalive in flight", ks->stream_id);
+        return;
+    }
+    ks->waiting = false;
+    st.outstanding--;
+    st.last_done_ns = wst.rx_ns;
+    if (r < 0) {
+        record_error("keepalive stream %d: a LeaseKeepAliveResponse that does not parse (%zu bytes)",
+                     ks->stream_id, len);
+    } else if ((int64_t)id != ks->lease) {
+        kst.mismatched++;
+        record_error("keepalive for lease %" PRId64 " answered for lease %" PRId64, ks->lease, (int64_t)id);
+    } else if ((int64_t)ttl <= 0) {
+        kst.zero_ttl++;
+        record_error("keepalive for lease %" PRId64 " answered TTL %" PRId64 " (lease unknown or expired)",
+                     ks->lease, (int64_t)ttl);
+    } else {
+        st.ok++;
+        hist_add(wst.rx_ns > ks->t0_ns ? (wst.rx_ns - ks->t0_ns) / 1000 : 0);
+    }
+    if (ka_may_send(wst.rx_ns)) {
+        ka_next(ks);
+        int rc = nghttp2_session_resume_data(ks->conn->h2, ks->stream_id);
+        if (rc != 0) ka_fail(ks, nghttp2_strerror(rc));
+    }
+}
+
+/* DATA of a keepalive stream: gRPC messages, possibly split across chunks. */
+static void ka_data(kstream_t *ks, const uint8_t *data, size_t len) {
+    if (ks->rx_len + len > ks->rx_cap) {
+        ks->rx_cap = (ks->rx_len + len) * 2;
+        ks->rx = xrealloc(ks->rx, ks->rx_cap);
+    }
+    memcpy(ks->rx + ks->rx_len, data, len);
+    ks->rx_len += len;
+    size_t off = 0;
+    while (ks->open && ks->rx_len - off >= 5) {
+        const uint8_t *m = ks->rx + off;
+        uint32_t mlen = (uint32_t)m[1] << 24 | (uint32_t)m[2] << 16 | (uint32_t)m[3] << 8 | m[4];
+        if (ks->rx_len - off - 5 < mlen) break;
+        if (m[0] != 0) record_error("keepalive stream %d: a compressed message", ks->stream_id);
+        else ka_response(ks, m + 5, mlen);
+        off += 5 + (size_t)mlen;
+    }
+    if (!ks->open) off = ks->rx_len;
+    memmove(ks->rx, ks->rx + off, ks->rx_len - off);
+    ks->rx_len -= off;
+}
+
+/* A setup grant answered with grpc-status 0: keep its ID. */
+static void grant_done(slot_t *s) {
+    Etcdserverpb__LeaseGrantResponse *r = NULL;
+    if (s->resp_len >= 5) {
+        uint32_t mlen = (uint32_t)s->resp[1] << 24 | (uint32_t)s->resp[2] << 16 |
+                        (uint32_t)s->resp[3] << 8 | s->resp[4];
+        if (s->resp[0] == 0 && (size_t)mlen + 5 <= s->resp_len)
+            r = etcdserverpb__lease_grant_response__unpack(NULL, mlen, s->resp + 5);
+    }
+    if (!r) {
+        record_error("LeaseGrant: a reply that does not parse (%zu bytes)", s->resp_len);
+        return;
+    }
+    if ((r->error && r->error[0]) || r->id <= 0 || r->ttl <= 0)
+        record_error("LeaseGrant: ID %" PRId64 " TTL %" PRId64 " error \"%s\"", r->id, r->ttl,
+                     r->error ? r->error : "");
+    else if (kst.granted < (uint32_t)opt.leases)
+        kst.ids[kst.granted++] = r->id;
+    etcdserverpb__lease_grant_response__free_unpacked(r, NULL);
+}
+
 /* ---- response handling ------------------------------------------------------------------- */
 static int on_header_cb(nghttp2_session *h2, const nghttp2_frame *frame, const uint8_t *name,
                         size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                         void *user_data) {
     if (frame->hd.type != NGHTTP2_HEADERS) return 0;
+    kstream_t *ks = ka_of(user_data, nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id));
+    if (ks) {
+        ka_header(ks, name, namelen, value, valuelen);
+        return 0;
+    }
     if (((conn_t *)user_data)->watch) {
         wstream_t *ws = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
         if (ws) watch_header(ws, name, namelen, value, valuelen);
@@ -832,6 +1103,11 @@ static int on_header_cb(nghttp2_session *h2, const nghttp2_frame *frame, const u
 
 static int on_data_cb(nghttp2_session *h2, uint8_t flags, int32_t stream_id, const uint8_t *data,
                       size_t len, void *user_data) {
+    kstream_t *ks = ka_of(user_data, nghttp2_session_get_stream_user_data(h2, stream_id));
+    if (ks) {
+        if (ks->open) ka_data(ks, data, len);
+        return 0;
+    }
     if (((conn_t *)user_data)->watch) {
         wstream_t *ws = nghttp2_session_get_stream_user_data(h2, stream_id);
         if (ws && ws->open) watch_data(ws, data, len);
@@ -939,6 +1215,11 @@ static void verify_page(slot_t *s) {
 static int on_stream_close_cb(nghttp2_session *h2, int32_t stream_id, uint32_t error_code,
                               void *user_data) {
     conn_t *c = user_data;
+    kstream_t *ks = ka_of(c, nghttp2_session_get_stream_user_data(h2, stream_id));
+    if (ks) {
+        ka_close(ks, error_code);
+        return 0;
+    }
     if (c->watch) {
         wstream_t *ws = nghttp2_session_get_stream_user_data(h2, stream_id);
         if (ws) watch_close(ws, error_code);
@@ -952,6 +1233,9 @@ static int on_stream_close_cb(nghttp2_session *h2, int32_t stream_id, uint32_t e
     if (error_code != NGHTTP2_NO_ERROR) {
         record_error("stream reset: %s (HTTP/2 error %u)", nghttp2_http2_strerror(error_code),
                      error_code);
+    } else if (s->grpc_status == 0 && (s->http_status == 200 || s->http_status == 0) &&
+               opt.op == OP_KEEPALIVE) {
+        grant_done(s);
     } else if (s->grpc_status == 0 && (s->http_status == 200 || s->http_status == 0)) {
         st.ok++;
         if (st.lat_len == st.lat_cap) { /* watch: Put latencies, bounded by --total */
@@ -1048,6 +1332,7 @@ static void conn_kill(conn_t *c, const char *why) {
         }
     }
     for (int i = 0; i < c->nws; i++) wstream_fail(&c->ws[i], why);
+    for (int i = 0; i < c->nks; i++) ka_fail(&c->ks[i], why);
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
 }
@@ -1110,18 +1395,25 @@ static void conn_read(conn_t *c) {
 
 static int on_frame_recv_cb(nghttp2_session *h2, const nghttp2_frame *frame, void *user_data) {
     conn_t *c = user_data;
+    /* the server ended a keepalive stream (trailers) while our side is still open */
+    if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        kstream_t *ks = ka_of(c, nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id));
+        if (ks) ka_close(ks, NGHTTP2_NO_ERROR);
+    }
     if (frame->hd.type == NGHTTP2_GOAWAY && !st.first_error[0] && frame->goaway.error_code)
         snprintf(st.first_error, sizeof st.first_error, "connection %d (%s): GOAWAY %s", c->idx,
                  opt.eps[c->ep].authority, nghttp2_http2_strerror(frame->goaway.error_code));
     /* watch: streams beyond the server's limit would wait in nghttp2's queue for ever */
     static bool warned;
-    if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK) && c->watch &&
-        !warned) {
+    if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK) &&
+        (c->watch || c->nks) && !warned) {
         uint32_t max = nghttp2_session_get_remote_settings(h2, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
-        if (max < (uint32_t)c->nws) {
+        if (max < (uint32_t)(c->watch ? c->nws : c->nks)) {
             warned = true;
-            fprintf(stderr, "cairn_bench: %s allows %u concurrent streams per connection, "
-                    "--watch-streams is %d: the rest will never open\n", opt.eps[c->ep].authority, max, c->nws);
+            fprintf(stderr, "cairn_bench: %s allows %u concurrent streams per connection, %s is %d: "
+                    "the rest will never open\n", opt.eps[c->ep].authority, max,
+                    c->watch ? "--watch-streams" : "--clients / --conns", c->watch ? c->nws : c->nks);
         }
     }
     return 0;
@@ -1336,6 +1628,79 @@ static void watch_report(uint64_t end_ns) {
     if (st.first_error[0]) fprintf(stderr, "cairn_bench: first error: %s\n", st.first_error);
 }
 
+/* ---- keepalive: phases and the report ------------------------------------------------------ */
+/* The clock starts: every connection opens its keepalive streams, each with its first one. */
+static void ka_start(uint64_t now, conn_t *conns, int nconns) {
+    kst.phase = KP_RUN;
+    st.start_ns = st.last_done_ns = now;
+    st.issued = 0;
+    kst.issue_end_ns = opt.duration > 0 ? now + (uint64_t)(opt.duration * 1e9) : UINT64_MAX;
+    for (int i = 0; i < nconns; i++) {
+        conn_t *c = &conns[i];
+        for (int k = 0; k < c->nks && !c->dead; k++) {
+            kstream_t *ks = &c->ks[k];
+            if (ka_may_send(now)) ka_next(ks);
+            if (ka_submit(c, ks) != 0 && ks->waiting) {
+                ks->waiting = false;
+                st.outstanding--;
+            }
+        }
+    }
+}
+
+/* Grants done: hold for --ready-file, then start; stop when a grant failed. */
+static void ka_tick(uint64_t now, conn_t *conns, int nconns) {
+    if (kst.phase == KP_GRANT && st.outstanding == 0 &&
+        (st.issued >= (uint64_t)opt.leases || st.errors || st.interrupted)) {
+        kst.granted_ns = now;
+        if (st.errors || st.interrupted || kst.granted == 0) {
+            kst.phase = KP_DONE;
+            return;
+        }
+        if (opt.ready_file) {
+            int fd = open(opt.ready_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+            if (fd < 0 || write(fd, "granted\n", 8) != 8) {
+                record_error("--ready-file %s: %s", opt.ready_file, strerror(errno));
+                kst.phase = KP_DONE;
+            } else {
+                kst.phase = KP_HOLD;
+            }
+            if (fd >= 0) close(fd);
+            return;
+        }
+        ka_start(now, conns, nconns);
+        return;
+    }
+    if (kst.phase == KP_HOLD && st.interrupted) kst.phase = KP_DONE;
+    if (kst.phase == KP_HOLD && access(opt.ready_file, F_OK) != 0) ka_start(now, conns, nconns);
+}
+
+/* Done: nothing in flight once sending stopped (or every stream gone). */
+static bool ka_finished(void) {
+    if (kst.phase == KP_DONE) return true;
+    if (kst.phase != KP_RUN) return false;
+    if (st.outstanding == 0 || kst.open_streams == 0) {
+        kst.phase = KP_DONE;
+        return true;
+    }
+    return false;
+}
+
+static void ka_report(void) {
+    bool ran = kst.issue_end_ns != 0;
+    double secs = ran ? (double)(st.last_done_ns - st.start_ns) / 1e9 : 0;
+    uint64_t gend = kst.granted_ns ? kst.granted_ns : now_ns();
+    double gsecs = (double)(gend - kst.grant_start_ns) / 1e9;
+    printf("op=keepalive ok=%" PRIu64 " errors=%" PRIu64 " seconds=%.3f ops_per_sec=%.1f p50_ms=%.3f "
+           "p90_ms=%.3f p99_ms=%.3f max_ms=%.3f leases=%d granted=%u grant_seconds=%.3f "
+           "grants_per_sec=%.1f streams=%d mismatched=%" PRIu64 " zero_ttl=%" PRIu64 "\n",
+           st.ok, st.errors, secs, secs > 0 ? (double)st.ok / secs : 0.0, hist_pct_ms(50),
+           hist_pct_ms(90), hist_pct_ms(99), (double)wst.max_us / 1000.0, opt.leases, kst.granted,
+           gsecs, gsecs > 0 ? kst.granted / gsecs : 0.0, opt.clients, kst.mismatched, kst.zero_ttl);
+    fflush(stdout);
+    if (st.first_error[0]) fprintf(stderr, "cairn_bench: first error: %s\n", st.first_error);
+}
+
 /* ---- main ---------------------------------------------------------------------------------- */
 static void on_signal(int sig) { st.interrupted = 1; }
 
@@ -1367,12 +1732,14 @@ static void usage(FILE *f) {
         "usage: cairn_bench [options]\n"
         "  --endpoint HOST:PORT   server (default 127.0.0.1:2379; http:// prefix accepted);\n"
         "                         a,b,c: several, connections assigned round-robin\n"
-        "  --op OP                put | range | range-serializable | verify | watch (default put)\n"
+        "  --op OP                put | range | range-serializable | verify | watch | keepalive\n"
+        "                         (default put)\n"
         "  --conns C              TCP connections (default 1)\n"
         "  --clients N            concurrent outstanding requests in total (default 1)\n"
         "  --total N              stop after N requests\n"
         "  --duration S           stop issuing after S seconds (default 10 if no --total)\n"
-        "  --timeout S            hard timeout (default duration + 30, or 300 with --total)\n"
+        "  --timeout S            hard timeout (default duration + 30, or 300 with --total;\n"
+        "                         keepalive: duration + 300, the grants included)\n"
         "  --key-size B           key length in bytes (default 32; 0 = empty key)\n"
         "  --val-size B           value length for put (default 256)\n"
         "  --key-space K          keys drawn uniformly from K keys (default 10000)\n"
@@ -1391,7 +1758,16 @@ static void usage(FILE *f) {
         "  --watch-streams S      watch: Watch streams per connection (default 1)\n"
         "  --rate R               watch: Puts per second (default 0: closed loop, 1 outstanding)\n"
         "  --ready-file FILE      watch: once all watchers are created, create FILE and wait\n"
-        "                         until it is removed before the first Put\n");
+        "                         until it is removed before the first Put; keepalive: the\n"
+        "                         same once the leases are granted, before the clock starts\n"
+        "  --op keepalive         lease keepalive throughput: grant --leases leases (unary\n"
+        "                         LeaseGrant, --clients at a time), then --clients LeaseKeepAlive\n"
+        "                         streams over --conns connections, each a closed loop of one\n"
+        "                         keepalive at a time, leases taken round robin, for --duration\n"
+        "                         or --total keepalives; each response must carry the ID sent\n"
+        "                         and a TTL > 0\n"
+        "  --leases L             keepalive: leases to grant (default 1000)\n"
+        "  --ttl T                keepalive: their TTL in seconds (default 60)\n");
 }
 
 int main(int argc, char **argv) {
@@ -1407,6 +1783,7 @@ int main(int argc, char **argv) {
         {"page", required_argument, 0, 'P'},
         {"watchers", required_argument, 0, 'W'}, {"watch-streams", required_argument, 0, 'X'},
         {"rate", required_argument, 0, 'R'},     {"ready-file", required_argument, 0, 'F'},
+        {"leases", required_argument, 0, 'L'},   {"ttl", required_argument, 0, 'Y'},
         {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
@@ -1424,6 +1801,7 @@ int main(int argc, char **argv) {
             else if (strcmp(optarg, "range-serializable") == 0) opt.op = OP_RANGE_SERIALIZABLE;
             else if (strcmp(optarg, "verify") == 0) opt.op = OP_VERIFY;
             else if (strcmp(optarg, "watch") == 0) opt.op = OP_WATCH;
+            else if (strcmp(optarg, "keepalive") == 0) opt.op = OP_KEEPALIVE;
             else { fprintf(stderr, "cairn_bench: unknown --op %s\n", optarg); return 3; }
             break;
         case 'c': opt.conns = atoi(optarg); break;
@@ -1444,6 +1822,8 @@ int main(int argc, char **argv) {
         case 'X': opt.watch_streams = atoi(optarg); break;
         case 'R': opt.rate = atof(optarg); break;
         case 'F': opt.ready_file = optarg; break;
+        case 'L': opt.leases = atoi(optarg); break;
+        case 'Y': opt.ttl = strtoll(optarg, NULL, 10); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 3;
         }
@@ -1455,7 +1835,8 @@ int main(int argc, char **argv) {
         ((opt.acked_path || opt.op == OP_VERIFY) && opt.key_space > (1u << 30)) ||
         (opt.op == OP_VERIFY && (size_t)opt.key_size <= strlen(opt.prefix)) ||
         (opt.op == OP_WATCH && (opt.watchers < 1 || opt.watch_streams < 1 || opt.rate < 0 ||
-                                opt.key_size == 0 || opt.acked_path || opt.total > (1u << 30)))) {
+                                opt.key_size == 0 || opt.acked_path || opt.total > (1u << 30))) ||
+        (opt.op == OP_KEEPALIVE && (opt.leases < 1 || opt.ttl < 1 || opt.acked_path))) {
         usage(stderr);
         return 3;
     }
@@ -1496,6 +1877,15 @@ int main(int argc, char **argv) {
         if (opt.timeout <= 0) opt.timeout = 300;
     } else if (opt.total == 0 && opt.duration == 0) {
         opt.duration = 10;
+    }
+    if (opt.op == OP_KEEPALIVE) {
+        /* the grants come first, so the hard timeout covers them too */
+        if (opt.timeout <= 0) opt.timeout = (opt.duration > 0 ? opt.duration : 0) + 300;
+        kst.ids = calloc((size_t)opt.leases, sizeof *kst.ids);
+        if (!kst.ids) {
+            fprintf(stderr, "cairn_bench: out of memory\n");
+            return 3;
+        }
     }
     if (opt.timeout <= 0) opt.timeout = opt.duration > 0 ? opt.duration + 30 : 300;
     if (opt.acked_path || opt.op == OP_VERIFY) st.acked = calloc(opt.key_space, 1);
@@ -1558,21 +1948,33 @@ int main(int argc, char **argv) {
         for (int i = 0; i < opt.conns; i++) {
             int share = opt.clients / opt.conns + (i < opt.clients % opt.conns ? 1 : 0);
             if (conn_init(&conns[i], i, share, cbs) != 0) return 3;
+            if (opt.op == OP_KEEPALIVE) { /* the slots grant; then as many keepalive streams */
+                conns[i].nks = share;
+                conns[i].ks = calloc((size_t)share, sizeof *conns[i].ks);
+                if (!conns[i].ks) return 3;
+            }
         }
     }
 
     st.start_ns = now_ns();
     st.last_done_ns = st.start_ns;
     uint64_t issue_end = opt.duration > 0 ? st.start_ns + (uint64_t)(opt.duration * 1e9) : UINT64_MAX;
+    if (opt.op == OP_KEEPALIVE) { /* the clock starts after the grants (ka_start) */
+        issue_end = UINT64_MAX;
+        kst.grant_start_ns = st.start_ns;
+    }
     uint64_t hard_end = st.start_ns + (uint64_t)(opt.timeout * 1e9);
     bool timed_out = false;
 
     for (;;) {
         uint64_t now = now_ns();
         if (opt.op == OP_WATCH) watch_tick(now);
+        if (opt.op == OP_KEEPALIVE) ka_tick(now, conns, nconns);
         bool issuing = !st.interrupted && now < issue_end && (opt.total == 0 || st.issued < opt.total) &&
                        !(opt.op == OP_VERIFY && (st.vdone || now < st.vretry_ns)) &&
                        !(opt.op == OP_WATCH && !watch_may_put(now));
+        if (opt.op == OP_KEEPALIVE) /* the slots only grant; keepalives go on their streams */
+            issuing = !st.interrupted && kst.phase == KP_GRANT && st.issued < (uint64_t)opt.leases && !st.errors;
         /* verify: a failed page waiting for its next attempt */
         bool waiting = opt.op == OP_VERIFY && !st.interrupted && !st.vdone && now < st.vretry_ns;
         /* top up every live connection, then flush */
@@ -1583,6 +1985,7 @@ int main(int argc, char **argv) {
             while (issuing && c->free_slots && !c->dead) {
                 if (submit_one(c) != 0) break;
                 if (opt.total && st.issued >= opt.total) issuing = false;
+                if (opt.op == OP_KEEPALIVE) issuing = st.issued < (uint64_t)opt.leases && !st.errors;
                 if (opt.op == OP_VERIFY) issuing = false; /* one page at a time */
                 if (opt.op == OP_WATCH) issuing = watch_may_put(now_ns());
             }
@@ -1591,6 +1994,8 @@ int main(int argc, char **argv) {
         }
         if (opt.op == OP_WATCH) {
             if (st.interrupted || watch_finished()) break;
+        } else if (opt.op == OP_KEEPALIVE) {
+            if (ka_finished()) break;
         } else if (st.outstanding == 0 && ((!issuing && !waiting) || live == 0)) {
             break;
         }
@@ -1613,6 +2018,8 @@ int main(int argc, char **argv) {
             wake = watch_next_put_ns(); /* the next Put at --rate */
         if (opt.op == OP_WATCH && wst.phase == WP_HOLD && now + 10000000u < wake)
             wake = now + 10000000u; /* look for the removed --ready-file every 10 ms */
+        if (opt.op == OP_KEEPALIVE && kst.phase == KP_HOLD && now + 10000000u < wake)
+            wake = now + 10000000u;
         int tmo = 100;
         if (wake > now && (wake - now) / 1000000 < 100) tmo = (int)((wake - now) / 1000000) + 1;
         int pr = poll(pfds, (nfds_t)nfds, tmo);
@@ -1646,10 +2053,12 @@ int main(int argc, char **argv) {
         count_missing();
     }
     if (opt.op == OP_WATCH) watch_report(end);
+    else if (opt.op == OP_KEEPALIVE) ka_report();
     else report(end);
     int file_rc = 0;
     if (opt.op == OP_PUT && st.acked) file_rc = write_acked();
     wst.phase = WP_DONE; /* streams closed from here on are not errors */
+    kst.phase = KP_DONE;
     for (int i = 0; i < nconns; i++) {
         conn_t *c = &conns[i];
         if (c->fd >= 0) close(c->fd);
@@ -1663,6 +2072,11 @@ int main(int argc, char **argv) {
             free(ws->rx);
         }
         free(c->ws);
+        for (int k = 0; k < c->nks; k++) {
+            free(c->ks[k].grpc_message);
+            free(c->ks[k].rx);
+        }
+        free(c->ks);
         for (int k = 0; k < c->nslots; k++) {
             free(c->slots[k].body);
             free(c->slots[k].resp);
@@ -1681,6 +2095,7 @@ int main(int argc, char **argv) {
     free(st.pend);
     free(wst.w);
     free(wst.sent_ns);
+    free(kst.ids);
     nghttp2_session_callbacks_del(cbs);
     if (file_rc != 0) return 3;
     if (timed_out) return 2;
