@@ -1,9 +1,10 @@
 /* gateway.c - gatewayd's loop: client calls in (h2srv), IPC to raftd and stored out, and the
  * requests pending between the two (see gateway.h).
  *
- * The etcd services themselves are in svc_kv.c, svc_cluster.c and svc_maint.c, each a table
- * of methods (gw_internal.h: how a unary or a streaming method is added - one row in its
- * service's table). This file owns what they share:
+ * The etcd services themselves are in svc_kv.c, svc_watch.c, svc_lease.c, svc_cluster.c,
+ * svc_maint.c, svc_lock.c and svc_election.c, each a table of methods (gw_internal.h: how a
+ * unary or a streaming method is added - one row in its service's table); /metrics is
+ * gw_metrics.c's. This file owns what they share:
  *   - dispatch: every service's rows in one table sorted by path, looked up by binary
  *     search for each call (on_message) and for h2srv's is_streaming; a stream's per-call
  *     state (gw_call_t) lives from its first message to on_close, which calls the row's close;
@@ -15,6 +16,7 @@
  *     queued read shares ONE read-index request to raftd (thesis §6.4 batching); with the
  *     index in hand each read goes to stored as RANGE, which serves it once applied >= index;
  *   - HTTP/1.1 (/health, /version, /metrics) and the status stored reports every second.
+ *   - the loop: client sockets, the IPC sockets and the watch hub's events feed.
  */
 #include "gateway.h"
 

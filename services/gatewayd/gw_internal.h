@@ -221,6 +221,26 @@ typedef void gw_iwatch_cancel_fn(cairn_gateway_t *g, void *arg, int64_t compact_
 gw_iwatch_t *gw_iwatch_new(cairn_gateway_t *g, const uint8_t *key, size_t key_len, const uint8_t *end, size_t end_len,
                            int64_t start_rev, gw_iwatch_fn *fn, gw_iwatch_cancel_fn *on_cancel, void *arg);
 void gw_iwatch_cancel(cairn_gateway_t *g, gw_iwatch_t **w);
+/* clientv3/concurrency's Mutex and Election run in the gateway (svc_lock.c), used by the
+ * v3lock and v3election services (svc_lock.c, svc_election.c). */
+enum { GW_CC_LOCK, GW_CC_CAMPAIGN, GW_CC_PROCLAIM, GW_CC_RESIGN };
+typedef struct {
+    const uint8_t *name, *key, *value;
+    size_t name_len, key_len, value_len;
+    int64_t lease, rev;
+} gw_cc_args_t;
+void gw_cc_start(cairn_gateway_t *g, gw_call_t *c, int kind, const gw_cc_args_t *a, const cairn_h2_meta_t *meta);
+void gw_cc_half_close(cairn_gateway_t *g, gw_call_t *c);
+void gw_cc_close(cairn_gateway_t *g, gw_call_t *c);
+/* The end of the range of keys with prefix k (etcd's GetPrefixRangeEnd) into out (n bytes). */
+size_t gw_cc_prefix_end(const uint8_t *k, size_t n, uint8_t *out);
+/* A linearizable Range of the first (last = 0) or last (last = 1) key by create revision under
+ * pfx, below max_create_rev when > 0; answered as how says, with ctx on the request. */
+gw_pending_t *gw_cc_range_top(cairn_gateway_t *g, cairn_call_id_t call, const gw_answer_t *how, void *ctx,
+                              const uint8_t *pfx, size_t pfx_len, int last, int64_t max_create_rev,
+                              int64_t timeout_ms);
+/* etcd's answer for a plain Go error: code 2 (Unknown) with its text. */
+void gw_cc_error(cairn_gateway_t *g, cairn_call_id_t call, const char *message);
 /* The last revision the events feed brought (0: none yet). */
 int64_t gw_watch_revision(const cairn_gateway_t *g);
 /* The response header every answer carries: cluster, member, last revision and term seen. */

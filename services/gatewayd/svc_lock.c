@@ -59,21 +59,7 @@
 #include "v3lock.pb-c.h"
 
 /* ------------------------------------------------------------------ shared with svc_election.c
- * (declared again at the top of svc_election.c: gw_internal.h is not this file's to extend) */
-enum { GW_CC_LOCK, GW_CC_CAMPAIGN, GW_CC_PROCLAIM, GW_CC_RESIGN };
-typedef struct {
-    const uint8_t *name, *key, *value;
-    size_t name_len, key_len, value_len;
-    int64_t lease, rev; /* rev: the leader key's create revision (Proclaim, Resign) */
-} gw_cc_args_t;
-void gw_cc_start(cairn_gateway_t *g, gw_call_t *c, int kind, const gw_cc_args_t *a, const cairn_h2_meta_t *meta);
-void gw_cc_half_close(cairn_gateway_t *g, gw_call_t *c);
-void gw_cc_close(cairn_gateway_t *g, gw_call_t *c);
-size_t gw_cc_prefix_end(const uint8_t *k, size_t n, uint8_t *out);
-gw_pending_t *gw_cc_range_top(cairn_gateway_t *g, cairn_call_id_t call, const gw_answer_t *how, void *ctx,
-                              const uint8_t *pfx, size_t pfx_len, int last, int64_t max_create_rev,
-                              int64_t timeout_ms);
-void gw_cc_error(cairn_gateway_t *g, cairn_call_id_t call, const char *message);
+ * (declared in gw_internal.h) */
 
 #define SESSION_TTL 60 /* concurrency.defaultSessionTTL */
 

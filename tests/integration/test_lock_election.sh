@@ -64,43 +64,10 @@ cat >"$T_TMP/le.py" <<'PYEOF'
 import sys, time, threading, grpc
 from etcd3.etcdrpc import rpc_pb2 as pb, rpc_pb2_grpc as pbg
 
-# protobuf by hand: v3lockpb / v3electionpb (etcd 3.4's field numbers)
-def vint(n):
-    n &= (1 << 64) - 1
-    out = b""
-    while True:
-        b = n & 0x7f; n >>= 7
-        if n: out += bytes([b | 0x80])
-        else: return out + bytes([b])
-def msg(*pairs):
-    out = b""
-    for no, v in pairs:
-        if v is None: continue
-        if isinstance(v, int):
-            if v: out += vint(no << 3) + vint(v)
-        else:
-            v = v.encode() if isinstance(v, str) else v
-            out += vint(no << 3 | 2) + vint(len(v)) + v
-    return out
-def parse(b, names, sub={}):
-    out, i = {}, 0
-    def rv():
-        nonlocal i
-        s = r = 0
-        while True:
-            c = b[i]; i += 1; r |= (c & 0x7f) << s; s += 7
-            if c < 0x80: return r
-    while i < len(b):
-        t = rv(); no, wt = t >> 3, t & 7
-        if wt == 0:
-            v = rv()
-            v = v - (1 << 64) if v >= 1 << 63 else v
-        elif wt == 2:
-            n = rv(); v = b[i:i + n]; i += n
-        else: raise ValueError("wire type %d" % wt)
-        nm = names[no - 1]
-        out[nm] = sub[nm](v) if nm in sub else v
-    return out
+# protobuf by hand: v3lockpb / v3electionpb (etcd 3.4's field numbers); tests/watch/pbwire.py
+import os
+sys.path.insert(0, os.path.join(os.environ["CAIRN_SRC"], "tests/watch"))
+from pbwire import msg, parse  # noqa: E402
 HDR = lambda b: parse(b, ("cluster_id", "member_id", "revision", "raft_term"))
 KV = lambda b: parse(b, ("key", "create_revision", "mod_revision", "version", "value", "lease"))
 LK = lambda b: parse(b, ("name", "key", "rev", "lease"))
