@@ -48,4 +48,23 @@ t_eq "exactly one DELETE event, for the lost lease's key" "DELETE /fo/lost" \
   "$(grep -A1 '^DELETE' "$T_TMP/watch.out" | grep -v '^--' | paste -sd' ')"
 grep -q "keepalived with TTL(4)" "$T_TMP/ka.out" && t_ok "keepalives answered through the failover" ||
   t_fail "keepalive output: $(tail -3 "$T_TMP/ka.out")"
+
+# Txn compares on LEASE answer as etcd's (equal, not equal, a key without a lease, a missing key)
+cat >"$T_TMP/txl.py" <<'PYEOF'
+import sys, grpc
+from etcd3.etcdrpc import rpc_pb2 as pb, rpc_pb2_grpc as pbg
+ch = grpc.insecure_channel(sys.argv[1]); kv = pbg.KVStub(ch); ls = pbg.LeaseStub(ch)
+lid = ls.LeaseGrant(pb.LeaseGrantRequest(TTL=100)).ID
+kv.Put(pb.PutRequest(key=b"/txl/l", value=b"v", lease=lid)); kv.Put(pb.PutRequest(key=b"/txl/0", value=b"v"))
+def t(key, res, val):
+    return kv.Txn(pb.TxnRequest(compare=[pb.Compare(result=res, target=pb.Compare.LEASE, key=key, lease=val)])).succeeded
+print(t(b"/txl/l", pb.Compare.EQUAL, lid), t(b"/txl/l", pb.Compare.EQUAL, lid + 1), t(b"/txl/0", pb.Compare.EQUAL, 0),
+      t(b"/txl/l", pb.Compare.GREATER, 0), t(b"/txl/missing", pb.Compare.EQUAL, 0), t(b"/txl/0", pb.Compare.LESS, 1),
+      t(b"/txl/l", pb.Compare.NOT_EQUAL, lid))
+PYEOF
+t_start_etcd e0 "$(t_port)" "$(t_port)"
+t_wait_healthy "$E_EP" || t_fail "etcd did not start"
+want="True False True True True True False" # what etcd 3.4.23 answers (checked just below)
+t_eq "Txn compare on LEASE: etcd" "$want" "$($PY "$T_TMP/txl.py" "$E_EP" 2>&1)"
+t_eq "Txn compare on LEASE: Cairn as etcd" "$want" "$($PY "$T_TMP/txl.py" "${C_EPS[lead]}" 2>&1)"
 t_done
