@@ -327,8 +327,9 @@ static void on_message(void *ud, cairn_call_id_t call, const char *path, const u
                        const cairn_h2_meta_t *meta)
 {
     cairn_gateway_t *g = ud;
-    gw_metrics_call_started(g);
     const gw_method_t *mt = find_method(g, path);
+    if (mt && (mt->kind == GW_UNARY || !cairn_u64map_get(g->calls, call)))
+        gw_metrics_call_started(g, call, mt); /* once per call: a stream's first message */
     if (!mt || !mt->handler) {
         unimplemented(g, call, path);
         return;
@@ -366,9 +367,15 @@ static void close_call(cairn_gateway_t *g, gw_call_t *c)
     free(c);
 }
 
+static void on_status(void *ud, cairn_call_id_t call, int grpc_status)
+{
+    gw_metrics_call_status(ud, call, grpc_status);
+}
+
 static void on_close(void *ud, cairn_call_id_t call)
 {
     cairn_gateway_t *g = ud;
+    gw_metrics_call_closed(g, call);
     gw_call_t *c = cairn_u64map_take(g->calls, call);
     if (c)
         close_call(g, c);
@@ -597,7 +604,8 @@ cairn_gateway_t *cairn_gateway_new(cairn_config_t *cfg)
         .reuseport = 1,
     };
     cairn_h2srv_handlers_t h = {.on_message = on_message, .on_half_close = on_half_close, .on_close = on_close,
-                                .is_streaming = is_streaming, .on_http1_async = on_http1_async, .ud = g};
+                                .on_status = on_status, .is_streaming = is_streaming,
+                                .on_http1_async = on_http1_async, .ud = g};
     char err[512];
     g->srv = cairn_h2srv_new(&o, &h, &rc, err, sizeof err);
     if (!g->srv) {
@@ -646,7 +654,7 @@ void cairn_gateway_destroy(cairn_gateway_t **self_p)
         cairn_u64map_destroy(&g->calls);
     }
     gw_watch_destroy(g); /* after the calls: closing a watch stream frees its watchers in the hub */
-    cairn_metrics_destroy(&g->metrics);
+    gw_metrics_destroy(g);
     free(g->methods);
     free(g->queued_reads);
     free(g->items);

@@ -198,7 +198,12 @@ void gw_queue_read(cairn_gateway_t *g, gw_pending_t *p);
  * stored's (asked with CAIRN_IPC_METRICS). */
 cairn_metrics_reg_t *gw_metrics_new(int *rc, char *err, size_t errlen);
 void gw_serve_metrics(cairn_gateway_t *g, cairn_call_id_t req);
-void gw_metrics_call_started(cairn_gateway_t *g);
+void gw_metrics_destroy(cairn_gateway_t *g);
+/* grpc_server_started_total / grpc_server_handled_total by method (and code): a call of mt
+ * started; a call's status went out (h2srv's on_status); a call went away without one. */
+void gw_metrics_call_started(cairn_gateway_t *g, cairn_call_id_t call, const gw_method_t *mt);
+void gw_metrics_call_status(cairn_gateway_t *g, cairn_call_id_t call, int grpc_status);
+void gw_metrics_call_closed(cairn_gateway_t *g, cairn_call_id_t call);
 /* The watch hub (svc_watch.c): created with the gateway, its SUB socket polled by the loop
  * (gw_watch_drain when readable), gw_watch_tick every pass, HISTORY_RESP handed over. */
 int gw_watch_new(cairn_gateway_t *g);

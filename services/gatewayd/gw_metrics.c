@@ -13,6 +13,7 @@
  * served from them, and the gateway's row of the same name is left out, so that no family
  * appears twice on the page (Prometheus refuses a page where one does).
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,11 +21,12 @@
 
 #include "cairn_err.h"
 #include "cairn_log.h"
+#include "cairn_procmetrics.h"
 #include "gw_internal.h"
 
-/* etcd v3.4 etcdserver/metrics.go, mvcc/metrics.go; go-grpc-prometheus; client_golang's
- * process collector. grpc_server_started_total counts every call this gateway started; etcd
- * labels it by method, this one total does not yet. */
+/* etcd v3.4 etcdserver/metrics.go, mvcc/metrics.go; go-grpc-prometheus. The first seven rows
+ * are set from what stored reported last (g->st): the fallback for a process that did not
+ * answer. */
 enum {
     GW_M_HAS_LEADER,
     GW_M_IS_LEADER,
@@ -33,10 +35,13 @@ enum {
     GW_M_COMPACT_REV,
     GW_M_COMMITTED,
     GW_M_APPLIED,
-    GW_M_GRPC_STARTED,
-    GW_M_RSS,
+    GW_M_FALLBACK_END_, /* rows before this are fallbacks */
+    GW_M_GRPC_STARTED = GW_M_FALLBACK_END_,
+    GW_M_GRPC_HANDLED,
     GW_M_COUNT_
 };
+/* go-grpc-prometheus' label values: ~25 methods x 17 codes at most */
+#define GW_GRPC_SERIES 1024
 static const cairn_metric_desc_t gw_metric_rows[GW_M_COUNT_] = {
     [GW_M_HAS_LEADER] = {"etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.",
                          CAIRN_METRIC_GAUGE},
@@ -54,23 +59,122 @@ static const cairn_metric_desc_t gw_metric_rows[GW_M_COUNT_] = {
     [GW_M_APPLIED] = {"etcd_server_proposals_applied_total", "The total number of consensus proposals applied.",
                       CAIRN_METRIC_GAUGE},
     [GW_M_GRPC_STARTED] = {"grpc_server_started_total", "Total number of RPCs started on the server.",
-                           CAIRN_METRIC_COUNTER},
-    [GW_M_RSS] = {"process_resident_memory_bytes", "Resident memory size in bytes.", CAIRN_METRIC_GAUGE},
+                           CAIRN_METRIC_COUNTER, NULL, 0, {"grpc_method", "grpc_service", "grpc_type"},
+                           GW_GRPC_SERIES},
+    [GW_M_GRPC_HANDLED] = {"grpc_server_handled_total",
+                           "Total number of RPCs completed on the server, regardless of success or failure.",
+                           CAIRN_METRIC_COUNTER, NULL, 0, {"grpc_code", "grpc_method", "grpc_service", "grpc_type"},
+                           GW_GRPC_SERIES},
 };
 
-/* Room for the gateway's own text: today's rows need under 2 KiB. */
-#define GW_METRICS_BUF (64 * 1024)
+/* Room for the gateway's own text. */
+#define GW_METRICS_BUF (256 * 1024)
 /* How long a scrape waits for raftd and stored (Prometheus' default scrape timeout is 10 s). */
 #define METRICS_WAIT_MS 1000
 /* A process's answer larger than this is not taken (it would be a bug in that process). */
 #define METRICS_MAX_PART (4u << 20)
 
+/* The per-method series, looked up once (a call costs an array access, not a label lookup):
+ * one gateway per process, so this state is the process's. */
+#define N_CODES 17
+static struct {
+    const cairn_gateway_t *g;
+    cairn_series_t **started;         /* [method index] */
+    cairn_series_t *(*handled)[N_CODES]; /* [method index][grpc code] */
+    cairn_u64map_t *calls;            /* call -> method index + 1, from start to status */
+    cairn_procmetrics_t *proc;
+} gm;
+
+static const char *const grpc_code_names[N_CODES] = {
+    "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound", "AlreadyExists",
+    "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted", "OutOfRange", "Unimplemented",
+    "Internal", "Unavailable", "DataLoss", "Unauthenticated"};
+
 cairn_metrics_reg_t *gw_metrics_new(int *rc, char *err, size_t errlen)
 {
+    gm.proc = cairn_procmetrics_new("gatewayd");
+    gm.calls = cairn_u64map_new();
     return cairn_metrics_new(gw_metric_rows, GW_M_COUNT_, rc, err, errlen);
 }
 
-void gw_metrics_call_started(cairn_gateway_t *g) { cairn_metrics_inc(g->metrics, GW_M_GRPC_STARTED, 1); }
+void gw_metrics_destroy(cairn_gateway_t *g)
+{
+    cairn_procmetrics_destroy(&gm.proc);
+    cairn_u64map_destroy(&gm.calls);
+    free(gm.started);
+    free(gm.handled);
+    memset(&gm, 0, sizeof gm);
+    cairn_metrics_destroy(&g->metrics);
+}
+
+/* "/etcdserverpb.KV/Range" -> service "etcdserverpb.KV", method "Range" */
+static void split_path(const char *path, char *svc, size_t sl, char *meth, size_t ml)
+{
+    const char *slash = strrchr(path, '/');
+    snprintf(svc, sl, "%.*s", slash && slash > path ? (int)(slash - path - 1) : 0, path + 1);
+    snprintf(meth, ml, "%s", slash ? slash + 1 : path);
+}
+
+static size_t method_index(const cairn_gateway_t *g, const gw_method_t *mt)
+{
+    for (size_t i = 0; i < g->n_methods; i++) /* sorted by path: a binary search would do; ~25 rows */
+        if (g->methods[i] == mt)
+            return i;
+    return SIZE_MAX;
+}
+
+static int series_ready(cairn_gateway_t *g)
+{
+    if (gm.g == g && gm.started)
+        return 1;
+    free(gm.started);
+    free(gm.handled);
+    gm.started = calloc(g->n_methods ? g->n_methods : 1, sizeof *gm.started);
+    gm.handled = calloc(g->n_methods ? g->n_methods : 1, sizeof *gm.handled);
+    gm.g = g;
+    return gm.started && gm.handled;
+}
+
+void gw_metrics_call_started(cairn_gateway_t *g, cairn_call_id_t call, const gw_method_t *mt)
+{
+    size_t i = mt ? method_index(g, mt) : SIZE_MAX;
+    if (i == SIZE_MAX || !series_ready(g))
+        return; /* an unknown method: go-grpc-prometheus counts only registered ones */
+    if (!gm.started[i]) {
+        char svc[128], meth[64];
+        split_path(mt->path, svc, sizeof svc, meth, sizeof meth);
+        const char *v[3] = {meth, svc, mt->kind == GW_STREAM ? "bidi_stream" : "unary"};
+        gm.started[i] = cairn_metrics_series(g->metrics, GW_M_GRPC_STARTED, v);
+    }
+    cairn_series_inc(gm.started[i], 1);
+    if (gm.calls)
+        cairn_u64map_put(gm.calls, call, (void *)(uintptr_t)(i + 1));
+}
+
+void gw_metrics_call_status(cairn_gateway_t *g, cairn_call_id_t call, int code)
+{
+    void *v = gm.calls ? cairn_u64map_take(gm.calls, call) : NULL;
+    if (!v || !series_ready(g) || code < 0 || code >= N_CODES)
+        return;
+    size_t i = (size_t)(uintptr_t)v - 1;
+    if (i >= g->n_methods)
+        return;
+    if (!gm.handled[i][code]) {
+        const gw_method_t *mt = g->methods[i];
+        char svc[128], meth[64];
+        split_path(mt->path, svc, sizeof svc, meth, sizeof meth);
+        const char *lv[4] = {grpc_code_names[code], meth, svc, mt->kind == GW_STREAM ? "bidi_stream" : "unary"};
+        gm.handled[i][code] = cairn_metrics_series(g->metrics, GW_M_GRPC_HANDLED, lv);
+    }
+    cairn_series_inc(gm.handled[i][code], 1);
+}
+
+/* A call gone without a status (reset by the client): forget it. */
+void gw_metrics_call_closed(cairn_gateway_t *g, cairn_call_id_t call)
+{
+    if (gm.calls)
+        cairn_u64map_take(gm.calls, call);
+}
 
 enum { PART_RAFTD, PART_STORED, N_PARTS };
 
@@ -84,27 +188,8 @@ typedef struct {
     int awaited, refs;
 } gather_t;
 
-/* Whether the page text already has the family name ("# HELP <name> " at a line start). */
-static int has_family(const char *text, size_t len, const char *name, size_t nlen)
-{
-    for (size_t i = 0; i + 7 + nlen < len; i++) {
-        if ((i == 0 || text[i - 1] == '\n') && memcmp(text + i, "# HELP ", 7) == 0 &&
-            memcmp(text + i + 7, name, nlen) == 0 && text[i + 7 + nlen] == ' ')
-            return 1;
-    }
-    return 0;
-}
-
 static void render_own(cairn_gateway_t *g)
 {
-    long rss_pages = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (f) {
-        long size;
-        if (fscanf(f, "%ld %ld", &size, &rss_pages) != 2)
-            rss_pages = 0;
-        fclose(f);
-    }
     cairn_metrics_reg_t *m = g->metrics;
     cairn_metrics_set(m, GW_M_HAS_LEADER, g->st.leader != 0);
     cairn_metrics_set(m, GW_M_IS_LEADER, g->st.leader != 0 && g->st.leader == cairn_config_member_id(g->cfg));
@@ -113,49 +198,105 @@ static void render_own(cairn_gateway_t *g)
     cairn_metrics_set(m, GW_M_COMPACT_REV, (double)g->st.compact_rev);
     cairn_metrics_set(m, GW_M_COMMITTED, (double)g->st.index);
     cairn_metrics_set(m, GW_M_APPLIED, (double)g->st.applied);
-    cairn_metrics_set(m, GW_M_RSS, (double)rss_pages * (double)sysconf(_SC_PAGESIZE));
 }
 
-/* The page: the gateway's families that no process rendered, then raftd's, then stored's. */
-static void gather_reply(cairn_gateway_t *g, gather_t *x)
+/* One family of a text: the bytes from its "# HELP" line to the next family's, its name, and
+ * where its samples start (after the "# TYPE" line). */
+typedef struct {
+    const char *p;
+    size_t len, samples;
+    const char *name;
+    size_t nlen;
+    int part; /* -1: the gateway's own */
+    int used;
+} fam_t;
+
+static size_t split_families(const char *t, size_t n, int part, fam_t *out, size_t cap)
 {
-    render_own(g);
-    size_t cap = GW_METRICS_BUF;
-    for (int k = 0; k < N_PARTS; k++)
-        cap += x->len[k];
-    char *own = malloc(GW_METRICS_BUF), *page = malloc(cap);
-    int n = own && page ? cairn_metrics_render(g->metrics, own, GW_METRICS_BUF) : CAIRN_ENOMEM;
-    if (n < 0) {
-        cairn_warn("cannot render /metrics", "err=\"%s\"", cairn_strerror(n));
-        cairn_h2srv_http1_reply(g->srv, x->req, 500, NULL, (const uint8_t *)"metrics unavailable\n", 20);
-        free(own);
-        free(page);
-        return;
-    }
-    size_t out = 0;
-    for (size_t i = 0; i < (size_t)n;) { /* one family: from its "# HELP" to the next */
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < cap;) {
         size_t end = i + 1;
-        while (end < (size_t)n && !(own[end - 1] == '\n' && memcmp(own + end, "# HELP ", 7) == 0))
+        while (end < n && !(t[end - 1] == '\n' && memcmp(t + end, "# HELP ", 7) == 0))
             end++;
-        const char *name = own + i + 7;
-        size_t nlen = strcspn(name, " \n");
-        int dup = 0;
-        for (int k = 0; k < N_PARTS && !dup; k++)
-            dup = x->text[k] && has_family(x->text[k], x->len[k], name, nlen);
-        if (!dup) {
-            memcpy(page + out, own + i, end - i);
-            out += end - i;
+        if (end - i > 7 && memcmp(t + i, "# HELP ", 7) == 0) {
+            fam_t *f = &out[k++];
+            f->p = t + i;
+            f->len = end - i;
+            f->name = t + i + 7;
+            f->nlen = strcspn(f->name, " \n");
+            f->part = part;
+            f->used = 0;
+            /* samples start after the HELP and TYPE lines */
+            const char *nl = memchr(f->p, '\n', f->len);
+            const char *nl2 = nl ? memchr(nl + 1, '\n', f->len - (size_t)(nl + 1 - f->p)) : NULL;
+            f->samples = nl2 ? (size_t)(nl2 + 1 - f->p) : f->len;
         }
         i = end;
     }
+    return k;
+}
+
+#define MAX_FAMILIES 1024
+
+/* The page: every family once. A family several processes render (process_*) gets one HELP
+ * and TYPE and every process's samples; a fallback family of the gateway's (the status rows)
+ * is left out when a process rendered it. */
+static void gather_reply(cairn_gateway_t *g, gather_t *x)
+{
+    render_own(g);
+    size_t cap = 2 * (size_t)GW_METRICS_BUF;
     for (int k = 0; k < N_PARTS; k++)
-        if (x->text[k]) {
-            memcpy(page + out, x->text[k], x->len[k]);
-            out += x->len[k];
+        cap += x->len[k];
+    char *own = malloc(2 * (size_t)GW_METRICS_BUF), *page = malloc(cap);
+    fam_t *fams = malloc(MAX_FAMILIES * sizeof *fams);
+    int n = own && page && fams ? cairn_metrics_render(g->metrics, own, GW_METRICS_BUF) : CAIRN_ENOMEM;
+    int pn = n >= 0 && gm.proc ? cairn_procmetrics_render(gm.proc, own + n, GW_METRICS_BUF) : 0;
+    if (n < 0 || pn < 0) {
+        cairn_warn("cannot render /metrics", "err=\"%s\"", cairn_strerror(n < 0 ? n : pn));
+        cairn_h2srv_http1_reply(g->srv, x->req, 500, NULL, (const uint8_t *)"metrics unavailable\n", 20);
+        free(own);
+        free(page);
+        free(fams);
+        return;
+    }
+    size_t nf = split_families(own, (size_t)n + (size_t)pn, -1, fams, MAX_FAMILIES);
+    for (int k = 0; k < N_PARTS; k++)
+        if (x->text[k])
+            nf += split_families(x->text[k], x->len[k], k, fams + nf, MAX_FAMILIES - nf);
+    size_t out = 0;
+    for (size_t i = 0; i < nf; i++) {
+        fam_t *f = &fams[i];
+        if (f->used)
+            continue;
+        int is_fallback = 0;
+        if (f->part < 0)
+            for (int r = 0; r < GW_M_FALLBACK_END_; r++)
+                if (strlen(gw_metric_rows[r].name) == f->nlen && memcmp(gw_metric_rows[r].name, f->name, f->nlen) == 0)
+                    is_fallback = 1;
+        int elsewhere = 0;
+        for (size_t j = i + 1; j < nf; j++)
+            if (fams[j].nlen == f->nlen && memcmp(fams[j].name, f->name, f->nlen) == 0 && fams[j].part >= 0)
+                elsewhere = 1;
+        if (is_fallback && elsewhere) {
+            f->used = 1;
+            continue; /* the process that owns it answered */
         }
+        memcpy(page + out, f->p, f->len);
+        out += f->len;
+        f->used = 1;
+        for (size_t j = i + 1; j < nf; j++) { /* the same family from other processes: samples only */
+            fam_t *o = &fams[j];
+            if (o->used || o->nlen != f->nlen || memcmp(o->name, f->name, f->nlen) != 0)
+                continue;
+            memcpy(page + out, o->p + o->samples, o->len - o->samples);
+            out += o->len - o->samples;
+            o->used = 1;
+        }
+    }
     cairn_h2srv_http1_reply(g->srv, x->req, 200, "text/plain; version=0.0.4", (const uint8_t *)page, out);
     free(own);
     free(page);
+    free(fams);
 }
 
 static int part_of(const gather_t *x, uint64_t req_id)

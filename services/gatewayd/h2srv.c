@@ -838,6 +838,8 @@ static int st_finish(conn_t *c, h2stream_t *st, int status, const char *message)
 {
     if (st->resp == RESP_DONE || st->finishing)
         return CAIRN_ESTATE;
+    if (c->srv->h.on_status) /* the call's outcome, once: grpc_server_handled_total */
+        c->srv->h.on_status(c->srv->h.ud, call_id(c, st->id), status);
     char enc[1024] = "";
     if (message)
         cairn_grpc_percent_encode(message, enc, sizeof enc);

@@ -66,6 +66,9 @@ typedef struct {
      * handler, HTTP/1.1 gets 404 and non-gRPC HTTP/2 gets 415. */
     void (*on_http1)(void *ud, const char *method, const char *path, const uint8_t *body, size_t body_len,
                      int *status, const char **content_type, char **resp_body, size_t *resp_len);
+    /* Optional: a gRPC call's status is being sent (once per call that gets one; a call reset
+     * by the client gets none). For metrics. */
+    void (*on_status)(void *ud, cairn_call_id_t call, int grpc_status);
     /* Is this path a streaming method (Watch, LeaseKeepAlive, Snapshot...)? NULL: none is. */
     int (*is_streaming)(void *ud, const char *path);
     void *ud;

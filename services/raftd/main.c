@@ -13,6 +13,7 @@
 #include "cairn_err.h"
 #include "cairn_log.h"
 #include "cairn_zmq.h"
+#include "cairn_procmetrics.h"
 #include "raftd.h"
 
 static volatile sig_atomic_t g_stop;
@@ -202,6 +203,7 @@ out:
         cairn_u64map_destroy(&r->fwd);
     }
     cairn_metrics_destroy(&r->metrics);
+    cairn_procmetrics_destroy(&r->procmetrics);
     cairn_config_destroy(&r->cfg);
     return exit_code;
 }

@@ -36,6 +36,7 @@
 #include "cairn_err.h"
 #include "cairn_log.h"
 #include "cairn_zmq.h"
+#include "cairn_procmetrics.h"
 #include "raftd.h"
 
 static const cairn_metric_desc_t raftd_metric_rows[RAFTD_M_COUNT_] = {
@@ -80,7 +81,8 @@ int raftd_metrics_init(raftd_t *r)
     int rc = 0;
     char err[256] = "";
     r->metrics = cairn_metrics_new(raftd_metric_rows, RAFTD_M_COUNT_, &rc, err, sizeof err);
-    if (!r->metrics) {
+    r->procmetrics = cairn_procmetrics_new("raftd");
+    if (!r->metrics || !r->procmetrics) {
         cairn_error("cannot create the metrics registry", "err=\"%s\" why=\"%s\"", cairn_strerror(rc), err);
         return rc ? rc : CAIRN_ENOMEM;
     }
@@ -120,8 +122,20 @@ void raftd_metrics_heartbeat(raftd_t *r, uint64_t to)
     if (!p)
         return;
     int64_t now = cairn_now_ms();
-    if (p->last_heartbeat && now - p->last_heartbeat > 2 * r->cfg->heartbeat_ms)
+    if (p->last_heartbeat && now - p->last_heartbeat > 2 * r->cfg->heartbeat_ms) {
         cairn_metrics_inc(r->metrics, RAFTD_M_HEARTBEAT_FAILURES, 1);
+        /* etcd's warning, at most once a second: a leader this late is overloaded (often a
+         * slow disk) and followers may start elections */
+        static int64_t last_warn;
+        if (now - last_warn >= 1000) {
+            cairn_warn("leader failed to send out heartbeat on time; took too long, leader is overloaded likely "
+                       "from slow disk",
+                       "to=%016llx heartbeat_interval_ms=%lld expected_ms=%lld exceeded_ms=%lld",
+                       (unsigned long long)to, (long long)r->cfg->heartbeat_ms, (long long)(2 * r->cfg->heartbeat_ms),
+                       (long long)(now - p->last_heartbeat - 2 * r->cfg->heartbeat_ms));
+            last_warn = now;
+        }
+    }
     p->last_heartbeat = now;
 }
 
@@ -164,6 +178,9 @@ void raftd_answer_metrics(raftd_t *r, const uint8_t *ident, size_t ident_len, ui
             break;
         buf = nb;
         n = cairn_metrics_render(r->metrics, buf, cap);
+        /* then the process_* families (cairn_procmetrics.h), labelled process="raftd" */
+        int pn = n >= 0 && r->procmetrics ? cairn_procmetrics_render(r->procmetrics, buf + n, cap - (size_t)n) : 0;
+        n = pn < 0 ? pn : n + pn;
         cap *= 2;
     }
     if (n < 0) {

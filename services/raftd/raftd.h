@@ -144,6 +144,7 @@ typedef struct {
     size_t n_proposers;
     cairn_raft_t *raft;
     cairn_metrics_reg_t *metrics; /* metrics.c */
+    struct cairn_procmetrics_t *procmetrics; /* metrics.c: process_* (cairn_procmetrics.h) */
     raftd_lessor_t *lessor;       /* lessor.c: the leases' clock */
     cairn_members_t members; /* every member's metadata (name, peer URLs) as the log says */
     uint64_t cluster_id;     /* 0: joining a running cluster, learned from its first message */

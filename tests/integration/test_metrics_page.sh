@@ -49,13 +49,22 @@ check_page() { python3 "$T_TMP/check_page.py" "$1"; }
 curl -s -m 5 -o "$T_TMP/page" "http://$C_EP/metrics"; page=$(cat "$T_TMP/page")
 out=$(check_page "all up" <"$T_TMP/page") && t_ok "/metrics: every family once, well formed" || t_fail "$out"
 for name in etcd_server_has_leader etcd_server_is_leader etcd_debugging_mvcc_current_revision \
-            etcd_mvcc_db_total_size_in_bytes grpc_server_started_total; do
+            etcd_mvcc_db_total_size_in_bytes; do
   grep -qE "^$name -?[0-9]" <<<"$page" && t_ok "/metrics has $name" || t_fail "/metrics lacks $name"
 done
 rev=$(etcdctl --endpoints="$C_EP" get /m/1 -w json | python3 -c 'import json,sys;print(json.load(sys.stdin)["header"]["revision"])')
 t_wait_until 5 bash -c "curl -s http://$C_EP/metrics | grep -qx 'etcd_debugging_mvcc_current_revision $rev'" &&
   t_ok "current revision on the page is the store's ($rev)" ||
   t_fail "current revision: $(curl -s "http://$C_EP/metrics" | grep '^etcd_debugging_mvcc_current_revision') want $rev"
+# gRPC calls by method and code (go-grpc-prometheus' names and labels)
+grep -qE '^grpc_server_handled_total\{grpc_code="OK",grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"\} 20$' <<<"$page" &&
+  t_ok "grpc_server_handled_total counts the 20 Puts by method and code" ||
+  t_fail "grpc_server_handled_total: $(grep '^grpc_server_handled_total' <<<"$page" | head -5)"
+# process_* from every process, one family each, a series per process
+for proc in gatewayd raftd; do
+  grep -qE "^process_resident_memory_bytes\{process=\"$proc\"\} [1-9]" <<<"$page" &&
+    t_ok "process_resident_memory_bytes for $proc" || t_fail "no process_resident_memory_bytes for $proc"
+done
 # families only the other processes own (they answer METRICS with their own tables)
 for name in ${METRICS_RAFTD_FAMILIES:-} ${METRICS_STORED_FAMILIES:-}; do
   grep -q "^# TYPE $name " <<<"$page" && t_ok "/metrics has $name" || t_fail "/metrics lacks $name"

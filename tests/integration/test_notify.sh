@@ -31,13 +31,15 @@ for d in "${ready[@]}"; do
   t_wait_until 10 got "READY=1|STATUS=$d ready" && t_ok "$d sent READY=1" || t_fail "$d sent no READY=1: $(cat "$GOT")"
 done
 
-# /metrics: the same names as before the registry, each with its TYPE line
+# /metrics: the same names as before the registry, each with its TYPE line (grpc_* and
+# process_* now carry labels: by method, by process)
 m=$(curl -s "http://$C_EP/metrics")
 for name in etcd_server_has_leader etcd_server_is_leader etcd_mvcc_db_total_size_in_bytes \
   etcd_debugging_mvcc_current_revision etcd_debugging_mvcc_compact_revision \
   etcd_server_proposals_committed_total etcd_server_proposals_applied_total grpc_server_started_total \
   process_resident_memory_bytes; do
-  grep -q "^# TYPE $name " <<<"$m" && grep -qE "^$name -?[0-9]" <<<"$m" && t_ok "/metrics has $name" || t_fail "/metrics lacks $name"
+  grep -q "^# TYPE $name " <<<"$m" && grep -qE "^$name(\{[^}]*\})? -?[0-9]" <<<"$m" && t_ok "/metrics has $name" ||
+    t_fail "/metrics lacks $name"
 done
 # the status stored reports once a second reaches the gateway
 t_wait_until 5 bash -c "curl -s http://$C_EP/metrics | grep -qx 'etcd_server_has_leader 1'" &&
