@@ -100,6 +100,7 @@ static const schema_t g_schema[CAIRN_IPC_TYPE_MAX_] = {
     [CAIRN_IPC_PEER_LEASE_RESP] = {"peer_lease_resp",
                                    {F_PEER, F_U(fwd_id), F_I(lease_id), F_I(ttl), F_I(granted_ttl), F_I(code), F_END}},
     [CAIRN_IPC_LEASE_READ] = {"lease_read", {F_U(req_id), F_B(body), F_END}},
+    [CAIRN_IPC_MAINT] = {"maint", {F_U(req_id), F_U(op), F_B(body), F_END}},
     [CAIRN_IPC_HISTORY_RESP] = {"history_resp",
                                 {F_U(req_id), F_I(code), F_B(message), F_I(revision), F_I(compact_rev), F_B(body),
                                  F_END}},

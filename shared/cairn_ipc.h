@@ -26,7 +26,9 @@
  *                       PROPOSALS_LOST
  *   raftd -> stored     LOAD, APPEND, COMMIT, SNAP_REQ, SNAP_RECV
  *   stored -> raftd     HELLO, LOAD_RESP, APPENDED, SNAP_CHUNK, SNAP_ACK
- *   gatewayd -> stored  RANGE, STATUS
+ *   gatewayd -> stored  RANGE, STATUS, MAINT
+ *   stored -> raftd     PROPOSE (stored's own proposals: a NOSPACE alarm when its db passes the
+ *                       quota; the envelope's origin "stored:<member id hex>" gets no RESULT)
  *   stored -> gatewayd  RESULT (applied proposals and ranges; a large body is preceded by
  *                       RESULT_PARTs), STATUS_RESP
  *   gatewayd -> raftd, stored   METRICS (answered with RESULT: /metrics shows every process)
@@ -195,10 +197,23 @@ typedef enum {
     CAIRN_IPC_LEASE_READ,         /* gw -> stored: req_id, body (a LeaseTimeToLiveRequest); answered
                                      with RESULT: a packed LeaseTimeToLiveResponse with the granted
                                      TTL and, if asked, the keys (TTL -1: no such lease) */
+    CAIRN_IPC_MAINT,              /* gw -> stored: req_id, op (a cairn_maint_op_t), body (the etcd request
+                                     when the op has one: HashKVRequest). Answered with RESULT whose
+                                     body is the packed etcd response, header filled by stored
+                                     (Hash, HashKV, Defragment, and the alarm list this member has
+                                     applied, as an AlarmResponse, for Status and /health) */
     CAIRN_IPC_TYPE_MAX_
 } cairn_ipc_type_t;
 
 #define CAIRN_IPC_LEASE_PAGE 65536
+
+/* CAIRN_IPC_MAINT operations */
+typedef enum {
+    CAIRN_MAINT_HASH = 1,   /* HashResponse: CRC32C over every record of the store */
+    CAIRN_MAINT_HASHKV = 2, /* body HashKVRequest -> HashKVResponse */
+    CAIRN_MAINT_DEFRAG = 3, /* DefragmentResponse, once LevelDB compacted the whole keyspace */
+    CAIRN_MAINT_ALARMS = 4, /* AlarmResponse: every alarm active in this member's applied state */
+} cairn_maint_op_t;
 
 /* CAIRN_IPC_LEASE_QUERY operations */
 typedef enum { CAIRN_LEASE_KEEPALIVE = 1, CAIRN_LEASE_TTL = 2 } cairn_lease_op_t;

@@ -566,6 +566,13 @@ int cairn_kvcheck_request(int kind, const uint8_t *body, size_t len, int max_txn
         etcdserverpb__compaction_request__free_unpacked(r, NULL);
         return 0;
     }
+    case CAIRN_REQ_ALARM: { /* etcd checks nothing: any action and type are proposed */
+        Etcdserverpb__AlarmRequest *r = etcdserverpb__alarm_request__unpack(NULL, len, body);
+        if (!r)
+            break;
+        etcdserverpb__alarm_request__free_unpacked(r, NULL);
+        return 0;
+    }
     default:
         if (msg)
             *msg = "cairn: unknown request kind";

@@ -25,7 +25,11 @@ typedef enum {
     CAIRN_REQ_RANGE,         /* etcdserverpb.RangeRequest */
     CAIRN_REQ_LEASE_GRANT,   /* etcdserverpb.LeaseGrantRequest, ID and TTL final (chosen, raised) */
     CAIRN_REQ_LEASE_REVOKE,  /* etcdserverpb.LeaseRevokeRequest (a client's, or the leader's on expiry) */
-    CAIRN_REQ_LEASE_TTL      /* etcdserverpb.LeaseTimeToLiveRequest (a read: granted TTL and keys) */
+    CAIRN_REQ_LEASE_TTL,     /* etcdserverpb.LeaseTimeToLiveRequest (a read: granted TTL and keys) */
+    CAIRN_REQ_ALARM          /* etcdserverpb.AlarmRequest: GET, ACTIVATE, DEACTIVATE, all through the log as
+                                in etcd 3.4 (EtcdServer.Alarm is a raft request); the table is the MVCC
+                                store's 'A' records. stored proposes ACTIVATE NOSPACE itself when its db
+                                passes --quota-backend-bytes. */
 } cairn_req_kind_t;
 
 /* etcd's lease bounds: TTLs above this are refused ("too large lease TTL"); below the minimum

@@ -418,6 +418,12 @@ void raftd_handle_stored(raftd_t *r, const uint8_t *frame, size_t len)
     case CAIRN_IPC_SNAP_ACK:
         raftd_snap_on_ack(r, &m);
         break;
+    case CAIRN_IPC_PROPOSE:
+        /* stored's own proposal (its NOSPACE alarm: services/stored/maint.c); no answer is
+         * expected: stored proposes again while the alarm is not applied */
+        if (r->raft && !r->removed_logged)
+            (void)cairn_raft_propose(r->raft, m.body, m.body_len, NULL);
+        break;
     case CAIRN_IPC_ERROR:
         cairn_warn("stored reported an error", "code=%lld msg=\"%.*s\"", (long long)m.code, (int)m.message_len,
                    (const char *)m.message);

@@ -797,6 +797,120 @@ static int do_lease_ttl(actx_t *x, const Etcdserverpb__LeaseTimeToLiveRequest *r
     return 0;
 }
 
+/* ---- alarms (etcd 3.4's applierV3backend.Alarm and its AlarmStore) ------------------- */
+
+typedef struct {
+    actx_t *x;
+    uint64_t type; /* 0 (NONE): every type */
+    Etcdserverpb__AlarmMember **v;
+    size_t n, cap;
+} alist_t;
+
+static int alist_push(alist_t *l, uint64_t member, uint64_t type)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 8;
+        Etcdserverpb__AlarmMember **nv = aalloc(l->x, cap * sizeof *nv);
+        if (!nv)
+            return CAIRN_ENOMEM;
+        if (l->n)
+            memcpy(nv, l->v, l->n * sizeof *nv);
+        l->v = nv;
+        l->cap = cap;
+    }
+    Etcdserverpb__AlarmMember *am = aalloc(l->x, sizeof *am);
+    if (!am)
+        return CAIRN_ENOMEM;
+    etcdserverpb__alarm_member__init(am);
+    am->memberid = member;
+    am->alarm = (Etcdserverpb__AlarmType)type;
+    l->v[l->n++] = am;
+    return 0;
+}
+
+static int alist_add(void *arg, uint64_t member, uint64_t type)
+{
+    alist_t *l = arg;
+    if (l->type != ETCDSERVERPB__ALARM_TYPE__NONE && type != l->type)
+        return 0;
+    return alist_push(l, member, type);
+}
+
+/* GET lists the alarms of a type (NONE: all); ACTIVATE answers the alarm (also when it was
+ * active already); DEACTIVATE answers it only if it was active. No revision is consumed. */
+static int do_alarm(actx_t *x, const Etcdserverpb__AlarmRequest *r, Etcdserverpb__AlarmResponse **out)
+{
+    alist_t l = {.x = x, .type = (uint64_t)r->alarm};
+    int rc = 0;
+    switch (r->action) {
+    case ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__GET:
+        rc = cairn_mvcc_alarm_foreach(x->m, x->view, alist_add, &l);
+        break;
+    case ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE:
+        rc = cairn_mvcc_alarm_set(x->m, r->memberid, (uint64_t)r->alarm, 1);
+        if (rc >= 0) {
+            if (rc == 1)
+                cairn_warn("alarm raised", "member=%016llx alarm=%d", (unsigned long long)r->memberid, (int)r->alarm);
+            rc = alist_push(&l, r->memberid, (uint64_t)r->alarm);
+        }
+        break;
+    case ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE:
+        rc = cairn_mvcc_alarm_set(x->m, r->memberid, (uint64_t)r->alarm, 0);
+        if (rc == 1) {
+            cairn_info("alarm disarmed", "member=%016llx alarm=%d", (unsigned long long)r->memberid, (int)r->alarm);
+            rc = alist_push(&l, r->memberid, (uint64_t)r->alarm);
+        }
+        break;
+    default:
+        break; /* etcd answers an unknown action with no alarms */
+    }
+    if (rc < 0)
+        return rc;
+    Etcdserverpb__AlarmResponse *o = aalloc(x, sizeof *o);
+    if (!o)
+        return CAIRN_ENOMEM;
+    etcdserverpb__alarm_response__init(o);
+    if (!(o->header = mk_hdr(x, cur_rev(x))))
+        return CAIRN_ENOMEM;
+    o->alarms = l.v;
+    o->n_alarms = l.n;
+    *out = o;
+    return 0;
+}
+
+/* etcd 3.4's applierV3Capped (NOSPACE active) and applierV3Corrupt (CORRUPT active): which
+ * applied requests they refuse before running them. A Txn is refused under NOSPACE when a
+ * put is among the ops of its success or failure branch (etcd's costTxn counts these, not
+ * those of nested txns); that check is in the TXN case of run(), on the unpacked request. */
+static int alarm_refuses(actx_t *x, int kind, int *nospace)
+{
+    *nospace = 0;
+    if (x->view != CAIRN_MVCC_PENDING)
+        return 0; /* reads outside the log (serializable and read-index Ranges) are not applied */
+    unsigned a = cairn_mvcc_alarms(x->m, CAIRN_MVCC_PENDING);
+    if (a & (1u << ETCDSERVERPB__ALARM_TYPE__CORRUPT)) {
+        if (kind != CAIRN_REQ_ALARM && kind != CAIRN_REQ_LEASE_TTL)
+            return etcd_err(x, CAIRN_ETCD_CORRUPT);
+    }
+    if (a & (1u << ETCDSERVERPB__ALARM_TYPE__NOSPACE)) {
+        *nospace = 1;
+        if (kind == CAIRN_REQ_PUT || kind == CAIRN_REQ_LEASE_GRANT)
+            return etcd_err(x, CAIRN_ETCD_NO_SPACE);
+    }
+    return 0;
+}
+
+static int txn_has_put(const TxnReq *t)
+{
+    for (size_t i = 0; i < t->n_success; i++)
+        if (t->success[i]->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT)
+            return 1;
+    for (size_t i = 0; i < t->n_failure; i++)
+        if (t->failure[i]->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT)
+            return 1;
+    return 0;
+}
+
 /* ---- entry points --------------------------------------------------------------------- */
 
 static int pack(const ProtobufCMessage *msg, uint8_t **resp, size_t *resp_len)
@@ -821,7 +935,10 @@ static int malformed(actx_t *x, const char *type)
 static int run(actx_t *x, int kind, const uint8_t *body, size_t len, uint8_t **resp, size_t *resp_len)
 {
     ProtobufCMessage *out = NULL;
-    int rc;
+    int nospace = 0;
+    int rc = alarm_refuses(x, kind, &nospace);
+    if (rc)
+        return rc;
     switch (kind) {
     case CAIRN_REQ_RANGE: {
         RangeReq *r = etcdserverpb__range_request__unpack(&x->pa, len, body);
@@ -863,6 +980,8 @@ static int run(actx_t *x, int kind, const uint8_t *body, size_t len, uint8_t **r
         TxnReq *r = etcdserverpb__txn_request__unpack(&x->pa, len, body);
         if (!r)
             return malformed(x, "TxnRequest");
+        if (nospace && txn_has_put(r))
+            return etcd_err(x, CAIRN_ETCD_NO_SPACE);
         TxnResp *o = NULL;
         rc = do_txn(x, r, &o);
         out = (ProtobufCMessage *)o;
@@ -901,6 +1020,15 @@ static int run(actx_t *x, int kind, const uint8_t *body, size_t len, uint8_t **r
             return malformed(x, "LeaseTimeToLiveRequest");
         Etcdserverpb__LeaseTimeToLiveResponse *o = NULL;
         rc = do_lease_ttl(x, r, &o);
+        out = (ProtobufCMessage *)o;
+        break;
+    }
+    case CAIRN_REQ_ALARM: {
+        Etcdserverpb__AlarmRequest *r = etcdserverpb__alarm_request__unpack(&x->pa, len, body);
+        if (!r)
+            return malformed(x, "AlarmRequest");
+        Etcdserverpb__AlarmResponse *o = NULL;
+        rc = do_alarm(x, r, &o);
         out = (ProtobufCMessage *)o;
         break;
     }
@@ -984,7 +1112,15 @@ int cairn_apply_read(cairn_mvcc_t *m, int kind, const uint8_t *body, size_t len,
     *resp_len = 0;
     actx_t x;
     actx_init(&x, m, CAIRN_MVCC_COMMITTED, hdr, err);
-    if (kind != CAIRN_REQ_RANGE && kind != CAIRN_REQ_LEASE_TTL)
+    if (kind == CAIRN_REQ_ALARM) { /* only GET: the committed table */
+        Etcdserverpb__AlarmRequest *r = etcdserverpb__alarm_request__unpack(&x.pa, len, body ? body : (const uint8_t *)"");
+        if (!r || r->action != ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__GET) {
+            cairn_arena_reset(x.a);
+            return grpc_err(&x, CAIRN_GRPC_INVALID_ARGUMENT, "cairn: not a read") > 0 ? 0 : 0;
+        }
+        cairn_arena_reset(x.a);
+    }
+    if (kind != CAIRN_REQ_RANGE && kind != CAIRN_REQ_LEASE_TTL && kind != CAIRN_REQ_ALARM)
         return grpc_err(&x, CAIRN_GRPC_INVALID_ARGUMENT, "cairn: not a read") > 0 ? 0 : 0;
     int rc = run(&x, kind, body ? body : (const uint8_t *)"", len, resp, resp_len);
     cairn_arena_reset(x.a);

@@ -54,7 +54,13 @@ int cairn_apply_range(cairn_mvcc_t *m, const uint8_t *body, size_t len, const ca
                       uint8_t **resp, size_t *resp_len, cairn_apply_err_t *err);
 /* The same for any read kind: CAIRN_REQ_RANGE or CAIRN_REQ_LEASE_TTL (LeaseTimeToLiveRequest ->
  * a LeaseTimeToLiveResponse with the granted TTL as TTL and the keys if asked; TTL -1 when
- * the lease does not exist). */
+ * the lease does not exist), or CAIRN_REQ_ALARM with action GET (the alarms this member has
+ * applied: Status's errors and /health; a client's Alarm GET goes through the log instead).
+ *
+ * Alarms (etcd 3.4's appliers): cairn_apply_request refuses, while a NOSPACE alarm is active,
+ * Put, a Txn with a put among its (outermost) success or failure ops, and LeaseGrant with
+ * ResourceExhausted "etcdserver: mvcc: database space exceeded"; while a CORRUPT alarm is
+ * active, every request but Alarm with DataLoss "etcdserver: corrupt cluster". */
 int cairn_apply_read(cairn_mvcc_t *m, int kind, const uint8_t *body, size_t len, const cairn_hdr_ctx_t *hdr,
                      uint8_t **resp, size_t *resp_len, cairn_apply_err_t *err);
 

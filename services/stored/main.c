@@ -296,16 +296,21 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
         free(owned);
         break;
     }
+    case CAIRN_IPC_MAINT:
+        stored_maint(s, ident, ident_len, &m);
+        break;
     case CAIRN_IPC_STATUS: {
         int64_t size = cairn_mvcc_db_size(s->mvcc);
         cairn_ipc_msg_t r = {.type = CAIRN_IPC_STATUS_RESP, .req_id = m.req_id, .leader = s->leader, .term = s->term,
                              .index = s->persisted, .applied = cairn_mvcc_applied_index(s->mvcc),
-                             .db_size = size > 0 ? (uint64_t)size : 0, .db_size_in_use = size > 0 ? (uint64_t)size : 0,
+                             .db_size = size > 0 ? (uint64_t)size : 0,
                              .revision = cairn_mvcc_revision(s->mvcc),
                              .compact_rev = cairn_mvcc_compact_revision(s->mvcc),
                              .cluster_id = stored_hdr_ctx(s).cluster_id};
         const cairn_member_t *self = cairn_members_find(&s->members, cairn_config_member_id(s->cfg));
         r.learner = self && self->learner;
+        int64_t in_use = cairn_mvcc_db_size_in_use(s->mvcc);
+        r.db_size_in_use = in_use > 0 ? (uint64_t)(in_use < size ? in_use : size) : 0;
         stored_reply(s, ident, ident_len, &r);
         break;
     }
@@ -389,7 +394,9 @@ int main(int argc, char **argv)
         zmq_pollitem_t item = {zsock_resolve(s->router), 0, ZMQ_POLLIN, 0};
         stored_snap_build_reap(s, 0);
         stored_snap_install_reap(s, 0);
-        int timeout = s->reads || s->build.running || s->inst.running ? 10 : 500;
+        stored_defrag_reap(s, 0);
+        stored_quota_check(s, now);
+        int timeout = s->reads || s->build.running || s->inst.running || s->defrag.running ? 10 : 500;
         if (zmq_poll(&item, 1, timeout) < 0) {
             if (errno == EINTR)
                 continue;
@@ -419,6 +426,7 @@ out:
     free(s->lease_buf);
     stored_snap_install_reap(s, 1);
     stored_snap_build_wait(s); /* before the store it reads is closed */
+    stored_defrag_reap(s, 1);  /* the same */
     cairn_wal_destroy(&s->wal);
     cairn_mvcc_destroy(&s->mvcc);
     cairn_snap_in_destroy(&s->snap_in);

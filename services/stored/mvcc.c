@@ -79,6 +79,12 @@
  * tombstone - etcd's rule. Each chunk's write also moves the cursor, so a crash mid-way
  * resumes (deleting twice is harmless); open() finishes it.
  *
+ * 'A' alarms (etcd's "alarm" bucket; replicated state: ACTIVATE/DEACTIVATE are log entries)
+ *   'A' member_id u64 | alarm_type u64 -> (empty)
+ *     alarm_type is etcdserverpb.AlarmType (1 NOSPACE, 2 CORRUPT). A record exists while the
+ *     member's alarm is active. While any NOSPACE record exists, apply refuses Put, Txn with a
+ *     put and LeaseGrant (etcd's applierV3Capped); snapshots carry the table like any other.
+ *
  * Invariants: 'k' key exists iff the key's newest 'h' record is not a tombstone, and then
  * they hold the same create/mod/version/lease/value. 'h' and 'r' records come in pairs.
  * 'l' id key exists iff 'k' key exists with lease id.
@@ -590,6 +596,77 @@ int cairn_mvcc_range(cairn_mvcc_t *m, int view, const cairn_mvcc_range_t *r, cai
     return rc;
 }
 
+/* ---- alarms ('A') ---------------------------------------------------------------------- */
+
+int cairn_mvcc_alarm_foreach(cairn_mvcc_t *m, int view, int (*fn)(void *arg, uint64_t member, uint64_t type),
+                             void *arg)
+{
+    uint8_t pre = T_ALARM;
+    miter_t mi;
+    mi_open(&mi, m, view, m->ro);
+    int rc = 0;
+    for (mi_seek(&mi, &pre, 1); mi.valid; mi_next(&mi)) {
+        if (mi.kn < 1 || mi.k[0] != T_ALARM)
+            break;
+        if (mi.kn != 17) {
+            rc = CAIRN_ECORRUPT;
+            break;
+        }
+        if ((rc = fn(arg, be64_get(mi.k + 1), be64_get(mi.k + 9))) != 0)
+            break;
+    }
+    int rc2 = mi_close(&mi);
+    return rc2 ? rc2 : rc;
+}
+
+static int alarm_bit(void *arg, uint64_t member, uint64_t type)
+{
+    (void)member;
+    if (type < 32)
+        *(unsigned *)arg |= 1u << type;
+    return 0;
+}
+
+static int alarm_mask(cairn_mvcc_t *m, int view, unsigned *mask)
+{
+    *mask = 0;
+    return cairn_mvcc_alarm_foreach(m, view, alarm_bit, mask);
+}
+
+unsigned cairn_mvcc_alarms(cairn_mvcc_t *m, int view)
+{
+    if (view == CAIRN_MVCC_PENDING && m->in_batch && m->alarm_dirty) {
+        unsigned mask = 0;
+        if (alarm_mask(m, view, &mask) == 0)
+            return mask;
+    }
+    return m->alarm_c;
+}
+
+int cairn_mvcc_alarm_set(cairn_mvcc_t *m, uint64_t member, uint64_t type, int on)
+{
+    if (!m->in_batch || m->in_txn)
+        return CAIRN_ESTATE;
+    uint8_t k[17];
+    k[0] = T_ALARM;
+    be64_put(k + 1, member);
+    be64_put(k + 9, type);
+    const uint8_t *v;
+    size_t vn;
+    void *owned = NULL;
+    int rc = raw_get(m, CAIRN_MVCC_PENDING, k, sizeof k, &v, &vn, &owned);
+    free(owned);
+    if (rc < 0)
+        return rc;
+    if (rc == (on != 0))
+        return 0; /* already so */
+    rc = ov_set(&m->ov, k, sizeof k, "", 0, NULL, 0, !on);
+    if (rc)
+        return rc;
+    m->alarm_dirty = 1;
+    return 1;
+}
+
 /* ---- writes --------------------------------------------------------------------------- */
 
 int cairn_mvcc_batch_begin(cairn_mvcc_t *m)
@@ -599,6 +676,7 @@ int cairn_mvcc_batch_begin(cairn_mvcc_t *m)
     m->p = m->c;
     m->in_batch = 1;
     m->compact_dirty = 0;
+    m->alarm_dirty = 0;
     m->in_txn = 0;
     return 0;
 }
@@ -611,6 +689,7 @@ void cairn_mvcc_batch_abort(cairn_mvcc_t *m)
     m->in_batch = 0;
     m->in_txn = 0;
     m->compact_dirty = 0;
+    m->alarm_dirty = 0;
     m->p = m->c;
 }
 
@@ -694,6 +773,10 @@ int cairn_mvcc_batch_commit(cairn_mvcc_t *m)
     m->in_batch = 0;
     m->compact_dirty = 0;
     int rc = 0;
+    if (m->alarm_dirty) {
+        m->alarm_dirty = 0;
+        rc = alarm_mask(m, CAIRN_MVCC_COMMITTED, &m->alarm_c);
+    }
     while (rc == 0 && !m->compact_async && cairn_mvcc_compact_pending(m)) {
         rc = cairn_mvcc_compact_step(m, m->compact_chunk);
         if (rc > 0)
@@ -1301,6 +1384,8 @@ cairn_mvcc_t *cairn_mvcc_open(const char *dir, int *err, char *errbuf, size_t er
     }
     if (rc == 0)
         rc = load_meta(m, errbuf, errlen);
+    if (rc == 0)
+        rc = alarm_mask(m, CAIRN_MVCC_COMMITTED, &m->alarm_c);
     while (rc == 0 && cairn_mvcc_compact_pending(m)) {
         cairn_info("resuming compaction", "rev=%lld", (long long)m->c.compact_rev);
         rc = cairn_mvcc_compact_step(m, m->compact_chunk);

@@ -197,6 +197,35 @@ int cairn_mvcc_lease_scan(cairn_mvcc_t *m, uint64_t from, int (*fn)(void *arg, i
 int cairn_mvcc_lease_keys(cairn_mvcc_t *m, int view, int64_t id,
                           int (*fn)(void *arg, const uint8_t *key, size_t key_len), void *arg);
 
+/* ---- alarms (etcd's alarm table; format: 'A' records at the top of mvcc.c) ------------ */
+
+/* Inside a batch (not inside a write txn): activates (on = 1) or deactivates (on = 0) alarm
+ * type (etcdserverpb.AlarmType) of member. Returns 1 if the table changed, 0 if it already was
+ * so, or a CAIRN_E*. */
+int cairn_mvcc_alarm_set(cairn_mvcc_t *m, uint64_t member, uint64_t type, int on);
+/* Every active alarm of the view, ascending by (member, type). fn returns non-zero to stop. */
+int cairn_mvcc_alarm_foreach(cairn_mvcc_t *m, int view, int (*fn)(void *arg, uint64_t member, uint64_t type),
+                             void *arg);
+/* The alarm types active in the view for any member: bit t set = type t (1 << 1: NOSPACE).
+ * Costs no read unless the open batch changed the table. */
+unsigned cairn_mvcc_alarms(cairn_mvcc_t *m, int view);
+
+/* ---- space (Maintenance/Defragment, Status) ------------------------------------------ */
+
+/* LevelDB's bytes for the whole keyspace (leveldb_approximate_sizes): the tables that hold
+ * records, without logs and files LevelDB no longer needs - Status's dbSizeInUse. */
+int64_t cairn_mvcc_db_size_in_use(cairn_mvcc_t *m);
+/* Compacts the whole keyspace (leveldb_compact_range): rewrites every table without the
+ * records that deletes and compactions superseded, so the files shrink. Blocks the caller
+ * until done (seconds on a large store), but reads and writes of other threads go on
+ * meanwhile (LevelDB is thread-safe; the work runs on its background thread). The one
+ * function of this file that may run on another thread than the store's owner; the store
+ * must not be closed until it returns. */
+int cairn_mvcc_defrag(cairn_mvcc_t *m);
+/* CRC32C over every record of the committed state but "Mcompact" (its cursor is one member's
+ * progress), and the revision it covers: Maintenance/Hash (etcd hashes its whole backend). */
+int cairn_mvcc_hash_all(cairn_mvcc_t *m, uint32_t *hash, int64_t *rev);
+
 /* ---- arena (shared with apply.c) ---------------------------------------------------- */
 
 /* A bump allocator: many small allocations, freed all at once. Requests and batches use one

@@ -191,3 +191,55 @@ int cairn_mvcc_hash_kv(cairn_mvcc_t *m, int64_t rev, uint32_t *hash, int64_t *co
     *hash = h;
     return 0;
 }
+
+/* ---- space and whole-store hash (Maintenance/Defragment, Status, Hash) ------------------- */
+
+int64_t cairn_mvcc_db_size_in_use(cairn_mvcc_t *m)
+{
+    /* every table's first byte is below 0xFF ('A'..'r'), so ["", "\xff") is the keyspace */
+    const char *start = "";
+    size_t start_len = 0;
+    const char *limit = "\xff";
+    size_t limit_len = 1;
+    uint64_t size = 0;
+    leveldb_approximate_sizes(m->db, 1, &start, &start_len, &limit, &limit_len, &size);
+    return (int64_t)size;
+}
+
+int cairn_mvcc_defrag(cairn_mvcc_t *m)
+{
+    /* NULL, NULL: the whole keyspace; the memtable is flushed first */
+    leveldb_compact_range(m->db, NULL, 0, NULL, 0);
+    return 0;
+}
+
+int cairn_mvcc_hash_all(cairn_mvcc_t *m, uint32_t *hash, int64_t *rev)
+{
+    while (!m->in_batch && cairn_mvcc_compact_pending(m)) {
+        int rc = cairn_mvcc_compact_step(m, m->compact_chunk);
+        if (rc < 0)
+            return rc;
+    }
+    uint32_t h = 0;
+    leveldb_iterator_t *it = leveldb_create_iterator(m->db, m->ro_scan);
+    for (leveldb_iter_seek_to_first(it); leveldb_iter_valid(it); leveldb_iter_next(it)) {
+        size_t kn, vn;
+        const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kn);
+        if (kn == 8 && memcmp(k, "Mcompact", 8) == 0)
+            continue;
+        const uint8_t *v = (const uint8_t *)leveldb_iter_value(it, &vn);
+        h = cairn_crc32c_extend(h, k, kn);
+        h = cairn_crc32c_extend(h, v, vn);
+    }
+    char *err = NULL;
+    leveldb_iter_get_error(it, &err);
+    leveldb_iter_destroy(it);
+    if (err) {
+        mvcc_ldb_err("hash", err);
+        return CAIRN_EIO;
+    }
+    *hash = h;
+    if (rev)
+        *rev = m->c.rev;
+    return 0;
+}

@@ -29,6 +29,7 @@
 #define T_LEASE 'L'
 #define T_LATT 'l'
 #define T_CONF 'C'
+#define T_ALARM 'A'
 #define HFLAG_TOMB 0x01
 #define CUR_HDR 32    /* create, mod, version, lease */
 #define HIST_HDR 25   /* flags, create, version, lease */
@@ -194,6 +195,8 @@ struct cairn_mvcc_t {
     meta_t p;   /* pending: c plus the open batch */
     int in_batch;
     int compact_dirty;
+    unsigned alarm_c; /* committed: bit t set = some member has an alarm of type t active ('A') */
+    int alarm_dirty;  /* the open batch changed the 'A' table */
     overlay_t ov;
 
     int in_txn;

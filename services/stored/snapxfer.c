@@ -97,6 +97,7 @@ static void snap_swap_in(stored_t *s)
     member_path(s, "mvcc", path, sizeof path);
     member_path(s, "mvcc.new", newp, sizeof newp);
     stored_snap_build_wait(s); /* a snapshot being written reads the store we are about to close */
+    stored_defrag_reap(s, 1);  /* so does a defragmentation */
     cairn_mvcc_destroy(&s->mvcc);
     if (cairn_snap_swap_dirs(member, "mvcc", "mvcc.new", err, sizeof err))
         snap_fatal("swap", err);

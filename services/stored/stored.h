@@ -8,6 +8,7 @@
  *   replay.c    start-up: opening the store and the WAL, replaying it, reconciling the log
  *   snapxfer.c  snapshot transfer (SNAP_REQ/SNAP_CHUNK) and install (SNAP_RECV/SNAP_ACK)
  *   metrics.c   stored's metrics table (etcd's names), answered over IPC
+ *   maint.c     MAINT (Hash, HashKV, Defragment, alarm list) and the space quota's NOSPACE alarm
  * Every function here runs on the loop's thread unless its comment says otherwise.
  */
 #ifndef CAIRN_STORED_H
@@ -115,6 +116,19 @@ typedef struct {
     cairn_events_t *events;       /* events.c: what each applied batch changed, for the gateways */
     uint8_t *lease_buf;           /* leases.c: grants and revokes of the batch, for raftd */
     size_t lease_n, lease_cap;
+    /* maint.c: a Defragment running on its own thread, and whom to answer when it is done */
+    struct {
+        int running, joinable;
+        pthread_t thread;
+        atomic_int done;
+        int rc;
+        double seconds;
+        cairn_mvcc_t *mvcc;
+        struct maint_wait_s *waiters;
+    } defrag;
+    struct {
+        int64_t next_check, next_propose; /* ms */
+    } quota;
 } stored_t;
 
 
@@ -179,6 +193,14 @@ void stored_lease_applied(stored_t *s, int kind, const uint8_t *body, size_t len
 void stored_lease_flush(stored_t *s);
 void stored_lease_list(stored_t *s, const uint8_t *ident, size_t ident_len, const cairn_ipc_msg_t *m);
 void stored_lease_read(stored_t *s, const uint8_t *ident, size_t ident_len, const cairn_ipc_msg_t *m);
+
+/* maint.c */
+void stored_maint(stored_t *s, const uint8_t *ident, size_t ident_len, const cairn_ipc_msg_t *m);
+/* Answers the Defragment requests once the compaction is done; block = 1 waits for it (before
+ * the store is closed or replaced). */
+void stored_defrag_reap(stored_t *s, int block);
+/* Proposes ACTIVATE NOSPACE for this member when the store passed the quota (rate-limited). */
+void stored_quota_check(stored_t *s, int64_t now);
 
 /* Makes the store report its changes to s->events (after every open of s->mvcc). */
 void stored_events_attach(stored_t *s);
