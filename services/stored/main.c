@@ -33,6 +33,7 @@
 #include "memlog.h"
 #include "mvcc.h"
 #include "snapshot.h"
+#include "cairn_procmetrics.h"
 #include "stored.h"
 #include "wal.h"
 
@@ -369,13 +370,15 @@ int main(int argc, char **argv)
     }
     /* After the replay: what it applied was published by no one, and a gateway that watched
      * through our restart sees the revisions jump and reads them from history. */
-    if (cairn_config_ipc_endpoint(s->cfg, "events", ep, sizeof ep) < 0 ||
-        !(s->events = cairn_events_new(ep, &rc))) {
-        cairn_error("cannot publish events", "endpoint=%s", ep);
+    char ev_ep[512];
+    if (cairn_config_ipc_endpoint(s->cfg, "events", ev_ep, sizeof ev_ep) < 0 ||
+        !(s->events = cairn_events_new(ev_ep, &rc))) {
+        cairn_error("cannot publish events", "endpoint=%s", ev_ep);
         goto out;
     }
     stored_events_attach(s);
-    cairn_info("stored ready", "endpoint=%s member_id=%016llx", ep, (unsigned long long)cairn_config_member_id(s->cfg));
+    cairn_info("stored ready", "endpoint=%s events=%s member_id=%016llx", ep, ev_ep,
+               (unsigned long long)cairn_config_member_id(s->cfg));
     cairn_daemon_notify_ready("stored ready");
 
     /* raftd learns our boot id from HELLO (sent every second, and dropped while raftd is not
@@ -396,6 +399,7 @@ int main(int argc, char **argv)
         stored_snap_install_reap(s, 0);
         stored_defrag_reap(s, 0);
         stored_quota_check(s, now);
+        stored_compactor_tick(s, now);
         int timeout = s->reads || s->build.running || s->inst.running || s->defrag.running ? 10 : 500;
         if (zmq_poll(&item, 1, timeout) < 0) {
             if (errno == EINTR)
@@ -441,6 +445,7 @@ out:
     free(s->outs);
     cairn_members_clear(&s->members);
     cairn_metrics_destroy(&s->metrics);
+    cairn_procmetrics_destroy(&s->procmetrics);
     cairn_config_destroy(&s->cfg);
     return exit_code;
 }

@@ -208,6 +208,24 @@ static int find_self_nospace(void *arg, uint64_t member, uint64_t type)
     return 0;
 }
 
+int stored_propose(stored_t *s, int kind, const uint8_t *body, size_t len)
+{
+    /* the origin names no gateway: the result goes to no one */
+    char origin[48];
+    int on = snprintf(origin, sizeof origin, "stored:%016llx", (unsigned long long)cairn_config_member_id(s->cfg));
+    cairn_ipc_req_t req = {.origin = (const uint8_t *)origin, .origin_len = (size_t)on, .req_id = 0,
+                           .kind = (uint64_t)kind, .body = body, .body_len = len};
+    uint8_t *env = NULL;
+    size_t env_len = 0;
+    int rc = cairn_ipc_req_encode(&req, &env, &env_len);
+    if (rc)
+        return rc;
+    cairn_ipc_msg_t p = {.type = CAIRN_IPC_PROPOSE, .req_id = 0, .body = env, .body_len = env_len};
+    stored_reply(s, (const uint8_t *)"raftd", 5, &p);
+    free(env);
+    return 0;
+}
+
 #define QUOTA_CHECK_MS 250
 #define QUOTA_REPROPOSE_MS 2000
 
@@ -238,17 +256,8 @@ void stored_quota_check(stored_t *s, int64_t now)
     q.alarm = ETCDSERVERPB__ALARM_TYPE__NOSPACE;
     uint8_t qb[32];
     size_t qn = etcdserverpb__alarm_request__pack(&q, qb);
-    char origin[48];
-    int on = snprintf(origin, sizeof origin, "stored:%016llx", (unsigned long long)self);
-    cairn_ipc_req_t req = {.origin = (const uint8_t *)origin, .origin_len = (size_t)on, .req_id = 0,
-                           .kind = CAIRN_REQ_ALARM, .body = qb, .body_len = qn};
-    uint8_t *env = NULL;
-    size_t env_len = 0;
-    if (cairn_ipc_req_encode(&req, &env, &env_len) != 0)
+    if (stored_propose(s, CAIRN_REQ_ALARM, qb, qn) != 0)
         return;
-    cairn_ipc_msg_t p = {.type = CAIRN_IPC_PROPOSE, .req_id = 0, .body = env, .body_len = env_len};
-    stored_reply(s, (const uint8_t *)"raftd", 5, &p);
-    free(env);
     s->quota.next_propose = now + QUOTA_REPROPOSE_MS;
     cairn_warn("database space exceeded; raising the NOSPACE alarm", "db_size=%lld quota=%lld", (long long)size,
                (long long)quota);

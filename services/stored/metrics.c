@@ -22,6 +22,7 @@
 #include "cairn_err.h"
 #include "cairn_log.h"
 #include "cairn_metrics.h"
+#include "cairn_procmetrics.h"
 #include "stored.h"
 
 /* prometheus.ExponentialBuckets(0.001, 2, 14): etcd's WAL fsync and backend commit */
@@ -56,6 +57,8 @@ static const cairn_metric_desc_t stored_metric_rows[STORED_M_COUNT_] = {
                               CAIRN_METRIC_GAUGE},
     [STORED_M_COMPACT_REV] = {"etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.",
                               CAIRN_METRIC_GAUGE},
+    [STORED_M_QUOTA] = {"etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.",
+                        CAIRN_METRIC_GAUGE},
 };
 
 /* The text of every row is a few KiB; this bounds it (cairn_metrics_render never grows). */
@@ -73,6 +76,7 @@ int stored_metrics_init(stored_t *s)
     char err[256];
     int rc = 0;
     s->metrics = cairn_metrics_new(stored_metric_rows, STORED_M_COUNT_, &rc, err, sizeof err);
+    s->procmetrics = cairn_procmetrics_new("stored");
     if (!s->metrics)
         cairn_error("cannot create the metrics registry", "err=\"%s\"", err);
     return s->metrics ? 0 : rc;
@@ -96,7 +100,10 @@ void stored_metrics_answer(stored_t *s, const uint8_t *ident, size_t ident_len, 
     /* the same size STATUS reports for both (LevelDB's files: what it holds is in use) */
     cairn_metrics_set(m, STORED_M_DB_SIZE, size > 0 ? (double)size : 0);
     cairn_metrics_set(m, STORED_M_DB_SIZE_DEBUG, size > 0 ? (double)size : 0);
-    cairn_metrics_set(m, STORED_M_DB_IN_USE, size > 0 ? (double)size : 0);
+    int64_t in_use = cairn_mvcc_db_size_in_use(s->mvcc); /* what STATUS reports as dbSizeInUse */
+    cairn_metrics_set(m, STORED_M_DB_IN_USE, in_use > 0 ? (double)(in_use < size ? in_use : size) : 0);
+    cairn_metrics_set(m, STORED_M_QUOTA, s->cfg->quota_bytes > 0 && s->cfg->quota_bytes < INT64_MAX
+                                             ? (double)s->cfg->quota_bytes : 0);
     cairn_metrics_set(m, STORED_M_APPLIED, (double)cairn_mvcc_applied_index(s->mvcc));
     cairn_metrics_set(m, STORED_M_CURRENT_REV, (double)cairn_mvcc_revision(s->mvcc));
     /* never compacted: -1 in the store, the gauge's initial 0 in etcd */
@@ -104,6 +111,10 @@ void stored_metrics_answer(stored_t *s, const uint8_t *ident, size_t ident_len, 
     cairn_metrics_set(m, STORED_M_COMPACT_REV, crev > 0 ? (double)crev : 0);
     cairn_metrics_set(m, STORED_M_SNAP_APPLY, s->inst.running ? 1 : 0);
     int n = cairn_metrics_render(m, buf, STORED_METRICS_BUF);
+    /* then the process_* families (cairn_procmetrics.h), labelled process="stored" */
+    int pn = n >= 0 && s->procmetrics ? cairn_procmetrics_render(s->procmetrics, buf + n, STORED_METRICS_BUF - (size_t)n)
+                                      : 0;
+    n = pn < 0 ? pn : n + pn;
     if (n < 0) {
         cairn_warn("metrics text does not fit", "err=\"%s\"", cairn_strerror(n));
         stored_reply_result(s, ident, ident_len, req_id, 13, cairn_strerror(n), NULL, 0);

@@ -114,6 +114,7 @@ typedef struct {
     cairn_members_t members; /* the membership as of the applied index (mvcc 'C' records) */
     cairn_metrics_reg_t *metrics; /* metrics.c; the loop's thread only */
     cairn_events_t *events;       /* events.c: what each applied batch changed, for the gateways */
+    struct cairn_procmetrics_t *procmetrics; /* metrics.c: process_* (cairn_procmetrics.h) */
     uint8_t *lease_buf;           /* leases.c: grants and revokes of the batch, for raftd */
     size_t lease_n, lease_cap;
     /* maint.c: a Defragment running on its own thread, and whom to answer when it is done */
@@ -179,6 +180,7 @@ enum {
     STORED_M_DB_IN_USE,
     STORED_M_CURRENT_REV,
     STORED_M_COMPACT_REV,
+    STORED_M_QUOTA,
     STORED_M_COUNT_
 };
 double stored_clock_s(void); /* a monotonic clock in seconds, for durations */
@@ -201,6 +203,11 @@ void stored_maint(stored_t *s, const uint8_t *ident, size_t ident_len, const cai
 void stored_defrag_reap(stored_t *s, int block);
 /* Proposes ACTIVATE NOSPACE for this member when the store passed the quota (rate-limited). */
 void stored_quota_check(stored_t *s, int64_t now);
+/* A request of stored's own (kind: cairn_req_kind_t) proposed through its raftd, like a
+ * gateway's; its result goes to no one. 0 or a CAIRN_E*. */
+int stored_propose(stored_t *s, int kind, const uint8_t *body, size_t len);
+/* compactor.c: --auto-compaction-mode/--auto-compaction-retention, on the leader's member */
+void stored_compactor_tick(stored_t *s, int64_t now);
 
 /* Makes the store report its changes to s->events (after every open of s->mvcc). */
 void stored_events_attach(stored_t *s);

@@ -61,7 +61,7 @@ grep -qE '^grpc_server_handled_total\{grpc_code="OK",grpc_method="Put",grpc_serv
   t_ok "grpc_server_handled_total counts the 20 Puts by method and code" ||
   t_fail "grpc_server_handled_total: $(grep '^grpc_server_handled_total' <<<"$page" | head -5)"
 # process_* from every process, one family each, a series per process
-for proc in gatewayd raftd; do
+for proc in gatewayd raftd stored; do
   grep -qE "^process_resident_memory_bytes\{process=\"$proc\"\} [1-9]" <<<"$page" &&
     t_ok "process_resident_memory_bytes for $proc" || t_fail "no process_resident_memory_bytes for $proc"
 done
