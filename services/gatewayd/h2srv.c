@@ -156,7 +156,8 @@ struct conn {
     SSL *ssl;
     unsigned dead : 1, closing : 1, in_dirty : 1, hs_want_write : 1, rd_want_write : 1, wr_want_read : 1,
         ssl_fatal : 1, h1_pending : 1, h1_keep : 1, h1_head : 1, h1_continue_sent : 1, h1_v10 : 1,
-        peer_eof : 1; /* HTTP/1.1 client half-closed: answer what it sent, then close */
+        peer_eof : 1, /* HTTP/1.1 client half-closed: answer what it sent, then close */
+        metrics_only : 1; /* accepted on a --listen-metrics-urls listener: plain HTTP only */
     int64_t created_ms, closing_ms;
     size_t idx; /* position in srv->conns */
     conn_t *dirty_next;
@@ -177,6 +178,7 @@ typedef struct {
     int fd;
     int tls;
     int port;
+    int metrics_only; /* --listen-metrics-urls: every request is plain HTTP (no gRPC) */
 } listener_t;
 
 struct cairn_h2srv_t {
@@ -923,7 +925,7 @@ static void st_dispatch(conn_t *c, h2stream_t *st, const uint8_t *msg, size_t le
         .has_leader_md = st->has_leader,
         .timeout_ms = st->timeout_ms,
         .client_cn = c->cn[0] ? c->cn : NULL,
-        .tls = c->ssl != NULL,
+        .tls = c->ssl != NULL, .metrics_only = c->metrics_only,
     };
     s->in_cb++;
     s->h.on_message(s->h.ud, call_id(c, (uint32_t)st->id), st->path, msg, len, &meta);
@@ -1073,7 +1075,7 @@ static void st_http_dispatch(conn_t *c, h2stream_t *st)
                                 .token = st->authz,
                                 .timeout_ms = -1,
                                 .client_cn = c->cn[0] ? c->cn : NULL,
-                                .tls = c->ssl != NULL};
+                                .tls = c->ssl != NULL, .metrics_only = c->metrics_only};
         st->announced = 1;
         s->in_cb++;
         s->h.on_http1_async(s->h.ud, call_id(c, (uint32_t)st->id), st->method, st->path, body, st->in_len, &meta);
@@ -1191,7 +1193,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     } else if (IS("content-type")) {
         /* "application/grpc", "application/grpc+proto", "application/grpc;..." */
         st->is_grpc = valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0 &&
-                      (valuelen == 16 || value[16] == '+' || value[16] == ';');
+                      (valuelen == 16 || value[16] == '+' || value[16] == ';') && !c->metrics_only;
     } else if (IS("grpc-timeout")) {
         char tmp[16];
         if (valuelen < sizeof tmp) {
@@ -1436,7 +1438,7 @@ static void h1_process(conn_t *c)
                                     .token = req->authorization[0] ? req->authorization : NULL,
                                     .timeout_ms = -1,
                                     .client_cn = c->cn[0] ? c->cn : NULL,
-                                    .tls = c->ssl != NULL};
+                                    .tls = c->ssl != NULL, .metrics_only = c->metrics_only};
             s->in_cb++;
             s->h.on_http1_async(s->h.ud, c->h1_pending_id, req->method, req->path, body, req->content_length, &meta);
             s->in_cb--;
@@ -1623,6 +1625,7 @@ static void accept_some(cairn_h2srv_t *s, listener_t *l)
             close(fd);
             continue;
         }
+        c->metrics_only = l->metrics_only != 0;
     }
 }
 
@@ -1667,8 +1670,9 @@ cairn_h2srv_t *cairn_h2srv_new(const cairn_h2srv_opts_t *opts, const cairn_h2srv
         signal(SIGPIPE, SIG_IGN);
 
     int need_tls = 0;
-    for (size_t i = 0; i < opts->n_listen; i++)
-        if (opts->listen_urls[i] && strncmp(opts->listen_urls[i], "https://", 8) == 0)
+    for (size_t i = 0; i < opts->n_listen + opts->n_metrics; i++)
+        if ((i < opts->n_listen ? opts->listen_urls[i] : opts->metrics_urls[i - opts->n_listen]) &&
+            strncmp(i < opts->n_listen ? opts->listen_urls[i] : opts->metrics_urls[i - opts->n_listen], "https://", 8) == 0)
             need_tls = 1;
     if (need_tls) {
         char certp[4200], keyp[4200];
@@ -1692,19 +1696,22 @@ cairn_h2srv_t *cairn_h2srv_new(const cairn_h2srv_opts_t *opts, const cairn_h2srv
         }
     }
 
-    s->ls = calloc(opts->n_listen, sizeof *s->ls);
+    s->ls = calloc(opts->n_listen + opts->n_metrics, sizeof *s->ls);
     if (!s->ls)
         goto fail;
-    for (size_t i = 0; i < opts->n_listen; i++) {
-        if (!opts->listen_urls[i]) {
+    for (size_t i = 0; i < opts->n_listen + opts->n_metrics; i++) {
+        int metrics = i >= opts->n_listen;
+        const char *url = metrics ? opts->metrics_urls[i - opts->n_listen] : opts->listen_urls[i];
+        if (!url) {
             cairn_errbuf_set(errbuf, errlen, "empty listen URL");
             rc = CAIRN_ECONFIG;
             goto fail;
         }
         s->ls[i].fd = -1;
-        rc = listener_open(s, opts->listen_urls[i], opts->reuseport, &s->ls[i], errbuf, errlen);
+        rc = listener_open(s, url, opts->reuseport, &s->ls[i], errbuf, errlen);
         if (rc)
             goto fail;
+        s->ls[i].metrics_only = metrics;
         s->n_ls++;
     }
 

@@ -46,6 +46,7 @@ typedef struct {
     int64_t timeout_ms;     /* from grpc-timeout, rounded up to whole ms; -1 none */
     const char *client_cn;  /* TLS client certificate CN when one was verified, else NULL */
     int tls;                /* 1 if the connection is TLS */
+    int metrics_only;       /* accepted on a metrics listener (cairn_h2srv_opts_t.metrics_urls) */
 } cairn_h2_meta_t;
 
 typedef struct {
@@ -93,6 +94,8 @@ typedef struct {
                                          this + 512 KiB are delivered (etcd answers "request is too
                                          large" itself above max_request_bytes); larger: status 8 */
     int reuseport;                    /* SO_REUSEPORT so several gateways share the port */
+    const char *const *metrics_urls;  /* etcd --listen-metrics-urls: more listeners whose requests are */
+    size_t n_metrics;                 /* all plain HTTP (no gRPC): the service answers /metrics, /health */
     uint32_t max_concurrent_streams;  /* per connection; 0 = 1000 */
 } cairn_h2srv_opts_t;
 
