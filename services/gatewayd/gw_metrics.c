@@ -238,6 +238,75 @@ static size_t split_families(const char *t, size_t n, int part, fam_t *out, size
 
 #define MAX_FAMILIES 1024
 
+/* A process_* family, rendered by each process with a label process="...": etcd has one
+ * process and tools read these unlabelled (etcdctl check datascale parses
+ * "process_resident_memory_bytes <value>"), so the page serves the node's figure unlabelled -
+ * the sum over the processes, or for the start time and the fd limit the smallest - and the
+ * per-process series under the same name prefixed cairn_. Returns the bytes written at out
+ * (the family's text, at most twice what the processes rendered). */
+static size_t emit_process_family(fam_t *fams, size_t nf, size_t first, char *out)
+{
+    fam_t *f = &fams[first];
+    int take_min = (f->nlen == 26 && memcmp(f->name, "process_start_time_seconds", 26) == 0) ||
+                   (f->nlen == 15 && memcmp(f->name, "process_max_fds", 15) == 0);
+    double agg = 0;
+    int have = 0;
+    size_t o = 0;
+    /* HELP and TYPE lines of the node's figure, then the value */
+    memcpy(out, f->p, f->samples);
+    o += f->samples;
+    size_t mark = o;
+    for (size_t j = first; j < nf; j++) {
+        fam_t *q = &fams[j];
+        if (q->nlen != f->nlen || memcmp(q->name, f->name, f->nlen) != 0)
+            continue;
+        q->used = 1;
+        const char *p = q->p + q->samples, *end = q->p + q->len;
+        while (p < end) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            if (!nl)
+                nl = end;
+            const char *sp = p;
+            for (const char *t = p; t < nl; t++)
+                if (*t == ' ')
+                    sp = t;
+            if (sp > p) {
+                char num[48];
+                size_t nn = (size_t)(nl - sp - 1) < sizeof num - 1 ? (size_t)(nl - sp - 1) : sizeof num - 1;
+                memcpy(num, sp + 1, nn);
+                num[nn] = 0;
+                double v = strtod(num, NULL);
+                agg = !have ? v : take_min ? (v < agg ? v : agg) : agg + v;
+                have = 1;
+            }
+            p = nl + 1;
+        }
+    }
+    if (!have)
+        return 0; /* no samples: leave the family out */
+    o += (size_t)sprintf(out + o, "%.*s %.17g\n", (int)f->nlen, f->name, agg);
+    (void)mark;
+    /* the breakdown: "# HELP cairn_<name> <help> (one series per process of the node)" */
+    const char *help = f->p + 7 + f->nlen + 1;
+    const char *help_end = memchr(help, '\n', f->len);
+    o += (size_t)sprintf(out + o, "# HELP cairn_%.*s %.*s Per process of the node.\n# TYPE cairn_%.*s gauge\n",
+                         (int)f->nlen, f->name, help_end ? (int)(help_end - help) : 0, help, (int)f->nlen, f->name);
+    for (size_t j = first; j < nf; j++) {
+        fam_t *q = &fams[j];
+        if (q->nlen != f->nlen || memcmp(q->name, f->name, f->nlen) != 0)
+            continue;
+        const char *p = q->p + q->samples, *end = q->p + q->len;
+        while (p < end) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            if (!nl)
+                nl = end;
+            o += (size_t)sprintf(out + o, "cairn_%.*s\n", (int)(nl - p), p);
+            p = nl + 1;
+        }
+    }
+    return o;
+}
+
 /* The page: every family once. A family several processes render (process_*) gets one HELP
  * and TYPE and every process's samples; a fallback family of the gateway's (the status rows)
  * is left out when a process rendered it. */
@@ -280,6 +349,10 @@ static void gather_reply(cairn_gateway_t *g, gather_t *x)
         if (is_fallback && elsewhere) {
             f->used = 1;
             continue; /* the process that owns it answered */
+        }
+        if (f->nlen > 8 && memcmp(f->name, "process_", 8) == 0) {
+            out += emit_process_family(fams, nf, i, page + out);
+            continue;
         }
         memcpy(page + out, f->p, f->len);
         out += f->len;

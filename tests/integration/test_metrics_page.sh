@@ -60,11 +60,18 @@ t_wait_until 5 bash -c "curl -s http://$C_EP/metrics | grep -qx 'etcd_debugging_
 grep -qE '^grpc_server_handled_total\{grpc_code="OK",grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"\} 20$' <<<"$page" &&
   t_ok "grpc_server_handled_total counts the 20 Puts by method and code" ||
   t_fail "grpc_server_handled_total: $(grep '^grpc_server_handled_total' <<<"$page" | head -5)"
-# process_* from every process, one family each, a series per process
+# process_*: the node's figure unlabelled, as etcd has it (etcdctl check datascale parses
+# "process_resident_memory_bytes <value>"), and a series per process under cairn_process_*
+grep -qE "^process_resident_memory_bytes [1-9][0-9.e+]*$" <<<"$page" && t_ok "process_resident_memory_bytes, unlabelled" ||
+  t_fail "process_resident_memory_bytes: $(grep '^process_resident' <<<"$page")"
+sum=0
 for proc in gatewayd raftd stored; do
-  grep -qE "^process_resident_memory_bytes\{process=\"$proc\"\} [1-9]" <<<"$page" &&
-    t_ok "process_resident_memory_bytes for $proc" || t_fail "no process_resident_memory_bytes for $proc"
+  v=$(grep -E "^cairn_process_resident_memory_bytes\{process=\"$proc\"\} " <<<"$page" | awk '{print $2}')
+  [ -n "$v" ] && t_ok "cairn_process_resident_memory_bytes for $proc" || t_fail "no cairn_process_resident_memory_bytes for $proc"
+  sum=$(python3 -c "print(int($sum + float('${v:-0}')))")
 done
+node=$(grep -E "^process_resident_memory_bytes " <<<"$page" | awk '{print $2}')
+t_eq "the node's figure is the sum of its processes'" "$sum" "$(python3 -c "print(int(float('${node:-0}')))")"
 # families only the other processes own (they answer METRICS with their own tables)
 for name in ${METRICS_RAFTD_FAMILIES:-} ${METRICS_STORED_FAMILIES:-}; do
   grep -q "^# TYPE $name " <<<"$page" && t_ok "/metrics has $name" || t_fail "/metrics lacks $name"
