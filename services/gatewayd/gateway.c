@@ -562,7 +562,7 @@ cairn_gateway_t *cairn_gateway_new(cairn_config_t *cfg)
     g->calls = cairn_u64map_new();
     int rc;
     char merr[256];
-    if (!(g->metrics = gw_metrics_new(&rc, merr, sizeof merr))) {
+    if (!(g->metrics = gw_metrics_new(cfg->metrics == CAIRN_METRICS_EXTENSIVE, &rc, merr, sizeof merr))) {
         cairn_error("cannot set up metrics", "err=\"%s\"", merr);
         goto fail;
     }

@@ -196,7 +196,8 @@ gw_pending_t *gw_propose_with(cairn_gateway_t *g, cairn_call_id_t call, const gw
 void gw_queue_read(cairn_gateway_t *g, gw_pending_t *p);
 /* /metrics (gw_metrics.c): the gateway's own table; the page it serves adds raftd's and
  * stored's (asked with CAIRN_IPC_METRICS). */
-cairn_metrics_reg_t *gw_metrics_new(int *rc, char *err, size_t errlen);
+/* extensive: --metrics extensive (adds grpc_server_handling_seconds, as etcd's) */
+cairn_metrics_reg_t *gw_metrics_new(int extensive, int *rc, char *err, size_t errlen);
 void gw_serve_metrics(cairn_gateway_t *g, cairn_call_id_t req);
 void gw_metrics_destroy(cairn_gateway_t *g);
 /* grpc_server_started_total / grpc_server_handled_total by method (and code): a call of mt

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cairn_err.h"
@@ -38,8 +39,11 @@ enum {
     GW_M_FALLBACK_END_, /* rows before this are fallbacks */
     GW_M_GRPC_STARTED = GW_M_FALLBACK_END_,
     GW_M_GRPC_HANDLED,
+    GW_M_GRPC_HANDLING, /* --metrics extensive only, as etcd */
     GW_M_COUNT_
 };
+/* go-grpc-prometheus' default buckets (prometheus.DefBuckets) */
+static const double handling_buckets[] = {.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10};
 /* go-grpc-prometheus' label values: ~25 methods x 17 codes at most */
 #define GW_GRPC_SERIES 1024
 static const cairn_metric_desc_t gw_metric_rows[GW_M_COUNT_] = {
@@ -65,6 +69,11 @@ static const cairn_metric_desc_t gw_metric_rows[GW_M_COUNT_] = {
                            "Total number of RPCs completed on the server, regardless of success or failure.",
                            CAIRN_METRIC_COUNTER, NULL, 0, {"grpc_code", "grpc_method", "grpc_service", "grpc_type"},
                            GW_GRPC_SERIES},
+    [GW_M_GRPC_HANDLING] = {"grpc_server_handling_seconds",
+                            "Histogram of response latency (seconds) of gRPC that had been application-level handled "
+                            "by the server.",
+                            CAIRN_METRIC_HISTOGRAM, handling_buckets, sizeof handling_buckets / sizeof handling_buckets[0],
+                            {"grpc_method", "grpc_service", "grpc_type"}, GW_GRPC_SERIES},
 };
 
 /* Room for the gateway's own text. */
@@ -80,8 +89,9 @@ static const cairn_metric_desc_t gw_metric_rows[GW_M_COUNT_] = {
 static struct {
     const cairn_gateway_t *g;
     cairn_series_t **started;         /* [method index] */
+    cairn_series_t **handling;        /* [method index], --metrics extensive */
     cairn_series_t *(*handled)[N_CODES]; /* [method index][grpc code] */
-    cairn_u64map_t *calls;            /* call -> method index + 1, from start to status */
+    cairn_u64map_t *calls;            /* call -> call_t, from start to status */
     cairn_procmetrics_t *proc;
 } gm;
 
@@ -90,18 +100,40 @@ static const char *const grpc_code_names[N_CODES] = {
     "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted", "OutOfRange", "Unimplemented",
     "Internal", "Unavailable", "DataLoss", "Unauthenticated"};
 
-cairn_metrics_reg_t *gw_metrics_new(int *rc, char *err, size_t errlen)
+cairn_metrics_reg_t *gw_metrics_new(int extensive, int *rc, char *err, size_t errlen)
 {
     gm.proc = cairn_procmetrics_new("gatewayd");
     gm.calls = cairn_u64map_new();
-    return cairn_metrics_new(gw_metric_rows, GW_M_COUNT_, rc, err, errlen);
+    /* --metrics basic leaves the latency histogram out, as etcd's does */
+    return cairn_metrics_new(gw_metric_rows, extensive ? GW_M_COUNT_ : GW_M_GRPC_HANDLING, rc, err, errlen);
+}
+
+typedef struct {
+    size_t index;
+    int64_t t0_us;
+} call_t;
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 void gw_metrics_destroy(cairn_gateway_t *g)
 {
     cairn_procmetrics_destroy(&gm.proc);
     cairn_u64map_destroy(&gm.calls);
+    if (gm.calls) {
+        size_t pos = 0;
+        uint64_t k;
+        void *v;
+        while (cairn_u64map_next(gm.calls, &pos, &k, &v))
+            free(v);
+    }
+    cairn_u64map_destroy(&gm.calls);
     free(gm.started);
+    free(gm.handling);
     free(gm.handled);
     memset(&gm, 0, sizeof gm);
     cairn_metrics_destroy(&g->metrics);
@@ -128,11 +160,13 @@ static int series_ready(cairn_gateway_t *g)
     if (gm.g == g && gm.started)
         return 1;
     free(gm.started);
+    free(gm.handling);
     free(gm.handled);
     gm.started = calloc(g->n_methods ? g->n_methods : 1, sizeof *gm.started);
+    gm.handling = calloc(g->n_methods ? g->n_methods : 1, sizeof *gm.handling);
     gm.handled = calloc(g->n_methods ? g->n_methods : 1, sizeof *gm.handled);
     gm.g = g;
-    return gm.started && gm.handled;
+    return gm.started && gm.handled && gm.handling;
 }
 
 void gw_metrics_call_started(cairn_gateway_t *g, cairn_call_id_t call, const gw_method_t *mt)
@@ -147,18 +181,36 @@ void gw_metrics_call_started(cairn_gateway_t *g, cairn_call_id_t call, const gw_
         gm.started[i] = cairn_metrics_series(g->metrics, GW_M_GRPC_STARTED, v);
     }
     cairn_series_inc(gm.started[i], 1);
-    if (gm.calls)
-        cairn_u64map_put(gm.calls, call, (void *)(uintptr_t)(i + 1));
+    call_t *ct = gm.calls ? malloc(sizeof *ct) : NULL;
+    if (!ct)
+        return;
+    ct->index = i;
+    ct->t0_us = now_us();
+    free(cairn_u64map_take(gm.calls, call)); /* a stale entry of a reused id */
+    if (cairn_u64map_put(gm.calls, call, ct) != 0)
+        free(ct);
 }
 
 void gw_metrics_call_status(cairn_gateway_t *g, cairn_call_id_t call, int code)
 {
-    void *v = gm.calls ? cairn_u64map_take(gm.calls, call) : NULL;
-    if (!v || !series_ready(g) || code < 0 || code >= N_CODES)
+    call_t *ct = gm.calls ? cairn_u64map_take(gm.calls, call) : NULL;
+    if (!ct)
         return;
-    size_t i = (size_t)(uintptr_t)v - 1;
-    if (i >= g->n_methods)
+    size_t i = ct->index;
+    int64_t t0 = ct->t0_us;
+    free(ct);
+    if (!series_ready(g) || code < 0 || code >= N_CODES || i >= g->n_methods)
         return;
+    if (g->cfg->metrics == CAIRN_METRICS_EXTENSIVE) {
+        if (!gm.handling[i]) {
+            const gw_method_t *mt = g->methods[i];
+            char svc[128], meth[64];
+            split_path(mt->path, svc, sizeof svc, meth, sizeof meth);
+            const char *hv[3] = {meth, svc, mt->kind == GW_STREAM ? "bidi_stream" : "unary"};
+            gm.handling[i] = cairn_metrics_series(g->metrics, GW_M_GRPC_HANDLING, hv);
+        }
+        cairn_series_observe(gm.handling[i], (double)(now_us() - t0) / 1e6);
+    }
     if (!gm.handled[i][code]) {
         const gw_method_t *mt = g->methods[i];
         char svc[128], meth[64];
@@ -173,7 +225,7 @@ void gw_metrics_call_status(cairn_gateway_t *g, cairn_call_id_t call, int code)
 void gw_metrics_call_closed(cairn_gateway_t *g, cairn_call_id_t call)
 {
     if (gm.calls)
-        cairn_u64map_take(gm.calls, call);
+        free(cairn_u64map_take(gm.calls, call));
 }
 
 enum { PART_RAFTD, PART_STORED, N_PARTS };

@@ -86,4 +86,18 @@ ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 out=$(check_page "raftd down" <"$T_TMP/page") && t_ok "/metrics without raftd: every family once" || t_fail "$out"
 grep -qE "^etcd_server_has_leader [0-9]" <<<"$page" && t_ok "has_leader still served (the gateway's last status)" ||
   t_fail "has_leader missing when raftd is down"
+
+# --metrics extensive adds grpc_server_handling_seconds (a histogram by method), basic does not
+grep -q "^# TYPE grpc_server_handling_seconds " <<<"$page" && t_fail "--metrics basic served the latency histogram" ||
+  t_ok "--metrics basic: no grpc_server_handling_seconds"
+t_stop "$C_STORED" "$C_GW"
+BASE_TMP=$T_TMP; T_TMP=$BASE_TMP/extensive; mkdir -p "$T_TMP" # its own data dirs
+T_EXTRA_FLAGS="--metrics extensive"
+t_start_cluster 1
+t_wait_healthy "${C_EPS[0]}" || t_fail "the extensive node is not healthy"
+etcdctl --endpoints="${C_EPS[0]}" put /x y >/dev/null
+grep -qE '^grpc_server_handling_seconds_count\{grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"\} 1$' \
+  <<<"$(curl -s "http://${C_EPS[0]}/metrics")" && t_ok "--metrics extensive: grpc_server_handling_seconds counts the Put" ||
+  t_fail "--metrics extensive: $(curl -s "http://${C_EPS[0]}/metrics" | grep handling_seconds_count)"
+T_TMP=$BASE_TMP
 t_done
