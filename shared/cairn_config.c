@@ -107,7 +107,8 @@ static const opt_t k_opts[] = {
     {"max-request-bytes", K_U64, F(max_request_bytes), "1572864", NULL,
      "Maximum client request size in bytes the server will accept (at most 33554432).", NULL, 0, NULL},
     {"grpc-keepalive-min-time", K_DUR, F(grpc_keepalive_min_time_ms), "5s", NULL,
-     "Minimum duration interval that a client should wait before pinging server.", NULL, 0, NULL},
+     "Minimum duration interval that a client should wait before pinging server (only 5s: Cairn never "
+     "closes a connection for pinging too often).", NULL, 0, NULL},
     {"grpc-keepalive-interval", K_DUR, F(grpc_keepalive_interval_ms), "2h", NULL,
      "Frequency duration of server-to-client ping to check if a connection is alive (0 to disable).",
      NULL, 0, NULL},
@@ -1218,6 +1219,13 @@ int cairn_config_finalize(cairn_config_t *c, char *eb, size_t el)
     if (c->max_request_bytes > CAIRN_MAX_REQUEST_BYTES_LIMIT)
         return refuse_opt(c, (size_t)opt_index("max-request-bytes", 17), "",
                           "must be at most 33554432 (32 MiB): a request is one raft entry, sent and stored whole",
+                          eb, el);
+    /* grpc-go closes a client that pings more often than this (GOAWAY too_many_pings). Cairn
+     * never does (etcdctl and other clients must never be cut off for their keepalives), so a
+     * value other than etcd's default would be accepted and not honoured: refused instead. */
+    if (c->grpc_keepalive_min_time_ms != 5000)
+        return refuse_opt(c, (size_t)opt_index("grpc-keepalive-min-time", 23), "",
+                          "not supported: Cairn never closes a connection for pinging too often; leave it at 5s",
                           eb, el);
 
     /* Without --initial-cluster, a one-member cluster of this node (etcd does the same for

@@ -159,6 +159,7 @@ struct conn {
         peer_eof : 1, /* HTTP/1.1 client half-closed: answer what it sent, then close */
         metrics_only : 1; /* accepted on a --listen-metrics-urls listener: plain HTTP only */
     int64_t created_ms, closing_ms;
+    int64_t last_rx_ms, ping_sent_ms; /* keepalive: last bytes from the client; our PING in flight */
     size_t idx; /* position in srv->conns */
     conn_t *dirty_next;
     buf_t in;  /* sniffing and HTTP/1.1 input */
@@ -187,6 +188,7 @@ struct cairn_h2srv_t {
     size_t max_http1_body;
     size_t conn_req_cap;  /* incomplete request bytes per connection */
     uint32_t max_streams;
+    int64_t ka_interval_ms, ka_timeout_ms; /* keepalive(): 0 = off */
     SSL_CTX *ssl_ctx;
     listener_t *ls;
     size_t n_ls;
@@ -500,7 +502,7 @@ static conn_t *conn_new(cairn_h2srv_t *s, int fd, int tls)
         return NULL;
     c->srv = s;
     c->fd = fd;
-    c->created_ms = cairn_now_ms();
+    c->created_ms = c->last_rx_ms = cairn_now_ms();
     do {
         c->serial = s->next_serial++;
     } while (c->serial == 0 || ht_get(s, c->serial));
@@ -1235,6 +1237,10 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         }
         return 0;
     }
+    if (frame->hd.type == NGHTTP2_PING && (frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+        c->ping_sent_ms = 0; /* the client answered our keepalive */
+        return 0;
+    }
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
         return 0;
     h2stream_t *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
@@ -1493,6 +1499,7 @@ int cairn_h2srv_http1_reply(cairn_h2srv_t *self, cairn_call_id_t req, int status
 
 static void conn_feed(conn_t *c, const uint8_t *data, size_t n)
 {
+    c->last_rx_ms = cairn_now_ms();
     switch (c->state) {
     case CS_H2:
         h2_feed(c, data, n);
@@ -1663,6 +1670,8 @@ cairn_h2srv_t *cairn_h2srv_new(const cairn_h2srv_opts_t *opts, const cairn_h2srv
     if (s->conn_req_cap < (64u << 20))
         s->conn_req_cap = 64u << 20;
     s->max_streams = opts->max_concurrent_streams ? opts->max_concurrent_streams : 1000;
+    s->ka_interval_ms = opts->keepalive_interval_ms;
+    s->ka_timeout_ms = opts->keepalive_timeout_ms;
     s->next_serial = 1;
 
     struct sigaction old;
@@ -1988,6 +1997,26 @@ static void conn_pump(conn_t *c)
     }
 }
 
+/* etcd's --grpc-keepalive-interval / --grpc-keepalive-timeout (grpc-go's server keepalive):
+ * a connection the client has sent nothing on for the interval gets a PING; one that does not
+ * answer within the timeout is closed. Checked once a second (sweep). */
+static void keepalive(cairn_h2srv_t *s, conn_t *c, int64_t now)
+{
+    if (c->ping_sent_ms) {
+        if (s->ka_timeout_ms > 0 && now - c->ping_sent_ms > s->ka_timeout_ms) {
+            cairn_info("client did not answer the keepalive ping; closing its connection", "conn=%u", c->serial);
+            conn_kill(c);
+        }
+        return;
+    }
+    if (s->ka_interval_ms > 0 && now - c->last_rx_ms >= s->ka_interval_ms) {
+        if (nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, NULL) == 0) {
+            c->ping_sent_ms = now;
+            mark_dirty(c);
+        }
+    }
+}
+
 static void sweep(cairn_h2srv_t *s, int64_t now)
 {
     for (size_t i = 0; i < s->n_conns; i++) {
@@ -2000,6 +2029,8 @@ static void sweep(cairn_h2srv_t *s, int64_t now)
             conn_kill(c);
         else if (c->closing && now - c->closing_ms > CLOSING_TIMEOUT_MS)
             conn_kill(c);
+        else if (c->state == CS_H2 && c->h2 && !c->closing)
+            keepalive(s, c, now);
     }
 }
 

@@ -97,6 +97,8 @@ typedef struct {
     const char *const *metrics_urls;  /* etcd --listen-metrics-urls: more listeners whose requests are */
     size_t n_metrics;                 /* all plain HTTP (no gRPC): the service answers /metrics, /health */
     uint32_t max_concurrent_streams;  /* per connection; 0 = 1000 */
+    int64_t keepalive_interval_ms;    /* etcd --grpc-keepalive-interval: PING a client silent this long; 0 off */
+    int64_t keepalive_timeout_ms;     /* etcd --grpc-keepalive-timeout: close if the PING is not answered; 0 off */
 } cairn_h2srv_opts_t;
 
 typedef struct cairn_h2srv_t cairn_h2srv_t;

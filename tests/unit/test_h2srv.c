@@ -216,7 +216,7 @@ static void *server_loop(void *arg)
     return NULL;
 }
 
-enum { FX_TLS = 1, FX_ASYNC_H1 = 2, FX_SMALL_MAX = 4 };
+enum { FX_TLS = 1, FX_ASYNC_H1 = 2, FX_SMALL_MAX = 4, FX_KEEPALIVE = 8 };
 
 static fixture_t *fx_start(int flags)
 {
@@ -232,7 +232,9 @@ static fixture_t *fx_start(int flags)
                             .n_listen = (flags & FX_TLS) ? 2 : 1,
                             .auto_tls = 1,
                             .auto_tls_dir = tlsdir,
-                            .max_request_bytes = (flags & FX_SMALL_MAX) ? 1024 : 0};
+                            .max_request_bytes = (flags & FX_SMALL_MAX) ? 1024 : 0,
+                            .keepalive_interval_ms = (flags & FX_KEEPALIVE) ? 1000 : 0,
+                            .keepalive_timeout_ms = (flags & FX_KEEPALIVE) ? 1000 : 0};
     cairn_h2srv_handlers_t h = {.on_message = on_message,
                                 .on_half_close = on_half_close,
                                 .on_close = on_close,
@@ -1234,6 +1236,43 @@ Test(h2srv, tls_auto_cert_alpn_h2, .timeout = 30)
     snprintf(cmd, sizeof cmd, "rm -rf %s", fx->dir);
     cr_assert_eq(system(cmd), 0);
     free(fx);
+}
+
+/* --grpc-keepalive-interval/-timeout: a client that never answers the server's PING is cut
+ * off; one whose HTTP/2 stack answers it (nghttp2 acks PINGs) keeps its connection. */
+Test(h2srv, keepalive_ping_closes_a_silent_client, .timeout = 30)
+{
+    fixture_t *fx = fx_start(FX_KEEPALIVE);
+    cli_t *good = cli_connect(fx->port);
+    assert_echo(unary(good, "/test.Echo/Unary", "before", 6), "before");
+
+    int fd = tcp_connect(fx->port);
+    send_all(fd, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
+    static const uint8_t settings[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0}; /* an empty SETTINGS frame */
+    send_all(fd, settings, sizeof settings);
+    int64_t t0 = mono_ms();
+    /* it reads nothing, so it never acks: pinged after ~1 s of silence, closed ~1 s later;
+     * meanwhile the good client's stack answers its own pings (pumped, never starved) */
+    int closed = 0;
+    while (!closed && mono_ms() - t0 < 8000) {
+        cli_pump(good, 50);
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, 50) > 0) {
+            char tmp[4096];
+            closed = recv(fd, tmp, sizeof tmp, 0) <= 0; /* the server's PING arrives first: read on */
+        }
+    }
+    int64_t took = mono_ms() - t0;
+    cr_assert(closed, "a client that never answers the keepalive must be closed");
+    cr_assert(took >= 1000, "closed after %lld ms: before any keepalive was due", (long long)took);
+    close(fd);
+
+    for (int i = 0; i < 30; i++) /* 3 more seconds of a live client answering pings */
+        cli_pump(good, 100);
+    cr_assert(!good->eof, "the client that answers pings must keep its connection");
+    assert_echo(unary(good, "/test.Echo/Unary", "after", 5), "after");
+    cli_free(good);
+    fx_stop(fx);
 }
 
 Test(h2srv, garbage_after_preface_closes_only_that_connection, .timeout = 30)
