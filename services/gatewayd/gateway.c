@@ -15,7 +15,11 @@
  *   - linearizable reads (Range, /health): queued, and at the end of the loop pass every
  *     queued read shares ONE read-index request to raftd (thesis §6.4 batching); with the
  *     index in hand each read goes to stored as RANGE, which serves it once applied >= index;
- *   - HTTP/1.1 (/health, /version, /metrics) and the status stored reports every second.
+ *   - HTTP/1.1 (/health, /version, /metrics) and the status stored reports every second;
+ *   - etcd's JSON gateway (POST /v3/... and /v3beta/...): the body is converted to the
+ *     method's protobuf request (gw_json.h) and handed to the same handler as a gRPC call;
+ *     the call id is remembered in json_calls with the method's response descriptor, and
+ *     gw_reply / gw_status (every answer goes through them) convert the answer back to JSON.
  *   - the loop: client sockets, the IPC sockets and the watch hub's events feed.
  */
 #include "gateway.h"
@@ -31,6 +35,7 @@
 #include "cairn_log.h"
 #include "cairn_zmq.h"
 #include "gw_internal.h"
+#include "gw_json.h"
 
 /* etcd: ReqTimeout() = 5 s + 2 * election timeout; clients normally send a shorter grpc-timeout. */
 #define DEFAULT_TIMEOUT_MS(cfg) (5000 + 2 * (cfg)->election_ms)
@@ -155,13 +160,43 @@ static void http1_json(cairn_gateway_t *g, cairn_call_id_t req, int status, cons
     cairn_h2srv_http1_reply(g->srv, req, status, "application/json", (const uint8_t *)json, strlen(json));
 }
 
+int gw_reply(cairn_gateway_t *g, cairn_call_id_t call, const uint8_t *msg, size_t len)
+{
+    const ProtobufCMessageDescriptor *d = cairn_u64map_take(g->json_calls, call);
+    if (!d)
+        return cairn_h2srv_reply(g->srv, call, msg, len);
+    char *json;
+    size_t n;
+    if (gw_json_from_pb(d, msg, len, &json, &n)) {
+        cairn_u64map_put(g->json_calls, call, (void *)d);
+        return gw_status(g, call, CAIRN_GRPC_INTERNAL, "cannot convert the answer to JSON");
+    }
+    int rc = cairn_h2srv_http1_reply(g->srv, call, 200, "application/json", (const uint8_t *)json, n);
+    free(json);
+    gw_metrics_call_status(g, call, CAIRN_GRPC_OK);
+    return rc;
+}
+
+int gw_status(cairn_gateway_t *g, cairn_call_id_t call, int code, const char *message)
+{
+    if (!cairn_u64map_take(g->json_calls, call))
+        return cairn_h2srv_error(g->srv, call, code, message);
+    size_t n = 0;
+    char *json = gw_json_error(code, message, &n);
+    int rc = cairn_h2srv_http1_reply(g->srv, call, gw_json_http_status(code), "application/json",
+                                     (const uint8_t *)(json ? json : ""), json ? n : 0);
+    free(json);
+    gw_metrics_call_status(g, call, code);
+    return rc;
+}
+
 void gw_fail(cairn_gateway_t *g, gw_pending_t *p, int code, const char *message)
 {
     g->n_failed++;
     if (p->how->fail)
         p->how->fail(g, p, code, message);
     else
-        cairn_h2srv_error(g->srv, p->call, code, message);
+        gw_status(g, p->call, code, message);
 }
 
 void gw_fail_etcd(cairn_gateway_t *g, gw_pending_t *p, cairn_etcd_err_t e)
@@ -175,17 +210,17 @@ static void answer(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *body, siz
     if (p->how->ok)
         p->how->ok(g, p, body, len, m);
     else
-        cairn_h2srv_reply(g->srv, p->call, body, len);
+        gw_reply(g, p->call, body, len);
 }
 
 void gw_error(cairn_gateway_t *g, cairn_call_id_t call, cairn_etcd_err_t e)
 {
-    cairn_h2srv_error(g->srv, call, cairn_etcd_err_code(e), cairn_etcd_err_text(e));
+    gw_status(g, call, cairn_etcd_err_code(e), cairn_etcd_err_text(e));
 }
 
 void gw_bad_request(cairn_gateway_t *g, cairn_call_id_t call)
 {
-    cairn_h2srv_error(g->srv, call, CAIRN_GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
+    gw_status(g, call, CAIRN_GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
 }
 
 int64_t gw_timeout(const cairn_h2_meta_t *meta) { return meta ? meta->timeout_ms : -1; }
@@ -320,7 +355,7 @@ static void unimplemented(cairn_gateway_t *g, cairn_call_id_t call, const char *
         snprintf(msg, sizeof msg, "unknown method %s for service %.*s", slash + 1, (int)(slash - path - 1), path + 1);
     else
         snprintf(msg, sizeof msg, "malformed method name: \"%s\"", path);
-    cairn_h2srv_error(g->srv, call, CAIRN_GRPC_UNIMPLEMENTED, msg);
+    gw_status(g, call, CAIRN_GRPC_UNIMPLEMENTED, msg);
 }
 
 static void on_message(void *ud, cairn_call_id_t call, const char *path, const uint8_t *msg, size_t len,
@@ -376,6 +411,7 @@ static void on_close(void *ud, cairn_call_id_t call)
 {
     cairn_gateway_t *g = ud;
     gw_metrics_call_closed(g, call);
+    cairn_u64map_take(g->json_calls, call); /* a JSON call abandoned before its answer */
     gw_call_t *c = cairn_u64map_take(g->calls, call);
     if (c)
         close_call(g, c);
@@ -393,6 +429,57 @@ static void health_fail(cairn_gateway_t *g, gw_pending_t *p, int code, const cha
 
 /* /health: etcd 3.4 is healthy when a linearizable read of the store succeeds */
 static const gw_answer_t answer_health = {.ok = health_ok, .fail = health_fail};
+
+/* The JSON gateway (ETCD_API.md §5): POST <route> with a JSON body, route being a method
+ * row's json ("/v3/kv/range"); etcd 3.4 serves /v3beta/ as /v3/ (not /v3alpha/). As grpc-
+ * gateway: a path of no row is 404 "Not Found", another HTTP method 405, a body that does not
+ * convert 400 with code 3 and Go's text. */
+static void json_call(cairn_gateway_t *g, cairn_call_id_t req, const char *method, const char *path,
+                      const uint8_t *body, size_t body_len, const cairn_h2_meta_t *meta)
+{
+    char route[256];
+    if (strncmp(path, "/v3beta/", 8) == 0)
+        snprintf(route, sizeof route, "/v3/%s", path + 8);
+    else
+        snprintf(route, sizeof route, "%s", path);
+    const gw_method_t *mt = NULL;
+    for (size_t i = 0; i < g->n_methods && !mt; i++)
+        if (g->methods[i]->json && strcmp(g->methods[i]->json, route) == 0)
+            mt = g->methods[i];
+    if (!mt) {
+        cairn_h2srv_http1_reply(g->srv, req, 404, "text/plain; charset=utf-8", (const uint8_t *)"Not Found\n", 10);
+        return;
+    }
+    if (strcmp(method, "POST") != 0) {
+        cairn_h2srv_http1_reply(g->srv, req, 405, "text/plain; charset=utf-8", (const uint8_t *)"Method Not Allowed\n",
+                                19);
+        return;
+    }
+    gw_metrics_call_started(g, req, mt); /* etcd's gateway is a gRPC client of its own server */
+    const ProtobufCMessageDescriptor *in = NULL, *out = NULL;
+    if (!mt->handler || mt->kind != GW_UNARY || gw_json_method(mt->path, &in, &out) ||
+        cairn_u64map_put(g->json_calls, req, (void *)out)) {
+        char *json = gw_json_error(CAIRN_GRPC_UNIMPLEMENTED,
+                                   mt->kind == GW_UNARY ? "not served by this gateway"
+                                                        : "streams are not served by this JSON gateway yet",
+                                   NULL);
+        http1_json(g, req, gw_json_http_status(CAIRN_GRPC_UNIMPLEMENTED), json ? json : "");
+        free(json);
+        gw_metrics_call_status(g, req, CAIRN_GRPC_UNIMPLEMENTED);
+        return;
+    }
+    uint8_t *pb = NULL;
+    size_t pb_len = 0;
+    char err[512];
+    int rc = gw_json_to_pb(in, (const char *)body, body_len, &pb, &pb_len, err, sizeof err);
+    if (rc) {
+        gw_status(g, req, rc == CAIRN_ENOMEM ? CAIRN_GRPC_RESOURCE_EXHAUSTED : CAIRN_GRPC_INVALID_ARGUMENT, err);
+        return;
+    }
+    gw_call_t c = {req, mt, NULL};
+    mt->handler(g, &c, pb, pb_len, meta);
+    free(pb);
+}
 
 static void on_http1_async(void *ud, cairn_call_id_t req, const char *method, const char *path, const uint8_t *body,
                            size_t body_len, const cairn_h2_meta_t *meta)
@@ -424,6 +511,8 @@ static void on_http1_async(void *ud, cairn_call_id_t req, const char *method, co
         http1_json(g, req, 200, "{\"etcdserver\":\"" CAIRN_ETCD_VERSION "\",\"etcdcluster\":\"" CAIRN_ETCD_CLUSTER_VERSION "\"}");
     } else if (strcmp(p, "/metrics") == 0) {
         gw_serve_metrics(g, req);
+    } else if (strncmp(p, "/v3/", 4) == 0 || strncmp(p, "/v3beta/", 8) == 0) {
+        json_call(g, req, method, p, body, body_len, meta);
     } else {
         cairn_h2srv_http1_reply(g->srv, req, 404, NULL, (const uint8_t *)"404 page not found\n", 19);
     }
@@ -560,13 +649,14 @@ cairn_gateway_t *cairn_gateway_new(cairn_config_t *cfg)
     g->pending = cairn_u64map_new();
     g->batches = cairn_u64map_new();
     g->calls = cairn_u64map_new();
+    g->json_calls = cairn_u64map_new();
     int rc;
     char merr[256];
     if (!(g->metrics = gw_metrics_new(cfg->metrics == CAIRN_METRICS_EXTENSIVE, &rc, merr, sizeof merr))) {
         cairn_error("cannot set up metrics", "err=\"%s\"", merr);
         goto fail;
     }
-    if (!g->pending || !g->batches || !g->calls || build_methods(g))
+    if (!g->pending || !g->batches || !g->calls || !g->json_calls || build_methods(g))
         goto fail;
     char gwid[64];
     if (cfg->gateway_id && *cfg->gateway_id)
@@ -653,6 +743,7 @@ void cairn_gateway_destroy(cairn_gateway_t **self_p)
             close_call(g, v);
         cairn_u64map_destroy(&g->calls);
     }
+    cairn_u64map_destroy(&g->json_calls);
     gw_watch_destroy(g); /* after the calls: closing a watch stream frees its watchers in the hub */
     gw_metrics_destroy(g);
     free(g->methods);

@@ -12,7 +12,10 @@
  *               answered as grpc-go answers a method it does not register (12 UNIMPLEMENTED)
  *   arg         an int handed to the handler, so one handler can serve several rows
  *   perm        what the call will need once auth exists: GW_PERM_READ, _WRITE, _ADMIN
- *   json        its JSON-gateway route ("/v3/kv/range"; unused for now, ETCD_API.md §5)
+ *   json        its JSON-gateway route ("/v3/kv/range", ETCD_API.md §5): gateway.c serves
+ *               POST <json> (and /v3beta/...) over HTTP/1.1 by running the same handler on
+ *               the request converted from JSON (gw_json.h); the handler answers with gw_reply
+ *               / gw_status / gw_error as for gRPC, and the answer is converted back.
  *   half_close, close   streams only: the client finished sending / the stream is gone.
  *               close frees whatever the handler hung on gw_call_t.state.
  *
@@ -20,10 +23,11 @@
  * and dispatches by binary search; a path in no row is 12 UNIMPLEMENTED.
  *
  * Adding a UNARY method: in its service's file (svc_kv.c, svc_cluster.c, svc_maint.c), write
- * the handler - validate the request, then either answer at once (cairn_h2srv_reply /
- * gw_error) or send an IPC request with gw_ask and name, in a gw_answer_t, how its answer is
- * turned into the reply (gw_answer_body: the body from stored/raftd is the reply as is) -
- * and add one row {path, GW_UNARY, handler, arg, perm, json}. Nothing else changes.
+ * the handler - validate the request, then either answer at once (gw_reply / gw_status /
+ * gw_error: never cairn_h2srv_reply/error directly, so that JSON calls are answered too) or
+ * send an IPC request with gw_ask and name, in a gw_answer_t, how its answer is turned into
+ * the reply (gw_answer_body: the body from stored/raftd is the reply as is) - and add one row
+ * {path, GW_UNARY, handler, arg, perm, json}. Nothing else changes.
  *
  * Adding a STREAMING method: the same, with GW_STREAM. The handler is called for every
  * message of the call with the same gw_call_t, whose .state (NULL at first) it may point at
@@ -147,6 +151,7 @@ struct cairn_gateway {
     const gw_method_t **methods; /* every service's rows, sorted by path */
     size_t n_methods;
     cairn_u64map_t *calls;      /* call id -> gw_call_t of a served stream */
+    cairn_u64map_t *json_calls; /* call id -> response descriptor of a JSON-gateway call in flight */
     cairn_u64map_t *pending;    /* req_id -> gw_pending_t */
     cairn_u64map_t *batches;    /* read-index request id -> gw_read_batch_t */
     uint64_t *queued_reads;     /* req_ids waiting for the next read-index round */
@@ -170,6 +175,11 @@ void gw_drop_pending(cairn_gateway_t *g, uint64_t req_id);
 /* Answers a pending request with an error (how->fail, else a gRPC error); does not free it. */
 void gw_fail(cairn_gateway_t *g, gw_pending_t *p, int code, const char *message);
 void gw_fail_etcd(cairn_gateway_t *g, gw_pending_t *p, cairn_etcd_err_t e);
+/* Answers a unary call: msg (a packed response) as gRPC, or as JSON when the call came
+ * through the JSON gateway. Returns what cairn_h2srv_reply / http1_reply return. */
+int gw_reply(cairn_gateway_t *g, cairn_call_id_t call, const uint8_t *msg, size_t len);
+/* Ends a unary call with a gRPC status (the JSON gateway's {"error",...} for a JSON call). */
+int gw_status(cairn_gateway_t *g, cairn_call_id_t call, int code, const char *message);
 /* Answers a call with no pending request with an etcd error. */
 void gw_error(cairn_gateway_t *g, cairn_call_id_t call, cairn_etcd_err_t e);
 /* grpc-go's answer to a body that does not parse as the method's request. */

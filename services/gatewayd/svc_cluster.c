@@ -20,7 +20,7 @@ static void cluster_header(cairn_gateway_t *g, Etcdserverpb__ResponseHeader *h)
 static void reply_or_internal(cairn_gateway_t *g, gw_pending_t *p, uint8_t *buf, size_t n)
 {
     if (buf)
-        cairn_h2srv_reply(g->srv, p->call, buf, n);
+        gw_reply(g, p->call, buf, n);
     else
         gw_fail_etcd(g, p, CAIRN_ETCD_INTERNAL);
     free(buf);

@@ -24,7 +24,7 @@ static void do_range(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size_
     const char *why = NULL;
     int code = cairn_kvcheck_range(rr, &why);
     if (code) {
-        cairn_h2srv_error(g->srv, c->id, code, why);
+        gw_status(g, c->id, code, why);
         etcdserverpb__range_request__free_unpacked(rr, NULL);
         return;
     }
@@ -138,7 +138,7 @@ static void do_write(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size_
     }
     }
     if (code) {
-        cairn_h2srv_error(g->srv, c->id, code, why);
+        gw_status(g, c->id, code, why);
         return;
     }
     gw_propose(g, c->id, kind, msg, len, meta);

@@ -201,7 +201,7 @@ static void ttl_reply(cairn_gateway_t *g, cairn_call_id_t call, const ttl_ctx_t 
         return;
     }
     etcdserverpb__lease_time_to_live_response__pack(&r, buf);
-    cairn_h2srv_reply(g->srv, call, buf, n);
+    gw_reply(g, call, buf, n);
     free(buf);
 }
 
@@ -350,7 +350,7 @@ static void list_ok(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *body, si
         return;
     }
     etcdserverpb__lease_leases_response__pack(&r, buf);
-    cairn_h2srv_reply(g->srv, p->call, buf, n);
+    gw_reply(g, p->call, buf, n);
     free(buf);
 }
 

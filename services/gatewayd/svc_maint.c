@@ -74,7 +74,7 @@ static void status_reply(cairn_gateway_t *g, gw_pending_t *p, const status_ctx_t
         gw_fail_etcd(g, p, CAIRN_ETCD_TOO_MANY_REQUESTS);
     } else {
         etcdserverpb__status_response__pack(&r, buf);
-        cairn_h2srv_reply(g->srv, p->call, buf, n);
+        gw_reply(g, p->call, buf, n);
     }
     free(buf);
     free(texts);
@@ -164,7 +164,7 @@ static void move_leader_ok(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *b
     uint8_t *buf = malloc(n ? n : 1);
     if (buf) {
         etcdserverpb__move_leader_response__pack(&r, buf);
-        cairn_h2srv_reply(g->srv, p->call, buf, n);
+        gw_reply(g, p->call, buf, n);
     } else
         gw_fail_etcd(g, p, CAIRN_ETCD_INTERNAL);
     free(buf);
