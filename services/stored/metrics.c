@@ -59,6 +59,8 @@ static const cairn_metric_desc_t stored_metric_rows[STORED_M_COUNT_] = {
                               CAIRN_METRIC_GAUGE},
     [STORED_M_QUOTA] = {"etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.",
                         CAIRN_METRIC_GAUGE},
+    [STORED_M_SLOW_APPLY] = {"etcd_server_slow_apply_total", "The total number of slow apply requests (likely overloaded from slow disk).",
+                             CAIRN_METRIC_COUNTER},
 };
 
 /* The text of every row is a few KiB; this bounds it (cairn_metrics_render never grows). */
@@ -80,6 +82,12 @@ int stored_metrics_init(stored_t *s)
     if (!s->metrics)
         cairn_error("cannot create the metrics registry", "err=\"%s\"", err);
     return s->metrics ? 0 : rc;
+}
+
+void stored_metrics_inc(stored_t *s, int id)
+{
+    if (s->metrics)
+        cairn_metrics_inc(s->metrics, (size_t)id, 1);
 }
 
 void stored_metrics_observe(stored_t *s, int id, double seconds)

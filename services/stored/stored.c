@@ -233,8 +233,15 @@ int stored_apply_committed(stored_t *s)
             uint8_t *resp = NULL;
             size_t resp_len = 0;
             cairn_apply_err_t err = {0};
+            double ta = stored_clock_s();
             int rc = cairn_apply_request(s->mvcc, e->index, e->term, (int)req.kind, req.body, req.body_len, &h, &resp,
                                          &resp_len, &err);
+            ta = stored_clock_s() - ta;
+            if (ta > 0.1) { /* etcd's warnApplyDuration: 100 ms */
+                stored_metrics_inc(s, STORED_M_SLOW_APPLY);
+                cairn_warn("apply request took too long", "took_ms=%.1f expected_duration_ms=100 index=%llu kind=%d",
+                           ta * 1000, (unsigned long long)e->index, (int)req.kind);
+            }
             if (rc < 0) {
                 free(resp);
                 failed = 1;
@@ -293,8 +300,12 @@ int stored_sync_wal(stored_t *s)
      * fdatasync, wal.c does both): the fdatasync is what costs */
     double t0 = stored_clock_s();
     int rc = cairn_wal_sync(s->wal);
-    if (rc == 0)
-        stored_metrics_observe(s, STORED_M_WAL_FSYNC, stored_clock_s() - t0);
+    if (rc == 0) {
+        double took = stored_clock_s() - t0;
+        stored_metrics_observe(s, STORED_M_WAL_FSYNC, took);
+        if (took > 1.0) /* etcd's warnSyncDuration */
+            cairn_warn("slow fdatasync", "took_ms=%.0f expected_duration_ms=1000", took * 1000);
+    }
     if (rc) {
         /* After a failed fsync the page cache state is unknown (fsyncgate): refuse to go on
          * rather than acknowledge anything; the supervisor restarts us and the WAL replays. */

@@ -181,12 +181,14 @@ enum {
     STORED_M_CURRENT_REV,
     STORED_M_COMPACT_REV,
     STORED_M_QUOTA,
+    STORED_M_SLOW_APPLY,
     STORED_M_COUNT_
 };
 double stored_clock_s(void); /* a monotonic clock in seconds, for durations */
 int stored_metrics_init(stored_t *s);
 /* One observation of histogram id (loop thread only); ignored without a registry. */
 void stored_metrics_observe(stored_t *s, int id, double seconds);
+void stored_metrics_inc(stored_t *s, int id);
 /* Answers METRICS: RESULT {req_id, code 0, body = the exposition text}. */
 void stored_metrics_answer(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t req_id);
 
