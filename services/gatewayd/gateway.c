@@ -460,7 +460,7 @@ static void json_call(cairn_gateway_t *g, cairn_call_id_t req, const char *metho
     if (!mt->handler || mt->kind != GW_UNARY || gw_json_method(mt->path, &in, &out) ||
         cairn_u64map_put(g->json_calls, req, (void *)out)) {
         char *json = gw_json_error(CAIRN_GRPC_UNIMPLEMENTED,
-                                   mt->kind == GW_UNARY ? "not served by this gateway"
+                                   mt->kind == GW_UNARY ? "not served by this JSON gateway yet"
                                                         : "streams are not served by this JSON gateway yet",
                                    NULL);
         http1_json(g, req, gw_json_http_status(CAIRN_GRPC_UNIMPLEMENTED), json ? json : "");

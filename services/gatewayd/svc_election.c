@@ -132,7 +132,7 @@ static void leader_ok(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *body, 
         uint8_t *buf;
         size_t n = pack_leader(r->header, r->kvs[0], &buf);
         if (buf)
-            cairn_h2srv_reply(g->srv, p->call, buf, n);
+            gw_reply(g, p->call, buf, n);
         else
             gw_error(g, p->call, CAIRN_ETCD_TOO_MANY_REQUESTS);
         free(buf);
@@ -335,8 +335,8 @@ static void observe_half_close(cairn_gateway_t *g, gw_call_t *c)
 {
     if (!c->state) {
         c->state = &seen;
-        cairn_h2srv_error(g->srv, c->id, CAIRN_GRPC_INTERNAL,
-                          "grpc: client streaming protocol violation: no request message");
+        gw_status(g, c->id, CAIRN_GRPC_INTERNAL,
+                  "grpc: client streaming protocol violation: no request message");
     }
 }
 

@@ -81,7 +81,7 @@ size_t gw_cc_prefix_end(const uint8_t *k, size_t n, uint8_t *out)
 
 void gw_cc_error(cairn_gateway_t *g, cairn_call_id_t call, const char *message)
 {
-    cairn_h2srv_error(g->srv, call, CAIRN_GRPC_UNKNOWN, message);
+    gw_status(g, call, CAIRN_GRPC_UNKNOWN, message);
 }
 
 /* A linearizable Range of the first (last) created key under pfx, with create revision <=
@@ -189,14 +189,14 @@ static void cc_reply(cairn_gateway_t *g, gw_cc_t *cc, const uint8_t *buf, size_t
         cairn_h2srv_stream_send(g->srv, cc->call, buf, n);
         cairn_h2srv_stream_end(g->srv, cc->call, CAIRN_GRPC_OK, NULL);
     } else {
-        cairn_h2srv_reply(g->srv, cc->call, buf, n);
+        gw_reply(g, cc->call, buf, n);
     }
     cc_finish(g, cc);
 }
 
 static void cc_fail(cairn_gateway_t *g, gw_cc_t *cc, int code, const char *message)
 {
-    cairn_h2srv_error(g->srv, cc->call, code, message);
+    gw_status(g, cc->call, code, message);
     cc_finish(g, cc);
 }
 
@@ -779,8 +779,8 @@ void gw_cc_start(cairn_gateway_t *g, gw_call_t *c, int kind, const gw_cc_args_t 
 void gw_cc_half_close(cairn_gateway_t *g, gw_call_t *c)
 {
     if (!c->state)
-        cairn_h2srv_error(g->srv, c->id, CAIRN_GRPC_INTERNAL,
-                          "grpc: client streaming protocol violation: no request message");
+        gw_status(g, c->id, CAIRN_GRPC_INTERNAL,
+                  "grpc: client streaming protocol violation: no request message");
 }
 
 /* The stream is gone: a client reset it or went away (or it was answered). */
@@ -827,7 +827,7 @@ static void unlock_ok(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *body, 
     uint8_t buf[128];
     size_t n = v3lockpb__unlock_response__pack(&r, buf);
     etcdserverpb__delete_range_response__free_unpacked(d, NULL);
-    cairn_h2srv_reply(g->srv, p->call, buf, n);
+    gw_reply(g, p->call, buf, n);
 }
 
 static void unary_fail(cairn_gateway_t *g, gw_pending_t *p, int code, const char *message)

@@ -78,6 +78,11 @@ script() {
   req range-leased-gone POST /v3/kv/range "{\"key\":\"$K_L\"}"
   req member-list POST /v3/cluster/member/list '{}'
   req status POST /v3/maintenance/status '{}'
+  req unlock POST /v3/lock/unlock "{\"key\":\"$K_A\"}"
+  req unlock-no-key POST /v3/lock/unlock '{}'
+  req election-leader-none POST /v3/election/leader '{"name":"ZWw="}'
+  req election-proclaim-not-leader POST /v3/election/proclaim '{"leader":{"name":"ZWw=","key":"ZWwvMQ==","rev":5,"lease":1},"value":"dg=="}'
+  req election-resign-not-held POST /v3/election/resign '{"leader":{"name":"ZWw=","key":"ZWwvMQ==","rev":5,"lease":1}}'
   req v3beta-range POST /v3beta/kv/range "{\"key\":\"$K_FOO\"}"
   req v3beta-put POST /v3beta/kv/put "{\"key\":\"$K_FOO\",\"value\":\"$V_1\"}"
   req v3alpha POST /v3alpha/kv/range "{\"key\":\"$K_FOO\"}"
