@@ -417,17 +417,48 @@ static void on_close(void *ud, cairn_call_id_t call)
         close_call(g, c);
 }
 
-static void health_ok(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *body, size_t len, const cairn_ipc_msg_t *m)
-{
-    http1_json(g, p->call, 200, "{\"health\":\"true\"}");
-}
-
 static void health_fail(cairn_gateway_t *g, gw_pending_t *p, int code, const char *message)
 {
     http1_json(g, p->call, 503, "{\"health\":\"false\"}");
 }
 
-/* /health: etcd 3.4 is healthy when a linearizable read of the store succeeds */
+/* The alarms this member applied: any (NOSPACE, CORRUPT) makes it unhealthy, as etcd 3.4's
+ * /health says (503, no reason given in 3.4). */
+static void health_alarms_ok(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *body, size_t len,
+                             const cairn_ipc_msg_t *m)
+{
+    Etcdserverpb__AlarmResponse *r = etcdserverpb__alarm_response__unpack(NULL, len, body);
+    int alarms = r ? (int)r->n_alarms : 0;
+    if (r)
+        etcdserverpb__alarm_response__free_unpacked(r, NULL);
+    http1_json(g, p->call, alarms ? 503 : 200, alarms ? "{\"health\":\"false\"}" : "{\"health\":\"true\"}");
+}
+
+/* the alarm check could not be made: the read succeeded, so healthy as far as is known */
+static void health_alarms_fail(cairn_gateway_t *g, gw_pending_t *p, int code, const char *message)
+{
+    http1_json(g, p->call, 200, "{\"health\":\"true\"}");
+}
+
+static const gw_answer_t answer_health_alarms = {.ok = health_alarms_ok, .fail = health_alarms_fail};
+
+static void health_ok(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *body, size_t len, const cairn_ipc_msg_t *m)
+{
+    gw_pending_t *q = gw_add_pending(g, p->call, &answer_health_alarms, 2000);
+    cairn_ipc_msg_t r = {.type = CAIRN_IPC_MAINT, .op = CAIRN_MAINT_ALARMS};
+    if (!q) {
+        http1_json(g, p->call, 200, "{\"health\":\"true\"}");
+        return;
+    }
+    r.req_id = q->req_id;
+    if (gw_send_ipc(g, g->stored, &r)) {
+        gw_drop_pending(g, q->req_id);
+        http1_json(g, p->call, 200, "{\"health\":\"true\"}");
+    }
+}
+
+/* /health: etcd 3.4 is healthy when a linearizable read of the store succeeds and no alarm is
+ * active */
 static const gw_answer_t answer_health = {.ok = health_ok, .fail = health_fail};
 
 /* The JSON gateway (ETCD_API.md §5): POST <route> with a JSON body, route being a method
@@ -490,6 +521,11 @@ static void on_http1_async(void *ud, cairn_call_id_t req, const char *method, co
     char *q = strchr(p, '?');
     if (q)
         *q = 0;
+    if (meta && meta->metrics_only && strcmp(p, "/metrics") != 0 && strcmp(p, "/health") != 0) {
+        /* a --listen-metrics-urls listener serves the metrics and health endpoints only */
+        cairn_h2srv_http1_reply(g->srv, req, 404, NULL, (const uint8_t *)"404 page not found\n", 19);
+        return;
+    }
     if (strcmp(p, "/health") == 0) {
         Etcdserverpb__RangeRequest rr = ETCDSERVERPB__RANGE_REQUEST__INIT;
         rr.key.data = (uint8_t *)"health";
@@ -692,6 +728,10 @@ cairn_gateway_t *cairn_gateway_new(cairn_config_t *cfg)
         .client_cert_auth = cfg->client_cert_auth,
         .max_request_bytes = cfg->max_request_bytes,
         .reuseport = 1,
+        .metrics_urls = (const char *const *)cfg->listen_metrics_urls.v,
+        .n_metrics = cfg->listen_metrics_urls.n,
+        .keepalive_interval_ms = cfg->grpc_keepalive_interval_ms,
+        .keepalive_timeout_ms = cfg->grpc_keepalive_timeout_ms,
     };
     cairn_h2srv_handlers_t h = {.on_message = on_message, .on_half_close = on_half_close, .on_close = on_close,
                                 .on_status = on_status, .is_streaming = is_streaming,

@@ -100,4 +100,21 @@ grep -qE '^grpc_server_handling_seconds_count\{grpc_method="Put",grpc_service="e
   <<<"$(curl -s "http://${C_EPS[0]}/metrics")" && t_ok "--metrics extensive: grpc_server_handling_seconds counts the Put" ||
   t_fail "--metrics extensive: $(curl -s "http://${C_EPS[0]}/metrics" | grep handling_seconds_count)"
 T_TMP=$BASE_TMP
+
+# --listen-metrics-urls: one more listener serving /metrics and /health only (plain HTTP, as
+# etcd's): the JSON API and gRPC are not served there
+t_stop "${C_STOREDS[0]}" "${C_RAFTDS[0]}" "${C_GWS[0]}"
+MP=$(t_port)
+T_TMP=$BASE_TMP/mlisten; mkdir -p "$T_TMP"
+T_EXTRA_FLAGS="--listen-metrics-urls http://127.0.0.1:$MP"
+t_start_cluster 1
+t_wait_healthy "${C_EPS[0]}" || t_fail "the node with a metrics listener is not healthy"
+grep -q "^# TYPE etcd_server_has_leader gauge" <<<"$(curl -s "http://127.0.0.1:$MP/metrics")" &&
+  t_ok "--listen-metrics-urls serves /metrics" || t_fail "--listen-metrics-urls: no /metrics"
+t_eq "--listen-metrics-urls serves /health" '{"health":"true"}' "$(curl -s "http://127.0.0.1:$MP/health")"
+t_eq "--listen-metrics-urls does not serve the JSON API" "404" \
+  "$(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{"key":"YQ=="}' "http://127.0.0.1:$MP/v3/kv/range")"
+etcdctl --endpoints="127.0.0.1:$MP" --command-timeout=2s get a >/dev/null 2>&1 &&
+  t_fail "--listen-metrics-urls answered a gRPC call" || t_ok "--listen-metrics-urls does not serve gRPC"
+T_TMP=$BASE_TMP
 t_done

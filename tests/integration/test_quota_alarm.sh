@@ -12,6 +12,11 @@ QUOTA=200000
 V=$(head -c 20000 /dev/zero | tr '\0' x)
 NOSPACE="etcdserver: mvcc: database space exceeded"
 
+# health_of EP -> "<http code> <body>" of GET /health
+health_of() {
+  local code; code=$(curl -s -o "$T_TMP/health.body" -w '%{http_code}' "http://$1/health")
+  echo "$code $(tr -d '\n' <"$T_TMP/health.body")"
+}
 # run_script NAME EP...: the script against the endpoints (the first gets the writes)
 run_script() {
   local name=$1; shift
@@ -32,6 +37,9 @@ run_script() {
     t_contains "$name: Status errors on $ep list the alarm" "alarm:NOSPACE " \
       "$(etcdctl --endpoints="$ep" endpoint status -w json | python3 -c 'import json,sys;print(json.load(sys.stdin)[0]["Status"].get("errors"))')"
   done
+  # /health is unhealthy while an alarm is active: 503 {"health":"false"} (etcd 3.4 gives no reason)
+  t_eq "$name: /health while the alarm is active" "503 {\"health\":\"false\"}" \
+    "$(health_of "$ep0")"
   t_contains "$name: txn with a put refused" "Error: $NOSPACE" "$($E txn <<<$'\nput a b\n\n' 2>&1 || true)"
   t_eq "$name: txn without puts works" "SUCCESS" "$($E txn <<<$'\nget k1 --keys-only\n\n' 2>&1 | head -1)"
   t_contains "$name: lease grant refused" "$NOSPACE" "$($E lease grant 100 2>&1 || true)"
@@ -50,6 +58,8 @@ run_script() {
   local listed; listed=$($E alarm list)
   t_eq "$name: alarm disarm prints the disarmed alarms" "$listed" "$($E alarm disarm)"
   t_eq "$name: alarm list empty after disarm" "" "$($E alarm list)"
+  t_eq "$name: /health after disarm" "200 {\"health\":\"true\"}" \
+    "$(health_of "$ep0")"
   for ep in "${eps[@]}"; do
     t_eq "$name: put on $ep works again" "OK" "$(etcdctl --endpoints="$ep" put a b 2>&1)"
     t_eq "$name: Status errors on $ep empty" "None" \
