@@ -54,7 +54,8 @@ static void b_put(buf_t *b, const void *s, size_t n)
         b->p = np;
         b->cap = nc;
     }
-    memcpy(b->p + b->n, s, n);
+    if (n) /* s may be NULL for an empty field (memcpy's arguments must not be, even for 0 bytes) */
+        memcpy(b->p + b->n, s, n);
     b->n += n;
     b->p[b->n] = 0;
 }

@@ -244,18 +244,25 @@ Test(config, bad_values_name_the_flag)
 Test(config, durations)
 {
     cairn_config_t *c;
-    cr_assert_eq(LOAD(&c, "--grpc-keepalive-min-time=1.5s", "--grpc-keepalive-interval=2h45m",
+    cr_assert_eq(LOAD(&c, "--grpc-keepalive-min-time=5s", "--grpc-keepalive-interval=2h45m",
                       "--grpc-keepalive-timeout=250ms"),
                  0, "%s", g_err);
-    cr_assert_eq(c->grpc_keepalive_min_time_ms, 1500);
+    cr_assert_eq(c->grpc_keepalive_min_time_ms, 5000);
     cr_assert_eq(c->grpc_keepalive_interval_ms, (2 * 60 + 45) * 60 * 1000);
     cr_assert_eq(c->grpc_keepalive_timeout_ms, 250);
     cairn_config_destroy(&c);
 
-    cr_assert_eq(LOAD(&c, "--grpc-keepalive-min-time=1500000us", "--grpc-keepalive-timeout=.5s"), 0, "%s", g_err);
-    cr_assert_eq(c->grpc_keepalive_min_time_ms, 1500);
+    cr_assert_eq(LOAD(&c, "--grpc-keepalive-interval=1500000us", "--grpc-keepalive-timeout=.5s"), 0, "%s", g_err);
+    cr_assert_eq(c->grpc_keepalive_interval_ms, 1500);
     cr_assert_eq(c->grpc_keepalive_timeout_ms, 500);
     cairn_config_destroy(&c);
+
+    /* 5s written otherwise is 5s; any other value is refused: Cairn never closes a client for
+     * pinging too often, so it would be accepted and not honoured */
+    cr_assert_eq(LOAD(&c, "--grpc-keepalive-min-time=5000ms"), 0, "%s", g_err);
+    cairn_config_destroy(&c);
+    cr_assert_neq(LOAD(&c, "--grpc-keepalive-min-time=1.5s"), 0);
+    cr_assert(strstr(g_err, "--grpc-keepalive-min-time: not supported"), "%s", g_err);
 }
 
 Test(config, election_and_heartbeat_checks)
@@ -349,7 +356,7 @@ Test(config, yaml_subset)
                     "initial-cluster-state: 'new'\n"
                     "auto-compaction-mode: revision\n"
                     "auto-compaction-retention: \"1000\"\n"
-                    "grpc-keepalive-min-time: 10000000000\n" /* nanoseconds, as etcd's YAML */
+                    "grpc-keepalive-interval: 10000000000\n" /* nanoseconds, as etcd's YAML */
                     "grpc-keepalive-timeout: '30s'\n"
                     "client-cert-auth: yes\n"
                     "log-level: warn\n"
@@ -384,7 +391,7 @@ Test(config, yaml_subset)
     cr_assert_str_eq(c->initial_cluster_token, "it's a token");
     cr_assert_eq(c->auto_compaction_mode, CAIRN_COMPACTION_REVISION);
     cr_assert_eq(c->compaction_retention_revs, 1000);
-    cr_assert_eq(c->grpc_keepalive_min_time_ms, 10000);
+    cr_assert_eq(c->grpc_keepalive_interval_ms, 10000);
     cr_assert_eq(c->grpc_keepalive_timeout_ms, 30000);
     cr_assert(c->client_cert_auth);
     cr_assert_eq(c->log_level, CAIRN_LOG_WARN);
@@ -912,7 +919,7 @@ Test(config, print_round_trips)
 {
     cairn_config_t *c;
     cr_assert_eq(LOAD(&c, "--name", "p1", "--initial-cluster-token", "o'brien", "--listen-client-urls",
-                      "http://127.0.0.1:1,http://127.0.0.1:2", "--auto-tls", "--grpc-keepalive-min-time", "1500ms",
+                      "http://127.0.0.1:1,http://127.0.0.1:2", "--auto-tls", "--grpc-keepalive-interval", "1500ms",
                       "--log-level", "error", "--auto-compaction-mode", "revision", "--auto-compaction-retention", "7",
                       "--initial-advertise-peer-urls", "http://127.0.0.1:3"),
                  0, "%s", g_err);
