@@ -367,7 +367,7 @@ static void gather_reply(cairn_gateway_t *g, gather_t *x)
     render_own(g);
     size_t cap = 2 * (size_t)GW_METRICS_BUF;
     for (int k = 0; k < N_PARTS; k++)
-        cap += x->len[k];
+        cap += 2 * x->len[k]; /* process_* samples are written twice (the node's and cairn_process_*) */
     char *own = malloc(2 * (size_t)GW_METRICS_BUF), *page = malloc(cap);
     fam_t *fams = malloc(MAX_FAMILIES * sizeof *fams);
     int n = own && page && fams ? cairn_metrics_render(g->metrics, own, GW_METRICS_BUF) : CAIRN_ENOMEM;
