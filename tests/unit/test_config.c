@@ -261,8 +261,9 @@ Test(config, durations)
      * pinging too often, so it would be accepted and not honoured */
     cr_assert_eq(LOAD(&c, "--grpc-keepalive-min-time=5000ms"), 0, "%s", g_err);
     cairn_config_destroy(&c);
-    cr_assert_neq(LOAD(&c, "--grpc-keepalive-min-time=1.5s"), 0);
+    cr_assert_eq(LOAD(&c, "--grpc-keepalive-min-time=1.5s"), CAIRN_ECONFIG);
     cr_assert(strstr(g_err, "--grpc-keepalive-min-time: not supported"), "%s", g_err);
+    cairn_config_destroy(&c);
 }
 
 Test(config, election_and_heartbeat_checks)
