@@ -221,8 +221,11 @@ EP=${C_EPS[0]}
 scenario_etcdctl "$E_EP" "$T_TMP/etcd"
 scenario_etcdctl "$EP" "$T_TMP/cairn"
 expected=$(printf 'A-start\nA-end\nB-start\nB-end\nholder: rv/LID\nbefore revoke: nothing\nafter revoke: waiter-got-it\ncand2 before: 0\ncand1:\nel/LEASE\ncand1\ncand2:\nel/LEASE\ncand2\nobserver:\nel/LEASE\ncand1\nel/LEASE\ncand2')
-t_eq "etcdctl lock/elect on etcd (the scenario itself)" "$expected" "$(cat "$T_TMP/etcd/a.txt")"
-t_eq "etcdctl lock/elect: Cairn as etcd" "$(cat "$T_TMP/etcd/a.txt")" "$(cat "$T_TMP/cairn/a.txt")"
+# etcdctl's own client log lines (e.g. a "retrying of unary invoker failed ... context
+# canceled" warning when a command is stopped) depend on timing, not on the server: left out
+scenario_of() { grep -v '^{"level":' "$1/a.txt"; }
+t_eq "etcdctl lock/elect on etcd (the scenario itself)" "$expected" "$(scenario_of "$T_TMP/etcd")"
+t_eq "etcdctl lock/elect: Cairn as etcd" "$(scenario_of "$T_TMP/etcd")" "$(scenario_of "$T_TMP/cairn")"
 
 timeout 60 $PY "$T_TMP/le.py" "$E_EP" all >"$T_TMP/grpc.etcd" 2>&1 || true
 timeout 60 $PY "$T_TMP/le.py" "$EP" all >"$T_TMP/grpc.cairn" 2>&1 || true
