@@ -30,7 +30,8 @@ scenario_etcdctl() { # EP OUTDIR
   # a holder on a lease (the gRPC Lock on it), a waiter; revoking the lease hands the lock over
   lid=$("${E[@]}" lease grant 60 | awk '{print $2}')
   holder=$($PY "$T_TMP/le.py" "$ep" lockon rv "$lid")
-  echo "holder: $(sed "s/$lid/LID/" <<<"$holder")" >>"$out/a.txt"
+  # etcdctl prints the ID as %016x; the lock key has it as %x (no leading zeros)
+  echo "holder: $(sed "s/$(sed 's/^0*//' <<<"$lid")/LID/" <<<"$holder")" >>"$out/a.txt"
   "${E[@]}" lock rv -- sh -c "echo waiter-got-it >>$out/rv" >/dev/null 2>&1 &
   w=$!
   sleep 1.5
