@@ -370,8 +370,14 @@ static void on_frame(cairn_gateway_t *g, const cairn_ipc_msg_t *m)
         }
         return;
     }
-    if (!h->last)
+    if (!h->last) {
+        /* the feed's first frame: nothing before it came through the feed, so a watcher that
+         * went live on a guess of "now" (the status, a history answer from a store that was
+         * catching up) reads everything below s from history rather than skipping it */
         h->last = g->st_at && g->st.revision < s ? g->st.revision : s - 1;
+        if (s - 1 > h->lost_hi)
+            h->lost_hi = s - 1;
+    }
     if (s > h->last + 1 || m->body_len == 0) {
         /* lost frames (s > last + 1), or an announcement of revisions not carried (no body) */
         int64_t lost = m->body_len == 0 ? r : s - 1;
