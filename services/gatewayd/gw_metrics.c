@@ -91,7 +91,7 @@ static struct {
     cairn_series_t **started;         /* [method index] */
     cairn_series_t **handling;        /* [method index], --metrics extensive */
     cairn_series_t *(*handled)[N_CODES]; /* [method index][grpc code] */
-    cairn_u64map_t *calls;            /* call -> call_t, from start to status */
+    cairn_u64map_t *calls;            /* call -> CALL_PACK(method index, start), start to status */
     cairn_procmetrics_t *proc;
 } gm;
 
@@ -108,10 +108,12 @@ cairn_metrics_reg_t *gw_metrics_new(int extensive, int *rc, char *err, size_t er
     return cairn_metrics_new(gw_metric_rows, extensive ? GW_M_COUNT_ : GW_M_GRPC_HANDLING, rc, err, errlen);
 }
 
-typedef struct {
-    size_t index;
-    int64_t t0_us;
-} call_t;
+/* A call in flight is one map value, no allocation: the start time in microseconds (48 bits,
+ * ~8.9 years of uptime before it wraps, and a wrap only skews one latency sample) above the
+ * method index + 1 (16 bits: never 0, so a value is never the map's empty value). */
+#define CALL_PACK(index, t0) ((void *)(uintptr_t)((((uint64_t)(t0) & 0xffffffffffffull) << 16) | ((index) + 1)))
+#define CALL_INDEX(v) ((size_t)(((uintptr_t)(v) & 0xffff) - 1))
+#define CALL_T0(v) ((int64_t)((uint64_t)(uintptr_t)(v) >> 16))
 
 static int64_t now_us(void)
 {
@@ -123,15 +125,7 @@ static int64_t now_us(void)
 void gw_metrics_destroy(cairn_gateway_t *g)
 {
     cairn_procmetrics_destroy(&gm.proc);
-    cairn_u64map_destroy(&gm.calls);
-    if (gm.calls) {
-        size_t pos = 0;
-        uint64_t k;
-        void *v;
-        while (cairn_u64map_next(gm.calls, &pos, &k, &v))
-            free(v);
-    }
-    cairn_u64map_destroy(&gm.calls);
+    cairn_u64map_destroy(&gm.calls); /* packed values: nothing to free */
     free(gm.started);
     free(gm.handling);
     free(gm.handled);
@@ -181,24 +175,17 @@ void gw_metrics_call_started(cairn_gateway_t *g, cairn_call_id_t call, const gw_
         gm.started[i] = cairn_metrics_series(g->metrics, GW_M_GRPC_STARTED, v);
     }
     cairn_series_inc(gm.started[i], 1);
-    call_t *ct = gm.calls ? malloc(sizeof *ct) : NULL;
-    if (!ct)
-        return;
-    ct->index = i;
-    ct->t0_us = now_us();
-    free(cairn_u64map_take(gm.calls, call)); /* a stale entry of a reused id */
-    if (cairn_u64map_put(gm.calls, call, ct) != 0)
-        free(ct);
+    if (gm.calls && i < 0xffff)
+        cairn_u64map_put(gm.calls, call, CALL_PACK(i, now_us())); /* replaces a stale entry of a reused id */
 }
 
 void gw_metrics_call_status(cairn_gateway_t *g, cairn_call_id_t call, int code)
 {
-    call_t *ct = gm.calls ? cairn_u64map_take(gm.calls, call) : NULL;
-    if (!ct)
+    void *v = gm.calls ? cairn_u64map_take(gm.calls, call) : NULL;
+    if (!v)
         return;
-    size_t i = ct->index;
-    int64_t t0 = ct->t0_us;
-    free(ct);
+    size_t i = CALL_INDEX(v);
+    int64_t t0 = CALL_T0(v);
     if (!series_ready(g) || code < 0 || code >= N_CODES || i >= g->n_methods)
         return;
     if (g->cfg->metrics == CAIRN_METRICS_EXTENSIVE) {
@@ -225,7 +212,7 @@ void gw_metrics_call_status(cairn_gateway_t *g, cairn_call_id_t call, int code)
 void gw_metrics_call_closed(cairn_gateway_t *g, cairn_call_id_t call)
 {
     if (gm.calls)
-        free(cairn_u64map_take(gm.calls, call));
+        cairn_u64map_take(gm.calls, call);
 }
 
 enum { PART_RAFTD, PART_STORED, N_PARTS };

@@ -443,19 +443,27 @@ static void first_txn_ok(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *bod
     }
 }
 
+/* The compare every step of the Mutex and the Election guards with: CreateRevision(key) == rev
+ * (0: the key does not exist). */
+static void create_rev_is(const gw_cc_t *cc, Etcdserverpb__Compare *cmp, int64_t rev)
+{
+    etcdserverpb__compare__init(cmp);
+    cmp->result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
+    cmp->target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE;
+    cmp->key.data = cc->key;
+    cmp->key.len = cc->key_len;
+    cmp->target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
+    cmp->create_revision = rev;
+}
+
 static const gw_answer_t answer_first_txn = {.ok = first_txn_ok, .fail = step_fail, .proposal = 1,
                                              .release = cc_release};
 
 static void cc_first_txn(cairn_gateway_t *g, gw_cc_t *cc)
 {
     cc->phase = P_TXN;
-    Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
-    cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
-    cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE;
-    cmp.key.data = cc->key;
-    cmp.key.len = cc->key_len;
-    cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
-    cmp.create_revision = 0;
+    Etcdserverpb__Compare cmp;
+    create_rev_is(cc, &cmp, 0);
     Etcdserverpb__Compare *cmps[1] = {&cmp};
 
     Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
@@ -530,13 +538,8 @@ static const gw_answer_t answer_proclaim = {.ok = proclaim_ok, .fail = step_fail
 static void cc_proclaim(cairn_gateway_t *g, gw_cc_t *cc)
 {
     cc->phase = P_PROCLAIM;
-    Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
-    cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
-    cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE;
-    cmp.key.data = cc->key;
-    cmp.key.len = cc->key_len;
-    cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
-    cmp.create_revision = cc->rev;
+    Etcdserverpb__Compare cmp;
+    create_rev_is(cc, &cmp, cc->rev);
     Etcdserverpb__Compare *cmps[1] = {&cmp};
     Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
     put.key = cmp.key;
@@ -587,13 +590,8 @@ static void cc_resign(cairn_gateway_t *g, gw_cc_t *cc, int answer)
 {
     if (!g->srv || !g->raftd || (!answer && !cc->key_len))
         return; /* the gateway is going away, or nothing was ever written */
-    Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
-    cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
-    cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE;
-    cmp.key.data = cc->key;
-    cmp.key.len = cc->key_len;
-    cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
-    cmp.create_revision = cc->rev;
+    Etcdserverpb__Compare cmp;
+    create_rev_is(cc, &cmp, cc->rev);
     Etcdserverpb__Compare *cmps[1] = {&cmp};
     Etcdserverpb__DeleteRangeRequest del = ETCDSERVERPB__DELETE_RANGE_REQUEST__INIT;
     del.key = cmp.key;
