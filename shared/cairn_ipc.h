@@ -201,7 +201,11 @@ typedef enum {
                                      when the op has one: HashKVRequest). Answered with RESULT whose
                                      body is the packed etcd response, header filled by stored
                                      (Hash, HashKV, Defragment, and the alarm list this member has
-                                     applied, as an AlarmResponse, for Status and /health) */
+                                     applied, as an AlarmResponse, for Status and /health).
+                                     Snapshot ops also carry snap_id and offset (see below) */
+    CAIRN_IPC_MAINT_SNAP,         /* stored -> gw: req_id, snap_id, offset, total (the file's bytes),
+                                     code (a cairn_etcd_err_t; 0 ok), message, body (the file's bytes
+                                     at offset, <= CAIRN_MAINT_SNAP_CHUNK; empty for SNAPSHOT) */
     CAIRN_IPC_TYPE_MAX_
 } cairn_ipc_type_t;
 
@@ -213,7 +217,16 @@ typedef enum {
     CAIRN_MAINT_HASHKV = 2, /* body HashKVRequest -> HashKVResponse */
     CAIRN_MAINT_DEFRAG = 3, /* DefragmentResponse, once LevelDB compacted the whole keyspace */
     CAIRN_MAINT_ALARMS = 4, /* AlarmResponse: every alarm active in this member's applied state */
+    /* Maintenance/Snapshot: an etcd backend file (cairn_bbolt) of the member's committed state.
+     * SNAPSHOT makes one (on a thread; answered with MAINT_SNAP: snap_id, total), SNAPSHOT_READ
+     * (snap_id, offset) answers the next bytes, SNAPSHOT_CLOSE (snap_id) removes the file. A
+     * file not read for a while is removed by stored: a gateway that died leaves nothing. */
+    CAIRN_MAINT_SNAPSHOT = 5,
+    CAIRN_MAINT_SNAPSHOT_READ = 6,
+    CAIRN_MAINT_SNAPSHOT_CLOSE = 7,
 } cairn_maint_op_t;
+
+#define CAIRN_MAINT_SNAP_CHUNK ((size_t)256 << 10)
 
 /* CAIRN_IPC_LEASE_QUERY operations */
 typedef enum { CAIRN_LEASE_KEEPALIVE = 1, CAIRN_LEASE_TTL = 2 } cairn_lease_op_t;
