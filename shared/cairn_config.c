@@ -117,6 +117,10 @@ static const opt_t k_opts[] = {
      NULL},
     {"experimental-watch-progress-notify-interval", K_DUR, F(watch_progress_notify_ms), "10m", NULL,
      "Duration of periodic watch progress notifications.", NULL, 0, NULL},
+    {"experimental-initial-corrupt-check", K_BOOL, F(initial_corrupt_check), "false", NULL,
+     "Enable to check data corruption before serving any client/peer traffic.", NULL, 0, NULL},
+    {"experimental-corrupt-check-time", K_DUR, F(corrupt_check_ms), "0s", NULL,
+     "Duration of time between cluster corruption check passes.", NULL, 0, NULL},
 
     {"initial-advertise-peer-urls", K_URLS, F(initial_advertise_peer_urls), "http://localhost:2380", NULL,
      "List of this member's peer URLs to advertise to the rest of the cluster (http://; https://, unix:// "

@@ -93,6 +93,10 @@ typedef struct {
     int64_t grpc_keepalive_interval_ms;     /* --grpc-keepalive-interval, 2h (0 = off) */
     int64_t grpc_keepalive_timeout_ms;      /* --grpc-keepalive-timeout, 20s (0 = off) */
     int64_t watch_progress_notify_ms;       /* --experimental-watch-progress-notify-interval, 10m */
+    bool initial_corrupt_check;             /* --experimental-initial-corrupt-check, false: raftd
+                                               compares its HashKV with the peers' before it starts */
+    int64_t corrupt_check_ms;               /* --experimental-corrupt-check-time, 0 (off): how often
+                                               the leader's raftd compares the members' HashKV */
 
     /* ---- clustering ---- */
     cairn_config_urls_t initial_advertise_peer_urls; /* --initial-advertise-peer-urls */

@@ -104,6 +104,8 @@ static const schema_t g_schema[CAIRN_IPC_TYPE_MAX_] = {
     [CAIRN_IPC_MAINT_SNAP] = {"maint_snap",
                               {F_U(req_id), F_U(snap_id), F_U(offset), F_U(total), F_I(code), F_B(message), F_B(body),
                                F_END}},
+    [CAIRN_IPC_PEER_HASH_REQ] = {"peer_hash_req", {F_PEER, F_U(fwd_id), F_I(revision), F_END}},
+    [CAIRN_IPC_PEER_HASH_RESP] = {"peer_hash_resp", {F_PEER, F_U(fwd_id), F_I(code), F_B(message), F_B(body), F_END}},
     [CAIRN_IPC_HISTORY_RESP] = {"history_resp",
                                 {F_U(req_id), F_I(code), F_B(message), F_I(revision), F_I(compact_rev), F_B(body),
                                  F_END}},

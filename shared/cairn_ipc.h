@@ -40,7 +40,8 @@
  *   raftd <-> raftd     RAFT (a Raft message between members, over ZeroMQ TCP; cluster_id lets
  *                       a member drop messages from another cluster, --initial-cluster-token)
  *                       and PEER_* (the shell's own messages: attributes, forwarded membership
- *                       changes, snapshot transfer, removed, stopping)
+ *                       changes, snapshot transfer, removed, stopping, corruption checks)
+ *   raftd -> stored     MAINT (op HASHKV, for a corruption check), answered with RESULT
  *
  * Epochs: stored draws a new boot_id at every start. raftd tags APPEND and COMMIT with the
  * boot_id of the stored it loaded its state from, and stored tags APPENDED with its own.
@@ -206,6 +207,16 @@ typedef enum {
     CAIRN_IPC_MAINT_SNAP,         /* stored -> gw: req_id, snap_id, offset, total (the file's bytes),
                                      code (a cairn_etcd_err_t; 0 ok), message, body (the file's bytes
                                      at offset, <= CAIRN_MAINT_SNAP_CHUNK; empty for SNAPSHOT) */
+    /* Corruption checks (etcd 3.4's --experimental-corrupt-check-time and
+     * --experimental-initial-corrupt-check; services/raftd/corrupt.c): the member checking asks
+     * every other member's raftd for its HashKV; that raftd asks its own stored (MAINT op
+     * HASHKV, answered with RESULT) and relays the answer. */
+    CAIRN_IPC_PEER_HASH_REQ,      /* cluster_id, from, to, fwd_id (the asker's id for the request), revision
+                                     (the HashKV revision wanted; 0: the current one) */
+    CAIRN_IPC_PEER_HASH_RESP,     /* cluster_id, from, to, fwd_id, code (a grpc code, 0 ok: 11 OutOfRange
+                                     with etcd's message for a compacted or future revision), message,
+                                     body (the packed HashKVResponse from the member's stored: header
+                                     with its member id and current revision, hash, compact_revision) */
     CAIRN_IPC_TYPE_MAX_
 } cairn_ipc_type_t;
 

@@ -950,6 +950,63 @@ Test(config, print_round_trips)
     cairn_config_destroy(&d);
 }
 
+/* etcd 3.4's corruption checks: off by default, a duration and a bool like etcd's, shown in
+ * --help with etcd's help texts, settable from the environment and a config file. */
+Test(config, corrupt_check_flags)
+{
+    cairn_config_t *c;
+    cr_assert_eq(LOAD(&c, "--name=a"), 0, "%s", g_err);
+    cr_assert_eq(c->corrupt_check_ms, 0);
+    cr_assert(!c->initial_corrupt_check);
+    cairn_config_destroy(&c);
+
+    cr_assert_eq(LOAD(&c, "--experimental-corrupt-check-time=2s", "--experimental-initial-corrupt-check"), 0, "%s",
+                 g_err);
+    cr_assert_eq(c->corrupt_check_ms, 2000);
+    cr_assert(c->initial_corrupt_check);
+    cairn_config_destroy(&c);
+
+    cr_assert_eq(LOAD(&c, "--experimental-corrupt-check-time=1m30s", "--experimental-initial-corrupt-check=false"),
+                 0, "%s", g_err);
+    cr_assert_eq(c->corrupt_check_ms, 90000);
+    cr_assert(!c->initial_corrupt_check);
+    cairn_config_destroy(&c);
+
+    cr_assert_eq(LOAD(&c, "--experimental-corrupt-check-time=often"), CAIRN_ECONFIG);
+    cr_assert(strstr(g_err, "experimental-corrupt-check-time"), "%s", g_err);
+    cairn_config_destroy(&c);
+
+    setenv("CAIRN_EXPERIMENTAL_CORRUPT_CHECK_TIME", "3s", 1);
+    setenv("CAIRN_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", "true", 1);
+    cr_assert_eq(LOAD(&c, "--name=a"), 0, "%s", g_err);
+    cr_assert_eq(c->corrupt_check_ms, 3000);
+    cr_assert(c->initial_corrupt_check);
+    cairn_config_destroy(&c);
+    unsetenv("CAIRN_EXPERIMENTAL_CORRUPT_CHECK_TIME");
+    unsetenv("CAIRN_EXPERIMENTAL_INITIAL_CORRUPT_CHECK");
+
+    char path[64];
+    const char *f = write_tmp(path, "experimental-corrupt-check-time: 5s\nexperimental-initial-corrupt-check: true\n");
+    char arg[128];
+    snprintf(arg, sizeof arg, "--config-file=%s", f);
+    cr_assert_eq(LOAD(&c, arg), 0, "%s", g_err);
+    cr_assert_eq(c->corrupt_check_ms, 5000);
+    cr_assert(c->initial_corrupt_check);
+    cairn_config_destroy(&c);
+    unlink(path);
+
+    char *text = NULL;
+    size_t len;
+    FILE *u = open_memstream(&text, &len);
+    cairn_config_usage(u);
+    fclose(u);
+    cr_assert(strstr(text, "  --experimental-corrupt-check-time '0s'\n"), "%s", text);
+    cr_assert(strstr(text, "Duration of time between cluster corruption check passes."));
+    cr_assert(strstr(text, "  --experimental-initial-corrupt-check 'false'\n"));
+    cr_assert(strstr(text, "Enable to check data corruption before serving any client/peer traffic."));
+    free(text);
+}
+
 Test(config, usage_lists_every_flag)
 {
     char *text = NULL;
