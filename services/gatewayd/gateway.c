@@ -160,8 +160,130 @@ static void http1_json(cairn_gateway_t *g, cairn_call_id_t req, int status, cons
     cairn_h2srv_http1_reply(g->srv, req, status, "application/json", (const uint8_t *)json, strlen(json));
 }
 
+/* A JSON-gateway stream (json_stream_call): how its answers go out. */
+typedef struct {
+    const ProtobufCMessageDescriptor *out;
+    gw_json_kind_t kind;
+    int sent;      /* a chunk (and so the HTTP headers) went out */
+    int ended;     /* gw_stream_end was called: nothing more goes out */
+    uint8_t *held; /* GW_JSON_UNARY: the answer, sent as the reply at the end */
+    size_t held_len;
+} gw_jstream_t;
+
+static void jstream_free(gw_jstream_t *js)
+{
+    if (js) {
+        free(js->held);
+        free(js);
+    }
+}
+
+#define JSON_CT "application/json"
+
+int gw_stream_send(cairn_gateway_t *g, cairn_call_id_t call, const uint8_t *msg, size_t len)
+{
+    gw_jstream_t *js = cairn_u64map_get(g->json_streams, call);
+    if (!js)
+        return cairn_h2srv_stream_send(g->srv, call, msg, len);
+    if (js->ended)
+        return CAIRN_ESTATE;
+    if (js->kind == GW_JSON_UNARY) {
+        uint8_t *copy = malloc(len ? len : 1);
+        if (!copy)
+            return gw_stream_end(g, call, CAIRN_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        if (len)
+            memcpy(copy, msg, len);
+        free(js->held);
+        js->held = copy;
+        js->held_len = len;
+        return 0;
+    }
+    char *json;
+    size_t n;
+    int rc = gw_json_from_pb(js->out, msg, len, &json, &n);
+    if (rc)
+        return gw_stream_end(g, call, CAIRN_GRPC_INTERNAL, "cannot convert the answer to JSON");
+    /* grpc-gateway 1.x's ForwardResponseStream: {"result":<message>} and the delimiter "\n",
+     * flushed as one chunk */
+    static const char pre[] = "{\"result\":";
+    char *chunk = malloc(sizeof pre - 1 + n + 2);
+    if (!chunk) {
+        free(json);
+        return gw_stream_end(g, call, CAIRN_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    memcpy(chunk, pre, sizeof pre - 1);
+    memcpy(chunk + sizeof pre - 1, json, n);
+    memcpy(chunk + sizeof pre - 1 + n, "}\n", 2);
+    free(json);
+    rc = cairn_h2srv_http1_stream_send(g->srv, call, 200, JSON_CT, (const uint8_t *)chunk, sizeof pre - 1 + n + 2);
+    free(chunk);
+    if (rc == 0)
+        js->sent = 1;
+    return rc;
+}
+
+int gw_stream_end(cairn_gateway_t *g, cairn_call_id_t call, int code, const char *message)
+{
+    gw_jstream_t *js = cairn_u64map_get(g->json_streams, call);
+    if (!js)
+        return cairn_h2srv_stream_end(g->srv, call, code, message);
+    if (js->ended)
+        return CAIRN_ESTATE;
+    js->ended = 1;
+    gw_metrics_call_status(g, call, code);
+    char *body = NULL;
+    size_t n = 0;
+    int rc;
+    if (js->kind == GW_JSON_UNARY) {
+        /* the reply of a unary method, whole: its answer, or {"error",...} as gw_status */
+        int status = 200;
+        if (code == CAIRN_GRPC_OK && js->held) {
+            if (gw_json_from_pb(js->out, js->held, js->held_len, &body, &n)) {
+                code = CAIRN_GRPC_INTERNAL;
+                message = "cannot convert the answer to JSON";
+            }
+        } else if (code == CAIRN_GRPC_OK) {
+            code = CAIRN_GRPC_INTERNAL; /* (a handler that ends without an answer: a bug) */
+            message = "no answer";
+        }
+        if (code != CAIRN_GRPC_OK) {
+            status = gw_json_http_status(code);
+            body = gw_json_error(code, message, &n);
+        }
+        rc = cairn_h2srv_http1_stream_end(g->srv, call, status, JSON_CT, (const uint8_t *)(body ? body : ""),
+                                          body ? n : 0);
+        free(body);
+        return rc;
+    }
+    /* a stream: its headers go out now if no answer took them (etcd: chunked even when empty;
+     * an error before any answer carries its HTTP status), then the error object, unterminated
+     * by "\n" (handleForwardResponseStreamError), then the end of the body */
+    if (!js->sent) {
+        rc = cairn_h2srv_http1_stream_send(g->srv, call, code ? gw_json_http_status(code) : 200, JSON_CT, NULL, 0);
+        if (rc)
+            return rc;
+        js->sent = 1;
+    }
+    if (code != CAIRN_GRPC_OK)
+        body = gw_json_stream_error(code, message, &n);
+    rc = cairn_h2srv_http1_stream_end(g->srv, call, 200, JSON_CT, (const uint8_t *)body, body ? n : 0);
+    free(body);
+    return rc;
+}
+
+size_t gw_stream_queued(const cairn_gateway_t *g, cairn_call_id_t call)
+{
+    if (cairn_u64map_get(g->json_streams, call))
+        return cairn_h2srv_http1_queued_bytes(g->srv, call);
+    return cairn_h2srv_stream_queued_bytes(g->srv, call);
+}
+
 int gw_reply(cairn_gateway_t *g, cairn_call_id_t call, const uint8_t *msg, size_t len)
 {
+    if (cairn_u64map_get(g->json_streams, call)) {
+        int rc = gw_stream_send(g, call, msg, len);
+        return rc ? rc : gw_stream_end(g, call, CAIRN_GRPC_OK, NULL);
+    }
     const ProtobufCMessageDescriptor *d = cairn_u64map_take(g->json_calls, call);
     if (!d)
         return cairn_h2srv_reply(g->srv, call, msg, len);
@@ -179,6 +301,8 @@ int gw_reply(cairn_gateway_t *g, cairn_call_id_t call, const uint8_t *msg, size_
 
 int gw_status(cairn_gateway_t *g, cairn_call_id_t call, int code, const char *message)
 {
+    if (cairn_u64map_get(g->json_streams, call))
+        return gw_stream_end(g, call, code, message);
     if (!cairn_u64map_take(g->json_calls, call))
         return cairn_h2srv_error(g->srv, call, code, message);
     size_t n = 0;
@@ -415,6 +539,7 @@ static void on_close(void *ud, cairn_call_id_t call)
     gw_call_t *c = cairn_u64map_take(g->calls, call);
     if (c)
         close_call(g, c);
+    jstream_free(cairn_u64map_take(g->json_streams, call)); /* after close: it may still end it */
 }
 
 static void health_fail(cairn_gateway_t *g, gw_pending_t *p, int code, const char *message)
@@ -461,6 +586,82 @@ static void health_ok(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *body, 
  * active */
 static const gw_answer_t answer_health = {.ok = health_ok, .fail = health_fail};
 
+/* A JSON answer that is not a stream's (a request refused before any stream began). */
+static void json_refuse(cairn_gateway_t *g, cairn_call_id_t req, int code, const char *message)
+{
+    size_t n = 0;
+    char *json = gw_json_error(code, message, &n);
+    cairn_h2srv_http1_reply(g->srv, req, gw_json_http_status(code), JSON_CT, (const uint8_t *)(json ? json : ""),
+                            json ? n : 0);
+    free(json);
+    gw_metrics_call_status(g, req, code);
+}
+
+/* A GW_STREAM row through the JSON gateway, as grpc-gateway 1.x's generated code does it
+ * (gw_json_kind_t): the call lives in g->calls like a gRPC stream (its row's close runs from
+ * on_close, which h2srv delivers once the streamed answer ended or the client went away), and
+ * its answers go out through gw_stream_send / gw_stream_end, which find it in json_streams. */
+static void json_stream_call(cairn_gateway_t *g, cairn_call_id_t req, const gw_method_t *mt,
+                             const ProtobufCMessageDescriptor *in, const ProtobufCMessageDescriptor *out,
+                             const uint8_t *body, size_t body_len, const cairn_h2_meta_t *meta)
+{
+    const char *text = (const char *)body;
+    uint8_t *pb = NULL;
+    size_t pb_len = 0, used = 0;
+    char err[512];
+    int bidi = mt->json_kind == GW_JSON_BIDI;
+    int rc = bidi ? gw_json_to_pb_next(in, text, body_len, &used, &pb, &pb_len, err, sizeof err)
+                  : gw_json_to_pb(in, text, body_len, &pb, &pb_len, err, sizeof err);
+    if (rc && rc != CAIRN_ENOTFOUND) {
+        /* a client stream's first request: the decoder's error is returned as it is, so it
+         * is code 2 (Unknown); a single request is refused with InvalidArgument, as unary */
+        json_refuse(g, req, rc == CAIRN_ENOMEM ? CAIRN_GRPC_RESOURCE_EXHAUSTED
+                            : bidi           ? CAIRN_GRPC_UNKNOWN
+                                             : CAIRN_GRPC_INVALID_ARGUMENT,
+                    err);
+        return;
+    }
+    gw_jstream_t *js = calloc(1, sizeof *js);
+    gw_call_t *c = calloc(1, sizeof *c);
+    if (!js || !c || cairn_u64map_put(g->json_streams, req, js)) {
+        free(js);
+        free(c);
+        free(pb);
+        json_refuse(g, req, cairn_etcd_err_code(CAIRN_ETCD_TOO_MANY_REQUESTS),
+                    cairn_etcd_err_text(CAIRN_ETCD_TOO_MANY_REQUESTS));
+        return;
+    }
+    js->out = out;
+    js->kind = mt->json_kind;
+    c->id = req;
+    c->method = mt;
+    if (cairn_u64map_put(g->calls, req, c)) {
+        free(c);
+        free(pb);
+        gw_stream_end(g, req, cairn_etcd_err_code(CAIRN_ETCD_TOO_MANY_REQUESTS),
+                      cairn_etcd_err_text(CAIRN_ETCD_TOO_MANY_REQUESTS));
+        return; /* (json_streams' entry goes with on_close) */
+    }
+    if (js->kind != GW_JSON_UNARY)
+        cairn_h2srv_http1_stream_begin(g->srv, req);
+    size_t off = 0;
+    /* every request of the body in turn, as grpc-gateway's send loop; it stops at the end
+     * (io.EOF) or at a request that does not convert, then closes the sending side */
+    while (pb) {
+        mt->handler(g, c, pb, pb_len, meta);
+        free(pb);
+        pb = NULL;
+        if (js->ended || !bidi || cairn_u64map_get(g->calls, req) != c)
+            break;
+        off += used;
+        if (gw_json_to_pb_next(in, text + off, body_len - off, &used, &pb, &pb_len, err, sizeof err))
+            pb = NULL;
+    }
+    free(pb);
+    if (!js->ended && mt->half_close && cairn_u64map_get(g->calls, req) == c)
+        mt->half_close(g, c);
+}
+
 /* The JSON gateway (ETCD_API.md §5): POST <route> with a JSON body, route being a method
  * row's json ("/v3/kv/range"); etcd 3.4 serves /v3beta/ as /v3/ (not /v3alpha/). As grpc-
  * gateway: a path of no row is 404 "Not Found", another HTTP method 405, a body that does not
@@ -488,12 +689,13 @@ static void json_call(cairn_gateway_t *g, cairn_call_id_t req, const char *metho
     }
     gw_metrics_call_started(g, req, mt); /* etcd's gateway is a gRPC client of its own server */
     const ProtobufCMessageDescriptor *in = NULL, *out = NULL;
+    if (mt->handler && mt->kind == GW_STREAM && !gw_json_method(mt->path, &in, &out)) {
+        json_stream_call(g, req, mt, in, out, body, body_len, meta);
+        return;
+    }
     if (!mt->handler || mt->kind != GW_UNARY || gw_json_method(mt->path, &in, &out) ||
         cairn_u64map_put(g->json_calls, req, (void *)out)) {
-        char *json = gw_json_error(CAIRN_GRPC_UNIMPLEMENTED,
-                                   mt->kind == GW_UNARY ? "not served by this JSON gateway yet"
-                                                        : "streams are not served by this JSON gateway yet",
-                                   NULL);
+        char *json = gw_json_error(CAIRN_GRPC_UNIMPLEMENTED, "not served by this JSON gateway yet", NULL);
         http1_json(g, req, gw_json_http_status(CAIRN_GRPC_UNIMPLEMENTED), json ? json : "");
         free(json);
         gw_metrics_call_status(g, req, CAIRN_GRPC_UNIMPLEMENTED);
@@ -686,13 +888,14 @@ cairn_gateway_t *cairn_gateway_new(cairn_config_t *cfg)
     g->batches = cairn_u64map_new();
     g->calls = cairn_u64map_new();
     g->json_calls = cairn_u64map_new();
+    g->json_streams = cairn_u64map_new();
     int rc;
     char merr[256];
     if (!(g->metrics = gw_metrics_new(cfg->metrics == CAIRN_METRICS_EXTENSIVE, &rc, merr, sizeof merr))) {
         cairn_error("cannot set up metrics", "err=\"%s\"", merr);
         goto fail;
     }
-    if (!g->pending || !g->batches || !g->calls || !g->json_calls || build_methods(g))
+    if (!g->pending || !g->batches || !g->calls || !g->json_calls || !g->json_streams || build_methods(g))
         goto fail;
     char gwid[64];
     if (cfg->gateway_id && *cfg->gateway_id)
@@ -784,6 +987,14 @@ void cairn_gateway_destroy(cairn_gateway_t **self_p)
         cairn_u64map_destroy(&g->calls);
     }
     cairn_u64map_destroy(&g->json_calls);
+    if (g->json_streams) {
+        size_t pos = 0;
+        uint64_t k;
+        void *v;
+        while (cairn_u64map_next(g->json_streams, &pos, &k, &v))
+            jstream_free(v);
+        cairn_u64map_destroy(&g->json_streams);
+    }
     gw_watch_destroy(g); /* after the calls: closing a watch stream frees its watchers in the hub */
     gw_metrics_destroy(g);
     free(g->methods);

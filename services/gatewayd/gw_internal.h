@@ -18,6 +18,7 @@
  *               / gw_status / gw_error as for gRPC, and the answer is converted back.
  *   half_close, close   streams only: the client finished sending / the stream is gone.
  *               close frees whatever the handler hung on gw_call_t.state.
+ *   json_kind   streams only: how the JSON gateway serves it (gw_json_kind_t below).
  *
  * gateway.c collects the services listed in its gw_services[] into one table sorted by path
  * and dispatches by binary search; a path in no row is 12 UNIMPLEMENTED.
@@ -33,8 +34,9 @@
  * message of the call with the same gw_call_t, whose .state (NULL at first) it may point at
  * its per-stream state; set the row's close to free that state (called once, when the
  * stream is gone, whatever ended it) and half_close if the client's END_STREAM matters.
- * Messages are pushed with cairn_h2srv_stream_send and the call is ended with
- * cairn_h2srv_stream_end. If the row exists already with handler NULL (Watch,
+ * Messages are pushed with gw_stream_send and the call is ended with gw_stream_end (never
+ * cairn_h2srv_stream_* directly: the same code then serves the JSON gateway's streams); a
+ * slow reader is seen with gw_stream_queued. If the row exists already with handler NULL (Watch,
  * LeaseKeepAlive, Snapshot, Observe), fill it in (moving it to the service's file).
  *
  * Adding a SERVICE: a new svc_<name>.c defining `const gw_service_t gw_svc_<name>` with its
@@ -63,6 +65,20 @@
 
 typedef enum { GW_UNARY = 0, GW_STREAM } gw_kind_t;
 
+/* How the JSON gateway serves a GW_STREAM row: as etcd's grpc-gateway serves the method its
+ * .proto declares, which is not always how Cairn serves it over gRPC.
+ *   GW_JSON_BIDI (the default): a client stream (Watch, LeaseKeepAlive). The body is read as
+ *     a sequence of JSON requests, each handed to the handler in turn, then half_close (the
+ *     gateway's CloseSend); a first request that does not convert is HTTP 500 with code 2 (the
+ *     decoder's error is not a gRPC status), a later one just ends the sending. The answers
+ *     are a chunked body of {"result":...} lines, headers with the first of them.
+ *   GW_JSON_SERVER_STREAM: one request (errors: 400 with code 3, as unary), answers as above
+ *     (Election/Observe, Maintenance/Snapshot).
+ *   GW_JSON_UNARY: unary in etcd, a stream here only to see the client's reset (Lock/Lock,
+ *     Election/Campaign): one request, and the one answer the handler sends before ending
+ *     with status 0 is the JSON reply, as for a GW_UNARY row. */
+typedef enum { GW_JSON_BIDI = 0, GW_JSON_SERVER_STREAM, GW_JSON_UNARY } gw_json_kind_t;
+
 /* What a method will need under auth (ETCD_API.md §4): READ - any authenticated user (KV:
  * read permission on the keys); WRITE - write permission on the keys it touches (a Txn: on
  * each op's keys); ADMIN - the root role. Recorded now, checked once auth exists. */
@@ -90,6 +106,7 @@ struct gw_method {
     gw_perm_t perm;
     const char *json;
     gw_stream_fn *half_close, *close;
+    gw_json_kind_t json_kind; /* GW_STREAM rows: how the JSON gateway serves it */
 };
 
 typedef struct {
@@ -152,6 +169,7 @@ struct cairn_gateway {
     size_t n_methods;
     cairn_u64map_t *calls;      /* call id -> gw_call_t of a served stream */
     cairn_u64map_t *json_calls; /* call id -> response descriptor of a JSON-gateway call in flight */
+    cairn_u64map_t *json_streams; /* call id -> gw_jstream_t (gateway.c) of a JSON-gateway stream */
     cairn_u64map_t *pending;    /* req_id -> gw_pending_t */
     cairn_u64map_t *batches;    /* read-index request id -> gw_read_batch_t */
     uint64_t *queued_reads;     /* req_ids waiting for the next read-index round */
@@ -180,6 +198,14 @@ void gw_fail_etcd(cairn_gateway_t *g, gw_pending_t *p, cairn_etcd_err_t e);
 int gw_reply(cairn_gateway_t *g, cairn_call_id_t call, const uint8_t *msg, size_t len);
 /* Ends a unary call with a gRPC status (the JSON gateway's {"error",...} for a JSON call). */
 int gw_status(cairn_gateway_t *g, cairn_call_id_t call, int code, const char *message);
+/* A stream's message (a packed response): over gRPC as is; on a JSON-gateway stream as one
+ * chunk {"result":<JSON>}\n (GW_JSON_UNARY: kept as the reply). CAIRN_ECLOSED: gone. */
+int gw_stream_send(cairn_gateway_t *g, cairn_call_id_t call, const uint8_t *msg, size_t len);
+/* Ends a stream with a gRPC status (0: OK); on JSON, an error is the last chunk
+ * {"error":{"grpc_code":...}} (gw_json_stream_error). The row's close follows later. */
+int gw_stream_end(cairn_gateway_t *g, cairn_call_id_t call, int code, const char *message);
+/* Bytes sent on the stream and not yet taken by the client (the slow-reader mark). */
+size_t gw_stream_queued(const cairn_gateway_t *g, cairn_call_id_t call);
 /* Answers a call with no pending request with an etcd error. */
 void gw_error(cairn_gateway_t *g, cairn_call_id_t call, cairn_etcd_err_t e);
 /* grpc-go's answer to a body that does not parse as the method's request. */

@@ -860,11 +860,16 @@ static int cv_message(cv_t *cv, const ProtobufCMessageDescriptor *d, int32_t obj
     return out->oom ? cv_oom(cv) : 0;
 }
 
-int gw_json_to_pb(const ProtobufCMessageDescriptor *d, const char *json, size_t len, uint8_t **out, size_t *out_len,
-                  char *err, size_t errlen)
+/* One JSON value from the start of json (after white space) -> *out; *used: the bytes up to
+ * the end of that value. No value at all (only white space): the empty request when
+ * eof_is_empty, else CAIRN_NOTFOUND (json.Decoder's io.EOF). */
+static int to_pb(const ProtobufCMessageDescriptor *d, const char *json, size_t len, int eof_is_empty, size_t *used,
+                 uint8_t **out, size_t *out_len, char *err, size_t errlen)
 {
     *out = NULL;
     *out_len = 0;
+    if (used)
+        *used = 0;
     char dummy[8];
     if (!err || !errlen)
         err = dummy, errlen = sizeof dummy;
@@ -873,6 +878,11 @@ int gw_json_to_pb(const ProtobufCMessageDescriptor *d, const char *json, size_t 
     buf_t b = {0};
     int rc = 0;
     jp_ws(&p);
+    if (p.i >= p.n && !eof_is_empty) {
+        if (used)
+            *used = p.n;
+        return CAIRN_ENOTFOUND;
+    }
     if (p.i < p.n) { /* else: io.EOF, which grpc-gateway takes for the empty request */
         int32_t root = jp_value(&p, 0);
         if (root < 0) {
@@ -904,12 +914,26 @@ int gw_json_to_pb(const ProtobufCMessageDescriptor *d, const char *json, size_t 
     *out = (uint8_t *)b.p;
     *out_len = b.n;
     b.p = NULL;
+    if (used)
+        *used = p.i;
 done:
     free(b.p);
     free(p.nodes);
     if (rc == CAIRN_ENOMEM)
         snprintf(err, errlen, "out of memory");
     return rc;
+}
+
+int gw_json_to_pb(const ProtobufCMessageDescriptor *d, const char *json, size_t len, uint8_t **out, size_t *out_len,
+                  char *err, size_t errlen)
+{
+    return to_pb(d, json, len, 1, NULL, out, out_len, err, errlen);
+}
+
+int gw_json_to_pb_next(const ProtobufCMessageDescriptor *d, const char *json, size_t len, size_t *used, uint8_t **out,
+                       size_t *out_len, char *err, size_t errlen)
+{
+    return to_pb(d, json, len, 0, used, out, out_len, err, errlen);
 }
 
 /* ------------------------------------------------------------------ protobuf -> JSON */
@@ -1152,6 +1176,59 @@ char *gw_json_error(int code, const char *message, size_t *out_len)
     char t[32];
     snprintf(t, sizeof t, ",\"code\":%d}", code);
     b_str(&b, t);
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    if (out_len)
+        *out_len = b.n;
+    return b.p;
+}
+
+/* Go's http.StatusText for the statuses gw_json_http_status gives. */
+static const char *status_text(int http)
+{
+    switch (http) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 412: return "Precondition Failed";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "";
+    }
+}
+
+char *gw_json_stream_error(int code, const char *message, size_t *out_len)
+{
+    buf_t b = {0};
+    const char *m = message ? message : "";
+    int http = gw_json_http_status(code);
+    char t[64];
+    /* internal.StreamError through jsonpb (OrigName, zero values left out) */
+    b_str(&b, "{\"error\":{");
+    if (code)
+        snprintf(t, sizeof t, "\"grpc_code\":%d,", code), b_str(&b, t);
+    snprintf(t, sizeof t, "\"http_code\":%d", http);
+    b_str(&b, t);
+    if (*m) {
+        b_str(&b, ",\"message\":");
+        w_string(&b, m, strlen(m));
+    }
+    if (*status_text(http)) {
+        b_str(&b, ",\"http_status\":");
+        b_str(&b, "\"");
+        b_str(&b, status_text(http));
+        b_str(&b, "\"");
+    }
+    b_str(&b, "}}");
     if (b.oom) {
         free(b.p);
         return NULL;

@@ -39,12 +39,25 @@ int gw_json_method(const char *path, const ProtobufCMessageDescriptor **in, cons
 int gw_json_to_pb(const ProtobufCMessageDescriptor *d, const char *json, size_t len, uint8_t **out, size_t *out_len,
                   char *err, size_t errlen);
 
+/* The same for a stream's body, which holds a sequence of JSON values (grpc-gateway reads a
+ * client stream with one json.Decoder): converts the first value after white space and sets
+ * *used to the bytes up to its end, so the next call starts at json + *used. Returns 0,
+ * CAIRN_ENOTFOUND when only white space is left (io.EOF: the client's END_STREAM),
+ * CAIRN_EINVAL with Go's text in err, CAIRN_ENOMEM. */
+int gw_json_to_pb_next(const ProtobufCMessageDescriptor *d, const char *json, size_t len, size_t *used, uint8_t **out,
+                       size_t *out_len, char *err, size_t errlen);
+
 /* Packed message of d -> *out (malloc'd NUL-terminated JSON, *out_len bytes without the NUL).
  * Returns 0; CAIRN_EINVAL if pb does not unpack as d; CAIRN_ENOMEM. */
 int gw_json_from_pb(const ProtobufCMessageDescriptor *d, const uint8_t *pb, size_t len, char **out, size_t *out_len);
 
 /* {"error":message,"message":message,"code":code} (malloc'd, NUL-terminated); NULL without memory. */
 char *gw_json_error(int code, const char *message, size_t *out_len);
+
+/* A stream that fails (grpc-gateway 1.x's streamChunk of the error, written as the stream's
+ * last object, without a newline): {"error":{"grpc_code":c,"http_code":h,"message":m,
+ * "http_status":"Service Unavailable"}} (malloc'd, NUL-terminated); NULL without memory. */
+char *gw_json_stream_error(int code, const char *message, size_t *out_len);
 
 /* grpc-gateway 1.x's HTTP status for a gRPC status code (runtime.HTTPStatusFromCode). */
 int gw_json_http_status(int grpc_code);

@@ -157,6 +157,9 @@ struct conn {
     unsigned dead : 1, closing : 1, in_dirty : 1, hs_want_write : 1, rd_want_write : 1, wr_want_read : 1,
         ssl_fatal : 1, h1_pending : 1, h1_keep : 1, h1_head : 1, h1_continue_sent : 1, h1_v10 : 1,
         peer_eof : 1, /* HTTP/1.1 client half-closed: answer what it sent, then close */
+        h1_is_stream : 1, /* the pending request is answered as a stream (http1_stream_begin) */
+        h1_streaming : 1, /* ... whose status line and headers went out (chunks follow) */
+        h1_ended : 1,     /* ... which the service ended: on_close comes from the next pump */
         metrics_only : 1; /* accepted on a --listen-metrics-urls listener: plain HTTP only */
     int64_t created_ms, closing_ms;
     int64_t last_rx_ms, ping_sent_ms; /* keepalive: last bytes from the client; our PING in flight */
@@ -615,6 +618,8 @@ static void conn_write(conn_t *c)
  * still expects the answers to what it sent. */
 static void conn_eof(conn_t *c)
 {
+    /* (a streamed answer whose client half-closes ends then, as Go's server cancels the request
+     * of a client that sent EOF: conn_pump) */
     if (c->state == CS_H1 && (c->h1_pending || buf_pending(&c->out) || buf_pending(&c->in))) {
         c->peer_eof = 1;
         mark_dirty(c);
@@ -1485,14 +1490,197 @@ int cairn_h2srv_http1_reply(cairn_h2srv_t *self, cairn_call_id_t req, int status
             return CAIRN_ESTATE;
         return st_http_respond(c, st, status, content_type, body, body ? len : 0);
     }
-    if (!c || c->dead || c->state != CS_H1 || !c->h1_pending || c->h1_pending_id != req)
+    if (!c || c->dead || c->state != CS_H1 || !c->h1_pending || c->h1_pending_id != req || c->h1_ended)
         return CAIRN_ECLOSED;
+    if (c->h1_is_stream)
+        return CAIRN_ESTATE; /* a stream is answered with http1_stream_send / _end */
     if (status < 100 || status > 999)
         status = 500;
     c->h1_pending = 0;
     h1_respond(c, status, content_type, body ? body : (const uint8_t *)"", body ? len : 0,
                c->h1_keep && !self->draining, c->h1_head);
     return 0;
+}
+
+/* ---- streamed HTTP answers (etcd's JSON gateway streams) ----------------------------- */
+
+/* The HTTP/1.1 request req, pending and not ended; or the HTTP/2 stream of an HTTP request. */
+static int http_stream_of(cairn_h2srv_t *self, cairn_call_id_t req, conn_t **cp, h2stream_t **stp)
+{
+    *stp = NULL;
+    if (!self)
+        return CAIRN_EINVAL;
+    conn_t *c = ht_get(self, (uint32_t)(req >> 32));
+    if (c && !c->dead && c->state == CS_H2) {
+        h2stream_t *st = find_call(self, req, &c);
+        if (!st)
+            return CAIRN_ECLOSED;
+        if (!st->http_mode)
+            return CAIRN_ESTATE;
+        if (st->finishing || st->resp == RESP_DONE)
+            return CAIRN_ESTATE;
+        *cp = c;
+        *stp = st;
+        return 0;
+    }
+    if (!c || c->dead || c->state != CS_H1 || !c->h1_pending || c->h1_pending_id != req)
+        return CAIRN_ECLOSED;
+    if (c->h1_ended)
+        return CAIRN_ESTATE;
+    *cp = c;
+    return 0;
+}
+
+int cairn_h2srv_http1_stream_begin(cairn_h2srv_t *self, cairn_call_id_t req)
+{
+    conn_t *c;
+    h2stream_t *st;
+    int rc = http_stream_of(self, req, &c, &st);
+    if (rc || st)
+        return rc; /* HTTP/2: the stream's own reset says when the client is gone */
+    c->h1_is_stream = 1;
+    if (c->peer_eof)
+        mark_dirty(c); /* the client is gone already: conn_pump ends it */
+    return 0;
+}
+
+/* HTTP/1.1: the status line and headers of a streamed answer. HTTP/1.0 has no chunked
+ * encoding: the body is the bytes up to the close. */
+static int h1_stream_headers(conn_t *c, int status, const char *ctype)
+{
+    char hdr[512];
+    if (status < 100 || status > 999)
+        status = 500;
+    int n = snprintf(hdr, sizeof hdr, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s%s\r\n", status,
+                     cairn_h1_reason(status), ctype ? ctype : "text/plain; charset=utf-8",
+                     c->h1_v10 ? "" : "Transfer-Encoding: chunked\r\n",
+                     c->h1_v10 || !c->h1_keep || c->srv->draining ? "Connection: close\r\n" : "");
+    if (n < 0 || (size_t)n >= sizeof hdr || buf_append(&c->out, hdr, (size_t)n) != 0)
+        return CAIRN_ENOMEM;
+    c->h1_streaming = 1;
+    return 0;
+}
+
+/* Out of memory in the middle of a streamed answer: the answer cannot be completed, so the
+ * connection closes once what is queued is written; on_close comes from conn_pump, not from
+ * inside the service's call (conn_kill here would call back into it). */
+static void h1_stream_broken(conn_t *c)
+{
+    c->h1_ended = 1;
+    c->closing = 1;
+    c->closing_ms = cairn_now_ms();
+    mark_dirty(c);
+}
+
+static int h1_chunk(conn_t *c, const uint8_t *data, size_t len)
+{
+    if (!len)
+        return 0; /* (an empty chunk would be the last one) */
+    char sz[32];
+    int n = snprintf(sz, sizeof sz, "%zx\r\n", len);
+    if (c->h1_v10)
+        return buf_append(&c->out, data, len) ? CAIRN_ENOMEM : 0;
+    if (buf_append(&c->out, sz, (size_t)n) || buf_append(&c->out, data, len) || buf_append(&c->out, "\r\n", 2))
+        return CAIRN_ENOMEM;
+    return 0;
+}
+
+int cairn_h2srv_http1_stream_send(cairn_h2srv_t *self, cairn_call_id_t req, int status, const char *content_type,
+                                  const uint8_t *data, size_t len)
+{
+    conn_t *c;
+    h2stream_t *st;
+    int rc = http_stream_of(self, req, &c, &st);
+    if (rc)
+        return rc;
+    if (st) {
+        if ((len && st_queue(st, NULL, 0, data, len) != 0))
+            return CAIRN_ENOMEM;
+        if (st->resp == RESP_NONE) {
+            char sbuf[8];
+            snprintf(sbuf, sizeof sbuf, "%d", status >= 100 && status <= 999 ? status : 500);
+            st->plain = 1;
+            if (st_open(c, st, sbuf, content_type ? content_type : "text/plain; charset=utf-8") != 0)
+                return CAIRN_ENOMEM;
+        }
+        st_resume(c, st);
+        return 0;
+    }
+    c->h1_is_stream = 1;
+    if ((!c->h1_streaming && h1_stream_headers(c, status, content_type)) || h1_chunk(c, data, len)) {
+        h1_stream_broken(c);
+        return CAIRN_ENOMEM;
+    }
+    mark_dirty(c);
+    return 0;
+}
+
+int cairn_h2srv_http1_stream_end(cairn_h2srv_t *self, cairn_call_id_t req, int status, const char *content_type,
+                                 const uint8_t *data, size_t len)
+{
+    conn_t *c;
+    h2stream_t *st;
+    int rc = http_stream_of(self, req, &c, &st);
+    if (rc)
+        return rc;
+    if (st) {
+        if (len && st_queue(st, NULL, 0, data, len) != 0)
+            return CAIRN_ENOMEM;
+        st->finishing = 1; /* announced stays: on_close comes when the stream closes */
+        if (st->resp == RESP_NONE) {
+            char sbuf[8];
+            snprintf(sbuf, sizeof sbuf, "%d", status >= 100 && status <= 999 ? status : 500);
+            st->plain = 1;
+            if (st_open(c, st, sbuf, content_type ? content_type : "text/plain; charset=utf-8") != 0) {
+                nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+                mark_dirty(c);
+                return CAIRN_ENOMEM;
+            }
+        }
+        st_resume(c, st);
+        return 0;
+    }
+    int keep = c->h1_keep && !self->draining && !c->h1_v10;
+    c->h1_is_stream = 1;
+    c->h1_ended = 1;
+    if (!c->h1_streaming) {
+        /* nothing went out yet: a whole answer (c->h1_pending stays until conn_pump's on_close) */
+        char hdr[512];
+        if (status < 100 || status > 999)
+            status = 500;
+        keep = c->h1_keep && !self->draining;
+        int n = snprintf(hdr, sizeof hdr, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n",
+                         status, cairn_h1_reason(status), content_type ? content_type : "text/plain; charset=utf-8",
+                         len, !keep ? "Connection: close\r\n" : (c->h1_v10 ? "Connection: keep-alive\r\n" : ""));
+        if (n < 0 || (size_t)n >= sizeof hdr || buf_append(&c->out, hdr, (size_t)n) != 0 ||
+            (len && buf_append(&c->out, data, len) != 0)) {
+            h1_stream_broken(c);
+            return CAIRN_ENOMEM;
+        }
+    } else if (h1_chunk(c, data, len) || (!c->h1_v10 && buf_append(&c->out, "0\r\n\r\n", 5))) {
+        h1_stream_broken(c);
+        return CAIRN_ENOMEM;
+    }
+    if (!keep) {
+        c->closing = 1;
+        c->closing_ms = cairn_now_ms();
+    }
+    mark_dirty(c);
+    return 0;
+}
+
+size_t cairn_h2srv_http1_queued_bytes(const cairn_h2srv_t *self, cairn_call_id_t req)
+{
+    if (!self)
+        return 0;
+    conn_t *c = ht_get(self, (uint32_t)(req >> 32));
+    if (!c || c->dead)
+        return 0;
+    if (c->state == CS_H2) {
+        h2stream_t *st = find_call(self, req, &c);
+        return st ? st->out_bytes : 0;
+    }
+    return c->h1_pending && c->h1_pending_id == req ? buf_pending(&c->out) : 0;
 }
 
 /* ---- protocol selection ---------------------------------------------------------------- */
@@ -1955,6 +2143,20 @@ static void conn_pump(conn_t *c)
 {
     if (c->dead || c->state == CS_HANDSHAKE || c->state == CS_LINGER)
         return;
+    if (c->state == CS_H1 && c->h1_pending && c->h1_is_stream && (c->h1_ended || c->peer_eof)) {
+        /* a streamed answer is over (the service ended it, or the client half-closed and so
+         * is gone as far as a stream is concerned): on_close, here and not inside the
+         * service's stream_end; then the next request, or the close */
+        if (!c->h1_ended && c->h1_streaming) {
+            c->closing = 1; /* the chunked body was cut: the connection cannot be reused */
+            c->closing_ms = cairn_now_ms();
+        }
+        cairn_call_id_t id = c->h1_pending_id;
+        c->h1_pending = c->h1_is_stream = c->h1_streaming = c->h1_ended = 0;
+        notify_close(c->srv, id);
+        if (c->dead)
+            return;
+    }
     if (c->state == CS_H1 && !c->h1_pending && buf_pending(&c->in))
         h1_process(c);
     /* Input left inside SSL while we were paused is invisible to poll: read it now. */

@@ -143,6 +143,29 @@ size_t cairn_h2srv_conn_queued_bytes(const cairn_h2srv_t *self, cairn_call_id_t 
 /* Answer an on_http1_async request. content_type NULL = text/plain. Body is copied. */
 int cairn_h2srv_http1_reply(cairn_h2srv_t *self, cairn_call_id_t req, int status, const char *content_type,
                             const uint8_t *body, size_t len);
+/* A streamed answer to an on_http1_async request (etcd's JSON gateway streams: watch, lease
+ * keepalive, election observe), written as the messages come:
+ *   - stream_begin: req is a stream (call it before the first send if the first message may
+ *     be long in coming): an HTTP/1.1 client that half-closes is then gone, as Go's server
+ *     cancels such a request, instead of waiting for its answer;
+ *   - stream_send: the first call sends the status line and headers (HTTP/1.1: status,
+ *     Content-Type, Transfer-Encoding: chunked; HTTP/1.0: no framing, closed at the end;
+ *     HTTP/2: HEADERS), then each call with len > 0 is one chunk / DATA; len 0 sends only the
+ *     headers. status and content_type matter only in the first call;
+ *   - stream_end: data (may be empty) as the last chunk, then the end of the body (HTTP/1.1's
+ *     zero chunk; the connection stays for the next request unless the client asked for a
+ *     close). If nothing was sent yet, a whole answer with Content-Length instead.
+ * Unlike http1_reply, on_close(req) is delivered for a stream exactly once, from flush after
+ * stream_end, or when the client goes away first (reset, close, HTTP/1.1 half-close). A
+ * client that stops reading: watch http1_queued_bytes (the connection's unsent output for
+ * HTTP/1.1, whose one request at a time owns it; the stream's queue for HTTP/2); its
+ * connection is not read from while the output is backed up. Same return codes as reply. */
+int cairn_h2srv_http1_stream_begin(cairn_h2srv_t *self, cairn_call_id_t req);
+int cairn_h2srv_http1_stream_send(cairn_h2srv_t *self, cairn_call_id_t req, int status, const char *content_type,
+                                  const uint8_t *data, size_t len);
+int cairn_h2srv_http1_stream_end(cairn_h2srv_t *self, cairn_call_id_t req, int status, const char *content_type,
+                                 const uint8_t *data, size_t len);
+size_t cairn_h2srv_http1_queued_bytes(const cairn_h2srv_t *self, cairn_call_id_t req);
 
 /* Introspection (tests, metrics). */
 size_t cairn_h2srv_listener_count(const cairn_h2srv_t *self);

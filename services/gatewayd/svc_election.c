@@ -195,7 +195,7 @@ static void ob_end(cairn_gateway_t *g, observe_t *o)
         return;
     o->done = 1;
     gw_iwatch_cancel(g, &o->w);
-    cairn_h2srv_stream_end(g->srv, o->call, CAIRN_GRPC_OK, NULL);
+    gw_stream_end(g, o->call, CAIRN_GRPC_OK, NULL);
 }
 
 static void ob_send(cairn_gateway_t *g, observe_t *o, const Etcdserverpb__ResponseHeader *h, const Mvccpb__KeyValue *kv)
@@ -206,7 +206,7 @@ static void ob_send(cairn_gateway_t *g, observe_t *o, const Etcdserverpb__Respon
         ob_end(g, o);
         return;
     }
-    cairn_h2srv_stream_send(g->srv, o->call, buf, n);
+    gw_stream_send(g, o->call, buf, n);
     free(buf);
 }
 
@@ -353,12 +353,12 @@ static void observe_close(cairn_gateway_t *g, gw_call_t *c)
 
 /* clang-format off */
 static const gw_method_t rows[] = {
-    /* path                                kind       handler      arg perm           json route               half_close          close */
+    /* path                                kind       handler      arg perm           json route               half_close          close           json */
     /* Campaign is unary on the wire; a stream row so that a client's reset reaches gw_cc_close */
-    {"/v3electionpb.Election/Campaign",    GW_STREAM, do_campaign, 0,  GW_PERM_WRITE, "/v3/election/campaign", gw_cc_half_close,   campaign_close},
+    {"/v3electionpb.Election/Campaign",    GW_STREAM, do_campaign, 0,  GW_PERM_WRITE, "/v3/election/campaign", gw_cc_half_close,   campaign_close, GW_JSON_UNARY},
     {"/v3electionpb.Election/Proclaim",    GW_UNARY,  do_proclaim, 0,  GW_PERM_WRITE, "/v3/election/proclaim"},
     {"/v3electionpb.Election/Leader",      GW_UNARY,  do_leader,   0,  GW_PERM_READ,  "/v3/election/leader"},
-    {"/v3electionpb.Election/Observe",     GW_STREAM, do_observe,  0,  GW_PERM_READ,  "/v3/election/observe",  observe_half_close, observe_close},
+    {"/v3electionpb.Election/Observe",     GW_STREAM, do_observe,  0,  GW_PERM_READ,  "/v3/election/observe",  observe_half_close, observe_close,  GW_JSON_SERVER_STREAM},
     {"/v3electionpb.Election/Resign",      GW_UNARY,  do_resign,   0,  GW_PERM_WRITE, "/v3/election/resign"},
 };
 /* clang-format on */

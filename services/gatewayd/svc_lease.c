@@ -71,9 +71,20 @@ static void do_revoke(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size
 
 typedef struct {
     size_t inflight;
-    int gone; /* the stream closed: answers still coming are dropped */
-    int refs; /* the stream + every pending keepalive */
+    int gone;        /* the stream closed: answers still coming are dropped */
+    int half_closed; /* the client sent its last request: the stream ends once all are answered */
+    int refs;        /* the stream + every pending keepalive */
 } ka_stream_t;
+
+/* etcd's leaseKeepAlive returns (status OK) when Recv says the client is done, after
+ * answering every request it had read: so here once the last answer went out. */
+static void ka_maybe_end(cairn_gateway_t *g, ka_stream_t *s, cairn_call_id_t call)
+{
+    if (s->half_closed && !s->inflight && !s->gone) {
+        s->half_closed = 0; /* once */
+        gw_stream_end(g, call, CAIRN_GRPC_OK, NULL);
+    }
+}
 
 static void ka_release(void *ctx)
 {
@@ -96,7 +107,8 @@ static void ka_ok(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *body, size
     r.ttl = m->ttl > 0 ? m->ttl : 0;
     uint8_t buf[128];
     size_t n = etcdserverpb__lease_keep_alive_response__pack(&r, buf);
-    cairn_h2srv_stream_send(g->srv, p->call, buf, n);
+    gw_stream_send(g, p->call, buf, n);
+    ka_maybe_end(g, s, p->call);
 }
 
 /* No leader, leader changed...: etcd ends the stream with the error (clients open a new one).
@@ -106,9 +118,14 @@ static void ka_fail(cairn_gateway_t *g, gw_pending_t *p, int code, const char *m
 {
     ka_stream_t *s = p->ctx;
     s->inflight--;
-    if (s->gone || (message && strstr(message, "timed out")))
+    if (s->gone)
         return;
-    cairn_h2srv_stream_end(g->srv, p->call, code, message);
+    if (message && strstr(message, "timed out")) {
+        ka_maybe_end(g, s, p->call);
+        return;
+    }
+    s->half_closed = 0;
+    gw_stream_end(g, p->call, code, message);
 }
 
 static const gw_answer_t answer_keepalive = {.ok = ka_ok, .fail = ka_fail, .release = ka_release};
@@ -147,6 +164,17 @@ static void do_keepalive(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, s
         s->inflight--;
         gw_drop_pending(g, p->req_id);
     }
+}
+
+static void ka_half_close(cairn_gateway_t *g, gw_call_t *c)
+{
+    ka_stream_t *s = c->state;
+    if (!s) { /* no request at all: nothing to answer */
+        gw_stream_end(g, c->id, CAIRN_GRPC_OK, NULL);
+        return;
+    }
+    s->half_closed = 1;
+    ka_maybe_end(g, s, c->id);
 }
 
 static void ka_close(cairn_gateway_t *g, gw_call_t *c)
@@ -383,7 +411,7 @@ static const gw_method_t rows[] = {
     /* path                                     kind       handler       arg perm           json route             half_close close */
     {"/etcdserverpb.Lease/LeaseGrant",          GW_UNARY,  do_grant,     0,  GW_PERM_WRITE, "/v3/lease/grant"},
     {"/etcdserverpb.Lease/LeaseRevoke",         GW_UNARY,  do_revoke,    0,  GW_PERM_WRITE, "/v3/lease/revoke"},
-    {"/etcdserverpb.Lease/LeaseKeepAlive",      GW_STREAM, do_keepalive, 0,  GW_PERM_WRITE, "/v3/lease/keepalive", NULL,      ka_close},
+    {"/etcdserverpb.Lease/LeaseKeepAlive",      GW_STREAM, do_keepalive, 0,  GW_PERM_WRITE, "/v3/lease/keepalive", ka_half_close, ka_close},
     {"/etcdserverpb.Lease/LeaseTimeToLive",     GW_UNARY,  do_ttl,       0,  GW_PERM_READ,  "/v3/lease/timetolive"},
     {"/etcdserverpb.Lease/LeaseLeases",         GW_UNARY,  do_leases,    0,  GW_PERM_READ,  "/v3/lease/leases"},
 };

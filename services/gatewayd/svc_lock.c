@@ -186,8 +186,8 @@ static void cc_finish(cairn_gateway_t *g, gw_cc_t *cc)
 static void cc_reply(cairn_gateway_t *g, gw_cc_t *cc, const uint8_t *buf, size_t n)
 {
     if (cc->stream) {
-        cairn_h2srv_stream_send(g->srv, cc->call, buf, n);
-        cairn_h2srv_stream_end(g->srv, cc->call, CAIRN_GRPC_OK, NULL);
+        gw_stream_send(g, cc->call, buf, n);
+        gw_stream_end(g, cc->call, CAIRN_GRPC_OK, NULL);
     } else {
         gw_reply(g, cc->call, buf, n);
     }
@@ -864,9 +864,9 @@ static void do_unlock(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size
 
 /* clang-format off */
 static const gw_method_t rows[] = {
-    /* path                     kind       handler    arg perm           json route          half_close        close */
+    /* path                     kind       handler    arg perm           json route          half_close        close        json */
     /* Lock is unary on the wire; a stream row so that a client's reset reaches gw_cc_close */
-    {"/v3lockpb.Lock/Lock",     GW_STREAM, do_lock,   0,  GW_PERM_WRITE, "/v3/lock/lock",    gw_cc_half_close, gw_cc_close},
+    {"/v3lockpb.Lock/Lock",     GW_STREAM, do_lock,   0,  GW_PERM_WRITE, "/v3/lock/lock",    gw_cc_half_close, gw_cc_close, GW_JSON_UNARY},
     {"/v3lockpb.Lock/Unlock",   GW_UNARY,  do_unlock, 0,  GW_PERM_WRITE, "/v3/lock/unlock"},
 };
 /* clang-format on */

@@ -121,11 +121,11 @@ static void send_resp(cairn_gateway_t *g, wstream_t *s, Etcdserverpb__WatchRespo
     size_t n = etcdserverpb__watch_response__get_packed_size(r);
     uint8_t stackbuf[512], *buf = n <= sizeof stackbuf ? stackbuf : malloc(n);
     if (!buf) {
-        cairn_h2srv_stream_end(g->srv, s->call, CAIRN_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        gw_stream_end(g, s->call, CAIRN_GRPC_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
     etcdserverpb__watch_response__pack(r, buf);
-    cairn_h2srv_stream_send(g->srv, s->call, buf, n);
+    gw_stream_send(g, s->call, buf, n);
     if (buf != stackbuf)
         free(buf);
 }
@@ -404,7 +404,7 @@ static void on_frame(cairn_gateway_t *g, const cairn_ipc_msg_t *m)
             continue;
         }
         if (es.msg && complete_hi >= w->next_rev) {
-            if (cairn_h2srv_stream_queued_bytes(g->srv, w->s->call) > SLOW_HIGH) {
+            if (gw_stream_queued(g, w->s->call) > SLOW_HIGH) {
                 to_catchup(h, w); /* a slow reader: history later, nothing queued now */
                 continue;
             }
@@ -482,7 +482,7 @@ static void pump(cairn_gateway_t *g)
         w->queued = 0;
         if (w->state != W_CATCHUP || w->hist_req || w->dead)
             continue;
-        if (cairn_h2srv_stream_queued_bytes(g->srv, w->s->call) > SLOW_LOW) {
+        if (gw_stream_queued(g, w->s->call) > SLOW_LOW) {
             q_push(h, w); /* later: the client reads slowly */
             continue;
         }
@@ -852,7 +852,7 @@ void gw_watch_tick(cairn_gateway_t *g, int64_t now)
         else if (now - h->no_leader_since > 3 * g->cfg->election_ms)
             for (wstream_t *s = h->streams; s; s = s->next)
                 if (s->has_leader_md)
-                    cairn_h2srv_stream_end(g->srv, s->call, cairn_etcd_err_code(CAIRN_ETCD_NO_LEADER),
+                    gw_stream_end(g, s->call, cairn_etcd_err_code(CAIRN_ETCD_NO_LEADER),
                                            cairn_etcd_err_text(CAIRN_ETCD_NO_LEADER));
     } else {
         h->no_leader_since = 0;
