@@ -75,7 +75,8 @@ int main(int argc, char **argv)
         cairn_warn("test fault switch enabled", "file=%s", r->fault_path);
     r->held_tail = &r->held;
     r->fwd = cairn_u64map_new();
-    if (cairn_members_initial(&r->members, r->cfg) != 0 || !r->fwd || raftd_lessor_new(r) != 0)
+    if (cairn_members_initial(&r->members, r->cfg) != 0 || !r->fwd || raftd_lessor_new(r) != 0 ||
+        raftd_corrupt_new(r) != 0)
         goto out;
     /* a member that starts with peers listens at once; one that starts alone, once one is added */
     if (r->cfg->n_members > 1 && (rc = raftd_listen_peers(r)) != 0) {
@@ -111,7 +112,7 @@ int main(int argc, char **argv)
                 break;
         }
         int64_t now = cairn_now_ms();
-        if (!r->raft && now - r->last_load_sent >= 500)
+        if (!r->raft && !r->load.held && now - r->last_load_sent >= 500)
             raftd_load_request(r, r->load.active ? r->load.next : 0); /* no answer yet: ask again */
         int timeout = (int)(r->next_tick - now);
         if (timeout < 0)
@@ -148,7 +149,8 @@ int main(int argc, char **argv)
             r->next_tick = now + r->cfg->heartbeat_ms;
         raftd_process_ready(r);
         raftd_lessor_tick(r, now);
-        raftd_process_ready(r); /* the revocations it proposed */
+        raftd_corrupt_tick(r, now);
+        raftd_process_ready(r); /* the revocations and alarms they proposed */
         raftd_conf_poll(r);
         raftd_maybe_compact(r);
         /* stored answers a restore however long it takes (or restarts, which resets this) */
@@ -180,6 +182,7 @@ int main(int argc, char **argv)
     raftd_fail_reads(r, CAIRN_ETCD_STOPPED);
 out:
     raftd_lessor_destroy(r);
+    raftd_corrupt_destroy(r);
     cairn_raft_destroy(&r->raft);
     raftd_load_clear(r);
     cairn_u64map_destroy(&r->reads);

@@ -59,7 +59,14 @@ void raftd_process_ready(raftd_t *r)
             if (rd.n_entries && rd.role == CAIRN_RAFT_LEADER && single_voter(r) &&
                 rd.entries[rd.n_entries - 1].term == rd.term)
                 m.commit_durable = rd.entries[rd.n_entries - 1].index;
+            cairn_entry_t *faulty = NULL;
+            uint8_t *faulty_data = NULL;
+            if (r->faults_enabled && rd.n_entries &&
+                raftd_corrupt_fault(r, rd.entries, rd.n_entries, &faulty, &faulty_data) == 1)
+                m.entries = faulty; /* test only: this member's store gets another value */
             raftd_send_stored(r, &m);
+            free(faulty);
+            free(faulty_data);
         }
         /* The leader's appends and heartbeats go out at once, in parallel with its own disk
          * write (thesis §10.2.1); promises wait for the APPEND just sent to be durable. */
@@ -303,6 +310,25 @@ void raftd_load_request(raftd_t *r, uint64_t from)
     r->last_load_sent = cairn_now_ms();
 }
 
+/* Before the core runs (the initial corruption check holds the loaded state): the membership
+ * and the cluster ID the loaded state gives, and connections to the other members, set up as
+ * start_core would, so that the peers can be asked and can answer. */
+static void hold_prepare(raftd_t *r)
+{
+    cairn_members_t ms = {0};
+    if (r->load.members_len && cairn_members_decode(&ms, r->load.members, r->load.members_len) == 0)
+        for (size_t i = 0; i < ms.n; i++)
+            cairn_members_put(&r->members, ms.v[i].id, ms.v[i].name, ms.v[i].peer_urls, ms.v[i].n_peer_urls,
+                              ms.v[i].learner);
+    cairn_members_clear(&ms);
+    learn_members(r, r->load.ents, r->load.n);
+    if (r->load.cluster_id)
+        r->cluster_id = r->load.cluster_id;
+    else if (!r->cluster_id && r->cfg->initial_cluster_state != CAIRN_CLUSTER_EXISTING)
+        r->cluster_id = cairn_config_cluster_id(r->cfg);
+    raftd_reconcile_peers(r);
+}
+
 /* One page of a LOAD: the first one (it starts right after its snapshot point) begins a load,
  * the next ones must continue it exactly (same stored instance, same starting point, the next
  * index); anything else starts over. When the pages reach the last index, the core starts. */
@@ -362,6 +388,30 @@ static void load_page(raftd_t *r, const cairn_ipc_msg_t *m)
         raftd_load_request(r, r->load.next);
         return;
     }
+    if (r->cfg->initial_corrupt_check && !r->initial_checked) {
+        /* etcd's CheckInitialHashKV runs before the member takes part in raft: the state stays
+         * held here until corrupt.c has compared the hashes (raftd_start_loaded) */
+        r->initial_checked = 1;
+        r->load.held = 1;
+        hold_prepare(r);
+        if (raftd_corrupt_initial_begin(r))
+            return;
+        r->load.held = 0;
+    }
+    raftd_start_loaded(r);
+    return;
+restart:
+    cairn_warn("raft state load restarts", "page_first=%llu expected=%llu",
+               (unsigned long long)(m->n_entries ? m->entries[0].index : 0), (unsigned long long)r->load.next);
+    raftd_load_clear(r);
+    raftd_load_request(r, 0);
+}
+
+/* The complete load (r->load) becomes the core's state. */
+void raftd_start_loaded(raftd_t *r)
+{
+    if (r->raft || !r->load.active)
+        return;
     cairn_ipc_msg_t whole = {.type = CAIRN_IPC_LOAD_RESP, .boot_id = r->load.boot_id, .term = r->load.term,
                              .vote = r->load.vote, .commit = r->load.commit, .snap_index = r->load.snap_index,
                              .snap_term = r->load.snap_term, .cluster_id = r->load.cluster_id,
@@ -369,12 +419,6 @@ static void load_page(raftd_t *r, const cairn_ipc_msg_t *m)
                              .n_entries = r->load.n};
     start_core(r, &whole);
     raftd_load_clear(r);
-    return;
-restart:
-    cairn_warn("raft state load restarts", "page_first=%llu expected=%llu",
-               (unsigned long long)(m->n_entries ? m->entries[0].index : 0), (unsigned long long)r->load.next);
-    raftd_load_clear(r);
-    raftd_load_request(r, 0);
 }
 
 void raftd_handle_stored(raftd_t *r, const uint8_t *frame, size_t len)
@@ -423,6 +467,10 @@ void raftd_handle_stored(raftd_t *r, const uint8_t *frame, size_t len)
          * expected: stored proposes again while the alarm is not applied */
         if (r->raft && !r->removed_logged)
             (void)cairn_raft_propose(r->raft, m.body, m.body_len, NULL);
+        break;
+    case CAIRN_IPC_RESULT:
+        /* the answer to a MAINT HASHKV (corrupt.c), the only request raftd sends with a RESULT */
+        raftd_corrupt_on_result(r, &m);
         break;
     case CAIRN_IPC_ERROR:
         cairn_warn("stored reported an error", "code=%lld msg=\"%.*s\"", (long long)m.code, (int)m.message_len,

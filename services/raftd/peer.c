@@ -178,6 +178,12 @@ static void handle_shell_msg(raftd_t *r, const cairn_ipc_msg_t *m)
     case CAIRN_IPC_PEER_LEASE_RESP:
         raftd_lessor_peer_resp(r, m);
         break;
+    case CAIRN_IPC_PEER_HASH_REQ:
+        raftd_corrupt_peer_req(r, m);
+        break;
+    case CAIRN_IPC_PEER_HASH_RESP:
+        raftd_corrupt_peer_resp(r, m);
+        break;
     case CAIRN_IPC_PEER_STOPPING: /* raftd_handle_peer marked it; nothing more to do */
         break;
     case CAIRN_IPC_PEER_REMOVED:
@@ -200,7 +206,8 @@ void raftd_handle_peer(raftd_t *r, const uint8_t *frame, size_t len)
         return;
     }
     if (m.type != CAIRN_IPC_RAFT && (m.type < CAIRN_IPC_PEER_ATTRS || m.type > CAIRN_IPC_PEER_STOPPING) &&
-        m.type != CAIRN_IPC_PEER_LEASE_QUERY && m.type != CAIRN_IPC_PEER_LEASE_RESP) {
+        m.type != CAIRN_IPC_PEER_LEASE_QUERY && m.type != CAIRN_IPC_PEER_LEASE_RESP &&
+        m.type != CAIRN_IPC_PEER_HASH_REQ && m.type != CAIRN_IPC_PEER_HASH_RESP) {
         cairn_warn("unexpected peer message", "type=%s", cairn_ipc_type_name(m.type));
         cairn_ipc_msg_release(&m);
         return;

@@ -45,6 +45,9 @@
  *   metrics.c     raftd's metrics table (etcd's names and help texts) and the METRICS answer
  *   lessor.c      the leases' clock: the leader's table of deadlines, expiry (a revoke
  *                 proposal), keepalives and TTL queries (a follower forwards them)
+ *   corrupt.c     etcd's corruption checks: the leader's periodic HashKV comparison (a CORRUPT
+ *                 alarm proposed on a mismatch), the check at start, the answers to peers'
+ *                 HashKV requests, and a test-only fault that makes one member's store differ
  */
 #ifndef CAIRN_RAFTD_H
 #define CAIRN_RAFTD_H
@@ -119,6 +122,7 @@ typedef struct held_s {
 } held_t;
 
 typedef struct raftd_lessor raftd_lessor_t;
+typedef struct raftd_corrupt raftd_corrupt_t;
 
 typedef struct {
     cairn_config_t *cfg;
@@ -146,9 +150,11 @@ typedef struct {
     cairn_metrics_reg_t *metrics; /* metrics.c */
     struct cairn_procmetrics_t *procmetrics; /* metrics.c: process_* (cairn_procmetrics.h) */
     raftd_lessor_t *lessor;       /* lessor.c: the leases' clock */
+    raftd_corrupt_t *corrupt;     /* corrupt.c: the corruption checks */
     cairn_members_t members; /* every member's metadata (name, peer URLs) as the log says */
     uint64_t cluster_id;     /* 0: joining a running cluster, learned from its first message */
     int removed_logged, was_member;
+    int initial_checked; /* --experimental-initial-corrupt-check ran (once per process) */
     /* the one membership change in progress on this leader (Raft thesis §4.1: one at a time) */
     struct {
         int active;
@@ -180,6 +186,7 @@ typedef struct {
      * gathered so far (copies: a page's frame is freed once handled) */
     struct {
         int active;
+        int held; /* complete, and held until the initial corruption check passes (corrupt.c) */
         uint64_t boot_id, term, vote, commit, snap_index, snap_term, cluster_id, last, next;
         uint64_t seq; /* of the last LOAD sent: only its answer is taken */
         uint8_t *members;
@@ -258,6 +265,22 @@ void raftd_load_clear(raftd_t *r);
 void raftd_load_request(raftd_t *r, uint64_t from);
 void raftd_handle_stored(raftd_t *r, const uint8_t *frame, size_t len);
 int raftd_begin_handoff(raftd_t *r);
+void raftd_start_loaded(raftd_t *r);
+
+/* corrupt.c: etcd 3.4's corruption checks (--experimental-corrupt-check-time,
+ * --experimental-initial-corrupt-check) */
+int raftd_corrupt_new(raftd_t *r);
+void raftd_corrupt_destroy(raftd_t *r);
+void raftd_corrupt_tick(raftd_t *r, int64_t now);
+/* 1: the start check began and the loaded state waits for it (raftd_start_loaded when it passes;
+ * r->fatal when it fails); 0: nothing to check, start now */
+int raftd_corrupt_initial_begin(raftd_t *r);
+void raftd_corrupt_on_result(raftd_t *r, const cairn_ipc_msg_t *m);
+void raftd_corrupt_peer_req(raftd_t *r, const cairn_ipc_msg_t *m);
+void raftd_corrupt_peer_resp(raftd_t *r, const cairn_ipc_msg_t *m);
+/* Test fault (CAIRN_TEST_FAULTS=1, <run-dir>/fault-corrupt-put): 1 when *out is a copy of ents
+ * with one Put's value changed (free *out and *owned after use); 0: send ents as they are. */
+int raftd_corrupt_fault(raftd_t *r, const cairn_entry_t *ents, size_t n, cairn_entry_t **out, uint8_t **owned);
 
 /* lessor.c: leases' liveness on the leader; follows the core's role by itself */
 int raftd_lessor_new(raftd_t *r);

@@ -836,6 +836,17 @@ static int alist_add(void *arg, uint64_t member, uint64_t type)
     return alist_push(l, member, type);
 }
 
+/* etcd logs an alarm by its AlarmType name (alarm=CORRUPT from=<member>) */
+static const char *alarm_name(Etcdserverpb__AlarmType a)
+{
+    switch (a) {
+    case ETCDSERVERPB__ALARM_TYPE__NONE: return "NONE";
+    case ETCDSERVERPB__ALARM_TYPE__NOSPACE: return "NOSPACE";
+    case ETCDSERVERPB__ALARM_TYPE__CORRUPT: return "CORRUPT";
+    default: return "UNKNOWN";
+    }
+}
+
 /* GET lists the alarms of a type (NONE: all); ACTIVATE answers the alarm (also when it was
  * active already); DEACTIVATE answers it only if it was active. No revision is consumed. */
 static int do_alarm(actx_t *x, const Etcdserverpb__AlarmRequest *r, Etcdserverpb__AlarmResponse **out)
@@ -850,14 +861,14 @@ static int do_alarm(actx_t *x, const Etcdserverpb__AlarmRequest *r, Etcdserverpb
         rc = cairn_mvcc_alarm_set(x->m, r->memberid, (uint64_t)r->alarm, 1);
         if (rc >= 0) {
             if (rc == 1)
-                cairn_warn("alarm raised", "member=%016llx alarm=%d", (unsigned long long)r->memberid, (int)r->alarm);
+                cairn_warn("alarm raised", "alarm=%s from=%016llx", alarm_name(r->alarm), (unsigned long long)r->memberid);
             rc = alist_push(&l, r->memberid, (uint64_t)r->alarm);
         }
         break;
     case ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE:
         rc = cairn_mvcc_alarm_set(x->m, r->memberid, (uint64_t)r->alarm, 0);
         if (rc == 1) {
-            cairn_info("alarm disarmed", "member=%016llx alarm=%d", (unsigned long long)r->memberid, (int)r->alarm);
+            cairn_info("alarm disarmed", "alarm=%s from=%016llx", alarm_name(r->alarm), (unsigned long long)r->memberid);
             rc = alist_push(&l, r->memberid, (uint64_t)r->alarm);
         }
         break;

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# etcd 3.4's corruption checks (services/raftd/corrupt.c):
+#   1. --experimental-corrupt-check-time: while every member holds the same data, passes run
+#      and raise no alarm;
+#   2. one follower's store is made to differ (raftd's test fault: <run-dir>/fault-corrupt-put
+#      holding a key makes the next Put of that key reach this member's stored with "-corrupt"
+#      appended to the value, on this member only); the leader's pass raises the CORRUPT alarm
+#      for that member, `etcdctl alarm list` shows it, and writes fail with "etcdserver:
+#      corrupt cluster" while reads still work, as in etcd 3.4;
+#   3. --experimental-initial-corrupt-check: the corrupted member's raftd refuses to start with
+#      "found data inconsistency with peers" and a non-zero exit; a healthy member starts (with
+#      the corrupted member down: an unreachable peer is skipped with a warning).
+. "$(dirname "$0")/lib.sh"
+export CAIRN_TEST_FAULTS=1
+T_EXTRA_FLAGS="--experimental-corrupt-check-time=2s"
+t_start_cluster 3
+for i in 0 1 2; do t_wait_healthy "${C_EPS[i]}" 30 || t_fail "member $i not healthy"; done
+ALL=$(IFS=,; echo "${C_EPS[*]}")
+ctl() { timeout 10 etcdctl --endpoints="$1" --command-timeout=5s "${@:2}"; }
+member_id_dec() { # member id (decimal, as etcdctl prints it) of member $1
+  ctl "${C_EPS[$1]}" endpoint status -w json | python3 -c 'import json,sys;print(json.load(sys.stdin)[0]["Status"]["header"]["member_id"])'
+}
+checks_done() { grep -c "finished peer corruption check" "${C_LOGS[$1]}" || true; }
+
+L=-1
+for _ in $(seq 1 100); do L=$(t_leader_index); [ "$L" -ge 0 ] && break; sleep 0.2; done
+[ "$L" -ge 0 ] && t_ok "a leader (member $L)" || t_fail "no leader"
+
+for i in $(seq 1 30); do ctl "${C_EPS[L]}" put "key$i" "value-$i" >/dev/null || t_fail "put key$i"; done
+ctl "${C_EPS[L]}" del key7 >/dev/null
+
+# ---- 1. all members agree: passes run, no alarm --------------------------------------------
+before=$(checks_done "$L")
+if t_wait_until 20 bash -c "[ \$(grep -c 'finished peer corruption check' '${C_LOGS[L]}') -ge $((before + 3)) ]"; then
+  t_ok "the leader ran 3 more corruption check passes"
+else
+  t_fail "the leader ran no corruption check passes ($(checks_done "$L") in the log)"
+fi
+t_contains "a pass checked both followers" "number-of-peers-checked=2" "$(grep 'finished peer corruption check' "${C_LOGS[L]}" | tail -n 1)"
+t_contains "the checks are announced at start, as etcd does" "enabled corruption checking" "$(cat "${C_LOGS[L]}")"
+t_eq "no alarm while the members agree" "" "$(ctl "$ALL" alarm list)"
+t_eq "no hash mismatch reported while the members agree" "0" "$(cat "${C_LOGS[@]}" | grep -c 'hashes must match' || true)"
+
+# a follower that does not answer (its peer links cut: raftd's fault-isolate) is skipped with a
+# warning, and the pass goes on with the other one
+I=$(( (L + 2) % 3 ))
+touch "$T_TMP/m$I/run/fault-isolate"
+if t_wait_until 30 grep -q "failed hash kv request.*no answer in time" "${C_LOGS[L]}"; then
+  t_ok "a member that does not answer is skipped with a warning"
+else
+  t_fail "no warning for the member that does not answer"
+fi
+t_wait_until 10 bash -c "grep 'finished peer corruption check' '${C_LOGS[L]}' | tail -n 1 | grep -q 'number-of-peers-checked=1'" &&
+  t_ok "the pass checked the member that answered" || t_fail "no pass with one peer checked"
+t_eq "no alarm for a member that does not answer" "" "$(ctl "${C_EPS[L]}" alarm list)"
+rm -f "$T_TMP/m$I/run/fault-isolate"
+for _ in $(seq 1 100); do L=$(t_leader_index); [ "$L" -ge 0 ] && break; sleep 0.2; done
+t_wait_healthy "${C_EPS[I]}" 30 || t_fail "member $I not back after isolation"
+
+# ---- 2. one follower's store differs: the CORRUPT alarm ---------------------------------
+F=$(( (L + 1) % 3 )); H=$(( (L + 2) % 3 ))
+F_ID=$(member_id_dec "$F")
+echo "victim" >"$T_TMP/m$F/run/fault-corrupt-put"
+ctl "${C_EPS[L]}" put victim good-value >/dev/null || t_fail "put victim"
+t_wait_until 10 test ! -e "$T_TMP/m$F/run/fault-corrupt-put" && t_ok "the fault was applied on member $F" ||
+  t_fail "the fault file is still there"
+sleep 0.5
+t_eq "the corrupted member holds another value" "good-value-corrupt" \
+  "$(ctl "${C_EPS[F]}" get victim --consistency=s --print-value-only)"
+t_eq "the others hold the right one" "good-value" "$(ctl "${C_EPS[H]}" get victim --consistency=s --print-value-only)"
+
+has_alarm() { ctl "${C_EPS[L]}" alarm list 2>/dev/null | grep -q "alarm:CORRUPT"; }
+if t_wait_until 20 has_alarm; then t_ok "CORRUPT alarm raised"; else t_fail "no CORRUPT alarm after 20s"; fi
+alarms=$(ctl "${C_EPS[L]}" alarm list)
+t_eq "the alarm names the corrupted member (and only it)" "memberID:$F_ID alarm:CORRUPT " "$alarms"
+t_eq "every member lists it" "$alarms" "$(ctl "${C_EPS[H]}" alarm list)"
+t_contains "the leader logs etcd's warning" "same compact revision then hashes must match" "$(cat "${C_LOGS[L]}")"
+t_contains "every member applied it" "alarm raised" "$(cat "${C_LOGS[H]}")"
+out=$(ctl "${C_EPS[H]}" put after-alarm x 2>&1) && t_fail "put succeeded under CORRUPT: $out" ||
+  t_contains "writes fail with etcd's error" "etcdserver: corrupt cluster" "$out"
+out=$(ctl "${C_EPS[L]}" txn <<<$'\nput t1 x\n\n' 2>&1) || true
+t_contains "txns fail too" "etcdserver: corrupt cluster" "$out"
+t_eq "reads still work (etcd 3.4 serves Range outside the corrupt applier)" "value-3" \
+  "$(ctl "${C_EPS[H]}" get key3 --print-value-only)"
+
+# disarmed, writes work again, and the next passes raise it again: the member still differs
+raised=$(grep -c "proposed the CORRUPT alarm" "${C_LOGS[L]}" || true)
+ctl "${C_EPS[L]}" alarm disarm >/dev/null || t_fail "alarm disarm"
+t_eq "the disarmed alarm is gone" "" "$(ctl "${C_EPS[L]}" alarm list)"
+if t_wait_until 10 bash -c "timeout 5 etcdctl --endpoints=${C_EPS[L]} put after-disarm x >/dev/null 2>&1"; then
+  t_ok "writes work once disarmed"
+else
+  t_fail "writes still refused after disarm"
+fi
+if t_wait_until 20 has_alarm; then t_ok "the next pass raises it again"; else t_fail "not raised again after disarm"; fi
+t_eq "again for the corrupted member" "memberID:$F_ID alarm:CORRUPT " "$(ctl "${C_EPS[L]}" alarm list)"
+[ "$(grep -c "proposed the CORRUPT alarm" "${C_LOGS[L]}")" -gt "$raised" ] && t_ok "by a new proposal" ||
+  t_fail "no new proposal"
+
+# ---- 3. the check at start -----------------------------------------------------------------
+t_stop "${C_RAFTDS[F]}"
+LOGF=$T_TMP/m$F-initial.log
+rc=0
+# shellcheck disable=SC2086
+timeout 60 "$CAIRN_BIN/raftd" ${C_FLAGS[F]} --experimental-initial-corrupt-check >"$LOGF" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && t_ok "the corrupted member's raftd refuses to start (rc=$rc)" ||
+  t_fail "the corrupted member's raftd rc=$rc (0: started, 124: hung)"
+t_contains "with etcd's message" "found data inconsistency with peers" "$(cat "$LOGF")"
+t_contains "naming the peer that differs" "found different hash values from remote peer" "$(cat "$LOGF")"
+if grep -q "raft state loaded" "$LOGF"; then t_fail "the raft core started before the check"; else t_ok "the raft core never started"; fi
+
+# a healthy member starts; the corrupted member (raftd down) does not answer and is skipped
+t_stop "${C_RAFTDS[H]}"
+LOGH=$T_TMP/m$H-initial.log
+# shellcheck disable=SC2086
+t_start_daemon "$LOGH" "$CAIRN_BIN/raftd" ${C_FLAGS[H]} --experimental-initial-corrupt-check; C_RAFTDS[H]=$T_LAST_PID
+if t_wait_until 40 grep -q "initial corruption checking passed; no corruption" "$LOGH"; then
+  t_ok "a healthy member passes the check"
+else
+  t_fail "no pass in the healthy member's log: $(tail -n 5 "$LOGH")"
+fi
+t_contains "the member that did not answer is skipped with a warning" "failed hash kv request" "$(cat "$LOGH")"
+t_wait_until 10 grep -q "raft state loaded" "$LOGH" && t_ok "and then starts its raft core" || t_fail "core not started"
+kill -0 "${C_RAFTDS[H]}" 2>/dev/null && t_ok "its raftd runs" || t_fail "its raftd exited"
+t_wait_until 20 bash -c "timeout 5 etcdctl --endpoints=${C_EPS[H]} --command-timeout=3s get key3 --print-value-only 2>/dev/null | grep -qx value-3" &&
+  t_ok "and serves linearizable reads" || t_fail "the healthy member does not serve"
+
+t_done
