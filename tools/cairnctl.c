@@ -8,6 +8,8 @@
  *       supervises them in the foreground (a process that dies is restarted after a short
  *       back-off, as systemd's Restart=always would) and stops them all on Ctrl-C/SIGTERM:
  *       gateways first (they send GOAWAY), then raftd, then stored (which syncs its WAL).
+ *   cairnctl snapshot status|restore ...
+ *       etcdctl's snapshot commands for etcd backend files (cairnctl_snapshot.c).
  *   cairnctl version
  * The daemons are looked up beside cairnctl's own executable, or in $CAIRN_BIN.
  */
@@ -40,6 +42,7 @@ static int g_argc;
 static char **g_argv;
 
 static void usage(FILE *f);
+int cairnctl_snapshot(int argc, char **argv); /* cairnctl_snapshot.c */
 
 static void bindir(char *out, size_t len)
 {
@@ -217,6 +220,9 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: cairnctl run [--gateways N] [node flags, as for etcd: --name --data-dir "
                "--listen-client-urls ...]\n"
+               "       cairnctl snapshot status FILE [-w simple|json|table]\n"
+               "       cairnctl snapshot restore FILE [--name --data-dir --initial-cluster --initial-cluster-token\n"
+               "                 --initial-advertise-peer-urls --skip-hash-check]\n"
                "       cairnctl version\n");
 }
 
@@ -228,6 +234,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "run") == 0)
         return cmd_run(argc - 2, argv + 2);
+    if (strcmp(argv[1], "snapshot") == 0)
+        return cairnctl_snapshot(argc - 2, argv + 2);
     if (strcmp(argv[1], "version") == 0) {
         printf("cairnctl 0.1.0 (etcd API 3.4)\n");
         return 0;

@@ -4,12 +4,22 @@
  * this member has applied, which etcd lists in Status's errors); MoveLeader is raftd's (it
  * must reach the leader, which hands leadership over). Alarm is a proposal, every action (GET
  * too, as etcd 3.4's EtcdServer.Alarm): stored applies it to its alarm table and answers.
- * Hash, HashKV and Defragment are stored's (MAINT). Snapshot is declared, not served yet.
+ * Hash, HashKV and Defragment are stored's (MAINT).
+ *
+ * Snapshot (a server stream): stored makes an etcd 3.4 backend file of the member's state on a
+ * thread of its own (snapstream.c), then the gateway pulls it CAIRN_MAINT_SNAP_CHUNK bytes at
+ * a time and sends it as etcd does: messages of at most 32 KiB with remaining_bytes, then one
+ * last message whose blob is the SHA-256 of all the bytes (etcdctl snapshot restore checks
+ * it). The next chunk is asked for only while the client holds less than SNAP_QUEUE_MARK
+ * unread, so a client that stops reading costs one chunk here; while it does not read, the
+ * stream waits on a pending request that nobody answers - its deadline is the timer.
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/evp.h>
 
 #include "cairn_kvcheck.h" /* CAIRN_REQ_ALARM */
 #include "gw_internal.h"
@@ -185,6 +195,217 @@ static void do_move_leader(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg,
     gw_ask(g, c->id, &answer_move_leader, g->raftd, &m, meta, CAIRN_ETCD_NOT_CAPABLE);
 }
 
+/* ------------------------------------------------------------------ Snapshot */
+
+#define SNAP_MSG_BYTES ((size_t)32 << 10)      /* etcd's snapshotSendBufferSize */
+#define SNAP_QUEUE_MARK ((size_t)1 << 20)      /* unread bytes a client may hold */
+#define SNAP_MAKE_TIMEOUT_MS (60 * 60 * 1000)  /* a very large store takes long to copy */
+#define SNAP_READ_TIMEOUT_MS (30 * 1000)
+#define SNAP_WAIT_MS 50
+
+typedef struct {
+    uint64_t snap_id, total, sent;
+    int in_flight; /* a MAINT request or the wait timer is pending */
+    int done;
+    EVP_MD_CTX *sha;
+} snap_stream_t;
+
+static void snap_pump(cairn_gateway_t *g, gw_call_t *c);
+
+static snap_stream_t *snap_of(cairn_gateway_t *g, cairn_call_id_t call, gw_call_t **cp)
+{
+    gw_call_t *c = cairn_u64map_get(g->calls, call);
+    if (cp)
+        *cp = c;
+    return c ? c->state : NULL;
+}
+
+static void snap_end(cairn_gateway_t *g, gw_call_t *c, int code, const char *message)
+{
+    snap_stream_t *st = c->state;
+    st->done = 1;
+    st->in_flight = 0;
+    gw_stream_end(g, c->id, code, message);
+}
+
+/* Sends a MAINT snapshot op to stored; with p (its answer awaited) a send that fails ends the
+ * stream. */
+static void snap_send_op(cairn_gateway_t *g, gw_pending_t *p, int op, uint64_t id, uint64_t off)
+{
+    cairn_ipc_msg_t m = {.type = CAIRN_IPC_MAINT, .req_id = p ? p->req_id : 0, .op = (uint64_t)op,
+                         .snap_id = id, .offset = off};
+    if (gw_send_ipc(g, g->stored, &m) == 0 || !p)
+        return;
+    cairn_call_id_t call = p->call;
+    gw_drop_pending(g, p->req_id);
+    gw_call_t *c;
+    if (snap_of(g, call, &c))
+        snap_end(g, c, cairn_etcd_err_code(CAIRN_ETCD_NOT_CAPABLE), cairn_etcd_err_text(CAIRN_ETCD_NOT_CAPABLE));
+}
+
+static void snap_failed(cairn_gateway_t *g, gw_pending_t *p, int code, const char *message)
+{
+    gw_call_t *c;
+    snap_stream_t *st = snap_of(g, p->call, &c);
+    if (!st || st->done)
+        return;
+    st->in_flight = 0;
+    snap_end(g, c, code, message);
+}
+
+static void snap_made(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *body, size_t len, const cairn_ipc_msg_t *m)
+{
+    (void)m;
+    uint64_t id = 0, total = 0;
+    for (size_t i = 0; len == 24 && i < 8; i++) {
+        id = id << 8 | body[i];
+        total = total << 8 | body[8 + i];
+    }
+    gw_call_t *c;
+    snap_stream_t *st = snap_of(g, p->call, &c);
+    if (!st || st->done) { /* the client went away meanwhile: stored may drop the file */
+        if (id)
+            snap_send_op(g, NULL, CAIRN_MAINT_SNAPSHOT_CLOSE, id, 0);
+        return;
+    }
+    st->in_flight = 0;
+    if (len != 24 || !id) {
+        snap_end(g, c, CAIRN_GRPC_INTERNAL, "cairn: malformed snapshot answer from stored");
+        return;
+    }
+    st->snap_id = id;
+    st->total = total;
+    snap_pump(g, c);
+}
+
+static void snap_data(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *body, size_t len, const cairn_ipc_msg_t *m)
+{
+    (void)m;
+    gw_call_t *c;
+    snap_stream_t *st = snap_of(g, p->call, &c);
+    if (!st || st->done)
+        return;
+    st->in_flight = 0;
+    if (len == 0 || len > st->total - st->sent) {
+        snap_end(g, c, CAIRN_GRPC_INTERNAL, "cairn: snapshot chunk does not fit the file");
+        return;
+    }
+    EVP_DigestUpdate(st->sha, body, len);
+    for (size_t off = 0; off < len; off += SNAP_MSG_BYTES) {
+        size_t n = len - off < SNAP_MSG_BYTES ? len - off : SNAP_MSG_BYTES;
+        Etcdserverpb__SnapshotResponse r = ETCDSERVERPB__SNAPSHOT_RESPONSE__INIT;
+        st->sent += n;
+        r.remaining_bytes = st->total - st->sent;
+        r.blob.data = (uint8_t *)body + off;
+        r.blob.len = n;
+        uint8_t *out = malloc(etcdserverpb__snapshot_response__get_packed_size(&r));
+        if (!out) {
+            snap_end(g, c, CAIRN_GRPC_RESOURCE_EXHAUSTED, "cairn: out of memory");
+            return;
+        }
+        size_t on = etcdserverpb__snapshot_response__pack(&r, out);
+        int rc = gw_stream_send(g, c->id, out, on);
+        free(out);
+        if (rc) {
+            st->done = 1; /* the stream is gone; close follows */
+            return;
+        }
+    }
+    snap_pump(g, c);
+}
+
+static void snap_waited(cairn_gateway_t *g, gw_pending_t *p, int code, const char *message)
+{
+    (void)code, (void)message;
+    gw_call_t *c;
+    snap_stream_t *st = snap_of(g, p->call, &c);
+    if (!st || st->done)
+        return;
+    st->in_flight = 0;
+    snap_pump(g, c);
+}
+
+static const gw_answer_t snap_made_how = {snap_made, snap_failed, 0, NULL};
+static const gw_answer_t snap_data_how = {snap_data, snap_failed, 0, NULL};
+static const gw_answer_t snap_wait_how = {NULL, snap_waited, 0, NULL};
+
+static void snap_pump(cairn_gateway_t *g, gw_call_t *c)
+{
+    snap_stream_t *st = c->state;
+    if (st->in_flight || st->done || !st->snap_id)
+        return;
+    if (st->sent == st->total) {
+        Etcdserverpb__SnapshotResponse r = ETCDSERVERPB__SNAPSHOT_RESPONSE__INIT;
+        uint8_t sha[EVP_MAX_MD_SIZE];
+        unsigned n = 0;
+        EVP_DigestFinal_ex(st->sha, sha, &n);
+        r.blob.data = sha;
+        r.blob.len = n;
+        uint8_t out[128];
+        size_t on = etcdserverpb__snapshot_response__pack(&r, out);
+        snap_send_op(g, NULL, CAIRN_MAINT_SNAPSHOT_CLOSE, st->snap_id, 0);
+        if (gw_stream_send(g, c->id, out, on) == 0)
+            snap_end(g, c, 0, NULL);
+        st->done = 1;
+        return;
+    }
+    if (gw_stream_queued(g, c->id) > SNAP_QUEUE_MARK) {
+        if (gw_add_pending(g, c->id, &snap_wait_how, SNAP_WAIT_MS))
+            st->in_flight = 1;
+        else
+            snap_end(g, c, CAIRN_GRPC_RESOURCE_EXHAUSTED, "cairn: out of memory");
+        return;
+    }
+    gw_pending_t *p = gw_add_pending(g, c->id, &snap_data_how, SNAP_READ_TIMEOUT_MS);
+    if (!p) {
+        snap_end(g, c, CAIRN_GRPC_RESOURCE_EXHAUSTED, "cairn: out of memory");
+        return;
+    }
+    st->in_flight = 1;
+    snap_send_op(g, p, CAIRN_MAINT_SNAPSHOT_READ, st->snap_id, st->sent);
+}
+
+static void do_snapshot(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size_t len, const cairn_h2_meta_t *meta)
+{
+    (void)meta;
+    if (c->state)
+        return; /* a server stream: one request */
+    Etcdserverpb__SnapshotRequest *q = etcdserverpb__snapshot_request__unpack(NULL, len, msg ? msg : (const uint8_t *)"");
+    if (!q) {
+        gw_stream_end(g, c->id, CAIRN_GRPC_INTERNAL, "grpc: error unmarshalling request: unexpected EOF");
+        return;
+    }
+    etcdserverpb__snapshot_request__free_unpacked(q, NULL);
+    snap_stream_t *st = calloc(1, sizeof *st);
+    if (!st || !(st->sha = EVP_MD_CTX_new()) || !EVP_DigestInit_ex(st->sha, EVP_sha256(), NULL)) {
+        if (st)
+            EVP_MD_CTX_free(st->sha);
+        free(st);
+        gw_stream_end(g, c->id, CAIRN_GRPC_RESOURCE_EXHAUSTED, "cairn: out of memory");
+        return;
+    }
+    c->state = st;
+    gw_pending_t *p = gw_add_pending(g, c->id, &snap_made_how, SNAP_MAKE_TIMEOUT_MS);
+    if (!p) {
+        snap_end(g, c, CAIRN_GRPC_RESOURCE_EXHAUSTED, "cairn: out of memory");
+        return;
+    }
+    st->in_flight = 1;
+    snap_send_op(g, p, CAIRN_MAINT_SNAPSHOT, 0, 0);
+}
+
+static void snap_close(cairn_gateway_t *g, gw_call_t *c)
+{
+    snap_stream_t *st = c->state;
+    if (!st)
+        return;
+    if (st->snap_id && !st->done)
+        snap_send_op(g, NULL, CAIRN_MAINT_SNAPSHOT_CLOSE, st->snap_id, 0);
+    EVP_MD_CTX_free(st->sha);
+    free(st);
+    c->state = NULL;
+}
+
 /* clang-format off */
 static const gw_method_t rows[] = {
     /* path                                  kind       handler         arg perm           json route */
@@ -195,8 +416,8 @@ static const gw_method_t rows[] = {
     {"/etcdserverpb.Maintenance/Hash",       GW_UNARY,  do_maint,       CAIRN_MAINT_HASH,   GW_PERM_ADMIN, "/v3/maintenance/hash"},
     /* etcd 3.4's rpc.proto maps HashKV to "/v3/maintenance/hash" as well; not routed twice here */
     {"/etcdserverpb.Maintenance/HashKV",     GW_UNARY,  do_maint,       CAIRN_MAINT_HASHKV, GW_PERM_ADMIN, NULL},
-    /* not served yet: a stream, so that clients get UNIMPLEMENTED at once, not at END_STREAM */
-    {"/etcdserverpb.Maintenance/Snapshot",   GW_STREAM, NULL,           0,  GW_PERM_ADMIN, "/v3/maintenance/snapshot"},
+    {"/etcdserverpb.Maintenance/Snapshot",   GW_STREAM, do_snapshot,    0,  GW_PERM_ADMIN, "/v3/maintenance/snapshot",
+     NULL, snap_close, GW_JSON_SERVER_STREAM},
 };
 /* clang-format on */
 

@@ -2,7 +2,7 @@
  *
  *   MAINT (gw -> stored): Hash, HashKV, Defragment and the alarm list this member has
  *   applied (for Status's errors and /health), each answered with RESULT whose body is the
- *   packed etcd response.
+ *   packed etcd response. The Snapshot ops go to snapstream.c.
  *
  *   Quota (etcd 3.4's quotaAlarmer, etcdserver/api/v3rpc/quota.go): when the store's files
  *   pass --quota-backend-bytes, stored proposes ACTIVATE NOSPACE for this member through the
@@ -65,6 +65,13 @@ static void *defrag_main(void *arg)
 
 void stored_defrag_reap(stored_t *s, int block)
 {
+    /* The threads that read the store for a client's snapshot go with the defragmentation's:
+     * everything that waits for this one (an installed snapshot replacing the store, exit)
+     * must wait for them too - and then ends their streams. */
+    if (block)
+        stored_snapstream_destroy(s);
+    else
+        stored_snapstream_reap(s, 0);
     if (!s->defrag.running || (!block && !atomic_load(&s->defrag.done)))
         return;
     if (s->defrag.joinable)
@@ -168,6 +175,11 @@ void stored_maint(stored_t *s, const uint8_t *ident, size_t ident_len, const cai
     }
     case CAIRN_MAINT_DEFRAG:
         defrag_start(s, ident, ident_len, m->req_id);
+        return;
+    case CAIRN_MAINT_SNAPSHOT:
+    case CAIRN_MAINT_SNAPSHOT_READ:
+    case CAIRN_MAINT_SNAPSHOT_CLOSE:
+        stored_snapstream_request(s, ident, ident_len, m);
         return;
     case CAIRN_MAINT_ALARMS: {
         Etcdserverpb__AlarmRequest q = ETCDSERVERPB__ALARM_REQUEST__INIT; /* GET, NONE: all */

@@ -272,7 +272,14 @@ typedef struct cairn_mvcc_builder_t cairn_mvcc_builder_t;
 cairn_mvcc_builder_t *cairn_mvcc_builder_new(const char *dir, int *err, char *errbuf, size_t errlen);
 int cairn_mvcc_builder_put(cairn_mvcc_builder_t *b, const void *key, size_t key_len, const void *value,
                            size_t value_len);
+/* Makes the current-state records ('k', 'l') from the history records ('h') put so far: for
+ * a builder fed history only (an etcd backend file, mvcc_etcd.c). Call once, before finish. */
+int cairn_mvcc_builder_derive_current(cairn_mvcc_builder_t *b);
 int cairn_mvcc_builder_finish(cairn_mvcc_builder_t *b, cairn_mvcc_point_t *pt, char *errbuf, size_t errlen);
 void cairn_mvcc_builder_destroy(cairn_mvcc_builder_t **self_p);
+
+/* The last LevelDB error of any store in this process ("" if none), e.g. "leveldb write batch:
+ * IO error: <dir>/000012.log: No space left on device": which file and why, for a log line. */
+void cairn_mvcc_last_error(char *buf, size_t len);
 
 #endif

@@ -165,6 +165,114 @@ int cairn_mvcc_builder_put(cairn_mvcc_builder_t *b, const void *key, size_t key_
     return 0;
 }
 
+/* The 'k' record of every key alive at the end of the history, and its 'l' record when it
+ * carries a lease: the newest 'h' record of each key decides (its group's first record, as
+ * ~main sorts newest first), unless it is a tombstone. */
+int cairn_mvcc_builder_derive_current(cairn_mvcc_builder_t *b)
+{
+    if (!b || b->failed)
+        return CAIRN_ESTATE;
+    int rc = builder_flush(b, 0);
+    if (rc)
+        return rc;
+    leveldb_readoptions_t *ro = leveldb_readoptions_create();
+    leveldb_readoptions_set_fill_cache(ro, 0);
+    leveldb_iterator_t *it = leveldb_create_iterator(b->db, ro);
+    uint8_t *grp = NULL, *ukey = NULL;
+    size_t glen = 0, gcap = 0, ucap = 0;
+    char t = T_HIST;
+    for (leveldb_iter_seek(it, &t, 1); rc == 0 && leveldb_iter_valid(it); leveldb_iter_next(it)) {
+        size_t kn = 0, vn = 0;
+        const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kn);
+        if (kn == 0 || k[0] != T_HIST)
+            break;
+        const uint8_t *v = (const uint8_t *)leveldb_iter_value(it, &vn);
+        /* the group: 'h' esc(key) 0x00 0x01; the same group as the previous record = an
+         * older revision of the same key */
+        size_t g = 0, u = 0;
+        if (kn + 1 > ucap) {
+            uint8_t *nu = realloc(ukey, kn + 1);
+            if (!nu) {
+                rc = CAIRN_ENOMEM;
+                break;
+            }
+            ukey = nu;
+            ucap = kn + 1;
+        }
+        for (size_t i = 1; i + 1 < kn; i++) {
+            if (k[i] != 0) {
+                ukey[u++] = k[i];
+            } else if (k[i + 1] == 0xFF) {
+                ukey[u++] = 0;
+                i++;
+            } else if (k[i + 1] == 0x01) {
+                g = i + 2;
+                break;
+            } else {
+                break;
+            }
+        }
+        if (g == 0 || kn != g + 16 || vn < 1) {
+            rc = CAIRN_ECORRUPT;
+            break;
+        }
+        if (glen == g && memcmp(grp, k, g) == 0)
+            continue;
+        if (g > gcap) {
+            uint8_t *ng = realloc(grp, g);
+            if (!ng) {
+                rc = CAIRN_ENOMEM;
+                break;
+            }
+            grp = ng;
+            gcap = g;
+        }
+        memcpy(grp, k, g);
+        glen = g;
+        if (v[0] & HFLAG_TOMB)
+            continue;
+        if (vn < HIST_HDR) {
+            rc = CAIRN_ECORRUPT;
+            break;
+        }
+        uint64_t main = ~be64_get(k + g);
+        kbuf_t ck, cv;
+        kb_init(&ck), kb_init(&cv);
+        kb_u8(&ck, T_CUR);
+        kb_add(&ck, ukey, u);
+        kb_add(&cv, v + 1, 8);  /* create */
+        kb_be64(&cv, main);     /* mod */
+        kb_add(&cv, v + 9, 16); /* version, lease */
+        kb_add(&cv, v + HIST_HDR, vn - HIST_HDR);
+        rc = ck.oom || cv.oom ? CAIRN_ENOMEM : cairn_mvcc_builder_put(b, ck.p, ck.n, cv.p, cv.n);
+        uint64_t lease = be64_get(v + 17);
+        if (rc == 0 && lease) {
+            kbuf_t lk;
+            kb_init(&lk);
+            kb_u8(&lk, T_LATT);
+            kb_be64(&lk, lease);
+            kb_add(&lk, ukey, u);
+            rc = lk.oom ? CAIRN_ENOMEM : cairn_mvcc_builder_put(b, lk.p, lk.n, "", 0);
+            kb_free(&lk);
+        }
+        kb_free(&ck), kb_free(&cv);
+    }
+    char *err = NULL;
+    leveldb_iter_get_error(it, &err);
+    if (err) {
+        mvcc_ldb_err("build derive", err);
+        if (rc == 0)
+            rc = CAIRN_EIO;
+    }
+    leveldb_iter_destroy(it);
+    leveldb_readoptions_destroy(ro);
+    free(grp);
+    free(ukey);
+    if (rc)
+        b->failed = 1;
+    return rc;
+}
+
 int cairn_mvcc_builder_finish(cairn_mvcc_builder_t *b, cairn_mvcc_point_t *pt, char *errbuf, size_t errlen)
 {
     if (!b || b->failed)

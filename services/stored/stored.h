@@ -130,6 +130,7 @@ typedef struct {
     struct {
         int64_t next_check, next_propose; /* ms */
     } quota;
+    struct stored_snapstream *snapstream; /* snapstream.c: Maintenance/Snapshot files */
 } stored_t;
 
 
@@ -203,6 +204,15 @@ void stored_maint(stored_t *s, const uint8_t *ident, size_t ident_len, const cai
 /* Answers the Defragment requests once the compaction is done; block = 1 waits for it (before
  * the store is closed or replaced). */
 void stored_defrag_reap(stored_t *s, int block);
+
+/* ---- snapstream.c: the etcd backend files Maintenance/Snapshot streams ---- */
+typedef struct stored_snapstream stored_snapstream_t;
+/* MAINT ops SNAPSHOT, SNAPSHOT_READ, SNAPSHOT_CLOSE */
+void stored_snapstream_request(stored_t *s, const uint8_t *ident, size_t ident_len, const cairn_ipc_msg_t *m);
+/* Answers for files made, drops files idle too long (block: waits for every thread). */
+void stored_snapstream_reap(stored_t *s, int block);
+/* Waits for every thread, closes every file (a state change or exit ends the streams). */
+void stored_snapstream_destroy(stored_t *s);
 /* Proposes ACTIVATE NOSPACE for this member when the store passed the quota (rate-limited). */
 void stored_quota_check(stored_t *s, int64_t now);
 /* A request of stored's own (kind: cairn_req_kind_t) proposed through its raftd, like a
