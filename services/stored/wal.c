@@ -124,6 +124,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 #include "cairn_crc32c.h"
 #include "cairn_bytes.h"
@@ -180,7 +181,13 @@ struct cairn_wal {
     cairn_wal_hardstate_t p_hs;
     uint64_t p_snap_index, p_snap_term;
 
-    int failed; /* sticky error from a failed sync or append */
+    int failed; /* error from a failed sync or append: refuses everything until cairn_wal_recover */
+    /* The bytes a failed sync may have written to the current segment (its batch, dropped):
+     * they must read as zeroes again before anything else is written after them, or a later
+     * batch could make half of a batch that was never acknowledged look durable (and a
+     * segment rolled past them would read as corrupt). 0 when nothing reached a file. */
+    uint64_t dirty_off, dirty_len;
+    char errmsg[512]; /* why the last failure happened: the file, the step, the errno's text */
     void *(*realloc_fn)(void *, size_t); /* the batch buffer's allocator (tests inject failures) */
 };
 
@@ -698,7 +705,7 @@ static int create_segment(cairn_wal_t *self, uint64_t seq, uint64_t first, uint6
     if (cap < hlen + need)
         cap = ALIGN8(hlen + need);
     char *tmp = seg_path(self, seq, first, 1), *path = seg_path(self, seq, first, 0);
-    int fd = -1, rc;
+    int fd = -1, rc, renamed = 0;
     const char *what = "create";
     if (!tmp || !path) {
         rc = -ENOMEM;
@@ -718,6 +725,7 @@ static int create_segment(cairn_wal_t *self, uint64_t seq, uint64_t first, uint6
     what = "rename";
     if ((rc = ops->rename(ops->ctx, tmp, path)))
         goto fail;
+    renamed = 1;
     what = "fsync the directory of";
     if (!self->no_sync && (rc = ops->fsync_dir(ops->ctx, self->dir)))
         goto fail;
@@ -737,12 +745,21 @@ static int create_segment(cairn_wal_t *self, uint64_t seq, uint64_t first, uint6
     free(path);
     return 0;
 fail:
-    cairn_errbuf_set(errbuf, errlen, "wal: cannot %s segment %s: %s", what, path ? path : "?", strerror(-rc));
+    if (strcmp(what, "preallocate") == 0)
+        cairn_errbuf_set(errbuf, errlen, "wal: cannot preallocate segment %s: %s (a segment needs %llu bytes)",
+                         path ? path : "?", strerror(-rc), (unsigned long long)cap);
+    else
+        cairn_errbuf_set(errbuf, errlen, "wal: cannot %s segment %s: %s", what, path ? path : "?", strerror(-rc));
     cairn_error("wal segment creation failed", "file=%s op=\"%s\" err=\"%s\"", path ? path : "?", what,
                 strerror(-rc));
     if (fd >= 0) {
         ops->close(ops->ctx, fd);
-        if (tmp)
+        /* A segment whose directory entry may not be durable is not ours yet: remove it, so
+         * that a retry (the WAL recovers from a full disk) creating this sequence number
+         * under another first index never leaves two files with one sequence. */
+        if (renamed && path)
+            ops->unlink(ops->ctx, path);
+        else if (tmp)
             ops->unlink(ops->ctx, tmp);
     }
     free(tmp);
@@ -831,8 +848,20 @@ cairn_wal_t *cairn_wal_open(const char *dir, const cairn_wal_opts_t *opts, const
     }
 
     if (self->nsegs == 0) {
-        if ((rc = create_segment(self, 0, 1, 0, errbuf, errlen)))
+        if ((rc = create_segment(self, 0, 1, 0, errbuf, errlen))) {
+            if (rc == CAIRN_ENOSPC) {
+                /* A disk too small for even one segment: say exactly what is needed, and how
+                 * to need less, rather than only "no space". */
+                struct statvfs vf;
+                unsigned long long avail = statvfs(self->dir, &vf) == 0 ? (unsigned long long)vf.f_bavail * vf.f_frsize : 0;
+                cairn_errbuf_set(errbuf, errlen,
+                                 "wal: cannot create the first segment in %s: it needs %llu bytes, the filesystem has "
+                                 "%llu free (No space left on device); free space or set CAIRN_WAL_SEGMENT_BYTES "
+                                 "smaller",
+                                 self->dir, (unsigned long long)self->segment_bytes, avail);
+            }
             goto fail;
+        }
         cairn_info("wal created", "dir=%s", self->dir);
     } else {
         replay_t rp = {self, cb, errbuf, errlen};
@@ -875,6 +904,8 @@ static void reset_pending(cairn_wal_t *self);
 static int append_failed(cairn_wal_t *self, int rc, const char *what)
 {
     self->failed = rc;
+    self->dirty_len = 0; /* nothing reached a file */
+    snprintf(self->errmsg, sizeof self->errmsg, "wal: cannot buffer a %s record: %s", what, cairn_strerror(rc));
     reset_pending(self);
     cairn_error("wal append failed; the batch is dropped and the WAL refuses further writes", "dir=%s record=%s err=\"%s\"",
                 self->dir, what, cairn_strerror(rc));
@@ -996,12 +1027,25 @@ static void reset_pending(cairn_wal_t *self)
     self->p_first = self->p_last = self->p_max = 0;
 }
 
-static int sync_failed(cairn_wal_t *self, int rc, const char *what, int neg_errno)
+/* The batch is dropped (nothing of it is ever reported durable) and the WAL refuses
+ * everything until cairn_wal_recover. dirty: how many bytes at self->off the failed step may
+ * have written (0 when it failed before writing to the current segment). */
+static int sync_failed(cairn_wal_t *self, int rc, const char *what, int neg_errno, uint64_t dirty)
 {
     self->failed = rc;
+    self->dirty_off = self->off;
+    self->dirty_len = dirty;
     reset_pending(self);
-    cairn_error("wal sync failed; the WAL refuses further writes", "dir=%s op=%s err=\"%s\"", self->dir, what,
-                neg_errno ? strerror(-neg_errno) : cairn_strerror(rc));
+    if (strcmp(what, "roll") != 0 || !self->errmsg[0]) {
+        char *path = self->nsegs ? seg_path(self, self->segs[self->nsegs - 1].seq, self->segs[self->nsegs - 1].first_index, 0)
+                                 : NULL;
+        snprintf(self->errmsg, sizeof self->errmsg, "wal: %s of %s at offset %llu failed: %s", what,
+                 path ? path : self->dir, (unsigned long long)self->off,
+                 neg_errno ? strerror(-neg_errno) : cairn_strerror(rc));
+        free(path);
+    }
+    cairn_error("wal sync failed; the batch is dropped and the WAL refuses writes until it recovers", "dir=%s op=%s err=\"%s\"",
+                self->dir, what, neg_errno ? strerror(-neg_errno) : cairn_strerror(rc));
     return rc;
 }
 
@@ -1018,8 +1062,10 @@ int cairn_wal_sync(cairn_wal_t *self)
     int rc;
     if (self->off + total > self->cap) {
         uint64_t first = self->p_has_entry ? self->p_first : self->last_index + 1;
-        if ((rc = create_segment(self, self->segs[self->nsegs - 1].seq + 1, first, total, NULL, 0)))
-            return sync_failed(self, rc, "roll", 0);
+        self->errmsg[0] = 0;
+        if ((rc = create_segment(self, self->segs[self->nsegs - 1].seq + 1, first, total, self->errmsg,
+                                 sizeof self->errmsg)))
+            return sync_failed(self, rc, "roll", 0, 0); /* the current segment is untouched */
     }
     uint8_t *b = self->buf;
     cairn_put_le32(b, BATCH_LEN);
@@ -1030,9 +1076,9 @@ int cairn_wal_sync(cairn_wal_t *self)
     memset(b + REC_HDR + BATCH_LEN, 0, BATCH_SIZE - REC_HDR - BATCH_LEN);
     cairn_put_le32(b + 4, rec_crc(b, BATCH_LEN));
     if ((rc = cairn_fileops_pwrite_full(ops, self->fd, b, (size_t)total, self->off)))
-        return sync_failed(self, sys_err(rc), "pwrite", rc);
+        return sync_failed(self, sys_err(rc), "pwrite", rc, total);
     if (!self->no_sync && (rc = ops->fdatasync(ops->ctx, self->fd)))
-        return sync_failed(self, sys_err(rc), "fdatasync", rc);
+        return sync_failed(self, sys_err(rc), "fdatasync", rc, total);
     self->off += total;
     wal_seg_t *cur = &self->segs[self->nsegs - 1];
     if (self->p_has_entry) {
@@ -1102,6 +1148,50 @@ int cairn_wal_release_before(cairn_wal_t *self, uint64_t index)
     }
     return rc ? rc : (int)done;
 }
+
+/* The dropped batch may have reached the disk in part or whole (a pwrite that failed half way,
+ * an fdatasync that failed after the pages were written). It must never be replayed: its
+ * entries were never acknowledged (and may have been answered as refused), and bytes after the
+ * last batch of a segment that is not the last one are corruption to replay. The next batch
+ * starts at the same offset, but may be shorter, so the whole range is zeroed and synced
+ * first. The range was written once already, so zeroing it needs no new space (the segment
+ * is preallocated). After a failed fdatasync (fsyncgate) the kernel may have dropped the
+ * dirty pages' error: rewriting every byte of the range and syncing again makes its content
+ * known, which is why the dropped batch is not simply left for replay to judge. */
+int cairn_wal_recover(cairn_wal_t *self)
+{
+    if (!self)
+        return CAIRN_EINVAL;
+    if (!self->failed)
+        return 0;
+    if (self->dirty_len) {
+        const cairn_fileops_t *ops = self->ops;
+        uint8_t zero[4096] = {0};
+        int rc = 0;
+        for (uint64_t o = 0; o < self->dirty_len && rc == 0;) {
+            size_t n = self->dirty_len - o < sizeof zero ? (size_t)(self->dirty_len - o) : sizeof zero;
+            rc = cairn_fileops_pwrite_full(ops, self->fd, zero, n, self->dirty_off + o);
+            o += n;
+        }
+        if (rc == 0 && !self->no_sync)
+            rc = ops->fdatasync(ops->ctx, self->fd);
+        if (rc) {
+            snprintf(self->errmsg, sizeof self->errmsg, "wal: cannot clear the dropped batch at offset %llu of %s: %s",
+                     (unsigned long long)self->dirty_off, self->dir, strerror(-rc));
+            return sys_err(rc);
+        }
+        cairn_info("wal cleared a dropped batch", "dir=%s offset=%llu bytes=%llu", self->dir,
+                   (unsigned long long)self->dirty_off, (unsigned long long)self->dirty_len);
+    }
+    self->failed = 0;
+    self->dirty_len = 0;
+    return 0;
+}
+
+int cairn_wal_failed(const cairn_wal_t *self) { return self ? self->failed : CAIRN_EINVAL; }
+const char *cairn_wal_error(const cairn_wal_t *self) { return self && self->failed ? self->errmsg : ""; }
+uint64_t cairn_wal_dirty_bytes(const cairn_wal_t *self) { return self && self->failed ? self->dirty_len : 0; }
+size_t cairn_wal_segment_bytes(const cairn_wal_t *self) { return self ? (size_t)self->segment_bytes : 0; }
 
 uint64_t cairn_wal_last_index(const cairn_wal_t *self) { return self ? self->last_index : 0; }
 

@@ -70,8 +70,8 @@ void cairn_wal_destroy(cairn_wal_t **self_p);
 
 /* Buffer records in memory (no I/O). 0, CAIRN_EINVAL, CAIRN_ETOOBIG, CAIRN_ENOMEM, or
    CAIRN_ESTATE once a sync or an append has failed. A failed append drops the whole batch
-   buffered since the last sync and makes the WAL refuse everything (CAIRN_ESTATE): a batch
-   with a record missing must never be reported durable. The caller must restart. */
+   buffered since the last sync and makes the WAL refuse everything (CAIRN_ESTATE) until
+   cairn_wal_recover: a batch with a record missing must never be reported durable. */
 int cairn_wal_append_entry(cairn_wal_t *self, const cairn_wal_entry_t *e);
 int cairn_wal_append_hardstate(cairn_wal_t *self, const cairn_wal_hardstate_t *hs);
 /* A SNAPSHOT record: a Raft snapshot at (index, term) is installed (index >= 1). Durable
@@ -81,11 +81,27 @@ int cairn_wal_append_snapshot(cairn_wal_t *self, uint64_t index, uint64_t term);
 
 /* Write every buffered record and make it durable with ONE fdatasync (group commit); rolls to
    a new preallocated segment when the current one is full (fsync the directory after creating
-   it). Returns 0, or CAIRN_EIO/CAIRN_ENOSPC: on failure nothing is reported durable and the
-   WAL refuses further appends and syncs with CAIRN_ESTATE (the caller must restart - like
-   etcd's panic on fsync failure, because after a failed fsync the page cache state is
-   unknown). A sync with nothing buffered does no I/O and returns 0. */
+   it). Returns 0, or CAIRN_EIO/CAIRN_ENOSPC: on failure the batch is DROPPED (nothing of it
+   is ever reported durable, and the caller must forget it: re-append what it still wants)
+   and the WAL refuses further appends and syncs with CAIRN_ESTATE until cairn_wal_recover
+   succeeds. cairn_wal_error says why. A sync with nothing buffered does no I/O and returns 0. */
 int cairn_wal_sync(cairn_wal_t *self);
+
+/* After a failed sync or append: makes the WAL writable again. Whatever the failed sync may
+   have written is overwritten with zeroes and fdatasync'd first (after a failed fdatasync
+   the page cache state is unknown; rewriting every byte makes it known), so the dropped
+   batch can never be replayed. 0 (also when nothing failed), or the CAIRN_E* of the step that
+   failed again (the WAL stays refusing; try later, e.g. once the disk has space). */
+int cairn_wal_recover(cairn_wal_t *self);
+/* The error the WAL refuses with (0: none). */
+int cairn_wal_failed(const cairn_wal_t *self);
+/* Why it refuses, for people: the file, the step and the errno's text ("" when it does not). */
+const char *cairn_wal_error(const cairn_wal_t *self);
+/* Bytes the failed sync may have written (0: none reached a file, e.g. the next segment could
+   not be preallocated): while this is not 0, the dropped batch may still be on disk. */
+uint64_t cairn_wal_dirty_bytes(const cairn_wal_t *self);
+/* The preallocated size of a segment (what a rollover needs free on the disk). */
+size_t cairn_wal_segment_bytes(const cairn_wal_t *self);
 
 /* Remove whole segments whose entries are all < index - 1 (after a snapshot at index - 1 or
    later): the segment holding index-1 and the current segment are always kept, and only
