@@ -117,6 +117,8 @@ static void send_resp(cairn_gateway_t *g, wstream_t *s, Etcdserverpb__WatchRespo
     gw_fill_header(g, &hdr);
     if (rev > 0)
         hdr.revision = rev;
+    else if (rev < 0)
+        hdr.revision = 0; /* (etcd's cancel of a compacted watcher: its events' revision, none) */
     r->header = &hdr;
     size_t n = etcdserverpb__watch_response__get_packed_size(r);
     uint8_t stackbuf[512], *buf = n <= sizeof stackbuf ? stackbuf : malloc(n);
@@ -514,7 +516,7 @@ void gw_watch_on_history(cairn_gateway_t *g, const cairn_ipc_msg_t *m)
         wstream_t *s = w->s;
         int64_t id = w->id, compact = m->compact_rev;
         watcher_free(g, w);
-        send_simple(g, s, id, 0, 1, compact, NULL, hub_now_rev(g));
+        send_simple(g, s, id, 0, 1, compact, NULL, -1); /* etcd 3.4: header.revision 0 */
         if (s->progress_pending)
             try_progress(g, s);
         return;
