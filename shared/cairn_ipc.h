@@ -41,7 +41,8 @@
  *                       a member drop messages from another cluster, --initial-cluster-token)
  *                       and PEER_* (the shell's own messages: attributes, forwarded membership
  *                       changes, snapshot transfer, removed, stopping, corruption checks)
- *   raftd -> stored     MAINT (op HASHKV, for a corruption check), answered with RESULT
+ *   raftd -> stored     MAINT (op HASHKV) and STATUS, for a corruption check (services/raftd/corrupt.c),
+ *                       answered with RESULT and STATUS_RESP
  *
  * Epochs: stored draws a new boot_id at every start. raftd tags APPEND and COMMIT with the
  * boot_id of the stored it loaded its state from, and stored tags APPENDED with its own.

@@ -8,7 +8,9 @@
  *
  *   --experimental-corrupt-check-time T (etcd's monitorKVHash/checkHashKV): every T the
  *   leader hashes its store at its current revision R (h, crev), asks every other member for
- *   its hash at R, then hashes its own store again (h2, rev2, crev2). A member whose answer
+ *   its hash at R, waits until its own stored has applied the commit index it has then (etcd's
+ *   linearizableReadNotify: no follower can have applied past it, so a follower's revision
+ *   above the leader's really is wrong), then hashes its own store again (h2, rev2, crev2). A member whose answer
  *   has the same compact revision and another hash, or a revision or compact revision above
  *   the leader's, is named in an AlarmRequest ACTIVATE CORRUPT proposed through the log (one
  *   per pass, as etcd); the leader itself is named when h2 != h at the same revision. Once
@@ -59,7 +61,7 @@
 #define CC_PEERS_MAX 64
 
 enum { PS_WAIT = 0, PS_OK, PS_ERR };
-enum { PH_IDLE = 0, PH_SELF, PH_PEERS, PH_SELF2 };
+enum { PH_IDLE = 0, PH_SELF, PH_PEERS, PH_APPLY, PH_SELF2 };
 
 typedef struct {
     uint64_t id;
@@ -86,7 +88,8 @@ struct raftd_corrupt {
     struct {
         int phase, initial;
         uint64_t round;    /* fwd_id of this pass's peer requests */
-        uint64_t self_req; /* the MAINT to our stored awaiting its answer */
+        uint64_t self_req; /* the MAINT (or STATUS) to our stored awaiting its answer */
+        uint64_t commit;   /* PH_APPLY: our stored must have applied this before the second hash */
         int64_t deadline, next_send;
         uint32_t h;
         int64_t rev, crev;
@@ -357,6 +360,15 @@ static void evaluate_periodic(raftd_t *r, uint32_t h2, int64_t rev2, int64_t cre
         propose_corrupt(r, alarmed);
 }
 
+static void ask_status(raftd_t *r)
+{
+    raftd_corrupt_t *cc = r->corrupt;
+    cairn_ipc_msg_t m = {.type = CAIRN_IPC_STATUS, .req_id = ++cc->next_req};
+    cc->c.self_req = m.req_id;
+    cc->c.next_send = cairn_now_ms() + CC_RESEND_MS;
+    raftd_send_stored(r, &m);
+}
+
 static void peers_done(raftd_t *r)
 {
     raftd_corrupt_t *cc = r->corrupt;
@@ -364,10 +376,33 @@ static void peers_done(raftd_t *r)
         evaluate_initial(r);
         return;
     }
+    if (!r->raft || cairn_raft_role(r->raft) != CAIRN_RAFT_LEADER) {
+        cairn_warn("failed to check hash KV", "error=\"not the leader any more\"");
+        end_pass(r);
+        return;
+    }
+    /* etcd's linearizableReadNotify before the second hash: every member's applied index is at
+     * most the commit index the leader has now, so once our stored has applied it, a follower
+     * that answered with a higher revision than ours is wrong, not just ahead of us */
+    cc->c.phase = PH_APPLY;
+    cc->c.commit = cairn_raft_commit(r->raft);
+    cc->c.deadline = cairn_now_ms() + req_timeout_ms(r);
+    ask_status(r);
+}
+
+void raftd_corrupt_on_status(raftd_t *r, const cairn_ipc_msg_t *m)
+{
+    raftd_corrupt_t *cc = r->corrupt;
+    if (!cc || cc->c.phase != PH_APPLY || m->req_id != cc->c.self_req)
+        return;
+    if (m->applied < cc->c.commit) {
+        cc->c.self_req = 0; /* asked again by the tick, in a moment */
+        cc->c.next_send = cairn_now_ms() + 20;
+        return;
+    }
     /* etcd hashes again after the peers answered: a leader whose own hash changed at the same
      * revision is itself corrupt */
     cc->c.phase = PH_SELF2;
-    cc->c.deadline = cairn_now_ms() + req_timeout_ms(r);
     cc->c.self_req = ask_stored(r, 0);
 }
 
@@ -532,6 +567,14 @@ void raftd_corrupt_tick(raftd_t *r, int64_t now)
                 cairn_warn("failed to check hash KV", "error=\"stored did not answer in time\"");
                 end_pass(r);
             }
+        }
+        return;
+    case PH_APPLY:
+        if (now >= cc->c.deadline) {
+            cairn_warn("failed to check hash KV", "error=\"the leader's store did not apply its commit index in time\"");
+            end_pass(r);
+        } else if (now >= cc->c.next_send) {
+            ask_status(r); /* not applied yet, or the answer was lost */
         }
         return;
     case PH_PEERS:

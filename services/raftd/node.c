@@ -472,6 +472,9 @@ void raftd_handle_stored(raftd_t *r, const uint8_t *frame, size_t len)
         /* the answer to a MAINT HASHKV (corrupt.c), the only request raftd sends with a RESULT */
         raftd_corrupt_on_result(r, &m);
         break;
+    case CAIRN_IPC_STATUS_RESP: /* corrupt.c: has our stored applied the commit index yet */
+        raftd_corrupt_on_status(r, &m);
+        break;
     case CAIRN_IPC_ERROR:
         cairn_warn("stored reported an error", "code=%lld msg=\"%.*s\"", (long long)m.code, (int)m.message_len,
                    (const char *)m.message);

@@ -276,6 +276,7 @@ void raftd_corrupt_tick(raftd_t *r, int64_t now);
  * r->fatal when it fails); 0: nothing to check, start now */
 int raftd_corrupt_initial_begin(raftd_t *r);
 void raftd_corrupt_on_result(raftd_t *r, const cairn_ipc_msg_t *m);
+void raftd_corrupt_on_status(raftd_t *r, const cairn_ipc_msg_t *m);
 void raftd_corrupt_peer_req(raftd_t *r, const cairn_ipc_msg_t *m);
 void raftd_corrupt_peer_resp(raftd_t *r, const cairn_ipc_msg_t *m);
 /* Test fault (CAIRN_TEST_FAULTS=1, <run-dir>/fault-corrupt-put): 1 when *out is a copy of ents
