@@ -1188,6 +1188,15 @@ int cairn_wal_recover(cairn_wal_t *self)
     return 0;
 }
 
+int cairn_wal_hardstate(const cairn_wal_t *self, cairn_wal_hardstate_t *hs)
+{
+    if (!self || !self->have_hs)
+        return 0;
+    if (hs)
+        *hs = self->hs;
+    return 1;
+}
+
 int cairn_wal_failed(const cairn_wal_t *self) { return self ? self->failed : CAIRN_EINVAL; }
 const char *cairn_wal_error(const cairn_wal_t *self) { return self && self->failed ? self->errmsg : ""; }
 uint64_t cairn_wal_dirty_bytes(const cairn_wal_t *self) { return self && self->failed ? self->dirty_len : 0; }

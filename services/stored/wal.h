@@ -93,6 +93,8 @@ int cairn_wal_sync(cairn_wal_t *self);
    batch can never be replayed. 0 (also when nothing failed), or the CAIRN_E* of the step that
    failed again (the WAL stays refusing; try later, e.g. once the disk has space). */
 int cairn_wal_recover(cairn_wal_t *self);
+/* The last durable hard state: 1 and *hs, or 0 (and *hs untouched) if the WAL has none. */
+int cairn_wal_hardstate(const cairn_wal_t *self, cairn_wal_hardstate_t *hs);
 /* The error the WAL refuses with (0: none). */
 int cairn_wal_failed(const cairn_wal_t *self);
 /* Why it refuses, for people: the file, the step and the errno's text ("" when it does not). */
