@@ -95,6 +95,7 @@
 #include <errno.h>
 #include <leveldb/c.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,10 +139,28 @@ static int hist_parse(const uint8_t *k, size_t n, size_t *glen, uint8_t **out, s
 
 cairn_arena_t *cairn_mvcc_arena(cairn_mvcc_t *m) { return &m->req_arena; }
 
+/* The text of the last LevelDB error (it names the file and the errno's text, e.g. "IO error:
+ * <dir>/000012.log: No space left on device"), for stored's one log line about a full disk.
+ * A mutex: the defragment and snapshot threads read through LevelDB too. */
+static pthread_mutex_t g_last_err_mu = PTHREAD_MUTEX_INITIALIZER;
+static char g_last_err[512];
+
 void mvcc_ldb_err(const char *what, char *err)
 {
     cairn_error("leveldb error", "op=%s err=\"%s\"", what, err ? err : "?");
+    pthread_mutex_lock(&g_last_err_mu);
+    snprintf(g_last_err, sizeof g_last_err, "leveldb %s: %s", what, err ? err : "?");
+    pthread_mutex_unlock(&g_last_err_mu);
     leveldb_free(err);
+}
+
+void cairn_mvcc_last_error(char *buf, size_t len)
+{
+    if (!buf || !len)
+        return;
+    pthread_mutex_lock(&g_last_err_mu);
+    snprintf(buf, len, "%s", g_last_err);
+    pthread_mutex_unlock(&g_last_err_mu);
 }
 
 static int use_ov(const cairn_mvcc_t *m, int view)

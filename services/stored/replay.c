@@ -42,6 +42,47 @@ static void *fault_realloc(void *p, size_t n)
     return realloc(p, n);
 }
 
+/* Test-only fault switch (CAIRN_TEST_FAULTS=1): while <run-dir>/fault-wal-enospc exists, the
+ * WAL's writes (pwrite, fallocate, fdatasync) fail with ENOSPC: a full disk met by the WAL
+ * first, which a real filesystem only gives by chance (LevelDB usually meets it first). */
+static char g_fault_enospc_path[4096];
+static const cairn_fileops_t *g_fault_base;
+static int fault_full(void) { return g_fault_enospc_path[0] && access(g_fault_enospc_path, F_OK) == 0; }
+static int ff_open(void *c, const char *p, int f, int m) { return g_fault_base->open(g_fault_base->ctx, p, f, m); }
+static int ff_close(void *c, int fd) { return g_fault_base->close(g_fault_base->ctx, fd); }
+static ssize_t ff_pread(void *c, int fd, void *b, size_t n, uint64_t o)
+{
+    return g_fault_base->pread(g_fault_base->ctx, fd, b, n, o);
+}
+static ssize_t ff_pwrite(void *c, int fd, const void *b, size_t n, uint64_t o)
+{
+    return fault_full() ? -ENOSPC : g_fault_base->pwrite(g_fault_base->ctx, fd, b, n, o);
+}
+static int ff_fdatasync(void *c, int fd) { return fault_full() ? -ENOSPC : g_fault_base->fdatasync(g_fault_base->ctx, fd); }
+static int ff_fsync(void *c, int fd) { return g_fault_base->fsync(g_fault_base->ctx, fd); }
+static int ff_fsync_dir(void *c, const char *p) { return g_fault_base->fsync_dir(g_fault_base->ctx, p); }
+static int ff_ftruncate(void *c, int fd, uint64_t l) { return g_fault_base->ftruncate(g_fault_base->ctx, fd, l); }
+static int ff_fallocate(void *c, int fd, uint64_t o, uint64_t l)
+{
+    return fault_full() ? -ENOSPC : g_fault_base->fallocate(g_fault_base->ctx, fd, o, l);
+}
+static int ff_size(void *c, int fd, uint64_t *sz) { return g_fault_base->size(g_fault_base->ctx, fd, sz); }
+static int ff_unlink(void *c, const char *p) { return g_fault_base->unlink(g_fault_base->ctx, p); }
+static int ff_rename(void *c, const char *a, const char *b) { return g_fault_base->rename(g_fault_base->ctx, a, b); }
+static int ff_mkdir(void *c, const char *p, int m) { return g_fault_base->mkdir(g_fault_base->ctx, p, m); }
+static int ff_list(void *c, const char *d, cairn_fileops_list_fn fn, void *a)
+{
+    return g_fault_base->list(g_fault_base->ctx, d, fn, a);
+}
+static int ff_exchange(void *c, const char *a, const char *b)
+{
+    return g_fault_base->exchange ? g_fault_base->exchange(g_fault_base->ctx, a, b) : -ENOSYS;
+}
+static const cairn_fileops_t g_fault_ops = {NULL,        ff_open,      ff_close, ff_pread, ff_pwrite,
+                                            ff_fdatasync, ff_fsync,    ff_fsync_dir, ff_ftruncate, ff_fallocate,
+                                            ff_size,     ff_unlink,    ff_rename, ff_mkdir, ff_list,
+                                            ff_exchange};
+
 /* Replay streams: the WAL since the last checkpoint can hold far more than memory should
  * (100,000 entries of 1 MiB), so once the log outgrows its bounds, the entries the replayed
  * hard state already commits are applied on the spot and stored_log_trim drops what it may. Only
@@ -123,7 +164,10 @@ int stored_start(stored_t *s)
     if (tf && strcmp(tf, "1") == 0) {
         snprintf(g_fault_alloc_path, sizeof g_fault_alloc_path, "%s/fault-wal-alloc", s->cfg->run_dir);
         wopts.realloc_fn = fault_realloc;
-        cairn_warn("test fault switch enabled", "file=%s", g_fault_alloc_path);
+        snprintf(g_fault_enospc_path, sizeof g_fault_enospc_path, "%s/fault-wal-enospc", s->cfg->run_dir);
+        g_fault_base = cairn_fileops_default();
+        wopts.ops = &g_fault_ops;
+        cairn_warn("test fault switch enabled", "file=%s file=%s", g_fault_alloc_path, g_fault_enospc_path);
     }
     cairn_wal_replay_t cb = {on_replay_entry, on_replay_hs, s, on_replay_snapshot};
     int64_t replay_t0 = cairn_now_ms();

@@ -40,9 +40,10 @@ void stored_log_trim(stored_t *s)
                       s->cfg->raft_log_memory_bytes);
 }
 
-/* An error stored cannot go on after (storage, the WAL): it is returned up to the loop, which
- * ends, and the supervisor restarts us; the restart replays the WAL from what is durable. The
- * first one is kept. g_stop is the signal handler's alone. */
+/* An error stored cannot go on after: it is returned up to the loop, which ends, and the
+ * supervisor restarts us; the restart replays the WAL from what is durable. The first one is
+ * kept. g_stop is the signal handler's alone. A failing disk (WAL sync, LevelDB write) is not
+ * one of these: main.c refuses writes and recovers in place. */
 int stored_stop_with(stored_t *s, int rc)
 {
     if (!s->fatal)
@@ -183,6 +184,25 @@ int stored_load_members(stored_t *s)
     return rc;
 }
 
+/* The batch being applied did not reach LevelDB (or LevelDB failed right after it): nothing of
+ * it may show. Its results may have gone out already; that is right, they are committed and
+ * durable in the WAL, and the same results are computed again when the entries are applied
+ * after the store is reopened (a gateway drops an answer it no longer waits for). What the
+ * batch buffered for others (events, lease changes for raftd) is dropped: it is produced
+ * again then. Returns CAIRN_EIO; fatal only when the disk is not the cause. */
+static int apply_failed(stored_t *s, const char *what, int fatal)
+{
+    cairn_mvcc_batch_abort(s->mvcc);
+    cairn_events_discard(s->events);
+    s->lease_n = 0;
+    if (fatal) {
+        cairn_error("apply failed; exiting so the WAL is replayed", "step=\"%s\"", what);
+        return stored_stop_with(s, CAIRN_EIO);
+    }
+    cairn_error("apply failed; writes stop until the store is reopened", "step=\"%s\"", what);
+    return CAIRN_EIO;
+}
+
 int stored_apply_committed(stored_t *s)
 {
     uint64_t applied = cairn_mvcc_applied_index(s->mvcc);
@@ -208,7 +228,7 @@ int stored_apply_committed(stored_t *s)
             const cairn_memlog_entry_t *e = cairn_memlog_at(s->log, i);
             if (!e) {
                 cairn_error("committed entry missing from log", "index=%llu", (unsigned long long)i);
-                failed = 1;
+                failed = 2;
                 break;
             }
             if (e->type == CAIRN_ENTRY_CONF) {
@@ -263,12 +283,14 @@ int stored_apply_committed(stored_t *s)
                 free(resp);
         }
         if (failed) {
-            /* A storage failure mid-batch: nothing of the batch reached LevelDB; stop so the
-             * supervisor restarts us and the WAL replays from the durable applied index. */
-            cairn_error("apply failed; exiting so the WAL is replayed", NULL);
+            /* A storage failure mid-batch: nothing of the batch reached LevelDB. Not fatal: the
+             * loop stops applying, serves reads from the committed state, and reopens the store
+             * once the disk can take writes (main.c, "a full disk"); the entries are still in
+             * the log (durable in the WAL) and are applied then. A missing entry (failed == 2)
+             * is no disk's fault: stop, and let the restart replay the WAL. */
             for (size_t k = 0; k < nout; k++)
                 free(outs[k].body);
-            return stored_stop_with(s, CAIRN_EIO);
+            return apply_failed(s, failed == 2 ? "committed entry missing from the log" : "apply", failed == 2);
         }
         for (size_t k = 0; k < nout; k++) {
             out_t *o = &outs[k];
@@ -277,10 +299,8 @@ int stored_apply_committed(stored_t *s)
             free(o->body);
         }
         double t0 = stored_clock_s();
-        if (cairn_mvcc_batch_commit(s->mvcc) < 0) {
-            cairn_error("mvcc batch commit failed; exiting so the WAL is replayed", NULL);
-            return stored_stop_with(s, CAIRN_EIO);
-        }
+        if (cairn_mvcc_batch_commit(s->mvcc) < 0)
+            return apply_failed(s, "mvcc batch commit", 0);
         stored_metrics_observe(s, STORED_M_BACKEND_COMMIT, stored_clock_s() - t0);
         /* only now, with the batch written: a watcher never sees a change that could be lost */
         cairn_events_publish(s->events);
@@ -307,11 +327,12 @@ int stored_sync_wal(stored_t *s)
             cairn_warn("slow fdatasync", "took_ms=%.0f expected_duration_ms=1000", took * 1000);
     }
     if (rc) {
-        /* After a failed fsync the page cache state is unknown (fsyncgate): refuse to go on
-         * rather than acknowledge anything; the supervisor restarts us and the WAL replays. */
-        cairn_error("wal sync failed; stopping", "err=\"%s\"", cairn_strerror(rc));
+        /* Nothing of the batch is acknowledged, ever: the WAL dropped it (wal.h), and the loop
+         * forgets its entries and refuses writes until the WAL recovers (main.c, "a full
+         * disk"). Not fatal: a full disk must not take the reads down with it. */
         s->wal_failed = 1;
-        return stored_stop_with(s, rc);
+        s->have_pending = 0;
+        return rc;
     }
     s->have_pending = 0;
     s->persisted = cairn_memlog_last(s->log);
