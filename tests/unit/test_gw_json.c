@@ -278,3 +278,55 @@ Test(gw_json, errors_and_routes)
     cr_assert_eq(gw_json_method("/etcdserverpb.KV/Nope", &in, &out), -1);
     cr_assert_eq(gw_json_method("/etcdserverpb.K/Range", &in, &out), -1);
 }
+
+/* A client stream's body (POST /v3/watch, /v3/lease/keepalive) holds a sequence of requests,
+ * read one at a time as grpc-gateway's json.Decoder does: each converts on its own, the end
+ * (only white space left) is io.EOF, a bad one stops the reading with Go's text. */
+Test(gw_json, stream_body_sequence)
+{
+    const char *body = " {\"ID\":7}\n{\"ID\":\"8\"}{} {\"ID\":\"x\"} {\"ID\":9}";
+    const ProtobufCMessageDescriptor *d = &etcdserverpb__lease_keep_alive_request__descriptor;
+    size_t off = 0, used = 0, len = strlen(body);
+    int64_t want[] = {7, 8, 0};
+    for (int i = 0; i < 3; i++) {
+        uint8_t *pb = NULL;
+        size_t n = 0;
+        char err[256];
+        int rc = gw_json_to_pb_next(d, body + off, len - off, &used, &pb, &n, err, sizeof err);
+        cr_assert_eq(rc, 0, "request %d: %s", i, err);
+        Etcdserverpb__LeaseKeepAliveRequest *r = etcdserverpb__lease_keep_alive_request__unpack(NULL, n, pb);
+        cr_assert_not_null(r);
+        cr_assert_eq(r->id, want[i]);
+        etcdserverpb__lease_keep_alive_request__free_unpacked(r, NULL);
+        free(pb);
+        off += used;
+    }
+    uint8_t *pb = NULL;
+    size_t n = 0;
+    char err[256];
+    cr_assert_eq(gw_json_to_pb_next(d, body + off, len - off, &used, &pb, &n, err, sizeof err), CAIRN_EINVAL);
+    cr_assert_null(pb);
+    cr_assert_str_eq(err, "invalid character 'x' looking for beginning of value");
+    /* the end: nothing, or only white space */
+    cr_assert_eq(gw_json_to_pb_next(d, " \n\t ", 4, &used, &pb, &n, err, sizeof err), CAIRN_ENOTFOUND);
+    cr_assert_eq(gw_json_to_pb_next(d, "", 0, &used, &pb, &n, err, sizeof err), CAIRN_ENOTFOUND);
+    cr_assert_null(pb);
+    /* a truncated request is Go's "unexpected EOF" */
+    cr_assert_eq(gw_json_to_pb_next(d, "{\"ID\":", 6, &used, &pb, &n, err, sizeof err), CAIRN_EINVAL);
+    cr_assert_str_eq(err, "unexpected EOF");
+}
+
+/* The last object of a stream that fails: grpc-gateway 1.x's streamChunk of the error. */
+Test(gw_json, stream_error_chunk)
+{
+    size_t n = 0;
+    char *j = gw_json_stream_error(14, "etcdserver: no leader", &n);
+    cr_assert_str_eq(j, "{\"error\":{\"grpc_code\":14,\"http_code\":503,\"message\":\"etcdserver: no leader\","
+                        "\"http_status\":\"Service Unavailable\"}}");
+    cr_assert_eq(n, strlen(j));
+    free(j);
+    j = gw_json_stream_error(8, "a <b>", NULL);
+    cr_assert_str_eq(j, "{\"error\":{\"grpc_code\":8,\"http_code\":429,\"message\":\"a \\u003cb\\u003e\","
+                        "\"http_status\":\"Too Many Requests\"}}");
+    free(j);
+}

@@ -62,6 +62,11 @@ typedef struct {
     int n_later;
     cairn_call_id_t h1_later[16];
     int n_h1_later;
+    /* streamed HTTP answers (http1_stream_*): requests to /stream-<mode> */
+    cairn_call_id_t h1_stream[16];
+    char h1_stream_mode[16][16];
+    int n_h1_stream;
+    atomic_int stream_end_rc; /* what the last stream_end returned */
     cairn_call_id_t big_call;
     int reply_after_close_rc; /* what a reply to a closed call returned */
     int test_reply_after_close;
@@ -174,7 +179,12 @@ static void on_http1_async(void *ud, cairn_call_id_t req, const char *method, co
     pthread_mutex_lock(&fx->mu);
     snprintf(fx->last_path, sizeof fx->last_path, "%s", path);
     snprintf(fx->last_token, sizeof fx->last_token, "%s", meta->token ? meta->token : "(null)");
-    if (fx->n_h1_later < 16)
+    if (strncmp(path, "/stream-", 8) == 0 && fx->n_h1_stream < 16) {
+        /* answered from the loop, as the gateway answers a JSON watch when events come */
+        snprintf(fx->h1_stream_mode[fx->n_h1_stream], sizeof fx->h1_stream_mode[0], "%s", path + 8);
+        fx->h1_stream[fx->n_h1_stream++] = req;
+        CHECK(fx, cairn_h2srv_http1_stream_begin(fx->srv, req) == 0);
+    } else if (fx->n_h1_later < 16)
         fx->h1_later[fx->n_h1_later++] = req;
     pthread_mutex_unlock(&fx->mu);
 }
@@ -205,6 +215,32 @@ static void *server_loop(void *arg)
         for (int i = 0; i < fx->n_h1_later; i++)
             cairn_h2srv_http1_reply(fx->srv, fx->h1_later[i], 200, "text/plain", (const uint8_t *)"async ok", 8);
         fx->n_h1_later = 0;
+        for (int i = 0; i < fx->n_h1_stream; i++) {
+            /* "end": two chunks then the end; "open": two chunks, left open; "empty": ended
+             * with nothing sent (a whole answer); "error": headers with a status, one chunk, end */
+            cairn_call_id_t r = fx->h1_stream[i];
+            const char *m = fx->h1_stream_mode[i];
+            if (strcmp(m, "empty") == 0) {
+                atomic_store(&fx->stream_end_rc, cairn_h2srv_http1_stream_end(fx->srv, r, 404, "application/json",
+                                                                               (const uint8_t *)"{}", 2));
+                continue;
+            }
+            if (strcmp(m, "error") == 0) {
+                CHECK(fx, cairn_h2srv_http1_stream_send(fx->srv, r, 503, "application/json", NULL, 0) == 0);
+                atomic_store(&fx->stream_end_rc, cairn_h2srv_http1_stream_end(fx->srv, r, 200, NULL,
+                                                                               (const uint8_t *)"{\"e\":1}", 7));
+                continue;
+            }
+            CHECK(fx, cairn_h2srv_http1_stream_send(fx->srv, r, 200, "application/json", (const uint8_t *)"a\n", 2) == 0);
+            CHECK(fx, cairn_h2srv_http1_stream_send(fx->srv, r, 500, "x", (const uint8_t *)"bb\n", 3) == 0);
+            CHECK(fx, cairn_h2srv_http1_queued_bytes(fx->srv, r) > 0);
+            CHECK(fx, cairn_h2srv_http1_reply(fx->srv, r, 200, NULL, NULL, 0) == CAIRN_ESTATE);
+            if (strcmp(m, "end") == 0) {
+                atomic_store(&fx->stream_end_rc, cairn_h2srv_http1_stream_end(fx->srv, r, 200, NULL, NULL, 0));
+                CHECK(fx, cairn_h2srv_http1_stream_send(fx->srv, r, 200, NULL, (const uint8_t *)"c", 1) == CAIRN_ESTATE);
+            }
+        }
+        fx->n_h1_stream = 0;
         pthread_mutex_unlock(&fx->mu);
         if (fx->big_call)
             atomic_store(&fx->big_queued, (long)cairn_h2srv_stream_queued_bytes(fx->srv, fx->big_call));
@@ -1108,6 +1144,99 @@ Test(h2srv, http1_async_reply, .timeout = 30)
     char *first = strstr(buf, "async ok");
     cr_assert(first && strstr(first + 8, "async ok"), "%s", buf);
     close(fd);
+    fx_stop(fx);
+}
+
+/* Streamed HTTP answers (the JSON gateway's watch, keepalive, observe): chunked as written,
+ * ended with the zero chunk and the connection kept for the next request; on_close exactly
+ * once per stream, whether the service ended it or the client left (close or half-close). */
+Test(h2srv, http1_stream, .timeout = 30)
+{
+    fixture_t *fx = fx_start(FX_ASYNC_H1);
+    int fd = tcp_connect(fx->port);
+    const char *req = "POST /stream-end HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}"
+                      "GET /after HTTP/1.1\r\nHost: h\r\n\r\n";
+    send_all(fd, req, strlen(req));
+    static const char want[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               "2\r\na\n\r\n3\r\nbb\n\r\n0\r\n\r\n";
+    char buf[8192];
+    size_t have = 0;
+    int64_t end = mono_ms() + 3000;
+    while (mono_ms() < end && (have < sizeof want - 1 || !strstr(buf, "async ok"))) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, 100) <= 0)
+            continue;
+        ssize_t r = recv(fd, buf + have, sizeof buf - 1 - have, 0);
+        if (r <= 0)
+            break;
+        have += (size_t)r;
+        buf[have] = 0;
+    }
+    cr_assert(have >= sizeof want - 1 && memcmp(buf, want, sizeof want - 1) == 0, "got: %s", buf);
+    cr_assert(strstr(buf + sizeof want - 1, "HTTP/1.1 200 OK") && strstr(buf, "async ok"),
+              "the next request is served on the same connection: %s", buf);
+    cr_assert_eq(atomic_load(&fx->stream_end_rc), 0);
+    int64_t until = mono_ms() + 2000;
+    while (atomic_load(&fx->n_close) < 1 && mono_ms() < until)
+        usleep(10000);
+    cr_assert_eq(atomic_load(&fx->n_close), 1, "on_close once for the ended stream, none for the reply");
+
+    /* nothing sent before the end: a whole answer with Content-Length */
+    const char *req2 = "POST /stream-empty HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n";
+    send_all(fd, req2, strlen(req2));
+    have = 0;
+    int n = read_http1_response(fd, buf, sizeof buf, &have, 3000);
+    cr_assert_gt(n, 0);
+    cr_assert(strncmp(buf, "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+                      (size_t)n) == 0, "%s", buf);
+    /* an error before any message: its status on the headers, then a chunk and the end */
+    const char *req3 = "POST /stream-error HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    send_all(fd, req3, strlen(req3));
+    size_t got = 0;
+    cr_assert(read_until_close(fd, buf, sizeof buf, &got, 3000), "Connection: close is honoured after a stream");
+    cr_assert_str_eq(buf, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                          "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n7\r\n{\"e\":1}\r\n0\r\n\r\n");
+    close(fd);
+    until = mono_ms() + 2000;
+    while (atomic_load(&fx->n_close) < 3 && mono_ms() < until)
+        usleep(10000);
+    cr_assert_eq(atomic_load(&fx->n_close), 3);
+
+    /* a stream left open: the client closing is its end */
+    fd = tcp_connect(fx->port);
+    const char *req4 = "POST /stream-open HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n";
+    send_all(fd, req4, strlen(req4));
+    have = 0;
+    end = mono_ms() + 3000;
+    while (mono_ms() < end && !strstr(buf, "bb\n")) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, 100) <= 0)
+            continue;
+        ssize_t r = recv(fd, buf + have, sizeof buf - 1 - have, 0);
+        if (r <= 0)
+            break;
+        have += (size_t)r;
+        buf[have] = 0;
+    }
+    cr_assert(strstr(buf, "3\r\nbb\n\r\n") && !strstr(buf, "0\r\n\r\n"), "open stream: %s", buf);
+    close(fd);
+    until = mono_ms() + 2000;
+    while (atomic_load(&fx->n_close) < 4 && mono_ms() < until)
+        usleep(10000);
+    cr_assert_eq(atomic_load(&fx->n_close), 4, "on_close when the client closes an open stream");
+
+    /* ... or half-closing: Go's server cancels such a request; the connection is closed */
+    fd = tcp_connect(fx->port);
+    send_all(fd, req4, strlen(req4));
+    usleep(100000);
+    shutdown(fd, SHUT_WR);
+    cr_assert(read_until_close(fd, buf, sizeof buf, &got, 3000), "a half-closed stream's connection closes");
+    cr_assert(strstr(buf, "bb\n"), "%s", buf);
+    close(fd);
+    until = mono_ms() + 2000;
+    while (atomic_load(&fx->n_close) < 5 && mono_ms() < until)
+        usleep(10000);
+    cr_assert_eq(atomic_load(&fx->n_close), 5);
     fx_stop(fx);
 }
 
