@@ -656,7 +656,10 @@ typedef struct {
     size_t len;
 } node_t;
 
-static int page_node(cairn_bbolt_t *db, uint64_t id, node_t *n)
+/* *left: the pages a walk may still visit. In a valid file every page belongs to one node at
+ * most, so a walk from a root visits fewer than hwm pages; more means pages shared by several
+ * branches (a loop or a DAG), whose walk could take 2^depth steps. */
+static int page_node(cairn_bbolt_t *db, uint64_t id, node_t *n, uint64_t *left)
 {
     if (id < 2 || id >= db->hwm)
         return bad(db, "page %llu is out of bounds (high-water mark %llu)", (unsigned long long)id,
@@ -668,12 +671,14 @@ static int page_node(cairn_bbolt_t *db, uint64_t id, node_t *n)
     if (span > db->hwm - id)
         return bad(db, "page %llu overflows past the end (%llu pages)", (unsigned long long)id,
                    (unsigned long long)span);
+    if (span > *left)
+        return bad(db, "page %llu is reached more than once (a walk past all %llu pages of the file)",
+                   (unsigned long long)id, (unsigned long long)db->hwm);
+    *left -= span;
     n->p = p;
     n->len = (size_t)(span * db->ps);
     return 0;
 }
-
-static int walk(cairn_bbolt_t *db, node_t n, int depth, cairn_bbolt_fn fn, void *arg);
 
 static int walk_leaf(cairn_bbolt_t *db, node_t n, cairn_bbolt_fn fn, void *arg, uint32_t want_flags)
 {
@@ -696,7 +701,8 @@ static int walk_leaf(cairn_bbolt_t *db, node_t n, cairn_bbolt_fn fn, void *arg, 
     return 0;
 }
 
-static int walk_any(cairn_bbolt_t *db, node_t n, int depth, cairn_bbolt_fn fn, void *arg, uint32_t want)
+static int walk_any(cairn_bbolt_t *db, node_t n, int depth, cairn_bbolt_fn fn, void *arg, uint32_t want,
+                    uint64_t *left)
 {
     if (depth > MAX_DEPTH)
         return bad(db, "tree deeper than %llu levels (a loop?) at depth %llu", MAX_DEPTH, (unsigned long long)depth);
@@ -713,18 +719,13 @@ static int walk_any(cairn_bbolt_t *db, node_t n, int depth, cairn_bbolt_fn fn, v
     for (uint16_t i = 0; i < count; i++) {
         const uint8_t *e = n.p + HDR + (size_t)i * ELEM;
         node_t c;
-        int rc = page_node(db, le64_get(e + 8), &c);
+        int rc = page_node(db, le64_get(e + 8), &c, left);
         if (rc == 0)
-            rc = walk_any(db, c, depth + 1, fn, arg, want);
+            rc = walk_any(db, c, depth + 1, fn, arg, want, left);
         if (rc)
             return rc;
     }
     return 0;
-}
-
-static int walk(cairn_bbolt_t *db, node_t n, int depth, cairn_bbolt_fn fn, void *arg)
-{
-    return walk_any(db, n, depth, fn, arg, 0);
 }
 
 typedef struct {
@@ -734,9 +735,10 @@ typedef struct {
     cairn_bbolt_fn fn;
     void *arg;
     int found;
+    uint64_t left; /* pages the walk may still visit (page_node) */
 } find_t;
 
-static int bucket_tree(cairn_bbolt_t *db, const uint8_t *v, size_t vn, node_t *n)
+static int bucket_tree(cairn_bbolt_t *db, const uint8_t *v, size_t vn, node_t *n, uint64_t *left)
 {
     if (vn < 16)
         return bad(db, "bucket value of %llu bytes is shorter than a bucket header", (unsigned long long)vn, 0);
@@ -748,7 +750,7 @@ static int bucket_tree(cairn_bbolt_t *db, const uint8_t *v, size_t vn, node_t *n
             return bad(db, "inline bucket is not a leaf (%llu bytes)", (unsigned long long)n->len, 0);
         return 0;
     }
-    return page_node(db, root, n);
+    return page_node(db, root, n, left);
 }
 
 static int on_bucket(void *arg, const uint8_t *k, size_t kn, const uint8_t *v, size_t vn)
@@ -759,31 +761,32 @@ static int on_bucket(void *arg, const uint8_t *k, size_t kn, const uint8_t *v, s
     if (!f->name)
         return f->fn(f->arg, k, kn, NULL, 0);
     node_t n;
-    int rc = bucket_tree(f->db, v, vn, &n);
+    int rc = bucket_tree(f->db, v, vn, &n, &f->left);
     if (rc)
         return rc;
     f->found = 1;
-    return walk(f->db, n, 0, f->fn, f->arg);
+    return walk_any(f->db, n, 0, f->fn, f->arg, 0, &f->left);
 }
 
 static int root_walk(cairn_bbolt_t *db, find_t *f)
 {
     node_t r;
-    int rc = page_node(db, db->root, &r);
+    f->left = db->hwm;
+    int rc = page_node(db, db->root, &r, &f->left);
     if (rc)
         return rc;
-    return walk_any(db, r, 0, on_bucket, f, BUCKET_LEAF);
+    return walk_any(db, r, 0, on_bucket, f, BUCKET_LEAF, &f->left);
 }
 
 int cairn_bbolt_buckets(cairn_bbolt_t *db, cairn_bbolt_fn fn, void *arg)
 {
-    find_t f = {db, NULL, 0, fn, arg, 0};
+    find_t f = {db, NULL, 0, fn, arg, 0, 0};
     return root_walk(db, &f);
 }
 
 int cairn_bbolt_foreach(cairn_bbolt_t *db, const void *name, size_t name_len, cairn_bbolt_fn fn, void *arg)
 {
-    find_t f = {db, name, name_len, fn, arg, 0};
+    find_t f = {db, name, name_len, fn, arg, 0, 0};
     int rc = root_walk(db, &f);
     if (rc == 0 && !f.found)
         return CAIRN_ENOTFOUND;
