@@ -945,6 +945,133 @@ Test(wal, fdatasync_failure_is_sticky)
     crashfs_destroy(&fs);
 }
 
+/* ---- recovery in place after a failed sync (a full disk that gets space again) -------- */
+
+/* A batch that failed half way is dropped, recover zeroes what it wrote, and the WAL goes on:
+ * a shorter batch takes its place and the segment then rolls over. Without the zeroing the
+ * dropped batch's tail would sit after the last batch of a segment that is no longer the
+ * last one - corruption at the next open. */
+Test(wal, enospc_on_pwrite_recovers_in_place)
+{
+    crashfs_t *fs = crashfs_new();
+    model_t m = {0}, want = {0}, got = {0};
+    cairn_wal_t *w = cfs_open_ok(fs, 4096, &m);
+    put_entries(w, &want, 1, 5, 1, 100);
+    cr_assert_eq(cairn_wal_sync(w), 0);
+    fs->pwrite_quota = 1000; /* the next batch gets 1000 bytes written, then ENOSPC */
+    put_entries(w, NULL, 6, 20, 1, 100);
+    cr_assert_eq(cairn_wal_sync(w), CAIRN_ENOSPC);
+    cr_assert_eq(cairn_wal_failed(w), CAIRN_ENOSPC);
+    cr_assert_gt(cairn_wal_dirty_bytes(w), 0, "the failed pwrite may have written");
+    cr_assert(strstr(cairn_wal_error(w), "No space left on device"), "%s", cairn_wal_error(w));
+    cr_assert(strstr(cairn_wal_error(w), "/data/wal/"), "names the file: %s", cairn_wal_error(w));
+    cr_assert_eq(cairn_wal_recover(w), CAIRN_ENOSPC, "still full: the zeroing fails too");
+    cr_assert_eq(cairn_wal_append_entry(w, &(cairn_wal_entry_t){6, 1, 0, NULL, 0}), CAIRN_ESTATE);
+    fs->pwrite_quota = -1;
+    cr_assert_eq(cairn_wal_recover(w), 0);
+    cr_assert_eq(cairn_wal_failed(w), 0);
+    cr_assert_eq(cairn_wal_dirty_bytes(w), 0);
+    cr_assert_eq(cairn_wal_last_index(w), 5, "nothing of the dropped batch is durable");
+    put_entries(w, &want, 6, 6, 2, 10); /* shorter than the dropped batch */
+    cr_assert_eq(cairn_wal_sync(w), 0);
+    put_entries(w, &want, 7, 40, 2, 100); /* does not fit: a new segment */
+    cr_assert_eq(cairn_wal_sync(w), 0);
+    cr_assert_eq(cairn_wal_segment_count(w), 2);
+    cairn_wal_destroy(&w);
+    w = cfs_open_ok(fs, 4096, &got);
+    cr_assert_not_null(w, "the first segment, no longer the last, is not corrupt");
+    assert_same(&got, &want);
+    cairn_wal_destroy(&w);
+    model_free(&m);
+    model_free(&got);
+    model_free(&want);
+    crashfs_destroy(&fs);
+}
+
+/* After a failed fdatasync the dropped batch may be in the page cache or on disk, whole. Once
+ * recover succeeded it is gone for good: whatever a power loss keeps, it is never replayed. */
+Test(wal, fdatasync_failure_recovered_batch_never_replayed)
+{
+    for (uint64_t seed = 1; seed <= 16; seed++) {
+        crashfs_t *fs = crashfs_new();
+        model_t m = {0}, want = {0}, got = {0};
+        cairn_wal_t *w = cfs_open_ok(fs, 1 << 16, &m);
+        put_entries(w, &want, 1, 3, 1, 50);
+        put_hs(w, &want, 1, 7, 3);
+        cr_assert_eq(cairn_wal_sync(w), 0);
+        fs->fdatasync_fail_at = fs->n_fdatasync + 1;
+        put_entries(w, NULL, 4, 9, 1, 50);
+        put_hs(w, NULL, 2, 8, 9); /* a term and vote that never became durable */
+        cr_assert_eq(cairn_wal_sync(w), CAIRN_EIO);
+        cairn_wal_hardstate_t hs;
+        cr_assert_eq(cairn_wal_hardstate(w, &hs), 1);
+        cr_assert(hs.term == 1 && hs.vote == 7, "the durable hard state, not the failed one");
+        cr_assert_eq(cairn_wal_recover(w), 0);
+        cairn_wal_destroy(&w);
+        crashfs_crash(fs, seed);
+        w = cfs_open_ok(fs, 1 << 16, &got);
+        assert_same(&got, &want);
+        cairn_wal_destroy(&w);
+        model_free(&m);
+        model_free(&got);
+        model_free(&want);
+        crashfs_destroy(&fs);
+    }
+}
+
+/* The next segment cannot be preallocated: nothing reached a file, recover needs no I/O, and
+ * the rollover succeeds once the space is back. */
+Test(wal, enospc_on_preallocation_recovers_in_place)
+{
+    crashfs_t *fs = crashfs_new();
+    model_t m = {0}, want = {0}, got = {0};
+    cairn_wal_t *w = cfs_open_ok(fs, 1024, &m);
+    put_entries(w, &want, 1, 5, 1, 100);
+    cr_assert_eq(cairn_wal_sync(w), 0);
+    fs->fallocate_errno = ENOSPC;
+    put_entries(w, NULL, 6, 20, 1, 100);
+    cr_assert_eq(cairn_wal_sync(w), CAIRN_ENOSPC);
+    cr_assert_eq(cairn_wal_dirty_bytes(w), 0, "nothing of the batch reached a file");
+    cr_assert(strstr(cairn_wal_error(w), "preallocate"), "%s", cairn_wal_error(w));
+    long pw = fs->n_pwrite;
+    cr_assert_eq(cairn_wal_recover(w), 0);
+    cr_assert_eq(fs->n_pwrite, pw, "no I/O to recover");
+    cr_assert_eq(cairn_wal_sync(w), 0, "nothing buffered: the dropped batch is not retried");
+    cr_assert_eq(cairn_wal_last_index(w), 5);
+    put_entries(w, NULL, 6, 20, 1, 100); /* still full */
+    cr_assert_eq(cairn_wal_sync(w), CAIRN_ENOSPC);
+    cr_assert_eq(cairn_wal_recover(w), 0);
+    fs->fallocate_errno = 0;
+    put_entries(w, &want, 6, 20, 1, 100);
+    cr_assert_eq(cairn_wal_sync(w), 0);
+    cr_assert_eq(cairn_wal_segment_count(w), 2);
+    cairn_wal_destroy(&w);
+    w = cfs_open_ok(fs, 1024, &got);
+    assert_same(&got, &want);
+    cr_assert_eq(cairn_wal_segment_count(w), 2, "one segment per sequence number");
+    cairn_wal_destroy(&w);
+    model_free(&m);
+    model_free(&got);
+    model_free(&want);
+    crashfs_destroy(&fs);
+}
+
+/* A directory too small for the first segment: the message says how much is needed. */
+Test(wal, first_segment_enospc_says_how_much_is_needed)
+{
+    crashfs_t *fs = crashfs_new();
+    fs->fallocate_errno = ENOSPC;
+    cairn_wal_opts_t o = {.segment_bytes = 1 << 20, .ops = &fs->ops};
+    int err = 0;
+    char eb[512];
+    cairn_wal_t *w = cairn_wal_open(CDIR, &o, NULL, &err, eb, sizeof eb);
+    cr_assert_null(w);
+    cr_assert_eq(err, CAIRN_ENOSPC);
+    cr_assert(strstr(eb, "1048576 bytes"), "%s", eb);
+    cr_assert(strstr(eb, "CAIRN_WAL_SEGMENT_BYTES"), "%s", eb);
+    crashfs_destroy(&fs);
+}
+
 /* ---- the crash test ------------------------------------------------------------------ */
 
 typedef struct {
