@@ -644,7 +644,7 @@ void cairn_bbolt_close(cairn_bbolt_t **self_p)
     cairn_bbolt_t *db = *self_p;
     if (db->map)
         munmap((void *)db->map, db->map_len);
-    if (db->fd > 0)
+    if (db->fd >= 0)
         close(db->fd);
     free(db);
     *self_p = NULL;
