@@ -26,6 +26,7 @@ dfull_cleanup() {
   t_cleanup
 }
 trap dfull_cleanup EXIT
+trap 'exit 130' INT TERM
 if [ "$(id -u)" != 0 ]; then echo "skip: needs root to mount a tmpfs"; exit 0; fi
 
 # mount_small DIR SIZE: a tmpfs of SIZE at DIR
