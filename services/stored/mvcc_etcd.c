@@ -348,7 +348,7 @@ static int ex_members(ex_t *x)
         const cairn_member_t *mb = keys[i].m;
         kbuf_t j;
         kb_init(&j);
-        char num[32];
+        char num[64]; /* 6 + up to 20 digits + 13 */
         int nn = snprintf(num, sizeof num, "{\"id\":%" PRIu64 ",\"peerURLs\":[", mb->id);
         kb_add(&j, num, (size_t)nn);
         for (size_t u = 0; u < mb->n_peer_urls; u++) {
