@@ -4,7 +4,7 @@
 #    restore, its status counts every key);
 #  - writes and reads go on while snapshots are being made and streamed;
 #  - a client that stops reading mid-stream costs the gateway bounded memory (it pulls the next
-#    chunk only while the client holds < 1 MiB unread), and the file stored made for it is
+#    chunk only while the client holds < 8 MiB unread), and the file stored made for it is
 #    released once the client is gone.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
