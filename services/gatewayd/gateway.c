@@ -20,6 +20,10 @@
  *     method's protobuf request (gw_json.h) and handed to the same handler as a gRPC call;
  *     the call id is remembered in json_calls with the method's response descriptor, and
  *     gw_reply / gw_status (every answer goes through them) convert the answer back to JSON.
+ *     A stream row (json_stream_call, gw_json_kind_t) becomes a call in g->calls like a gRPC
+ *     stream, fed every request of the body, and gw_stream_send / gw_stream_end write its
+ *     answers as grpc-gateway 1.x does: a chunked body of {"result":...} lines, an error as
+ *     the last {"error":{...}} object; json_streams says which calls are such streams.
  *   - the loop: client sockets, the IPC sockets and the watch hub's events feed.
  */
 #include "gateway.h"

@@ -20,6 +20,8 @@
  *   left out unless a oneof member; 64-bit integers as strings, 32-bit as numbers; enums by
  *   name; bytes as base64; strings escaped as Go's encoding/json does (<, >, & as \u003c...).
  * Errors: {"error":m,"message":m,"code":c} with the HTTP status grpc-gateway 1.x gives code c.
+ * Streams (gateway.c): a body is a sequence of requests (gw_json_to_pb_next); the answers are
+ *   {"result":<response>} lines, and a stream that fails ends with gw_json_stream_error's object.
  */
 #ifndef CAIRN_GW_JSON_H
 #define CAIRN_GW_JSON_H

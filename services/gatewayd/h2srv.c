@@ -48,6 +48,17 @@
  * decides nothing within 10 s is closed. Malformed HTTP/2 closes only that connection
  * (nghttp2 sends GOAWAY first where it can).
  *
+ * STREAMED HTTP ANSWERS (etcd's JSON gateway: watch, lease keepalive, election observe)
+ * ======================================================================================
+ * An HTTP/1.1 request stays the connection's pending one while its answer streams: the status
+ * line and headers (Transfer-Encoding: chunked) go out with the first message, each message is
+ * one chunk appended to the connection's output as it comes, and the zero chunk ends it; the
+ * next pipelined request is read only then. Its on_close is delivered from conn_pump, never
+ * from inside the service's own stream_end (the service may be in the middle of its state).
+ * A client that half-closes during a stream is gone (Go's server cancels the request on the
+ * EOF it reads in the background); one that stops reading fills our output buffer, which the
+ * service sees through http1_queued_bytes (and the connection is not read from meanwhile).
+ *
  * FLOW CONTROL AND BACKPRESSURE
  * =============================
  * We advertise a 1 MiB stream window and a 4 MiB connection window (nghttp2 sends the

@@ -8,6 +8,8 @@
  *     here, before proposing, so that every member applies the same grant.
  *   - LeaseKeepAlive (a stream): each request is a LEASE_QUERY to raftd, which renews the lease
  *     on the leader (a follower's raftd forwards it); unknown or expired leases answer TTL 0.
+ *     When the client half-closes, the stream ends (status 0) after the last answer, as etcd's
+ *     (which is how POST /v3/lease/keepalive answers its body's requests and ends).
  *   - LeaseTimeToLive: the time left from the leader's raftd, then the keys (if asked) from the
  *     local stored; an unknown lease answers TTL -1 without error (etcd).
  *   - LeaseLeases: the local stored's table, page by page.

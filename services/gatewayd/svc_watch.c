@@ -25,7 +25,9 @@
  *
  * A slow client never blocks anyone and never costs unbounded memory: when a stream has more
  * than SLOW_HIGH bytes queued, its watchers stop taking live events and fall back to history,
- * which they read only while the stream has less than SLOW_LOW queued.
+ * which they read only while the stream has less than SLOW_LOW queued. (gw_stream_queued: a
+ * gRPC stream's queue, or for a JSON-gateway watch the JSON bytes its HTTP/1.1 connection has
+ * not taken; the same marks hold.)
  *
  * Progress: a progress request is answered (watch_id -1) only when every watcher of the
  * stream has been sent every event up to the revision reported (Kubernetes relies on it;
