@@ -135,6 +135,34 @@ static void do_status(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size
 
 /* Alarm: every action goes through the log (etcd 3.4 proposes GET too, so a list is
  * linearizable); stored's answer is the AlarmResponse, header included. */
+/* etcd 3.4 answers Alarm without a header (EtcdServer.Alarm returns the applier's response as
+ * it is, and nothing fills one in; checked against 3.4.23): the applied response's header is
+ * dropped so that the answer is etcd's byte for byte. */
+static void alarm_ok(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *body, size_t len, const cairn_ipc_msg_t *m)
+{
+    (void)m;
+    Etcdserverpb__AlarmResponse *r = etcdserverpb__alarm_response__unpack(NULL, len, body ? body : (const uint8_t *)"");
+    if (!r) {
+        gw_fail_etcd(g, p, CAIRN_ETCD_INTERNAL);
+        return;
+    }
+    Etcdserverpb__ResponseHeader *h = r->header;
+    r->header = NULL;
+    size_t n = etcdserverpb__alarm_response__get_packed_size(r);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (buf) {
+        etcdserverpb__alarm_response__pack(r, buf);
+        gw_reply(g, p->call, buf, n);
+        free(buf);
+    } else {
+        gw_fail_etcd(g, p, CAIRN_ETCD_TOO_MANY_REQUESTS);
+    }
+    r->header = h;
+    etcdserverpb__alarm_response__free_unpacked(r, NULL);
+}
+
+static const gw_answer_t answer_alarm = {alarm_ok, NULL, 1, NULL};
+
 static void do_alarm(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size_t len, const cairn_h2_meta_t *meta)
 {
     Etcdserverpb__AlarmRequest *r = etcdserverpb__alarm_request__unpack(NULL, len, msg);
@@ -143,7 +171,7 @@ static void do_alarm(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size_
         return;
     }
     etcdserverpb__alarm_request__free_unpacked(r, NULL);
-    gw_propose(g, c->id, CAIRN_REQ_ALARM, msg, len, meta);
+    gw_propose_with(g, c->id, &answer_alarm, CAIRN_REQ_ALARM, msg, len, gw_timeout(meta));
 }
 
 /* Hash, HashKV, Defragment: stored answers with the packed response (header included). */

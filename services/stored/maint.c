@@ -82,10 +82,8 @@ void stored_defrag_reap(stored_t *s, int block)
     while (s->defrag.waiters) {
         maint_wait_t *w = s->defrag.waiters;
         s->defrag.waiters = w->next;
+        /* no header: etcd 3.4's Defragment returns an empty DefragmentResponse */
         Etcdserverpb__DefragmentResponse r = ETCDSERVERPB__DEFRAGMENT_RESPONSE__INIT;
-        Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-        hdr_fill(s, &h, s->mvcc ? cairn_mvcc_revision(s->mvcc) : 0);
-        r.header = &h;
         if (s->defrag.rc)
             stored_reply_result(s, w->ident, w->ident_len, w->req_id, CAIRN_GRPC_INTERNAL, cairn_strerror(s->defrag.rc),
                                 NULL, 0);
