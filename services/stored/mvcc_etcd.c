@@ -183,7 +183,8 @@ static int ex_alarms(ex_t *x)
     if (rc == 0)
         rc = ex_scan(x, T_ALARM, on_alarm);
     if (rc == 0) {
-        qsort(a.v, a.n, sizeof *a.v, cmp_alarm);
+        if (a.n) /* a.v is NULL without alarms: qsort's base must not be */
+            qsort(a.v, a.n, sizeof *a.v, cmp_alarm);
         for (size_t i = 0; i < a.n && rc == 0; i++)
             if (i == 0 || cmp_alarm(&a.v[i - 1], &a.v[i]) != 0)
                 rc = ex_put(x, a.v[i].key, a.v[i].len, "", 0);
@@ -343,7 +344,8 @@ static int ex_members(ex_t *x)
         snprintf(keys[i].hex, sizeof keys[i].hex, "%" PRIx64, ms.v[i].id);
         keys[i].m = &ms.v[i];
     }
-    qsort(keys, ms.n, sizeof *keys, cmp_member);
+    if (ms.n)
+        qsort(keys, ms.n, sizeof *keys, cmp_member);
     for (size_t i = 0; i < ms.n && rc == 0; i++) {
         const cairn_member_t *mb = keys[i].m;
         kbuf_t j;
