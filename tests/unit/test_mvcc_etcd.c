@@ -512,9 +512,11 @@ static int dump_kv(void *arg, const cairn_kv_t *kv)
 {
     FILE *f = arg;
     fprintf(f, "[");
-    fwrite(kv->key, 1, kv->key_len, f);
+    if (kv->key_len)
+        fwrite(kv->key, 1, kv->key_len, f);
     fprintf(f, "]=%zu:", kv->value_len);
-    fwrite(kv->value, 1, kv->value_len, f);
+    if (kv->value_len)
+        fwrite(kv->value, 1, kv->value_len, f);
     fprintf(f, " c%lld m%lld v%lld l%lld\n", (long long)kv->create_revision, (long long)kv->mod_revision,
             (long long)kv->version, (long long)kv->lease);
     return 0;
