@@ -1538,3 +1538,56 @@ Test(bbolt, reader_closes_descriptor_zero)
     cairn_bbolt_close(&db);
     cr_assert_eq(fcntl(0, F_GETFD), -1, "descriptor 0 leaked by cairn_bbolt_close");
 }
+
+/* etcd 3.4 runs bbolt with NoFreelistSync: the metas' freelist is then 0xFFFF...FFFF (no
+ * freelist page), and a database made on a machine with larger pages has larger pages. */
+Test(bbolt, reads_files_without_a_freelist_and_with_larger_pages)
+{
+    static const uint32_t sizes[] = {4096, 8192, 16384, 65536};
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        uint32_t ps = sizes[s];
+        size_t pages = 4;
+        uint8_t *img = calloc(pages, ps);
+        /* page 2: the root leaf, one inline bucket "key" with one pair; page 3 a stale page */
+        uint8_t kv[128];
+        memset(kv, 0, sizeof kv);
+        hel_t kel[] = {{0, "k", "v", 1, 1}};
+        size_t kvlen = 16 + h_leaf_at(kv + 16, 0, kel, 1);
+        hel_t rootel[] = {{1, "key", kv, 3, kvlen}};
+        h_leaf_at(img + 2 * (size_t)ps, 2, rootel, 1);
+        p64(img + 3 * (size_t)ps, 3);
+        for (unsigned p = 0; p < 2; p++) {
+            uint8_t *pg = img + (size_t)p * ps, *m = pg + 16;
+            p64(pg, p);
+            p16(pg + 8, 0x04);
+            p32(m, 0xED0CDAEDu);
+            p32(m + 4, 2);
+            p32(m + 8, ps);
+            p64(m + 16, 2);
+            p64(m + 32, UINT64_MAX); /* pgidNoFreelist */
+            p64(m + 40, pages);
+            p64(m + 48, 40 + p);
+            p64(m + 56, fnv1a64(m, 56));
+        }
+        spill(at("nofl.db"), img, pages * ps);
+        int err = 0;
+        char eb[200] = "";
+        cairn_bbolt_t *db = cairn_bbolt_open(at("nofl.db"), 0, &err, eb, sizeof eb);
+        cr_assert_not_null(db, "page size %u: %s", ps, eb);
+        cr_assert_eq(cairn_bbolt_page_size(db), ps);
+        cr_assert_eq(cairn_bbolt_size(db), pages * ps);
+        strs_t c = {0};
+        cr_assert_eq(cairn_bbolt_foreach(db, "key", 3, collect_fn, &c), 0, "%s", cairn_bbolt_error(db));
+        cr_assert_eq(c.n, 1);
+        cr_assert_str_eq(c.s[0], "k=v");
+        cairn_bbolt_close(&db);
+        /* the newer meta (page 1) broken: page 0's is used, and it still says where page 1 is */
+        img[ps + 16 + 20] ^= 1;
+        spill(at("nofl.db"), img, pages * ps);
+        cr_assert_eq(read_all(at("nofl.db"), 0, NULL), 0, "page size %u, meta 1 broken", ps);
+        /* cut inside the last page */
+        spill(at("nofl.db"), img, pages * ps - 1);
+        cr_assert_eq(read_all(at("nofl.db"), 0, NULL), CAIRN_ECORRUPT);
+        free(img);
+    }
+}
