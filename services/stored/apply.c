@@ -617,6 +617,24 @@ static int apply_txn(actx_t *x, const TxnReq *t, const path_t *path, size_t *pos
         default:
             break;   /* an empty op gets an empty response (the gateway rejects those anyway) */
         }
+        /* etcd fills in only the outermost header (its gRPC layer does that); the applier's
+         * responses inside a txn carry their revision alone (checked against 3.4.23) */
+        if (rc == 0) {
+            Etcdserverpb__ResponseHeader *h = ro->response_case == ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE
+                                                  ? (ro->response_range ? ro->response_range->header : NULL)
+                                              : ro->response_case == ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_PUT
+                                                  ? (ro->response_put ? ro->response_put->header : NULL)
+                                              : ro->response_case == ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_DELETE_RANGE
+                                                  ? (ro->response_delete_range ? ro->response_delete_range->header : NULL)
+                                              : ro->response_case == ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_TXN
+                                                  ? (ro->response_txn ? ro->response_txn->header : NULL)
+                                                  : NULL;
+            if (h)
+                h->cluster_id = h->member_id = h->raft_term = 0;
+            /* a nested txn's header is there but empty in etcd (the applier never sets it) */
+            if (h && ro->response_case == ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_TXN)
+                h->revision = 0;
+        }
         if (rc > 0) {
             /* The checks before the first op make this impossible (etcd panics here); some
              * ops may have written already, so the batch cannot be trusted. */
@@ -626,8 +644,8 @@ static int apply_txn(actx_t *x, const TxnReq *t, const path_t *path, size_t *pos
         if (rc)
             return rc;
     }
-    /* Real etcd leaves a nested TxnResponse's header empty (checked); we fill it, with the
-     * txn's revision so far, because clients dereference it. */
+    /* A header for every TxnResponse, as etcd has (clients dereference it): the outermost one
+     * is completed by the caller, a nested one is emptied by its parent's loop above. */
     if (!(resp->header = mk_hdr(x, cur_rev(x))))
         return CAIRN_ENOMEM;
     *out = resp;
