@@ -108,6 +108,8 @@ static struct {
     int local_alarm;      /* NOSPACE reported for this member until the applied table has it */
     int alarm_seen;       /* the applied table had it in this episode */
     int reopen_logged;    /* a failed reopen is said once */
+    int released_at_start; /* no reserve since the start (no room): made once there is */
+    int64_t next_reserve; /* when to look for that room again */
     int64_t since, next_probe, next_propose;
     uint64_t refused;     /* entries refused in this episode */
 } g_df;
@@ -274,19 +276,21 @@ static void df_refuse_entry(stored_t *s, uint8_t type, const uint8_t *data, size
         stored_reply_error(s, req.origin, req.origin_len, req.req_id, CAIRN_ETCD_NO_SPACE);
 }
 
+static void df_reserve_init(stored_t *s)
+{
+    if (g_df.reserve_path[0])
+        return;
+    snprintf(g_df.reserve_path, sizeof g_df.reserve_path, "%s/member/disk-reserve", s->cfg->data_dir);
+    const char *env = getenv("CAIRN_DISK_RESERVE_BYTES");
+    g_df.reserve_bytes = env && *env ? (uint64_t)strtoull(env, NULL, 10) : DF_RESERVE_DEFAULT;
+}
+
 /* Creates the reserve if it is not there; 0, or -1 when the disk has no room for it. */
 static int df_reserve_make(stored_t *s)
 {
+    df_reserve_init(s);
     if (g_df.have_reserve || g_df.reserve_bytes == 0)
         return 0;
-    if (!g_df.reserve_path[0]) {
-        snprintf(g_df.reserve_path, sizeof g_df.reserve_path, "%s/member/disk-reserve", s->cfg->data_dir);
-        const char *env = getenv("CAIRN_DISK_RESERVE_BYTES");
-        if (env && *env)
-            g_df.reserve_bytes = (uint64_t)strtoull(env, NULL, 10);
-        if (g_df.reserve_bytes == 0)
-            return 0;
-    }
     int fd = open(g_df.reserve_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
         return -1;
@@ -313,6 +317,24 @@ static void df_reserve_release(void)
 }
 
 static int df_reopen_mvcc(stored_t *s, const char *path);
+
+/* Before the start: opening the store on a full disk needs room too (LevelDB turns its log
+ * into a table, the WAL may cut a torn tail), so a reserve left by the last run is released
+ * for it: a member restarted on a full disk comes up and serves reads instead of failing its
+ * start in a loop. */
+static void df_before_start(stored_t *s)
+{
+    df_reserve_init(s);
+    struct stat st;
+    if (stat(g_df.reserve_path, &st) != 0)
+        return;
+    g_df.have_reserve = 1;
+    char waldir[4096], mvccdir[4096];
+    df_dirs(s, waldir, sizeof waldir, mvccdir, sizeof mvccdir);
+    if (df_free_bytes(s->cfg->data_dir) < 2 * df_ldb_log_bytes(mvccdir) + (4u << 20)) {
+        df_reserve_release(); /* made again right after the start, or once there is room */
+    }
+}
 
 /* LevelDB failed: reopen it now if the disk has the room (the reserve just released), so that
  * what is committed gets applied and linearizable reads answer while writes stay refused. */
@@ -434,6 +456,7 @@ static void df_try_recover(stored_t *s, int64_t now)
     g_df.broken = 0;
     if (df_reserve_make(s) != 0)
         return; /* the room went again meanwhile */
+    g_df.released_at_start = 0;
     /* raftd forgets every entry it handed us meanwhile: it reloads what is durable, as after
      * a restart of stored (a new boot id; APPENDs and COMMITs of the old one are ignored) */
     s->boot_id = cairn_random_u64();
@@ -479,6 +502,11 @@ static void df_tick(stored_t *s, int64_t now)
     if (g_df.active && now >= g_df.next_probe) {
         g_df.next_probe = now + DF_PROBE_MS;
         df_try_recover(s, now);
+    }
+    if (!g_df.active && g_df.released_at_start && now >= g_df.next_reserve) {
+        g_df.next_reserve = now + 10 * DF_PROBE_MS;
+        if (df_free_bytes(s->cfg->data_dir) >= 2 * g_df.reserve_bytes + (1u << 20) && df_reserve_make(s) == 0)
+            g_df.released_at_start = 0;
     }
     if (!g_df.local_alarm)
         return;
@@ -839,10 +867,17 @@ int main(int argc, char **argv)
     s->origin_prefix_len = (size_t)snprintf(s->origin_prefix, sizeof s->origin_prefix, "%016llx/",
                                             (unsigned long long)cairn_config_member_id(s->cfg));
 
+    df_before_start(s);
     if (stored_start(s) != 0)
         goto out;
-    if (stored_apply_committed(s) < 0)
-        goto out;
+    /* entries the WAL holds beyond the store, on a disk that cannot take them now: the mode
+     * of a full disk, once the socket is there */
+    int start_full = 0;
+    if ((rc = stored_apply_committed(s)) < 0) {
+        if (s->fatal)
+            goto out;
+        start_full = 1;
+    }
 
     char ep[512];
     if (cairn_config_ipc_endpoint(s->cfg, "stored", ep, sizeof ep) < 0) {
@@ -863,10 +898,13 @@ int main(int argc, char **argv)
         goto out;
     }
     stored_events_attach(s);
-    g_df.reserve_bytes = DF_RESERVE_DEFAULT;
-    if (df_reserve_make(s) != 0)
+    if (start_full)
+        df_enter(s, DF_MVCC, rc);
+    else if (df_reserve_make(s) != 0) {
+        g_df.released_at_start = 1; /* tried again in df_tick */
         cairn_warn("no room for the disk reserve; a full disk may stop linearizable reads until it has space",
                    "file=%s bytes=%llu", g_df.reserve_path, (unsigned long long)g_df.reserve_bytes);
+    }
     cairn_info("stored ready", "endpoint=%s events=%s member_id=%016llx", ep, ev_ep,
                (unsigned long long)cairn_config_member_id(s->cfg));
     cairn_daemon_notify_ready("stored ready");

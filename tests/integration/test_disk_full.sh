@@ -128,6 +128,29 @@ single() {
   t_wait_healthy "$C_EP" 20
   check_acked "$C_EP" "$W" "$name, after a restart"
   t_eq "$name: a put after the restart" OK "$(etcdctl --endpoints="$C_EP" --command-timeout=3s put after-restart x 2>&1)"
+  if [ -z "$fault" ]; then
+    # a member killed and restarted while its disk is full comes up (no start in a loop):
+    # it serves reads, refuses writes, and recovers when the space returns
+    fill "$dir"
+    t_kill9 "$C_GW" "$C_RAFTD" "$C_STORED"
+    C_DATA=$data t_start_cairn "n1-$name" "$CP" "$PP"
+    local W2=$T_TMP/w-$name-2
+    t_wait_until 20 eval '[ "$(value_of "$C_EP" "$first" --consistency=s)" = ok ]' ||
+      t_fail "$name: no serializable read after a restart on a full disk"
+    writer "$C_EP" "$W2" "$name-r" & WPID=$!
+    T_PIDS+=("$WPID")
+    t_wait_until 30 eval "grep -q 'ERR.*space exceeded' '$W2'" || t_fail "$name: writes after a restart on a full disk never refused"
+    sleep 1
+    t_eq "$name: restarted on a full disk, stored stays up" 1 "$(kill -0 "$C_STORED" 2>/dev/null && echo 1 || echo 0)"
+    t_eq "$name: restarted on a full disk, a serializable read answers" ok "$(value_of "$C_EP" "$first" --consistency=s)"
+    t_eq "$name: restarted on a full disk, a linearizable read answers" ok "$(value_of "$C_EP" "$first")"
+    unfill "$dir"
+    t_wait_until 30 eval "etcdctl --endpoints=$C_EP --command-timeout=2s alarm disarm >/dev/null 2>&1; etcdctl --endpoints=$C_EP --command-timeout=2s put back-2 x >/dev/null 2>&1" ||
+      t_fail "$name: writes did not come back after a restart on a full disk"
+    touch "$W2.stop"; wait "$WPID" 2>/dev/null || true
+    check_acked "$C_EP" "$W2" "$name, restarted on a full disk"
+    check_acked "$C_EP" "$W" "$name, restarted on a full disk (the first load)"
+  fi
   t_stop "$C_GW" "$C_RAFTD" "$C_STORED"
 }
 single tmpfs
