@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cairn_bbolt.h"
@@ -1190,10 +1191,10 @@ typedef struct {
 } latest_t;
 
 typedef struct {
-    latest_t v[256];
+    latest_t v[4096];
     int n;
-    int64_t max_main, prev_main;
-    uint8_t seen[1 << 16];
+    int64_t max_main, prev_main, limit;
+    uint8_t *seen; /* [limit + 1] */
 } state_t;
 
 static int state_add(void *arg, const uint8_t *k, size_t kn, const uint8_t *v, size_t vn)
@@ -1205,7 +1206,8 @@ static int state_add(void *arg, const uint8_t *k, size_t kn, const uint8_t *v, s
     s->prev_main = main;
     if (main > s->max_main)
         s->max_main = main;
-    cr_assert_lt(main, 1 << 16);
+    cr_assert_leq(main, s->limit, "a revision after the point");
+    cr_assert_geq(main, 1);
     s->seen[main] = 1;
     Mvccpb__KeyValue *kv = mvccpb__key_value__unpack(NULL, vn, v);
     cr_assert_not_null(kv);
@@ -1215,7 +1217,7 @@ static int state_add(void *arg, const uint8_t *k, size_t kn, const uint8_t *v, s
         if (s->v[i].kn == kv->key.len && memcmp(s->v[i].key, kv->key.data, kv->key.len) == 0)
             break;
     if (i == s->n) {
-        cr_assert_lt(s->n, 256);
+        cr_assert_lt(s->n, 4096);
         memcpy(s->v[i].key, kv->key.data, kv->key.len);
         s->v[i].kn = kv->key.len;
         s->n++;
@@ -1240,49 +1242,32 @@ static int latest_cmp(const void *a, const void *b)
     return c ? c : x->kn < y->kn ? -1 : x->kn > y->kn ? 1 : 0;
 }
 
-Test(mvcc_etcd, export_while_another_thread_writes_is_one_point)
+/* One export checked against the store at its point (after the writer stopped). */
+static void check_point(cairn_mvcc_t *m, const char *path, const cairn_mvcc_point_t *pt, uint64_t bytes)
 {
-    writer_t w = {.m = open_at(at("src"))};
-    pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, writer_main, &w), 0);
-    while (atomic_load(&w.writes) < 300)
-        usleep(1000);
-    cairn_mvcc_point_t pt;
-    long before = atomic_load(&w.writes);
-    uint64_t bytes = export_to(w.m, at("c.db"), &pt);
-    long after = atomic_load(&w.writes);
-    /* let the writer go on a little after the export, then stop it */
-    while (atomic_load(&w.writes) < after + 50)
-        usleep(1000);
-    atomic_store(&w.stop, 1);
-    pthread_join(th, NULL);
-    cairn_mvcc_t *m = w.m;
-    fprintf(stderr, "export at revision %lld (%ld writes before it began, %ld when it ended, store at %lld)\n",
-            (long long)pt.revision, before, after, (long long)cairn_mvcc_revision(m));
-    cr_assert_geq(pt.revision, 1 + before);
-    cr_assert_lt(pt.revision, cairn_mvcc_revision(m));
-
     /* status: the revision of the last record is the point's */
     cairn_etcd_status_t st;
     char eb[256] = "";
-    cr_assert_eq(cairn_etcd_db_status(at("c.db"), 0, &st, eb, sizeof eb), 0, "%s", eb);
-    cr_assert_eq(st.revision, pt.revision);
+    cr_assert_eq(cairn_etcd_db_status(path, 0, &st, eb, sizeof eb), 0, "%s", eb);
+    cr_assert_eq(st.revision, pt->revision);
     cr_assert_eq(st.total_size, bytes);
-    pairs_t meta = read_bucket(at("c.db"), "meta");
+    pairs_t meta = read_bucket(path, "meta");
     uint8_t ci[8];
-    be64_put(ci, pt.index);
+    be64_put(ci, pt->index);
     cr_assert(has_pair(&meta, "consistent_index", 16, ci, 8), "consistent_index is the point's");
     pairs_free(&meta);
 
     /* every revision up to the point, none after */
     state_t *s = calloc(1, sizeof *s);
+    s->limit = pt->revision;
+    s->seen = calloc((size_t)pt->revision + 1, 1);
     int err = 0;
-    cairn_bbolt_t *db = cairn_bbolt_open(at("c.db"), 0, &err, NULL, 0);
+    cairn_bbolt_t *db = cairn_bbolt_open(path, 0, &err, NULL, 0);
     cr_assert_not_null(db);
     cr_assert_eq(cairn_bbolt_foreach(db, "key", 3, state_add, s), 0);
     cairn_bbolt_close(&db);
-    cr_assert_eq(s->max_main, pt.revision);
-    for (int64_t r = 2; r <= pt.revision; r++)
+    cr_assert_eq(s->max_main, pt->revision);
+    for (int64_t r = 2; r <= pt->revision; r++)
         cr_assert(s->seen[r], "revision %lld missing", (long long)r);
 
     /* the file's state is the store's at that revision */
@@ -1303,17 +1288,66 @@ Test(mvcc_etcd, export_while_another_thread_writes_is_one_point)
     fprintf(f, "count %ld\n", count);
     fclose(f);
     int rc;
-    char *want = dump_at(m, pt.revision, &rc, NULL);
+    char *want = dump_at(m, pt->revision, &rc, NULL);
     cr_assert_eq(rc, 0);
-    cr_assert_str_eq(buf, want);
-    cr_assert_gt(count, 100);
+    cr_assert_str_eq(buf, want, "%s at revision %lld", path, (long long)pt->revision);
+    cr_assert_gt(count, 2000);
     free(buf);
     free(want);
     for (int i = 0; i < s->n; i++)
         if (s->v[i].kv)
             mvccpb__key_value__free_unpacked(s->v[i].kv, NULL);
+    free(s->seen);
     free(s);
-    cairn_mvcc_destroy(&m);
+}
+
+Test(mvcc_etcd, export_while_another_thread_writes_is_one_point)
+{
+    writer_t w = {.m = open_at(at("src"))};
+    /* some bulk first, so that an export takes long enough for writes to land meanwhile */
+    char k[32];
+    uint8_t *v = malloc(4096);
+    memset(v, 'b', 4096);
+    for (int b = 0; b < 20; b++) {
+        begin(w.m);
+        cr_assert_eq(cairn_mvcc_txn_begin(w.m), 0);
+        for (int i = 0; i < 100; i++) {
+            snprintf(k, sizeof k, "bulk/%04d", b * 100 + i);
+            tput(w.m, k, strlen(k), v, 4096, 0);
+        }
+        cairn_mvcc_txn_end(w.m);
+        commit(w.m);
+    }
+    free(v);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, writer_main, &w), 0);
+    enum { MAXEX = 12 };
+    cairn_mvcc_point_t pts[MAXEX];
+    uint64_t bytes[MAXEX];
+    int nex = 0, overlapped = 0;
+    char name[32];
+    while (nex < MAXEX && overlapped < 3) {
+        long before = atomic_load(&w.writes);
+        while (atomic_load(&w.writes) < before + 20)
+            usleep(500);
+        before = atomic_load(&w.writes);
+        snprintf(name, sizeof name, "c%d.db", nex);
+        bytes[nex] = export_to(w.m, at(name), &pts[nex]);
+        long after = atomic_load(&w.writes);
+        cr_assert_geq(pts[nex].revision, 21 + before, "the export holds every write done before it");
+        overlapped += after > before;
+        nex++;
+    }
+    atomic_store(&w.stop, 1);
+    pthread_join(th, NULL);
+    fprintf(stderr, "%d exports, %d with writes during them; store at %lld\n", nex, overlapped,
+            (long long)cairn_mvcc_revision(w.m));
+    cr_assert_gt(overlapped, 0, "no write landed during any of %d exports", nex);
+    for (int i = 0; i < nex; i++) {
+        snprintf(name, sizeof name, "c%d.db", i);
+        check_point(w.m, at(name), &pts[i], bytes[i]);
+    }
+    cairn_mvcc_destroy(&w.m);
 }
 
 /* ---- export errors ------------------------------------------------------------------------- */
@@ -1349,4 +1383,82 @@ Test(mvcc_etcd, export_to_a_full_disk_or_a_bad_descriptor)
     export_to(m, at("ok.db"), &pt);
     cr_assert_eq(pt.revision, cairn_mvcc_revision(m));
     cairn_mvcc_destroy(&m);
+}
+
+/* ---- import of randomly damaged files -------------------------------------------------------- */
+
+static int count_kv(void *arg, const cairn_kv_t *kv)
+{
+    (void)kv;
+    ++*(long *)arg;
+    return 0;
+}
+
+/* Bytes flipped in the data pages of a small export: the import either fails (with a message,
+ * no directory left) or makes a store that opens and reads. Seeded; the seed is printed. */
+Test(mvcc_etcd, import_of_random_damage, .timeout = 240)
+{
+    cairn_mvcc_t *m = open_at(at("src"));
+    char k[32], v[32];
+    begin(m);
+    cr_assert_eq(cairn_mvcc_lease_grant(m, 42, 10), 0);
+    cr_assert_eq(cairn_mvcc_alarm_set(m, 9, 1, 1), 1);
+    commit(m);
+    for (int i = 0; i < 60; i++) {
+        snprintf(k, sizeof k, "k%02d", i % 20);
+        snprintf(v, sizeof v, "v%d", i);
+        put(m, k, strlen(k), v, strlen(v), i % 3 == 0 ? 42 : 0);
+        if (i % 7 == 6)
+            del(m, k, strlen(k));
+    }
+    begin(m);
+    cr_assert_eq(cairn_mvcc_compact(m, 30), 0);
+    commit(m);
+    export_to(m, at("a.db"), NULL);
+    cairn_mvcc_destroy(&m);
+    size_t n;
+    uint8_t *img = slurp(at("a.db"), &n);
+    const char *s = getenv("CAIRN_TEST_SEED");
+    uint64_t seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
+    fprintf(stderr, "import_of_random_damage: seed %llu (CAIRN_TEST_SEED=%llu repeats it)\n",
+            (unsigned long long)seed, (unsigned long long)seed);
+    uint64_t x = seed | 1;
+    int ok = 0, refused = 0;
+    for (int it = 0; it < 150; it++) {
+        uint8_t *c = malloc(n);
+        memcpy(c, img, n);
+        int flips = 1 + (int)(x % 3);
+        for (int f = 0; f < flips; f++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            size_t off = 3 * 4096 + (size_t)(x % (n - 3 * 4096));
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            c[off] ^= (uint8_t)(1 + x % 255);
+        }
+        FILE *f = fopen(at("bad.db"), "wb");
+        fwrite(c, 1, n, f);
+        fclose(f);
+        free(c);
+        char eb[256] = "";
+        cairn_mvcc_point_t pt;
+        int rc = cairn_mvcc_etcd_import(at("bad.db"), 0, at("dst"), 1, 1, NULL, 0, &pt, eb, sizeof eb);
+        if (rc) {
+            refused++;
+            cr_assert_str_not_empty(eb, "seed %llu iteration %d", (unsigned long long)seed, it);
+            cr_assert(!exists(at("dst")), "seed %llu iteration %d: directory left", (unsigned long long)seed, it);
+            continue;
+        }
+        ok++;
+        int err = 0;
+        cairn_mvcc_t *m2 = cairn_mvcc_open(at("dst"), &err, eb, sizeof eb);
+        cr_assert_not_null(m2, "seed %llu iteration %d: imported but does not open: %s", (unsigned long long)seed, it,
+                           eb);
+        long cnt = 0;
+        cairn_mvcc_range_t r = {.key = "\0", .key_len = 1, .end = "", .end_len = 0};
+        cr_assert_eq(cairn_mvcc_range(m2, CAIRN_MVCC_COMMITTED, &r, count_kv, &cnt, NULL), 0);
+        cairn_mvcc_destroy(&m2);
+        nftw(at("dst"), rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    }
+    fprintf(stderr, "import_of_random_damage (seed %llu): %d imported, %d refused\n", (unsigned long long)seed, ok,
+            refused);
+    free(img);
 }
