@@ -418,7 +418,6 @@ void raftd_reconcile_peers(raftd_t *r)
         if (peer_connect(r, p, ep) != 0)
             cairn_warn("cannot connect to peer", "member=%016llx endpoint=%s", (unsigned long long)id, ep);
     }
-    free(tmp);
     if (r->n_peers && !r->n_peer_routers) {
         int rc = raftd_listen_peers(r);
         if (rc)
@@ -434,6 +433,7 @@ void raftd_reconcile_peers(raftd_t *r)
     }
     if (r->raft)
         r->was_member = member;
+    free(tmp); /* v points into it until here */
 }
 
 /* Tells every peer that this member is stopping (PEER_STOPPING), once. The peer sockets
