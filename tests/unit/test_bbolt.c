@@ -1591,3 +1591,47 @@ Test(bbolt, reads_files_without_a_freelist_and_with_larger_pages)
         free(img);
     }
 }
+
+/* A chain of branches of one child each, deeper than any real tree (a bbolt tree of fan-out
+ * >= 2 is at most 64 levels deep): refused by the depth limit, without recursing on. Just
+ * under the limit it reads. */
+static void chain_file(const char *path, int depth)
+{
+    hand_t h;
+    h_init(&h, (size_t)(5 + depth));
+    uint8_t bv[16];
+    h_bucket_val(bv, 4);
+    hel_t rootel[] = {{1, "k", bv, 1, 16}};
+    h_leaf_at(h.img + 3 * PS, 3, rootel, 1);
+    p64(h.img + 2 * PS, 2);
+    p16(h.img + 2 * PS + 8, 0x10);
+    static const char *const keys[] = {"a"};
+    for (uint64_t i = 0; i < (uint64_t)depth; i++) {
+        uint64_t kid = 4 + i + 1;
+        h_branch(&h, 4 + i, keys, &kid, 1);
+    }
+    hel_t leafel[] = {{0, "a", "1", 1, 1}};
+    h_leaf_at(h.img + (4 + depth) * PS, (uint64_t)(4 + depth), leafel, 1);
+    h_meta(&h, 0, 3, 2, (uint64_t)(5 + depth), 0);
+    h_meta(&h, 1, 3, 2, (uint64_t)(5 + depth), 1);
+    spill(path, h.img, (size_t)(5 + depth) * PS);
+    free(h.img);
+}
+
+Test(bbolt, depth_limit)
+{
+    chain_file(at("deep.db"), 60);
+    strs_t c = {0};
+    int err = 0;
+    cairn_bbolt_t *db = cairn_bbolt_open(at("deep.db"), 0, &err, NULL, 0);
+    cr_assert_not_null(db);
+    cr_assert_eq(cairn_bbolt_foreach(db, "k", 1, collect_fn, &c), 0, "%s", cairn_bbolt_error(db));
+    cr_assert_eq(c.n, 1);
+    cairn_bbolt_close(&db);
+    chain_file(at("deeper.db"), 200);
+    db = cairn_bbolt_open(at("deeper.db"), 0, &err, NULL, 0);
+    cr_assert_not_null(db);
+    cr_assert_eq(cairn_bbolt_foreach(db, "k", 1, collect_fn, &c), CAIRN_ECORRUPT);
+    cr_assert_not_null(strstr(cairn_bbolt_error(db), "deeper"), "%s", cairn_bbolt_error(db));
+    cairn_bbolt_close(&db);
+}
