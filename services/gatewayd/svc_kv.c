@@ -12,6 +12,8 @@
 
 #include "cairn_err.h"
 #include "cairn_kvcheck.h"
+#include "cairn_log.h"
+#include "cairn_zmq.h"
 #include "gw_internal.h"
 
 static void do_range(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size_t len, const cairn_h2_meta_t *meta)
@@ -89,18 +91,81 @@ gw_pending_t *gw_propose_with(cairn_gateway_t *g, cairn_call_id_t call, const gw
     return p;
 }
 
+/* ---- the space quota at the member a write comes to (etcd 3.4's quotaAlarmer,
+ * etcdserver/api/v3rpc/quota.go and etcdserver/quota.go): a Put, or a Txn whose puts would
+ * take the store to --quota-backend-bytes, is refused at once with NOSPACE, and this member's
+ * NOSPACE alarm is proposed through the log - each member raises its own. The cost is etcd's
+ * estimate (key + value + 256 per put; a txn's costlier branch; a request without puts costs
+ * nothing and always passes); the size is what stored last reported (every second). stored
+ * also raises the alarm when its files pass the quota on their own (maint.c). */
+#define KV_OVERHEAD 256
+#define NOSPACE_REPROPOSE_MS 1000
+
+static int64_t put_cost(const Etcdserverpb__PutRequest *r)
+{
+    return r ? KV_OVERHEAD + (int64_t)r->key.len + (int64_t)r->value.len : 0;
+}
+
+static int64_t txn_cost(const Etcdserverpb__TxnRequest *r)
+{
+    int64_t cs = 0, cf = 0;
+    for (size_t i = 0; i < r->n_success; i++)
+        if (r->success[i]->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT)
+            cs += put_cost(r->success[i]->request_put);
+    for (size_t i = 0; i < r->n_failure; i++)
+        if (r->failure[i]->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT)
+            cf += put_cost(r->failure[i]->request_put);
+    return cf > cs ? cf : cs;
+}
+
+static int over_quota(cairn_gateway_t *g, int64_t cost)
+{
+    static int64_t next_propose; /* one gateway per process, one loop thread */
+    int64_t quota = g->cfg->quota_bytes;
+    if (cost == 0 || quota <= 0 || quota == INT64_MAX || (int64_t)g->st.db_size + cost < quota)
+        return 0;
+    int64_t now = cairn_now_ms();
+    /* the size may be up to a second old: look again now, so that a store that shrank
+     * (compaction, defragmentation) is seen by the next request */
+    if (now - g->st_at > 100)
+        g->next_status_poll = 0;
+    if (now >= next_propose) {
+        next_propose = now + NOSPACE_REPROPOSE_MS;
+        Etcdserverpb__AlarmRequest q = ETCDSERVERPB__ALARM_REQUEST__INIT;
+        q.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE;
+        q.memberid = cairn_config_member_id(g->cfg);
+        q.alarm = ETCDSERVERPB__ALARM_TYPE__NOSPACE;
+        uint8_t qb[32];
+        size_t qn = etcdserverpb__alarm_request__pack(&q, qb);
+        /* req_id 0: no pending request waits for it, its result is dropped */
+        cairn_ipc_req_t req = {(const uint8_t *)g->origin, g->origin_len, 0, CAIRN_REQ_ALARM, qb, qn};
+        uint8_t *data;
+        size_t dlen;
+        if (cairn_ipc_req_encode(&req, &data, &dlen) == 0) {
+            cairn_ipc_msg_t m = {.type = CAIRN_IPC_PROPOSE, .req_id = 0, .body = data, .body_len = dlen};
+            gw_send_ipc(g, g->raftd, &m);
+            free(data);
+            cairn_warn("database space exceeded; raising the NOSPACE alarm", "db_size=%llu cost=%lld quota=%lld",
+                       (unsigned long long)g->st.db_size, (long long)cost, (long long)quota);
+        }
+    }
+    return 1;
+}
+
 /* Put, DeleteRange, Txn, Compact: the row's arg is the request kind (cairn_req_kind_t). */
 static void do_write(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size_t len, const cairn_h2_meta_t *meta)
 {
     int kind = c->method->arg;
     const char *why = NULL;
     int code = 0;
+    int64_t cost = 0;
     switch (kind) {
     case CAIRN_REQ_PUT: {
         Etcdserverpb__PutRequest *r = etcdserverpb__put_request__unpack(NULL, len, msg);
         if (!r)
             goto bad;
         code = cairn_kvcheck_put(r, &why);
+        cost = put_cost(r);
         etcdserverpb__put_request__free_unpacked(r, NULL);
         break;
     }
@@ -126,6 +191,7 @@ static void do_write(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size_
         if (!r)
             goto bad;
         code = cairn_kvcheck_txn(r, (int)g->cfg->max_txn_ops, &why);
+        cost = txn_cost(r);
         etcdserverpb__txn_request__free_unpacked(r, NULL);
         break;
     }
@@ -139,6 +205,10 @@ static void do_write(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size_
     }
     if (code) {
         gw_status(g, c->id, code, why);
+        return;
+    }
+    if (over_quota(g, cost)) {
+        gw_error(g, c->id, CAIRN_ETCD_NO_SPACE);
         return;
     }
     gw_propose(g, c->id, kind, msg, len, meta);

@@ -148,6 +148,7 @@ static void alarm_ok(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *body, s
     }
     Etcdserverpb__ResponseHeader *h = r->header;
     r->header = NULL;
+    g->next_status_poll = 0; /* a disarm: the quota check (svc_kv.c) wants the size now */
     size_t n = etcdserverpb__alarm_response__get_packed_size(r);
     uint8_t *buf = malloc(n ? n : 1);
     if (buf) {
@@ -174,7 +175,18 @@ static void do_alarm(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size_
     gw_propose_with(g, c->id, &answer_alarm, CAIRN_REQ_ALARM, msg, len, gw_timeout(meta));
 }
 
-/* Hash, HashKV, Defragment: stored answers with the packed response (header included). */
+/* A defragmentation shrank the store: the size the quota check (svc_kv.c) goes by is asked
+ * for again at once, not at the next second. */
+static void defrag_ok(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *body, size_t len, const cairn_ipc_msg_t *m)
+{
+    (void)m;
+    g->next_status_poll = 0;
+    gw_reply(g, p->call, body, len);
+}
+
+static const gw_answer_t answer_defrag = {defrag_ok, NULL, 0, NULL};
+
+/* Hash, HashKV, Defragment: stored answers with the packed response. */
 static void do_maint(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size_t len, const cairn_h2_meta_t *meta)
 {
     cairn_ipc_msg_t m = {.type = CAIRN_IPC_MAINT, .op = (uint64_t)c->method->arg};
@@ -188,7 +200,8 @@ static void do_maint(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size_
         m.body = msg;
         m.body_len = len;
     }
-    gw_ask(g, c->id, &gw_answer_body, g->stored, &m, meta, CAIRN_ETCD_NOT_CAPABLE);
+    gw_ask(g, c->id, c->method->arg == CAIRN_MAINT_DEFRAG ? &answer_defrag : &gw_answer_body, g->stored, &m, meta,
+           CAIRN_ETCD_NOT_CAPABLE);
 }
 
 static void move_leader_ok(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *body, size_t len,

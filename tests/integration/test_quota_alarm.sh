@@ -6,7 +6,7 @@
 # Range, DeleteRange, Compact and a Txn without puts work; Status lists the alarm in its
 # errors; delete + compact + defrag shrink the db (Status's dbSize), `alarm disarm` prints the
 # disarmed alarms as etcd does and writes work again; `endpoint hashkv --cluster` is equal on
-# every member.
+# every member. As in etcd, a write refused at a member raises that member's own alarm.
 . "$(dirname "$0")/lib.sh"
 QUOTA=200000
 V=$(head -c 20000 /dev/zero | tr '\0' x)
@@ -37,6 +37,11 @@ run_script() {
     t_contains "$name: Status errors on $ep list the alarm" "alarm:NOSPACE " \
       "$(etcdctl --endpoints="$ep" endpoint status -w json | python3 -c 'import json,sys;print(json.load(sys.stdin)[0]["Status"].get("errors"))')"
   done
+  # etcd's quotaAlarmer: the member a refused write came to raises its own NOSPACE alarm
+  nospace_members() { etcdctl --endpoints="$ep0" alarm list 2>/dev/null | grep -c 'alarm:NOSPACE' || true; }
+  each_raised() { [ "$(nospace_members)" -ge "${#eps[@]}" ]; }
+  t_wait_until 5 each_raised || true
+  t_eq "$name: every member a write was refused at raised its own alarm" "${#eps[@]}" "$(nospace_members)"
   # /health is unhealthy while an alarm is active: 503 {"health":"false"} (etcd 3.4 gives no reason)
   t_eq "$name: /health while the alarm is active" "503 {\"health\":\"false\"}" \
     "$(health_of "$ep0")"
