@@ -166,18 +166,30 @@ static void http1_json(cairn_gateway_t *g, cairn_call_id_t req, int status, cons
 
 /* A JSON-gateway stream (json_stream_call): how its answers go out. */
 typedef struct {
-    const ProtobufCMessageDescriptor *out;
+    const ProtobufCMessageDescriptor *out, *in_d;
+    const gw_method_t *mt;
     gw_json_kind_t kind;
-    int sent;      /* a chunk (and so the HTTP headers) went out */
-    int ended;     /* gw_stream_end was called: nothing more goes out */
-    uint8_t *held; /* GW_JSON_UNARY: the answer, sent as the reply at the end */
+    gw_call_t *call; /* its call, once started (g->calls owns it) */
+    int sent;        /* a chunk (and so the HTTP headers) went out */
+    int ended;       /* gw_stream_end was called: nothing more goes out */
+    int stopped;     /* the sending side closed: the rest of the body is not read */
+    int reading;     /* a chunked body is still coming (on_http1_body) */
+    uint8_t *held;   /* GW_JSON_UNARY: the answer, sent as the reply at the end */
     size_t held_len;
+    uint8_t *in; /* a chunked body's bytes not yet a whole request */
+    size_t in_len, in_cap;
+    cairn_h2_meta_t meta; /* for the handler of requests that come later, with its strings: */
+    char authority[256];
+    char *token, *cn;
 } gw_jstream_t;
 
 static void jstream_free(gw_jstream_t *js)
 {
     if (js) {
         free(js->held);
+        free(js->in);
+        free(js->token);
+        free(js->cn);
         free(js);
     }
 }
@@ -601,69 +613,193 @@ static void json_refuse(cairn_gateway_t *g, cairn_call_id_t req, int code, const
     gw_metrics_call_status(g, req, code);
 }
 
+/* Starts the call of a JSON stream (its gw_call_t in g->calls, as a gRPC stream's). 0, or an
+ * error answered here. */
+static int jstream_open_call(cairn_gateway_t *g, cairn_call_id_t req, gw_jstream_t *js)
+{
+    gw_call_t *c = calloc(1, sizeof *c);
+    if (!c || cairn_u64map_put(g->calls, req, c)) {
+        free(c);
+        gw_stream_end(g, req, cairn_etcd_err_code(CAIRN_ETCD_TOO_MANY_REQUESTS),
+                      cairn_etcd_err_text(CAIRN_ETCD_TOO_MANY_REQUESTS));
+        return CAIRN_ENOMEM; /* (json_streams' entry goes with on_close) */
+    }
+    c->id = req;
+    c->method = js->mt;
+    js->call = c;
+    return 0;
+}
+
+/* A request that did not convert before any answer went out: the whole answer is the error,
+ * as grpc-gateway's HTTPError writes it. */
+static void jstream_refuse(cairn_gateway_t *g, cairn_call_id_t req, gw_jstream_t *js, int code, const char *message)
+{
+    size_t n = 0;
+    char *json = gw_json_error(code, message, &n);
+    js->ended = 1;
+    gw_metrics_call_status(g, req, code);
+    cairn_h2srv_http1_stream_end(g->srv, req, gw_json_http_status(code), JSON_CT, (const uint8_t *)(json ? json : ""),
+                                 json ? n : 0);
+    free(json);
+}
+
+/* The sending side is closed (the body ended, or a request in it did not convert): the
+ * row's half_close, as grpc-gateway's CloseSend. */
+static void jstream_stop(cairn_gateway_t *g, cairn_call_id_t req, gw_jstream_t *js)
+{
+    js->stopped = 1;
+    if (!js->call && !js->ended && jstream_open_call(g, req, js))
+        return; /* (an empty body still starts the call: a keepalive then ends at once) */
+    if (!js->ended && js->mt->half_close && cairn_u64map_get(g->calls, req) == js->call)
+        js->mt->half_close(g, js->call);
+}
+
+/* Hands the client stream's requests in [text, text + len) to the handler, one at a time as
+ * grpc-gateway's json.Decoder reads them; end: no more body follows. Returns the bytes taken
+ * (a request cut at the end of what came so far waits for the rest). */
+static size_t jstream_feed(cairn_gateway_t *g, cairn_call_id_t req, gw_jstream_t *js, const char *text, size_t len,
+                           int end, const cairn_h2_meta_t *meta)
+{
+    size_t off = 0;
+    while (!js->ended && !js->stopped) {
+        uint8_t *pb = NULL;
+        size_t pb_len = 0, used = 0;
+        char err[512];
+        int rc = gw_json_to_pb_next(js->in_d, text + off, len - off, &used, &pb, &pb_len, err, sizeof err);
+        if (rc == CAIRN_ENOTFOUND) {
+            off = len; /* white space */
+            if (end)
+                jstream_stop(g, req, js);
+            break;
+        }
+        if (rc == CAIRN_EINVAL && !end && strcmp(err, "unexpected EOF") == 0)
+            break; /* the rest of this request is still to come */
+        if (rc) {
+            /* the first request: the decoder's error is returned as it is, so code 2 (Unknown);
+             * a later one only ends the sending */
+            if (!js->call)
+                jstream_refuse(g, req, js, rc == CAIRN_ENOMEM ? CAIRN_GRPC_RESOURCE_EXHAUSTED : CAIRN_GRPC_UNKNOWN, err);
+            else
+                jstream_stop(g, req, js);
+            break;
+        }
+        off += used;
+        if (!js->call && jstream_open_call(g, req, js)) {
+            free(pb);
+            break;
+        }
+        js->mt->handler(g, js->call, pb, pb_len, meta);
+        free(pb);
+        if (cairn_u64map_get(g->calls, req) != js->call)
+            break;
+    }
+    return off;
+}
+
 /* A GW_STREAM row through the JSON gateway, as grpc-gateway 1.x's generated code does it
  * (gw_json_kind_t): the call lives in g->calls like a gRPC stream (its row's close runs from
  * on_close, which h2srv delivers once the streamed answer ended or the client went away), and
- * its answers go out through gw_stream_send / gw_stream_end, which find it in json_streams. */
+ * its answers go out through gw_stream_send / gw_stream_end, which find it in json_streams.
+ * A client stream's body may come chunked (curl -T -: an interactive watch); its requests
+ * are then handed over as they arrive (on_http1_body). */
 static void json_stream_call(cairn_gateway_t *g, cairn_call_id_t req, const gw_method_t *mt,
                              const ProtobufCMessageDescriptor *in, const ProtobufCMessageDescriptor *out,
                              const uint8_t *body, size_t body_len, const cairn_h2_meta_t *meta)
 {
     const char *text = (const char *)body;
-    uint8_t *pb = NULL;
-    size_t pb_len = 0, used = 0;
-    char err[512];
     int bidi = mt->json_kind == GW_JSON_BIDI;
-    int rc = bidi ? gw_json_to_pb_next(in, text, body_len, &used, &pb, &pb_len, err, sizeof err)
-                  : gw_json_to_pb(in, text, body_len, &pb, &pb_len, err, sizeof err);
-    if (rc && rc != CAIRN_ENOTFOUND) {
-        /* a client stream's first request: the decoder's error is returned as it is, so it
-         * is code 2 (Unknown); a single request is refused with InvalidArgument, as unary */
-        json_refuse(g, req, rc == CAIRN_ENOMEM ? CAIRN_GRPC_RESOURCE_EXHAUSTED
-                            : bidi           ? CAIRN_GRPC_UNKNOWN
-                                             : CAIRN_GRPC_INVALID_ARGUMENT,
-                    err);
-        return;
+    uint8_t *pb = NULL;
+    size_t pb_len = 0;
+    char err[512];
+    if (!bidi) {
+        int rc = gw_json_to_pb(in, text, body_len, &pb, &pb_len, err, sizeof err);
+        if (rc) { /* a single request is refused with InvalidArgument, as unary */
+            json_refuse(g, req, rc == CAIRN_ENOMEM ? CAIRN_GRPC_RESOURCE_EXHAUSTED : CAIRN_GRPC_INVALID_ARGUMENT, err);
+            return;
+        }
     }
     gw_jstream_t *js = calloc(1, sizeof *js);
-    gw_call_t *c = calloc(1, sizeof *c);
-    if (!js || !c || cairn_u64map_put(g->json_streams, req, js)) {
+    if (!js || cairn_u64map_put(g->json_streams, req, js)) {
         free(js);
-        free(c);
         free(pb);
         json_refuse(g, req, cairn_etcd_err_code(CAIRN_ETCD_TOO_MANY_REQUESTS),
                     cairn_etcd_err_text(CAIRN_ETCD_TOO_MANY_REQUESTS));
         return;
     }
     js->out = out;
+    js->in_d = in;
+    js->mt = mt;
     js->kind = mt->json_kind;
-    c->id = req;
-    c->method = mt;
-    if (cairn_u64map_put(g->calls, req, c)) {
-        free(c);
-        free(pb);
-        gw_stream_end(g, req, cairn_etcd_err_code(CAIRN_ETCD_TOO_MANY_REQUESTS),
-                      cairn_etcd_err_text(CAIRN_ETCD_TOO_MANY_REQUESTS));
-        return; /* (json_streams' entry goes with on_close) */
-    }
     if (js->kind != GW_JSON_UNARY)
         cairn_h2srv_http1_stream_begin(g->srv, req);
-    size_t off = 0;
-    /* every request of the body in turn, as grpc-gateway's send loop; it stops at the end
-     * (io.EOF) or at a request that does not convert, then closes the sending side */
-    while (pb) {
+    if (bidi) {
+        if (meta->body_follows) {
+            /* the requests come with the chunks: keep what the handlers may read of meta */
+            js->reading = 1;
+            js->meta = *meta;
+            js->meta.body_follows = 0;
+            snprintf(js->authority, sizeof js->authority, "%s", meta->authority ? meta->authority : "");
+            js->meta.authority = js->authority;
+            js->meta.token = meta->token ? (js->token = strdup(meta->token)) : NULL;
+            js->meta.client_cn = meta->client_cn ? (js->cn = strdup(meta->client_cn)) : NULL;
+            return;
+        }
+        jstream_feed(g, req, js, text, body_len, 1, meta);
+        return;
+    }
+    if (jstream_open_call(g, req, js) == 0) {
+        gw_call_t *c = js->call;
         mt->handler(g, c, pb, pb_len, meta);
-        free(pb);
-        pb = NULL;
-        if (js->ended || !bidi || cairn_u64map_get(g->calls, req) != c)
-            break;
-        off += used;
-        if (gw_json_to_pb_next(in, text + off, body_len - off, &used, &pb, &pb_len, err, sizeof err))
-            pb = NULL;
+        if (!js->ended && mt->half_close && cairn_u64map_get(g->calls, req) == c)
+            mt->half_close(g, c);
     }
     free(pb);
-    if (!js->ended && mt->half_close && cairn_u64map_get(g->calls, req) == c)
-        mt->half_close(g, c);
+}
+
+/* A chunk of a client stream's chunked body (h2srv's on_http1_body). */
+static void on_http1_body(void *ud, cairn_call_id_t req, const uint8_t *data, size_t len, int end)
+{
+    cairn_gateway_t *g = ud;
+    gw_jstream_t *js = cairn_u64map_get(g->json_streams, req);
+    if (!js || !js->reading)
+        return;
+    if (end)
+        js->reading = 0;
+    if (js->ended || js->stopped)
+        return; /* the rest is not read */
+    size_t cap = g->cfg->max_request_bytes ? g->cfg->max_request_bytes : 1572864;
+    cap = cap / 2 * 3 + 4096; /* one request's JSON (base64 values), as the h2srv body limit */
+    if (js->in_len + len > cap) {
+        /* a request longer than any whole body may be: as a request that does not convert */
+        if (!js->call)
+            jstream_refuse(g, req, js, CAIRN_GRPC_RESOURCE_EXHAUSTED, "request is too large");
+        else
+            jstream_stop(g, req, js);
+        return;
+    }
+    if (len) {
+        if (js->in_len + len > js->in_cap) {
+            size_t nc = js->in_cap ? js->in_cap : 4096;
+            while (nc < js->in_len + len)
+                nc *= 2;
+            uint8_t *np = realloc(js->in, nc);
+            if (!np) {
+                if (!js->call)
+                    jstream_refuse(g, req, js, CAIRN_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+                else
+                    jstream_stop(g, req, js);
+                return;
+            }
+            js->in = np;
+            js->in_cap = nc;
+        }
+        memcpy(js->in + js->in_len, data, len);
+        js->in_len += len;
+    }
+    size_t used = jstream_feed(g, req, js, (const char *)js->in, js->in_len, end, &js->meta);
+    /* (js lives until on_close, which h2srv never delivers from inside this callback) */
+    memmove(js->in, js->in + used, js->in_len - used);
+    js->in_len -= used;
 }
 
 /* The JSON gateway (ETCD_API.md §5): POST <route> with a JSON body, route being a method
@@ -689,6 +825,12 @@ static void json_call(cairn_gateway_t *g, cairn_call_id_t req, const char *metho
     if (strcmp(method, "POST") != 0) {
         cairn_h2srv_http1_reply(g->srv, req, 405, "text/plain; charset=utf-8", (const uint8_t *)"Method Not Allowed\n",
                                 19);
+        return;
+    }
+    if (meta->body_follows && !(mt->kind == GW_STREAM && mt->handler && mt->json_kind == GW_JSON_BIDI)) {
+        /* a chunked body is read as it comes by a client stream only (an interactive watch);
+         * elsewhere it is refused as before h2srv read such bodies */
+        cairn_h2srv_http1_reply(g->srv, req, 501, NULL, (const uint8_t *)"Not Implemented", 15);
         return;
     }
     gw_metrics_call_started(g, req, mt); /* etcd's gateway is a gRPC client of its own server */
@@ -727,6 +869,10 @@ static void on_http1_async(void *ud, cairn_call_id_t req, const char *method, co
     char *q = strchr(p, '?');
     if (q)
         *q = 0;
+    if (meta && meta->body_follows && strncmp(p, "/v3/", 4) != 0 && strncmp(p, "/v3beta/", 8) != 0) {
+        cairn_h2srv_http1_reply(g->srv, req, 501, NULL, (const uint8_t *)"Not Implemented", 15);
+        return;
+    }
     if (meta && meta->metrics_only && strcmp(p, "/metrics") != 0 && strcmp(p, "/health") != 0) {
         /* a --listen-metrics-urls listener serves the metrics and health endpoints only */
         cairn_h2srv_http1_reply(g->srv, req, 404, NULL, (const uint8_t *)"404 page not found\n", 19);
@@ -942,7 +1088,7 @@ cairn_gateway_t *cairn_gateway_new(cairn_config_t *cfg)
     };
     cairn_h2srv_handlers_t h = {.on_message = on_message, .on_half_close = on_half_close, .on_close = on_close,
                                 .on_status = on_status, .is_streaming = is_streaming,
-                                .on_http1_async = on_http1_async, .ud = g};
+                                .on_http1_async = on_http1_async, .on_http1_body = on_http1_body, .ud = g};
     char err[512];
     g->srv = cairn_h2srv_new(&o, &h, &rc, err, sizeof err);
     if (!g->srv) {

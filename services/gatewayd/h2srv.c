@@ -171,6 +171,7 @@ struct conn {
         h1_is_stream : 1, /* the pending request is answered as a stream (http1_stream_begin) */
         h1_streaming : 1, /* ... whose status line and headers went out (chunks follow) */
         h1_ended : 1,     /* ... which the service ended: on_close comes from the next pump */
+        h1_body_chunked : 1, /* the pending request's chunked body is still coming (on_http1_body) */
         metrics_only : 1; /* accepted on a --listen-metrics-urls listener: plain HTTP only */
     int64_t created_ms, closing_ms;
     int64_t last_rx_ms, ping_sent_ms; /* keepalive: last bytes from the client; our PING in flight */
@@ -1416,11 +1417,42 @@ static void h1_respond(conn_t *c, int status, const char *ctype, const uint8_t *
     mark_dirty(c);
 }
 
+/* The chunks of a chunked request body that are in, to on_http1_body while the request is
+ * pending and not ended (after that they are dropped: the connection closes after the answer). */
+static void h1_body(conn_t *c)
+{
+    cairn_h2srv_t *s = c->srv;
+    while (!c->dead && c->h1_body_chunked && buf_pending(&c->in)) {
+        size_t off, n;
+        int last;
+        const uint8_t *p = c->in.p + c->in.off;
+        long r = cairn_h1_chunk(p, buf_pending(&c->in), s->max_http1_body, &off, &n, &last);
+        if (r == 0)
+            return;
+        if (r < 0) { /* a body we cannot read on: the request cannot go on either */
+            cairn_info("malformed chunked request body; closing the connection", "conn=%u", c->serial);
+            conn_kill(c);
+            return;
+        }
+        if (last)
+            c->h1_body_chunked = 0;
+        if (c->h1_pending && !c->h1_ended && s->h.on_http1_body && (n || last)) {
+            s->in_cb++;
+            s->h.on_http1_body(s->h.ud, c->h1_pending_id, p + off, n, last);
+            s->in_cb--;
+            if (c->dead)
+                return;
+        }
+        buf_consume(&c->in, (size_t)r);
+    }
+}
+
 static void h1_process(conn_t *c)
 {
     cairn_h2srv_t *s = c->srv;
     cairn_h1_req_t *req = NULL;
-    while (!c->dead && !c->closing && !c->h1_pending && buf_pending(&c->in) &&
+    h1_body(c);
+    while (!c->dead && !c->closing && !c->h1_pending && !c->h1_body_chunked && buf_pending(&c->in) &&
            buf_pending(&c->out) < OUT_HIGH) {
         if (!req && !(req = malloc(sizeof *req))) {
             conn_kill(c);
@@ -1446,6 +1478,20 @@ static void h1_process(conn_t *c)
         }
         c->h1_continue_sent = 0;
         c->h1_v10 = req->version_minor == 0;
+        if (req->chunked && !(s->h.on_http1_body && s->h.on_http1_async)) {
+            static const char ni[] = "Not Implemented";
+            h1_respond(c, 501, NULL, (const uint8_t *)ni, sizeof ni - 1, 0, 0);
+            break;
+        }
+        c->h1_body_chunked = req->chunked; /* (r is then the headers only) */
+        if (req->chunked && req->expect_continue) { /* (curl -T - asks before it sends a chunk) */
+            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            if (buf_append(&c->out, cont, sizeof cont - 1) != 0) {
+                conn_kill(c);
+                break;
+            }
+            mark_dirty(c);
+        }
         int keep = req->keep_alive && !s->draining;
         int head = strcmp(req->method, "HEAD") == 0;
         const uint8_t *body = p + req->header_len;
@@ -1460,7 +1506,8 @@ static void h1_process(conn_t *c)
                                     .token = req->authorization[0] ? req->authorization : NULL,
                                     .timeout_ms = -1,
                                     .client_cn = c->cn[0] ? c->cn : NULL,
-                                    .tls = c->ssl != NULL, .metrics_only = c->metrics_only};
+                                    .tls = c->ssl != NULL, .metrics_only = c->metrics_only,
+                                    .body_follows = req->chunked};
             s->in_cb++;
             s->h.on_http1_async(s->h.ud, c->h1_pending_id, req->method, req->path, body, req->content_length, &meta);
             s->in_cb--;
@@ -1485,6 +1532,7 @@ static void h1_process(conn_t *c)
         buf_consume(&c->in, (size_t)r);
     }
     free(req);
+    h1_body(c); /* a chunked request's first chunks, if they came with its headers */
 }
 
 int cairn_h2srv_http1_reply(cairn_h2srv_t *self, cairn_call_id_t req, int status, const char *content_type,
@@ -1509,7 +1557,7 @@ int cairn_h2srv_http1_reply(cairn_h2srv_t *self, cairn_call_id_t req, int status
         status = 500;
     c->h1_pending = 0;
     h1_respond(c, status, content_type, body ? body : (const uint8_t *)"", body ? len : 0,
-               c->h1_keep && !self->draining, c->h1_head);
+               c->h1_keep && !self->draining && !c->h1_body_chunked, c->h1_head);
     return 0;
 }
 
@@ -1566,6 +1614,8 @@ static int h1_stream_headers(conn_t *c, int status, const char *ctype)
                      cairn_h1_reason(status), ctype ? ctype : "text/plain; charset=utf-8",
                      c->h1_v10 ? "" : "Transfer-Encoding: chunked\r\n",
                      c->h1_v10 || !c->h1_keep || c->srv->draining ? "Connection: close\r\n" : "");
+    /* (a chunked request whose body is still coming when the answer ends: closed then, see
+     * http1_stream_end; the headers cannot know yet) */
     if (n < 0 || (size_t)n >= sizeof hdr || buf_append(&c->out, hdr, (size_t)n) != 0)
         return CAIRN_ENOMEM;
     c->h1_streaming = 1;
@@ -1651,7 +1701,7 @@ int cairn_h2srv_http1_stream_end(cairn_h2srv_t *self, cairn_call_id_t req, int s
         st_resume(c, st);
         return 0;
     }
-    int keep = c->h1_keep && !self->draining && !c->h1_v10;
+    int keep = c->h1_keep && !self->draining && !c->h1_v10 && !c->h1_body_chunked;
     c->h1_is_stream = 1;
     c->h1_ended = 1;
     if (!c->h1_streaming) {
@@ -1659,7 +1709,7 @@ int cairn_h2srv_http1_stream_end(cairn_h2srv_t *self, cairn_call_id_t req, int s
         char hdr[512];
         if (status < 100 || status > 999)
             status = 500;
-        keep = c->h1_keep && !self->draining;
+        keep = c->h1_keep && !self->draining && !c->h1_body_chunked;
         int n = snprintf(hdr, sizeof hdr, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n",
                          status, cairn_h1_reason(status), content_type ? content_type : "text/plain; charset=utf-8",
                          len, !keep ? "Connection: close\r\n" : (c->h1_v10 ? "Connection: keep-alive\r\n" : ""));
@@ -2162,12 +2212,18 @@ static void conn_pump(conn_t *c)
             c->closing = 1; /* the chunked body was cut: the connection cannot be reused */
             c->closing_ms = cairn_now_ms();
         }
+        if (c->h1_body_chunked && !c->closing) {
+            c->closing = 1; /* the rest of the request's body is not read: no next request */
+            c->closing_ms = cairn_now_ms();
+        }
         cairn_call_id_t id = c->h1_pending_id;
         c->h1_pending = c->h1_is_stream = c->h1_streaming = c->h1_ended = 0;
         notify_close(c->srv, id);
         if (c->dead)
             return;
     }
+    if (c->state == CS_H1 && c->h1_body_chunked && buf_pending(&c->in))
+        h1_body(c);
     if (c->state == CS_H1 && !c->h1_pending && buf_pending(&c->in))
         h1_process(c);
     /* Input left inside SSL while we were paused is invisible to poll: read it now. */

@@ -47,6 +47,7 @@ typedef struct {
     const char *client_cn;  /* TLS client certificate CN when one was verified, else NULL */
     int tls;                /* 1 if the connection is TLS */
     int metrics_only;       /* accepted on a metrics listener (cairn_h2srv_opts_t.metrics_urls) */
+    int body_follows;       /* HTTP/1.1 chunked request: the body comes in on_http1_body calls */
 } cairn_h2_meta_t;
 
 typedef struct {
@@ -80,6 +81,13 @@ typedef struct {
      * delivered; after the reply, nothing. meta->token is the Authorization header. */
     void (*on_http1_async)(void *ud, cairn_call_id_t req, const char *method, const char *path,
                            const uint8_t *body, size_t body_len, const cairn_h2_meta_t *meta);
+    /* Optional (only with on_http1_async): an HTTP/1.1 request with "Transfer-Encoding: chunked" is
+     * handed over at its headers (body_len 0, meta->body_follows), then its body as the chunks
+     * come (each non-empty chunk, then end = 1 after the last), for as long as the request is
+     * pending and not ended: an interactive JSON watch. Answering before the body ended closes
+     * the connection after the answer (the rest of the body is not read). NULL: such requests
+     * are refused with 501. */
+    void (*on_http1_body)(void *ud, cairn_call_id_t req, const uint8_t *data, size_t len, int end);
 } cairn_h2srv_handlers_t;
 
 typedef struct {

@@ -59,6 +59,7 @@ long cairn_h1_parse(const uint8_t *buf, size_t len, size_t max_body, cairn_h1_re
     req->expect_continue = 0;
     req->header_len = 0;
     req->content_length = 0;
+    req->chunked = 0;
     req->headers_done = 0;
     req->err_status = 0;
 
@@ -166,7 +167,10 @@ long cairn_h1_parse(const uint8_t *buf, size_t len, size_t max_body, cairn_h1_re
             have_cl = 1;
             req->content_length = val;
         } else if (NAME_IS("transfer-encoding")) {
-            return fail(req, 501);
+            char tmp[32];
+            if (copy_trim(v, vn, tmp, sizeof tmp) != 0 || strcasecmp(tmp, "chunked") != 0 || req->chunked)
+                return fail(req, 501); /* gzip, "chunked, chunked"...: not served */
+            req->chunked = 1;
         } else if (NAME_IS("connection")) {
             if (has_token(v, vn, "close"))
                 conn_close = 1;
@@ -188,6 +192,13 @@ long cairn_h1_parse(const uint8_t *buf, size_t len, size_t max_body, cairn_h1_re
     }
     req->keep_alive = req->version_minor == 1 ? !conn_close : (conn_keep && !conn_close);
     req->header_len = end;
+    if (req->chunked) {
+        /* both framings: which one ends the body is ambiguous (request smuggling) */
+        if (have_cl || req->version_minor == 0)
+            return fail(req, 400);
+        req->content_length = 0;
+        return (long)end; /* the headers: the chunks are read as they come */
+    }
     if (req->content_length > max_body)
         return fail(req, 413);
     if (len - end < req->content_length) {
@@ -195,6 +206,83 @@ long cairn_h1_parse(const uint8_t *buf, size_t len, size_t max_body, cairn_h1_re
         return 0;
     }
     return (long)(end + req->content_length);
+}
+
+/* The end of the line starting at p (the index of its '\n'), or -1 if it is not all there;
+ * *le: where its content ends (before "\r\n" or "\n"). */
+static long line_end(const uint8_t *buf, size_t len, size_t p, size_t *le)
+{
+    for (size_t i = p; i < len; i++) {
+        if (buf[i] == '\n') {
+            *le = i > p && buf[i - 1] == '\r' ? i - 1 : i;
+            return (long)i;
+        }
+        if (i - p >= CAIRN_H1_MAX_HEADER)
+            return -2;
+    }
+    return -1;
+}
+
+long cairn_h1_chunk(const uint8_t *buf, size_t len, size_t max_chunk, size_t *data_off, size_t *data_len, int *last)
+{
+    *data_off = *data_len = 0;
+    *last = 0;
+    size_t le;
+    long nl = line_end(buf, len, 0, &le);
+    if (nl == -2)
+        return -1;
+    if (nl < 0)
+        return 0;
+    size_t size = 0, i = 0;
+    for (; i < le; i++) {
+        uint8_t c = buf[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0)
+            break;
+        if (size > (SIZE_MAX >> 4))
+            return -1;
+        size = size * 16 + (size_t)d;
+    }
+    if (i == 0 || (i < le && buf[i] != ';' && buf[i] != ' ' && buf[i] != '\t'))
+        return -1; /* no size, or junk after it that is not an extension */
+    size_t p = (size_t)nl + 1;
+    if (size == 0) {
+        /* trailers (ignored) up to a blank line */
+        for (;;) {
+            nl = line_end(buf, len, p, &le);
+            if (nl == -2)
+                return -1;
+            if (nl < 0)
+                return 0;
+            size_t start = p;
+            p = (size_t)nl + 1;
+            if (le == start) {
+                *last = 1;
+                return (long)p;
+            }
+            if (p > 2 * CAIRN_H1_MAX_HEADER)
+                return -1;
+        }
+    }
+    if (size > max_chunk)
+        return -1;
+    if (len - p < size + 1)
+        return 0;
+    size_t q = p + size;
+    if (buf[q] == '\r') {
+        if (len - q < 2)
+            return 0;
+        if (buf[q + 1] != '\n')
+            return -1;
+        q += 2;
+    } else if (buf[q] == '\n') {
+        q += 1;
+    } else {
+        return -1;
+    }
+    *data_off = p;
+    *data_len = size;
+    return (long)q;
 }
 
 const char *cairn_h1_reason(int status)

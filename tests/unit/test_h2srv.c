@@ -36,6 +36,7 @@
 #include "cairn_err.h"
 #include "cairn_log.h"
 #include "h2srv.h"
+#include "h2srv_http1.h"
 
 /* ---- server fixture ------------------------------------------------------------------ */
 
@@ -67,6 +68,9 @@ typedef struct {
     char h1_stream_mode[16][16];
     int n_h1_stream;
     atomic_int stream_end_rc; /* what the last stream_end returned */
+    char body_got[256]; /* a chunked body's bytes as on_http1_body gave them */
+    size_t body_got_len;
+    atomic_int body_ends;
     cairn_call_id_t big_call;
     int reply_after_close_rc; /* what a reply to a closed call returned */
     int test_reply_after_close;
@@ -184,8 +188,26 @@ static void on_http1_async(void *ud, cairn_call_id_t req, const char *method, co
         snprintf(fx->h1_stream_mode[fx->n_h1_stream], sizeof fx->h1_stream_mode[0], "%s", path + 8);
         fx->h1_stream[fx->n_h1_stream++] = req;
         CHECK(fx, cairn_h2srv_http1_stream_begin(fx->srv, req) == 0);
+    } else if (strcmp(path, "/body") == 0) {
+        CHECK(fx, meta->body_follows == 1 && body_len == 0); /* answered once the body ended */
     } else if (fx->n_h1_later < 16)
         fx->h1_later[fx->n_h1_later++] = req;
+    pthread_mutex_unlock(&fx->mu);
+}
+
+static void on_http1_body(void *ud, cairn_call_id_t req, const uint8_t *data, size_t len, int end)
+{
+    fixture_t *fx = ud;
+    pthread_mutex_lock(&fx->mu);
+    if (fx->body_got_len + len < sizeof fx->body_got) {
+        memcpy(fx->body_got + fx->body_got_len, data, len);
+        fx->body_got_len += len;
+    }
+    if (end) {
+        atomic_fetch_add(&fx->body_ends, 1);
+        if (strcmp(fx->last_path, "/body") == 0 && fx->n_h1_later < 16)
+            fx->h1_later[fx->n_h1_later++] = req;
+    }
     pthread_mutex_unlock(&fx->mu);
 }
 
@@ -277,7 +299,8 @@ static fixture_t *fx_start(int flags)
                                 .on_http1 = on_http1,
                                 .is_streaming = is_streaming,
                                 .ud = fx,
-                                .on_http1_async = (flags & FX_ASYNC_H1) ? on_http1_async : NULL};
+                                .on_http1_async = (flags & FX_ASYNC_H1) ? on_http1_async : NULL,
+                                .on_http1_body = on_http1_body};
     int err = 0;
     char eb[256] = "";
     fx->srv = cairn_h2srv_new(&o, &h, &err, eb, sizeof eb);
@@ -1237,6 +1260,81 @@ Test(h2srv, http1_stream, .timeout = 30)
     while (atomic_load(&fx->n_close) < 5 && mono_ms() < until)
         usleep(10000);
     cr_assert_eq(atomic_load(&fx->n_close), 5);
+    fx_stop(fx);
+}
+
+/* The chunk reader: sizes in hex with extensions, bare LF, the last chunk's trailers, and
+ * what it refuses. */
+Test(h2srv, http1_chunk_reader)
+{
+    size_t off, n;
+    int last;
+    const char *a = "1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\nrest";
+    cr_assert_eq(cairn_h1_chunk((const uint8_t *)a, strlen(a), 1024, &off, &n, &last), (long)strlen(a) - 4);
+    cr_assert(n == 26 && memcmp(a + off, "abcdefghijklmnopqrstuvwxyz", 26) == 0 && !last);
+    cr_assert_eq(cairn_h1_chunk((const uint8_t *)"3\nabc\n", strlen("3\nabc\n"), 1024, &off, &n, &last), 6);
+    cr_assert_eq(cairn_h1_chunk((const uint8_t *)"3\r\nab", strlen("3\r\nab"), 1024, &off, &n, &last), 0, "needs more");
+    cr_assert_eq(cairn_h1_chunk((const uint8_t *)"3\r\nabc", strlen("3\r\nabc"), 1024, &off, &n, &last), 0, "needs its CRLF");
+    cr_assert_eq(cairn_h1_chunk((const uint8_t *)"0\r\nX-T: 1\r\n\r\nnext", strlen("0\r\nX-T: 1\r\n\r\nnext"), 1024, &off, &n, &last), 13);
+    cr_assert(last && n == 0);
+    cr_assert_eq(cairn_h1_chunk((const uint8_t *)"0\r\n", strlen("0\r\n"), 1024, &off, &n, &last), 0, "the blank line");
+    cr_assert_eq(cairn_h1_chunk((const uint8_t *)"x\r\n", strlen("x\r\n"), 1024, &off, &n, &last), -1);
+    cr_assert_eq(cairn_h1_chunk((const uint8_t *)"3\r\nabcX", strlen("3\r\nabcX"), 1024, &off, &n, &last), -1, "no CRLF after the data");
+    cr_assert_eq(cairn_h1_chunk((const uint8_t *)"401\r\n", strlen("401\r\n"), 1024, &off, &n, &last), -1, "over the limit");
+    cr_assert_eq(cairn_h1_chunk((const uint8_t *)"fffffffffffffffffff\r\n", strlen("fffffffffffffffffff\r\n"), 1024, &off, &n, &last), -1);
+    cairn_h1_req_t *req = malloc(sizeof *req);
+    const char *both = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
+    cr_assert_eq(cairn_h1_parse((const uint8_t *)both, strlen(both), 1 << 20, req), -1);
+    cr_assert_eq(req->err_status, 400, "both framings: ambiguous");
+    const char *gz = "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+    cr_assert_eq(cairn_h1_parse((const uint8_t *)gz, strlen(gz), 1 << 20, req), -1);
+    cr_assert_eq(req->err_status, 501);
+    const char *ok = "POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n5\r\n";
+    cr_assert_eq(cairn_h1_parse((const uint8_t *)ok, strlen(ok), 1 << 20, req), (long)strlen(ok) - 3);
+    cr_assert(req->chunked && req->content_length == 0);
+    free(req);
+}
+
+/* A chunked request body reaches on_http1_body chunk by chunk; answered after its end, the
+ * connection serves the next request; answered before, it is closed after the answer. */
+Test(h2srv, http1_chunked_body, .timeout = 30)
+{
+    fixture_t *fx = fx_start(FX_ASYNC_H1);
+    int fd = tcp_connect(fx->port);
+    const char *req = "POST /body HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "3\r\nabc\r\n";
+    send_all(fd, req, strlen(req));
+    usleep(100000);
+    const char *rest = "2;x=y\r\nde\r\n0\r\nTrailer: 1\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n";
+    send_all(fd, rest, strlen(rest));
+    char buf[4096];
+    size_t have = 0;
+    int n = read_http1_response(fd, buf, sizeof buf, &have, 3000);
+    cr_assert_gt(n, 0);
+    cr_assert(strstr(buf, "async ok"), "%s", buf);
+    h1_consume(buf, &have, n);
+    n = read_http1_response(fd, buf, sizeof buf, &have, 3000);
+    cr_assert_gt(n, 0, "the request after the chunked body is served");
+    pthread_mutex_lock(&fx->mu);
+    cr_assert_eq(fx->body_got_len, 5);
+    cr_assert(memcmp(fx->body_got, "abcde", 5) == 0);
+    pthread_mutex_unlock(&fx->mu);
+    cr_assert_eq(atomic_load(&fx->body_ends), 1);
+    close(fd);
+    /* answered at once (any other path), its body still coming: closed after the answer */
+    fd = tcp_connect(fx->port);
+    const char *early = "POST /other HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+    send_all(fd, early, strlen(early));
+    size_t got = 0;
+    cr_assert(read_until_close(fd, buf, sizeof buf, &got, 3000), "closed: the rest of the body is not read");
+    cr_assert(strstr(buf, "async ok") && strstr(buf, "Connection: close"), "%s", buf);
+    close(fd);
+    /* a malformed chunk closes the connection */
+    fd = tcp_connect(fx->port);
+    const char *bad = "POST /body HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+    send_all(fd, bad, strlen(bad));
+    cr_assert(read_until_close(fd, buf, sizeof buf, &got, 3000));
+    close(fd);
     fx_stop(fx);
 }
 
