@@ -88,6 +88,8 @@ if t_wait_until 20 has_alarm; then t_ok "CORRUPT alarm raised"; else t_fail "no 
 alarms=$(ctl "${C_EPS[L]}" alarm list)
 t_eq "the alarm names the corrupted member (and only it)" "memberID:$F_ID alarm:CORRUPT " "$alarms"
 t_eq "every member lists it" "$alarms" "$(ctl "${C_EPS[H]}" alarm list)"
+t_contains "endpoint status lists it among the errors" "alarm:CORRUPT" "$(ctl "${C_EPS[H]}" endpoint status -w json)"
+t_contains "/health says unhealthy, as etcd 3.4's" '"health":"false"' "$(curl -s --max-time 5 "http://${C_EPS[H]}/health" || true)"
 t_contains "the leader logs etcd's warning" "same compact revision then hashes must match" "$(cat "${C_LOGS[L]}")"
 t_contains "every member applied it" "alarm raised" "$(cat "${C_LOGS[H]}")"
 out=$(ctl "${C_EPS[H]}" put after-alarm x 2>&1) && t_fail "put succeeded under CORRUPT: $out" ||
