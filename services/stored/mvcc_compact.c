@@ -3,8 +3,8 @@
  * Compaction at C: the logical step (compact_rev in "Mcompact") rides in the open batch; the
  * physical step walks the 'r' revision index from the "Mcompact" cursor up to C, deleting
  * superseded 'h'/'r' pairs and tombstones in chunks, each chunk's write moving the cursor so a
- * crash resumes (the rule and the record layouts are in mvcc.c's format comment). HashKV is a
- * CRC32C over the 'h' records up to a revision, after any pending removal has finished.
+ * crash resumes (the rule and the record layouts are in mvcc.c's format comment). HashKV is
+ * etcd 3.4's hash of etcd's encoding of the history (below), after any pending removal.
  */
 #include <stdint.h>
 #include <string.h>
@@ -167,28 +167,78 @@ int cairn_mvcc_hash_kv(cairn_mvcc_t *m, int64_t rev, uint32_t *hash, int64_t *co
         if (rc < 0)
             return rc;
     }
-    uint32_t h = 0;
+    /* etcd 3.4.23's hash (mvcc/kvstore.go HashByRev), so that `etcdctl endpoint hashkv` gives
+     * the same number for the same history on etcd and on Cairn: CRC-32C of the bucket name
+     * "key", then of each revision's key and value in etcd's encoding (mvcc_etcd_rev), in
+     * revision order, up to rev - except that a revision at or below the compaction counts only
+     * if it is still its key's value at rev (etcd filters them by kvindex.Keep(rev), not
+     * Keep(compact_rev): a key written or deleted since the compaction drops its kept revision
+     * from the hash), and that this filter applies only when some key is alive at rev (Keep
+     * returned anything). Both sums are kept until that is known. */
+    uint32_t h_keep = cairn_crc32c_extend(0, "key", 3), h_all = h_keep;
+    int any_alive = 0;
     leveldb_iterator_t *it = leveldb_create_iterator(m->db, m->ro_scan);
-    uint8_t start = T_HIST;
-    for (leveldb_iter_seek(it, (const char *)&start, 1); leveldb_iter_valid(it); leveldb_iter_next(it)) {
+    leveldb_iterator_t *cur = leveldb_create_iterator(m->db, m->ro_scan);
+    mvcc_etcd_rev_t er = {.hit = leveldb_create_iterator(m->db, m->ro_scan)};
+    int rc = it && cur && er.hit ? 0 : CAIRN_ENOMEM;
+    uint8_t start = T_REV;
+    for (leveldb_iter_seek(it, (const char *)&start, 1); rc == 0 && leveldb_iter_valid(it); leveldb_iter_next(it)) {
         size_t kn, vn;
         const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kn);
-        if (kn < 17 || k[0] != T_HIST)
+        if (kn < 1 || k[0] != T_REV)
             break;
-        if ((int64_t)~be64_get(k + kn - 16) > rev)
-            continue;
+        int64_t main = kn == 17 ? (int64_t)be64_get(k + 1) : 0;
+        if (main > rev)
+            break; /* the index is in revision order */
         const uint8_t *v = (const uint8_t *)leveldb_iter_value(it, &vn);
-        h = cairn_crc32c_extend(h, k, kn);
-        h = cairn_crc32c_extend(h, v, vn);
+        if ((rc = mvcc_etcd_rev(&er, k, kn, v, vn)) != 0)
+            break;
+        int below = main <= crev;
+        int alive = 0;
+        if (below || !any_alive) {
+            /* is this revision its key's value at rev? the newest 'h' record at <= rev */
+            kbuf_t hk;
+            kb_init(&hk);
+            kb_hist_key(&hk, v + 1, vn - 1, rev, -1);
+            if (hk.oom) {
+                rc = CAIRN_ENOMEM;
+                break;
+            }
+            leveldb_iter_seek(cur, (const char *)hk.p, hk.n);
+            size_t fk = 0, fv = 0;
+            const uint8_t *f = leveldb_iter_valid(cur) ? (const uint8_t *)leveldb_iter_key(cur, &fk) : NULL;
+            const uint8_t *fval = f ? (const uint8_t *)leveldb_iter_value(cur, &fv) : NULL;
+            /* same group (key) and same (main, sub) as this index record, and a put */
+            alive = f && fk == hk.n && memcmp(f, hk.p, hk.n - 16) == 0 && ~be64_get(f + fk - 16) == (uint64_t)main &&
+                    ~be64_get(f + fk - 8) == be64_get(k + 9) && fv >= 1 && !(fval[0] & HFLAG_TOMB);
+            kb_free(&hk);
+        }
+        if (alive)
+            any_alive = 1;
+        h_all = cairn_crc32c_extend(h_all, er.rk, er.rkn);
+        h_all = cairn_crc32c_extend(h_all, er.val, er.vlen);
+        if (!below || alive) {
+            h_keep = cairn_crc32c_extend(h_keep, er.rk, er.rkn);
+            h_keep = cairn_crc32c_extend(h_keep, er.val, er.vlen);
+        }
     }
     char *err = NULL;
-    leveldb_iter_get_error(it, &err);
-    leveldb_iter_destroy(it);
+    if (it)
+        leveldb_iter_get_error(it, &err);
+    if (it)
+        leveldb_iter_destroy(it);
+    if (cur)
+        leveldb_iter_destroy(cur);
+    if (er.hit)
+        leveldb_iter_destroy(er.hit);
+    free(er.val);
     if (err) {
         mvcc_ldb_err("hash", err);
         return CAIRN_EIO;
     }
-    *hash = h;
+    if (rc)
+        return rc;
+    *hash = any_alive ? h_keep : h_all;
     return 0;
 }
 

@@ -78,8 +78,7 @@ typedef struct {
     cairn_bbolt_writer_t *w;
     char *errbuf;
     size_t errlen;
-    uint8_t *vbuf; /* a packed KeyValue */
-    size_t vcap;
+    mvcc_etcd_rev_t rev; /* the "key" bucket's pairs, one at a time */
     struct alarms *alarms; /* collected while the "alarm" bucket is written */
 } ex_t;
 
@@ -194,44 +193,49 @@ static int ex_alarms(ex_t *x)
     return rc ? rc : ex_end(x);
 }
 
-/* One revision of the 'r' index: its 'h' record gives the value. */
-static int on_rev(ex_t *x, const uint8_t *k, size_t kn, const uint8_t *v, size_t vn)
+/* etcd's "key" bucket pair for one 'r' record (mvcc_internal.h). The 'h' record is found with
+ * an iterator seek rather than a Get: consecutive revisions mostly sit in the same LevelDB block,
+ * which an iterator keeps between seeks (a Get, without the block cache a whole-store walk must
+ * not fill, reads and decompresses the block again every time). */
+int mvcc_etcd_rev(mvcc_etcd_rev_t *r, const uint8_t *k, size_t kn, const uint8_t *v, size_t vn)
 {
-    if (kn != 17 || vn < 1)
-        return ex_fail(x, CAIRN_ECORRUPT, "a revision index record of the store");
+    if (kn != 17 || vn < 1 || k[0] != T_REV)
+        return CAIRN_ECORRUPT;
     uint64_t main = be64_get(k + 1), sub = be64_get(k + 9);
     int tomb = v[0] & HFLAG_TOMB;
     const uint8_t *key = v + 1;
     size_t klen = vn - 1;
-    uint8_t rk[18];
-    rev_bytes(rk, (int64_t)main, (int64_t)sub);
-    size_t rkn = 17;
+    rev_bytes(r->rk, (int64_t)main, (int64_t)sub);
+    r->rkn = 17;
     Mvccpb__KeyValue kv = MVCCPB__KEY_VALUE__INIT;
     kv.key.data = (uint8_t *)key;
     kv.key.len = klen;
-    char *hv = NULL;
     if (tomb) {
-        rk[17] = 't';
-        rkn = 18;
+        r->rk[17] = 't';
+        r->rkn = 18;
     } else {
         kbuf_t hk;
         kb_init(&hk);
         kb_hist_key(&hk, key, klen, (int64_t)main, (int64_t)sub);
         if (hk.oom)
             return CAIRN_ENOMEM;
-        char *err = NULL;
-        size_t hn = 0;
-        hv = leveldb_get(x->m->db, x->ro, (const char *)hk.p, hk.n, &hn, &err);
+        leveldb_iter_seek(r->hit, (const char *)hk.p, hk.n);
+        size_t fk = 0, hn = 0;
+        const uint8_t *found = leveldb_iter_valid(r->hit) ? (const uint8_t *)leveldb_iter_key(r->hit, &fk) : NULL;
+        int same = found && keycmp(found, fk, hk.p, hk.n) == 0;
         kb_free(&hk);
-        if (err) {
-            mvcc_ldb_err("etcd export history", err);
-            return ex_fail(x, CAIRN_EIO, "reading the store");
+        if (!same) {
+            char *err = NULL;
+            leveldb_iter_get_error(r->hit, &err);
+            if (err) {
+                mvcc_ldb_err("etcd revision history", err);
+                return CAIRN_EIO;
+            }
+            return CAIRN_ECORRUPT; /* a revision without its history record */
         }
-        if (!hv || hn < HIST_HDR || (hv[0] & HFLAG_TOMB)) {
-            leveldb_free(hv);
-            return ex_fail(x, CAIRN_ECORRUPT, "a revision without its history record");
-        }
-        const uint8_t *h = (const uint8_t *)hv;
+        const uint8_t *h = (const uint8_t *)leveldb_iter_value(r->hit, &hn);
+        if (hn < HIST_HDR || (h[0] & HFLAG_TOMB))
+            return CAIRN_ECORRUPT;
         kv.create_revision = (int64_t)be64_get(h + 1);
         kv.mod_revision = (int64_t)main;
         kv.version = (int64_t)be64_get(h + 9);
@@ -240,18 +244,26 @@ static int on_rev(ex_t *x, const uint8_t *k, size_t kn, const uint8_t *v, size_t
         kv.value.len = hn - HIST_HDR;
     }
     size_t need = mvccpb__key_value__get_packed_size(&kv);
-    if (need > x->vcap) {
-        uint8_t *nb = realloc(x->vbuf, need);
-        if (!nb) {
-            leveldb_free(hv);
+    if (need > r->vcap) {
+        uint8_t *nb = realloc(r->val, need);
+        if (!nb)
             return CAIRN_ENOMEM;
-        }
-        x->vbuf = nb;
-        x->vcap = need;
+        r->val = nb;
+        r->vcap = need;
     }
-    size_t vlen = mvccpb__key_value__pack(&kv, x->vbuf);
-    leveldb_free(hv);
-    return ex_put(x, rk, rkn, x->vbuf, vlen);
+    r->vlen = mvccpb__key_value__pack(&kv, r->val);
+    return 0;
+}
+
+/* One revision of the 'r' index: its 'h' record gives the value. */
+static int on_rev(ex_t *x, const uint8_t *k, size_t kn, const uint8_t *v, size_t vn)
+{
+    int rc = mvcc_etcd_rev(&x->rev, k, kn, v, vn);
+    if (rc == CAIRN_ECORRUPT)
+        return ex_fail(x, rc, "a revision index record without its history record");
+    if (rc)
+        return ex_fail(x, rc, "reading the store");
+    return ex_put(x, x->rev.rk, x->rev.rkn, x->rev.val, x->rev.vlen);
 }
 
 static int on_lease(ex_t *x, const uint8_t *k, size_t kn, const uint8_t *v, size_t vn)
@@ -415,6 +427,10 @@ int cairn_mvcc_etcd_export(cairn_mvcc_t *m, int fd, uint64_t *bytes, cairn_mvcc_
     leveldb_readoptions_set_snapshot(ro, snap);
     leveldb_readoptions_set_fill_cache(ro, 0); /* a full scan must not evict the hot set */
     leveldb_readoptions_set_verify_checksums(ro, 1);
+    if (!(x.rev.hit = leveldb_create_iterator(m->db, ro))) {
+        rc = CAIRN_ENOMEM;
+        goto out;
+    }
     char *err = NULL;
     size_t an = 0, cn = 0;
     char *ap = leveldb_get(m->db, ro, "Mapplied", 8, &an, &err);
@@ -460,7 +476,9 @@ out:
     if (rc)
         ex_fail(&x, rc, "etcd backend export");
     cairn_bbolt_writer_destroy(&x.w);
-    free(x.vbuf);
+    free(x.rev.val);
+    if (x.rev.hit)
+        leveldb_iter_destroy(x.rev.hit);
     if (ro)
         leveldb_readoptions_destroy(ro);
     if (snap)

@@ -227,6 +227,20 @@ int ov_set(overlay_t *o, const uint8_t *key, size_t klen, const void *v1, size_t
 
 /* mvcc.c */
 void mvcc_ldb_err(const char *what, char *err); /* logs a LevelDB error and frees it */
+
+/* mvcc_etcd.c: one revision-index ('r') record as etcd's "key" bucket has it - rk the revision
+ * key (main | '_' | sub, 't' appended for a delete), val the packed mvccpb.KeyValue - its 'h'
+ * record found through hit (an iterator over the same view, kept between calls). The export
+ * writes these pairs, HashKV hashes them (so both are etcd's bytes). 0, CAIRN_ECORRUPT (no such
+ * history record), CAIRN_EIO, CAIRN_ENOMEM. */
+typedef struct {
+    leveldb_iterator_t *hit;
+    uint8_t rk[18];
+    size_t rkn;
+    uint8_t *val;
+    size_t vlen, vcap;
+} mvcc_etcd_rev_t;
+int mvcc_etcd_rev(mvcc_etcd_rev_t *r, const uint8_t *k, size_t kn, const uint8_t *v, size_t vn);
 void mvcc_set_err(int *err, char *errbuf, size_t errlen, int code, const char *fmt, const char *a, const char *b);
 void mvcc_enc_applied(uint8_t out[24], const meta_t *mt); /* the "Mapplied" value */
 void mvcc_enc_compact(uint8_t out[32], const meta_t *mt); /* the "Mcompact" value */

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test_snapshot_etcd: snapshots move between Cairn and etcd 3.4 both ways (issue 10).
 #  - the same writes on a Cairn node and an etcd give the same store (keys, values, revisions,
-#    compaction);
+#    compaction) and the same HashKV;
 #  - `etcdctl snapshot save` from Cairn gives a file `etcdctl snapshot status` accepts (bbolt's
 #    own consistency check included) with what `cairnctl snapshot status` prints;
 #  - `etcdctl snapshot restore` of it boots a real etcd holding exactly Cairn's store, leases
@@ -85,6 +85,12 @@ print(d.get("count", 0), sorted(rows))' "$keep")
 
 CD=$(dump "$CAIRN_EP"); ED=$(dump "$ETCD_EP")
 t_same "the same writes give the same store on Cairn and on etcd" "$ED" "$CD"
+# HashKV is etcd's hash of etcd's encoding: the same history hashes the same on both (up to
+# the first leased key: lease IDs are random; the restores below compare everything)
+hashkv() { etcdctl --endpoints="$1" endpoint hashkv --rev="$2" -w json | python3 -c 'import json,sys;d=json.load(sys.stdin)[0]["HashKV"];print(d["hash"], d["compact_revision"])'; }
+for r in 70 122 128; do
+  t_eq "HashKV at revision $r: Cairn's equals etcd's" "$(hashkv "$ETCD_EP" "$r")" "$(hashkv "$CAIRN_EP" "$r")"
+done
 
 # ---- out of Cairn ------------------------------------------------------------------------
 C_SNAP=$T_TMP/cairn.db
@@ -109,6 +115,7 @@ t_start_etcd x1 "$XP" "$XPP"; X_EP=$E_EP
 t_wait_healthy "$X_EP" 30
 CDI=$(dump "$CAIRN_EP" ids); XDI=$(dump "$X_EP" ids)
 t_same "etcd restored from Cairn's snapshot holds Cairn's store, leases included" "$CDI" "$XDI"
+t_eq "etcd restored from Cairn's snapshot has Cairn's HashKV" "$(hashkv "$CAIRN_EP" 0)" "$(hashkv "$X_EP" 0)"
 etcdctl --endpoints="$X_EP" put written-on-etcd ok >/dev/null && t_ok "the restored etcd takes writes" ||
   t_fail "the restored etcd takes writes"
 
@@ -128,6 +135,7 @@ C_DATA=$T_TMP/y1 t_start_cairn y1 "$YP" "$YPP"; Y_EP=$C_EP
 t_wait_healthy "$Y_EP" 30
 EDI=$(dump "$ETCD_EP" ids); YDI=$(dump "$Y_EP" ids)
 t_same "Cairn restored from etcd's snapshot holds etcd's store, leases included" "$EDI" "$YDI"
+t_eq "Cairn restored from etcd's snapshot has etcd's HashKV" "$(hashkv "$ETCD_EP" 0)" "$(hashkv "$Y_EP" 0)"
 etcdctl --endpoints="$Y_EP" put written-on-cairn ok >/dev/null && t_ok "the restored Cairn takes writes" ||
   t_fail "the restored Cairn takes writes"
 t_eq "the restored Cairn's revision moved on from etcd's" \
