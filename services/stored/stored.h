@@ -146,9 +146,13 @@ void stored_reply_result(stored_t *s, const uint8_t *ident, size_t ident_len, ui
                          const char *message, const uint8_t *body, size_t body_len);
 void stored_reply_error(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t req_id, cairn_etcd_err_t e);
 cairn_hdr_ctx_t stored_hdr_ctx(stored_t *s);
-/* One fdatasync for everything buffered, then APPENDED to raftd; <0 (fatal) when it fails. */
+/* One fdatasync for everything buffered, then APPENDED to raftd; <0 when it fails: the batch is
+ * dropped, never acknowledged, and s->wal_failed holds writes until the WAL recovers (main.c, "a
+ * full disk") - not fatal, reads go on. */
 int stored_sync_wal(stored_t *s);
-/* Applies min(commit, persisted); <0 (fatal) on a storage error. */
+/* Applies min(commit, persisted); <0 on a storage error: fatal (stored_stop_with) only when
+ * the store cannot be trusted any more, otherwise applying stops until the store is reopened
+ * (main.c, "a full disk"). */
 int stored_apply_committed(stored_t *s);
 int stored_load_members(stored_t *s);
 
