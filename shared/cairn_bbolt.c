@@ -68,6 +68,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cairn_bytes.h"
 #include "cairn_err.h"
 
 #define PS CAIRN_BBOLT_PAGE_SIZE
@@ -85,30 +86,6 @@
 #define WBUF ((size_t)1 << 20)
 #define FIRST_DATA_PAGE 3u
 
-static void le16_put(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8); }
-static void le32_put(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void le64_put(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint16_t le16_get(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t le32_get(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t le64_get(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
 static uint64_t fnv1a64(const uint8_t *p, size_t n)
 {
     uint64_t h = 14695981039346656037ull;
@@ -117,15 +94,6 @@ static uint64_t fnv1a64(const uint8_t *p, size_t n)
         h *= 1099511628211ull;
     }
     return h;
-}
-
-static int bytes_cmp(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
-{
-    size_t n = an < bn ? an : bn;
-    int c = n ? memcmp(a, b, n) : 0;
-    if (c)
-        return c;
-    return an < bn ? -1 : an > bn ? 1 : 0;
 }
 
 /* ==== writing ============================================================================ */
@@ -278,33 +246,33 @@ static int level_flush(cairn_bbolt_writer_t *w, int li)
     uint8_t *pg = w->page;
     memset(pg, 0, npages * PS);
     uint64_t id = w->next_pgid;
-    le64_put(pg, id);
-    le16_put(pg + 8, li == 0 ? F_LEAF : F_BRANCH);
-    le16_put(pg + 10, (uint16_t)l->count);
-    le32_put(pg + 12, (uint32_t)(npages - 1));
+    cairn_put_le64(pg, id);
+    cairn_put_le16(pg + 8, li == 0 ? F_LEAF : F_BRANCH);
+    cairn_put_le16(pg + 10, (uint16_t)l->count);
+    cairn_put_le32(pg + 12, (uint32_t)(npages - 1));
     size_t data = HDR + (size_t)l->count * ELEM;
     const uint8_t *s = l->buf;
     const uint8_t *first_key = NULL;
     size_t first_len = 0;
     for (uint32_t i = 0; i < l->count; i++) {
-        uint32_t fl = le32_get(s), kn = le32_get(s + 4);
-        uint64_t vx = le64_get(s + 8);
+        uint32_t fl = cairn_get_le32(s), kn = cairn_get_le32(s + 4);
+        uint64_t vx = cairn_get_le64(s + 8);
         const uint8_t *k = s + 16;
         uint8_t *e = pg + HDR + (size_t)i * ELEM;
         size_t pos = data - (HDR + (size_t)i * ELEM);
         if (li == 0) {
-            le32_put(e, fl);
-            le32_put(e + 4, (uint32_t)pos);
-            le32_put(e + 8, kn);
-            le32_put(e + 12, (uint32_t)vx);
+            cairn_put_le32(e, fl);
+            cairn_put_le32(e + 4, (uint32_t)pos);
+            cairn_put_le32(e + 8, kn);
+            cairn_put_le32(e + 12, (uint32_t)vx);
             memcpy(pg + data, k, kn);
             memcpy(pg + data + kn, k + kn, (size_t)vx);
             data += kn + (size_t)vx;
             s += 16 + kn + (size_t)vx;
         } else {
-            le32_put(e, (uint32_t)pos);
-            le32_put(e + 4, kn);
-            le64_put(e + 8, vx);
+            cairn_put_le32(e, (uint32_t)pos);
+            cairn_put_le32(e + 4, kn);
+            cairn_put_le64(e + 8, vx);
             memcpy(pg + data, k, kn);
             data += kn;
             s += 16 + kn;
@@ -360,9 +328,9 @@ static int level_add(cairn_bbolt_writer_t *w, int li, uint32_t flags, const uint
     if (rc)
         return rc;
     uint8_t *s = l->buf + l->len;
-    le32_put(s, flags);
-    le32_put(s + 4, (uint32_t)kn);
-    le64_put(s + 8, li == 0 ? (uint64_t)vn : pgid);
+    cairn_put_le32(s, flags);
+    cairn_put_le32(s + 4, (uint32_t)kn);
+    cairn_put_le64(s + 8, li == 0 ? (uint64_t)vn : pgid);
     memcpy(s + 16, k, kn);
     if (li == 0 && vn)
         memcpy(s + 16 + kn, v, vn);
@@ -384,7 +352,7 @@ static int tree_finish(cairn_bbolt_writer_t *w, uint64_t *root)
             return rc;
         level_t *up = &w->lv[li + 1];
         if (w->lv[li].pages == 1 && up->count == 1 && up->pages == 0) {
-            *root = le64_get(up->buf + 8);
+            *root = cairn_get_le64(up->buf + 8);
             break;
         }
     }
@@ -402,7 +370,7 @@ static int order_check(cairn_bbolt_writer_t *w, const void *k, size_t kn)
 {
     if (kn == 0 || kn > CAIRN_BBOLT_MAX_KEY)
         return CAIRN_EINVAL;
-    if (w->have_last && bytes_cmp(w->last_key, w->last_len, k, kn) >= 0)
+    if (w->have_last && cairn_bytes_cmp(w->last_key, w->last_len, k, kn) >= 0)
         return CAIRN_EINVAL;
     if (grow(&w->last_key, &w->last_cap, kn))
         return CAIRN_ENOMEM;
@@ -420,7 +388,7 @@ int cairn_bbolt_bucket_begin(cairn_bbolt_writer_t *w, const void *name, size_t n
         return CAIRN_EINVAL;
     if (w->nbuckets) {
         bucket_ent_t *b = &w->buckets[w->nbuckets - 1];
-        if (bytes_cmp(b->name, b->name_len, name, name_len) >= 0)
+        if (cairn_bytes_cmp(b->name, b->name_len, name, name_len) >= 0)
             return CAIRN_EINVAL;
     }
     if (w->nbuckets == w->bcap) {
@@ -468,11 +436,11 @@ int cairn_bbolt_bucket_end(cairn_bbolt_writer_t *w)
         return rc;
     bucket_ent_t *b = &w->buckets[w->nbuckets - 1];
     memset(b->value, 0, sizeof b->value);
-    le64_put(b->value, root);
+    cairn_put_le64(b->value, root);
     if (root) {
         b->value_len = 16;
     } else { /* empty: inline, a leaf page header with no elements */
-        le16_put(b->value + 16 + 8, F_LEAF);
+        cairn_put_le16(b->value + 16 + 8, F_LEAF);
         b->value_len = 32;
     }
     w->in_bucket = 0;
@@ -498,8 +466,8 @@ int cairn_bbolt_writer_finish(cairn_bbolt_writer_t *w, uint64_t *bytes)
             return rc;
         memset(w->page, 0, PS);
         root = w->next_pgid;
-        le64_put(w->page, root);
-        le16_put(w->page + 8, F_LEAF);
+        cairn_put_le64(w->page, root);
+        cairn_put_le16(w->page + 8, F_LEAF);
         if ((rc = emit_pages(w, 1)) != 0)
             return rc;
     }
@@ -511,20 +479,20 @@ int cairn_bbolt_writer_finish(cairn_bbolt_writer_t *w, uint64_t *bytes)
         return CAIRN_ENOMEM;
     for (unsigned p = 0; p < 2; p++) {
         uint8_t *pg = hd + p * PS;
-        le64_put(pg, p);
-        le16_put(pg + 8, F_META);
+        cairn_put_le64(pg, p);
+        cairn_put_le16(pg + 8, F_META);
         uint8_t *m = pg + HDR;
-        le32_put(m, MAGIC);
-        le32_put(m + 4, VERSION);
-        le32_put(m + 8, PS);
-        le64_put(m + 16, root);
-        le64_put(m + 32, 2);
-        le64_put(m + 40, w->next_pgid);
-        le64_put(m + 48, p); /* txid = page, as bbolt's init writes them */
-        le64_put(m + 56, fnv1a64(m, 56));
+        cairn_put_le32(m, MAGIC);
+        cairn_put_le32(m + 4, VERSION);
+        cairn_put_le32(m + 8, PS);
+        cairn_put_le64(m + 16, root);
+        cairn_put_le64(m + 32, 2);
+        cairn_put_le64(m + 40, w->next_pgid);
+        cairn_put_le64(m + 48, p); /* txid = page, as bbolt's init writes them */
+        cairn_put_le64(m + 56, fnv1a64(m, 56));
     }
-    le64_put(hd + 2 * PS, 2);
-    le16_put(hd + 2 * PS + 8, F_FREELIST);
+    cairn_put_le64(hd + 2 * PS, 2);
+    cairn_put_le16(hd + 2 * PS + 8, F_FREELIST);
     rc = pwrite_all(w->fd, hd, 3 * PS, 0);
     free(hd);
     if (rc)
@@ -563,16 +531,16 @@ static int meta_ok(const uint8_t *map, size_t len, size_t off, uint32_t *ps, uin
     if (off + HDR + 64 > len)
         return 0;
     const uint8_t *m = map + off + HDR;
-    if (!(le16_get(map + off + 8) & F_META) || le32_get(m) != MAGIC || le32_get(m + 4) != VERSION ||
-        le64_get(m + 56) != fnv1a64(m, 56))
+    if (!(cairn_get_le16(map + off + 8) & F_META) || cairn_get_le32(m) != MAGIC || cairn_get_le32(m + 4) != VERSION ||
+        cairn_get_le64(m + 56) != fnv1a64(m, 56))
         return 0;
-    uint32_t p = le32_get(m + 8);
+    uint32_t p = cairn_get_le32(m + 8);
     if (p < 512 || p > 65536 || (p & (p - 1)))
         return 0;
     *ps = p;
-    *root = le64_get(m + 16);
-    *hwm = le64_get(m + 40);
-    *txid = le64_get(m + 48);
+    *root = cairn_get_le64(m + 16);
+    *hwm = cairn_get_le64(m + 40);
+    *txid = cairn_get_le64(m + 48);
     return 1;
 }
 
@@ -665,9 +633,9 @@ static int page_node(cairn_bbolt_t *db, uint64_t id, node_t *n, uint64_t *left)
         return bad(db, "page %llu is out of bounds (high-water mark %llu)", (unsigned long long)id,
                    (unsigned long long)db->hwm);
     const uint8_t *p = db->map + id * db->ps;
-    if (le64_get(p) != id)
-        return bad(db, "page %llu says it is page %llu", (unsigned long long)id, (unsigned long long)le64_get(p));
-    uint64_t span = 1 + (uint64_t)le32_get(p + 12);
+    if (cairn_get_le64(p) != id)
+        return bad(db, "page %llu says it is page %llu", (unsigned long long)id, (unsigned long long)cairn_get_le64(p));
+    uint64_t span = 1 + (uint64_t)cairn_get_le32(p + 12);
     if (span > db->hwm - id)
         return bad(db, "page %llu overflows past the end (%llu pages)", (unsigned long long)id,
                    (unsigned long long)span);
@@ -682,14 +650,14 @@ static int page_node(cairn_bbolt_t *db, uint64_t id, node_t *n, uint64_t *left)
 
 static int walk_leaf(cairn_bbolt_t *db, node_t n, cairn_bbolt_fn fn, void *arg, uint32_t want_flags)
 {
-    uint16_t count = le16_get(n.p + 10);
+    uint16_t count = cairn_get_le16(n.p + 10);
     if (HDR + (size_t)count * ELEM > n.len)
         return bad(db, "leaf with %llu elements does not fit its %llu bytes", count, (unsigned long long)n.len);
     for (uint16_t i = 0; i < count; i++) {
         const uint8_t *e = n.p + HDR + (size_t)i * ELEM;
-        uint32_t fl = le32_get(e);
-        size_t at = HDR + (size_t)i * ELEM + le32_get(e + 4);
-        size_t kn = le32_get(e + 8), vn = le32_get(e + 12);
+        uint32_t fl = cairn_get_le32(e);
+        size_t at = HDR + (size_t)i * ELEM + cairn_get_le32(e + 4);
+        size_t kn = cairn_get_le32(e + 8), vn = cairn_get_le32(e + 12);
         if (at > n.len || kn > n.len - at || vn > n.len - at - kn)
             return bad(db, "leaf element %llu points outside its node (%llu bytes)", i, (unsigned long long)n.len);
         if ((fl & BUCKET_LEAF) != want_flags)
@@ -708,18 +676,18 @@ static int walk_any(cairn_bbolt_t *db, node_t n, int depth, cairn_bbolt_fn fn, v
         return bad(db, "tree deeper than %llu levels (a loop?) at depth %llu", MAX_DEPTH, (unsigned long long)depth);
     if (n.len < HDR)
         return bad(db, "node of %llu bytes is shorter than a page header", (unsigned long long)n.len, 0);
-    uint16_t flags = le16_get(n.p + 8);
+    uint16_t flags = cairn_get_le16(n.p + 8);
     if (flags == F_LEAF)
         return walk_leaf(db, n, fn, arg, want);
     if (flags != F_BRANCH)
-        return bad(db, "page %llu has type %llu where a branch or leaf was expected", le64_get(n.p), flags);
-    uint16_t count = le16_get(n.p + 10);
+        return bad(db, "page %llu has type %llu where a branch or leaf was expected", cairn_get_le64(n.p), flags);
+    uint16_t count = cairn_get_le16(n.p + 10);
     if (HDR + (size_t)count * ELEM > n.len)
         return bad(db, "branch with %llu elements does not fit its %llu bytes", count, (unsigned long long)n.len);
     for (uint16_t i = 0; i < count; i++) {
         const uint8_t *e = n.p + HDR + (size_t)i * ELEM;
         node_t c;
-        int rc = page_node(db, le64_get(e + 8), &c, left);
+        int rc = page_node(db, cairn_get_le64(e + 8), &c, left);
         if (rc == 0)
             rc = walk_any(db, c, depth + 1, fn, arg, want, left);
         if (rc)
@@ -742,11 +710,11 @@ static int bucket_tree(cairn_bbolt_t *db, const uint8_t *v, size_t vn, node_t *n
 {
     if (vn < 16)
         return bad(db, "bucket value of %llu bytes is shorter than a bucket header", (unsigned long long)vn, 0);
-    uint64_t root = le64_get(v);
+    uint64_t root = cairn_get_le64(v);
     if (root == 0) { /* inline: the page follows the header inside the value */
         n->p = v + 16;
         n->len = vn - 16;
-        if (n->len < HDR || le16_get(n->p + 8) != F_LEAF)
+        if (n->len < HDR || cairn_get_le16(n->p + 8) != F_LEAF)
             return bad(db, "inline bucket is not a leaf (%llu bytes)", (unsigned long long)n->len, 0);
         return 0;
     }
@@ -756,7 +724,7 @@ static int bucket_tree(cairn_bbolt_t *db, const uint8_t *v, size_t vn, node_t *n
 static int on_bucket(void *arg, const uint8_t *k, size_t kn, const uint8_t *v, size_t vn)
 {
     find_t *f = arg;
-    if (f->name && bytes_cmp(k, kn, f->name, f->name_len) != 0)
+    if (f->name && cairn_bytes_cmp(k, kn, f->name, f->name_len) != 0)
         return 0;
     if (!f->name)
         return f->fn(f->arg, k, kn, NULL, 0);

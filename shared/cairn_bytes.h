@@ -1,9 +1,13 @@
-/* cairn_bytes.h - little-endian integers in byte buffers, for the on-disk formats that store
- * them that way (the WAL, snapshot files). Header-only: each is a few instructions. */
+/* cairn_bytes.h - integers in byte buffers, for the formats that store them: little-endian
+ * (the WAL, snapshot files, bbolt pages), protobuf varints (hand-packed messages), and Go's
+ * bytes.Compare order (LevelDB's and bbolt's key order). Header-only: each is a few
+ * instructions. */
 #ifndef CAIRN_BYTES_H
 #define CAIRN_BYTES_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 static inline void cairn_put_le32(uint8_t *p, uint32_t v)
 {
@@ -25,6 +29,37 @@ static inline uint32_t cairn_get_le32(const uint8_t *p)
 static inline uint64_t cairn_get_le64(const uint8_t *p)
 {
     return (uint64_t)cairn_get_le32(p) | (uint64_t)cairn_get_le32(p + 4) << 32;
+}
+
+static inline void cairn_put_le16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static inline uint16_t cairn_get_le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+/* A protobuf varint (little-endian base 128) at p, at most 10 bytes; returns its length. */
+static inline size_t cairn_put_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+/* Bytewise order, shorter first on a common prefix: Go's bytes.Compare, LevelDB's default
+ * comparator, bbolt's key order. */
+static inline int cairn_bytes_cmp(const void *a, size_t an, const void *b, size_t bn)
+{
+    size_t n = an < bn ? an : bn;
+    int c = n ? memcmp(a, b, n) : 0;
+    if (c)
+        return c;
+    return an < bn ? -1 : an > bn ? 1 : 0;
 }
 
 #endif

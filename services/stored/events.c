@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cairn_bytes.h"
 #include "cairn_err.h"
 #include "cairn_log.h"
 #include "cairn_zmq.h"
@@ -115,17 +116,6 @@ static void fill_kv(Mvccpb__KeyValue *o, const cairn_kv_t *kv)
     o->lease = kv->lease;
 }
 
-static size_t varint_put(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
 /* Appends one event, as field 11 of a WatchResponse, to b. */
 static int append_event(buf_t *b, int type, const cairn_kv_t *kv, const cairn_kv_t *prev)
 {
@@ -149,7 +139,7 @@ static int append_event(buf_t *b, int type, const cairn_kv_t *kv, const cairn_kv
     if (rc)
         return rc;
     b->p[b->n++] = 0x5a;
-    b->n += varint_put(b->p + b->n, n);
+    b->n += cairn_put_varint(b->p + b->n, n);
     b->n += mvccpb__event__pack(&e, b->p + b->n);
     return 0;
 }

@@ -42,6 +42,7 @@
 #include <sys/stat.h>
 
 #include "cairn_bbolt.h"
+#include "cairn_bytes.h"
 #include "cairn_crc32c.h"
 #include "cairn_err.h"
 #include "cairn_member.h"
@@ -57,17 +58,6 @@ static void rev_bytes(uint8_t out[17], int64_t main, int64_t sub)
     be64_put(out, (uint64_t)main);
     out[8] = '_';
     be64_put(out + 9, (uint64_t)sub);
-}
-
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
 }
 
 /* ---- export ------------------------------------------------------------------------------ */
@@ -167,9 +157,9 @@ static int on_alarm(ex_t *x, const uint8_t *k, size_t kn, const uint8_t *v, size
     alarm_key_t *e = &a->v[a->n++];
     size_t n = 0;
     e->key[n++] = 0x08;
-    n += put_varint(e->key + n, be64_get(k + 1));
+    n += cairn_put_varint(e->key + n, be64_get(k + 1));
     e->key[n++] = 0x10;
-    n += put_varint(e->key + n, be64_get(k + 9));
+    n += cairn_put_varint(e->key + n, be64_get(k + 9));
     e->len = n;
     return 0;
 }
@@ -274,14 +264,14 @@ static int on_lease(ex_t *x, const uint8_t *k, size_t kn, const uint8_t *v, size
     size_t n = 0;
     int64_t id = (int64_t)be64_get(k + 1), granted = (int64_t)be64_get(v), remaining = (int64_t)be64_get(v + 8);
     b[n++] = 0x08;
-    n += put_varint(b + n, (uint64_t)id);
+    n += cairn_put_varint(b + n, (uint64_t)id);
     if (granted) {
         b[n++] = 0x10;
-        n += put_varint(b + n, (uint64_t)granted);
+        n += cairn_put_varint(b + n, (uint64_t)granted);
     }
     if (remaining) {
         b[n++] = 0x18;
-        n += put_varint(b + n, (uint64_t)remaining);
+        n += cairn_put_varint(b + n, (uint64_t)remaining);
     }
     return ex_put(x, k + 1, 8, b, n);
 }

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cairn_bytes.h"
 #include "mvcc.h"
 
 #define MVCC_FORMAT "cairn-mvcc/1"
@@ -53,14 +54,7 @@ static inline uint64_t be64_get(const uint8_t *p)
 }
 
 /* LevelDB's bytewise order, which is also Go's bytes.Compare. */
-static inline int keycmp(const void *a, size_t an, const void *b, size_t bn)
-{
-    size_t n = an < bn ? an : bn;
-    int c = n ? memcmp(a, b, n) : 0;
-    if (c)
-        return c;
-    return an < bn ? -1 : an > bn ? 1 : 0;
-}
+static inline int keycmp(const void *a, size_t an, const void *b, size_t bn) { return cairn_bytes_cmp(a, an, b, bn); }
 
 /* A key being built: small ones on the stack, large ones on the heap. */
 typedef struct {
