@@ -237,6 +237,8 @@ stream("watch-cancel-unknown", "/v3/watch",
 stream("watch-second-request-bad", "/v3/watch", json.dumps({"create_request": {"key": FOO}}) + " {\"x\" 1}", 1)
 stream("watch-second-request-bad-type", "/v3/watch",
        json.dumps({"create_request": {"key": FOO}}) + json.dumps({"create_request": {"key": 5}}), 1)
+stream("watch-no-key", "/v3/watch", '{"create_request":{}}', 1)
+stream("watch-future-revision", "/v3/watch", json.dumps({"create_request": {"key": FOO, "start_revision": 100000}}), 1)
 stream("watch-empty-body", "/v3/watch", "", 0, wait=1.0)
 stream("watch-empty-object", "/v3/watch", "{}", 0, wait=1.0)
 stream("watch-malformed", "/v3/watch", '{"create_request":', 1)
@@ -268,6 +270,7 @@ c.close()
 # --- lock and election: Lock and Campaign are unary in etcd, Observe a server stream
 unary("/v3/lease/grant", json.dumps({"TTL": 60, "ID": 9029}))
 stream("lock", "/v3/lock/lock", json.dumps({"name": b64("lk"), "lease": 9029}), 1, unary_route=True)
+stream("lock-no-name", "/v3/lock/lock", json.dumps({"lease": 9029}), 1, unary_route=True)
 stream("lock-malformed", "/v3/lock/lock", '{"name":', 1, unary_route=True)
 stream("lock-unknown-lease", "/v3/lock/lock", json.dumps({"name": b64("lk"), "lease": 3}), 1, unary_route=True)
 stream("observe-no-leader", "/v3/election/observe", json.dumps({"name": b64("el")}), 0, wait=1.0)
@@ -276,6 +279,7 @@ leader = {"name": b64("el"), "key": b64("el/%x" % 9029), "lease": 9029}
 stream("observe", "/v3/election/observe", json.dumps({"name": b64("el")}), 2,
        after=lambda: unary("/v3/election/proclaim", json.dumps({"leader": dict(leader, rev=unary(
            "/v3/election/leader", json.dumps({"name": b64("el")}))["kv"]["create_revision"]), "value": b64("v2")})))
+stream("observe-no-name", "/v3/election/observe", "{}", 0, wait=1.0)
 stream("observe-malformed", "/v3/election/observe", '{"name":1}', 1)
 stream("observe-empty-body", "/v3/election/observe", "", 0, wait=1.0)
 stream("observe-two-requests", "/v3/election/observe", json.dumps({"name": b64("el")}) + json.dumps({"name": b64("zz")}), 1)
