@@ -56,7 +56,7 @@
 #include "rpc.pb-c.h"
 
 #define CC_RESEND_MS 500
-#define CC_RELAY_TTL_MS 30000 /* a peer's request our stored never answered is forgotten */
+#define CC_RELAY_TTL_MS 30000 /* a peer's request is forgotten (answered or not) after this */
 #define CC_RELAY_MAX 1024     /* at most this many peers' requests in flight to our stored */
 #define CC_PEERS_MAX 64
 
@@ -72,11 +72,25 @@ typedef struct {
     char err[160];
 } peer_hash_t;
 
-/* a peer's request that our stored is answering */
+/* a peer's request that our stored is answering, or answered: kept a while with the answer, so
+ * that the same request sent again (the answer was lost, or crossed it) is answered from here,
+ * not with another hash of the whole store */
 typedef struct {
     uint64_t from, fwd_id;
     int64_t at;
+    int done;
+    int64_t code;
+    size_t msg_len, body_len;
+    uint8_t msg[128], body[96]; /* a HashKVResponse is a few dozen bytes */
 } relay_t;
+
+static void relay_answer(raftd_t *r, const relay_t *rl)
+{
+    cairn_ipc_msg_t a = {.type = CAIRN_IPC_PEER_HASH_RESP, .fwd_id = rl->fwd_id, .code = rl->code,
+                         .message = rl->msg, .message_len = rl->msg_len, .body = rl->body,
+                         .body_len = rl->body_len};
+    raftd_send_peer_msg(r, rl->from, &a);
+}
 
 struct raftd_corrupt {
     cairn_u64map_t *relay; /* our stored's req_id -> relay_t */
@@ -113,6 +127,9 @@ int raftd_corrupt_new(raftd_t *r)
         return CAIRN_ENOMEM;
     }
     snprintf(cc->fault_path, sizeof cc->fault_path, "%s/fault-corrupt-put", r->cfg->run_dir);
+    /* pass ids differ from those of an earlier instance of this raftd: a peer remembers the
+     * requests it answered a while (relay_t) and would take a new pass's for a repeat */
+    cc->next_round = cairn_random_u64() >> 2;
     r->corrupt = cc;
     if (r->cfg->corrupt_check_ms > 0) {
         cairn_info("enabled corruption checking", "local-member-id=%016llx interval=%lldms",
@@ -502,6 +519,19 @@ void raftd_corrupt_peer_req(raftd_t *r, const cairn_ipc_msg_t *m)
     raftd_corrupt_t *cc = r->corrupt;
     if (!cc || !raftd_find_peer(r, m->from))
         return;
+    /* the asker sends again until it has an answer: one hash per request, not per copy (a
+     * large store takes a while to hash, longer than the asker waits to send again) */
+    size_t pos = 0;
+    uint64_t key;
+    void *val;
+    while (cairn_u64map_next(cc->relay, &pos, &key, &val)) {
+        const relay_t *o = val;
+        if (o->from == m->from && o->fwd_id == m->fwd_id) {
+            if (o->done)
+                relay_answer(r, o);
+            return; /* else the answer comes when our stored gives it */
+        }
+    }
     if (cairn_u64map_size(cc->relay) >= CC_RELAY_MAX) {
         cairn_ipc_msg_t a = {.type = CAIRN_IPC_PEER_HASH_RESP, .fwd_id = m->fwd_id,
                              .code = cairn_etcd_err_code(CAIRN_ETCD_TOO_MANY_REQUESTS)};
@@ -509,10 +539,12 @@ void raftd_corrupt_peer_req(raftd_t *r, const cairn_ipc_msg_t *m)
         raftd_send_peer_msg(r, m->from, &a);
         return;
     }
-    relay_t *rl = malloc(sizeof *rl);
+    relay_t *rl = calloc(1, sizeof *rl);
     if (!rl)
         return;
-    *rl = (relay_t){.from = m->from, .fwd_id = m->fwd_id, .at = cairn_now_ms()};
+    rl->from = m->from;
+    rl->fwd_id = m->fwd_id;
+    rl->at = cairn_now_ms();
     uint64_t id = ask_stored(r, m->revision);
     if (cairn_u64map_put(cc->relay, id, rl) != 0)
         free(rl);
@@ -523,14 +555,23 @@ void raftd_corrupt_on_result(raftd_t *r, const cairn_ipc_msg_t *m)
     raftd_corrupt_t *cc = r->corrupt;
     if (!cc)
         return;
-    relay_t *rl = cairn_u64map_take(cc->relay, m->req_id);
-    if (rl) {
+    relay_t *rl = cairn_u64map_get(cc->relay, m->req_id);
+    if (rl && !rl->done) {
         /* stored's answer as it is: code, message and the packed HashKVResponse */
-        cairn_ipc_msg_t a = {.type = CAIRN_IPC_PEER_HASH_RESP, .fwd_id = rl->fwd_id, .code = m->code,
-                             .message = m->message, .message_len = m->message_len, .body = m->body,
-                             .body_len = m->body_len};
-        raftd_send_peer_msg(r, rl->from, &a);
-        free(rl);
+        rl->code = m->code;
+        rl->msg_len = m->message_len < sizeof rl->msg ? m->message_len : sizeof rl->msg;
+        if (rl->msg_len)
+            memcpy(rl->msg, m->message, rl->msg_len);
+        if (m->body_len <= sizeof rl->body) {
+            rl->body_len = m->body_len;
+            if (m->body_len)
+                memcpy(rl->body, m->body, m->body_len);
+        } else {
+            rl->code = CAIRN_GRPC_INTERNAL; /* cannot happen: HashKVResponse is small */
+            rl->msg_len = (size_t)snprintf((char *)rl->msg, sizeof rl->msg, "cairn: HashKVResponse too large");
+        }
+        rl->done = 1; /* forgotten by the sweep */
+        relay_answer(r, rl);
         return;
     }
     if ((cc->c.phase == PH_SELF || cc->c.phase == PH_SELF2) && m->req_id == cc->c.self_req)
