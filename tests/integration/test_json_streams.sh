@@ -139,7 +139,7 @@ def show(b):
         return repr(b)
 
 
-def stream(label, path, body, n, after=None, wait=3.0, quiet=0.4, c=None, reuse=True, unary_route=False, chunks=None):
+def stream(label, path, body, n, after=None, wait=3.0, quiet=0.6, c=None, reuse=True, unary_route=False, chunks=None):
     """Sends one request, reads the head and up to n chunks (calling after() once the head came,
     or at once when n == 0), then whatever else comes within `quiet`; reports each. reuse: then
     asks for /version on the same connection if the answer ended. unary_route: a method etcd
