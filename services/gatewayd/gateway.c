@@ -835,7 +835,7 @@ static void json_call(cairn_gateway_t *g, cairn_call_id_t req, const char *metho
     }
     gw_metrics_call_started(g, req, mt); /* etcd's gateway is a gRPC client of its own server */
     const ProtobufCMessageDescriptor *in = NULL, *out = NULL;
-    if (mt->handler && mt->kind == GW_STREAM && !gw_json_method(mt->path, &in, &out)) {
+    if (mt->handler && mt->kind == GW_STREAM && mt->json_kind != GW_JSON_NONE && !gw_json_method(mt->path, &in, &out)) {
         json_stream_call(g, req, mt, in, out, body, body_len, meta);
         return;
     }

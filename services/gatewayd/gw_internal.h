@@ -67,7 +67,10 @@ typedef enum { GW_UNARY = 0, GW_STREAM } gw_kind_t;
 
 /* How the JSON gateway serves a GW_STREAM row: as etcd's grpc-gateway serves the method its
  * .proto declares, which is not always how Cairn serves it over gRPC.
- *   GW_JSON_BIDI (the default): a client stream (Watch, LeaseKeepAlive). The body is read as
+ *   GW_JSON_NONE (the default): not served over JSON yet (501, code 12): a row opts in once its
+ *     handler answers through gw_stream_send / gw_stream_end (Maintenance/Snapshot: set
+ *     GW_JSON_SERVER_STREAM then);
+ *   GW_JSON_BIDI: a client stream (Watch, LeaseKeepAlive). The body is read as
  *     a sequence of JSON requests, each handed to the handler in turn, then half_close (the
  *     gateway's CloseSend); a first request that does not convert is HTTP 500 with code 2 (the
  *     decoder's error is not a gRPC status), a later one just ends the sending. The answers
@@ -77,7 +80,7 @@ typedef enum { GW_UNARY = 0, GW_STREAM } gw_kind_t;
  *   GW_JSON_UNARY: unary in etcd, a stream here only to see the client's reset (Lock/Lock,
  *     Election/Campaign): one request, and the one answer the handler sends before ending
  *     with status 0 is the JSON reply, as for a GW_UNARY row. */
-typedef enum { GW_JSON_BIDI = 0, GW_JSON_SERVER_STREAM, GW_JSON_UNARY } gw_json_kind_t;
+typedef enum { GW_JSON_NONE = 0, GW_JSON_BIDI, GW_JSON_SERVER_STREAM, GW_JSON_UNARY } gw_json_kind_t;
 
 /* What a method will need under auth (ETCD_API.md §4): READ - any authenticated user (KV:
  * read permission on the keys); WRITE - write permission on the keys it touches (a Txn: on

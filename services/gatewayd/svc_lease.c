@@ -413,7 +413,7 @@ static const gw_method_t rows[] = {
     /* path                                     kind       handler       arg perm           json route             half_close close */
     {"/etcdserverpb.Lease/LeaseGrant",          GW_UNARY,  do_grant,     0,  GW_PERM_WRITE, "/v3/lease/grant"},
     {"/etcdserverpb.Lease/LeaseRevoke",         GW_UNARY,  do_revoke,    0,  GW_PERM_WRITE, "/v3/lease/revoke"},
-    {"/etcdserverpb.Lease/LeaseKeepAlive",      GW_STREAM, do_keepalive, 0,  GW_PERM_WRITE, "/v3/lease/keepalive", ka_half_close, ka_close},
+    {"/etcdserverpb.Lease/LeaseKeepAlive",      GW_STREAM, do_keepalive, 0,  GW_PERM_WRITE, "/v3/lease/keepalive", ka_half_close, ka_close, GW_JSON_BIDI},
     {"/etcdserverpb.Lease/LeaseTimeToLive",     GW_UNARY,  do_ttl,       0,  GW_PERM_READ,  "/v3/lease/timetolive"},
     {"/etcdserverpb.Lease/LeaseLeases",         GW_UNARY,  do_leases,    0,  GW_PERM_READ,  "/v3/lease/leases"},
 };

@@ -950,7 +950,7 @@ int64_t gw_watch_revision(const cairn_gateway_t *g) { return g->watch ? g->watch
 static const gw_method_t rows[] = {
     /* path                        kind       handler        arg perm          json route   half_close        close */
     /* no half_close: when the client stops sending, etcd keeps the stream and its watchers */
-    {"/etcdserverpb.Watch/Watch",  GW_STREAM, watch_handler, 0,  GW_PERM_READ, "/v3/watch", NULL,             watch_close},
+    {"/etcdserverpb.Watch/Watch",  GW_STREAM, watch_handler, 0,  GW_PERM_READ, "/v3/watch", NULL,             watch_close, GW_JSON_BIDI},
 };
 /* clang-format on */
 
