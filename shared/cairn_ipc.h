@@ -205,9 +205,6 @@ typedef enum {
                                      (Hash, HashKV, Defragment, and the alarm list this member has
                                      applied, as an AlarmResponse, for Status and /health).
                                      Snapshot ops also carry snap_id and offset (see below) */
-    CAIRN_IPC_MAINT_SNAP,         /* stored -> gw: req_id, snap_id, offset, total (the file's bytes),
-                                     code (a cairn_etcd_err_t; 0 ok), message, body (the file's bytes
-                                     at offset, <= CAIRN_MAINT_SNAP_CHUNK; empty for SNAPSHOT) */
     /* Corruption checks (etcd 3.4's --experimental-corrupt-check-time and
      * --experimental-initial-corrupt-check; services/raftd/corrupt.c): the member checking asks
      * every other member's raftd for its HashKV; that raftd asks its own stored (MAINT op
@@ -229,10 +226,12 @@ typedef enum {
     CAIRN_MAINT_HASHKV = 2, /* body HashKVRequest -> HashKVResponse */
     CAIRN_MAINT_DEFRAG = 3, /* DefragmentResponse, once LevelDB compacted the whole keyspace */
     CAIRN_MAINT_ALARMS = 4, /* AlarmResponse: every alarm active in this member's applied state */
-    /* Maintenance/Snapshot: an etcd backend file (cairn_bbolt) of the member's committed state.
-     * SNAPSHOT makes one (on a thread; answered with MAINT_SNAP: snap_id, total), SNAPSHOT_READ
-     * (snap_id, offset) answers the next bytes, SNAPSHOT_CLOSE (snap_id) removes the file. A
-     * file not read for a while is removed by stored: a gateway that died leaves nothing. */
+    /* Maintenance/Snapshot: an etcd backend file (mvcc_etcd.c) of the member's committed state
+     * (services/stored/snapstream.c). SNAPSHOT makes one on a thread and is answered with RESULT
+     * whose body is snap_id u64 | total u64 | revision i64 (big-endian); SNAPSHOT_READ (snap_id,
+     * offset) is answered with RESULT whose body is the file's next bytes (<=
+     * CAIRN_MAINT_SNAP_CHUNK); SNAPSHOT_CLOSE (snap_id, no answer) drops the file. A file not read
+     * for a while is dropped by stored: a gateway that died leaves nothing. */
     CAIRN_MAINT_SNAPSHOT = 5,
     CAIRN_MAINT_SNAPSHOT_READ = 6,
     CAIRN_MAINT_SNAPSHOT_CLOSE = 7,
