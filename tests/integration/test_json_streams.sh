@@ -358,6 +358,20 @@ grow=$(( (rss1 - rss0) / 1024 ))
 wait "$SLOW" || true
 t_eq "the slow JSON client, reading again, got every event in order" "events 1000 yes" "$(tail -1 "$T_TMP/slow.out")"
 
+# ---- Cairn only: the same streams over HTTP/2 (curl and Go clients speak h2 to a TLS endpoint;
+# here h2c with prior knowledge, the same code path): DATA frames instead of chunks
+H2=$T_TMP/h2watch.out
+timeout 3 curl -s -N --http2-prior-knowledge "http://$C_EP/v3/watch" \
+  -d "{\"create_request\":{\"key\":\"$(printf /h2 | base64)\"}}" >"$H2" 2>/dev/null &
+sleep 1
+curl -s "http://$C_EP/v3/kv/put" -d "{\"key\":\"$(printf /h2 | base64)\",\"value\":\"eA==\"}" >/dev/null
+sleep 2.5
+t_eq "a JSON watch over HTTP/2: created, then the event" "2 1" \
+  "$(wc -l <"$H2") $(grep -c '"events":\[{"kv":{"key":"L2gy"' "$H2")"
+out=$(timeout 5 curl -s -N --http2-prior-knowledge "http://$C_EP/v3/lease/keepalive" -d '{"ID":4660}{"ID":1}'; echo "rc=$?")
+t_eq "a JSON keepalive over HTTP/2 answers each request and ends" "2 rc=0" \
+  "$(grep -c '"result"' <<<"$out") $(tail -1 <<<"$out")"
+
 # ---- Cairn only: clients that go away mid-stream (close, half-close) free their stream
 for i in 1 2 3 4 5; do
   timeout 0.5 curl -s -N "http://$C_EP/v3/watch" -d "{\"create_request\":{\"key\":\"$(printf /gone | base64)\"}}" >/dev/null || true
