@@ -16,6 +16,8 @@
  *   does the work; reads and writes on the loop go on), the loop answers every waiting
  *   request once it is done.
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +32,8 @@ typedef struct maint_wait_s {
     size_t ident_len;
     uint64_t req_id;
 } maint_wait_t;
+
+static void hash_reap(stored_t *s, int block); /* HashKV jobs, below */
 
 static void hdr_fill(stored_t *s, Etcdserverpb__ResponseHeader *h, int64_t rev)
 {
@@ -72,6 +76,7 @@ void stored_defrag_reap(stored_t *s, int block)
         stored_snapstream_destroy(s);
     else
         stored_snapstream_reap(s, 0);
+    hash_reap(s, block);
     if (!s->defrag.running || (!block && !atomic_load(&s->defrag.done)))
         return;
     if (s->defrag.joinable)
@@ -121,6 +126,132 @@ static void defrag_start(stored_t *s, const uint8_t *ident, size_t ident_len, ui
     cairn_info("defragmenting", "db_size=%lld", (long long)cairn_mvcc_db_size(s->mvcc));
 }
 
+/* ---- HashKV on threads ---------------------------------------------------------------------
+ * A HashKV walks the whole history (seconds on a big store); the corruption checks ask for one
+ * every period on every member. The walk runs on a thread of its own through a LevelDB snapshot
+ * pinned on the loop (cairn_mvcc_hashkv_begin), so applies and reads go on; the loop answers when
+ * it is done (stored_defrag_reap). At most HASH_THREADS at once; more wait in the same order. */
+#define HASH_THREADS 2
+
+typedef struct hash_job_s {
+    struct hash_job_s *next;
+    int running;
+    pthread_t thread;
+    atomic_int done;
+    cairn_mvcc_hashkv_t *job;
+    uint32_t hash;
+    int rc;
+    int64_t want, crev;
+    uint8_t ident[256];
+    size_t ident_len;
+    uint64_t req_id;
+} hash_job_t;
+
+static void *hash_main(void *arg)
+{
+    hash_job_t *h = arg;
+    h->rc = cairn_mvcc_hashkv_run(h->job, &h->hash);
+    atomic_store(&h->done, 1);
+    return NULL;
+}
+
+static void hash_answer(stored_t *s, hash_job_t *h)
+{
+    if (h->rc) {
+        stored_reply_result(s, h->ident, h->ident_len, h->req_id, CAIRN_GRPC_INTERNAL, cairn_strerror(h->rc), NULL, 0);
+        return;
+    }
+    Etcdserverpb__HashKVResponse r = ETCDSERVERPB__HASH_KVRESPONSE__INIT;
+    Etcdserverpb__ResponseHeader hd = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+    hdr_fill(s, &hd, cairn_mvcc_hashkv_current_revision(h->job));
+    r.header = &hd;
+    r.hash = h->hash;
+    r.compact_revision = h->crev;
+    reply_msg(s, h->ident, h->ident_len, h->req_id, &r.base);
+}
+
+/* Starts the waiting jobs while fewer than HASH_THREADS run; a job whose snapshot cannot be
+ * taken is answered with the error. */
+static void hash_launch(stored_t *s)
+{
+    int running = 0;
+    for (hash_job_t *h = s->hash_jobs; h; h = h->next)
+        running += h->running;
+    for (hash_job_t *h = s->hash_jobs; h && running < HASH_THREADS; h = h->next) {
+        if (h->running || atomic_load(&h->done))
+            continue;
+        int rc = cairn_mvcc_hashkv_begin(s->mvcc, h->want, &h->crev, &h->job);
+        if (rc == 0 && pthread_create(&h->thread, NULL, hash_main, h) == 0) {
+            h->running = 1;
+            running++;
+            continue;
+        }
+        if (rc == 0) /* no thread: hash here */
+            hash_main(h);
+        else {
+            h->rc = rc;
+            atomic_store(&h->done, 1);
+        }
+    }
+}
+
+static void hashkv_start(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t req_id, int64_t want)
+{
+    /* a revision that cannot be hashed is answered at once, before any thread */
+    int64_t crev = cairn_mvcc_compact_revision(s->mvcc);
+    if ((want > 0 && want <= crev) || want > cairn_mvcc_revision(s->mvcc)) {
+        stored_reply_error(s, ident, ident_len, req_id,
+                           want > 0 && want <= crev ? CAIRN_ETCD_COMPACTED : CAIRN_ETCD_FUTURE_REV);
+        return;
+    }
+    hash_job_t *h = calloc(1, sizeof *h);
+    if (!h || ident_len > sizeof h->ident) {
+        free(h);
+        stored_reply_error(s, ident, ident_len, req_id, CAIRN_ETCD_TOO_MANY_REQUESTS);
+        return;
+    }
+    memcpy(h->ident, ident, ident_len);
+    h->ident_len = ident_len;
+    h->req_id = req_id;
+    h->want = want;
+    hash_job_t **tail = &s->hash_jobs;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = h;
+    hash_launch(s);
+}
+
+/* Answers the finished jobs (block: waits for every one, starting the waiting ones here). */
+static void hash_reap(stored_t *s, int block)
+{
+    for (hash_job_t **pp = &s->hash_jobs; *pp;) {
+        hash_job_t *h = *pp;
+        if (block && !h->running && !atomic_load(&h->done)) {
+            /* waiting for a thread: hash here, the store is about to change or close */
+            h->rc = cairn_mvcc_hashkv_begin(s->mvcc, h->want, &h->crev, &h->job);
+            if (h->rc == 0)
+                h->rc = cairn_mvcc_hashkv_run(h->job, &h->hash);
+            atomic_store(&h->done, 1);
+        }
+        if (!atomic_load(&h->done) && !block) {
+            pp = &h->next;
+            continue;
+        }
+        if (h->running)
+            pthread_join(h->thread, NULL);
+        if (h->rc == CAIRN_ECOMPACTED || h->rc == CAIRN_EFUTURE_REV)
+            stored_reply_error(s, h->ident, h->ident_len, h->req_id,
+                               h->rc == CAIRN_ECOMPACTED ? CAIRN_ETCD_COMPACTED : CAIRN_ETCD_FUTURE_REV);
+        else
+            hash_answer(s, h);
+        cairn_mvcc_hashkv_end(&h->job);
+        *pp = h->next;
+        free(h);
+    }
+    if (!block)
+        hash_launch(s);
+}
+
 void stored_maint(stored_t *s, const uint8_t *ident, size_t ident_len, const cairn_ipc_msg_t *m)
 {
     switch (m->op) {
@@ -150,25 +281,7 @@ void stored_maint(stored_t *s, const uint8_t *ident, size_t ident_len, const cai
         }
         int64_t want = q->revision;
         etcdserverpb__hash_kvrequest__free_unpacked(q, NULL);
-        uint32_t hash = 0;
-        int64_t crev = -1;
-        int rc = cairn_mvcc_hash_kv(s->mvcc, want, &hash, &crev);
-        if (rc == CAIRN_ECOMPACTED || rc == CAIRN_EFUTURE_REV) {
-            stored_reply_error(s, ident, ident_len, m->req_id,
-                               rc == CAIRN_ECOMPACTED ? CAIRN_ETCD_COMPACTED : CAIRN_ETCD_FUTURE_REV);
-            return;
-        }
-        if (rc) {
-            stored_reply_result(s, ident, ident_len, m->req_id, CAIRN_GRPC_INTERNAL, cairn_strerror(rc), NULL, 0);
-            return;
-        }
-        Etcdserverpb__HashKVResponse r = ETCDSERVERPB__HASH_KVRESPONSE__INIT;
-        Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-        hdr_fill(s, &h, cairn_mvcc_revision(s->mvcc));
-        r.header = &h;
-        r.hash = hash;
-        r.compact_revision = crev;
-        reply_msg(s, ident, ident_len, m->req_id, &r.base);
+        hashkv_start(s, ident, ident_len, m->req_id, want);
         return;
     }
     case CAIRN_MAINT_DEFRAG:

@@ -175,6 +175,15 @@ void cairn_mvcc_set_compact_async(cairn_mvcc_t *m, int on);
  * committed state; for Maintenance/HashKV. CAIRN_ECOMPACTED if 0 < rev <= compact revision,
  * CAIRN_EFUTURE_REV if rev > current (etcd's HashByRev rules). */
 int cairn_mvcc_hash_kv(cairn_mvcc_t *m, int64_t rev, uint32_t *hash, int64_t *compact_rev);
+/* The same in two steps, so that the walk runs on another thread while the store goes on:
+ * begin (on the store's thread) checks rev as above (*compact_rev set either way), finishes a
+ * pending removal and pins a LevelDB snapshot; run (any thread, once) hashes through it; end
+ * releases it (before the store is closed). current_revision: the store's revision at begin. */
+typedef struct cairn_mvcc_hashkv cairn_mvcc_hashkv_t;
+int cairn_mvcc_hashkv_begin(cairn_mvcc_t *m, int64_t rev, int64_t *compact_rev, cairn_mvcc_hashkv_t **job);
+int cairn_mvcc_hashkv_run(cairn_mvcc_hashkv_t *job, uint32_t *hash);
+int64_t cairn_mvcc_hashkv_current_revision(const cairn_mvcc_hashkv_t *job);
+void cairn_mvcc_hashkv_end(cairn_mvcc_hashkv_t **job);
 
 /* ---- leases (the durable lease table; liveness is raftd's) --------------------------- */
 

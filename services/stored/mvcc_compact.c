@@ -7,6 +7,7 @@
  * etcd 3.4's hash of etcd's encoding of the history (below), after any pending removal.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cairn_crc32c.h"
@@ -149,8 +150,16 @@ int cairn_mvcc_compact_step(cairn_mvcc_t *m, int max_deletes)
     return done ? 0 : 1;
 }
 
-int cairn_mvcc_hash_kv(cairn_mvcc_t *m, int64_t rev, uint32_t *hash, int64_t *compact_rev)
+struct cairn_mvcc_hashkv {
+    cairn_mvcc_t *m;
+    const leveldb_snapshot_t *snap;
+    leveldb_readoptions_t *ro;
+    int64_t rev, crev, cur_rev;
+};
+
+int cairn_mvcc_hashkv_begin(cairn_mvcc_t *m, int64_t rev, int64_t *compact_rev, cairn_mvcc_hashkv_t **job)
 {
+    *job = NULL;
     int64_t crev = m->c.compact_rev;
     if (compact_rev)
         *compact_rev = crev;
@@ -167,6 +176,55 @@ int cairn_mvcc_hash_kv(cairn_mvcc_t *m, int64_t rev, uint32_t *hash, int64_t *co
         if (rc < 0)
             return rc;
     }
+    cairn_mvcc_hashkv_t *j = calloc(1, sizeof *j);
+    if (!j)
+        return CAIRN_ENOMEM;
+    j->m = m;
+    j->rev = rev;
+    j->crev = crev;
+    j->cur_rev = m->c.rev;
+    /* the hash reads through this snapshot: what the loop writes meanwhile is not seen */
+    j->snap = leveldb_create_snapshot(m->db);
+    j->ro = leveldb_readoptions_create();
+    if (!j->snap || !j->ro) {
+        cairn_mvcc_hashkv_end(&j);
+        return CAIRN_ENOMEM;
+    }
+    leveldb_readoptions_set_snapshot(j->ro, j->snap);
+    leveldb_readoptions_set_fill_cache(j->ro, 0); /* a whole-history walk must not evict the hot set */
+    *job = j;
+    return 0;
+}
+
+int64_t cairn_mvcc_hashkv_current_revision(const cairn_mvcc_hashkv_t *job) { return job->cur_rev; }
+
+void cairn_mvcc_hashkv_end(cairn_mvcc_hashkv_t **job)
+{
+    if (!job || !*job)
+        return;
+    cairn_mvcc_hashkv_t *j = *job;
+    if (j->ro)
+        leveldb_readoptions_destroy(j->ro);
+    if (j->snap)
+        leveldb_release_snapshot(j->m->db, j->snap);
+    free(j);
+    *job = NULL;
+}
+
+int cairn_mvcc_hash_kv(cairn_mvcc_t *m, int64_t rev, uint32_t *hash, int64_t *compact_rev)
+{
+    cairn_mvcc_hashkv_t *j;
+    int rc = cairn_mvcc_hashkv_begin(m, rev, compact_rev, &j);
+    if (rc == 0)
+        rc = cairn_mvcc_hashkv_run(j, hash);
+    cairn_mvcc_hashkv_end(&j);
+    return rc;
+}
+
+int cairn_mvcc_hashkv_run(cairn_mvcc_hashkv_t *j, uint32_t *hash)
+{
+    cairn_mvcc_t *m = j->m;
+    int64_t rev = j->rev, crev = j->crev;
     /* etcd 3.4.23's hash (mvcc/kvstore.go HashByRev), so that `etcdctl endpoint hashkv` gives
      * the same number for the same history on etcd and on Cairn: CRC-32C of the bucket name
      * "key", then of each revision's key and value in etcd's encoding (mvcc_etcd_rev), in
@@ -177,9 +235,9 @@ int cairn_mvcc_hash_kv(cairn_mvcc_t *m, int64_t rev, uint32_t *hash, int64_t *co
      * returned anything). Both sums are kept until that is known. */
     uint32_t h_keep = cairn_crc32c_extend(0, "key", 3), h_all = h_keep;
     int any_alive = 0;
-    leveldb_iterator_t *it = leveldb_create_iterator(m->db, m->ro_scan);
-    leveldb_iterator_t *cur = leveldb_create_iterator(m->db, m->ro_scan);
-    mvcc_etcd_rev_t er = {.hit = leveldb_create_iterator(m->db, m->ro_scan)};
+    leveldb_iterator_t *it = leveldb_create_iterator(m->db, j->ro);
+    leveldb_iterator_t *cur = leveldb_create_iterator(m->db, j->ro);
+    mvcc_etcd_rev_t er = {.hit = leveldb_create_iterator(m->db, j->ro)};
     int rc = it && cur && er.hit ? 0 : CAIRN_ENOMEM;
     uint8_t start = T_REV;
     for (leveldb_iter_seek(it, (const char *)&start, 1); rc == 0 && leveldb_iter_valid(it); leveldb_iter_next(it)) {

@@ -131,6 +131,7 @@ typedef struct {
         int64_t next_check, next_propose; /* ms */
     } quota;
     struct stored_snapstream *snapstream; /* snapstream.c: Maintenance/Snapshot files */
+    struct hash_job_s *hash_jobs;         /* maint.c: HashKV requests, hashed on threads */
 } stored_t;
 
 
