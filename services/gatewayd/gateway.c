@@ -24,6 +24,9 @@
  *     stream, fed every request of the body, and gw_stream_send / gw_stream_end write its
  *     answers as grpc-gateway 1.x does: a chunked body of {"result":...} lines, an error as
  *     the last {"error":{...}} object; json_streams says which calls are such streams.
+ *     A chunked request body (Transfer-Encoding: chunked) is read as it comes by a client
+ *     stream (an interactive watch), and whole before the request is served elsewhere
+ *     (json_bodies), as Go's server reads any body.
  *   - the loop: client sockets, the IPC sockets and the watch hub's events feed.
  */
 #include "gateway.h"
@@ -163,6 +166,9 @@ static void http1_json(cairn_gateway_t *g, cairn_call_id_t req, int status, cons
 {
     cairn_h2srv_http1_reply(g->srv, req, status, "application/json", (const uint8_t *)json, strlen(json));
 }
+
+typedef struct gw_jbody gw_jbody_t; /* a chunked body read whole (on_http1_body) */
+static void jbody_free(gw_jbody_t *b);
 
 /* A JSON-gateway stream (json_stream_call): how its answers go out. */
 typedef struct {
@@ -556,6 +562,7 @@ static void on_close(void *ud, cairn_call_id_t call)
     if (c)
         close_call(g, c);
     jstream_free(cairn_u64map_take(g->json_streams, call)); /* after close: it may still end it */
+    jbody_free(cairn_u64map_take(g->json_bodies, call)); /* a client gone before its body ended */
 }
 
 static void health_fail(cairn_gateway_t *g, gw_pending_t *p, int code, const char *message)
@@ -756,10 +763,96 @@ static void json_stream_call(cairn_gateway_t *g, cairn_call_id_t req, const gw_m
     free(pb);
 }
 
-/* A chunk of a client stream's chunked body (h2srv's on_http1_body). */
+/* The method row of a JSON route ("/v3/kv/range", "/v3beta/watch"), or NULL. */
+static const gw_method_t *json_route(const cairn_gateway_t *g, const char *path)
+{
+    char route[256];
+    if (strncmp(path, "/v3beta/", 8) == 0)
+        snprintf(route, sizeof route, "/v3/%s", path + 8);
+    else if (strncmp(path, "/v3/", 4) == 0)
+        snprintf(route, sizeof route, "%s", path);
+    else
+        return NULL;
+    for (size_t i = 0; i < g->n_methods; i++)
+        if (g->methods[i]->json && strcmp(g->methods[i]->json, route) == 0)
+            return g->methods[i];
+    return NULL;
+}
+
+/* A request whose chunked body is read whole before it is served (every route but a client
+ * stream's, which reads its requests as they come), as Go's server reads any body. */
+struct gw_jbody {
+    char method[16], path[256];
+    uint8_t *buf;
+    size_t len, cap;
+    cairn_h2_meta_t meta;
+    char authority[256];
+    char *token, *cn;
+};
+
+static void jbody_free(gw_jbody_t *b)
+{
+    if (b) {
+        free(b->buf);
+        free(b->token);
+        free(b->cn);
+        free(b);
+    }
+}
+
+/* The most a chunked body may hold: as h2srv's limit on a body with a Content-Length. */
+static size_t body_cap(const cairn_gateway_t *g)
+{
+    size_t cap = g->cfg->max_request_bytes ? g->cfg->max_request_bytes : 1572864;
+    return cap / 2 * 3 + 4096;
+}
+
+static void on_http1_async(void *ud, cairn_call_id_t req, const char *method, const char *path, const uint8_t *body,
+                           size_t body_len, const cairn_h2_meta_t *meta);
+
+/* A chunk of a chunked body being read whole; at its end the request is served. */
+static void jbody_chunk(cairn_gateway_t *g, cairn_call_id_t req, gw_jbody_t *b, const uint8_t *data, size_t len,
+                        int end)
+{
+    if (b->len + len > body_cap(g)) {
+        jbody_free(cairn_u64map_take(g->json_bodies, req));
+        static const char tl[] = "Payload Too Large";
+        cairn_h2srv_http1_reply(g->srv, req, 413, NULL, (const uint8_t *)tl, sizeof tl - 1);
+        return;
+    }
+    if (b->len + len > b->cap) {
+        size_t nc = b->cap ? b->cap : 4096;
+        while (nc < b->len + len)
+            nc *= 2;
+        uint8_t *np = realloc(b->buf, nc);
+        if (!np) {
+            jbody_free(cairn_u64map_take(g->json_bodies, req));
+            static const char oom[] = "out of memory";
+            cairn_h2srv_http1_reply(g->srv, req, 503, NULL, (const uint8_t *)oom, sizeof oom - 1);
+            return;
+        }
+        b->buf = np;
+        b->cap = nc;
+    }
+    if (len)
+        memcpy(b->buf + b->len, data, len);
+    b->len += len;
+    if (end) {
+        cairn_u64map_take(g->json_bodies, req);
+        on_http1_async(g, req, b->method, b->path, b->buf ? b->buf : (const uint8_t *)"", b->len, &b->meta);
+        jbody_free(b);
+    }
+}
+
+/* A chunk of a chunked body (h2srv's on_http1_body): a client stream's, or one read whole. */
 static void on_http1_body(void *ud, cairn_call_id_t req, const uint8_t *data, size_t len, int end)
 {
     cairn_gateway_t *g = ud;
+    gw_jbody_t *b = cairn_u64map_get(g->json_bodies, req);
+    if (b) {
+        jbody_chunk(g, req, b, data, len, end);
+        return;
+    }
     gw_jstream_t *js = cairn_u64map_get(g->json_streams, req);
     if (!js || !js->reading)
         return;
@@ -767,9 +860,7 @@ static void on_http1_body(void *ud, cairn_call_id_t req, const uint8_t *data, si
         js->reading = 0;
     if (js->ended || js->stopped)
         return; /* the rest is not read */
-    size_t cap = g->cfg->max_request_bytes ? g->cfg->max_request_bytes : 1572864;
-    cap = cap / 2 * 3 + 4096; /* one request's JSON (base64 values), as the h2srv body limit */
-    if (js->in_len + len > cap) {
+    if (js->in_len + len > body_cap(g)) {
         /* a request longer than any whole body may be: as a request that does not convert */
         if (!js->call)
             jstream_refuse(g, req, js, CAIRN_GRPC_RESOURCE_EXHAUSTED, "request is too large");
@@ -809,15 +900,7 @@ static void on_http1_body(void *ud, cairn_call_id_t req, const uint8_t *data, si
 static void json_call(cairn_gateway_t *g, cairn_call_id_t req, const char *method, const char *path,
                       const uint8_t *body, size_t body_len, const cairn_h2_meta_t *meta)
 {
-    char route[256];
-    if (strncmp(path, "/v3beta/", 8) == 0)
-        snprintf(route, sizeof route, "/v3/%s", path + 8);
-    else
-        snprintf(route, sizeof route, "%s", path);
-    const gw_method_t *mt = NULL;
-    for (size_t i = 0; i < g->n_methods && !mt; i++)
-        if (g->methods[i]->json && strcmp(g->methods[i]->json, route) == 0)
-            mt = g->methods[i];
+    const gw_method_t *mt = json_route(g, path);
     if (!mt) {
         cairn_h2srv_http1_reply(g->srv, req, 404, "text/plain; charset=utf-8", (const uint8_t *)"Not Found\n", 10);
         return;
@@ -869,9 +952,29 @@ static void on_http1_async(void *ud, cairn_call_id_t req, const char *method, co
     char *q = strchr(p, '?');
     if (q)
         *q = 0;
-    if (meta && meta->body_follows && strncmp(p, "/v3/", 4) != 0 && strncmp(p, "/v3beta/", 8) != 0) {
-        cairn_h2srv_http1_reply(g->srv, req, 501, NULL, (const uint8_t *)"Not Implemented", 15);
-        return;
+    if (meta && meta->body_follows) {
+        const gw_method_t *mt = strcmp(method, "POST") == 0 ? json_route(g, p) : NULL;
+        if (!(mt && mt->kind == GW_STREAM && mt->handler && mt->json_kind == GW_JSON_BIDI)) {
+            /* read the body whole first, then serve the request as if it had a Content-Length */
+            gw_jbody_t *b = calloc(1, sizeof *b);
+            if (!b || cairn_u64map_put(g->json_bodies, req, b)) {
+                free(b);
+                static const char oom[] = "out of memory";
+                cairn_h2srv_http1_reply(g->srv, req, 503, NULL, (const uint8_t *)oom, sizeof oom - 1);
+                return;
+            }
+            snprintf(b->method, sizeof b->method, "%s", method);
+            snprintf(b->path, sizeof b->path, "%s", path);
+            b->meta = *meta;
+            b->meta.body_follows = 0;
+            snprintf(b->authority, sizeof b->authority, "%s", meta->authority ? meta->authority : "");
+            b->meta.authority = b->authority;
+            b->meta.token = meta->token ? (b->token = strdup(meta->token)) : NULL;
+            b->meta.client_cn = meta->client_cn ? (b->cn = strdup(meta->client_cn)) : NULL;
+            if (body_len)
+                jbody_chunk(g, req, b, body, body_len, 0);
+            return;
+        }
     }
     if (meta && meta->metrics_only && strcmp(p, "/metrics") != 0 && strcmp(p, "/health") != 0) {
         /* a --listen-metrics-urls listener serves the metrics and health endpoints only */
@@ -1039,13 +1142,15 @@ cairn_gateway_t *cairn_gateway_new(cairn_config_t *cfg)
     g->calls = cairn_u64map_new();
     g->json_calls = cairn_u64map_new();
     g->json_streams = cairn_u64map_new();
+    g->json_bodies = cairn_u64map_new();
     int rc;
     char merr[256];
     if (!(g->metrics = gw_metrics_new(cfg->metrics == CAIRN_METRICS_EXTENSIVE, &rc, merr, sizeof merr))) {
         cairn_error("cannot set up metrics", "err=\"%s\"", merr);
         goto fail;
     }
-    if (!g->pending || !g->batches || !g->calls || !g->json_calls || !g->json_streams || build_methods(g))
+    if (!g->pending || !g->batches || !g->calls || !g->json_calls || !g->json_streams || !g->json_bodies ||
+        build_methods(g))
         goto fail;
     char gwid[64];
     if (cfg->gateway_id && *cfg->gateway_id)
@@ -1144,6 +1249,14 @@ void cairn_gateway_destroy(cairn_gateway_t **self_p)
         while (cairn_u64map_next(g->json_streams, &pos, &k, &v))
             jstream_free(v);
         cairn_u64map_destroy(&g->json_streams);
+    }
+    if (g->json_bodies) {
+        size_t pos = 0;
+        uint64_t k;
+        void *v;
+        while (cairn_u64map_next(g->json_bodies, &pos, &k, &v))
+            jbody_free(v);
+        cairn_u64map_destroy(&g->json_bodies);
     }
     gw_watch_destroy(g); /* after the calls: closing a watch stream frees its watchers in the hub */
     gw_metrics_destroy(g);

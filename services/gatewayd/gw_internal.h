@@ -173,6 +173,7 @@ struct cairn_gateway {
     cairn_u64map_t *calls;      /* call id -> gw_call_t of a served stream */
     cairn_u64map_t *json_calls; /* call id -> response descriptor of a JSON-gateway call in flight */
     cairn_u64map_t *json_streams; /* call id -> gw_jstream_t (gateway.c) of a JSON-gateway stream */
+    cairn_u64map_t *json_bodies;  /* request id -> gw_jbody_t (gateway.c): a chunked body being read whole */
     cairn_u64map_t *pending;    /* req_id -> gw_pending_t */
     cairn_u64map_t *batches;    /* read-index request id -> gw_read_batch_t */
     uint64_t *queued_reads;     /* req_ids waiting for the next read-index round */

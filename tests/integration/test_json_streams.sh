@@ -279,6 +279,10 @@ leader = {"name": b64("el"), "key": b64("el/%x" % 9029), "lease": 9029}
 stream("observe", "/v3/election/observe", json.dumps({"name": b64("el")}), 2,
        after=lambda: unary("/v3/election/proclaim", json.dumps({"leader": dict(leader, rev=unary(
            "/v3/election/leader", json.dumps({"name": b64("el")}))["kv"]["create_revision"]), "value": b64("v2")})))
+# chunked bodies of routes that read one request: read whole, then served
+stream("observe-chunked", "/v3/election/observe", None, 1, chunks=['{"na', 'me":"%s"}' % b64("el")])
+stream("range-chunked", "/v3/kv/range", None, 1, chunks=['{"key":', '"%s"}' % FOO], unary_route=True)
+stream("range-chunked-bad", "/v3/kv/range", None, 1, chunks=['{"key":', '1}'], unary_route=True)
 stream("observe-no-name", "/v3/election/observe", "{}", 0, wait=1.0)
 stream("observe-malformed", "/v3/election/observe", '{"name":1}', 1)
 stream("observe-empty-body", "/v3/election/observe", "", 0, wait=1.0)
