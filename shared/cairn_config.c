@@ -48,15 +48,18 @@ typedef enum {
     K_BOOL,        /* bool */
     K_ENUM,        /* int index into choices */
     K_LOGLEVEL,    /* int cairn_log_level_t */
-    K_IGNORED,     /* etcd flag Cairn accepts so etcd configs work, and ignores */
+    K_FIXED,       /* etcd flag for behaviour Cairn does not vary: only the values that say what
+                      Cairn always does are accepted (choices; O_BOOLISH: a boolean; O_COUNT: any
+                      count >= min, a maximum Cairn stays below), any other is refused at start -
+                      a setting accepted and ignored would make an operator believe it is on */
     K_CONFIG_FILE, /* char *, the config file; not settable from inside a file */
 } kind_t;
 
 enum {
     O_EMPTY_OK = 1,  /* K_URLS: an empty list is allowed */
     O_NEED_HOST = 2, /* K_URLS: others connect to these URLs, so the host must be given */
-    O_BOOLISH = 4,   /* K_IGNORED: a boolean in etcd, so `--flag` alone is valid */
-    O_QUIET = 8,     /* K_IGNORED: ignoring it changes nothing; no note */
+    O_BOOLISH = 4,   /* K_FIXED: a boolean in etcd (`--flag` alone is true); choices[0] is the one */
+    O_COUNT = 8,     /* K_FIXED: an integer >= the option's min */
     O_PEER_TLS = 16, /* peer TLS, which raftd does not do yet: refused unless empty or false */
 };
 
@@ -70,11 +73,16 @@ typedef struct {
     const char *const *choices; /* K_ENUM */
     unsigned flags;
     const char *group; /* non-NULL: a new group starts here in usage */
+    unsigned long long min; /* K_FIXED with O_COUNT: the lowest value accepted */
 } opt_t;
 
 static const char *const k_states[] = {"new", "existing", NULL};
 static const char *const k_compaction[] = {"periodic", "revision", NULL};
 static const char *const k_metrics[] = {"basic", "extensive", NULL};
+static const char *const k_logger[] = {"zap", NULL};
+static const char *const k_log_outputs[] = {"default", "stderr", NULL};
+static const char *const k_true[] = {"true", NULL};
+static const char *const k_false[] = {"false", NULL};
 
 #define F(field) offsetof(cairn_config_t, field)
 static const opt_t k_opts[] = {
@@ -185,20 +193,32 @@ static const opt_t k_opts[] = {
      "Most watchers one gatewayd holds over all its streams; a watch created past it is refused.", NULL, 0,
      NULL},
 
-    {"logger", K_IGNORED, 0, "zap", NULL, "Cairn always logs structured lines; 'zap' is accepted.", NULL,
-     O_QUIET, "Accepted for etcd compatibility and ignored"},
-    {"log-outputs", K_IGNORED, 0, "default", NULL, "Cairn logs to stderr (journald captures it).", NULL, 0,
+    {"logger", K_FIXED, 0, "zap", NULL,
+     "Cairn logs structured key=value lines to stderr; only 'zap' is accepted ('capnslog' is refused).",
+     k_logger, 0, "Fixed in Cairn: only the values that describe what Cairn does are accepted"},
+    {"log-outputs", K_FIXED, 0, "default", NULL,
+     "Cairn logs to stderr (journald captures it); only 'default' or 'stderr' is accepted.", k_log_outputs, 0,
      NULL},
-    {"enable-pprof", K_IGNORED, 0, "false", NULL, "Cairn has no Go runtime to profile.", NULL, O_BOOLISH,
+    {"enable-pprof", K_FIXED, 0, "false", NULL, "Cairn has no Go runtime to profile; only 'false' is accepted.",
+     k_false, O_BOOLISH, NULL},
+    {"pre-vote", K_FIXED, 0, "true", NULL, "Cairn always runs the PreVote phase; only 'true' is accepted.", k_true,
+     O_BOOLISH, NULL},
+    {"strict-reconfig-check", K_FIXED, 0, "true", NULL,
+     "Cairn always rejects reconfigurations that would lose quorum; only 'true' is accepted.", k_true, O_BOOLISH,
      NULL},
-    {"pre-vote", K_IGNORED, 0, "true", NULL, "Cairn always runs the PreVote phase.", NULL, O_BOOLISH, NULL},
-    {"strict-reconfig-check", K_IGNORED, 0, "true", NULL,
-     "Cairn always rejects reconfigurations that would lose quorum.", NULL, O_BOOLISH, NULL},
-    {"initial-election-tick-advance", K_IGNORED, 0, "true", NULL, "Not tunable in Cairn.", NULL, O_BOOLISH,
-     NULL},
-    {"max-snapshots", K_IGNORED, 0, "5", NULL, "Cairn's stored manages snapshot retention itself.", NULL, 0,
-     NULL},
-    {"max-wals", K_IGNORED, 0, "5", NULL, "Cairn's stored manages WAL retention itself.", NULL, 0, NULL},
+    {"initial-election-tick-advance", K_FIXED, 0, "false", NULL,
+     "Cairn waits a full election timeout before its first campaign (no ticks advanced at start); only "
+     "'false' is accepted.",
+     k_false, O_BOOLISH, NULL},
+    {"max-snapshots", K_FIXED, 0, "5", NULL,
+     "Maximum number of snapshot files to retain: Cairn keeps at most three (the last one installed, the one "
+     "being sent to a member behind and the one it replaces), so any value >= 3 holds; lower ones and 0 "
+     "(unlimited) are refused.",
+     NULL, O_COUNT, NULL, 3},
+    {"max-wals", K_FIXED, 0, "5", NULL,
+     "Maximum number of wal files to retain: Cairn removes a segment as soon as the log no longer needs it "
+     "(etcd too keeps the files still in use), so any value >= 1 holds; 0 (unlimited) is refused.",
+     NULL, O_COUNT, NULL, 1},
 };
 #undef F
 #define N_OPTS (sizeof k_opts / sizeof k_opts[0])
@@ -223,7 +243,6 @@ enum { SRC_DEFAULT = 0, SRC_FILE, SRC_ENV, SRC_FLAG };
 struct cairn_config_priv_t {
     unsigned char src[N_OPTS];
     int line[N_OPTS]; /* SRC_FILE: the line of the config file that set it */
-    char *notes;
 };
 
 /* ---- small helpers ---------------------------------------------------------------------- */
@@ -261,7 +280,7 @@ static int opt_index(const char *name, size_t len)
     return -1;
 }
 
-static bool opt_is_bool(const opt_t *o) { return o->kind == K_BOOL || (o->kind == K_IGNORED && (o->flags & O_BOOLISH)); }
+static bool opt_is_bool(const opt_t *o) { return o->kind == K_BOOL || (o->kind == K_FIXED && (o->flags & O_BOOLISH)); }
 
 static bool is_etcd_peer_tls(const char *name, size_t len)
 {
@@ -464,6 +483,46 @@ static int parse_duration_ms(const char *s, int64_t *ms, char *why, size_t wl)
 enum { HOW_TEXT = 0, HOW_YAML_PLAIN, HOW_YAML_QUOTED };
 
 /* Parses val into o's field. On CAIRN_ECONFIG, why says what is wrong with val. */
+/* A K_FIXED option's value: one Cairn's behaviour matches (kind_t). val may be a list ("a,b",
+ * or YAML's flow "[a, b]"): every item must be accepted. */
+static int fixed_ok(const opt_t *o, const char *val, char *why, size_t wl)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", val);
+    char *p = buf;
+    while (*p == ' ' || *p == '[')
+        p++;
+    char *e = p + strlen(p);
+    while (e > p && (e[-1] == ' ' || e[-1] == ']'))
+        *--e = 0;
+    int n = 0;
+    for (char *save = NULL, *item = strtok_r(p, ",", &save); item; item = strtok_r(NULL, ",", &save), n++) {
+        while (*item == ' ' || *item == '\'' || *item == '"')
+            item++;
+        char *ie = item + strlen(item);
+        while (ie > item && (ie[-1] == ' ' || ie[-1] == '\'' || ie[-1] == '"'))
+            *--ie = 0;
+        int ok = 0;
+        if (o->flags & O_COUNT) {
+            char *end = NULL;
+            errno = 0;
+            unsigned long long v = strtoull(item, &end, 10);
+            ok = *item && end && !*end && errno == 0 && v >= o->min && item[0] != '-';
+        } else if (o->flags & O_BOOLISH) {
+            bool b;
+            ok = parse_bool(item, &b) == 0 && b == (strcmp(o->choices[0], "true") == 0);
+        } else {
+            for (size_t i = 0; o->choices[i]; i++)
+                ok |= strcmp(item, o->choices[i]) == 0;
+        }
+        if (!ok)
+            return fail(why, wl, CAIRN_ECONFIG, "not supported: %s", o->help);
+    }
+    if (n == 0 && !(o->flags & O_BOOLISH))
+        return fail(why, wl, CAIRN_ECONFIG, "not supported: %s", o->help);
+    return 0;
+}
+
 static int parse_into(cairn_config_t *c, const opt_t *o, const char *val, int how, char *why, size_t wl)
 {
     void *f = field(c, o);
@@ -536,13 +595,8 @@ static int parse_into(cairn_config_t *c, const opt_t *o, const char *val, int ho
         *(int *)f = lv;
         return 0;
     }
-    case K_IGNORED:
-        if ((o->flags & O_BOOLISH)) {
-            bool b;
-            if (parse_bool(val, &b))
-                return fail(why, wl, CAIRN_ECONFIG, "must be true or false");
-        }
-        return 0;
+    case K_FIXED:
+        return fixed_ok(o, val, why, wl);
     }
     return CAIRN_EINVAL;
 }
@@ -577,8 +631,6 @@ static void free_derived(cairn_config_t *c)
     c->member_id = c->cluster_id = 0;
     c->finalized = false;
     if (c->priv_) {
-        free(c->priv_->notes);
-        c->priv_->notes = NULL;
     }
 }
 
@@ -612,7 +664,7 @@ cairn_config_t *cairn_config_new(void)
         const opt_t *o = &k_opts[i];
         /* Derived options hold "" until finalize, so no string field is ever NULL. */
         const char *def = o->def ? o->def : "";
-        if (o->kind == K_IGNORED)
+        if (o->kind == K_FIXED)
             continue;
         if (parse_into(c, o, def, HOW_TEXT, NULL, 0))
             goto oom; /* the defaults are valid, so only allocation can fail */
@@ -674,9 +726,14 @@ static int file_entry(void *arg, const cairn_yaml_entry_t *e, char *why, size_t 
         return fail(why, wl, CAIRN_ECONFIG, "duplicate key \"%s\" (first set on line %d)", o->name, fc->seen[i]);
     fc->seen[i] = e->line;
     c->priv_->line[i] = e->line;
-    if (o->kind == K_IGNORED) {
-        c->priv_->src[i] = SRC_FILE;
-        return CAIRN_YAML_SKIP; /* its value may be a list or a block: etcd's, not ours */
+    if (o->kind == K_FIXED) {
+        /* etcd writes some of these as lists (log-outputs: [stderr]); a flow list is read, a
+         * block list would hide its items from this reader */
+        if (e->null)
+            return fail(why, wl, CAIRN_ECONFIG, "%s: write the value on the key's line (e.g. %s: %s): %s", o->name,
+                        o->name, o->def, o->help);
+        return apply(c, (size_t)i, e->value, SRC_FILE, e->quoted ? HOW_YAML_QUOTED : HOW_YAML_PLAIN, o->name, why,
+                     wl);
     }
     if (e->null)
         return 0; /* an empty value keeps the default, as in etcd's YAML */
@@ -1146,20 +1203,6 @@ static int check_no_peer_tls_members(const cairn_config_t *c, char *eb, size_t e
     return 0;
 }
 
-static int add_note(cairn_config_t *c, const opt_t *o)
-{
-    const char *old = c->priv_->notes ? c->priv_->notes : "";
-    size_t len = strlen(old) + strlen(o->name) + strlen(o->help) + 64;
-    char *s = malloc(len);
-    if (!s)
-        return CAIRN_ENOMEM;
-    snprintf(s, len, "%s%s--%s is accepted for etcd compatibility and ignored: %s", old, *old ? "\n" : "",
-             o->name, o->help);
-    free(c->priv_->notes);
-    c->priv_->notes = s;
-    return 0;
-}
-
 int cairn_config_finalize(cairn_config_t *c, char *eb, size_t el)
 {
     if (eb && el)
@@ -1323,10 +1366,6 @@ int cairn_config_finalize(cairn_config_t *c, char *eb, size_t el)
                      : c->quota_backend_bytes < 0 ? INT64_MAX
                                                   : c->quota_backend_bytes;
 
-    for (size_t i = 0; i < N_OPTS; i++)
-        if (k_opts[i].kind == K_IGNORED && !(k_opts[i].flags & O_QUIET) && c->priv_->src[i] != SRC_DEFAULT &&
-            (rc = add_note(c, &k_opts[i])))
-            goto fail_derived;
     c->finalized = true;
     return 0;
 fail_derived:
@@ -1336,7 +1375,6 @@ fail_derived:
     return rc;
 }
 
-const char *cairn_config_notes(const cairn_config_t *c) { return c && c->priv_ ? c->priv_->notes : NULL; }
 
 /* ---- endpoints and directories ----------------------------------------------------------- */
 
@@ -1431,7 +1469,7 @@ void cairn_config_print(const cairn_config_t *c, FILE *out)
     for (size_t i = 0; i < N_OPTS; i++) {
         const opt_t *o = &k_opts[i];
         const void *f = cfield(c, o);
-        if (o->kind == K_IGNORED || o->kind == K_CONFIG_FILE)
+        if (o->kind == K_FIXED || o->kind == K_CONFIG_FILE)
             continue;
         fprintf(out, "%s: ", o->name);
         switch (o->kind) {

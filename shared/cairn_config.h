@@ -158,10 +158,6 @@ int cairn_config_set(cairn_config_t *self, const char *flag, const char *value, 
  * and computes members and IDs. load calls it; call it again after cairn_config_set. */
 int cairn_config_finalize(cairn_config_t *self, char *errbuf, size_t errlen);
 
-/* Lines worth logging once the logger is up ("--enable-pprof is ignored: ..."), one per
- * line, or NULL when there are none. Owned by the config. */
-const char *cairn_config_notes(const cairn_config_t *self);
-
 /* Prints every flag with its default and meaning (the --help text). */
 void cairn_config_usage(FILE *out);
 

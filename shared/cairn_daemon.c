@@ -107,9 +107,6 @@ cairn_config_t *cairn_daemon_init(const char *name, int argc, char **argv, void 
         return NULL;
     }
     cairn_log_init(name, cfg->log_level);
-    const char *notes = cairn_config_notes(cfg);
-    if (notes)
-        cairn_info("configuration note", "notes=\"%s\"", notes);
     if (cairn_config_ensure_dirs(cfg, err, sizeof err) < 0) {
         cairn_error("cannot create directories", "err=\"%s\"", err);
         cairn_config_destroy(&cfg);
