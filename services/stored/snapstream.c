@@ -6,6 +6,9 @@
  * at a time, as fast as its client takes them - a client that stops reading costs a file on
  * disk, not memory anywhere.
  *
+ * A snapshot the disk has no room for is refused up front (RESOURCE_EXHAUSTED, saying how much is
+ * needed): filling the disk would stop the member's writes.
+ *
  * The file is unlinked as soon as it is created (<data-dir>/member/snap/stream-<id>.db): it
  * lives only as the open descriptor, so a crash or a restart never leaves one behind, and its
  * space returns when the descriptor is closed. It is closed when the gateway says it is done
@@ -24,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "cairn_log.h"
@@ -111,6 +115,21 @@ static void start(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t 
     char dir[4096], path[4200];
     snprintf(dir, sizeof dir, "%s/member/snap", s->cfg->data_dir);
     mkdir(dir, 0700);
+    /* The file is about the size of the store's live data (compressed in LevelDB, not in the
+     * file: up to the store's size and then some). Refused up front when the disk cannot take
+     * it: filling the disk would stop the member's writes (main.c, "a full disk") for the
+     * sake of a backup. */
+    struct statvfs vfs;
+    int64_t need = cairn_mvcc_db_size_in_use(s->mvcc) * 2 + ((int64_t)64 << 20);
+    if (statvfs(dir, &vfs) == 0 && (int64_t)(vfs.f_bavail * vfs.f_frsize) < need) {
+        char msg[512];
+        snprintf(msg, sizeof msg,
+                 "cairn: not enough disk space for a snapshot in %.200s: about %lld MiB needed, %lld MiB free", dir,
+                 (long long)(need >> 20), (long long)((int64_t)(vfs.f_bavail * vfs.f_frsize) >> 20));
+        cairn_warn("snapshot for a client refused", "err=\"%s\"", msg);
+        stored_reply_result(s, ident, ident_len, req_id, CAIRN_GRPC_RESOURCE_EXHAUSTED, msg, NULL, 0);
+        return;
+    }
     uint64_t id = ++ss->next_id;
     snprintf(path, sizeof path, "%s/stream-%" PRIu64 ".db", dir, id);
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

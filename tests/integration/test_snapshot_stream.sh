@@ -5,7 +5,8 @@
 #  - writes and reads go on while snapshots are being made and streamed;
 #  - a client that stops reading mid-stream costs the gateway bounded memory (it pulls the next
 #    chunk only while the client holds < 8 MiB unread), and the file stored made for it is
-#    released once the client is gone.
+#    released once the client is gone;
+#  - a snapshot the disk has no room for is refused up front, and writes go on.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -61,4 +62,27 @@ wait "$SLOW" 2>/dev/null || true
 gone() { [ "$(fds_stream)" = 0 ]; }
 t_wait_until 10 gone && t_ok "the file is released once the client is gone" || t_fail "stored still holds $(fds_stream) snapshot file(s)"
 t_stop "$C_GW" "$C_RAFTD" "$C_STORED"
+
+# a disk without room for the file: the snapshot is refused up front with the sizes, and the
+# member's writes go on (filling the disk would have stopped them)
+if [ "$(id -u)" = 0 ]; then
+  SMALL=$T_TMP/small
+  mkdir -p "$SMALL" && mount -t tmpfs -o size=48m tmpfs "$SMALL"
+  small_cleanup() {
+    local p
+    for p in "${T_PIDS[@]:-}"; do [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true; done
+    for p in "${T_PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
+    umount "$SMALL" 2>/dev/null || umount -l "$SMALL" 2>/dev/null || true
+    t_cleanup
+  }
+  trap small_cleanup EXIT
+  CP2=$(t_port); PP2=$(t_port)
+  CAIRN_WAL_SEGMENT_BYTES=4194304 C_DATA=$SMALL/n2 t_start_cairn n2 "$CP2" "$PP2"
+  t_wait_healthy "$C_EP"
+  etcdctl --endpoints="$C_EP" put before snap >/dev/null
+  OUT=$(etcdctl --endpoints="$C_EP" snapshot save "$T_TMP/small.db" 2>&1 || true)
+  t_contains "a snapshot the disk has no room for is refused, saying so" "not enough disk space for a snapshot" "$OUT"
+  t_eq "writes go on after the refusal" OK "$(etcdctl --endpoints="$C_EP" put after snap 2>&1)"
+  t_stop "$C_GW" "$C_RAFTD" "$C_STORED"
+fi
 t_done
