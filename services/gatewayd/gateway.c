@@ -888,9 +888,12 @@ static void on_http1_body(void *ud, cairn_call_id_t req, const uint8_t *data, si
         js->in_len += len;
     }
     size_t used = jstream_feed(g, req, js, (const char *)js->in, js->in_len, end, &js->meta);
-    /* (js lives until on_close, which h2srv never delivers from inside this callback) */
-    memmove(js->in, js->in + used, js->in_len - used);
-    js->in_len -= used;
+    /* (js lives until on_close, which h2srv never delivers from inside this callback); an
+     * empty body never allocated js->in, and memmove from NULL is undefined even for 0 bytes */
+    if (used) {
+        memmove(js->in, js->in + used, js->in_len - used);
+        js->in_len -= used;
+    }
 }
 
 /* The JSON gateway (ETCD_API.md §5): POST <route> with a JSON body, route being a method
