@@ -734,7 +734,8 @@ void gw_cc_start(cairn_gateway_t *g, gw_call_t *c, int kind, const gw_cc_args_t 
     cc->call = c->id;
     cc->stream = c->method->kind == GW_STREAM;
     cc->name_len = a->name_len;
-    memcpy(cc->pfx, a->name, a->name_len);
+    if (a->name_len) /* a request without a name (refused later, as etcd does) has no bytes */
+        memcpy(cc->pfx, a->name, a->name_len);
     cc->pfx[a->name_len] = '/';
     cc->pfx_len = a->name_len + 1;
     cc->val_len = a->value_len;
