@@ -210,6 +210,10 @@ int gw_stream_send(cairn_gateway_t *g, cairn_call_id_t call, const uint8_t *msg,
 int gw_stream_end(cairn_gateway_t *g, cairn_call_id_t call, int code, const char *message);
 /* Bytes sent on the stream and not yet taken by the client (the slow-reader mark). */
 size_t gw_stream_queued(const cairn_gateway_t *g, cairn_call_id_t call);
+/* etcd 3.4's quota check at the member a write came to (svc_kv.c): 1 when a write of this cost
+ * (bytes etcd estimates it adds; 0: not a write) would take the store past the quota - the
+ * caller refuses it with NO_SPACE - after proposing this member's NOSPACE alarm. */
+int gw_over_quota(cairn_gateway_t *g, int64_t cost);
 /* Answers a call with no pending request with an etcd error. */
 void gw_error(cairn_gateway_t *g, cairn_call_id_t call, cairn_etcd_err_t e);
 /* grpc-go's answer to a body that does not parse as the method's request. */

@@ -96,8 +96,9 @@ gw_pending_t *gw_propose_with(cairn_gateway_t *g, cairn_call_id_t call, const gw
  * take the store to --quota-backend-bytes, is refused at once with NOSPACE, and this member's
  * NOSPACE alarm is proposed through the log - each member raises its own. The cost is etcd's
  * estimate (key + value + 256 per put; a txn's costlier branch; a request without puts costs
- * nothing and always passes); the size is what stored last reported (every second). stored
- * also raises the alarm when its files pass the quota on their own (maint.c). */
+ * nothing and always passes; LeaseGrant 64, svc_lease.c); the size is what stored last reported
+ * (every second). stored also raises the alarm when its files pass the quota on their own
+ * (maint.c). */
 #define KV_OVERHEAD 256
 #define NOSPACE_REPROPOSE_MS 1000
 
@@ -118,7 +119,7 @@ static int64_t txn_cost(const Etcdserverpb__TxnRequest *r)
     return cf > cs ? cf : cs;
 }
 
-static int over_quota(cairn_gateway_t *g, int64_t cost)
+int gw_over_quota(cairn_gateway_t *g, int64_t cost)
 {
     static int64_t next_propose; /* one gateway per process, one loop thread */
     int64_t quota = g->cfg->quota_bytes;
@@ -207,7 +208,7 @@ static void do_write(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size_
         gw_status(g, c->id, code, why);
         return;
     }
-    if (over_quota(g, cost)) {
+    if (gw_over_quota(g, cost)) {
         gw_error(g, c->id, CAIRN_ETCD_NO_SPACE);
         return;
     }

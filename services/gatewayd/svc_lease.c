@@ -42,6 +42,12 @@ static void do_grant(cairn_gateway_t *g, gw_call_t *c, const uint8_t *msg, size_
         gw_bad_request(g, c->id);
         return;
     }
+    /* etcd's quotaLeaseServer: a grant costs leaseOverhead (64) bytes, checked first */
+    if (gw_over_quota(g, 64)) {
+        etcdserverpb__lease_grant_request__free_unpacked(r, NULL);
+        gw_error(g, c->id, CAIRN_ETCD_NO_SPACE);
+        return;
+    }
     if (r->ttl > CAIRN_LEASE_MAX_TTL) {
         etcdserverpb__lease_grant_request__free_unpacked(r, NULL);
         gw_error(g, c->id, CAIRN_ETCD_LEASE_TTL_TOO_LARGE);
