@@ -5,7 +5,8 @@
 #
 # Source it after bench/lib.sh, with BENCH_NAME (e.g. watch.sh), SYSTEMS, BUILD and ETCD set.
 # It defines NODE_PID, BENCH_PID, TMP, BENCH, stop_node, cleanup (the EXIT trap), free_port,
-# node_pids, rss_kb, cpu_ticks and start_node (SYS = etcd | cairn).
+# node_pids, rss_kb, cpu_ticks and start_node (SYS = etcd | cairn; NODE_EXTRA_FLAGS, if set, is
+# added to both systems' flags).
 BENCH_TAG=${BENCH_NAME%.sh}
 
 # ---- processes we started, and cleanup -------------------------------------------------------
@@ -99,7 +100,7 @@ start_node() { # run-dir -> NODE_PID, CPORT; 1 (with WHY) when it does not come 
     local flags=(--name default --data-dir "$dir/data"
         --listen-client-urls "http://127.0.0.1:$CPORT" --advertise-client-urls "http://127.0.0.1:$CPORT"
         --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport"
-        --initial-cluster "default=http://127.0.0.1:$pport")
+        --initial-cluster "default=http://127.0.0.1:$pport" ${NODE_EXTRA_FLAGS:-})
     if [ "$SYS" = etcd ]; then
         command -v "$ETCD" >/dev/null || { WHY="etcd not found (Debian: apt-get install etcd-server)"; return 1; }
         "$ETCD" "${flags[@]}" >"$dir/node.log" 2>&1 &
