@@ -6,7 +6,11 @@ set -euo pipefail
 PKGS=(build-essential cmake pkg-config
       libzmq3-dev libczmq-dev libmsgpack-dev libleveldb-dev libsnappy-dev libcriterion-dev
       libnghttp2-dev libssl-dev libprotobuf-c-dev protobuf-c-compiler
-      etcd-server etcd-client nghttp2-client curl python3 python3-zmq python3-etcd3 python3-grpcio)
+      etcd-server etcd-client nghttp2-client curl python3 python3-zmq python3-etcd3 python3-grpcio
+      clang libclang-rt-14-dev)
+# clang and its runtime libraries (libFuzzer, the sanitizers' runtimes: a Recommends of clang
+# that --no-install-recommends leaves out) build only the fuzz targets (tests/fuzz/); no library
+# of the build comes from them.
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
