@@ -147,11 +147,13 @@ int cairn_zmq_drain(zsock_t *sock, int is_router, int max, cairn_zmq_handler_fn 
     return n;
 }
 
+int64_t cairn_test_clock_offset_ms = 0;
+
 int64_t cairn_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + cairn_test_clock_offset_ms;
 }
 
 uint64_t cairn_random_u64(void)

@@ -47,8 +47,11 @@ typedef int (*cairn_zmq_handler_fn)(void *ctx, const uint8_t *ident, size_t iden
  * Returns how many were handed. */
 int cairn_zmq_drain(zsock_t *sock, int is_router, int max, cairn_zmq_handler_fn fn, void *ctx);
 
-/* Current time in milliseconds on the monotonic clock. */
+/* Current time in milliseconds on the monotonic clock, plus cairn_test_clock_offset_ms. */
 int64_t cairn_now_ms(void);
+/* Test only: added to cairn_now_ms(); 0 unless raftd's CAIRN_TEST_FAULTS=1 switch
+ * <run-dir>/fault-clock-offset-ms sets it (a forward clock jump, tests/nemesis). */
+extern int64_t cairn_test_clock_offset_ms;
 /* A random 64-bit value from the OS (ids, boot ids), never 0. */
 uint64_t cairn_random_u64(void);
 

@@ -165,6 +165,23 @@ int main(int argc, char **argv)
             if (iso != r->isolated)
                 cairn_warn(iso ? "test fault: isolated from peers" : "test fault: peers reachable again", NULL);
             r->isolated = iso;
+            /* Test only (CAIRN_TEST_FAULTS=1, tests/nemesis): <run-dir>/fault-clock-offset-ms holds
+             * a number of ms added to this raftd's clock (cairn_now_ms, which every timer of raftd
+             * reads): a forward clock jump. Only increases are taken (the monotonic clock never
+             * goes back); the file may be rewritten with a larger total for another jump. */
+            char cpath[4200];
+            snprintf(cpath, sizeof cpath, "%s/fault-clock-offset-ms", r->cfg->run_dir);
+            FILE *cf = fopen(cpath, "r");
+            long long off = 0;
+            if (cf) {
+                if (fscanf(cf, "%lld", &off) == 1 && off > cairn_test_clock_offset_ms) {
+                    cairn_warn("test fault: clock jumps forward", "by_ms=%lld total_ms=%lld",
+                               off - (long long)cairn_test_clock_offset_ms, off);
+                    cairn_test_clock_offset_ms = off;
+                    now = cairn_now_ms();
+                }
+                fclose(cf);
+            }
             r->next_fault_check = now + 50;
         }
         if (now >= next_sweep) {

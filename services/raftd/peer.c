@@ -50,11 +50,46 @@ static int encode_raft(raftd_t *r, const cairn_raft_msg_t *m, uint8_t **frame, s
 
 static void free_frame(void *data, void *hint) { free(data); }
 
+/* Test only (CAIRN_TEST_FAULTS=1, tests/nemesis): while <run-dir>/fault-drop-to exists, the
+ * members it names (names or hex member ids, separated by spaces, commas or newlines) get no peer
+ * message from this member; what they send here still arrives: an asymmetric partition. The file
+ * is read at most every 50 ms. */
+static int fault_drop_to(raftd_t *r, const peer_t *p)
+{
+    static char list[1024];
+    static int64_t next_read;
+    if (!r->faults_enabled)
+        return 0;
+    int64_t now = cairn_now_ms();
+    if (now >= next_read || now < next_read - 1000) {
+        char path[4200], buf[sizeof list] = "";
+        snprintf(path, sizeof path, "%s/fault-drop-to", r->cfg->run_dir);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            size_t n = fread(buf, 1, sizeof buf - 1, f);
+            buf[n] = 0;
+            fclose(f);
+        }
+        if (strcmp(buf, list) != 0)
+            cairn_warn(*buf ? "test fault: dropping what this member sends to" : "test fault: no longer dropping what this member sends",
+                       "members=\"%.200s\"", buf);
+        memcpy(list, buf, sizeof list);
+        next_read = now + 50;
+    }
+    char tmp[sizeof list], *save = NULL, idhex[17];
+    memcpy(tmp, list, sizeof tmp);
+    snprintf(idhex, sizeof idhex, "%016llx", (unsigned long long)p->id);
+    for (char *t = strtok_r(tmp, " ,\t\r\n", &save); t; t = strtok_r(NULL, " ,\t\r\n", &save))
+        if (strcmp(t, idhex) == 0 || (p->name && strcmp(t, p->name) == 0))
+            return 1;
+    return 0;
+}
+
 /* Takes ownership of frame. */
 static void send_peer_frame(raftd_t *r, uint64_t to, uint8_t *frame, size_t len)
 {
     peer_t *p = raftd_find_peer(r, to);
-    if (!p || !p->dealer || r->isolated || !r->cluster_id) {
+    if (!p || !p->dealer || r->isolated || !r->cluster_id || fault_drop_to(r, p)) {
         free(frame);
         return;
     }
