@@ -122,6 +122,8 @@ typedef struct {
     char *run_dir;     /* --run-dir, "<data-dir>/run": the node's ipc:// endpoints */
     char *gateway_id;  /* --gateway-id, "" = the gateway derives one from its pid */
     uint64_t max_watchers; /* --max-watchers, per gatewayd */
+    int64_t max_client_connections;   /* --max-client-connections, per gatewayd: 0 none, -1 from RLIMIT_NOFILE */
+    int64_t client_header_timeout_ms; /* --client-header-timeout: request head / preface deadline, 0 none */
     char *config_file; /* the file that was read, "" if none */
 
     /* ---- derived by cairn_config_finalize ---- */

@@ -1193,6 +1193,8 @@ cairn_gateway_t *cairn_gateway_new(cairn_config_t *cfg)
         .n_metrics = cfg->listen_metrics_urls.n,
         .keepalive_interval_ms = cfg->grpc_keepalive_interval_ms,
         .keepalive_timeout_ms = cfg->grpc_keepalive_timeout_ms,
+        .header_timeout_ms = cfg->client_header_timeout_ms > 0 ? cfg->client_header_timeout_ms : -1,
+        .max_conns = cfg->max_client_connections,
     };
     cairn_h2srv_handlers_t h = {.on_message = on_message, .on_half_close = on_half_close, .on_close = on_close,
                                 .on_status = on_status, .is_streaming = is_streaming,

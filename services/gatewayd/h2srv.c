@@ -86,6 +86,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 
 #include <nghttp2/nghttp2.h>
 #include <openssl/err.h>
@@ -109,7 +110,10 @@
 #define CONN_WINDOW (4 << 20)
 #define DEFAULT_MAX_REQUEST (1572864u) /* etcd's default --max-request-bytes (1.5 MiB) */
 #define GRPC_OVERHEAD (512u * 1024)    /* etcd: grpc max recv = max-request-bytes + 512 KiB */
-#define SNIFF_TIMEOUT_MS 10000
+#define SNIFF_TIMEOUT_MS 10000         /* default head/preface/handshake deadline (opts.header_timeout_ms) */
+#define ACCEPT_PAUSE_MS 100            /* listeners unpolled this long after running out of fds */
+#define DROP_LOG_MS 5000               /* one log line per this interval for refused connections */
+#define FD_HEADROOM 64                 /* max_conns -1: RLIMIT_NOFILE minus this (IPC, files, TLS) */
 #define CLOSING_TIMEOUT_MS 5000
 #define LINGER_TIMEOUT_MS 2000
 #define MAX_PATH_LEN 4096
@@ -174,6 +178,7 @@ struct conn {
         h1_body_chunked : 1, /* the pending request's chunked body is still coming (on_http1_body) */
         metrics_only : 1; /* accepted on a --listen-metrics-urls listener: plain HTTP only */
     int64_t created_ms, closing_ms;
+    int64_t h1_head_ms; /* HTTP/1.1: when the request head now partly received began; 0 none */
     int64_t last_rx_ms, ping_sent_ms; /* keepalive: last bytes from the client; our PING in flight */
     size_t idx; /* position in srv->conns */
     conn_t *dirty_next;
@@ -218,7 +223,14 @@ struct cairn_h2srv_t {
     int in_cb;
     int draining, destroying;
     int64_t last_sweep_ms;
-    int reserve_fd;
+    int reserve_fd;         /* /dev/null, closed to accept-and-drop when out of descriptors */
+    int64_t hdr_timeout_ms; /* head / preface / handshake deadline; 0 = none */
+    size_t max_conns;       /* 0 = unlimited */
+    int64_t accept_paused_until;
+    /* connections refused since the last log line: out of fds, over max_conns; other errors */
+    uint64_t drop_nofd, drop_limit, drop_err;
+    int drop_errno;
+    int64_t drop_log_ms;
     nghttp2_session_callbacks *cbs;
     nghttp2_option *h2opt;
     uint8_t rbuf[READ_CHUNK];
@@ -1467,6 +1479,14 @@ static void h1_process(conn_t *c)
             break;
         }
         if (r == 0) {
+            /* The head is incomplete: the header timeout runs from its first byte (before
+             * it, CS_SNIFF's deadline ran from the accept); a whole head stops it. */
+            if (!req->headers_done) {
+                if (!c->h1_head_ms)
+                    c->h1_head_ms = cairn_now_ms();
+            } else {
+                c->h1_head_ms = 0;
+            }
             if (req->headers_done && req->expect_continue && !c->h1_continue_sent) {
                 c->h1_continue_sent = 1;
                 static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -1477,6 +1497,7 @@ static void h1_process(conn_t *c)
             break;
         }
         c->h1_continue_sent = 0;
+        c->h1_head_ms = 0;
         c->h1_v10 = req->version_minor == 0;
         if (req->chunked && !(s->h.on_http1_body && s->h.on_http1_async)) {
             static const char ni[] = "Not Implemented";
@@ -1847,6 +1868,25 @@ syserr:
     return CAIRN_EIO;
 }
 
+/* Refused connections are counted and logged at most once per DROP_LOG_MS, so that a flood
+ * (or a descriptor shortage) cannot fill the log with a line per connection. */
+static void drop_log(cairn_h2srv_t *s, int64_t now, int force)
+{
+    if (!(s->drop_nofd || s->drop_limit || s->drop_err) || (!force && now - s->drop_log_ms < DROP_LOG_MS))
+        return;
+    if (s->drop_nofd)
+        cairn_warn("out of file descriptors: client connections accepted and closed at once", "count=%" PRIu64
+                   " interval_ms=%d conns=%zu", s->drop_nofd, DROP_LOG_MS, s->n_conns - s->n_dead);
+    if (s->drop_limit)
+        cairn_warn("too many client connections (--max-client-connections): new ones closed at once",
+                   "count=%" PRIu64 " interval_ms=%d max=%zu", s->drop_limit, DROP_LOG_MS, s->max_conns);
+    if (s->drop_err)
+        cairn_warn("accept failed", "count=%" PRIu64 " interval_ms=%d err=\"%s\"", s->drop_err, DROP_LOG_MS,
+                   strerror(s->drop_errno));
+    s->drop_nofd = s->drop_limit = s->drop_err = 0;
+    s->drop_log_ms = now;
+}
+
 static void accept_some(cairn_h2srv_t *s, listener_t *l)
 {
     for (int k = 0; k < ACCEPT_BATCH && l->fd >= 0; k++) {
@@ -1854,20 +1894,43 @@ static void accept_some(cairn_h2srv_t *s, listener_t *l)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if ((errno == EMFILE || errno == ENFILE) && s->reserve_fd >= 0) {
-                /* Out of fds: the pending connection would keep the listener readable
-                 * forever (busy loop). Spend the reserve fd to accept and drop it. */
-                close(s->reserve_fd);
-                int tmp = accept(l->fd, NULL, NULL);
-                if (tmp >= 0)
-                    close(tmp);
-                s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-                cairn_warn("out of file descriptors: dropped a client connection", "limit=%s", "RLIMIT_NOFILE");
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return;
+            int64_t now = cairn_now_ms();
+            if ((errno == EMFILE || errno == ENFILE) && s->reserve_fd >= 0) {
+                /* Out of fds: the pending connections would keep the listener readable and
+                 * the loop spinning. Spend the reserve to accept and drop what is queued (the
+                 * client sees a close, not a hang), then take the reserve again, so that
+                 * the IPC sockets and a TLS or file open still find a descriptor. */
+                close(s->reserve_fd);
+                s->reserve_fd = -1;
+                for (int j = 0; j < ACCEPT_BATCH; j++) {
+                    int tmp = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+                    if (tmp < 0)
+                        break;
+                    close(tmp);
+                    s->drop_nofd++;
+                }
+                s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            } else if (errno == EMFILE || errno == ENFILE) {
+                s->drop_nofd++; /* (no reserve: the pause below is all the backoff there is) */
+            } else {
+                s->drop_err++;
+                s->drop_errno = errno;
             }
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                cairn_warn("accept failed", "err=\"%s\"", strerror(errno));
+            /* Back off: listeners are left out of the poll set for a while, so that freed
+             * descriptors go to established connections first. */
+            s->accept_paused_until = now + ACCEPT_PAUSE_MS;
+            drop_log(s, now, 0);
             return;
+        }
+        if (s->max_conns && s->n_conns - s->n_dead >= s->max_conns) {
+            /* Over --max-client-connections: closed before a byte is read (we cannot know yet
+             * whether it would speak HTTP/2 or HTTP/1.1, or TLS); the client sees a reset. */
+            close(fd);
+            s->drop_limit++;
+            drop_log(s, cairn_now_ms(), 0);
+            continue;
         }
         int one = 1, idle = 15, intvl = 15;
         /* gRPC is many small request/response writes: Nagle would add 40 ms stalls. Keepalive
@@ -1922,6 +1985,20 @@ cairn_h2srv_t *cairn_h2srv_new(const cairn_h2srv_opts_t *opts, const cairn_h2srv
     s->ka_interval_ms = opts->keepalive_interval_ms;
     s->ka_timeout_ms = opts->keepalive_timeout_ms;
     s->next_serial = 1;
+    s->hdr_timeout_ms = opts->header_timeout_ms > 0 ? opts->header_timeout_ms
+                        : opts->header_timeout_ms == 0 ? SNIFF_TIMEOUT_MS : 0;
+    if (opts->max_conns > 0) {
+        s->max_conns = (size_t)opts->max_conns;
+    } else if (opts->max_conns < 0) {
+        /* From the descriptor limit: leave FD_HEADROOM for the IPC sockets (ZeroMQ's own
+         * included), listeners, TLS files and the reserve, so that connections, not the
+         * node's plumbing, are what runs out. */
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+            rlim_t n = rl.rlim_cur > 2 * FD_HEADROOM ? rl.rlim_cur - FD_HEADROOM : rl.rlim_cur / 2;
+            s->max_conns = n > 1 ? (size_t)n : 1;
+        }
+    }
 
     struct sigaction old;
     if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL && !(old.sa_flags & SA_SIGINFO))
@@ -1966,6 +2043,10 @@ cairn_h2srv_t *cairn_h2srv_new(const cairn_h2srv_opts_t *opts, const cairn_h2srv
             goto fail;
         }
         s->ls[i].fd = -1;
+        /* etcd 3.4 (embed/etcd.go) says the same for each such URL and serves it without */
+        if (!metrics && opts->client_cert_auth && strncmp(url, "http://", 7) == 0)
+            cairn_warn("scheme is HTTP while --client-cert-auth is enabled; ignoring client cert auth for this URL",
+                       "client-url=%s", url);
         rc = listener_open(s, url, opts->reuseport, &s->ls[i], errbuf, errlen);
         if (rc)
             goto fail;
@@ -2109,7 +2190,7 @@ size_t cairn_h2srv_poll_count(const cairn_h2srv_t *self)
         return 0;
     size_t n = self->n_conns - self->n_dead;
     for (size_t i = 0; i < self->n_ls; i++)
-        n += self->ls[i].fd >= 0;
+        n += self->ls[i].fd >= 0; /* (counted while paused too: an upper bound is enough) */
     return n;
 }
 
@@ -2131,8 +2212,9 @@ size_t cairn_h2srv_poll_fill(cairn_h2srv_t *self, zmq_pollitem_t *items, size_t 
         self->pollmap_cap = nc;
     }
     size_t n = 0;
+    int paused = self->accept_paused_until && cairn_now_ms() < self->accept_paused_until;
     for (size_t i = 0; i < self->n_ls && n < want; i++) {
-        if (self->ls[i].fd < 0)
+        if (self->ls[i].fd < 0 || paused)
             continue;
         items[n] = (zmq_pollitem_t){.socket = NULL, .fd = self->ls[i].fd, .events = ZMQ_POLLIN, .revents = 0};
         self->pollmap[n++] = LISTENER_BIT | i;
@@ -2288,12 +2370,19 @@ static void keepalive(cairn_h2srv_t *s, conn_t *c, int64_t now)
 
 static void sweep(cairn_h2srv_t *s, int64_t now)
 {
+    drop_log(s, now, 0);
+    if (s->reserve_fd < 0) /* (lost when it could not be taken again: retry) */
+        s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     for (size_t i = 0; i < s->n_conns; i++) {
         conn_t *c = s->conns[i];
         if (c->dead)
             continue;
-        if ((c->state == CS_HANDSHAKE || c->state == CS_SNIFF) && now - c->created_ms > SNIFF_TIMEOUT_MS)
+        if ((c->state == CS_HANDSHAKE || c->state == CS_SNIFF) && s->hdr_timeout_ms &&
+            now - c->created_ms > s->hdr_timeout_ms)
             conn_kill(c);
+        else if (c->state == CS_H1 && c->h1_head_ms && !c->h1_pending && s->hdr_timeout_ms &&
+                 now - c->h1_head_ms > s->hdr_timeout_ms)
+            conn_kill(c); /* a request head still incomplete: slowloris, or a client gone */
         else if (c->state == CS_LINGER && now - c->closing_ms > LINGER_TIMEOUT_MS)
             conn_kill(c);
         else if (c->closing && now - c->closing_ms > CLOSING_TIMEOUT_MS)

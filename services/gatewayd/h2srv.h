@@ -107,6 +107,10 @@ typedef struct {
     uint32_t max_concurrent_streams;  /* per connection; 0 = 1000 */
     int64_t keepalive_interval_ms;    /* etcd --grpc-keepalive-interval: PING a client silent this long; 0 off */
     int64_t keepalive_timeout_ms;     /* etcd --grpc-keepalive-timeout: close if the PING is not answered; 0 off */
+    int64_t header_timeout_ms;        /* a connection must finish its TLS handshake, HTTP/2 preface or
+                                       * HTTP/1.1 request head within this; 0 = 10 s, < 0 = no limit */
+    int64_t max_conns;                /* connections held at once, past it accepted and closed at once;
+                                       * 0 = unlimited, < 0 = RLIMIT_NOFILE minus 64 */
 } cairn_h2srv_opts_t;
 
 typedef struct cairn_h2srv_t cairn_h2srv_t;

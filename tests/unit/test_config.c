@@ -780,8 +780,49 @@ Test(config, unix_peer_urls_and_huge_requests_refused)
     cr_assert_eq(LOAD(&c, "--max-request-bytes", "33554432"), 0, "%s", g_err);
     cr_assert_eq(c->max_request_bytes, 33554432);
     cairn_config_destroy(&c);
-    cr_assert_eq(LOAD(&c, "--listen-client-urls", "unix://localhost:2379"), 0, "client unix URLs are not peer URLs: %s",
-                 g_err);
+}
+
+/* Issue 11 defect 2: gatewayd listens on TCP only, so a unix:// or unixs:// client (or metrics)
+ * URL is refused here, where every daemon and cairnctl run read the configuration, instead of
+ * passing and then failing in every gatewayd at its start (a restart loop under a supervisor). */
+Test(config, client_unix_urls_refused)
+{
+#define CLIENT_UNIX_MSG                                                                            \
+    "unix:// and unixs:// client URLs are not supported (gatewayd listens on TCP only); use http:// or https://"
+    static const struct {
+        const char *a[2];
+        const char *want;
+    } cases[] = {
+        {{"--listen-client-urls", "unix://localhost:2379"},
+         "--listen-client-urls unix://localhost:2379: " CLIENT_UNIX_MSG},
+        {{"--listen-client-urls", "http://127.0.0.1:2379,unixs://localhost:2379"},
+         "--listen-client-urls unixs://localhost:2379: " CLIENT_UNIX_MSG},
+        {{"--listen-metrics-urls", "unix://m:2381"}, "--listen-metrics-urls unix://m:2381: " CLIENT_UNIX_MSG},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cairn_config_t *c = NULL;
+        cr_assert_eq(LOAD(&c, cases[i].a[0], cases[i].a[1]), CAIRN_ECONFIG, "case %zu", i);
+        cr_assert_str_eq(g_err, cases[i].want, "case %zu", i);
+        cairn_config_destroy(&c);
+    }
+}
+
+Test(config, connection_limit_and_header_timeout)
+{
+    cairn_config_t *c;
+    cr_assert_eq(LOAD(&c, "--name", "default"), 0, "%s", g_err);
+    cr_assert_eq(c->max_client_connections, -1);
+    cr_assert_eq(c->client_header_timeout_ms, 10000);
+    cairn_config_destroy(&c);
+    cr_assert_eq(LOAD(&c, "--max-client-connections", "0"), 0, "%s", g_err);
+    cr_assert_eq(c->max_client_connections, 0);
+    cairn_config_destroy(&c);
+    cr_assert_eq(LOAD(&c, "--client-header-timeout", "3s"), 0, "%s", g_err);
+    cr_assert_eq(c->client_header_timeout_ms, 3000);
+    cairn_config_destroy(&c);
+    cr_assert_eq(LOAD(&c, "--max-client-connections", "-2"), CAIRN_ECONFIG);
+    cr_assert_str_eq(g_err, "--max-client-connections: must be -1 (from the descriptor limit), 0 (unlimited) or a "
+                            "positive number");
     cairn_config_destroy(&c);
 }
 
