@@ -106,7 +106,8 @@ static const opt_t k_opts[] = {
      "List of URLs to listen on for peer traffic (http://; https://, unix:// and unixs:// are refused).",
      NULL, 0, NULL},
     {"listen-client-urls", K_URLS, F(listen_client_urls), "http://localhost:2379", NULL,
-     "List of URLs to listen on for client traffic (http:// or https://; unix:// and unixs:// are refused).",
+     "List of URLs to listen on for client traffic (unix://NAME: a socket file NAME, relative to the working "
+     "directory, served by one gatewayd of the node at a time).",
      NULL, 0, NULL},
     {"quota-backend-bytes", K_I64, F(quota_backend_bytes), "0", NULL,
      "Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB, negative disables).",
@@ -1214,25 +1215,31 @@ static int check_no_peer_tls_members(const cairn_config_t *c, char *eb, size_t e
     return 0;
 }
 
-/* gatewayd serves clients over TCP only: a unix:// or unixs:// listen URL would otherwise pass
- * here and then fail in every gatewayd at its start, which the supervisor restarts in a loop.
- * etcd 3.4 serves client unix sockets; Cairn does not (yet), and says so at start, the same way
- * in every daemon and in cairnctl run, since they all read the configuration through here. */
-#define CLIENT_UNIX_REFUSED                                                                        \
-    "unix:// and unixs:// client URLs are not supported (gatewayd listens on TCP only); use http:// or " \
-    "https://"
-static int check_no_client_unix(const cairn_config_t *c, char *eb, size_t el)
+/* A unix:// or unixs:// client (or metrics) URL names a socket file, etcd's way: its host:port
+ * as written, relative to gatewayd's working directory. sun_path holds 107 bytes and gatewayd
+ * also creates "<name>.lock" beside it (which gateway of the node serves it), so a longer name
+ * is refused here, in every daemon, rather than making gatewayd fail at each start. */
+#define UNIX_CLIENT_NAME_MAX 102
+static int check_client_unix(const cairn_config_t *c, char *eb, size_t el)
 {
     static const char *const url_opts[] = {"listen-client-urls", "listen-metrics-urls"};
     for (size_t k = 0; k < sizeof url_opts / sizeof url_opts[0]; k++) {
         size_t i = (size_t)opt_index(url_opts[k], strlen(url_opts[k]));
         const cairn_config_urls_t *u = cfield(c, &k_opts[i]);
-        for (size_t j = 0; j < u->n; j++)
-            if (cairn_url_scheme(u->v[j]) == CAIRN_URL_UNIX || cairn_url_scheme(u->v[j]) == CAIRN_URL_UNIXS) {
-                char what[300];
-                snprintf(what, sizeof what, " %s", u->v[j]);
-                return refuse_opt(c, i, what, CLIENT_UNIX_REFUSED, eb, el);
+        for (size_t j = 0; j < u->n; j++) {
+            int sc = cairn_url_scheme(u->v[j]);
+            const char *sep = strstr(u->v[j], "://");
+            if ((sc != CAIRN_URL_UNIX && sc != CAIRN_URL_UNIXS) || !sep)
+                continue;
+            size_t n = strcspn(sep + 3, "/?#");
+            if (n > UNIX_CLIENT_NAME_MAX) {
+                char what[300], why[160];
+                snprintf(what, sizeof what, " %.200s", u->v[j]);
+                snprintf(why, sizeof why, "the unix socket name is %zu bytes, over the limit of %d", n,
+                         UNIX_CLIENT_NAME_MAX);
+                return refuse_opt(c, i, what, why, eb, el);
             }
+        }
     }
     return 0;
 }
@@ -1295,7 +1302,7 @@ int cairn_config_finalize(cairn_config_t *c, char *eb, size_t el)
 
     if ((rc = check_no_peer_tls(c, eb, el)))
         return rc;
-    if ((rc = check_no_client_unix(c, eb, el)))
+    if ((rc = check_client_unix(c, eb, el)))
         return rc;
     if (c->max_client_connections < -1)
         return refuse_opt(c, (size_t)opt_index("max-client-connections", 22), "",

@@ -82,7 +82,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
@@ -200,6 +202,12 @@ typedef struct {
     int tls;
     int port;
     int metrics_only; /* --listen-metrics-urls: every request is plain HTTP (no gRPC) */
+    /* unix:// and unixs://: the socket file (etcd's: the URL's host:port, relative to the
+     * working directory) and the flock'ed "<path>.lock" that says which gateway of the node
+     * listens on it; the others have fd -1 and try to take it over once a second. */
+    char *upath;
+    int lock_fd;
+    int backlog;
 } listener_t;
 
 struct cairn_h2srv_t {
@@ -1813,25 +1821,96 @@ static void conn_feed(conn_t *c, const uint8_t *data, size_t n)
 /* ---- listeners ------------------------------------------------------------------------- */
 
 /* A listen URL (cairn_url.h) -> host ("" = every interface), port and whether it is TLS;
- * unix:// and unixs:// are not served. */
-static int parse_url(const char *url, int *tls, char *host, size_t hcap, char *port, size_t pcap)
+ * for unix:// and unixs://, *upath gets the socket file's path (malloc'd), as etcd 3.4 has it:
+ * the URL's host:port as written ("unix://localhost:2379" is the file "localhost:2379" in the
+ * working directory; a URL with a path is refused by cairn_url_parse, as by etcd). */
+static int parse_url(const char *url, int *tls, char *host, size_t hcap, char *port, size_t pcap, char **upath)
 {
     cairn_url_t u;
-    if (cairn_url_parse(&u, url, strlen(url), 0, NULL, 0) < 0 ||
-        (u.scheme != CAIRN_URL_HTTP && u.scheme != CAIRN_URL_HTTPS))
+    *upath = NULL;
+    if (cairn_url_parse(&u, url, strlen(url), 0, NULL, 0) < 0)
         return -1;
     *tls = cairn_url_is_tls(&u);
+    if (u.scheme == CAIRN_URL_UNIX || u.scheme == CAIRN_URL_UNIXS) {
+        const char *a = strstr(url, "://") + 3;
+        size_t al = strcspn(a, "/?#");
+        if (al == 0 || !(*upath = strndup(a, al)))
+            return -1;
+        return 0;
+    }
     int hn = snprintf(host, hcap, "%s", u.host), pn = snprintf(port, pcap, "%d", u.port);
     return hn >= 0 && (size_t)hn < hcap && pn >= 0 && (size_t)pn < pcap ? 0 : -1;
+}
+
+/* Takes the unix listener if no other gateway of the node holds it: the lock first, then the
+ * socket file (a stale one, left by a gateway that died, is removed, as etcd removes it). A
+ * Unix socket has no SO_REUSEPORT to share one path between processes, so one gateway at a
+ * time serves it and another takes it over within a second of its exit. 0 taken, 1 held by
+ * another, < 0 error. */
+static int unix_take(listener_t *l, char *errbuf, size_t errlen)
+{
+    if (flock(l->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK)
+            return 1;
+        cairn_errbuf_set(errbuf, errlen, "cannot lock %s.lock: %s", l->upath, strerror(errno));
+        return CAIRN_EIO;
+    }
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    memcpy(sa.sun_path, l->upath, strlen(l->upath) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    unlink(l->upath);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, l->backlog) != 0)
+        goto fail;
+    l->fd = fd;
+    return 0;
+fail:
+    cairn_errbuf_set(errbuf, errlen, "cannot listen on unix socket %s: %s", l->upath, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    flock(l->lock_fd, LOCK_UN);
+    return CAIRN_EIO;
+}
+
+static int listener_open_unix(listener_t *l, const char *url, char *errbuf, size_t errlen)
+{
+    struct sockaddr_un sa;
+    if (strlen(l->upath) >= sizeof sa.sun_path - 5) {
+        cairn_errbuf_set(errbuf, errlen, "unix socket path of %s is %zu bytes, over the %zu-byte limit", url,
+                         strlen(l->upath), sizeof sa.sun_path - 6);
+        return CAIRN_ECONFIG;
+    }
+    char lp[sizeof sa.sun_path + 8];
+    snprintf(lp, sizeof lp, "%s.lock", l->upath);
+    l->backlog = 4096;
+    l->lock_fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (l->lock_fd < 0) {
+        cairn_errbuf_set(errbuf, errlen, "cannot open %s (the lock of %s): %s", lp, url, strerror(errno));
+        return CAIRN_EIO;
+    }
+    int rc = unix_take(l, errbuf, errlen);
+    if (rc < 0)
+        return rc;
+    l->port = 0;
+    if (rc == 0)
+        cairn_info("listening for client traffic", "url=%s socket=%s", url, l->upath);
+    else
+        cairn_info("another gatewayd of the node listens on this unix socket; taking it over if it stops",
+                   "url=%s socket=%s", url, l->upath);
+    return 0;
 }
 
 static int listener_open(cairn_h2srv_t *s, const char *url, int reuseport, listener_t *l, char *errbuf, size_t errlen)
 {
     char host[256], port[8];
-    if (parse_url(url, &l->tls, host, sizeof host, port, sizeof port) != 0) {
-        cairn_errbuf_set(errbuf, errlen, "bad listen URL %s (want http://IP:PORT or https://IP:PORT)", url);
+    if (parse_url(url, &l->tls, host, sizeof host, port, sizeof port, &l->upath) != 0) {
+        cairn_errbuf_set(errbuf, errlen,
+                         "bad listen URL %s (want http://IP:PORT, https://IP:PORT, unix://NAME or unixs://NAME)", url);
         return CAIRN_ECONFIG;
     }
+    if (l->upath)
+        return listener_open_unix(l, url, errbuf, errlen);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV}, *ai = NULL;
     int gr = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
@@ -1934,11 +2013,13 @@ static void accept_some(cairn_h2srv_t *s, listener_t *l)
         }
         int one = 1, idle = 15, intvl = 15;
         /* gRPC is many small request/response writes: Nagle would add 40 ms stalls. Keepalive
-         * (Go's listener defaults) reaps peers that vanished without a FIN. */
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+         * (Go's listener defaults) reaps peers that vanished without a FIN. (Not for unix.) */
+        if (!l->upath) {
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+            setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+            setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+        }
         conn_t *c = conn_new(s, fd, l->tls);
         if (!c) {
             close(fd);
@@ -2007,7 +2088,7 @@ cairn_h2srv_t *cairn_h2srv_new(const cairn_h2srv_opts_t *opts, const cairn_h2srv
     int need_tls = 0;
     for (size_t i = 0; i < opts->n_listen + opts->n_metrics; i++)
         if ((i < opts->n_listen ? opts->listen_urls[i] : opts->metrics_urls[i - opts->n_listen]) &&
-            strncmp(i < opts->n_listen ? opts->listen_urls[i] : opts->metrics_urls[i - opts->n_listen], "https://", 8) == 0)
+            cairn_url_text_is_tls(i < opts->n_listen ? opts->listen_urls[i] : opts->metrics_urls[i - opts->n_listen]))
             need_tls = 1;
     if (need_tls) {
         char certp[4200], keyp[4200];
@@ -2042,16 +2123,16 @@ cairn_h2srv_t *cairn_h2srv_new(const cairn_h2srv_opts_t *opts, const cairn_h2srv
             rc = CAIRN_ECONFIG;
             goto fail;
         }
-        s->ls[i].fd = -1;
+        s->ls[i].fd = s->ls[i].lock_fd = -1;
+        s->n_ls++; /* (counted before it opens: destroy frees what a failed open left) */
         /* etcd 3.4 (embed/etcd.go) says the same for each such URL and serves it without */
-        if (!metrics && opts->client_cert_auth && strncmp(url, "http://", 7) == 0)
+        if (!metrics && opts->client_cert_auth && !cairn_url_text_is_tls(url))
             cairn_warn("scheme is HTTP while --client-cert-auth is enabled; ignoring client cert auth for this URL",
                        "client-url=%s", url);
         rc = listener_open(s, url, opts->reuseport, &s->ls[i], errbuf, errlen);
         if (rc)
             goto fail;
         s->ls[i].metrics_only = metrics;
-        s->n_ls++;
     }
 
     if (nghttp2_session_callbacks_new(&s->cbs) != 0 || nghttp2_option_new(&s->h2opt) != 0) {
@@ -2089,11 +2170,21 @@ fail:
 
 static void close_listeners(cairn_h2srv_t *s)
 {
-    for (size_t i = 0; i < s->n_ls; i++)
-        if (s->ls[i].fd >= 0) {
-            close(s->ls[i].fd);
-            s->ls[i].fd = -1;
+    for (size_t i = 0; i < s->n_ls; i++) {
+        listener_t *l = &s->ls[i];
+        /* a unix socket file goes before its lock does: once the lock is free, it is the next
+         * gateway's file */
+        if (l->fd >= 0 && l->upath)
+            unlink(l->upath);
+        if (l->fd >= 0) {
+            close(l->fd);
+            l->fd = -1;
         }
+        if (l->lock_fd >= 0) {
+            close(l->lock_fd);
+            l->lock_fd = -1;
+        }
+    }
 }
 
 void cairn_h2srv_drain(cairn_h2srv_t *self)
@@ -2168,6 +2259,8 @@ void cairn_h2srv_destroy(cairn_h2srv_t **self_p)
     }
     free(s->conns);
     close_listeners(s);
+    for (size_t i = 0; i < s->n_ls; i++)
+        free(s->ls[i].upath);
     free(s->ls);
     free(s->ht);
     free(s->pollmap);
@@ -2373,6 +2466,17 @@ static void sweep(cairn_h2srv_t *s, int64_t now)
     drop_log(s, now, 0);
     if (s->reserve_fd < 0) /* (lost when it could not be taken again: retry) */
         s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    for (size_t i = 0; i < s->n_ls && !s->draining; i++) {
+        listener_t *l = &s->ls[i];
+        if (l->upath && l->fd < 0 && l->lock_fd >= 0) {
+            char eb[256];
+            int rc = unix_take(l, eb, sizeof eb);
+            if (rc == 0)
+                cairn_info("took over the unix socket from a gatewayd that stopped", "socket=%s", l->upath);
+            else if (rc < 0)
+                cairn_warn("cannot take over the unix socket", "err=\"%s\"", eb);
+        }
+    }
     for (size_t i = 0; i < s->n_conns; i++) {
         conn_t *c = s->conns[i];
         if (c->dead)
