@@ -274,7 +274,7 @@ static void *server_loop(void *arg)
     return NULL;
 }
 
-enum { FX_TLS = 1, FX_ASYNC_H1 = 2, FX_SMALL_MAX = 4, FX_KEEPALIVE = 8 };
+enum { FX_TLS = 1, FX_ASYNC_H1 = 2, FX_SMALL_MAX = 4, FX_KEEPALIVE = 8, FX_LIMITS = 16 };
 
 static fixture_t *fx_start(int flags)
 {
@@ -292,7 +292,9 @@ static fixture_t *fx_start(int flags)
                             .auto_tls_dir = tlsdir,
                             .max_request_bytes = (flags & FX_SMALL_MAX) ? 1024 : 0,
                             .keepalive_interval_ms = (flags & FX_KEEPALIVE) ? 1000 : 0,
-                            .keepalive_timeout_ms = (flags & FX_KEEPALIVE) ? 1000 : 0};
+                            .keepalive_timeout_ms = (flags & FX_KEEPALIVE) ? 1000 : 0,
+                            .header_timeout_ms = (flags & FX_LIMITS) ? 1000 : 0,
+                            .max_conns = (flags & FX_LIMITS) ? 3 : 0};
     cairn_h2srv_handlers_t h = {.on_message = on_message,
                                 .on_half_close = on_half_close,
                                 .on_close = on_close,
@@ -1134,6 +1136,54 @@ Test(h2srv, http1_on_the_same_port, .timeout = 30)
     cr_assert(read_until_close(fd, buf, sizeof buf, &got, 3000));
     cr_assert(strncmp(buf, "HTTP/1.1 501", 12) == 0, "%s", buf);
     close(fd);
+    fx_stop(fx);
+}
+
+/* Issue 11 defect 3: a half-sent HTTP/1.1 request head is closed after the header timeout
+ * (it used to hold its descriptor forever), while a keep-alive connection idle between whole
+ * requests stays; a connection past max_conns is closed at once. */
+Test(h2srv, http1_header_timeout_and_connection_limit, .timeout = 30)
+{
+    fixture_t *fx = fx_start(FX_LIMITS);
+    char buf[8192];
+    size_t have = 0;
+    const char *req = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    int keep = tcp_connect(fx->port);
+    send_all(keep, req, strlen(req));
+    int n = read_http1_response(keep, buf, sizeof buf, &have, 3000);
+    cr_assert_gt(n, 0);
+    h1_consume(buf, &have, n);
+
+    int half = tcp_connect(fx->port);
+    const char *part = "GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    send_all(half, part, strlen(part));
+    int64_t t0 = mono_ms();
+    cr_assert(read_until_close(half, NULL, 0, NULL, 4000), "a half-sent head is closed");
+    int64_t took = mono_ms() - t0;
+    cr_assert(took >= 900 && took <= 3500, "closed after %" PRId64 " ms (timeout 1000, swept each second)", took);
+    close(half);
+
+    /* the idle keep-alive connection was not reaped with it */
+    send_all(keep, req, strlen(req));
+    n = read_http1_response(keep, buf, sizeof buf, &have, 3000);
+    cr_assert_gt(n, 0);
+    cr_assert(strncmp(buf, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", buf);
+    h1_consume(buf, &have, n);
+
+    /* max_conns 3: keep + two more are held, the fourth is closed before it sends a byte */
+    int a = tcp_connect(fx->port), b = tcp_connect(fx->port);
+    for (int64_t end = mono_ms() + 2000; atomic_load(&fx->conns) < 3 && mono_ms() < end;)
+        usleep(5000);
+    int over = tcp_connect(fx->port);
+    size_t got = 1;
+    t0 = mono_ms();
+    cr_assert(read_until_close(over, NULL, 0, &got, 800), "the connection past the limit is closed");
+    cr_assert_eq(got, 0);
+    cr_assert_lt(mono_ms() - t0, 800);
+    close(over);
+    close(a);
+    close(b);
+    close(keep);
     fx_stop(fx);
 }
 
