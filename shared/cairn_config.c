@@ -303,13 +303,15 @@ static bool is_etcd_peer_tls(const char *name, size_t len)
 }
 
 /* CAIRN_ + the flag upper-cased, '-' -> '_'. */
-static void env_name(const char *flag, char *buf, size_t len)
+static void env_name_p(const char *prefix, const char *flag, char *buf, size_t len)
 {
-    size_t n = (size_t)snprintf(buf, len, "CAIRN_");
+    size_t n = (size_t)snprintf(buf, len, "%s", prefix);
     for (const char *p = flag; *p && n + 1 < len; p++)
         buf[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
     buf[n < len ? n : len - 1] = 0;
 }
+
+static void env_name(const char *flag, char *buf, size_t len) { env_name_p("CAIRN_", flag, buf, len); }
 
 /* ---- URL lists ---------------------------------------------------------------------------- */
 
@@ -813,6 +815,35 @@ static int parse_argv(int argc, char *const argv[], flagval_t *fv, size_t *nfv, 
     return 0;
 }
 
+/* Every ETCD_* variable must name a setting Cairn has (an option, or a peer-TLS one, refused
+ * above); ETCDCTL_* is etcdctl's and not looked at. */
+static int check_etcd_env(char *eb, size_t el)
+{
+    extern char **environ;
+    for (char **e = environ; e && *e; e++) {
+        if (strncmp(*e, "ETCD_", 5) != 0)
+            continue;
+        const char *eq = strchr(*e, '=');
+        size_t n = eq ? (size_t)(eq - *e) : strlen(*e);
+        int known = 0;
+        for (size_t i = 0; i < N_OPTS && !known; i++) {
+            char var[96];
+            env_name_p("ETCD_", k_opts[i].name, var, sizeof var);
+            known = strlen(var) == n && strncmp(var, *e, n) == 0;
+        }
+        for (size_t i = 0; k_etcd_peer_tls[i] && !known; i++) {
+            char var[96];
+            env_name_p("ETCD_", k_etcd_peer_tls[i], var, sizeof var);
+            known = strlen(var) == n && strncmp(var, *e, n) == 0;
+        }
+        if (!known)
+            return fail(eb, el, CAIRN_ECONFIG,
+                        "environment variable %.*s: not a setting Cairn has (stored --help lists them); unset it", (int)n,
+                        *e);
+    }
+    return 0;
+}
+
 int cairn_config_load(cairn_config_t *c, int argc, char *const argv[], char *eb, size_t el)
 {
     if (eb && el)
@@ -827,8 +858,11 @@ int cairn_config_load(cairn_config_t *c, int argc, char *const argv[], char *eb,
     if (rc)
         goto out;
 
-    /* The config file: the last --config-file flag, else CAIRN_CONFIG_FILE. */
+    /* The config file: the last --config-file flag, else CAIRN_CONFIG_FILE (or etcd's
+     * ETCD_CONFIG_FILE). */
     const char *file = getenv("CAIRN_CONFIG_FILE");
+    if (!file)
+        file = getenv("ETCD_CONFIG_FILE");
     int file_src = SRC_ENV;
     for (size_t i = 0; i < nfv; i++)
         if (k_opts[fv[i].opt].kind == K_CONFIG_FILE)
@@ -841,31 +875,48 @@ int cairn_config_load(cairn_config_t *c, int argc, char *const argv[], char *eb,
             goto out;
     }
 
-    /* The environment. Other CAIRN_* variables (CAIRN_BIN, ...) belong to other tools and
-     * are left alone. */
+    /* The environment: CAIRN_<FLAG>, or etcd's own ETCD_<FLAG> so that an etcd environment
+     * file (/etc/default/etcd, a unit's EnvironmentFile) works as it is. Both set to different
+     * values is refused (which one would an operator expect?). Other CAIRN_* variables
+     * (CAIRN_BIN, ...) belong to other tools and are left alone; an ETCD_* variable for a
+     * setting Cairn does not have is refused, as a flag would be: accepted and ignored, it
+     * would leave an operator believing it is on. */
     for (size_t i = 0; i < N_OPTS; i++) {
         if (k_opts[i].kind == K_CONFIG_FILE)
             continue;
-        char var[96];
+        char var[96], evar[96];
         env_name(k_opts[i].name, var, sizeof var);
-        const char *v = getenv(var);
+        env_name_p("ETCD_", k_opts[i].name, evar, sizeof evar);
+        const char *v = getenv(var), *ev = getenv(evar);
+        if (v && ev && strcmp(v, ev) != 0) {
+            rc = fail(eb, el, CAIRN_ECONFIG, "environment variables %s=\"%s\" and %s=\"%s\" disagree; set one", var,
+                      v, evar, ev);
+            goto out;
+        }
+        const char *name = v ? var : evar;
+        if (!v)
+            v = ev;
         if (!v)
             continue;
         char ctx[160];
-        snprintf(ctx, sizeof ctx, "environment variable %s", var);
+        snprintf(ctx, sizeof ctx, "environment variable %s", name);
         if ((rc = apply(c, i, v, SRC_ENV, HOW_TEXT, ctx, eb, el)))
             goto out;
     }
     for (size_t i = 0; k_etcd_peer_tls[i]; i++) {
-        char var[96];
-        env_name(k_etcd_peer_tls[i], var, sizeof var);
-        const char *v = getenv(var);
-        if (v && *v) { /* empty asks for nothing, as with the options' own variables */
-            rc = fail(eb, el, CAIRN_ECONFIG, "--%s (set by environment variable %s): " PEER_TLS_REFUSED,
-                      k_etcd_peer_tls[i], var);
-            goto out;
+        for (int p = 0; p < 2; p++) {
+            char var[96];
+            env_name_p(p ? "ETCD_" : "CAIRN_", k_etcd_peer_tls[i], var, sizeof var);
+            const char *v = getenv(var);
+            if (v && *v) { /* empty asks for nothing, as with the options' own variables */
+                rc = fail(eb, el, CAIRN_ECONFIG, "--%s (set by environment variable %s): " PEER_TLS_REFUSED,
+                          k_etcd_peer_tls[i], var);
+                goto out;
+            }
         }
     }
+    if ((rc = check_etcd_env(eb, el)))
+        goto out;
 
     for (size_t i = 0; i < nfv; i++) {
         const opt_t *o = &k_opts[fv[i].opt];
@@ -1150,8 +1201,10 @@ static int refuse_opt(const cairn_config_t *c, size_t i, const char *what, const
     const char *name = k_opts[i].name;
     char var[96];
     switch (c->priv_->src[i]) {
-    case SRC_ENV:
+    case SRC_ENV: /* CAIRN_<FLAG>, else etcd's ETCD_<FLAG> set it */
         env_name(name, var, sizeof var);
+        if (!getenv(var))
+            env_name_p("ETCD_", name, var, sizeof var);
         return fail(eb, el, CAIRN_ECONFIG, "--%s%s (set by environment variable %s): %s", name, what, var, why);
     case SRC_FILE:
         return fail(eb, el, CAIRN_ECONFIG, "--%s%s (set by config file %s line %d): %s", name, what,
@@ -1486,8 +1539,9 @@ void cairn_config_usage(FILE *out)
     fprintf(out, "Usage:\n\n  raftd|stored|gatewayd [flags]\n    Start one process of a Cairn node; the node's three "
                  "processes take the same flags.\n\n"
                  "  Every flag can also be set as an environment variable CAIRN_<FLAG> (upper case, '-' -> '_',\n"
-                 "  e.g. CAIRN_DATA_DIR) or as a key of the YAML --config-file. Precedence, highest first:\n"
-                 "  flags, environment, config file, defaults.\n");
+                 "  e.g. CAIRN_DATA_DIR) or etcd's ETCD_<FLAG> (an etcd environment file works as it is; an\n"
+                 "  ETCD_ variable for a setting Cairn lacks is refused), or as a key of the YAML --config-file.\n"
+                 "  Precedence, highest first: flags, environment, config file, defaults.\n");
     for (size_t i = 0; i < N_OPTS; i++) {
         const opt_t *o = &k_opts[i];
         if (o->group)

@@ -50,12 +50,12 @@ static const char *write_tmp(char *path, const char *text)
 
 static void clear_env(void)
 {
-    /* The tests must not see a developer's CAIRN_* settings. */
+    /* The tests must not see a developer's CAIRN_* (or etcd's ETCD_*) settings. */
     extern char **environ;
     for (int again = 1; again;) {
         again = 0;
         for (char **e = environ; *e; e++)
-            if (!strncmp(*e, "CAIRN_", 6)) {
+            if (!strncmp(*e, "CAIRN_", 6) || !strncmp(*e, "ETCD_", 5)) {
                 char name[128];
                 size_t n = strcspn(*e, "=");
                 snprintf(name, sizeof name, "%.*s", (int)n, *e);
@@ -296,6 +296,49 @@ Test(config, election_and_heartbeat_checks)
 
     cr_assert_eq(LOAD(&c, "--heartbeat-interval", "200", "--election-timeout", "1000"), 0, "%s", g_err);
     cairn_config_destroy(&c);
+}
+
+/* An etcd environment file works as it is: ETCD_<FLAG> sets the flag's option like CAIRN_<FLAG>;
+ * both set to different values, an ETCD_ variable for a setting Cairn has not, and etcd's peer
+ * TLS ones are refused with the variable's name; ETCDCTL_* is not ours to judge. */
+Test(config, etcd_environment_names)
+{
+    cairn_config_t *c;
+    setenv("ETCD_NAME", "etcd-env", 1);
+    setenv("ETCD_DATA_DIR", "/etcd/data", 1);
+    setenv("ETCD_SNAPSHOT_COUNT", "77", 1);
+    setenv("ETCD_AUTO_COMPACTION_MODE", "revision", 1);
+    setenv("ETCDCTL_API", "3", 1);
+    cr_assert_eq(LOAD(&c, NULL), 0, "%s", g_err);
+    cr_assert_str_eq(c->name, "etcd-env");
+    cr_assert_str_eq(c->data_dir, "/etcd/data");
+    cr_assert_eq(c->snapshot_count, 77);
+    cr_assert_eq(c->auto_compaction_mode, CAIRN_COMPACTION_REVISION);
+    cairn_config_destroy(&c);
+    setenv("CAIRN_NAME", "etcd-env", 1); /* the same value: fine */
+    cr_assert_eq(LOAD(&c, NULL), 0, "%s", g_err);
+    cairn_config_destroy(&c);
+    setenv("CAIRN_NAME", "other", 1);
+    cr_assert_eq(LOAD(&c, NULL), CAIRN_ECONFIG);
+    cr_assert(strstr(g_err, "CAIRN_NAME=\"other\" and ETCD_NAME=\"etcd-env\" disagree"), "%s", g_err);
+    cairn_config_destroy(&c);
+    unsetenv("CAIRN_NAME");
+    setenv("ETCD_ENABLE_V2", "true", 1);
+    cr_assert_eq(LOAD(&c, NULL), CAIRN_ECONFIG);
+    cr_assert(strstr(g_err, "ETCD_ENABLE_V2: not a setting Cairn has"), "%s", g_err);
+    cairn_config_destroy(&c);
+    unsetenv("ETCD_ENABLE_V2");
+    setenv("ETCD_PEER_CERT_FILE", "/tls/peer.crt", 1);
+    cr_assert_eq(LOAD(&c, NULL), CAIRN_ECONFIG);
+    cr_assert(strstr(g_err, "ETCD_PEER_CERT_FILE"), "%s", g_err);
+    cairn_config_destroy(&c);
+    unsetenv("ETCD_PEER_CERT_FILE");
+    setenv("ETCD_ENABLE_PPROF", "true", 1); /* a fixed setting: its value is judged as the flag's */
+    cr_assert_eq(LOAD(&c, NULL), CAIRN_ECONFIG);
+    cr_assert(strstr(g_err, "environment variable ETCD_ENABLE_PPROF"), "%s", g_err);
+    cairn_config_destroy(&c);
+    unsetenv("ETCD_ENABLE_PPROF");
+    unsetenv("ETCDCTL_API");
 }
 
 Test(config, env_and_precedence)
