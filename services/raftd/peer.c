@@ -339,6 +339,12 @@ int raftd_listen_peers(raftd_t *r)
         zsock_set_ipv6(s, 1);
         zsock_set_rcvhwm(s, CAIRN_ZMQ_HWM);
         zsock_set_linger(s, 0);
+        /* A peer's DEALER always has the same identity (its member id). When its raftd restarts,
+         * the new connection must take that identity over: without handover ZeroMQ keeps the old
+         * connection's (not yet reaped when this raftd was paused, e.g. SIGSTOP or a long stall,
+         * while the peer died and came back) and never reads the new one - the peer stayed
+         * unheard for good (nemesis seed 1002; tests/integration/test_nemesis.sh). */
+        zsock_set_router_handover(s, 1);
         /* The network can send anything: ZeroMQ drops a connection whose message would exceed
          * what the decoder accepts anyway, before allocating it. */
         zsock_set_maxmsgsize(s, (int)CAIRN_IPC_MAX_FRAME);
