@@ -29,6 +29,12 @@ zsock_t *cairn_zmq_router_bind(const char *endpoint, int *err)
     }
     tune(s);
     zsock_set_router_mandatory(s, 1);
+    /* A peer that reconnects under its identity (raftd's "raftd", a gateway's origin) is a
+     * restarted process: its new connection takes the identity over. Without this, a ROUTER
+     * that was paused (SIGSTOP, a long stall) while the peer died and came back keeps the dead
+     * pipe under that identity and never reads the new one - the nemesis found that on the
+     * peer link (raftd/peer.c, seed 1002); the local links have the same shape. */
+    zsock_set_router_handover(s, 1);
     if (zsock_bind(s, "%s", endpoint) < 0) {
         zsock_destroy(&s);
         *err = CAIRN_EIO;
