@@ -109,7 +109,7 @@ static int self_is_learner(raftd_t *r)
  * A member that just started (or restarted one of its processes), or whose cluster is electing,
  * knows no leader for a moment - a heartbeat or an election. A write or a linearizable read that
  * arrives then waits for one, up to HOLD_MS, instead of failing at once with "etcdserver: no
- * leader" (linearizable reads do not wait: see request_or_hold): etcd's own raft keeps such a proposal until the election ends, and a client in a
+ * leader": etcd's own raft keeps such a proposal until the election ends, and a client in a
  * rolling restart should not see that moment. So does a write that reaches a leader while it
  * hands leadership over (MoveLeader, or its stop): the new leader takes it. Bounded: at most
  * HOLD_MAX requests and HOLD_MAX_BYTES of bodies wait; more are refused at once, as before. */
@@ -210,11 +210,7 @@ static void request_or_hold(raftd_t *r, int type, const uint8_t *ident, size_t i
                             const uint8_t *body, size_t len)
 {
     cairn_etcd_err_t why = try_request(r, type, ident, ident_len, req_id, body, len);
-    /* Only writes wait. A read index answered after a wait made the watch hub answer a
-     * progress request with a revision some watcher catching up had not been sent yet
-     * (test_watch_cluster under the sanitizer build); reads fail at once, as before. */
-    if (why != CAIRN_ETCD_NONE &&
-        (type != CAIRN_IPC_PROPOSE || !hold(r, type, ident, ident_len, req_id, body, len, why)))
+    if (why != CAIRN_ETCD_NONE && !hold(r, type, ident, ident_len, req_id, body, len, why))
         fail_request(r, type, ident, ident_len, req_id, why);
 }
 
