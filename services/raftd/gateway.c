@@ -110,9 +110,8 @@ static int self_is_learner(raftd_t *r)
  * knows no leader for a moment - a heartbeat or an election. A write or a linearizable read that
  * arrives then waits for one, up to HOLD_MS, instead of failing at once with "etcdserver: no
  * leader": etcd's own raft keeps such a proposal until the election ends, and a client in a
- * rolling restart should not see that moment. So does a write that reaches a leader while it
- * hands leadership over (MoveLeader, or its stop): the new leader takes it. Bounded: at most
- * HOLD_MAX requests and HOLD_MAX_BYTES of bodies wait; more are refused at once, as before. */
+ * rolling restart should not see that moment. Bounded: at most HOLD_MAX requests and
+ * HOLD_MAX_BYTES of bodies wait; more are refused at once, as before. */
 #define HOLD_MAX 10000
 #define HOLD_MAX_BYTES ((size_t)64 << 20)
 
@@ -123,7 +122,6 @@ typedef struct raftd_held {
     size_t ident_len;
     uint64_t req_id;
     int64_t deadline;
-    cairn_etcd_err_t why; /* what it waits for (the answer if the wait ends without it) */
     size_t len;
     uint8_t body[]; /* a proposal's body */
 } raftd_held_t;
@@ -134,7 +132,7 @@ static int no_leader(const raftd_t *r) { return !r->raft || cairn_raft_leader(r-
 
 /* Keeps the request for later: 1, or 0 when it cannot wait (bounds, memory). */
 static int hold(raftd_t *r, int type, const uint8_t *ident, size_t ident_len, uint64_t req_id, const uint8_t *body,
-                size_t len, cairn_etcd_err_t why)
+                size_t len)
 {
     if (r->n_waiting >= HOLD_MAX || r->waiting_bytes + len > HOLD_MAX_BYTES || ident_len > sizeof r->waiting->ident)
         return 0;
@@ -146,7 +144,6 @@ static int hold(raftd_t *r, int type, const uint8_t *ident, size_t ident_len, ui
     memcpy(h->ident, ident, ident_len);
     h->ident_len = ident_len;
     h->req_id = req_id;
-    h->why = why;
     h->deadline = cairn_now_ms() + hold_ms(r);
     h->len = len;
     if (len)
@@ -158,60 +155,43 @@ static int hold(raftd_t *r, int type, const uint8_t *ident, size_t ident_len, ui
     r->n_waiting++;
     r->waiting_bytes += len;
     if (r->n_waiting == 1)
-        cairn_debug("requests wait for a leader", "why=\"%s\" hold_ms=%lld", cairn_etcd_err_text(why),
-                    (long long)hold_ms(r));
+        cairn_debug("no leader: requests wait for one", "hold_ms=%lld", (long long)hold_ms(r));
     return 1;
 }
 
-/* Tries a request: 0 when it went to the core or was answered, else the reason it must wait -
- * CAIRN_ETCD_NO_LEADER (none known) or CAIRN_ETCD_TIMEOUT_LEADER_TRANSFER (this leader is
- * handing over: thesis §3.10, no new entries meanwhile; the new leader takes them). */
-static cairn_etcd_err_t try_request(raftd_t *r, int type, const uint8_t *ident, size_t ident_len, uint64_t req_id,
-                                    const uint8_t *body, size_t len)
+static void propose_or_hold(raftd_t *r, const uint8_t *ident, size_t ident_len, uint64_t req_id, const uint8_t *body,
+                            size_t len, int may_hold)
 {
-    if (type == CAIRN_IPC_PROPOSE) {
-        int rc = r->raft ? cairn_raft_propose(r->raft, body, len, NULL) : CAIRN_ENOT_LEADER;
-        if (rc == 0)
-            return CAIRN_ETCD_NONE;
-        if (rc == CAIRN_ENOT_LEADER && no_leader(r))
-            return CAIRN_ETCD_NO_LEADER;
-        if (rc == CAIRN_ESTATE)
-            return CAIRN_ETCD_TIMEOUT_LEADER_TRANSFER;
+    int rc = r->raft ? cairn_raft_propose(r->raft, body, len, NULL) : CAIRN_ENOT_LEADER;
+    if (rc == CAIRN_ENOT_LEADER && may_hold && no_leader(r) &&
+        hold(r, CAIRN_IPC_PROPOSE, ident, ident_len, req_id, body, len))
+        return;
+    if (rc)
         raftd_send_gw_error(r, ident, ident_len, CAIRN_IPC_PROPOSE_FAIL, req_id,
-                            rc == CAIRN_ENOT_LEADER ? CAIRN_ETCD_NO_LEADER : CAIRN_ETCD_NOT_CAPABLE);
-        return CAIRN_ETCD_NONE;
-    }
+                            rc == CAIRN_ENOT_LEADER ? CAIRN_ETCD_NO_LEADER
+                            : rc == CAIRN_ESTATE    ? CAIRN_ETCD_TIMEOUT_LEADER_TRANSFER
+                                                    : CAIRN_ETCD_NOT_CAPABLE);
+}
+
+static void read_index_or_hold(raftd_t *r, const uint8_t *ident, size_t ident_len, uint64_t req_id, int may_hold)
+{
     read_ctx_t *c = malloc(sizeof *c);
     if (!c || ident_len > sizeof c->ident) {
         free(c);
-        return CAIRN_ETCD_NONE;
+        return;
     }
     memcpy(c->ident, ident, ident_len);
     c->ident_len = ident_len;
     c->req_id = req_id;
     uint64_t ctx = ++r->next_ctx;
     cairn_u64map_put(r->reads, ctx, c);
-    if (r->raft && cairn_raft_read_index(r->raft, ctx) == 0)
-        return CAIRN_ETCD_NONE;
-    cairn_u64map_take(r->reads, ctx);
-    free(c);
-    return CAIRN_ETCD_NO_LEADER;
-}
-
-static void fail_request(raftd_t *r, int type, const uint8_t *ident, size_t ident_len, uint64_t req_id,
-                         cairn_etcd_err_t why)
-{
-    raftd_send_gw_error(r, ident, ident_len, type == CAIRN_IPC_PROPOSE ? CAIRN_IPC_PROPOSE_FAIL : CAIRN_IPC_READ_INDEX_RESP,
-                        req_id, why);
-}
-
-/* A request from a gateway: to the core now, or held until a leader can take it. */
-static void request_or_hold(raftd_t *r, int type, const uint8_t *ident, size_t ident_len, uint64_t req_id,
-                            const uint8_t *body, size_t len)
-{
-    cairn_etcd_err_t why = try_request(r, type, ident, ident_len, req_id, body, len);
-    if (why != CAIRN_ETCD_NONE && !hold(r, type, ident, ident_len, req_id, body, len, why))
-        fail_request(r, type, ident, ident_len, req_id, why);
+    if (!r->raft || cairn_raft_read_index(r->raft, ctx) != 0) {
+        cairn_u64map_take(r->reads, ctx);
+        free(c);
+        if (may_hold && no_leader(r) && hold(r, CAIRN_IPC_READ_INDEX, ident, ident_len, req_id, NULL, 0))
+            return;
+        raftd_send_gw_error(r, ident, ident_len, CAIRN_IPC_READ_INDEX_RESP, req_id, CAIRN_ETCD_NO_LEADER);
+    }
 }
 
 void raftd_held_tick(raftd_t *r, int64_t now)
@@ -227,25 +207,25 @@ void raftd_held_tick(raftd_t *r, int64_t now)
     while (list) {
         raftd_held_t *h = list;
         list = h->next;
-        h->next = NULL;
-        /* in arrival order; tried again whenever a leader is known (a transfer may still be
-         * on: then it keeps waiting) */
-        cairn_etcd_err_t why = leader ? try_request(r, h->type, h->ident, h->ident_len, h->req_id, h->body, h->len)
-                                      : h->why;
-        if (why == CAIRN_ETCD_NONE) {
-            free(h);
+        if (leader) {
+            /* in arrival order; a request refused now (leadership lost again) fails */
+            if (h->type == CAIRN_IPC_PROPOSE)
+                propose_or_hold(r, h->ident, h->ident_len, h->req_id, h->body, h->len, 0);
+            else
+                read_index_or_hold(r, h->ident, h->ident_len, h->req_id, 0);
+        } else if (now >= h->deadline) {
+            raftd_send_gw_error(r, h->ident, h->ident_len,
+                                h->type == CAIRN_IPC_PROPOSE ? CAIRN_IPC_PROPOSE_FAIL : CAIRN_IPC_READ_INDEX_RESP,
+                                h->req_id, CAIRN_ETCD_NO_LEADER);
+        } else {
+            h->next = NULL; /* still waiting */
+            *r->waiting_tail = h;
+            r->waiting_tail = &h->next;
+            r->n_waiting++;
+            r->waiting_bytes += h->len;
             continue;
         }
-        if (now >= h->deadline) {
-            fail_request(r, h->type, h->ident, h->ident_len, h->req_id, why);
-            free(h);
-            continue;
-        }
-        h->why = why;
-        *r->waiting_tail = h;
-        r->waiting_tail = &h->next;
-        r->n_waiting++;
-        r->waiting_bytes += h->len;
+        free(h);
     }
 }
 
@@ -289,10 +269,10 @@ void raftd_handle_gw(raftd_t *r, const uint8_t *ident, size_t ident_len, const u
     switch (m.type) {
     case CAIRN_IPC_PROPOSE:
         note_proposer(r, ident, ident_len);
-        request_or_hold(r, CAIRN_IPC_PROPOSE, ident, ident_len, m.req_id, m.body, m.body_len);
+        propose_or_hold(r, ident, ident_len, m.req_id, m.body, m.body_len, 1);
         break;
     case CAIRN_IPC_READ_INDEX:
-        request_or_hold(r, CAIRN_IPC_READ_INDEX, ident, ident_len, m.req_id, NULL, 0);
+        read_index_or_hold(r, ident, ident_len, m.req_id, 1);
         break;
     case CAIRN_IPC_MEMBERS:
         raftd_answer_members(r, ident, ident_len, m.req_id);
