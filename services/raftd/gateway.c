@@ -28,15 +28,8 @@ void raftd_send_gw_error(raftd_t *r, const uint8_t *ident, size_t len, int type,
     raftd_send_gw(r, ident, len, &m);
 }
 
-static void held_fail(raftd_t *r, cairn_etcd_err_t why);
-
 void raftd_fail_reads(raftd_t *r, cairn_etcd_err_t why)
 {
-    /* Requests waiting for a leader (below) were never given to a core: when the core is
-     * rebuilt (a reload, the first load) they keep waiting for the new one; only a stop ends
-     * them. */
-    if (why == CAIRN_ETCD_STOPPED)
-        held_fail(r, why);
     size_t pos = 0;
     uint64_t key;
     void *val;
@@ -105,145 +98,6 @@ static int self_is_learner(raftd_t *r)
     return id_in(l, nl, cairn_config_member_id(r->cfg));
 }
 
-/* ---- requests that wait for a leader --------------------------------------------------------
- * A member that just started (or restarted one of its processes), or whose cluster is electing,
- * knows no leader for a moment - a heartbeat or an election. A write or a linearizable read that
- * arrives then waits for one, up to HOLD_MS, instead of failing at once with "etcdserver: no
- * leader": etcd's own raft keeps such a proposal until the election ends, and a client in a
- * rolling restart should not see that moment. Bounded: at most HOLD_MAX requests and
- * HOLD_MAX_BYTES of bodies wait; more are refused at once, as before. */
-#define HOLD_MAX 10000
-#define HOLD_MAX_BYTES ((size_t)64 << 20)
-
-typedef struct raftd_held {
-    struct raftd_held *next;
-    int type; /* CAIRN_IPC_PROPOSE or CAIRN_IPC_READ_INDEX */
-    uint8_t ident[256];
-    size_t ident_len;
-    uint64_t req_id;
-    int64_t deadline;
-    size_t len;
-    uint8_t body[]; /* a proposal's body */
-} raftd_held_t;
-
-static int64_t hold_ms(const raftd_t *r) { return 2 * (int64_t)r->cfg->election_ms + 1000; }
-
-static int no_leader(const raftd_t *r) { return !r->raft || cairn_raft_leader(r->raft) == 0; }
-
-/* Keeps the request for later: 1, or 0 when it cannot wait (bounds, memory). */
-static int hold(raftd_t *r, int type, const uint8_t *ident, size_t ident_len, uint64_t req_id, const uint8_t *body,
-                size_t len)
-{
-    if (r->n_waiting >= HOLD_MAX || r->waiting_bytes + len > HOLD_MAX_BYTES || ident_len > sizeof r->waiting->ident)
-        return 0;
-    raftd_held_t *h = malloc(sizeof *h + len);
-    if (!h)
-        return 0;
-    h->next = NULL;
-    h->type = type;
-    memcpy(h->ident, ident, ident_len);
-    h->ident_len = ident_len;
-    h->req_id = req_id;
-    h->deadline = cairn_now_ms() + hold_ms(r);
-    h->len = len;
-    if (len)
-        memcpy(h->body, body, len);
-    if (!r->waiting_tail)
-        r->waiting_tail = &r->waiting;
-    *r->waiting_tail = h;
-    r->waiting_tail = &h->next;
-    r->n_waiting++;
-    r->waiting_bytes += len;
-    if (r->n_waiting == 1)
-        cairn_debug("no leader: requests wait for one", "hold_ms=%lld", (long long)hold_ms(r));
-    return 1;
-}
-
-static void propose_or_hold(raftd_t *r, const uint8_t *ident, size_t ident_len, uint64_t req_id, const uint8_t *body,
-                            size_t len, int may_hold)
-{
-    int rc = r->raft ? cairn_raft_propose(r->raft, body, len, NULL) : CAIRN_ENOT_LEADER;
-    if (rc == CAIRN_ENOT_LEADER && may_hold && no_leader(r) &&
-        hold(r, CAIRN_IPC_PROPOSE, ident, ident_len, req_id, body, len))
-        return;
-    if (rc)
-        raftd_send_gw_error(r, ident, ident_len, CAIRN_IPC_PROPOSE_FAIL, req_id,
-                            rc == CAIRN_ENOT_LEADER ? CAIRN_ETCD_NO_LEADER
-                            : rc == CAIRN_ESTATE    ? CAIRN_ETCD_TIMEOUT_LEADER_TRANSFER
-                                                    : CAIRN_ETCD_NOT_CAPABLE);
-}
-
-static void read_index_or_hold(raftd_t *r, const uint8_t *ident, size_t ident_len, uint64_t req_id, int may_hold)
-{
-    read_ctx_t *c = malloc(sizeof *c);
-    if (!c || ident_len > sizeof c->ident) {
-        free(c);
-        return;
-    }
-    memcpy(c->ident, ident, ident_len);
-    c->ident_len = ident_len;
-    c->req_id = req_id;
-    uint64_t ctx = ++r->next_ctx;
-    cairn_u64map_put(r->reads, ctx, c);
-    if (!r->raft || cairn_raft_read_index(r->raft, ctx) != 0) {
-        cairn_u64map_take(r->reads, ctx);
-        free(c);
-        if (may_hold && no_leader(r) && hold(r, CAIRN_IPC_READ_INDEX, ident, ident_len, req_id, NULL, 0))
-            return;
-        raftd_send_gw_error(r, ident, ident_len, CAIRN_IPC_READ_INDEX_RESP, req_id, CAIRN_ETCD_NO_LEADER);
-    }
-}
-
-void raftd_held_tick(raftd_t *r, int64_t now)
-{
-    if (!r->waiting)
-        return;
-    int leader = !no_leader(r);
-    raftd_held_t *list = r->waiting;
-    r->waiting = NULL;
-    r->waiting_tail = &r->waiting;
-    r->n_waiting = 0;
-    r->waiting_bytes = 0;
-    while (list) {
-        raftd_held_t *h = list;
-        list = h->next;
-        if (leader) {
-            /* in arrival order; a request refused now (leadership lost again) fails */
-            if (h->type == CAIRN_IPC_PROPOSE)
-                propose_or_hold(r, h->ident, h->ident_len, h->req_id, h->body, h->len, 0);
-            else
-                read_index_or_hold(r, h->ident, h->ident_len, h->req_id, 0);
-        } else if (now >= h->deadline) {
-            raftd_send_gw_error(r, h->ident, h->ident_len,
-                                h->type == CAIRN_IPC_PROPOSE ? CAIRN_IPC_PROPOSE_FAIL : CAIRN_IPC_READ_INDEX_RESP,
-                                h->req_id, CAIRN_ETCD_NO_LEADER);
-        } else {
-            h->next = NULL; /* still waiting */
-            *r->waiting_tail = h;
-            r->waiting_tail = &h->next;
-            r->n_waiting++;
-            r->waiting_bytes += h->len;
-            continue;
-        }
-        free(h);
-    }
-}
-
-/* Answers every waiting request with why and forgets it (the core is rebuilt, or raftd stops). */
-static void held_fail(raftd_t *r, cairn_etcd_err_t why)
-{
-    while (r->waiting) {
-        raftd_held_t *h = r->waiting;
-        r->waiting = h->next;
-        raftd_send_gw_error(r, h->ident, h->ident_len,
-                            h->type == CAIRN_IPC_PROPOSE ? CAIRN_IPC_PROPOSE_FAIL : CAIRN_IPC_READ_INDEX_RESP,
-                            h->req_id, why);
-        free(h);
-    }
-    r->waiting_tail = &r->waiting;
-    r->n_waiting = r->waiting_bytes = 0;
-}
-
 void raftd_handle_gw(raftd_t *r, const uint8_t *ident, size_t ident_len, const uint8_t *frame, size_t len)
 {
     cairn_ipc_msg_t m;
@@ -267,13 +121,35 @@ void raftd_handle_gw(raftd_t *r, const uint8_t *ident, size_t ident_len, const u
         return;
     }
     switch (m.type) {
-    case CAIRN_IPC_PROPOSE:
+    case CAIRN_IPC_PROPOSE: {
         note_proposer(r, ident, ident_len);
-        propose_or_hold(r, ident, ident_len, m.req_id, m.body, m.body_len, 1);
+        rc = r->raft ? cairn_raft_propose(r->raft, m.body, m.body_len, NULL) : CAIRN_ENOT_LEADER;
+        if (rc) {
+            raftd_send_gw_error(r, ident, ident_len, CAIRN_IPC_PROPOSE_FAIL, m.req_id,
+                                rc == CAIRN_ENOT_LEADER ? CAIRN_ETCD_NO_LEADER
+                                : rc == CAIRN_ESTATE    ? CAIRN_ETCD_TIMEOUT_LEADER_TRANSFER
+                                                  : CAIRN_ETCD_NOT_CAPABLE);
+        }
         break;
-    case CAIRN_IPC_READ_INDEX:
-        read_index_or_hold(r, ident, ident_len, m.req_id, 1);
+    }
+    case CAIRN_IPC_READ_INDEX: {
+        read_ctx_t *c = malloc(sizeof *c);
+        if (!c || ident_len > sizeof c->ident) {
+            free(c);
+            break;
+        }
+        memcpy(c->ident, ident, ident_len);
+        c->ident_len = ident_len;
+        c->req_id = m.req_id;
+        uint64_t ctx = ++r->next_ctx;
+        cairn_u64map_put(r->reads, ctx, c);
+        if (!r->raft || cairn_raft_read_index(r->raft, ctx) != 0) {
+            cairn_u64map_take(r->reads, ctx);
+            raftd_send_gw_error(r, ident, ident_len, CAIRN_IPC_READ_INDEX_RESP, m.req_id, CAIRN_ETCD_NO_LEADER);
+            free(c);
+        }
         break;
+    }
     case CAIRN_IPC_MEMBERS:
         raftd_answer_members(r, ident, ident_len, m.req_id);
         break;
