@@ -243,6 +243,13 @@ int cairn_events_publish(cairn_events_t *ev)
     return rc;
 }
 
+int cairn_events_announce(cairn_events_t *ev, int64_t from, int64_t to)
+{
+    if (!ev || from <= 0 || to < from)
+        return 0;
+    return send_frame(ev, from, to, 0, NULL, 0);
+}
+
 void cairn_events_discard(cairn_events_t *ev)
 {
     if (!ev)

@@ -47,6 +47,10 @@ void cairn_events_observe(void *arg, int type, const cairn_kv_t *kv, const cairn
 int cairn_events_publish(cairn_events_t *ev);
 /* After the batch was abandoned: forgets what it buffered. */
 void cairn_events_discard(cairn_events_t *ev);
+/* Publishes a frame without a body: revisions from..to happened and are not carried (a store
+ * replaced by a snapshot jumps); gateways read them from history at once instead of noticing
+ * the gap at the next frame or the next status. */
+int cairn_events_announce(cairn_events_t *ev, int64_t from, int64_t to);
 /* Frames published and dropped (a full queue) so far. */
 uint64_t cairn_events_published(const cairn_events_t *ev);
 uint64_t cairn_events_dropped(const cairn_events_t *ev);

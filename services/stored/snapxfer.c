@@ -98,6 +98,7 @@ static void snap_swap_in(stored_t *s)
     member_path(s, "mvcc.new", newp, sizeof newp);
     stored_snap_build_wait(s); /* a snapshot being written reads the store we are about to close */
     stored_defrag_reap(s, 1);  /* so does a defragmentation */
+    int64_t old_rev = cairn_mvcc_revision(s->mvcc);
     cairn_mvcc_destroy(&s->mvcc);
     if (cairn_snap_swap_dirs(member, "mvcc", "mvcc.new", err, sizeof err))
         snap_fatal("swap", err);
@@ -105,9 +106,10 @@ static void snap_swap_in(stored_t *s)
     s->mvcc = cairn_mvcc_open(path, &rc, err, sizeof err);
     if (!s->mvcc)
         snap_fatal("open the new store", err);
-    /* the gateways see the revision jump in the next frame and read the difference from
-     * history, or cancel their watchers with compact_revision (svc_watch.c) */
+    /* the gateways learn of the revision jump from the announcement below and read the
+     * difference from history, or cancel their watchers with compact_revision (svc_watch.c) */
     stored_events_attach(s);
+    cairn_events_announce(s->events, old_rev + 1, cairn_mvcc_revision(s->mvcc));
     cairn_snap_rmtree(newp);
     /* the membership now is the snapshot's */
     cairn_members_clear(&s->members);
