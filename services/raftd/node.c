@@ -128,6 +128,7 @@ void raftd_process_ready(raftd_t *r)
             raftd_snap_pull(r);
         }
     }
+    raftd_held_tick(r, cairn_now_ms()); /* a leader known now: the requests that waited go */
 }
 
 /* ------------------------------------------------------------------ compaction */

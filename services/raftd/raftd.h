@@ -178,6 +178,8 @@ typedef struct {
     uint64_t sent_commit, sent_term, sent_leader;
     uint64_t next_ctx;
     cairn_u64map_t *reads; /* ctx -> read_ctx_t */
+    struct raftd_held *waiting, **waiting_tail; /* gateway.c: requests waiting for a leader */
+    size_t n_waiting, waiting_bytes;
     int64_t next_tick;
     int64_t last_load_sent;
     uint64_t handoff_to; /* stopping leader: the member it hands leadership to */
@@ -301,6 +303,10 @@ void raftd_answer(raftd_t *r, const uint8_t *ident, size_t len, uint64_t req_id,
                   const uint8_t *body, size_t body_len);
 void raftd_finish_transfer(raftd_t *r, cairn_etcd_err_t e);
 void raftd_notify_reload(raftd_t *r);
+/* gateway.c: the requests held while no leader is known are replayed once one is, or refused
+ * with "no leader" when they waited too long (called from raftd_process_ready);
+ * raftd_fail_reads answers them too */
+void raftd_held_tick(raftd_t *r, int64_t now);
 void raftd_handle_gw(raftd_t *r, const uint8_t *ident, size_t ident_len, const uint8_t *frame, size_t len);
 
 #endif
