@@ -30,7 +30,8 @@
     X(NOT_LEADER, "not leader")                                              \
     X(CONFIG, "configuration error")                                         \
     X(TLS, "TLS error")                                                      \
-    X(STATE, "operation not valid in the current state")
+    X(STATE, "operation not valid in the current state")                     \
+    X(UNREACHABLE, "peer not connected")
 
 typedef enum {
     CAIRN_OK = 0,

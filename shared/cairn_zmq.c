@@ -2,6 +2,7 @@
 #include "cairn_zmq.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -75,8 +76,9 @@ int cairn_zmq_send(zsock_t *sock, const void *identity, size_t identity_len, con
     void *raw = zsock_resolve(sock);
     if (identity) {
         if (zmq_send(raw, identity, identity_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+            int e = errno;
             free(buf);
-            return CAIRN_EAGAIN;
+            return e == EHOSTUNREACH ? CAIRN_EUNREACHABLE : CAIRN_EAGAIN;
         }
     }
     zmq_msg_t m;
@@ -87,6 +89,136 @@ int cairn_zmq_send(zsock_t *sock, const void *identity, size_t identity_len, con
     }
     return 0;
 }
+
+/* ------------------------------------------------------------------ the outbox */
+
+typedef struct kept {
+    struct kept *next;
+    int64_t at;
+    size_t ident_len, len;
+    uint8_t *buf; /* the encoded message */
+    uint8_t ident[];
+} kept_t;
+
+struct cairn_zmq_outbox_t {
+    kept_t *head, **tail;
+    size_t n, bytes, max_msgs, max_bytes;
+    int64_t max_age_ms;
+    uint64_t dropped;
+};
+
+cairn_zmq_outbox_t *cairn_zmq_outbox_new(size_t max_msgs, size_t max_bytes, int64_t max_age_ms)
+{
+    cairn_zmq_outbox_t *o = calloc(1, sizeof *o);
+    if (!o)
+        return NULL;
+    o->tail = &o->head;
+    o->max_msgs = max_msgs;
+    o->max_bytes = max_bytes;
+    o->max_age_ms = max_age_ms;
+    return o;
+}
+
+static void kept_free(cairn_zmq_outbox_t *o, kept_t *k)
+{
+    o->n--;
+    o->bytes -= k->len;
+    free(k->buf);
+    free(k);
+}
+
+static void drop_head(cairn_zmq_outbox_t *o)
+{
+    kept_t *k = o->head;
+    o->head = k->next;
+    if (!o->head)
+        o->tail = &o->head;
+    kept_free(o, k);
+    o->dropped++;
+}
+
+void cairn_zmq_outbox_destroy(cairn_zmq_outbox_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    cairn_zmq_outbox_t *o = *self_p;
+    while (o->head) {
+        kept_t *k = o->head;
+        o->head = k->next;
+        kept_free(o, k);
+    }
+    free(o);
+    *self_p = NULL;
+}
+
+static int send_encoded(void *raw, const void *identity, size_t identity_len, const uint8_t *buf, size_t len)
+{
+    if (zmq_send(raw, identity, identity_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return errno == EHOSTUNREACH ? CAIRN_EUNREACHABLE : CAIRN_EAGAIN;
+    if (zmq_send(raw, buf, len, ZMQ_DONTWAIT) < 0)
+        return CAIRN_EAGAIN;
+    return 0;
+}
+
+int cairn_zmq_send_or_keep(cairn_zmq_outbox_t *o, zsock_t *sock, const void *identity, size_t identity_len,
+                           const cairn_ipc_msg_t *msg)
+{
+    int rc = cairn_zmq_send(sock, identity, identity_len, msg);
+    if (rc != CAIRN_EUNREACHABLE || !o || !identity)
+        return rc;
+    uint8_t *buf;
+    size_t len;
+    if (cairn_ipc_encode(msg, &buf, &len) != 0)
+        return rc;
+    kept_t *k = malloc(sizeof *k + identity_len);
+    if (!k || len > o->max_bytes) {
+        free(k);
+        free(buf);
+        o->dropped++;
+        return rc;
+    }
+    k->next = NULL;
+    k->at = cairn_now_ms();
+    k->ident_len = identity_len;
+    memcpy(k->ident, identity, identity_len);
+    k->buf = buf;
+    k->len = len;
+    while (o->head && (o->n >= o->max_msgs || o->bytes + len > o->max_bytes))
+        drop_head(o);
+    *o->tail = k;
+    o->tail = &k->next;
+    o->n++;
+    o->bytes += len;
+    return 0;
+}
+
+void cairn_zmq_outbox_flush(cairn_zmq_outbox_t *o, zsock_t *sock, const void *identity, size_t identity_len)
+{
+    if (!o || !o->head)
+        return;
+    int64_t now = cairn_now_ms();
+    while (o->head && now - o->head->at > o->max_age_ms)
+        drop_head(o);
+    void *raw = zsock_resolve(sock);
+    kept_t **pp = &o->head, *prev = NULL;
+    while (*pp) {
+        kept_t *k = *pp;
+        if (k->ident_len != identity_len || memcmp(k->ident, identity, identity_len) != 0) {
+            prev = k;
+            pp = &k->next;
+            continue;
+        }
+        if (send_encoded(raw, identity, identity_len, k->buf, k->len) == CAIRN_EUNREACHABLE)
+            return; /* not connected after all (a message can come in on a pipe going away) */
+        *pp = k->next;
+        if (o->tail == &k->next)
+            o->tail = prev ? &prev->next : &o->head;
+        kept_free(o, k);
+    }
+}
+
+size_t cairn_zmq_outbox_size(const cairn_zmq_outbox_t *o) { return o ? o->n : 0; }
+uint64_t cairn_zmq_outbox_dropped(const cairn_zmq_outbox_t *o) { return o ? o->dropped : 0; }
 
 int cairn_zmq_recv(zsock_t *sock, int is_router, cairn_zmq_in_t *in)
 {

@@ -22,8 +22,31 @@ zsock_t *cairn_zmq_router_bind(const char *endpoint, int *err);
 zsock_t *cairn_zmq_dealer_connect(const char *endpoint, const char *identity, int *err);
 
 /* Encodes msg and sends it (ROUTER: to identity; DEALER: identity NULL). Non-blocking: a full
- * queue or an unroutable peer returns CAIRN_EAGAIN, nothing blocks. */
+ * queue returns CAIRN_EAGAIN, a ROUTER's identity with no connection CAIRN_EUNREACHABLE;
+ * nothing blocks. */
 int cairn_zmq_send(zsock_t *sock, const void *identity, size_t identity_len, const cairn_ipc_msg_t *msg);
+
+/* An outbox for a ROUTER's answers to peers that have not connected yet.
+ *
+ * A process that starts or restarts connects its DEALERs lazily, with a back-off: a gateway
+ * started while stored replays its WAL reaches stored's socket up to half a second after its
+ * first write went through raftd, and stored's answer to that write found no connection under
+ * the gateway's identity - dropped, the client waited out its deadline ("request timed out",
+ * test_rolling_restart). cairn_zmq_send_or_keep keeps such an answer (encoded), and
+ * cairn_zmq_outbox_flush sends what was kept for an identity when a message from it arrives
+ * (a gateway polls its stored every second, and at once when it starts). Bounded: at most
+ * max_msgs messages and max_bytes bytes, each for max_age_ms; the oldest go first. */
+typedef struct cairn_zmq_outbox_t cairn_zmq_outbox_t;
+cairn_zmq_outbox_t *cairn_zmq_outbox_new(size_t max_msgs, size_t max_bytes, int64_t max_age_ms);
+void cairn_zmq_outbox_destroy(cairn_zmq_outbox_t **self_p);
+/* cairn_zmq_send, but an unreachable identity's message is kept (returns 0 then). */
+int cairn_zmq_send_or_keep(cairn_zmq_outbox_t *self, zsock_t *sock, const void *identity, size_t identity_len,
+                           const cairn_ipc_msg_t *msg);
+/* Sends, in order, what was kept for identity; drops what is older than max_age_ms. */
+void cairn_zmq_outbox_flush(cairn_zmq_outbox_t *self, zsock_t *sock, const void *identity, size_t identity_len);
+/* Messages kept now, and messages dropped for age or bounds since the start. */
+size_t cairn_zmq_outbox_size(const cairn_zmq_outbox_t *self);
+uint64_t cairn_zmq_outbox_dropped(const cairn_zmq_outbox_t *self);
 
 /* A received message: identity (ROUTER only) and the raw frame; decode with cairn_ipc_decode. */
 typedef struct {

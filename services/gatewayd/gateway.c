@@ -46,6 +46,8 @@
 
 /* etcd: ReqTimeout() = 5 s + 2 * election timeout; clients normally send a shorter grpc-timeout. */
 #define DEFAULT_TIMEOUT_MS(cfg) (5000 + 2 * (cfg)->election_ms)
+/* how long a stopping gateway waits for the answers to calls in flight */
+#define DRAIN_MAX_MS 3000
 
 /* ------------------------------------------------------------------ the methods */
 
@@ -1112,6 +1114,18 @@ static void status_poll_ok(cairn_gateway_t *g, gw_pending_t *p, const uint8_t *b
 static void status_poll_fail(cairn_gateway_t *g, gw_pending_t *p, int code, const char *message) {}
 static const gw_answer_t answer_status_poll = {.ok = status_poll_ok, .fail = status_poll_fail};
 
+/* Whether a client call still waits for an answer (the gateway's own status polls do not count). */
+static int calls_in_flight(cairn_gateway_t *g)
+{
+    size_t pos = 0;
+    uint64_t key;
+    void *val;
+    while (cairn_u64map_next(g->pending, &pos, &key, &val))
+        if (((gw_pending_t *)val)->call)
+            return 1;
+    return 0;
+}
+
 static void sweep(cairn_gateway_t *g, int64_t now)
 {
     size_t pos = 0;
@@ -1140,6 +1154,9 @@ cairn_gateway_t *cairn_gateway_new(cairn_config_t *cfg)
     if (!g)
         return NULL;
     g->cfg = cfg;
+    /* request ids start at a random point: an answer stored kept for this gateway's previous
+     * run (cairn_zmq_outbox) must not meet a new request that happens to carry its id */
+    g->next_id = cairn_random_u64() >> 1;
     g->pending = cairn_u64map_new();
     g->batches = cairn_u64map_new();
     g->calls = cairn_u64map_new();
@@ -1316,16 +1333,32 @@ int cairn_gateway_run(cairn_gateway_t *g, volatile int *stop)
         }
         cairn_h2srv_flush(g->srv);
     }
-    /* graceful: GOAWAY, let in-flight calls finish for a moment */
+    /* Graceful: GOAWAY (no new calls), then the calls in flight get their answers - a write
+     * already proposed is answered with its outcome rather than cut off, which a client could
+     * only report as an error of unknown outcome. Answers come from stored (results) and from
+     * raftd (read indexes, refusals), so both are read. Connections that stay open with
+     * nothing in flight (watch streams, idle clients) get 500 ms; calls in flight get up to
+     * DRAIN_MAX_MS, past which they end with the connection. */
     cairn_h2srv_drain(g->srv);
-    int64_t until = cairn_now_ms() + 500;
-    while (cairn_h2srv_conn_count(g->srv) && cairn_now_ms() < until) {
-        size_t n = cairn_h2srv_poll_fill(g->srv, g->items, g->cap_items - 3);
-        zmq_poll(g->items, (int)n, 20);
+    int64_t start = cairn_now_ms(), now = start;
+    while (cairn_h2srv_conn_count(g->srv) && now < start + DRAIN_MAX_MS) {
+        if (now >= start + 500 && !calls_in_flight(g))
+            break;
+        size_t n = cairn_h2srv_poll_fill(g->srv, g->items, g->cap_items - 2);
+        g->items[n] = (zmq_pollitem_t){zsock_resolve(g->raftd), 0, ZMQ_POLLIN, 0};
+        g->items[n + 1] = (zmq_pollitem_t){zsock_resolve(g->stored), 0, ZMQ_POLLIN, 0};
+        zmq_poll(g->items, (int)(n + 2), 20);
         cairn_h2srv_poll_handle(g->srv, g->items, n);
+        cairn_zmq_drain(g->raftd, 0, 100000, on_ipc_frame, g);
         cairn_zmq_drain(g->stored, 0, 100000, on_ipc_frame, g);
+        flush_reads(g);
+        now = cairn_now_ms();
+        if (now >= g->next_sweep) {
+            sweep(g, now);
+            g->next_sweep = now + 100;
+        }
         cairn_h2srv_flush(g->srv);
     }
-    cairn_info("gatewayd stopping", NULL);
+    cairn_info("gatewayd stopping", "drain_ms=%lld", (long long)(cairn_now_ms() - start));
     return 0;
 }

@@ -842,6 +842,7 @@ static void handle(stored_t *s, const uint8_t *ident, size_t ident_len, const ui
 static int on_frame(void *ctx, const uint8_t *ident, size_t ident_len, const uint8_t *frame, size_t len)
 {
     stored_t *s = ctx;
+    cairn_zmq_outbox_flush(s->outbox, s->router, ident, ident_len); /* it is connected now */
     handle(s, ident, ident_len, frame, len);
     /* stop draining on a fatal error (nothing more is acknowledged); bound the group-commit batch */
     return s->fatal || (s->have_pending && cairn_wal_pending_bytes(s->wal) > (8u << 20));
@@ -887,6 +888,11 @@ int main(int argc, char **argv)
     s->router = cairn_zmq_router_bind(ep, &rc);
     if (!s->router) {
         cairn_error("cannot bind", "endpoint=%s err=\"%s\"", ep, zmq_strerror(zmq_errno()));
+        goto out;
+    }
+    /* 10 s: longer than a client's usual deadline, so an answer is never kept for no one */
+    if (!(s->outbox = cairn_zmq_outbox_new(4096, (size_t)64 << 20, 10000))) {
+        cairn_error("out of memory", NULL);
         goto out;
     }
     /* After the replay: what it applied was published by no one, and a gateway that watched
@@ -965,6 +971,7 @@ int main(int argc, char **argv)
     exit_code = s->fatal ? 1 : 0;
 out:
     zsock_destroy(&s->router);
+    cairn_zmq_outbox_destroy(&s->outbox);
     cairn_events_destroy(&s->events);
     free(s->lease_buf);
     stored_snap_install_reap(s, 1);

@@ -57,7 +57,12 @@ void stored_reply(stored_t *s, const uint8_t *ident, size_t ident_len, const cai
      * them gave up with the crash, so there is no one to answer. */
     if (!s->router)
         return;
-    int rc = cairn_zmq_send(s->router, ident, ident_len, m);
+    /* An answer to a gateway that has not connected yet (it started while we did) is kept
+     * until it does; raftd's messages are not (a raftd that reconnects is a new one, which
+     * resynchronises from scratch and must not see its predecessor's acks). */
+    int to_raftd = ident_len == s->raftd_ident_len && memcmp(ident, s->raftd_ident, ident_len) == 0;
+    int rc = to_raftd ? cairn_zmq_send(s->router, ident, ident_len, m)
+                      : cairn_zmq_send_or_keep(s->outbox, s->router, ident, ident_len, m);
     if (rc)
         cairn_debug("reply dropped", "type=%s err=\"%s\"", cairn_ipc_type_name(m->type), cairn_strerror(rc));
 }

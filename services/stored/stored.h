@@ -25,6 +25,7 @@
 #include "cairn_ipc.h"
 #include "cairn_member.h"
 #include "cairn_metrics.h"
+#include "cairn_zmq.h"
 #include "events.h"
 #include "memlog.h"
 #include "mvcc.h"
@@ -61,6 +62,7 @@ typedef struct {
     cairn_wal_t *wal;
     cairn_mvcc_t *mvcc;
     zsock_t *router;
+    cairn_zmq_outbox_t *outbox; /* answers to gateways not connected yet (cairn_zmq.h) */
     uint64_t boot_id;
     char origin_prefix[40]; /* "<member id hex>/": results only for our own gateways */
     size_t origin_prefix_len;

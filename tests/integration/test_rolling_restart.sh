@@ -5,12 +5,14 @@
 # gateway is stopped first (SIGTERM: it sends GOAWAY and finishes what it started, so clients
 # move to another member's gateway), then raftd and stored are restarted, then the gateway is
 # started again and the member must be healthy before the next one.
-# Passes with no lost write: every acknowledged put is read back, with its value, from every
-# member. Client-visible errors (etcdctl given all three endpoints, as a client is) are counted
-# and shown, not failed on: a restarted member answers 'etcdserver: no leader' for the heartbeat
-# before it hears from the leader. Holding such writes in raftd until a leader is known removed
-# them, but made test_watch_cluster's progress check fail under the sanitizer build; it was
-# reverted and is left to do (issue 12 note).
+# Passes with no lost write (every acknowledged put is read back, with its value, from every
+# member) and no client-visible error: the writer (etcdctl given all three endpoints, as a
+# client is) retries a put once only when it failed with Unavailable (the connection went away
+# under it - a client library retries those), and any other failure fails the test. What made
+# errors before: a member that restarted answered 'etcdserver: no leader' until it heard from
+# the leader (raftd now holds such requests until a leader is known), a gateway stopping cut
+# off calls in flight (it now waits for their answers), and stored dropped the answer to a
+# gateway that had not connected to it yet (it now keeps it until the gateway does).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -21,13 +23,20 @@ ALL=$(IFS=,; echo "${C_EPS[*]}")
 # the writer: one put at a time through all endpoints; acknowledged keys and every failure logged
 ACKED=$T_TMP/acked
 ERRORS=$T_TMP/errors
+RETRIED=$T_TMP/retried
 : >"$ACKED"
 : >"$ERRORS"
+: >"$RETRIED"
 STOP=$T_TMP/stop-writer
 writer() {
   local i=0 out
   while [ ! -e "$STOP" ]; do
-    if out=$(etcdctl --endpoints="$ALL" --command-timeout=5s put "roll-$i" "v$i" 2>&1) && [ "$out" = OK ]; then
+    out=$(etcdctl --endpoints="$ALL" --command-timeout=5s put "roll-$i" "v$i" 2>&1) || true
+    if [ "$out" != OK ] && grep -q 'code = Unavailable' <<<"$out"; then
+      echo "roll-$i: $(tail -1 <<<"$out")" >>"$RETRIED"
+      out=$(etcdctl --endpoints="$ALL" --command-timeout=5s put "roll-$i" "v$i" 2>&1) || true
+    fi
+    if [ "$out" = OK ]; then
       echo "roll-$i v$i" >>"$ACKED"
     else
       echo "roll-$i: $(tail -1 <<<"$out")" >>"$ERRORS"
@@ -72,8 +81,10 @@ wait "$WRITER" || true
 N=$(wc -l <"$ACKED")
 [ "$N" -ge 50 ] && t_ok "$N writes acknowledged during the rolling restart" || t_fail "only $N writes acknowledged"
 NE=$(wc -l <"$ERRORS")
-echo "# client-visible errors: $NE (of $((N + NE)) writes)"; head -3 "$ERRORS" | sed 's/^/#   /'
-[ "$NE" -le $(( (N + NE) / 10 )) ] && t_ok "client-visible errors stay few ($NE)" ||
+NR=$(wc -l <"$RETRIED")
+echo "# client-visible errors: $NE (of $((N + NE)) writes); retried after Unavailable: $NR"
+cat "$ERRORS" "$RETRIED" | head -3 | sed 's/^/#   /'
+[ "$NE" -eq 0 ] && t_ok "no client-visible error (beyond $NR retried Unavailable)" ||
   t_fail "client-visible errors: $NE of $((N + NE)) writes"
 # no lost write: every acknowledged key, on every member (serializable: that member's own store)
 for i in 0 1 2; do

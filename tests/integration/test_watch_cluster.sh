@@ -18,7 +18,7 @@ t_start_cluster 3
 for ep in "${C_EPS[@]}"; do t_wait_healthy "$ep" 30 || { t_fail "cluster not healthy"; t_done; exit 1; }; done
 eps=$(IFS=,; echo "${C_EPS[*]}")
 
-$PY "$CAIRN_SRC/tests/watch/watchcheck.py" --endpoints "$eps" --seconds 36 --write-delay 0.005 \
+$PY "$CAIRN_SRC/tests/watch/watchcheck.py" --endpoints "$eps" --seconds 36 --write-delay 0.005 ${WATCHCHECK_SEED:+--seed "$WATCHCHECK_SEED"} \
   >"$T_TMP/check.out" 2>&1 &
 checker=$!
 T_PIDS+=("$checker")
