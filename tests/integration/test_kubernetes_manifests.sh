@@ -224,7 +224,9 @@ for ((i = 0; i < N; i++)); do
   for c in stored raftd gatewayd; do
     mapfile -t ENVV <"$T_TMP/launch/$i-$c.env"
     mapfile -t ARGV <"$T_TMP/launch/$i-$c.argv"
-    t_start_daemon "$T_TMP/pod$i.log" env -i PATH=/usr/bin:/bin "${ENVV[@]}" "${ARGV[@]}"
+    # only the pod's environment (as the kubelet gives it), and the sanitizers' options of a CI build
+    t_start_daemon "$T_TMP/pod$i.log" env -i PATH=/usr/bin:/bin ${ASAN_OPTIONS:+"ASAN_OPTIONS=$ASAN_OPTIONS"} \
+      ${UBSAN_OPTIONS:+"UBSAN_OPTIONS=$UBSAN_OPTIONS"} "${ENVV[@]}" "${ARGV[@]}"
     eval "PID_${i}_$c=$T_LAST_PID"
   done
 done
