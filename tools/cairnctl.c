@@ -10,6 +10,9 @@
  *       gateways first (they send GOAWAY), then raftd, then stored (which syncs its WAL).
  *   cairnctl snapshot status|restore ...
  *       etcdctl's snapshot commands for etcd backend files (cairnctl_snapshot.c).
+ *   cairnctl backup ... / cairnctl restore ...
+ *       continuous backup (snapshot + every revision's changes) and point-in-time restore
+ *       (cairnctl_backup.c).
  *   cairnctl version
  * The daemons are looked up beside cairnctl's own executable, or in $CAIRN_BIN.
  */
@@ -43,6 +46,8 @@ static char **g_argv;
 
 static void usage(FILE *f);
 int cairnctl_snapshot(int argc, char **argv); /* cairnctl_snapshot.c */
+int cairnctl_backup(int argc, char **argv);   /* cairnctl_backup.c */
+int cairnctl_restore(int argc, char **argv);  /* cairnctl_backup.c */
 
 static void bindir(char *out, size_t len)
 {
@@ -223,6 +228,11 @@ static void usage(FILE *f)
                "       cairnctl snapshot status FILE [-w simple|json|table]\n"
                "       cairnctl snapshot restore FILE [--name --data-dir --initial-cluster --initial-cluster-token\n"
                "                 --initial-advertise-peer-urls --skip-hash-check]\n"
+               "       cairnctl backup --endpoints HOST:PORT[,...] --dir DIR [--interval 1h] [--lease-poll 2s]\n"
+               "                 [--cacert F --cert F --key F] [--user NAME:PASSWORD]\n"
+               "       cairnctl restore --dir DIR (--to-revision R | --to-time RFC3339|UNIX_SECONDS)\n"
+               "                 [--name --data-dir --initial-cluster --initial-cluster-token\n"
+               "                 --initial-advertise-peer-urls]\n"
                "       cairnctl version\n");
 }
 
@@ -236,6 +246,10 @@ int main(int argc, char **argv)
         return cmd_run(argc - 2, argv + 2);
     if (strcmp(argv[1], "snapshot") == 0)
         return cairnctl_snapshot(argc - 2, argv + 2);
+    if (strcmp(argv[1], "backup") == 0)
+        return cairnctl_backup(argc - 2, argv + 2);
+    if (strcmp(argv[1], "restore") == 0)
+        return cairnctl_restore(argc - 2, argv + 2);
     if (strcmp(argv[1], "version") == 0) {
         printf("cairnctl 0.1.0 (etcd API 3.4)\n");
         return 0;
