@@ -11,7 +11,8 @@
 #  3. dpkg -i really installs it: the system user cairn, /var/lib/cairn (cairn, 0700), the
 #     units (systemd-analyze verify), nothing started; the installed units' ExecStart= lines,
 #     run as User=cairn with the installed cairn.env (its ports moved to free loopback ports),
-#     bring up a node that serves etcdctl and stops cleanly; a reinstall keeps the data;
+#     bring up a node that serves etcdctl and stops cleanly (and stored takes the example YAML
+#     config, which says what cairn.env says); a reinstall keeps the data;
 #     dpkg -r keeps data, user and conffile; dpkg -P removes them (as Debian's etcd-server does).
 # Skips (exit 0, "skip: ...") when not root, or when a cairn package, user or /var/lib/cairn is
 # already there: purging would delete what this test did not create. Everything it installs is
@@ -94,10 +95,11 @@ dpkg-deb --contents "$DEB" | awk '{ print $NF }' | sed 's|^\./|/|' | grep -v '/$
 for f in /usr/bin/stored /usr/bin/raftd /usr/bin/gatewayd /usr/bin/cairnctl /etc/cairn/cairn.env \
   /lib/systemd/system/cairn.target /lib/systemd/system/cairn-stored.slice /lib/systemd/system/cairn-stored.service \
   /lib/systemd/system/cairn-raftd.service /lib/systemd/system/cairn-gatewayd@.service \
-  /usr/share/doc/cairn/README.md /usr/share/doc/cairn/copyright /usr/share/doc/cairn/changelog.gz; do
+  /usr/share/doc/cairn/README.md /usr/share/doc/cairn/copyright /usr/share/doc/cairn/changelog.gz \
+  /usr/share/doc/cairn/examples/cairn.conf.yml; do
   grep -qxF "$f" "$T_TMP/files" || t_fail "the package lacks $f"
 done
-t_eq "the package holds exactly the binaries, units, env file, docs and lintian overrides" 14 "$(wc -l <"$T_TMP/files")"
+t_eq "the package holds exactly the binaries, units, env file, docs and lintian overrides" 15 "$(wc -l <"$T_TMP/files")"
 dpkg-deb -x "$DEB" "$T_TMP/root"
 EXECS=$(grep -h '^ExecStart=' "$T_TMP"/root/lib/systemd/system/* | sed 's/^ExecStart=//; s/ .*//' | sort -u | tr '\n' ' ')
 t_eq "the units' ExecStart= run the packaged binaries" "/usr/bin/gatewayd /usr/bin/raftd /usr/bin/stored " "$EXECS"
@@ -168,6 +170,25 @@ t_eq "the units read /etc/cairn/cairn.env" /etc/cairn/cairn.env "$ENVF"
 sed -e "s|127.0.0.1:2379|127.0.0.1:$CP|g" -e "s|127.0.0.1:2380|127.0.0.1:$PP|g" "$ENVF" >"$T_TMP/cairn.env"
 grep -q "127.0.0.1:$CP" "$T_TMP/cairn.env" || t_fail "the installed cairn.env does not use the client port 2379"
 t_eq "its data dir is the package's" "CAIRN_DATA_DIR=/var/lib/cairn" "$(grep '^CAIRN_DATA_DIR=' "$T_TMP/cairn.env")"
+# the example YAML config describes the same member as cairn.env, and stored takes it
+YML=/usr/share/doc/cairn/examples/cairn.conf.yml
+DIFF=$(python3 - "$YML" "$ENVF" <<'PY'
+import sys, yaml
+y = {k: str(v) for k, v in yaml.safe_load(open(sys.argv[1])).items()}
+e = dict(l.strip().split("=", 1) for l in open(sys.argv[2]) if l.strip() and not l.startswith("#"))
+e = {k[6:].lower().replace("_", "-"): v for k, v in e.items()}
+print(" ".join("%s: yml=%s env=%s" % (k, y.get(k), v) for k, v in sorted(e.items()) if y.get(k) != v))
+PY
+) || DIFF="(could not compare: $DIFF)"
+t_eq "the example cairn.conf.yml sets what cairn.env sets" "" "$DIFF"
+sed -e "s|/var/lib/cairn|$T_TMP/yml-data|" -e "s|127.0.0.1:2379|127.0.0.1:$CP|g" -e "s|127.0.0.1:2380|127.0.0.1:$PP|g" \
+  "$YML" >"$T_TMP/cairn.conf.yml"
+t_start_daemon "$T_TMP/yml.log" env -i PATH=/usr/bin:/bin /usr/bin/stored --config-file "$T_TMP/cairn.conf.yml"
+yml_ready() { grep -q 'msg="stored ready"' "$T_TMP/yml.log"; }
+if t_wait_until 20 yml_ready && [ -d "$T_TMP/yml-data/member" ]; then t_ok "stored starts from the example cairn.conf.yml"; else
+  t_fail "stored did not start from the example config: $(tail -3 "$T_TMP/yml.log")"; fi
+t_stop "$T_LAST_PID"
+
 C_LOG=$T_TMP/node.log
 declare -A PID
 for u in cairn-stored.service cairn-raftd.service cairn-gatewayd@.service; do
