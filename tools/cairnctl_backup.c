@@ -1238,6 +1238,7 @@ static void watch_done(void *arg, cairn_grpcc_call_t *call, int status, const ch
         bk->lost_compact = bk->compacted_at;
         bk->compacted_at = 0;
         bk->need_snapshot = 2;
+        bk->next_snapshot = 0; /* now, not at the next --interval */
         return;
     }
     if (status == CAIRN_GRPC_CANCELLED && !bk->watch_err)
@@ -1808,7 +1809,10 @@ typedef struct {
     cairn_u64map_t *ttl_any; /* every granted TTL a record knows */
     dent_t *snaps;
     size_t n_snaps;
-    int64_t hole_compact, hole_snap; /* the SNAPSHOT record after a hole, for the message */
+    struct {
+        int64_t lost_from, snap, compact;
+    } holes[64]; /* what the SNAPSHOT records after holes say, for the message */
+    size_t n_holes;
     /* pass 2 */
     int64_t base, target;
     cairn_bbolt_writer_t *w;
@@ -1839,6 +1843,12 @@ static int scan_rec(void *arg, const char *path, uint64_t off, const rec_t *r)
             rs->oldest_time = r->time_ns;
             rs->oldest_rev = r->rev;
         }
+    }
+    if (r->type == R_SNAPSHOT && r->lost_from > 0 && rs->n_holes < 64) {
+        rs->holes[rs->n_holes].lost_from = r->lost_from;
+        rs->holes[rs->n_holes].snap = r->rev;
+        rs->holes[rs->n_holes].compact = r->compact;
+        rs->n_holes++;
     }
     if (r->type == R_LEASES) {
         size_t need = rs->n_lev + r->n + r->n_gone;
@@ -2331,10 +2341,16 @@ int cairnctl_restore(int argc, char **argv)
                         after = segs[i].path;
                     }
                 }
+                char why[128] = "a compaction overtook it";
+                for (size_t h = 0; h < rs.n_holes; h++)
+                    if (rs.holes[h].snap == hi && rs.holes[h].compact > 0)
+                        snprintf(why, sizeof why, "a compaction at revision %" PRId64 " overtook it",
+                                 rs.holes[h].compact);
                 fprintf(stderr, "Error: revision %" PRId64 " is in a hole of the backup in %s: it saved revisions "
-                                "through %" PRId64 ", then a compaction overtook it and the next it holds is snapshot "
-                                "snap-%" PRId64 ".db (%s); revisions %" PRId64 "..%" PRId64 " were never seen\n",
-                        R, dir, lo, hi, after ? after : "", lo + 1, hi - 1);
+                                "through %" PRId64 ", then %s, and it went on from snapshot snap-%" PRId64 ".db (%s); "
+                                "revisions %" PRId64 "..%" PRId64 " were never seen. Restore revision %" PRId64
+                                " or older, or %" PRId64 " or newer\n",
+                        R, dir, lo, why, hi, after ? after : "", lo + 1, hi - 1, lo, hi);
             }
         }
         rc = 1;
