@@ -13,7 +13,8 @@
 #     run as User=cairn with the installed cairn.env (its ports moved to free loopback ports),
 #     bring up a node that serves etcdctl and stops cleanly (and stored takes the example YAML
 #     config, which says what cairn.env says); a reinstall keeps the data;
-#     dpkg -r keeps data, user and conffile; dpkg -P removes them (as Debian's etcd-server does).
+#     dpkg -r keeps data, user and conffile; dpkg -P removes them (as Debian's etcd-server does),
+#     and the links `systemctl enable` made.
 # Skips (exit 0, "skip: ...") when not root, or when a cairn package, user or /var/lib/cairn is
 # already there: purging would delete what this test did not create. Everything it installs is
 # purged on exit, even on failure; it kills only the processes it started (by PID).
@@ -184,7 +185,7 @@ t_eq "the example cairn.conf.yml sets what cairn.env sets" "" "$DIFF"
 sed -e "s|/var/lib/cairn|$T_TMP/yml-data|" -e "s|127.0.0.1:2379|127.0.0.1:$CP|g" -e "s|127.0.0.1:2380|127.0.0.1:$PP|g" \
   "$YML" >"$T_TMP/cairn.conf.yml"
 t_start_daemon "$T_TMP/yml.log" env -i PATH=/usr/bin:/bin /usr/bin/stored --config-file "$T_TMP/cairn.conf.yml"
-yml_ready() { grep -q 'msg="stored ready"' "$T_TMP/yml.log"; }
+yml_ready() { grep -qs 'msg="stored ready"' "$T_TMP/yml.log"; }
 if t_wait_until 20 yml_ready && [ -d "$T_TMP/yml-data/member" ]; then t_ok "stored starts from the example cairn.conf.yml"; else
   t_fail "stored did not start from the example config: $(tail -3 "$T_TMP/yml.log")"; fi
 t_stop "$T_LAST_PID"
@@ -215,6 +216,13 @@ done
 dpkg -i "$DEB" >"$T_TMP/dpkg-i2.out" 2>&1 || { cat "$T_TMP/dpkg-i2.out" >&2; t_fail "dpkg -i again failed"; }
 t_eq "reinstall: the data stays, 700" "cairn:cairn 700 yes" "$(stat -c '%U:%G %a' /var/lib/cairn) $([ -d /var/lib/cairn/member ] && echo yes)"
 
+# as the operator would: `systemctl enable` (it works on the files, without a running systemd)
+ENABLED=0
+if command -v systemctl >/dev/null && systemctl enable cairn.target cairn-stored.service cairn-raftd.service \
+  cairn-gatewayd@1.service >"$T_TMP/enable.out" 2>&1; then
+  ENABLED=$(find /etc/systemd/system -name 'cairn*' -type l | wc -l)
+  t_eq "systemctl enable: 4 links" 4 "$ENABLED"
+fi
 dpkg -r cairn >"$T_TMP/dpkg-r.out" 2>&1 || { cat "$T_TMP/dpkg-r.out" >&2; t_fail "dpkg -r failed"; }
 [ ! -e /usr/bin/stored ] && [ ! -e /lib/systemd/system/cairn-stored.service ] && t_ok "dpkg -r: binaries and units gone" ||
   t_fail "dpkg -r left binaries or units"
@@ -227,4 +235,5 @@ dpkg-query -W -f='${Status}' cairn 2>/dev/null | grep -q "installed\|config-file
 getent passwd cairn >/dev/null && t_fail "dpkg -P left the user cairn" || t_ok "dpkg -P: user cairn removed"
 getent group cairn >/dev/null && t_fail "dpkg -P left the group cairn" || t_ok "dpkg -P: group cairn removed"
 [ ! -e /etc/cairn ] && t_ok "dpkg -P: /etc/cairn removed" || t_fail "dpkg -P left /etc/cairn: $(ls -A /etc/cairn)"
+[ "$ENABLED" = 0 ] || t_eq "dpkg -P: systemctl enable's links removed" "" "$(find /etc/systemd/system -name 'cairn*')"
 t_done
