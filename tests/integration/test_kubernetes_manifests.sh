@@ -8,8 +8,8 @@
 #     containers, at the same paths); the same environment in the three containers; readiness on
 #     gatewayd's /health, liveness not on it; anti-affinity across nodes; resources; non-root,
 #     read-only root filesystem; every CAIRN_* variable and every --flag a real flag of the
-#     daemons (`stored --help`). The Containerfile's base is Debian 12 and its USER is the pod's
-#     runAsUser.
+#     daemons (`stored --help`). The Containerfile's base is Debian 12, its USER is the pod's
+#     runAsUser, and the package it installs and the image the pods run carry the daemons' version.
 #  2. The pods' command lines, run here: each container's command, args and environment taken
 #     from the StatefulSet as the kubelet builds them (downward API: POD_NAME -> cairn-<i>, the
 #     namespace -> default; $(VAR) expanded), with the cluster's addresses moved to loopback
@@ -27,6 +27,7 @@ N=3
 CPS=(); PPS=()
 for ((i = 0; i < N; i++)); do CPS[i]=$(t_port); PPS[i]=$(t_port); done
 "$CAIRN_BIN/stored" --help >"$T_TMP/help.txt" 2>&1 || true
+"$CAIRN_BIN/stored" --version >"$T_TMP/version.txt" 2>&1 || true
 grep -q -- '--initial-cluster ' "$T_TMP/help.txt" || t_fail "stored --help lists no flags"
 
 # ---- 1. the manifests, checked; 2. the pods' processes, written out for bash to run ---------------
@@ -158,6 +159,13 @@ check(re.search(r"^FROM\s+\S*debian:12", cf, re.M), "Containerfile: FROM Debian 
 m = re.search(r"^USER\s+(\d+)", cf, re.M)
 check(m and int(m.group(1)) == psc.get("runAsUser"), "Containerfile: USER %s is the pods' runAsUser" % (m and m.group(1)))
 check(re.search(r"apt-get install .*cairn.*\.deb", cf) is not None, "Containerfile installs the cairn package")
+# the version the daemons print, in the package the image installs and in the image the pods run
+version = re.search(r"\(cairn\) ([0-9.]+)", open(os.path.join(tmp, "version.txt")).read())
+version = version.group(1) if version else "?"
+m = re.search(r"^ARG CAIRN_DEB=cairn_([0-9.]+)_", cf, re.M)
+check(m and m.group(1) == version, "Containerfile installs cairn_%s (the daemons' version)" % version)
+for c in containers.values():
+    check(str(c.get("image", "")).endswith(":" + version), "%s: image %s is tagged %s" % (c["name"], c.get("image"), version))
 
 # ---- the pods' processes, as the kubelet would start them, moved to loopback
 def expand(s, env):  # Kubernetes' $(VAR) expansion; $$ is a literal $
