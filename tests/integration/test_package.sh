@@ -97,10 +97,11 @@ for f in /usr/bin/stored /usr/bin/raftd /usr/bin/gatewayd /usr/bin/cairnctl /etc
   /lib/systemd/system/cairn.target /lib/systemd/system/cairn-stored.slice /lib/systemd/system/cairn-stored.service \
   /lib/systemd/system/cairn-raftd.service /lib/systemd/system/cairn-gatewayd@.service \
   /usr/share/doc/cairn/README.md /usr/share/doc/cairn/copyright /usr/share/doc/cairn/changelog.gz \
-  /usr/share/doc/cairn/examples/cairn.conf.yml; do
+  /usr/share/doc/cairn/examples/cairn.conf.yml /usr/share/man/man8/cairn.8.gz /usr/share/man/man8/stored.8.gz \
+  /usr/share/man/man8/raftd.8.gz /usr/share/man/man8/gatewayd.8.gz /usr/share/man/man1/cairnctl.1.gz; do
   grep -qxF "$f" "$T_TMP/files" || t_fail "the package lacks $f"
 done
-t_eq "the package holds exactly the binaries, units, env file, docs and lintian overrides" 15 "$(wc -l <"$T_TMP/files")"
+t_eq "the package holds exactly the binaries, units, env file, docs, manual pages and lintian overrides" 20 "$(wc -l <"$T_TMP/files")"
 dpkg-deb -x "$DEB" "$T_TMP/root"
 EXECS=$(grep -h '^ExecStart=' "$T_TMP"/root/lib/systemd/system/* | sed 's/^ExecStart=//; s/ .*//' | sort -u | tr '\n' ' ')
 t_eq "the units' ExecStart= run the packaged binaries" "/usr/bin/gatewayd /usr/bin/raftd /usr/bin/stored " "$EXECS"
