@@ -2004,10 +2004,11 @@ static int write_lease_bucket(copy_t *c)
         cairn_u64map_destroy(&set);
         return rc;
     }
-    /* what the polls after the snapshot saw, up to the target */
+    /* what the polls saw from the snapshot's revision up to the target (a grant makes no
+     * revision: one after the snapshot, before the next write, is seen at the snapshot's) */
     for (size_t i = 0; i < rs->n_lev; i++) {
         lev_t *e = &rs->lev[i];
-        if (e->as_of <= rs->base || e->as_of > rs->target)
+        if (e->as_of < rs->base || e->as_of > rs->target)
             continue;
         if (e->gone)
             cairn_u64map_take(set, (uint64_t)e->id);
@@ -2215,12 +2216,18 @@ int cairnctl_restore(int argc, char **argv)
         free(pass);
         return rc;
     }
-    /* pass 1: every segment checked; runs of revisions, lease records, the time target */
     dent_t *segd = NULL;
     size_t ng = 0;
     segr_t *segs = NULL;
     rs.ttl_any = cairn_u64map_new();
     char tmp[4200] = "", snap_path[4200] = "";
+    struct stat dsb;
+    if (!list && stat(data_dir, &dsb) == 0) {
+        fprintf(stderr, "Error: data-dir %s exists\n", data_dir);
+        rc = 1;
+        goto out;
+    }
+    /* pass 1: every segment checked; runs of revisions, lease records, the time target */
     if (list_dir(dir, 's', &rs.snaps, &rs.n_snaps) != 0 || list_dir(dir, 'c', &segd, &ng) != 0) {
         fprintf(stderr, "Error: cannot read the backup directory %s: %s\n", dir, strerror(errno));
         rc = 1;
