@@ -167,6 +167,11 @@ restore_check() {
     ll=$(etcdctl --endpoints="127.0.0.1:$cp" lease list)
     for l in ${RLEASES[$r]}; do grep -q "^$l\$" <<<"$ll" || missing+=" $l"; done
     t_eq "$what: the leases its keys name exist" "" "$missing"
+    local h
+    for h in ${HIST_REVS:-}; do # the history below R is there too, as it was
+      t_eq "$what: the store at revision $h, read from it" "${REC[$h]}" \
+        "$(etcdctl --endpoints="127.0.0.1:$cp" get "" --prefix --rev="$h" -w json | $KV kvs)"
+    done
     if [ -n "${WANT_LEASES:-}" ]; then
       t_eq "$what: exactly the leases alive then" "$WANT_LEASES" "$(grep -v '^found' <<<"$ll" | sort | xargs)"
     fi
@@ -180,7 +185,7 @@ restore_check() {
 restore_check "just after the snapshot (revision $R_FIRST)" "$R_FIRST" --to-revision "$R_FIRST"
 restore_check "in a later segment (revision $R_SEG)" "$R_SEG" --to-revision "$R_SEG"
 restore_check "across the backup's restart (revision $R_MID)" "$R_MID" --to-revision "$R_MID"
-WANT_LEASES=$(printf '%s\n' "$L_KEEP" "$L_TWO" | sort | xargs) \
+WANT_LEASES=$(printf '%s\n' "$L_KEEP" "$L_TWO" | sort | xargs) HIST_REVS="$R_FIRST $R_SEG $R_MID" \
   restore_check "the last revision ($R_LAST)" "$R_LAST" --to-revision "$R_LAST"
 T_RFC=$(date -u -d "@$T_UNIX" +%Y-%m-%dT%H:%M:%S.%NZ)
 restore_check "--to-time $T_RFC (revision $R_TIME)" "$R_TIME" --to-time "$T_RFC"
@@ -212,6 +217,12 @@ printf '\xff\xff\xff' | dd of="$FIRSTSEG" bs=1 seek=100 conv=notrunc 2>/dev/null
 out=$($CTL restore --dir "$BK" --to-revision "$R_LAST" --data-dir "$T_TMP/never" 2>&1 || true)
 t_contains "a corrupt record is named with its file and offset" "$(basename "$FIRSTSEG"): offset" "$out"
 cp "$T_TMP/seg.bak" "$FIRSTSEG"
+
+# a missing snapshot is named
+mv "$BK/snap-$SNAP_REV.db" "$T_TMP/snap.bak"
+out=$($CTL restore --dir "$BK" --to-revision "$R_FIRST" --data-dir "$T_TMP/never" 2>&1 || true)
+t_contains "a missing snapshot is named" "snap-$SNAP_REV.db is missing" "$out"
+mv "$T_TMP/snap.bak" "$BK/snap-$SNAP_REV.db"
 
 # a compaction overtakes the stopped backup: a fresh snapshot, and a hole a restore refuses
 for i in $(seq 1 5); do $E put "e/while-stopped-$i" "$i" >/dev/null; done
