@@ -10,10 +10,13 @@ BUILD=${BUILD:-build-release}
 export DEB_BUILD_MAINT_OPTIONS=hardening=+all
 CFLAGS="$(dpkg-buildflags --get CFLAGS) $(dpkg-buildflags --get CPPFLAGS)"
 LDFLAGS=$(dpkg-buildflags --get LDFLAGS)
-export CFLAGS LDFLAGS
+# The flags go in as cache values, not as CFLAGS/LDFLAGS in the environment, which CMake reads
+# only when it creates a build dir: an existing one (build-release is also bench/'s) gets them
+# too, so the binaries the benchmarks measure are the ones the package ships.
 # CMAKE_SKIP_INSTALL_ALL_DEPENDENCY: cpack packages what the build step below built, without a
-# second build of its own (which would pick up sources edited in between)
+# second build of its own (which would pick up sources edited in between).
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr -DCAIRN_SANITIZE= \
+  -DCMAKE_C_FLAGS="$CFLAGS" -DCMAKE_EXE_LINKER_FLAGS="$LDFLAGS" \
   -DCMAKE_SKIP_INSTALL_ALL_DEPENDENCY=ON "$@" >/dev/null
 cmake --build "$BUILD" -j"${JOBS:-$(nproc)}" >/dev/null
 rm -f "$BUILD"/cairn_*.deb

@@ -108,10 +108,14 @@ EXECS=$(grep -h '^ExecStart=' "$T_TMP"/root/lib/systemd/system/* | sed 's/^ExecS
 t_eq "the units' ExecStart= run the packaged binaries" "/usr/bin/gatewayd /usr/bin/raftd /usr/bin/stored " "$EXECS"
 grep -q '@BINDIR@' "$T_TMP"/root/lib/systemd/system/* && t_fail "a unit still says @BINDIR@" || t_ok "no @BINDIR@ left"
 if command -v lintian >/dev/null; then
-  lintian --allow-root "$DEB" >"$T_TMP/lintian.out" 2>&1 || true
-  echo "  lintian: $(grep -c '^E:' "$T_TMP/lintian.out") errors, $(grep -c '^W:' "$T_TMP/lintian.out") warnings"
+  lintian --allow-root --display-info "$DEB" >"$T_TMP/lintian.out" 2>&1 || true
+  echo "  lintian: $(grep -c '^E:' "$T_TMP/lintian.out") errors, $(grep -c '^W:' "$T_TMP/lintian.out") warnings," \
+    "$(grep -c '^I:' "$T_TMP/lintian.out") notes"
   sed 's/^/    /' "$T_TMP/lintian.out"
   grep -q '^E:' "$T_TMP/lintian.out" && t_fail "lintian reports errors" || t_ok "lintian: no error"
+  # deploy/package.sh builds with Debian's hardening flags (dpkg-buildflags)
+  grep -q 'hardening-no-' "$T_TMP/lintian.out" && t_fail "lintian: binaries built without hardening" ||
+    t_ok "lintian: binaries hardened (relro, bindnow, fortify)"
 else
   echo "  (lintian not installed: not run)"
 fi
