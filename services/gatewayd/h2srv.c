@@ -1675,6 +1675,17 @@ static int h1_chunk(conn_t *c, const uint8_t *data, size_t len)
     return 0;
 }
 
+/* An HTTP answer over an HTTP/2 stream (the JSON gateway over h2): its response headers, once. */
+static int st_open_plain(conn_t *c, h2stream_t *st, int status, const char *content_type)
+{
+    if (st->resp != RESP_NONE)
+        return 0;
+    char sbuf[8];
+    snprintf(sbuf, sizeof sbuf, "%d", status >= 100 && status <= 999 ? status : 500);
+    st->plain = 1;
+    return st_open(c, st, sbuf, content_type ? content_type : "text/plain; charset=utf-8");
+}
+
 int cairn_h2srv_http1_stream_send(cairn_h2srv_t *self, cairn_call_id_t req, int status, const char *content_type,
                                   const uint8_t *data, size_t len)
 {
@@ -1686,13 +1697,8 @@ int cairn_h2srv_http1_stream_send(cairn_h2srv_t *self, cairn_call_id_t req, int 
     if (st) {
         if ((len && st_queue(st, NULL, 0, data, len) != 0))
             return CAIRN_ENOMEM;
-        if (st->resp == RESP_NONE) {
-            char sbuf[8];
-            snprintf(sbuf, sizeof sbuf, "%d", status >= 100 && status <= 999 ? status : 500);
-            st->plain = 1;
-            if (st_open(c, st, sbuf, content_type ? content_type : "text/plain; charset=utf-8") != 0)
-                return CAIRN_ENOMEM;
-        }
+        if (st_open_plain(c, st, status, content_type) != 0)
+            return CAIRN_ENOMEM;
         st_resume(c, st);
         return 0;
     }
@@ -1717,15 +1723,10 @@ int cairn_h2srv_http1_stream_end(cairn_h2srv_t *self, cairn_call_id_t req, int s
         if (len && st_queue(st, NULL, 0, data, len) != 0)
             return CAIRN_ENOMEM;
         st->finishing = 1; /* announced stays: on_close comes when the stream closes */
-        if (st->resp == RESP_NONE) {
-            char sbuf[8];
-            snprintf(sbuf, sizeof sbuf, "%d", status >= 100 && status <= 999 ? status : 500);
-            st->plain = 1;
-            if (st_open(c, st, sbuf, content_type ? content_type : "text/plain; charset=utf-8") != 0) {
-                nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
-                mark_dirty(c);
-                return CAIRN_ENOMEM;
-            }
+        if (st_open_plain(c, st, status, content_type) != 0) {
+            nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+            mark_dirty(c);
+            return CAIRN_ENOMEM;
         }
         st_resume(c, st);
         return 0;
