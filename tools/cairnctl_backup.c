@@ -79,7 +79,8 @@
  * lease a key alive at R is attached to (with its TTL from whichever record knows it): a key's
  * lease must exist. Their clocks restart at the restore, with the granted TTL, as after
  * etcd's own snapshot restore. (Which leases without keys existed between two polls is not
- * knowable from outside; a lease granted and revoked between polls, without keys, is missed.)
+ * knowable from outside; a lease granted and revoked between polls, without keys, is missed;
+ * a lease a key names that no poll saw alive is restored with a TTL of 3600 s, and said so.)
  */
 #include <ctype.h>
 #include <dirent.h>
@@ -706,6 +707,7 @@ struct backup {
     int need_snapshot; /* 1: nothing to resume from; 2: a compaction overtook the backup */
     int64_t next_snapshot;
     int64_t lost_from, lost_compact;
+    int64_t last_snap_rev; /* the newest snapshot's revision */
     /* leases: ID -> granted TTL (as ttl * 2 + 1: never NULL) */
     cairn_u64map_t *leases;
     cairn_u64map_t *lease_wanted; /* seen on a key, not known yet */
@@ -1056,6 +1058,8 @@ static void snap_done(void *arg, cairn_grpcc_call_t *call, int status, const cha
         return;
     }
     cairn_info("backup: snapshot saved", "file=%s revision=%" PRId64 " bytes=%" PRIu64, final, rev, j->bytes);
+    if (rev > bk->last_snap_rev)
+        bk->last_snap_rev = rev;
     bk->next_snapshot = mono_ms() + bk->interval_ms;
     if (j->forced && bk->need_snapshot == 1 && bk->seg_fd >= 0) {
         /* segments without a snapshot under them: this one is a base for what comes next */
@@ -1528,8 +1532,10 @@ static int backup_resume(backup_t *bk)
     if (rc == 0 && !bk->need_snapshot)
         cairn_info("backup: resuming", "dir=%s saved_through=%" PRId64 " snapshots=%zu segments=%zu known_leases=%zu",
                    bk->dir, bk->last_rev, ns, ng, cairn_u64map_size(bk->leases));
-    if (rc == 0 && ns)
+    if (rc == 0 && ns) {
         bk->next_snapshot = mono_ms() + bk->interval_ms;
+        bk->last_snap_rev = snaps[ns - 1].rev;
+    }
     free(snaps);
     free(segs);
     return rc;
@@ -1660,8 +1666,12 @@ int cairnctl_backup(int argc, char **argv)
         }
         if (!bk->need_snapshot && !bk->watch && bk->conn)
             start_watch(bk);
-        if (!bk->need_snapshot && !bk->snap && bk->watch_ok && mono_ms() >= bk->next_snapshot)
-            start_snapshot(bk, 0);
+        if (!bk->need_snapshot && !bk->snap && bk->watch_ok && mono_ms() >= bk->next_snapshot) {
+            if (bk->last_rev == bk->last_snap_rev) /* nothing written since the last one */
+                bk->next_snapshot = mono_ms() + bk->interval_ms;
+            else
+                start_snapshot(bk, 0);
+        }
         if (bk->conn)
             poll_leases(bk);
         watch_progress(bk);
@@ -2230,6 +2240,11 @@ int cairnctl_restore(int argc, char **argv)
     /* pass 1: every segment checked; runs of revisions, lease records, the time target */
     if (list_dir(dir, 's', &rs.snaps, &rs.n_snaps) != 0 || list_dir(dir, 'c', &segd, &ng) != 0) {
         fprintf(stderr, "Error: cannot read the backup directory %s: %s\n", dir, strerror(errno));
+        rc = 1;
+        goto out;
+    }
+    if (rs.n_snaps == 0 && ng == 0) {
+        fprintf(stderr, "Error: %s holds no backup (no snap-<revision>.db, no changes-<revision>.seg)\n", dir);
         rc = 1;
         goto out;
     }
