@@ -817,6 +817,7 @@ static void drop_conn(backup_t *bk, const char *why)
 {
     if (!bk->conn)
         return;
+    seg_sync(bk); /* what came before is durable before a connect that may take seconds */
     cairn_warn("backup: connection lost", "endpoint=%s reason=\"%s\"", cairn_grpcc_endpoint(bk->conn), why);
     cairn_grpcc_destroy(&bk->conn); /* every call's on_done runs here */
     bk->next_connect = mono_ms() + bk->backoff_ms;
@@ -1118,6 +1119,7 @@ static void start_snapshot(backup_t *bk, int forced)
     j->call = cairn_grpcc_start(bk->conn, "/etcdserverpb.Maintenance/Snapshot", "", 0, CAIRN_GRPCC_HALF_CLOSE, 0,
                                 snap_msg, snap_done, j, &err);
     if (!j->call) {
+        bk->reconnect = 1;
         close(j->fd);
         EVP_MD_CTX_free(j->sha);
         free(j);
@@ -1274,6 +1276,8 @@ static void start_watch(backup_t *bk)
     int err;
     bk->watch = cairn_grpcc_start(bk->conn, "/etcdserverpb.Watch/Watch", buf, n, CAIRN_GRPCC_HASLEADER, 0, watch_msg,
                                   watch_done, bk, &err);
+    if (!bk->watch) /* the server is going away (GOAWAY): another connection */
+        bk->reconnect = 1;
     bk->watch_next_progress = mono_ms() + 5000;
 }
 
