@@ -16,7 +16,8 @@
 #     (<pod>.cairn-peer.<ns>.svc:2380/2379 and 0.0.0.0:2380/2379 -> 127.0.0.1 and a port of
 #     t_port per pod), the volumes -> temp dirs and /usr/bin -> $CAIRN_BIN: the 9 processes,
 #     started together as the kubelet starts them, form a 3-member cluster (etcdctl endpoint
-#     health --cluster, member list with the pods' names, put on one pod and get on the others);
+#     health --cluster, member list with the pods' names, put on one pod and get on the others;
+#     a pod recreated with the same command lines and volumes rejoins and catches up);
 #     the probes answer as the manifest comment says: /health and /version 200 with a leader;
 #     with two pods gone, /health fails on the third while /version (liveness) still answers.
 set -euo pipefail
@@ -228,7 +229,8 @@ done <"$T_TMP/check.out"
 
 # ---- 2. the 3 pods' 9 processes, started together ---------------------------------------------
 echo "  pod 0 stored: $(tr '\n' ' ' <"$T_TMP/launch/0-stored.env")"
-for ((i = 0; i < N; i++)); do
+start_pod() { # I: the pod's three containers, started together as the kubelet starts them
+  local i=$1 c
   for c in stored raftd gatewayd; do
     mapfile -t ENVV <"$T_TMP/launch/$i-$c.env"
     mapfile -t ARGV <"$T_TMP/launch/$i-$c.argv"
@@ -237,7 +239,9 @@ for ((i = 0; i < N; i++)); do
       ${UBSAN_OPTIONS:+"UBSAN_OPTIONS=$UBSAN_OPTIONS"} "${ENVV[@]}" "${ARGV[@]}"
     eval "PID_${i}_$c=$T_LAST_PID"
   done
-done
+}
+stop_pod() { local i=$1 c; for c in gatewayd raftd stored; do eval "t_stop \$PID_${i}_$c"; done; }
+for ((i = 0; i < N; i++)); do start_pod "$i"; done
 C_LOG=$T_TMP/pod0.log
 EP0=127.0.0.1:${CPS[0]}
 if t_wait_healthy "$EP0" 30; then t_ok "pod 0 is healthy"; else t_fail "pod 0 is not healthy"; fi
@@ -252,11 +256,19 @@ t_eq "put on pod 1" OK "$(etcdctl --endpoints="127.0.0.1:${CPS[1]}" put k8s-test
 for i in 0 2; do
   t_eq "get on pod $i" manifest "$(etcdctl --endpoints="127.0.0.1:${CPS[i]}" get k8s-test --print-value-only 2>&1)"
 done
+# a pod deleted and recreated (same name, same volumes, same command lines - initial-cluster-state
+# still "new"): it finds its data, rejoins, and has what was written while it was away
+stop_pod 2
+t_eq "put while pod 2 is away" OK "$(etcdctl --endpoints="127.0.0.1:${CPS[1]}" put k8s-away written 2>&1)"
+start_pod 2
+if t_wait_healthy "127.0.0.1:${CPS[2]}" 30; then t_ok "pod 2 recreated: healthy again"; else t_fail "pod 2 recreated: not healthy"; fi
+t_eq "... and has the write it missed" written "$(etcdctl --endpoints="127.0.0.1:${CPS[2]}" get k8s-away --print-value-only 2>&1)"
+t_eq "... still 3 members" 3 "$(etcdctl --endpoints="$EP0" member list 2>/dev/null | grep -c started)"
 code() { curl -s -o /dev/null -m 5 -w '%{http_code}' "http://$1$2" || true; }
 t_eq "readiness probe /health: 200 with a leader" 200 "$(code "$EP0" /health)"
 t_eq "liveness probe /version: 200" 200 "$(code "$EP0" /version)"
 # two pods gone: pod 0 has no quorum, so no leader; it must turn unready, not be restarted
-for i in 1 2; do for c in gatewayd raftd stored; do eval "t_stop \$PID_${i}_$c"; done; done
+stop_pod 1; stop_pod 2
 health_fails() { [ "$(code "$EP0" /health)" != 200 ]; }
 if t_wait_until 20 health_fails; then t_ok "no quorum: readiness /health fails on pod 0"; else t_fail "pod 0 /health still 200 without a quorum"; fi
 t_eq "no quorum: liveness /version still 200 (the pod is not restarted)" 200 "$(code "$EP0" /version)"
