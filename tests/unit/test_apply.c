@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tmpdir.h"
 #include "apply.h"
 #include "cairn_err.h"
 #include "kv.pb-c.h"
@@ -18,18 +19,9 @@ static uint64_t g_idx;
 static cairn_apply_err_t E;
 static const cairn_hdr_ctx_t HDR = {.cluster_id = 111, .member_id = 222, .raft_term = 3};
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 static void setup(void)
 {
-    snprintf(g_dir, sizeof g_dir, "/tmp/cairn_test_apply_XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir));
+    cairn_test_mkdtemp(g_dir, sizeof g_dir, "apply");
     int err;
     char eb[256];
     M = cairn_mvcc_open(g_dir, &err, eb, sizeof eb);
@@ -40,7 +32,7 @@ static void setup(void)
 static void teardown(void)
 {
     cairn_mvcc_destroy(&M);
-    nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    cairn_test_rmtree(g_dir);
 }
 
 TestSuite(apply, .init = setup, .fini = teardown);

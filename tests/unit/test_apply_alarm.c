@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tmpdir.h"
 #include "apply.h"
 #include "cairn_err.h"
 #include "rpc.pb-c.h"
@@ -16,12 +17,6 @@ static cairn_mvcc_t *M;
 static uint64_t g_idx;
 static cairn_apply_err_t E;
 static const cairn_hdr_ctx_t HDR = {.cluster_id = 1, .member_id = 2, .raft_term = 3};
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
 
 static void reopen(void)
 {
@@ -34,8 +29,7 @@ static void reopen(void)
 
 static void setup(void)
 {
-    snprintf(g_dir, sizeof g_dir, "/tmp/cairn_test_alarm_XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir));
+    cairn_test_mkdtemp(g_dir, sizeof g_dir, "alarm");
     reopen();
     g_idx = 0;
 }
@@ -43,7 +37,7 @@ static void setup(void)
 static void teardown(void)
 {
     cairn_mvcc_destroy(&M);
-    nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    cairn_test_rmtree(g_dir);
 }
 
 TestSuite(alarm, .init = setup, .fini = teardown);

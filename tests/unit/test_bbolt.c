@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tmpdir.h"
 #include "cairn_bbolt.h"
 #include "cairn_err.h"
 
@@ -31,22 +32,15 @@
 
 static char g_dir[256];
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
-
 static void mkdir_tmp(void)
 {
-    snprintf(g_dir, sizeof g_dir, "/tmp/cairn_test_bbolt_XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir));
+    cairn_test_mkdtemp(g_dir, sizeof g_dir, "bbolt");
 }
 
 static void rm_tmp(void)
 {
     if (g_dir[0])
-        nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+        cairn_test_rmtree(g_dir);
     g_dir[0] = 0;
 }
 

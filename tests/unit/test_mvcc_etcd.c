@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tmpdir.h"
 #include "cairn_bbolt.h"
 #include "cairn_crc32c.h"
 #include "cairn_err.h"
@@ -28,22 +29,15 @@
 
 static char g_dir[256];
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
-
 static void mkdir_tmp(void)
 {
-    snprintf(g_dir, sizeof g_dir, "/tmp/cairn_test_mvcc_etcd_XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir));
+    cairn_test_mkdtemp(g_dir, sizeof g_dir, "mvcc_etcd");
 }
 
 static void rm_tmp(void)
 {
     if (g_dir[0])
-        nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+        cairn_test_rmtree(g_dir);
     g_dir[0] = 0;
 }
 
@@ -1456,7 +1450,7 @@ Test(mvcc_etcd, import_of_random_damage, .timeout = 240)
         cairn_mvcc_range_t r = {.key = "\0", .key_len = 1, .end = "", .end_len = 0};
         cr_assert_eq(cairn_mvcc_range(m2, CAIRN_MVCC_COMMITTED, &r, count_kv, &cnt, NULL), 0);
         cairn_mvcc_destroy(&m2);
-        nftw(at("dst"), rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+        cairn_test_rmtree(at("dst"));
     }
     fprintf(stderr, "import_of_random_damage (seed %llu): %d imported, %d refused\n", (unsigned long long)seed, ok,
             refused);

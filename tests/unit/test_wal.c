@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tmpdir.h"
 #include "cairn_crc32c.h"
 #include "cairn_err.h"
 #include "crashfs.h"
@@ -146,18 +147,9 @@ static const char *model_diff(const model_t *got, const model_t *want, char *why
 
 static char g_dir[256];
 
-static void mk_tmpdir(void)
-{
-    snprintf(g_dir, sizeof g_dir, "/tmp/cairn-wal-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir));
-}
+static void mk_tmpdir(void) { cairn_test_mkdtemp(g_dir, sizeof g_dir, "wal"); }
 
-static void rm_tmpdir(void)
-{
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    cr_assert_eq(system(cmd), 0);
-}
+static void rm_tmpdir(void) { cr_assert_eq(cairn_test_rmtree(g_dir), 0); }
 
 static char *wal_dir(void)
 {

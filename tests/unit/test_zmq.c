@@ -11,23 +11,17 @@
 #include "cairn_err.h"
 #include "cairn_ipc.h"
 #include "cairn_zmq.h"
+#include "tmpdir.h"
 
 static char dir[64], ep[128];
 
 static void setup(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/cairn-zmq-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
+    cairn_test_mkdtemp(dir, sizeof dir, "zmq");
     snprintf(ep, sizeof ep, "ipc://%s/r.ipc", dir);
 }
 
-static void teardown(void)
-{
-    char p[160];
-    snprintf(p, sizeof p, "%s/r.ipc", dir);
-    unlink(p);
-    rmdir(dir);
-}
+static void teardown(void) { cairn_test_rmtree(dir); }
 
 static cairn_ipc_msg_t result(uint64_t req_id)
 {
