@@ -8,6 +8,9 @@
  *       supervises them in the foreground (a process that dies is restarted after a short
  *       back-off, as systemd's Restart=always would) and stops them all on Ctrl-C/SIGTERM:
  *       gateways first (they send GOAWAY), then raftd, then stored (which syncs its WAL).
+ *       Gateways are added and removed while it runs: SIGUSR1 starts one more (up to 64; they
+ *       share the client port), SIGUSR2 stops the newest (never the last one), gracefully - it
+ *       answers the calls it has in flight and its clients move to the others.
  *   cairnctl snapshot status|restore ...
  *       etcdctl's snapshot commands for etcd backend files (cairnctl_snapshot.c).
  *   cairnctl backup ... / cairnctl restore ...
@@ -28,8 +31,17 @@
 
 #include "cairn_config.h"
 
-static volatile sig_atomic_t g_stop;
+static volatile sig_atomic_t g_stop, g_add, g_remove;
 static void on_signal(int sig) { g_stop = 1; }
+static void on_scale(int sig)
+{
+    if (sig == SIGUSR1)
+        g_add = 1;
+    else
+        g_remove = 1;
+}
+
+#define MAX_GATEWAYS 64
 
 typedef struct {
     char name[32];
@@ -104,8 +116,8 @@ static int cmd_run(int argc, char **argv)
         const char *v = argv[i][10] == '=' ? argv[i] + 11 : (i + 1 < argc ? argv[++i] : "1");
         gateways = atoi(v);
         i++;
-        if (gateways < 1 || gateways > 64) {
-            fprintf(stderr, "cairnctl: --gateways must be 1..64\n");
+        if (gateways < 1 || gateways > MAX_GATEWAYS) {
+            fprintf(stderr, "cairnctl: --gateways must be 1..%d\n", MAX_GATEWAYS);
             return 2;
         }
     }
@@ -143,10 +155,14 @@ static int cmd_run(int argc, char **argv)
     }
     char dir[PATH_MAX];
     bindir(dir, sizeof dir);
-    int n = 2 + gateways;
-    child_t *cs = calloc((size_t)n, sizeof *cs);
+    int n = 2 + gateways, next_gw = gateways + 1;
+    child_t *cs = calloc(2 + MAX_GATEWAYS, sizeof *cs);
+    if (!cs) {
+        fprintf(stderr, "cairnctl: out of memory\n");
+        return 1;
+    }
     const char *names[2] = {"stored", "raftd"};
-    for (int k = 0; k < n; k++) {
+    for (int k = 0; k < 2 + MAX_GATEWAYS; k++) {
         snprintf(cs[k].name, sizeof cs[k].name, "%s", k < 2 ? names[k] : "gatewayd");
         if ((size_t)snprintf(cs[k].path, sizeof cs[k].path, "%.*s/%s", (int)(sizeof cs[k].path - 16), dir,
                              cs[k].name) >= sizeof cs[k].path ||
@@ -154,13 +170,16 @@ static int cmd_run(int argc, char **argv)
             fprintf(stderr, "cairnctl: %s not found or not executable (set CAIRN_BIN)\n", cs[k].path);
             return 1;
         }
-        if (k >= 2)
+        if (k >= 2 && k < n)
             snprintf(cs[k].extra, sizeof cs[k].extra, "--gateway-id=gw%d", k - 1);
     }
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = on_scale;
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
     for (int k = 0; k < n; k++) {
         if (spawn(&cs[k]) < 0) {
             fprintf(stderr, "cairnctl: fork failed: %s\n", strerror(errno));
@@ -168,9 +187,56 @@ static int cmd_run(int argc, char **argv)
             break;
         }
     }
-    fprintf(stderr, "cairnctl: node running (stored pid %d, raftd pid %d, %d gateway(s)); Ctrl-C stops it\n",
-            (int)cs[0].pid, (int)cs[1].pid, gateways);
+    fprintf(stderr,
+            "cairnctl: node running (stored pid %d, raftd pid %d, %d gateway(s)); Ctrl-C stops it; "
+            "kill -USR1/-USR2 %d adds/removes a gateway\n",
+            (int)cs[0].pid, (int)cs[1].pid, gateways, (int)getpid());
     while (!g_stop) {
+        if (g_add) {
+            g_add = 0;
+            if (n - 2 >= MAX_GATEWAYS) {
+                fprintf(stderr, "cairnctl: already %d gateways; none added\n", MAX_GATEWAYS);
+            } else {
+                /* a fresh id: a removed gateway's id is not reused while stored may still hold
+                 * answers for it (cairn_zmq's outbox) */
+                child_t *c = &cs[n];
+                c->fails = 0;
+                c->restart_at = 0;
+                snprintf(c->extra, sizeof c->extra, "--gateway-id=gw%d", next_gw++);
+                if (spawn(c) < 0) {
+                    fprintf(stderr, "cairnctl: fork failed: %s\n", strerror(errno));
+                } else {
+                    n++;
+                    fprintf(stderr, "cairnctl: gateway %s added (pid %d); %d gateway(s)\n", c->extra + 13,
+                            (int)c->pid, n - 2);
+                }
+            }
+        }
+        if (g_remove) {
+            g_remove = 0;
+            if (n - 2 <= 1) {
+                fprintf(stderr, "cairnctl: one gateway left; not removed\n");
+            } else {
+                child_t *c = &cs[n - 1];
+                n--; /* no longer supervised: its exit is not a crash to restart */
+                if (c->pid) {
+                    pid_t pid = c->pid;
+                    kill(pid, SIGTERM);
+                    int t = 0;
+                    for (; t < 1000 && waitpid(pid, NULL, WNOHANG) != pid; t++) {
+                        struct timespec ts = {0, 10 * 1000000};
+                        nanosleep(&ts, NULL);
+                    }
+                    if (t == 1000) { /* 10 s: its drain is bounded well below that */
+                        kill(pid, SIGKILL);
+                        waitpid(pid, NULL, 0);
+                    }
+                    fprintf(stderr, "cairnctl: gateway %s removed (pid %d); %d gateway(s)\n", c->extra + 13,
+                            (int)pid, n - 2);
+                }
+                c->pid = 0;
+            }
+        }
         int status;
         pid_t pid = waitpid(-1, &status, WNOHANG);
         time_t now = time(NULL);
