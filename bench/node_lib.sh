@@ -109,7 +109,7 @@ start_node() { # run-dir -> NODE_PID, CPORT; 1 (with WHY) when it does not come 
         for b in cairnctl stored raftd gatewayd; do
             [ -x "$BUILD/$b" ] || { WHY="not built: $BUILD/$b missing"; return 1; }
         done
-        CAIRN_BIN=$BUILD "$BUILD/cairnctl" run --gateways 1 "${flags[@]}" >"$dir/node.log" 2>&1 &
+        CAIRN_BIN=$BUILD "$BUILD/cairnctl" run --gateways "${CAIRN_GATEWAYS:-1}" "${flags[@]}" >"$dir/node.log" 2>&1 &
     fi
     NODE_PID=$!
     for ((i = 0; i < 120; i++)); do
