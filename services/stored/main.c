@@ -939,7 +939,9 @@ int main(int argc, char **argv)
             stored_quota_check(s, now);
             stored_compactor_tick(s, now);
         }
-        int timeout = s->reads || s->build.running || s->inst.running || s->defrag.running ? 10 : 500;
+        /* 10 ms while a thread's answer may be due (Maintenance/Snapshot's first byte waited
+         * up to the 500 ms idle poll for its file, even for a tiny store) */
+        int timeout = s->reads || s->build.running || s->inst.running || stored_maint_busy(s) ? 10 : 500;
         if (zmq_poll(&item, 1, timeout) < 0) {
             if (errno == EINTR)
                 continue;

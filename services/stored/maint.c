@@ -67,6 +67,11 @@ static void *defrag_main(void *arg)
     return NULL;
 }
 
+int stored_maint_busy(stored_t *s)
+{
+    return s->defrag.running || s->hash_jobs || stored_snapstream_busy(s);
+}
+
 void stored_defrag_reap(stored_t *s, int block)
 {
     /* The threads that read the store for a client's snapshot go with the defragmentation's:

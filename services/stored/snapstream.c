@@ -162,6 +162,16 @@ static void start(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t 
                (long long)cairn_mvcc_revision(s->mvcc), (long long)cairn_mvcc_db_size(s->mvcc));
 }
 
+int stored_snapstream_busy(stored_t *s)
+{
+    if (!s->snapstream)
+        return 0;
+    for (int i = 0; i < STREAM_SLOTS; i++)
+        if (s->snapstream->slot[i].used == 1)
+            return 1;
+    return 0;
+}
+
 void stored_snapstream_reap(stored_t *s, int block)
 {
     stored_snapstream_t *ss = s->snapstream;

@@ -211,6 +211,9 @@ void stored_maint(stored_t *s, const uint8_t *ident, size_t ident_len, const cai
 /* Answers the Defragment requests once the compaction is done; block = 1 waits for it (before
  * the store is closed or replaced). */
 void stored_defrag_reap(stored_t *s, int block);
+/* Whether a thread works for a client (a defragmentation, a HashKV, a Maintenance/Snapshot
+ * file): the loop then polls every 10 ms, so its answer does not wait for the idle poll. */
+int stored_maint_busy(stored_t *s);
 
 /* ---- snapstream.c: the etcd backend files Maintenance/Snapshot streams ---- */
 typedef struct stored_snapstream stored_snapstream_t;
@@ -220,6 +223,8 @@ void stored_snapstream_request(stored_t *s, const uint8_t *ident, size_t ident_l
 void stored_snapstream_reap(stored_t *s, int block);
 /* Waits for every thread, closes every file (a state change or exit ends the streams). */
 void stored_snapstream_destroy(stored_t *s);
+/* Whether a snapshot file is being written on a thread. */
+int stored_snapstream_busy(stored_t *s);
 /* Proposes ACTIVATE NOSPACE for this member when the store passed the quota (rate-limited). */
 void stored_quota_check(stored_t *s, int64_t now);
 /* A request of stored's own (kind: cairn_req_kind_t) proposed through its raftd, like a
