@@ -242,6 +242,7 @@ start_pod() { # I: the pod's three containers, started together as the kubelet s
 }
 stop_pod() { local i=$1 c; for c in gatewayd raftd stored; do eval "t_stop \$PID_${i}_$c"; done; }
 for ((i = 0; i < N; i++)); do start_pod "$i"; done
+# shellcheck disable=SC2034 # t_wait_healthy prints its tail
 C_LOG=$T_TMP/pod0.log
 EP0=127.0.0.1:${CPS[0]}
 if t_wait_healthy "$EP0" 30; then t_ok "pod 0 is healthy"; else t_fail "pod 0 is not healthy"; fi
@@ -273,7 +274,7 @@ health_fails() { [ "$(code "$EP0" /health)" != 200 ]; }
 if t_wait_until 20 health_fails; then t_ok "no quorum: readiness /health fails on pod 0"; else t_fail "pod 0 /health still 200 without a quorum"; fi
 t_eq "no quorum: liveness /version still 200 (the pod is not restarted)" 200 "$(code "$EP0" /version)"
 for c in gatewayd raftd stored; do
-  eval "p=\$PID_0_$c"
+  pv=PID_0_$c; p=${!pv}
   kill -TERM "$p"; rc=0; wait "$p" || rc=$?
   t_eq "pod 0 $c: SIGTERM stops it with status 0" 0 "$rc"
 done

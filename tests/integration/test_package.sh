@@ -201,8 +201,9 @@ declare -A PID
 for u in cairn-stored.service cairn-raftd.service cairn-gatewayd@.service; do
   t_eq "$u runs as cairn" "User=cairn" "$(grep '^User=' "/lib/systemd/system/$u")"
   cmd=$(sed -n 's/^ExecStart=//p' "/lib/systemd/system/$u" | sed 's/%i/1/g')
-  # shellcheck disable=SC2086
-  t_start_daemon "$C_LOG" env -i PATH=/usr/bin:/bin $(grep -v '^#' "$T_TMP/cairn.env" | grep '=') \
+  mapfile -t ENVV < <(grep -v '^#' "$T_TMP/cairn.env" | grep '=')
+  # shellcheck disable=SC2086 # the ExecStart= line's words, as systemd splits them
+  t_start_daemon "$C_LOG" env -i PATH=/usr/bin:/bin "${ENVV[@]}" \
     setpriv --reuid=cairn --regid=cairn --clear-groups $cmd
   PID[$u]=$T_LAST_PID
 done
