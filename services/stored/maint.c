@@ -133,7 +133,7 @@ static void defrag_start(stored_t *s, const uint8_t *ident, size_t ident_len, ui
 
 /* ---- HashKV on threads ---------------------------------------------------------------------
  * A HashKV walks the whole history (seconds on a big store); the corruption checks ask for one
- * every period on every member. The walk runs on a thread of its own through a LevelDB snapshot
+ * every period on every member. Maintenance/Hash (every record) runs the same way. The walk runs on a thread of its own through a LevelDB snapshot
  * pinned on the loop (cairn_mvcc_hashkv_begin), so applies and reads go on; the loop answers when
  * it is done (stored_defrag_reap). At most HASH_THREADS at once; more wait in the same order. */
 #define HASH_THREADS 2
@@ -147,6 +147,7 @@ typedef struct hash_job_s {
     uint32_t hash;
     int rc;
     int64_t want, crev;
+    int all; /* Maintenance/Hash (every record) rather than HashKV */
     uint8_t ident[256];
     size_t ident_len;
     uint64_t req_id;
@@ -166,13 +167,26 @@ static void hash_answer(stored_t *s, hash_job_t *h)
         stored_reply_result(s, h->ident, h->ident_len, h->req_id, CAIRN_GRPC_INTERNAL, cairn_strerror(h->rc), NULL, 0);
         return;
     }
-    Etcdserverpb__HashKVResponse r = ETCDSERVERPB__HASH_KVRESPONSE__INIT;
     Etcdserverpb__ResponseHeader hd = ETCDSERVERPB__RESPONSE_HEADER__INIT;
     hdr_fill(s, &hd, cairn_mvcc_hashkv_current_revision(h->job));
+    if (h->all) {
+        Etcdserverpb__HashResponse hr = ETCDSERVERPB__HASH_RESPONSE__INIT;
+        hr.header = &hd;
+        hr.hash = h->hash;
+        reply_msg(s, h->ident, h->ident_len, h->req_id, &hr.base);
+        return;
+    }
+    Etcdserverpb__HashKVResponse r = ETCDSERVERPB__HASH_KVRESPONSE__INIT;
     r.header = &hd;
     r.hash = h->hash;
     r.compact_revision = h->crev;
     reply_msg(s, h->ident, h->ident_len, h->req_id, &r.base);
+}
+
+static int job_begin(stored_t *s, hash_job_t *h)
+{
+    return h->all ? cairn_mvcc_hash_all_begin(s->mvcc, &h->job)
+                  : cairn_mvcc_hashkv_begin(s->mvcc, h->want, &h->crev, &h->job);
 }
 
 /* Starts the waiting jobs while fewer than HASH_THREADS run; a job whose snapshot cannot be
@@ -185,7 +199,7 @@ static void hash_launch(stored_t *s)
     for (hash_job_t *h = s->hash_jobs; h && running < HASH_THREADS; h = h->next) {
         if (h->running || atomic_load(&h->done))
             continue;
-        int rc = cairn_mvcc_hashkv_begin(s->mvcc, h->want, &h->crev, &h->job);
+        int rc = job_begin(s, h);
         if (rc == 0 && pthread_create(&h->thread, NULL, hash_main, h) == 0) {
             h->running = 1;
             running++;
@@ -200,11 +214,12 @@ static void hash_launch(stored_t *s)
     }
 }
 
-static void hashkv_start(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t req_id, int64_t want)
+static void hashkv_start(stored_t *s, const uint8_t *ident, size_t ident_len, uint64_t req_id, int64_t want,
+                         int all)
 {
     /* a revision that cannot be hashed is answered at once, before any thread */
     int64_t crev = cairn_mvcc_compact_revision(s->mvcc);
-    if ((want > 0 && want <= crev) || want > cairn_mvcc_revision(s->mvcc)) {
+    if (!all && ((want > 0 && want <= crev) || want > cairn_mvcc_revision(s->mvcc))) {
         stored_reply_error(s, ident, ident_len, req_id,
                            want > 0 && want <= crev ? CAIRN_ETCD_COMPACTED : CAIRN_ETCD_FUTURE_REV);
         return;
@@ -219,6 +234,7 @@ static void hashkv_start(stored_t *s, const uint8_t *ident, size_t ident_len, ui
     h->ident_len = ident_len;
     h->req_id = req_id;
     h->want = want;
+    h->all = all;
     hash_job_t **tail = &s->hash_jobs;
     while (*tail)
         tail = &(*tail)->next;
@@ -233,7 +249,7 @@ static void hash_reap(stored_t *s, int block)
         hash_job_t *h = *pp;
         if (block && !h->running && !atomic_load(&h->done)) {
             /* waiting for a thread: hash here, the store is about to change or close */
-            h->rc = cairn_mvcc_hashkv_begin(s->mvcc, h->want, &h->crev, &h->job);
+            h->rc = job_begin(s, h);
             if (h->rc == 0)
                 h->rc = cairn_mvcc_hashkv_run(h->job, &h->hash);
             atomic_store(&h->done, 1);
@@ -260,22 +276,9 @@ static void hash_reap(stored_t *s, int block)
 void stored_maint(stored_t *s, const uint8_t *ident, size_t ident_len, const cairn_ipc_msg_t *m)
 {
     switch (m->op) {
-    case CAIRN_MAINT_HASH: {
-        uint32_t hash = 0;
-        int64_t rev = 0;
-        int rc = cairn_mvcc_hash_all(s->mvcc, &hash, &rev);
-        if (rc) {
-            stored_reply_result(s, ident, ident_len, m->req_id, CAIRN_GRPC_INTERNAL, cairn_strerror(rc), NULL, 0);
-            return;
-        }
-        Etcdserverpb__HashResponse r = ETCDSERVERPB__HASH_RESPONSE__INIT;
-        Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-        hdr_fill(s, &h, rev);
-        r.header = &h;
-        r.hash = hash;
-        reply_msg(s, ident, ident_len, m->req_id, &r.base);
+    case CAIRN_MAINT_HASH: /* a whole-store walk too: on a hash thread, like HashKV */
+        hashkv_start(s, ident, ident_len, m->req_id, 0, 1);
         return;
-    }
     case CAIRN_MAINT_HASHKV: {
         Etcdserverpb__HashKVRequest *q =
             etcdserverpb__hash_kvrequest__unpack(NULL, m->body_len, m->body ? m->body : (const uint8_t *)"");
@@ -286,7 +289,7 @@ void stored_maint(stored_t *s, const uint8_t *ident, size_t ident_len, const cai
         }
         int64_t want = q->revision;
         etcdserverpb__hash_kvrequest__free_unpacked(q, NULL);
-        hashkv_start(s, ident, ident_len, m->req_id, want);
+        hashkv_start(s, ident, ident_len, m->req_id, want, 0);
         return;
     }
     case CAIRN_MAINT_DEFRAG:

@@ -234,6 +234,9 @@ int cairn_mvcc_defrag(cairn_mvcc_t *m);
 /* CRC32C over every record of the committed state but "Mcompact" (its cursor is one member's
  * progress), and the revision it covers: Maintenance/Hash (etcd hashes its whole backend). */
 int cairn_mvcc_hash_all(cairn_mvcc_t *m, uint32_t *hash, int64_t *rev);
+/* The same in the steps of cairn_mvcc_hashkv_begin/run/end (a job whose run hashes every
+ * record through the pinned snapshot; current_revision is the revision it covers). */
+int cairn_mvcc_hash_all_begin(cairn_mvcc_t *m, cairn_mvcc_hashkv_t **job);
 
 /* ---- arena (shared with apply.c) ---------------------------------------------------- */
 

@@ -155,6 +155,7 @@ struct cairn_mvcc_hashkv {
     const leveldb_snapshot_t *snap;
     leveldb_readoptions_t *ro;
     int64_t rev, crev, cur_rev;
+    int all; /* Maintenance/Hash: every record, not etcd's HashKV walk */
 };
 
 int cairn_mvcc_hashkv_begin(cairn_mvcc_t *m, int64_t rev, int64_t *compact_rev, cairn_mvcc_hashkv_t **job)
@@ -221,9 +222,13 @@ int cairn_mvcc_hash_kv(cairn_mvcc_t *m, int64_t rev, uint32_t *hash, int64_t *co
     return rc;
 }
 
+static int hash_records(cairn_mvcc_t *m, leveldb_readoptions_t *ro, uint32_t *hash);
+
 int cairn_mvcc_hashkv_run(cairn_mvcc_hashkv_t *j, uint32_t *hash)
 {
     cairn_mvcc_t *m = j->m;
+    if (j->all)
+        return hash_records(m, j->ro, hash);
     int64_t rev = j->rev, crev = j->crev;
     /* etcd 3.4.23's hash (mvcc/kvstore.go HashByRev), so that `etcdctl endpoint hashkv` gives
      * the same number for the same history on etcd and on Cairn: CRC-32C of the bucket name
@@ -321,15 +326,31 @@ int cairn_mvcc_defrag(cairn_mvcc_t *m)
     return 0;
 }
 
+int cairn_mvcc_hash_all_begin(cairn_mvcc_t *m, cairn_mvcc_hashkv_t **job)
+{
+    int rc = cairn_mvcc_hashkv_begin(m, 0, NULL, job); /* finishes a pending removal, pins */
+    if (rc == 0)
+        (*job)->all = 1;
+    return rc;
+}
+
 int cairn_mvcc_hash_all(cairn_mvcc_t *m, uint32_t *hash, int64_t *rev)
 {
-    while (!m->in_batch && cairn_mvcc_compact_pending(m)) {
-        int rc = cairn_mvcc_compact_step(m, m->compact_chunk);
-        if (rc < 0)
-            return rc;
-    }
+    cairn_mvcc_hashkv_t *j;
+    int rc = cairn_mvcc_hash_all_begin(m, &j);
+    if (rc == 0)
+        rc = cairn_mvcc_hashkv_run(j, hash);
+    if (rc == 0 && rev)
+        *rev = j->cur_rev;
+    cairn_mvcc_hashkv_end(&j);
+    return rc;
+}
+
+/* CRC32C of every record but "Mcompact", through ro. */
+static int hash_records(cairn_mvcc_t *m, leveldb_readoptions_t *ro, uint32_t *hash)
+{
     uint32_t h = 0;
-    leveldb_iterator_t *it = leveldb_create_iterator(m->db, m->ro_scan);
+    leveldb_iterator_t *it = leveldb_create_iterator(m->db, ro);
     for (leveldb_iter_seek_to_first(it); leveldb_iter_valid(it); leveldb_iter_next(it)) {
         size_t kn, vn;
         const uint8_t *k = (const uint8_t *)leveldb_iter_key(it, &kn);
@@ -347,7 +368,5 @@ int cairn_mvcc_hash_all(cairn_mvcc_t *m, uint32_t *hash, int64_t *rev)
         return CAIRN_EIO;
     }
     *hash = h;
-    if (rev)
-        *rev = m->c.rev;
     return 0;
 }

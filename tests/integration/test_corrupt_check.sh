@@ -31,6 +31,22 @@ for _ in $(seq 1 100); do L=$(t_leader_index); [ "$L" -ge 0 ] && break; sleep 0.
 for i in $(seq 1 30); do ctl "${C_EPS[L]}" put "key$i" "value-$i" >/dev/null || t_fail "put key$i"; done
 ctl "${C_EPS[L]}" del key7 >/dev/null
 
+# ---- 0. Maintenance/Hash (every record, on a hash thread): the same on every member --------
+mhash() { /usr/bin/python3 -c '
+import sys, grpc
+from etcd3.etcdrpc import rpc_pb2, rpc_pb2_grpc
+r = rpc_pb2_grpc.MaintenanceStub(grpc.insecure_channel(sys.argv[1])).Hash(rpc_pb2.HashRequest(), timeout=10)
+print(r.header.revision, r.hash)' "$1" 2>&1; }
+same_hash() { [ "$(mhash "${C_EPS[0]}")" = "$(mhash "${C_EPS[1]}")" ] && [ "$(mhash "${C_EPS[1]}")" = "$(mhash "${C_EPS[2]}")" ]; }
+if t_wait_until 15 same_hash; then
+  t_ok "Maintenance/Hash equal on every member ($(mhash "${C_EPS[0]}"))"
+else
+  t_fail "Maintenance/Hash differs: $(for i in 0 1 2; do mhash "${C_EPS[i]}"; done | tr '\n' ' ')"
+fi
+h_rev=$(mhash "${C_EPS[L]}" | cut -d' ' -f1)
+cur_rev=$(ctl "${C_EPS[L]}" get key1 -w json | python3 -c 'import json,sys;print(json.load(sys.stdin)["header"]["revision"])')
+t_eq "Maintenance/Hash's header revision is the store's" "$cur_rev" "$h_rev"
+
 # ---- 1. all members agree: passes run, no alarm --------------------------------------------
 before=$(checks_done "$L")
 if t_wait_until 20 bash -c "[ \$(grep -c 'finished peer corruption check' '${C_LOGS[L]}') -ge $((before + 3)) ]"; then
