@@ -229,6 +229,7 @@ done <"$T_TMP/check.out"
 
 # ---- 2. the 3 pods' 9 processes, started together ---------------------------------------------
 echo "  pod 0 stored: $(tr '\n' ' ' <"$T_TMP/launch/0-stored.env")"
+declare -A PODPID # [pod,container] -> PID
 start_pod() { # I: the pod's three containers, started together as the kubelet starts them
   local i=$1 c
   for c in stored raftd gatewayd; do
@@ -237,10 +238,10 @@ start_pod() { # I: the pod's three containers, started together as the kubelet s
     # only the pod's environment (as the kubelet gives it), and the sanitizers' options of a CI build
     t_start_daemon "$T_TMP/pod$i.log" env -i PATH=/usr/bin:/bin ${ASAN_OPTIONS:+"ASAN_OPTIONS=$ASAN_OPTIONS"} \
       ${UBSAN_OPTIONS:+"UBSAN_OPTIONS=$UBSAN_OPTIONS"} "${ENVV[@]}" "${ARGV[@]}"
-    eval "PID_${i}_$c=$T_LAST_PID"
+    PODPID[$i,$c]=$T_LAST_PID
   done
 }
-stop_pod() { local i=$1 c; for c in gatewayd raftd stored; do eval "t_stop \$PID_${i}_$c"; done; }
+stop_pod() { local i=$1 c; for c in gatewayd raftd stored; do t_stop "${PODPID[$i,$c]}"; done; }
 for ((i = 0; i < N; i++)); do start_pod "$i"; done
 # shellcheck disable=SC2034 # t_wait_healthy prints its tail
 C_LOG=$T_TMP/pod0.log
@@ -274,7 +275,7 @@ health_fails() { [ "$(code "$EP0" /health)" != 200 ]; }
 if t_wait_until 20 health_fails; then t_ok "no quorum: readiness /health fails on pod 0"; else t_fail "pod 0 /health still 200 without a quorum"; fi
 t_eq "no quorum: liveness /version still 200 (the pod is not restarted)" 200 "$(code "$EP0" /version)"
 for c in gatewayd raftd stored; do
-  pv=PID_0_$c; p=${!pv}
+  p=${PODPID[0,$c]}
   kill -TERM "$p"; rc=0; wait "$p" || rc=$?
   t_eq "pod 0 $c: SIGTERM stops it with status 0" 0 "$rc"
 done
