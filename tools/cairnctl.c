@@ -10,7 +10,10 @@
  *       gateways first (they send GOAWAY), then raftd, then stored (which syncs its WAL).
  *       Gateways are added and removed while it runs: SIGUSR1 starts one more (up to 64; they
  *       share the client port), SIGUSR2 stops the newest (never the last one), gracefully - it
- *       answers the calls it has in flight and its clients move to the others.
+ *       answers the calls it has in flight and its clients move to the others. SIGHUP restarts
+ *       the node's processes in order - gateways, raftd, stored stopped; stored, raftd,
+ *       gateways started - as `systemctl restart cairn.target` does (a rolling restart's step,
+ *       deploy/rolling-restart.sh).
  *   cairnctl snapshot status|restore ...
  *       etcdctl's snapshot commands for etcd backend files (cairnctl_snapshot.c).
  *   cairnctl backup ... / cairnctl restore ...
@@ -31,11 +34,13 @@
 
 #include "cairn_config.h"
 
-static volatile sig_atomic_t g_stop, g_add, g_remove;
+static volatile sig_atomic_t g_stop, g_add, g_remove, g_restart;
 static void on_signal(int sig) { g_stop = 1; }
 static void on_scale(int sig)
 {
-    if (sig == SIGUSR1)
+    if (sig == SIGHUP)
+        g_restart = 1;
+    else if (sig == SIGUSR1)
         g_add = 1;
     else
         g_remove = 1;
@@ -106,6 +111,32 @@ static pid_t spawn(child_t *c)
     c->pid = pid;
     c->started = time(NULL);
     return pid;
+}
+
+/* Stops children n-1..0 (gateways, raftd, stored), each given up to 5 s before SIGKILL. */
+static void stop_all(child_t *cs, int n)
+{
+    for (int k = n - 1; k >= 0; k--) {
+        cs[k].restart_at = 0;
+        if (!cs[k].pid)
+            continue;
+        kill(cs[k].pid, SIGTERM);
+        /* polled every 10 ms: a daemon exits within milliseconds, and a node stops its three
+         * in turn, so a coarse poll would add up to most of the stop time */
+        for (int t = 0; t < 500; t++) {
+            if (waitpid(cs[k].pid, NULL, WNOHANG) == cs[k].pid) {
+                cs[k].pid = 0;
+                break;
+            }
+            struct timespec ts = {0, 10 * 1000000};
+            nanosleep(&ts, NULL);
+        }
+        if (cs[k].pid) {
+            kill(cs[k].pid, SIGKILL);
+            waitpid(cs[k].pid, NULL, 0);
+            cs[k].pid = 0;
+        }
+    }
 }
 
 static int cmd_run(int argc, char **argv)
@@ -180,6 +211,7 @@ static int cmd_run(int argc, char **argv)
     sa.sa_handler = on_scale;
     sigaction(SIGUSR1, &sa, NULL);
     sigaction(SIGUSR2, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     for (int k = 0; k < n; k++) {
         if (spawn(&cs[k]) < 0) {
             fprintf(stderr, "cairnctl: fork failed: %s\n", strerror(errno));
@@ -192,6 +224,19 @@ static int cmd_run(int argc, char **argv)
             "kill -USR1/-USR2 %d adds/removes a gateway\n",
             (int)cs[0].pid, (int)cs[1].pid, gateways, (int)getpid());
     while (!g_stop) {
+        if (g_restart) {
+            g_restart = 0;
+            fprintf(stderr, "cairnctl: restarting the node's processes\n");
+            stop_all(cs, n);
+            for (int k = 0; k < n && !g_stop; k++) {
+                cs[k].fails = 0;
+                if (spawn(&cs[k]) < 0)
+                    cs[k].restart_at = time(NULL) + 1;
+            }
+            fprintf(stderr, "cairnctl: node restarted (stored pid %d, raftd pid %d, %d gateway(s))\n", (int)cs[0].pid,
+                    (int)cs[1].pid, n - 2);
+            continue;
+        }
         if (g_add) {
             g_add = 0;
             if (n - 2 >= MAX_GATEWAYS) {
@@ -262,26 +307,7 @@ static int cmd_run(int argc, char **argv)
         struct timespec ts = {0, 100 * 1000000};
         nanosleep(&ts, NULL);
     }
-    /* stop: gateways, raftd, stored — each given up to 5 s before SIGKILL */
-    for (int k = n - 1; k >= 0; k--) {
-        if (!cs[k].pid)
-            continue;
-        kill(cs[k].pid, SIGTERM);
-        /* polled every 10 ms: a daemon exits within milliseconds, and a node stops its three
-         * in turn, so a coarse poll would add up to most of the stop time */
-        for (int t = 0; t < 500; t++) {
-            if (waitpid(cs[k].pid, NULL, WNOHANG) == cs[k].pid) {
-                cs[k].pid = 0;
-                break;
-            }
-            struct timespec ts = {0, 10 * 1000000};
-            nanosleep(&ts, NULL);
-        }
-        if (cs[k].pid) {
-            kill(cs[k].pid, SIGKILL);
-            waitpid(cs[k].pid, NULL, 0);
-        }
-    }
+    stop_all(cs, n);
     fprintf(stderr, "cairnctl: node stopped\n");
     free(cs);
     return 0;
