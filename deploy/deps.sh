@@ -7,7 +7,7 @@ PKGS=(build-essential cmake pkg-config
       libzmq3-dev libczmq-dev libmsgpack-dev libleveldb-dev libsnappy-dev libcriterion-dev
       libnghttp2-dev libssl-dev libprotobuf-c-dev protobuf-c-compiler
       etcd-server etcd-client nghttp2-client curl python3 python3-zmq python3-etcd3 python3-grpcio
-      clang libclang-rt-14-dev python3-yaml lintian)
+      clang libclang-rt-14-dev python3-yaml lintian libfuse3-dev fuse3)
 # clang and its runtime libraries (libFuzzer, the sanitizers' runtimes: a Recommends of clang
 # that --no-install-recommends leaves out) build only the fuzz targets (tests/fuzz/); no library
 # of the build comes from them. python3-yaml parses deploy/kubernetes in
