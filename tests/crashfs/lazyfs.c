@@ -132,6 +132,11 @@ static const char *rel(const char *path)
 }
 
 static int is_ctl(const char *path) { return path && strcmp(path, CTL_NAME) == 0; }
+/* the control file, by path or (nullpath_ok: the path may be NULL) by handle */
+static int is_ctl_op(const char *path, const struct fuse_file_info *fi)
+{
+    return is_ctl(path) || (fi && fi->fh == CTL_FH);
+}
 
 /* ---- undo state (callers hold g.mu) ---------------------------------------------------------- */
 static fstate_t **slot_of(dev_t dev, ino_t ino)
@@ -383,7 +388,7 @@ static void lz_destroy(void *data)
 
 static int lz_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
-    if (is_ctl(path) || (fi && fi->fh == CTL_FH)) {
+    if (is_ctl_op(path, fi)) {
         memset(st, 0, sizeof *st);
         st->st_mode = S_IFREG | 0666;
         st->st_nlink = 1;
@@ -501,7 +506,7 @@ static int lz_rename(const char *from, const char *to, unsigned int flags)
 
 static int lz_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
-    if (is_ctl(path))
+    if (is_ctl_op(path, fi))
         return 0;
     int rc = fi ? fchmod((int)fi->fh, mode) : fchmodat(g.backing, rel(path), mode, 0);
     return rc < 0 ? -errno : 0;
@@ -509,7 +514,7 @@ static int lz_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 
 static int lz_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
 {
-    if (is_ctl(path))
+    if (is_ctl_op(path, fi))
         return 0;
     int rc = fi ? fchown((int)fi->fh, uid, gid) : fchownat(g.backing, rel(path), uid, gid, AT_SYMLINK_NOFOLLOW);
     return rc < 0 ? -errno : 0;
@@ -517,7 +522,7 @@ static int lz_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_inf
 
 static int lz_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
 {
-    if (is_ctl(path))
+    if (is_ctl_op(path, fi))
         return 0;
     int rc = fi ? futimens((int)fi->fh, tv) : utimensat(g.backing, rel(path), tv, AT_SYMLINK_NOFOLLOW);
     return rc < 0 ? -errno : 0;
@@ -545,7 +550,7 @@ static int truncate_locked(int fd, off_t size)
 
 static int lz_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
-    if (is_ctl(path))
+    if (is_ctl_op(path, fi))
         return 0;
     int fd = fi ? (int)fi->fh : openat(g.backing, rel(path), O_WRONLY | O_CLOEXEC);
     if (fd < 0)

@@ -30,10 +30,12 @@ cf_cleanup() {
 }
 trap cf_cleanup EXIT
 LZ_PIDS=()
-# lz_mount NAME SEED -> mounts $T_TMP/NAME.back on $T_TMP/NAME, sets MNT and LZ_PID
+# lz_mount NAME SEED [LAZYFS ARGS] -> mounts $T_TMP/NAME.back on $T_TMP/NAME, sets MNT and LZ_PID
 lz_mount() {
+  local name=$1 seed=$2; shift 2
+  set -- "$name" "$seed" "$@"
   mkdir -p "$T_TMP/$1.back" "$T_TMP/$1"
-  t_start_daemon "$T_TMP/lazyfs-$1.log" "$LAZYFS" "$T_TMP/$1.back" "$T_TMP/$1" --seed "$2"
+  t_start_daemon "$T_TMP/lazyfs-$1.log" "$LAZYFS" "$T_TMP/$1.back" "$T_TMP/$1" --seed "$2" "${@:3}"
   LZ_PID=$T_LAST_PID; LZ_PIDS+=("$LZ_PID")
   MNT=$T_TMP/$1; MOUNTS+=("$MNT")
   t_wait_until 10 test -e "$MNT/.lazyfs-ctl" || { t_fail "lazyfs did not mount $MNT"; cat "$T_TMP/lazyfs-$1.log" >&2; t_done; }
@@ -91,12 +93,49 @@ fd = os.open(p("prealloc"), os.O_CREAT | os.O_RDWR, 0o644); os.posix_fallocate(f
 cmd("crash")
 check("a synced preallocated file keeps its size", os.path.getsize(p("prealloc")) == 1 << 20)
 check(".lazyfs-ctl is not listed", ".lazyfs-ctl" not in os.listdir(m))
+# garbage on the control file: refused, and the file system goes on
+bad = 0
+for junk in (os.urandom(100000), b"\0" * 10, b"crash crash\n", b"\n"):
+    try:
+        with open(ctl, "wb") as f:
+            f.write(junk)
+    except OSError:
+        bad += 1
+check("garbage on the control file is refused (%d/4) and lazyfs still answers" % bad, bad == 4 and "crashes=2" in status())
 PY
 )
 echo "$fsout" | sed 's/^/# /'
 while read -r res name; do
   case $res in ok) t_ok "$name" ;; FAIL) t_fail "$name" ;; esac
 done <<<"$(grep -E '^(ok|FAIL) ' <<<"$fsout")"
+lz_umount "$MNT"
+
+# the undo cap: with --max-undo-mb 1, overwriting 3 synced MiB without a sync keeps at most 1 MiB
+# of pre-images; the oldest writes count as synced (forced_synced_bytes) and survive a crash
+lz_mount cap 1 --max-undo-mb 1
+capout=$(python3 - "$MNT" <<'PY'
+import os, sys
+m = sys.argv[1]
+f = os.path.join(m, "big")
+fd = os.open(f, os.O_CREAT | os.O_RDWR, 0o644)
+os.pwrite(fd, b"o" * (3 << 20), 0); os.fdatasync(fd)
+for i in range(48):                      # 48 writes of 64 KiB, oldest first
+    os.pwrite(fd, b"n" * 65536, i * 65536)
+os.close(fd)
+st = open(os.path.join(m, ".lazyfs-ctl")).read().strip()
+open(os.path.join(m, ".lazyfs-ctl"), "w").write("crash\n")
+d = open(f, "rb").read()
+new = d.count(b"n")
+print("%s new_after_crash=%d size=%d prefix_new=%d" % (st, new, len(d), d[:new] == b"n" * new))
+PY
+)
+echo "# cap: $capout"
+forced=$(sed -n 's/.*forced_synced_bytes=\([0-9]*\).*/\1/p' <<<"$capout")
+undo=$(sed -n 's/.*undo_bytes=\([0-9]*\).*/\1/p' <<<"$capout")
+newb=$(sed -n 's/.*new_after_crash=\([0-9]*\).*/\1/p' <<<"$capout")
+if [ "${undo:-0}" -le $((1 << 20)) ] && [ "${forced:-0}" -gt 0 ] && [ "$newb" = "$forced" ] && [[ $capout == *"prefix_new=1"* ]]; then
+  t_ok "undo log capped at 1 MiB: the oldest $forced bytes count as synced and survive the crash, the rest is undone"
+else t_fail "undo cap: $capout"; fi
 lz_umount "$MNT"
 
 # tear: 64 synced pages overwritten without sync, then torn; the pattern of old/new pages
