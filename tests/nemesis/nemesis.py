@@ -12,6 +12,13 @@ chosen by a PRNG seeded with --seed:
            dropped, what they send arrives (asymmetric partition), for 1-6 s
   clock    <run-dir>/fault-clock-offset-ms raised by 0.2-5 s on a member: its raftd's clock jumps
            forward (all of raftd's timers: ticks, leases, deadlines)
+  crash    (only with --crashfs) a power loss of a member's disk: kill -9 of its stored, then
+           `crash` (every unsynced write undone) or `tear` (a seeded subset of the unsynced pages
+           undone), by a seeded choice among --crashfs-modes, written to the control file of the
+           lazyfs (tests/crashfs/lazyfs.c) its data dir is on; stored restarted after 0.1-1.0 s.
+           The caller mounts the file systems: member i's data dir is <dir>/fs<i>/m<i> on a lazyfs
+           mounted at <dir>/fs<i>, its run dir <dir>/m<i>-run (ipc sockets never on FUSE);
+           tests/nemesis/run.sh --crashfs does it.
 The first faults are one of each kind (in a seeded order), so even a short run has them all.
 At most --max-concurrent faults are under way at once (each on a different process/member).
 When the load ends, every fault is healed, every member must be healthy again, and:
@@ -41,6 +48,7 @@ LIN = os.path.join(SRC, "tests", "linearizability")
 WATCH = os.path.join(SRC, "tests", "watch")
 PY = "/usr/bin/python3"
 KINDS = ["kill", "pause", "isolate", "asym", "clock"]
+CRASH_MODES = ["crash", "tear"]
 PROCS = ["stored", "raftd", "gatewayd"]
 
 
@@ -72,8 +80,9 @@ def etcdctl(eps, args, timeout=2.0, stdin=None):
 
 
 class Cluster:
-    def __init__(self, n, bindir, d, ports, token):
+    def __init__(self, n, bindir, d, ports, token, crashfs=False):
         self.n, self.bin, self.dir = n, bindir, d
+        self.crashfs = crashfs
         self.lock = threading.RLock()
         self.procs = {}  # (i, kind) -> Popen
         self.all_pids = []
@@ -85,7 +94,10 @@ class Cluster:
         self.flags = []
         self.logs = []
         for i in range(n):
-            self.flags.append(["--name", "m%d" % i, "--data-dir", os.path.join(d, "m%d" % i),
+            # with --crashfs the data dir is on member i's lazyfs, the run dir (sockets) outside it
+            data = os.path.join(d, "fs%d" % i, "m%d" % i) if crashfs else os.path.join(d, "m%d" % i)
+            extra = ["--run-dir", self.run_dir(i)] if crashfs else []
+            self.flags.append(["--name", "m%d" % i, "--data-dir", data] + extra + [
                                "--listen-client-urls", "http://" + self.eps[i],
                                "--advertise-client-urls", "http://" + self.eps[i],
                                "--listen-peer-urls", "http://127.0.0.1:%d" % pp[i],
@@ -95,7 +107,22 @@ class Cluster:
         self.ids = {}  # member index -> hex id
 
     def run_dir(self, i):
+        if self.crashfs:
+            return os.path.join(self.dir, "m%d-run" % i)
         return os.path.join(self.dir, "m%d" % i, "run")
+
+    def ctl(self, i):
+        """member i's lazyfs control file (--crashfs)"""
+        return os.path.join(self.dir, "fs%d" % i, ".lazyfs-ctl")
+
+    def lazyfs(self, i, cmd=None):
+        """sends cmd (crash, tear) to member i's lazyfs (the write returns once it is done);
+        returns its status line"""
+        if cmd:
+            with open(self.ctl(i), "w") as f:
+                f.write(cmd + "\n")
+        with open(self.ctl(i)) as f:
+            return f.read().strip()
 
     def start(self, i, kind):
         with self.lock:
@@ -190,13 +217,15 @@ class Cluster:
 
 
 class Nemesis:
-    def __init__(self, c, rng, kinds, max_conc, stop_at):
+    def __init__(self, c, rng, kinds, max_conc, stop_at, crash_modes=None):
         self.c, self.rng, self.kinds = c, rng, kinds
+        self.crash_modes = crash_modes or CRASH_MODES
+        self.mode_counts = {m: 0 for m in self.crash_modes}
         self.max_conc = max_conc
         self.stop_at = stop_at
         self.busy = set()
         self.lock = threading.Lock()
-        self.counts = {k: 0 for k in KINDS}
+        self.counts = {k: 0 for k in kinds}
         self.threads = []
         self.clock_total = [0] * c.n
         self.active = 0
@@ -243,6 +272,10 @@ class Nemesis:
             f["secs"] = round(r.uniform(1.0, 6.0), 2)
         elif kind == "clock":
             f["jump_ms"] = r.randint(200, 5000)
+        elif kind == "crash":
+            f["proc"] = "stored"  # claims the same resource as a kill of this member's stored
+            f["mode"] = r.choice(self.crash_modes)
+            f["down"] = round(r.uniform(0.1, 1.0), 2)
         f["gap"] = round(r.uniform(0.3, 2.5), 2)
         return f
 
@@ -257,7 +290,7 @@ class Nemesis:
                     f["proc"] = "raftd"
                 if kind == "asym":
                     f["to"] = [j for j in f["to"] if j != i] or [(i + 1) % c.n]
-        res = (i, f.get("proc")) if kind in ("kill", "pause") else (i, "net" if kind in ("isolate", "asym") else kind)
+        res = (i, f.get("proc")) if kind in ("kill", "pause", "crash") else (i, "net" if kind in ("isolate", "asym") else kind)
         if not self._claim(res):
             return False
         t = threading.Thread(target=self._do, args=(f, i, res), daemon=True)
@@ -300,6 +333,17 @@ class Nemesis:
                 os.replace(tmp, path)
                 self._sleep(f["secs"])
                 os.unlink(path)
+            elif kind == "crash":
+                c.kill9(i, "stored")
+                before = c.lazyfs(i)
+                after = c.lazyfs(i, f["mode"])
+                log("fault power loss of m%d's disk: kill -9 stored, lazyfs %s (before: %s), down %.2fs" % (
+                    i, f["mode"], before, f["down"]))
+                log("  m%d's lazyfs after: %s" % (i, after))
+                with self.lock:
+                    self.mode_counts[f["mode"]] += 1
+                self._sleep(f["down"])
+                c.start(i, "stored")
             elif kind == "clock":
                 self.clock_total[i] += f["jump_ms"]
                 log("fault clock of m%d's raftd jumps %d ms forward (total %d)" % (i, f["jump_ms"], self.clock_total[i]))
@@ -423,17 +467,28 @@ def main():
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--max-concurrent", type=int, default=2)
     ap.add_argument("--watch", action="store_true", help="also run watchcheck.py under the faults")
+    ap.add_argument("--crashfs", action="store_true",
+                    help="data dirs on lazyfs mounts <dir>/fs<i> (made by the caller, e.g. run.sh --crashfs); "
+                         "adds the fault kind crash")
+    ap.add_argument("--crashfs-modes", default=",".join(CRASH_MODES),
+                    help="what a crash fault sends to lazyfs, drawn at random: crash, tear or both")
     a = ap.parse_args()
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1 << 31)
-    print("nemesis seed=%d nodes=%d seconds=%g kinds=%s watch=%d dir=%s" % (
-        seed, a.nodes, a.seconds, a.kinds, a.watch, a.dir), flush=True)
     kinds = [k for k in a.kinds.split(",") if k]
+    if a.crashfs and "crash" not in kinds:
+        kinds.append("crash")
+    modes = [m for m in a.crashfs_modes.split(",") if m]
+    print("nemesis seed=%d nodes=%d seconds=%g kinds=%s watch=%d crashfs=%s dir=%s" % (
+        seed, a.nodes, a.seconds, ",".join(kinds), a.watch, ",".join(modes) if a.crashfs else "no", a.dir), flush=True)
     for k in kinds:
-        if k not in KINDS:
-            sys.exit("unknown fault kind " + k)
+        if k not in KINDS + (["crash"] if a.crashfs else []):
+            sys.exit("unknown fault kind " + k + ("" if a.crashfs else " (crash needs --crashfs)"))
+    for m in modes:
+        if m not in CRASH_MODES:
+            sys.exit("unknown --crashfs-modes mode " + m)
     os.makedirs(a.dir, exist_ok=True)
     ports = [int(p) for p in a.ports.split(",") if p] or [free_port() for _ in range(2 * a.nodes)]
-    c = Cluster(a.nodes, a.bin, a.dir, ports, "nemesis-%d" % seed)
+    c = Cluster(a.nodes, a.bin, a.dir, ports, "nemesis-%d" % seed, a.crashfs)
     rng = random.Random(seed)
     summary = {"seed": seed, "nodes": a.nodes, "seconds": a.seconds, "result": "FAIL",
                "violations": {}}
@@ -443,6 +498,12 @@ def main():
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
     try:
+        if a.crashfs:
+            for i in range(a.nodes):
+                if not os.path.exists(c.ctl(i)):
+                    log("--crashfs: no lazyfs mounted at %s (tests/nemesis/run.sh --crashfs mounts them)" % os.path.dirname(c.ctl(i)))
+                    summary["result"] = "SETUP"
+                    return 2
         c.start_all()
         for i in range(a.nodes):
             if not c.healthy(i, 40):
@@ -467,11 +528,15 @@ def main():
                  "--keys", "20", "--write-delay", "0.02", "--no-compact", "--seed", str(seed),
                  "--prefix", "/nemwatch/%d/" % seed],
                 stdout=open(os.path.join(a.dir, "watch.out"), "w"), stderr=subprocess.STDOUT)
-        nem = Nemesis(c, rng, kinds, a.max_concurrent, time.monotonic() + a.seconds - 2)
+        nem = Nemesis(c, rng, kinds, a.max_concurrent, time.monotonic() + a.seconds - 2, modes)
         nem.loop(1.5)
         nem.heal()
         summary["faults"] = dict(nem.counts)
         log("faults: " + json.dumps(nem.counts))
+        if a.crashfs:
+            summary["crash_modes"] = dict(nem.mode_counts)
+            for i in range(a.nodes):
+                log("m%d's lazyfs: %s" % (i, c.lazyfs(i)))
         client_p.wait()
         with open(os.path.join(a.dir, "client.out")) as fh:
             lines = fh.read().strip().splitlines()
@@ -535,8 +600,9 @@ def main():
                 p.wait()
         c.stop_all()
         if summary["result"] != "PASS":
-            summary["replay"] = "tests/nemesis/run.sh --seed %d --nodes %d --seconds %g%s" % (
-                seed, a.nodes, a.seconds, " --watch" if a.watch else "")
+            summary["replay"] = "tests/nemesis/run.sh --seed %d --nodes %d --seconds %g%s%s" % (
+                seed, a.nodes, a.seconds, " --watch" if a.watch else "",
+                " --crashfs --crashfs-modes " + ",".join(modes) if a.crashfs else "")
         print("NEMESIS " + json.dumps(summary), flush=True)
 
 

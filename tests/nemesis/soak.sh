@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # tests/nemesis/soak.sh [--minutes 60] [--run-seconds 120] [--nodes 3,5] [--seed S] [--no-watch]
+#                       [--crashfs] (each run on lazyfs mounts, with power losses: run.sh --crashfs)
 # Back-to-back nemesis runs (tests/nemesis/run.sh) until --minutes have passed: run k has seed
 # S+k (S random unless given) and the k-th cluster size of --nodes (cycled). Each run's NEMESIS
 # summary line goes to <out>/runs.jsonl (out: $NEM_OUT or /var/tmp/cairn-nemesis-soak.<time>);
@@ -8,7 +9,7 @@
 # and replay commands). Exit status 0 when no run found a violation.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-minutes=60 run_secs=120 nodes_list=3,5 seed=$((RANDOM * 32768 + RANDOM)) watch=--watch
+minutes=60 run_secs=120 nodes_list=3,5 seed=$((RANDOM * 32768 + RANDOM)) watch=--watch crashfs=""
 while [ $# -gt 0 ]; do
   case $1 in
     --minutes) minutes=$2; shift 2 ;;
@@ -16,7 +17,8 @@ while [ $# -gt 0 ]; do
     --nodes) nodes_list=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
     --no-watch) watch=""; shift ;;
-    *) echo "usage: $0 [--minutes M] [--run-seconds S] [--nodes 3,5] [--seed S] [--no-watch]" >&2; exit 2 ;;
+    --crashfs) crashfs=--crashfs; shift ;;
+    *) echo "usage: $0 [--minutes M] [--run-seconds S] [--nodes 3,5] [--seed S] [--no-watch] [--crashfs]" >&2; exit 2 ;;
   esac
 done
 out=${NEM_OUT:-/var/tmp/cairn-nemesis-soak.$(date +%Y%m%d-%H%M%S)}
@@ -32,7 +34,7 @@ while [ $((end - SECONDS)) -ge 60 ]; do
   [ $((end - SECONDS - 50)) -lt "$secs" ] && secs=$((end - SECONDS - 50))
   [ "$secs" -ge 20 ] || break
   # shellcheck disable=SC2086
-  timeout -s TERM $((secs + 400)) "$here/run.sh" --seed "$s" --nodes "$n" --seconds "$secs" $watch \
+  timeout -s TERM $((secs + 400)) "$here/run.sh" --seed "$s" --nodes "$n" --seconds "$secs" $watch $crashfs \
     >"$out/run-$s.log" 2>&1
   rc=$?
   line=$(grep '^NEMESIS ' "$out/run-$s.log" | tail -n 1 | cut -c9-)
