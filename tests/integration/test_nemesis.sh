@@ -12,8 +12,8 @@
 # Also a regression found by the nemesis: a member paused while a peer's raftd restarts hears it again.
 # The last run (when root, /dev/fuse and $CAIRN_BIN/lazyfs are there) has every member's data dir
 # on a lazyfs (tests/crashfs/lazyfs.c) and adds the fault kind crash: kill -9 of stored and a power
-# loss of its disk (every unsynced write undone). `tear` is left out (NEM_CRASHFS_MODES=crash,tear
-# adds it) until stored survives a torn LevelDB log (finding in tests/crashfs/README).
+# loss of its disk, every unsynced write undone (crash) or a seeded part of them (tear), drawn
+# from NEM_CRASHFS_MODES (crash,tear).
 . "$(dirname "$0")/lib.sh"
 NEM=$CAIRN_SRC/tests/nemesis
 RUNS=${NEM_RUNS:-2}
@@ -95,7 +95,7 @@ for ((r = 0; r < RUNS; r++)); do
       MOUNTS+=("$d/fs$i")
     done
     for i in 0 1 2; do t_wait_until 10 test -e "$d/fs$i/.lazyfs-ctl" || t_fail "lazyfs did not mount $d/fs$i"; done
-    cf=(--crashfs --crashfs-modes "${NEM_CRASHFS_MODES:-crash}")
+    cf=(--crashfs --crashfs-modes "${NEM_CRASHFS_MODES:-crash,tear}")
   fi
   rc=0
   timeout -s TERM $((SECS + 300)) /usr/bin/python3 "$NEM/nemesis.py" --bin "$CAIRN_BIN" --dir "$d" --ports "$ports" \
