@@ -10,7 +10,8 @@
  *       gateways first (they send GOAWAY), then raftd, then stored (which syncs its WAL).
  *       Gateways are added and removed while it runs: SIGUSR1 starts one more (up to 64; they
  *       share the client port), SIGUSR2 stops the newest (never the last one), gracefully - it
- *       answers the calls it has in flight and its clients move to the others. SIGHUP restarts
+ *       answers the calls it has in flight and its clients move to the others (signals do not
+ *       queue: send one, wait for its "gateway added/removed" line, then the next). SIGHUP restarts
  *       the node's processes in order - gateways, raftd, stored stopped; stored, raftd,
  *       gateways started - as `systemctl restart cairn.target` does (a rolling restart's step,
  *       deploy/rolling-restart.sh).
