@@ -214,12 +214,12 @@ int stored_apply_committed(stored_t *s)
     uint64_t upto = s->commit < s->persisted ? s->commit : s->persisted;
     if (applied >= upto)
         return 0;
-    /* Results go out as soon as they are computed, before the batch reaches LevelDB: the
-     * entries are committed and durable in the WAL, so a crash before the LevelDB write only
-     * means the WAL replays them (the applied index is written atomically with the data), and
-     * the result is deterministic. Linearizable reads still wait for the applied index, which
-     * moves only when the batch is written, so no read can miss an answered write. This takes
-     * LevelDB's own log write off every write's latency. */
+    /* Results are computed per entry and sent once the batch is written to LevelDB, its events
+     * published and raftd told of its leases (below): a client that acts on an answer - a watch
+     * "from now", a keepalive of the lease it was just granted - then finds the gateway and
+     * raftd already past it. The batch's LevelDB write (unsynced: the WAL is the durable copy)
+     * is on each write's latency for that. Linearizable reads wait for the applied index, which
+     * moves only when the batch is written, so no read can miss an answered write. */
     size_t max_batch = APPLY_BATCH_MAX;
     if (!s->outs && !(s->outs = calloc(APPLY_BATCH_MAX, sizeof *s->outs)))
         return 0; /* tried again at the next pass */
@@ -303,6 +303,11 @@ int stored_apply_committed(stored_t *s)
             stored_metrics_observe(s, STORED_M_BACKEND_COMMIT, stored_clock_s() - t0);
             /* only now, with the batch written: a watcher never sees a change that could be lost */
             cairn_events_publish(s->events);
+            /* raftd's lessor learns of granted and revoked leases before any client does: a
+             * client's first keepalive follows the LeaseGrant answer at once, and reaching raftd
+             * before LEASE_APPLIED it was answered TTL 0 - "session expired" for etcdctl elect
+             * (test_lock_election, now and then under the sanitizer build) */
+            stored_lease_flush(s);
         }
         /* The answers after the events: a gateway then has the frame of a write's revision
          * before (or with) the write's answer, so a watch its client creates "from now" right
@@ -318,7 +323,6 @@ int stored_apply_committed(stored_t *s)
         }
         if (commit_rc < 0)
             return apply_failed(s, "mvcc batch commit", 0);
-        stored_lease_flush(s);
         applied = cairn_mvcc_applied_index(s->mvcc);
     }
     stored_log_trim(s);
