@@ -927,42 +927,14 @@ static int snap_msg(void *arg, cairn_grpcc_call_t *call, const uint8_t *msg, siz
 
 static void start_watch(backup_t *bk);
 
-static int pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-    *v = 0;
-    for (int s = 0; s < 64 && *p < end; s += 7) {
-        uint8_t c = *(*p)++;
-        *v |= (uint64_t)(c & 0x7f) << s;
-        if (!(c & 0x80))
-            return 0;
-    }
-    return -1;
-}
-
 /* leasepb.Lease{ID = 1, TTL = 2, RemainingTTL = 3}: the varint fields, others skipped. */
 static int lease_pb(const uint8_t *p, size_t n, int64_t *id, int64_t *ttl)
 {
-    const uint8_t *end = p + n;
-    *id = *ttl = 0;
-    while (p < end) {
-        uint64_t tag, v;
-        if (pb_varint(&p, end, &tag))
-            return -1;
-        if ((tag & 7) == 0) {
-            if (pb_varint(&p, end, &v))
-                return -1;
-            if (tag >> 3 == 1)
-                *id = (int64_t)v;
-            else if (tag >> 3 == 2)
-                *ttl = (int64_t)v;
-        } else if ((tag & 7) == 2) {
-            if (pb_varint(&p, end, &v) || v > (uint64_t)(end - p))
-                return -1;
-            p += v;
-        } else {
-            return -1;
-        }
-    }
+    uint64_t f[3];
+    if (cairn_pb_varint_fields(p, n, f, 3))
+        return -1;
+    *id = (int64_t)f[1];
+    *ttl = (int64_t)f[2];
     return 0;
 }
 

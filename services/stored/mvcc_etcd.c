@@ -580,48 +580,11 @@ static int im_key(void *arg, const uint8_t *k, size_t kn, const uint8_t *v, size
     return rc;
 }
 
-static int pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-    *v = 0;
-    for (int s = 0; s < 64 && *p < end; s += 7) {
-        uint8_t c = *(*p)++;
-        *v |= (uint64_t)(c & 0x7f) << s;
-        if (!(c & 0x80))
-            return 0;
-    }
-    return -1;
-}
-
-/* leasepb.Lease and etcdserverpb.AlarmMember: three/two varint fields, others skipped. */
-static int pb_fields(const uint8_t *p, size_t n, uint64_t out[4])
-{
-    const uint8_t *end = p + n;
-    memset(out, 0, 4 * sizeof *out);
-    while (p < end) {
-        uint64_t tag, v;
-        if (pb_varint(&p, end, &tag))
-            return -1;
-        if ((tag & 7) == 0) {
-            if (pb_varint(&p, end, &v))
-                return -1;
-            if ((tag >> 3) >= 1 && (tag >> 3) <= 3)
-                out[tag >> 3] = v;
-        } else if ((tag & 7) == 2) {
-            if (pb_varint(&p, end, &v) || v > (uint64_t)(end - p))
-                return -1;
-            p += v;
-        } else {
-            return -1;
-        }
-    }
-    return 0;
-}
-
 static int im_lease(void *arg, const uint8_t *k, size_t kn, const uint8_t *v, size_t vn)
 {
     im_t *im = arg;
     uint64_t f[4];
-    if (kn != 8 || pb_fields(v, vn, f) || f[1] != be64_get(k))
+    if (kn != 8 || cairn_pb_varint_fields(v, vn, f, 4) || f[1] != be64_get(k))
         return im_fail(im, CAIRN_ECORRUPT, "the \"lease\" bucket holds a record that is not a leasepb.Lease%s", "");
     uint8_t lk[9], lv[16];
     lk[0] = T_LEASE;
@@ -636,7 +599,7 @@ static int im_alarm(void *arg, const uint8_t *k, size_t kn, const uint8_t *v, si
     (void)v, (void)vn;
     im_t *im = arg;
     uint64_t f[4];
-    if (pb_fields(k, kn, f))
+    if (cairn_pb_varint_fields(k, kn, f, 4))
         return im_fail(im, CAIRN_ECORRUPT, "the \"alarm\" bucket holds a key that is not an AlarmMember%s", "");
     uint8_t ak[17];
     ak[0] = T_ALARM;
