@@ -257,3 +257,22 @@ st = re.findall(r"grpc-status: (\d+)", t)
 msg = re.findall(r"grpc-message: (.*)", t)
 print("status=%s message=%s" % (st[-1] if st else "none", urllib.parse.unquote(msg[-1].strip()) if msg else ""))' || true
 }
+
+# t_put_writer ENDPOINTS PREFIX DIR: one etcdctl put at a time (PREFIX<i> = v<i>, at most 5000)
+# until DIR/stop exists; acknowledged "key value" lines go to DIR/acked, failures to DIR/errors.
+# A put that failed with Unavailable (the connection went away under it) is tried once more and
+# counted in DIR/retried, as a client library would. Run it in the background; the rolling
+# restart and gateway scaling tests require DIR/errors to stay empty.
+t_put_writer() {
+  local eps=$1 prefix=$2 dir=$3 i=0 out
+  : >"$dir/acked"; : >"$dir/errors"; : >"$dir/retried"
+  while [ ! -e "$dir/stop" ] && [ "$i" -lt 5000 ]; do
+    out=$(etcdctl --endpoints="$eps" --command-timeout=5s put "$prefix$i" "v$i" 2>&1) || true
+    if [ "$out" != OK ] && grep -q 'code = Unavailable' <<<"$out"; then
+      echo "$prefix$i: $(tail -1 <<<"$out")" >>"$dir/retried"
+      out=$(etcdctl --endpoints="$eps" --command-timeout=5s put "$prefix$i" "v$i" 2>&1) || true
+    fi
+    if [ "$out" = OK ]; then echo "$prefix$i v$i" >>"$dir/acked"; else echo "$prefix$i: $(tail -1 <<<"$out")" >>"$dir/errors"; fi
+    i=$((i + 1))
+  done
+}

@@ -20,31 +20,10 @@ t_start_cluster 3
 for ep in "${C_EPS[@]}"; do t_wait_healthy "$ep" 30; done
 ALL=$(IFS=,; echo "${C_EPS[*]}")
 
-# the writer: one put at a time through all endpoints; acknowledged keys and every failure logged
-ACKED=$T_TMP/acked
-ERRORS=$T_TMP/errors
-RETRIED=$T_TMP/retried
-: >"$ACKED"
-: >"$ERRORS"
-: >"$RETRIED"
-STOP=$T_TMP/stop-writer
-writer() {
-  local i=0 out
-  while [ ! -e "$STOP" ]; do
-    out=$(etcdctl --endpoints="$ALL" --command-timeout=5s put "roll-$i" "v$i" 2>&1) || true
-    if [ "$out" != OK ] && grep -q 'code = Unavailable' <<<"$out"; then
-      echo "roll-$i: $(tail -1 <<<"$out")" >>"$RETRIED"
-      out=$(etcdctl --endpoints="$ALL" --command-timeout=5s put "roll-$i" "v$i" 2>&1) || true
-    fi
-    if [ "$out" = OK ]; then
-      echo "roll-$i v$i" >>"$ACKED"
-    else
-      echo "roll-$i: $(tail -1 <<<"$out")" >>"$ERRORS"
-    fi
-    i=$((i + 1))
-  done
-}
-writer &
+# the writer: one put at a time through all endpoints (lib.sh t_put_writer)
+W=$T_TMP/writer; mkdir -p "$W"
+ACKED=$W/acked ERRORS=$W/errors RETRIED=$W/retried STOP=$W/stop
+t_put_writer "$ALL" roll- "$W" &
 WRITER=$!
 T_PIDS+=("$WRITER")
 sleep 2

@@ -30,21 +30,9 @@ out=$("$SCRIPT" --endpoints "$ALL" --restart-cmd 'echo would restart {name}' --d
 t_contains "--dry-run prints the plan" "restarting" "$out"
 t_eq "--dry-run restarts nothing" "${BEFORE[*]}" "$(for i in 0 1 2; do stored_of "$i"; done | tr '\n' ' ' | sed 's/ $//')"
 
-ACKED=$T_TMP/acked; ERRORS=$T_TMP/errors; RETRIED=$T_TMP/retried; STOP=$T_TMP/stop
-: >"$ACKED"; : >"$ERRORS"; : >"$RETRIED"
-writer() {
-  local i=0 out
-  while [ ! -e "$STOP" ] && [ "$i" -lt 5000 ]; do
-    out=$(etcdctl --endpoints="$ALL" --command-timeout=5s put "rrs-$i" "v$i" 2>&1) || true
-    if [ "$out" != OK ] && grep -q 'code = Unavailable' <<<"$out"; then
-      echo "rrs-$i: $(tail -1 <<<"$out")" >>"$RETRIED"
-      out=$(etcdctl --endpoints="$ALL" --command-timeout=5s put "rrs-$i" "v$i" 2>&1) || true
-    fi
-    if [ "$out" = OK ]; then echo "rrs-$i v$i" >>"$ACKED"; else echo "rrs-$i: $(tail -1 <<<"$out")" >>"$ERRORS"; fi
-    i=$((i + 1))
-  done
-}
-writer &
+W=$T_TMP/writer; mkdir -p "$W"
+ACKED=$W/acked ERRORS=$W/errors RETRIED=$W/retried STOP=$W/stop
+t_put_writer "$ALL" rrs- "$W" &
 WRITER=$!; T_PIDS+=("$WRITER")
 sleep 2
 rc=0

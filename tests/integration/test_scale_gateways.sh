@@ -23,21 +23,9 @@ core_pids() { { pgrep -P "$SUP" -x stored; pgrep -P "$SUP" -x raftd; } | sort | 
 CORE=$(core_pids)
 t_eq "one gateway at start" 1 "$(gw_pids | wc -l)"
 
-ACKED=$T_TMP/acked; ERRORS=$T_TMP/errors; RETRIED=$T_TMP/retried; STOP=$T_TMP/stop
-: >"$ACKED"; : >"$ERRORS"; : >"$RETRIED"
-writer() {
-  local i=0 out
-  while [ ! -e "$STOP" ] && [ "$i" -lt 5000 ]; do
-    out=$(etcdctl --endpoints="$EP" --command-timeout=5s put "sg-$i" "v$i" 2>&1) || true
-    if [ "$out" != OK ] && grep -q 'code = Unavailable' <<<"$out"; then
-      echo "sg-$i: $(tail -1 <<<"$out")" >>"$RETRIED"
-      out=$(etcdctl --endpoints="$EP" --command-timeout=5s put "sg-$i" "v$i" 2>&1) || true
-    fi
-    if [ "$out" = OK ]; then echo "sg-$i v$i" >>"$ACKED"; else echo "sg-$i: $(tail -1 <<<"$out")" >>"$ERRORS"; fi
-    i=$((i + 1))
-  done
-}
-writer &
+W=$T_TMP/writer; mkdir -p "$W"
+ACKED=$W/acked ERRORS=$W/errors RETRIED=$W/retried STOP=$W/stop
+t_put_writer "$EP" sg- "$W" &
 WRITER=$!; T_PIDS+=("$WRITER")
 
 # one signal at a time: standard signals do not queue, two sent before the first is handled
