@@ -10,13 +10,19 @@
  *   leader hashes its store at its current revision R (h, crev), asks every other member for
  *   its hash at R, waits until its own stored has applied the commit index it has then (etcd's
  *   linearizableReadNotify: no follower can have applied past it, so a follower's revision
- *   above the leader's really is wrong), then hashes its own store again (h2, rev2, crev2). A member whose answer
- *   has the same compact revision and another hash, or a revision or compact revision above
- *   the leader's, is named in an AlarmRequest ACTIVATE CORRUPT proposed through the log (one
- *   per pass, as etcd); the leader itself is named when h2 != h at the same revision. Once
+ *   above the leader's really is wrong), then hashes its own store again (h2, rev2, crev2). A
+ *   member whose answer has the same compact revision and another hash, or a revision or
+ *   compact revision above the leader's, raises an AlarmRequest ACTIVATE CORRUPT proposed
+ *   through the log (one per pass, as etcd); so does h2 != h at the same revision (the leader
+ *   itself). The alarm carries memberID 0, as etcd 3.4.23 does (etcd-io/etcd#14828: a pair of
+ *   hashes that differ does not say which side is wrong, so `alarm list` shows
+ *   "alarm:CORRUPT"); the log names the member whose answer differed. Once
  *   applied, every member refuses writes with "etcdserver: corrupt cluster" (stored's apply.c,
  *   applierV3Corrupt). A member that is behind (future revision) or compacted past R answers
- *   so and is skipped; one that does not answer in time is skipped with a warning.
+ *   so and is skipped; one that does not answer in time is skipped with a warning. A pass
+ *   waits for a member that is down until its deadline, so one that comes back within it
+ *   answers at the pass's R: an alarm can then follow an operator's disarm by a few seconds,
+ *   as in etcd, where checkHashKV also blocks on its peers.
  *
  *   --experimental-initial-corrupt-check (etcd's CheckInitialHashKV): at start, once raftd has
  *   loaded its state from stored and before the raft core runs (so before this member takes
@@ -298,6 +304,7 @@ static void evaluate_initial(raftd_t *r)
     initial_passed(r);
 }
 
+/* member: the member whose answer differed (for the log); the alarm itself names member 0 */
 static void propose_corrupt(raftd_t *r, uint64_t member)
 {
     if (!r->raft || cairn_raft_role(r->raft) != CAIRN_RAFT_LEADER) {
@@ -307,7 +314,7 @@ static void propose_corrupt(raftd_t *r, uint64_t member)
     }
     Etcdserverpb__AlarmRequest q = ETCDSERVERPB__ALARM_REQUEST__INIT;
     q.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE;
-    q.memberid = member;
+    q.memberid = 0; /* as etcd 3.4.23's mismatch(): see the comment atop */
     q.alarm = ETCDSERVERPB__ALARM_TYPE__CORRUPT;
     uint8_t body[32];
     size_t n = etcdserverpb__alarm_request__pack(&q, body);
@@ -323,7 +330,7 @@ static void propose_corrupt(raftd_t *r, uint64_t member)
         cairn_warn("cannot propose the CORRUPT alarm", "member=%016llx err=\"%s\"", (unsigned long long)member,
                    cairn_strerror(rc));
     else
-        cairn_warn("proposed the CORRUPT alarm", "member=%016llx", (unsigned long long)member);
+        cairn_warn("proposed the CORRUPT alarm", "memberID=0 mismatched-member=%016llx", (unsigned long long)member);
 }
 
 /* etcd's checkHashKV, once the leader has (h, rev, crev), the peers' answers and (h2, rev2, crev2). */

@@ -5,7 +5,8 @@
 #   2. one follower's store is made to differ (raftd's test fault: <run-dir>/fault-corrupt-put
 #      holding a key makes the next Put of that key reach this member's stored with "-corrupt"
 #      appended to the value, on this member only); the leader's pass raises the CORRUPT alarm
-#      for that member, `etcdctl alarm list` shows it, and writes fail with "etcdserver:
+#      (memberID 0, as etcd 3.4.23: a mismatch does not say which side is wrong; the leader's
+#      log names the member), `etcdctl alarm list` shows it, and writes fail with "etcdserver:
 #      corrupt cluster" while reads still work, as in etcd 3.4;
 #   3. --experimental-initial-corrupt-check: the corrupted member's raftd refuses to start with
 #      "found data inconsistency with peers" and a non-zero exit; a healthy member starts (with
@@ -102,7 +103,9 @@ t_eq "the others hold the right one" "good-value" "$(ctl "${C_EPS[H]}" get victi
 has_alarm() { ctl "${C_EPS[L]}" alarm list 2>/dev/null | grep -q "alarm:CORRUPT"; }
 if t_wait_until 20 has_alarm; then t_ok "CORRUPT alarm raised"; else t_fail "no CORRUPT alarm after 20s"; fi
 alarms=$(ctl "${C_EPS[L]}" alarm list)
-t_eq "the alarm names the corrupted member (and only it)" "memberID:$F_ID alarm:CORRUPT " "$alarms"
+t_eq "the alarm is etcd 3.4.23's (memberID 0, which etcdctl leaves out), and only it" "alarm:CORRUPT " "$alarms"
+F_HEX=$(printf %016x "$F_ID")
+t_contains "the leader's log names the corrupted member" "mismatched-member=$F_HEX" "$(grep 'proposed the CORRUPT alarm' "${C_LOGS[L]}")"
 t_eq "every member lists it" "$alarms" "$(ctl "${C_EPS[H]}" alarm list)"
 t_contains "endpoint status lists it among the errors" "alarm:CORRUPT" "$(ctl "${C_EPS[H]}" endpoint status -w json)"
 t_contains "/health says unhealthy, as etcd 3.4's" '"health":"false"' "$(curl -s --max-time 5 "http://${C_EPS[H]}/health" || true)"
@@ -125,7 +128,7 @@ else
   t_fail "writes still refused after disarm"
 fi
 if t_wait_until 20 has_alarm; then t_ok "the next pass raises it again"; else t_fail "not raised again after disarm"; fi
-t_eq "again for the corrupted member" "memberID:$F_ID alarm:CORRUPT " "$(ctl "${C_EPS[L]}" alarm list)"
+t_eq "again" "alarm:CORRUPT " "$(ctl "${C_EPS[L]}" alarm list)"
 [ "$(grep -c "proposed the CORRUPT alarm" "${C_LOGS[L]}")" -gt "$raised" ] && t_ok "by a new proposal" ||
   t_fail "no new proposal"
 
@@ -176,10 +179,23 @@ else
   t_fail "the member behind did not pass: $(grep -v 'level=debug' "$LOGF2" | tail -n 5)"
 fi
 t_contains "with etcd's warning" "cannot fetch hash from remote peer; local member is behind" "$(cat "$LOGF2")"
+# A pass that began while F's raftd was down waited for it and may take F's answer at that
+# pass's older revision (so raise the alarm again, rightly: F still differs there). Let the
+# leader finish two passes that began after F came back, then disarm: from then on every pass
+# is at or above the compaction.
+LNOW=$(t_leader_index); [ "$LNOW" -ge 0 ] || LNOW=$L
+RLOG=${C_LOGS[LNOW]} # the leader's raftd log: H's raftd was restarted into its own
+[ "$LNOW" = "$H" ] && RLOG=$LOGH
+[ "$LNOW" = "$F" ] && RLOG=$LOGF2
+before=$(grep -c 'finished peer corruption check' "$RLOG" || true)
+t_wait_until 40 bash -c "[ \$(grep -c 'finished peer corruption check' '$RLOG') -ge $((before + 2)) ]" ||
+  t_fail "no passes after the member came back"
+ctl "$LH" alarm disarm >/dev/null || t_fail "alarm disarm (3)"
 # a revision above the compaction to compare at: at the compact revision itself every member
 # answers 'compacted' (etcd's HashByRev does the same)
-put_retry late4 x4 || t_fail "put late4"
+put_retry late4 x4 || t_fail "put late4: $(ctl "$LH" alarm list)"
 if t_wait_until 30 has_alarm; then t_ok "once it caught up, the leader's passes find it again"; else t_fail "not found again"; fi
-t_eq "and name it" "memberID:$F_ID alarm:CORRUPT " "$(ctl "$LH" alarm list)"
+t_eq "the alarm" "alarm:CORRUPT " "$(ctl "$LH" alarm list)"
+t_contains "and the log names the member" "mismatched-member=$F_HEX" "$(grep 'proposed the CORRUPT alarm' "$RLOG" | tail -n 1)"
 
 t_done
