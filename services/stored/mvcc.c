@@ -73,6 +73,10 @@
  * recovers the batches after it - a later "Mapplied" without the batches before it, which
  * the WAL replay would then never restore (tests/crashfs found exactly that: 79 of 126
  * acknowledged puts gone, silently). So:
+ *   - before LevelDB reads its logs, mvcc_ldblog.c checks them itself and cuts the first
+ *     damaged one at its last whole record (moving newer ones aside): that also finds what
+ *     LevelDB's reader skips without a word (a lost page read as zeroes at a record
+ *     boundary, which hid a hole);
  *   - the store opens with paranoid_checks: a damaged log fails the open instead;
  *   - such a failure moves LevelDB's logs (NNNNNN.log: only the writes since its last
  *     memtable flush, never synced by us) aside into <dir>.torn-<time>/ and opens again: the
@@ -107,6 +111,7 @@
  * 'l' id key exists iff 'k' key exists with lease id.
  */
 #include "mvcc.h"
+#include "mvcc_ldblog.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -1446,6 +1451,14 @@ cairn_mvcc_t *cairn_mvcc_open(const char *dir, int *err, char *errbuf, size_t er
     leveldb_writeoptions_set_sync(m->wo, 0);   /* the WAL is the durable copy */
     m->wb = leveldb_writebatch_create();
 
+    /* Our own check of LevelDB's logs first: it also finds the damage LevelDB's reader
+     * skips without a word (mvcc_ldblog.c). */
+    char lberr[512];
+    if (cairn_ldblog_repair(dir, lberr, sizeof lberr) < 0) {
+        mvcc_set_err(err, errbuf, errlen, CAIRN_EIO, "opening %s: %s", dir, lberr);
+        cairn_mvcc_destroy(&m);
+        return NULL;
+    }
     char *lerr = NULL;
     m->db = leveldb_open(m->opts, dir, &lerr);
     if (lerr && strstr(lerr, "Corruption")) {

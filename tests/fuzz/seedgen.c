@@ -8,7 +8,9 @@
  *           entries, hard states and a snapshot record with 4 KiB segments (several segments);
  *   snap/   Cairn snapshot files (byte 0 = 0) made from the etcd backend file given as argv[2]
  *           (imported, then cairn_snap_save), and that file itself for fuzz_snap's bbolt and
- *           import readers (byte 0 = 1 and 2).
+ *           import readers (byte 0 = 1 and 2);
+ *   ldblog/ LevelDB logs as LevelDB writes them (fuzz_ldblog): small batches, a batch that
+ *           spans blocks (FIRST, MIDDLE, LAST fragments), batches of puts and deletes.
  * Usage: cairn_fuzz_seedgen <corpus dir> <etcd snapshot.db>  (see tests/fuzz/README). */
 #include <dirent.h>
 #include <fcntl.h>
@@ -19,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <leveldb/c.h>
 #include <protobuf-c/protobuf-c.h>
 
 #include "cairn_ipc.h"
@@ -311,6 +314,70 @@ static void gen_snap(const char *tmp, const char *etcd_db)
     free(s);
 }
 
+/* one LevelDB store per seed, written with `shape`, and its (only) log taken as the seed */
+static void ldblog_seed(const char *tmp, const char *name, int shape)
+{
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/ldb-%s", tmp, name);
+    leveldb_options_t *o = leveldb_options_create();
+    leveldb_options_set_create_if_missing(o, 1);
+    char *err = NULL;
+    leveldb_t *db = leveldb_open(o, dir, &err);
+    if (!db) {
+        fprintf(stderr, "leveldb: %s\n", err);
+        exit(1);
+    }
+    leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+    static char val[40000];
+    memset(val, 'v', sizeof val);
+    char key[32];
+    for (int i = 0; i < 24; i++) {
+        snprintf(key, sizeof key, "key-%03d", i);
+        if (shape == 0) { /* one small put per batch */
+            leveldb_put(db, wo, key, strlen(key), val, (size_t)(i * 7), &err);
+        } else if (shape == 1) { /* a 40000-byte value across blocks among small ones */
+            leveldb_put(db, wo, key, strlen(key), val, i == 5 ? sizeof val : 100, &err);
+        } else { /* batches of several puts and a delete */
+            leveldb_writebatch_t *b = leveldb_writebatch_create();
+            for (int j = 0; j < 3; j++) {
+                snprintf(key, sizeof key, "b%02d-%d", i, j);
+                leveldb_writebatch_put(b, key, strlen(key), val, 30);
+            }
+            leveldb_writebatch_delete(b, "b00-0", 5);
+            leveldb_write(db, wo, b, &err);
+            leveldb_writebatch_destroy(b);
+        }
+        if (err) {
+            fprintf(stderr, "leveldb: %s\n", err);
+            exit(1);
+        }
+    }
+    leveldb_writeoptions_destroy(wo);
+    leveldb_close(db);
+    leveldb_options_destroy(o);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        size_t l = strlen(de->d_name);
+        if (l > 4 && strcmp(de->d_name + l - 4, ".log") == 0) {
+            char p[900];
+            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+            uint8_t *b = slurp(p, &l);
+            put_file("ldblog", name, b, l, NULL, 0);
+            free(b);
+        }
+    }
+    if (d)
+        closedir(d);
+}
+
+static void gen_ldblog(const char *tmp)
+{
+    ldblog_seed(tmp, "small-batches", 0);
+    ldblog_seed(tmp, "spanning-blocks", 1);
+    ldblog_seed(tmp, "puts-and-deletes", 2);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3) {
@@ -326,6 +393,7 @@ int main(int argc, char **argv)
     gen_proto();
     gen_wal(tmp);
     gen_snap(tmp, argv[2]);
+    gen_ldblog(tmp);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
     return system(cmd) ? 1 : 0;
