@@ -279,21 +279,27 @@ static void keep_header(gw_cc_t *cc, const Etcdserverpb__ResponseHeader *h)
 
 /* ------------------------------------------------------------------ answers */
 
+/* Packs any response message and answers with it (the one place that allocates for it). */
+static void cc_reply_msg(cairn_gateway_t *g, gw_cc_t *cc, const ProtobufCMessage *msg)
+{
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (!buf) {
+        cc_fail_local(g, cc);
+        return;
+    }
+    protobuf_c_message_pack(msg, buf);
+    cc_reply(g, cc, buf, n);
+    free(buf);
+}
+
 static void answer_lock(cairn_gateway_t *g, gw_cc_t *cc)
 {
     V3lockpb__LockResponse r = V3LOCKPB__LOCK_RESPONSE__INIT;
     r.header = &cc->hdr;
     r.key.data = cc->key;
     r.key.len = cc->key_len;
-    size_t n = v3lockpb__lock_response__get_packed_size(&r);
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf) {
-        cc_fail_local(g, cc);
-        return;
-    }
-    v3lockpb__lock_response__pack(&r, buf);
-    cc_reply(g, cc, buf, n);
-    free(buf);
+    cc_reply_msg(g, cc, &r.base);
 }
 
 static void answer_campaign(cairn_gateway_t *g, gw_cc_t *cc)
@@ -308,15 +314,7 @@ static void answer_campaign(cairn_gateway_t *g, gw_cc_t *cc)
     lk.key.len = cc->key_len;
     lk.rev = cc->rev;
     lk.lease = cc->lease;
-    size_t n = v3electionpb__campaign_response__get_packed_size(&r);
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf) {
-        cc_fail_local(g, cc);
-        return;
-    }
-    v3electionpb__campaign_response__pack(&r, buf);
-    cc_reply(g, cc, buf, n);
-    free(buf);
+    cc_reply_msg(g, cc, &r.base);
 }
 
 /* ProclaimResponse and ResignResponse are both {header = 1}. */

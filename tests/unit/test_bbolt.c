@@ -30,30 +30,9 @@
 
 #define PS CAIRN_BBOLT_PAGE_SIZE
 
-static char g_dir[256];
-
-static void mkdir_tmp(void)
-{
-    cairn_test_mkdtemp(g_dir, sizeof g_dir, "bbolt");
-}
-
-static void rm_tmp(void)
-{
-    if (g_dir[0])
-        cairn_test_rmtree(g_dir);
-    g_dir[0] = 0;
-}
+CAIRN_TEST_DIR_FIXTURE("bbolt")
 
 TestSuite(bbolt, .init = mkdir_tmp, .fini = rm_tmp, .timeout = 60);
-
-static char *at(const char *name)
-{
-    static char p[4][400];
-    static int i;
-    i = (i + 1) % 4;
-    snprintf(p[i], sizeof p[i], "%s/%s", g_dir, name);
-    return p[i];
-}
 
 /* ---- seeded PRNG (splitmix64) --------------------------------------------------------- */
 

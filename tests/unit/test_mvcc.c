@@ -13,19 +13,7 @@
 #include "cairn_err.h"
 #include "mvcc.h"
 
-static char g_dir[256];
-
-static void mkdir_tmp(void)
-{
-    cairn_test_mkdtemp(g_dir, sizeof g_dir, "mvcc");
-}
-
-static void rm_tmp(void)
-{
-    if (g_dir[0])
-        cairn_test_rmtree(g_dir);
-    g_dir[0] = 0;
-}
+CAIRN_TEST_DIR_FIXTURE("mvcc")
 
 static cairn_mvcc_t *open_store(void)
 {

@@ -27,30 +27,9 @@
 #include "mvcc.h"
 #include "mvcc_etcd.h"
 
-static char g_dir[256];
-
-static void mkdir_tmp(void)
-{
-    cairn_test_mkdtemp(g_dir, sizeof g_dir, "mvcc_etcd");
-}
-
-static void rm_tmp(void)
-{
-    if (g_dir[0])
-        cairn_test_rmtree(g_dir);
-    g_dir[0] = 0;
-}
+CAIRN_TEST_DIR_FIXTURE("mvcc_etcd")
 
 TestSuite(mvcc_etcd, .init = mkdir_tmp, .fini = rm_tmp, .timeout = 120);
-
-static char *at(const char *name)
-{
-    static char p[4][400];
-    static int i;
-    i = (i + 1) % 4;
-    snprintf(p[i], sizeof p[i], "%s/%s", g_dir, name);
-    return p[i];
-}
 
 static int exists(const char *path)
 {

@@ -29,4 +29,25 @@ static inline void cairn_test_mkdtemp(char *dir, size_t cap, const char *tag)
     cr_assert_not_null(mkdtemp(dir), "mkdtemp %s", dir);
 }
 
+/* The fixture most file-backed suites want: one fresh directory per test. Defines g_dir,
+ * mkdir_tmp and rm_tmp (the suite's .init and .fini) and at(name), a path in g_dir (four
+ * rotating buffers, so a call may take two or three at() paths at once). */
+#define CAIRN_TEST_DIR_FIXTURE(tag)                                                              \
+    static char g_dir[256];                                                                      \
+    static void mkdir_tmp(void) { cairn_test_mkdtemp(g_dir, sizeof g_dir, tag); }                \
+    static void rm_tmp(void)                                                                     \
+    {                                                                                            \
+        if (g_dir[0])                                                                            \
+            cairn_test_rmtree(g_dir);                                                            \
+        g_dir[0] = 0;                                                                            \
+    }                                                                                            \
+    __attribute__((unused)) static char *at(const char *name)                                    \
+    {                                                                                            \
+        static char p_[4][400];                                                                  \
+        static int i_;                                                                           \
+        i_ = (i_ + 1) % 4;                                                                       \
+        snprintf(p_[i_], sizeof p_[i_], "%s/%s", g_dir, name);                                   \
+        return p_[i_];                                                                           \
+    }
+
 #endif
