@@ -1,7 +1,8 @@
 /* cairnctl_backup.c - continuous backup and point-in-time restore (issue 12).
  *
  *   cairnctl backup --endpoints HOST:PORT[,...] --dir D [--interval 1h] [--lease-poll 2s]
- *                   [--cacert F --cert F --key F | --insecure-skip-tls-verify] [--user U:P]
+ *                   [--retain-snapshots N] [--cacert F --cert F --key F | --insecure-skip-tls-verify]
+ *                   [--user U:P]
  *       Takes a snapshot (Maintenance/Snapshot, what `etcdctl snapshot save` reads), then
  *       watches every key from the snapshot's revision + 1 and appends each revision's
  *       events to segment files, forever: a new snapshot every --interval, the lease table
@@ -10,6 +11,8 @@
  *       resumes from the last saved revision + 1, with back-off). A compaction that overtakes
  *       it (the watch is cancelled with compact_revision) makes it take a fresh snapshot and
  *       start a new segment after it: the revisions in between are lost, and said so.
+ *       --retain-snapshots N keeps the N newest snapshots and the segments they need (the
+ *       default, 0, keeps everything): backup_prune.
  *   cairnctl restore --dir D (--to-revision R | --to-time T) --name N --data-dir DD
  *                    [--initial-cluster C --initial-cluster-token T --initial-advertise-peer-urls U]
  *       Builds a member data dir holding the store exactly as it was at revision R (or at the
@@ -708,6 +711,7 @@ struct backup {
     int64_t next_snapshot;
     int64_t lost_from, lost_compact;
     int64_t last_snap_rev; /* the newest snapshot's revision */
+    int retain;            /* --retain-snapshots: keep this many newest (0: all) */
     /* leases: ID -> granted TTL (as ttl * 2 + 1: never NULL) */
     cairn_u64map_t *leases;
     cairn_u64map_t *lease_wanted; /* seen on a key, not known yet */
@@ -926,6 +930,7 @@ static int snap_msg(void *arg, cairn_grpcc_call_t *call, const uint8_t *msg, siz
 }
 
 static void start_watch(backup_t *bk);
+static void backup_prune(backup_t *bk);
 
 /* leasepb.Lease{ID = 1, TTL = 2, RemainingTTL = 3}: the varint fields, others skipped. */
 static int lease_pb(const uint8_t *p, size_t n, int64_t *id, int64_t *ttl)
@@ -1063,6 +1068,53 @@ static void snap_done(void *arg, cairn_grpcc_call_t *call, int status, const cha
         snapshot_record(bk, rev, 0, 0);
     }
     free(j);
+    backup_prune(bk);
+}
+
+/* --retain-snapshots N: once a snapshot is saved, the snapshots older than the N newest are
+ * removed, and with them every segment that only holds revisions below the oldest one kept
+ * (segment i, when segment i+1 starts at or below that snapshot's revision: the snapshot's
+ * own revision and its SNAPSHOT record are then in later segments). The segment being
+ * written is never removed. What is left restores every revision from the oldest snapshot
+ * kept on. */
+static void backup_prune(backup_t *bk)
+{
+    if (bk->retain <= 0)
+        return;
+    dent_t *snaps = NULL, *segs = NULL;
+    size_t ns = 0, ng = 0;
+    if (list_dir(bk->dir, 's', &snaps, &ns) != 0 || list_dir(bk->dir, 'c', &segs, &ng) != 0) {
+        cairn_warn("backup: cannot list the directory to prune it", "dir=%s err=\"%s\"", bk->dir, strerror(errno));
+        free(snaps);
+        free(segs);
+        return;
+    }
+    if (ns > (size_t)bk->retain) {
+        int64_t oldest = snaps[ns - (size_t)bk->retain].rev;
+        char path[4200];
+        int removed_snaps = 0, removed_segs = 0;
+        for (size_t i = 0; i + (size_t)bk->retain < ns; i++) {
+            snprintf(path, sizeof path, "%s/%s", bk->dir, snaps[i].name);
+            if (unlink(path) == 0)
+                removed_snaps++;
+            else
+                cairn_warn("backup: cannot remove an old snapshot", "file=%s err=\"%s\"", path, strerror(errno));
+        }
+        for (size_t i = 0; i + 1 < ng && segs[i + 1].rev <= oldest; i++) {
+            snprintf(path, sizeof path, "%s/%s", bk->dir, segs[i].name);
+            if (strcmp(path, bk->seg_path) == 0)
+                break;
+            if (unlink(path) == 0)
+                removed_segs++;
+            else
+                cairn_warn("backup: cannot remove an old segment", "file=%s err=\"%s\"", path, strerror(errno));
+        }
+        fsync_dir(bk->dir);
+        cairn_info("backup: pruned (--retain-snapshots)", "kept=%d oldest_kept_revision=%" PRId64
+                   " snapshots_removed=%d segments_removed=%d", bk->retain, oldest, removed_snaps, removed_segs);
+    }
+    free(snaps);
+    free(segs);
 }
 
 static void start_snapshot(backup_t *bk, int forced)
@@ -1520,7 +1572,7 @@ static int backup_resume(backup_t *bk)
 static void backup_usage(FILE *f)
 {
     fprintf(f, "usage: cairnctl backup --endpoints HOST:PORT[,...] --dir DIR [--interval 1h] [--lease-poll 2s]\n"
-               "                [--segment-size 67108864]\n"
+               "                [--retain-snapshots N (0: all)] [--segment-size 67108864]\n"
                "                [--cacert FILE] [--cert FILE] [--key FILE] [--insecure-skip-tls-verify]\n"
                "                [--user NAME:PASSWORD] [--log-level info]\n");
 }
@@ -1553,6 +1605,14 @@ int cairnctl_backup(int argc, char **argv)
                 fprintf(stderr, "Error: --lease-poll %s: want a duration of at least 100ms\n", v);
                 rc = 2;
             }
+        } else if ((v = flag_val(argc, argv, &i, "retain-snapshots", &miss))) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (*end || end == v || n < 0 || n > 1000000) {
+                fprintf(stderr, "Error: --retain-snapshots %s: want a count (0: keep every snapshot)\n", v);
+                rc = 2;
+            }
+            bk->retain = (int)n;
         } else if ((v = flag_val(argc, argv, &i, "segment-size", &miss))) {
             /* for tests: 64 MiB makes few segments */
             char *end;

@@ -10,6 +10,8 @@
 # lease, header.revision = R, and the leases its keys name. Then: a torn tail of the last
 # segment is truncated by the next start, and a compaction that overtakes a stopped backup
 # makes it take a fresh snapshot, after which a restore into the hole is refused by name.
+# Last, --retain-snapshots: a backup that keeps its two newest snapshots and the segments they
+# need still restores, and refuses a revision older than what it kept.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 CTL=$CAIRN_BIN/cairnctl
@@ -243,4 +245,33 @@ t_eq "nothing was made for it" "no" "$([ -e "$T_TMP/never" ] && echo yes || echo
 out=$($CTL restore --dir "$BK" --list 2>&1)
 t_contains "the listing shows the hole" "hole revisions=" "$out"
 restore_check "after the compaction's fresh snapshot (revision $R_AFTER)" "$R_AFTER" --to-revision "$R_AFTER"
+
+# --retain-snapshots 2: a snapshot every second while writes fill 4 KiB segments; only the two
+# newest snapshots and the segments after the older of them stay, and they still restore
+BK=$T_TMP/backup-retain
+BLOG=$T_TMP/backup-retain.log
+R_PRE=$(cur_rev)
+t_start_daemon "$BLOG" "$CTL" backup --endpoints "$EPS" --dir "$BK" --interval 1s --lease-poll 300ms \
+  --segment-size 4096 --retain-snapshots 2
+BK_PID=$T_LAST_PID
+t_wait_until 20 log_has '"backup: watching"' || t_fail "the retaining backup did not start: $(tail -5 "$BLOG")"
+for round in $(seq 1 6); do
+  for i in 1 2 3; do $E put "r/$round-$i" "$round-$BIG" >/dev/null; done
+  sleep 1
+done
+record; R_RET=$R
+t_wait_until 15 saved_ge "$R_RET" || t_fail "the retaining backup did not save $R_RET"
+t_wait_until 15 test -e "$BK/snap-$R_RET.db" || t_fail "no snapshot at $R_RET: $(ls "$BK")"
+t_stop "$BK_PID"
+t_eq "two snapshots kept" "2" "$(ls "$BK" | grep -c '^snap-.*\.db$')"
+t_contains "old snapshots and segments removed, and said so" "segments_removed=" \
+  "$(grep -F 'backup: pruned' "$BLOG" | grep -v 'segments_removed=0' | tail -n 1)"
+OLDEST=$(ls "$BK" | sed -n 's/^snap-\([0-9]*\)\.db$/\1/p' | sort -n | head -1)
+FIRST_SEG=$(ls "$BK" | sed -n 's/^changes-\([0-9]*\)\.seg$/\1/p' | sort -n | head -1)
+[ "$FIRST_SEG" -le $((OLDEST + 1)) ] && [ "$FIRST_SEG" -gt $((R_PRE + 1)) ] &&
+  t_ok "the segments left start at or before the oldest snapshot kept ($FIRST_SEG <= $OLDEST + 1), the older ones are gone" ||
+  t_fail "segments from $FIRST_SEG, oldest snapshot $OLDEST, backup began after $R_PRE: $(ls "$BK" | tr '\n' ' ')"
+restore_check "from a pruned backup (revision $R_RET)" "$R_RET" --to-revision "$R_RET"
+out=$($CTL restore --dir "$BK" --to-revision "$((OLDEST - 1))" --data-dir "$T_TMP/never" 2>&1 || true)
+t_contains "a revision before the oldest snapshot kept is refused" "older than the backup" "$out"
 t_done
