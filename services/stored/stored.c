@@ -106,6 +106,12 @@ static void checkpoint(stored_t *s)
 {
     if (s->replaying)
         return; /* segments are being read; the first checkpoint after the start catches up */
+    /* Not while a Defragment runs: cairn_mvcc_sync's memtable flush is a LevelDB CompactRange,
+     * which queues behind the defrag's manual compaction of a whole level - this loop (every
+     * write's apply) would stop for seconds. The next apply after the defrag checkpoints; the
+     * WAL keeps its segments meanwhile. */
+    if (s->defrag.running)
+        return;
     uint64_t applied = cairn_mvcc_applied_index(s->mvcc);
     uint64_t every = s->cfg->snapshot_count ? s->cfg->snapshot_count : 100000;
     if (applied < s->last_checkpoint + every)
