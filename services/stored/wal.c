@@ -25,8 +25,8 @@
  *     0   8   magic "CAIRNWAL"
  *     8   4   version, 1
  *     12  4   flags, 0
- *     16  8   sequence (must equal the one in the file name)
- *     24  8   first index (must equal the one in the file name)
+ *     16  8   sequence (must equal the one in the file name; below 2^63)
+ *     24  8   first index (must equal the one in the file name; below 2^63)
  *     32  4   reserved, 0
  *     36  4   CRC32C of bytes 0..35
  *
@@ -133,6 +133,7 @@
 
 #define WAL_MAGIC "CAIRNWAL"
 #define WAL_VERSION 1u
+#define WAL_NUM_LIMIT (1ull << 63)
 #define SEG_HDR_SIZE 40u
 #define REC_HDR 8u
 #define REC_BATCH 1u
@@ -506,6 +507,11 @@ static int replay_segment(replay_t *rp, size_t idx)
         goto out;
     } else if (cairn_get_le64(h + 16) != seg->seq || cairn_get_le64(h + 24) != seg->first_index)
         bad = "header does not match the file name";
+    else if (seg->seq >= WAL_NUM_LIMIT || seg->first_index >= WAL_NUM_LIMIT)
+        /* a WAL counts both from 0 or 1 by one: no real one gets there, and the next segment
+         * or entry number must not wrap (fuzz_wal: a segment numbered 2^64-1 was accepted, the
+         * next one was created as 0, and the WAL then refused to open: "jumps from 0") */
+        bad = "sequence or first index of 2^63 or more";
     if (bad) {
         cairn_errbuf_set(errbuf, errlen, "wal: corrupt segment header in %s at offset 0: %s", path, bad);
         rc = CAIRN_ECORRUPT;

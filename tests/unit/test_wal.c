@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "tmpdir.h"
+#include "cairn_bytes.h"
 #include "cairn_crc32c.h"
 #include "cairn_err.h"
 #include "crashfs.h"
@@ -731,6 +732,29 @@ Test(wal, bad_segment_files)
     cr_assert(strstr(eb, "jumps from 0 to 2"), "%s", eb);
     model_free(&got);
     model_free(&want);
+}
+
+/* fuzz_wal found it: a lone segment numbered 2^64-1 (header checksum right) was accepted; the
+ * next segment was created as number 0 (it wrapped) and the WAL then refused to open ("jumps
+ * from 0 to 18446744073709551615"). Numbers of 2^63 and more are refused as corruption. */
+Test(wal, segment_numbers_that_would_wrap_are_corrupt)
+{
+    uint8_t h[40] = "CAIRNWAL";
+    cairn_put_le32(h + 8, 1);
+    cairn_put_le64(h + 16, UINT64_MAX);
+    cairn_put_le64(h + 24, 5);
+    cairn_put_le32(h + 36, cairn_crc32c(h, 36));
+    mkdir(wal_dir(), 0755);
+    FILE *f = fopen(seg_file("ffffffffffffffff-0000000000000005.wal"), "w");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(h, 1, sizeof h, f), sizeof h);
+    cr_assert_eq(fwrite("\0\0\0\0\0\0\0\0", 1, 8, f), 8);
+    fclose(f);
+    char eb[512];
+    cairn_wal_opts_t o = {.segment_bytes = 512};
+    cr_assert_eq(open_fail(wal_dir(), &o, eb, sizeof eb), CAIRN_ECORRUPT);
+    cr_assert(strstr(eb, "ffffffffffffffff-0000000000000005.wal at offset 0: sequence or first index of 2^63 or more"),
+              "%s", eb);
 }
 
 static int fail_entry(void *ctx, const cairn_wal_entry_t *e) { return e->index == 7 ? CAIRN_ENOSPC : 0; }
