@@ -1074,9 +1074,19 @@ static void snap_done(void *arg, cairn_grpcc_call_t *call, int status, const cha
 /* --retain-snapshots N: once a snapshot is saved, the snapshots older than the N newest are
  * removed, and with them every segment that only holds revisions below the oldest one kept
  * (segment i, when segment i+1 starts at or below that snapshot's revision: the snapshot's
- * own revision and its SNAPSHOT record are then in later segments). The segment being
- * written is never removed. What is left restores every revision from the oldest snapshot
+ * own revision and its SNAPSHOT record are then in later segments), and only when none of its
+ * records (REV, LEASES as_of, SNAPSHOT) names a revision at or above that one. The segment
+ * being written is never removed. What is left restores every revision from the oldest snapshot
  * kept on. */
+static int max_rec_rev(void *arg, const char *path, uint64_t off, const rec_t *r)
+{
+    (void)path, (void)off;
+    int64_t *max = arg;
+    if (r->rev > *max)
+        *max = r->rev;
+    return 0;
+}
+
 static void backup_prune(backup_t *bk)
 {
     if (bk->retain <= 0)
@@ -1103,6 +1113,15 @@ static void backup_prune(backup_t *bk)
         for (size_t i = 0; i + 1 < ng && segs[i + 1].rev <= oldest; i++) {
             snprintf(path, sizeof path, "%s/%s", bk->dir, segs[i].name);
             if (strcmp(path, bk->seg_path) == 0)
+                break;
+            /* Its REV records are all below the next segment's first, but a LEASES poll or a
+             * SNAPSHOT record goes into whatever segment is open, whatever revision it names
+             * (a watch that lags behind the server's revision): removed only when every
+             * record names a revision below the oldest snapshot kept. */
+            int64_t max_rev = 0;
+            seg_info_t si;
+            char err[512];
+            if (seg_read(path, segs[i].rev, 0, max_rec_rev, &max_rev, &si, err, sizeof err) != 0 || max_rev >= oldest)
                 break;
             if (unlink(path) == 0)
                 removed_segs++;
@@ -2383,8 +2402,13 @@ int cairnctl_restore(int argc, char **argv)
                 while (a > 0 && segs[a - 1].last + 1 == segs[a].first)
                     a--;
                 fprintf(stderr, "Error: snapshot %s/snap-%" PRId64 ".db is missing: revisions %" PRId64 "..%" PRId64
-                                " (from %s on) need it, or an older snapshot with the revisions before them\n",
+                                " (from %s on) need it, or an older snapshot with the revisions before them",
                         dir, segs[a].first - 1, segs[a].first, R, segs[a].path);
+                if (R < rs.snaps[0].rev) /* pruned (--retain-snapshots) or removed by hand */
+                    fprintf(stderr, "; revision %" PRId64 " is older than the oldest snapshot kept, %s (revision %" PRId64
+                                    "): a snapshot --retain-snapshots removed is gone for good", R, rs.snaps[0].name,
+                            rs.snaps[0].rev);
+                fputc('\n', stderr);
             } else if (R < rs.snaps[0].rev) {
                 fprintf(stderr, "Error: revision %" PRId64 " is older than the backup: its oldest snapshot is %s/%s "
                                 "(revision %" PRId64 ")\n", R, dir, rs.snaps[0].name, rs.snaps[0].rev);

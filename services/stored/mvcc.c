@@ -123,6 +123,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cairn_err.h"
 #include "cairn_log.h"
@@ -1390,14 +1391,17 @@ int cairn_mvcc_conf_get(cairn_mvcc_t *m, uint64_t upto, uint8_t **blob, size_t *
 }
 
 /* Moves LevelDB's write-ahead logs (NNNNNN.log; not "LOG", its info log) of dir into
- * <dir>.torn-<time>/, kept for a post-mortem. Returns how many were moved, or -1. */
+ * <dir>.torn-<time>-XXXXXX/, kept for a post-mortem. Returns how many were moved, or -1. */
 static int move_logs_aside(const char *dir)
 {
     DIR *d = opendir(dir);
     if (!d)
         return -1;
     char aside[PATH_MAX];
-    snprintf(aside, sizeof aside, "%s.torn-%lld", dir, (long long)time(NULL));
+    if (cairn_ldblog_aside_dir(dir, aside, sizeof aside) != 0) {
+        closedir(d);
+        return -1;
+    }
     int moved = 0;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
@@ -1405,8 +1409,6 @@ static int move_logs_aside(const char *dir)
         size_t len = strlen(n), digits = strspn(n, "0123456789");
         if (digits == 0 || len != digits + 4 || strcmp(n + digits, ".log") != 0)
             continue;
-        if (moved == 0 && mkdir(aside, 0700) != 0 && errno != EEXIST)
-            break;
         char from[PATH_MAX + 300], to[PATH_MAX + 300];
         snprintf(from, sizeof from, "%s/%s", dir, n);
         snprintf(to, sizeof to, "%s/%s", aside, n);
@@ -1414,6 +1416,8 @@ static int move_logs_aside(const char *dir)
             moved++;
     }
     closedir(d);
+    if (moved == 0)
+        rmdir(aside);
     return moved;
 }
 

@@ -36,7 +36,11 @@
  *
  * The logs of one store are checked oldest first (by number); the first damaged one is cut
  * at its prefix, and every newer one is moved aside - a newer log only holds batches written
- * after the damaged stretch. What this drops is never lost: a log only holds writes since
+ * after the damaged stretch. Across logs, a log cut short or with no whole record while newer
+ * ones follow, or a newer log whose first batch does not follow the older one's last, is a
+ * lost stretch too. Not seen: an older log that lost every byte while a newer one kept some
+ * is a hole only LevelDB's MANIFEST could show (an empty older log is taken as one; one whose
+ * size went back to the last sync before its first batch is not). What this drops is never lost: a log only holds writes since
  * LevelDB's last memtable flush, which stored's checkpoint forces before it releases WAL
  * segments (cairn_mvcc_sync), so the WAL replay from the store's "Mapplied" brings them back.
  * A log older than LevelDB's current one that lingers after a crash (its memtable already
@@ -99,6 +103,8 @@ static int record_done(cairn_ldblog_scan_t *s, uint64_t end, uint64_t start)
                      (uint32_t)s->hdr[11] << 24;
     if (s->next_seq != 0 && seq != s->next_seq)
         return damage(s, start, "a batch whose sequence does not follow the one before");
+    if (s->records == 0)
+        s->first_seq = seq;
     s->next_seq = seq + count;
     s->records++;
     s->good = end;
@@ -333,6 +339,26 @@ static int fsync_path(const char *path)
     return rc;
 }
 
+/* The directory that receives what a repair moves or copies: <dir>.torn-<time>-XXXXXX (unique:
+ * two repairs in one second, or this one and mvcc.c's fallback, never share one), made
+ * durable in its parent before anything goes into it. */
+int cairn_ldblog_aside_dir(const char *dir, char *aside, size_t cap)
+{
+    snprintf(aside, cap, "%s.torn-%lld-XXXXXX", dir, (long long)time(NULL));
+    if (!mkdtemp(aside))
+        return -errno;
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof parent, "%s", aside);
+    char *slash = strrchr(parent, '/');
+    if (slash == parent)
+        slash[1] = 0;
+    else if (slash)
+        *slash = 0;
+    else
+        snprintf(parent, sizeof parent, ".");
+    return fsync_path(parent);
+}
+
 int cairn_ldblog_repair(const char *dir, char *errbuf, size_t errlen)
 {
     char path[PATH_MAX], aside[PATH_MAX], to[PATH_MAX + 64];
@@ -352,8 +378,9 @@ int cairn_ldblog_repair(const char *dir, char *errbuf, size_t errlen)
     int rc = list_logs(dir, &logs, &n), changed = 0;
     if (rc)
         cairn_errbuf_set(errbuf, errlen, "listing %s: %s", dir, strerror(-rc));
-    size_t cut_at = n; /* index of the damaged log */
-    uint64_t good = 0, size = 0;
+    size_t cut_at = n; /* index of the log where the prefix ends */
+    uint64_t good = 0, size = 0, prev_next = 0;
+    const char *why = NULL;
     cairn_ldblog_scan_t s;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         int zero_tail;
@@ -364,48 +391,37 @@ int cairn_ldblog_repair(const char *dir, char *errbuf, size_t errlen)
             break;
         }
         int newest = i + 1 == n;
-        if (!s.damaged && (!s.eof_in_record || newest))
-            continue; /* whole, or the newest log's unfinished last record (LevelDB drops it) */
+        /* across logs: the first batch of a log follows the last batch of the one before */
+        if (s.records && prev_next && s.first_seq != prev_next) {
+            cut_at = i, good = 0, why = "its first batch does not follow the older log's last (a lost stretch)";
+            break;
+        }
+        if (!s.damaged && !s.eof_in_record && (s.records || newest)) {
+            prev_next = s.records ? s.next_seq : prev_next;
+            continue; /* whole */
+        }
+        if (!s.damaged && newest)
+            break; /* the newest log's unfinished last record: LevelDB drops it itself */
         if (s.damaged && zero_tail && newest) {
             /* zeroes to the end of the newest log: pages a power loss left unwritten, with
              * nothing after them; LevelDB reads them as padding and recovers the prefix */
             cairn_info("the store's newest log ends in zeroes (unsynced pages lost); its whole records are kept",
                        "file=%s records=%llu kept_bytes=%llu file_bytes=%llu", path, (unsigned long long)s.records,
                        (unsigned long long)s.good, (unsigned long long)size);
-            continue;
+            break;
         }
-        cut_at = i;
-        good = s.good;
+        /* damaged, cut short or empty while newer logs follow: what comes after is not a prefix */
+        cut_at = i, good = s.good;
+        why = s.damaged ? s.why : s.records ? "a record cut short, with newer logs after it"
+                                            : "no whole record, with newer logs after it";
         break;
     }
     if (rc == 0 && cut_at < n) {
-        snprintf(aside, sizeof aside, "%s.torn-%lld", dir, (long long)time(NULL));
-        if (mkdir(aside, 0700) != 0 && errno != EEXIST) {
-            rc = -errno;
-            cairn_errbuf_set(errbuf, errlen, "creating %s: %s", aside, strerror(errno));
-        }
-        /* the damaged log: a copy aside, then cut at its prefix */
-        snprintf(path, sizeof path, "%s/%s", dir, logs[cut_at].name);
-        snprintf(to, sizeof to, "%s/%s", aside, logs[cut_at].name);
-        if (rc == 0 && (rc = copy_file(path, to)) != 0)
-            cairn_errbuf_set(errbuf, errlen, "copying %s to %s: %s", path, to, strerror(-rc));
-        if (rc == 0) {
-            if (truncate(path, (off_t)good) != 0 || (rc = fsync_path(path)) != 0) {
-                rc = rc ? rc : -errno;
-                cairn_errbuf_set(errbuf, errlen, "cutting %s at %llu: %s", path, (unsigned long long)good,
-                                 strerror(-rc));
-            }
-        }
-        if (rc == 0) {
-            changed++;
-            cairn_warn("the store's unsynced log is damaged (a power loss?): cut at its last whole record; the "
-                       "WAL replay brings the rest back",
-                       "file=%s damage=\"%s\" records_kept=%llu bytes_kept=%llu bytes_dropped=%llu copy=%s", path,
-                       s.damaged ? s.why : "a record cut short, with newer logs after it",
-                       (unsigned long long)s.records, (unsigned long long)good, (unsigned long long)(size - good),
-                       to);
-        }
-        /* every newer log holds batches written after the damage: moved aside */
+        /* Order matters for a crash in the middle: the newer logs go first (durably), then the
+         * damaged one is cut. A repair cut short is then found again at the next start; the
+         * other order could leave a clean-looking cut log in front of intact newer ones. */
+        if ((rc = cairn_ldblog_aside_dir(dir, aside, sizeof aside)) != 0)
+            cairn_errbuf_set(errbuf, errlen, "creating %s: %s", aside, strerror(-rc));
         for (size_t i = cut_at + 1; rc == 0 && i < n; i++) {
             snprintf(path, sizeof path, "%s/%s", dir, logs[i].name);
             snprintf(to, sizeof to, "%s/%s", aside, logs[i].name);
@@ -420,6 +436,28 @@ int cairn_ldblog_repair(const char *dir, char *errbuf, size_t errlen)
         }
         if (rc == 0 && ((rc = fsync_path(dir)) != 0 || (rc = fsync_path(aside)) != 0))
             cairn_errbuf_set(errbuf, errlen, "syncing %s: %s", dir, strerror(-rc));
+        /* the damaged log: a copy aside, then cut at its prefix */
+        snprintf(path, sizeof path, "%s/%s", dir, logs[cut_at].name);
+        snprintf(to, sizeof to, "%s/%s", aside, logs[cut_at].name);
+        if (rc == 0 && good < size) {
+            if ((rc = copy_file(path, to)) != 0)
+                cairn_errbuf_set(errbuf, errlen, "copying %s to %s: %s", path, to, strerror(-rc));
+            else if ((rc = fsync_path(aside)) != 0)
+                cairn_errbuf_set(errbuf, errlen, "syncing %s: %s", aside, strerror(-rc));
+            else if (truncate(path, (off_t)good) != 0 || (rc = fsync_path(path)) != 0) {
+                rc = rc ? rc : -errno;
+                cairn_errbuf_set(errbuf, errlen, "cutting %s at %llu: %s", path, (unsigned long long)good,
+                                 strerror(-rc));
+            }
+            if (rc == 0)
+                changed++;
+        }
+        if (rc == 0)
+            cairn_warn("the store's unsynced log is damaged (a power loss?): cut at its last whole record; the "
+                       "WAL replay brings the rest back",
+                       "file=%s damage=\"%s\" records_kept=%llu bytes_kept=%llu bytes_dropped=%llu newer_logs_moved=%zu "
+                       "aside=%s", path, why, (unsigned long long)(good ? s.records : 0), (unsigned long long)good,
+                       (unsigned long long)(size - good), n - cut_at - 1, aside);
     }
     free(logs);
     close(lfd); /* releases the lock; LevelDB takes its own */

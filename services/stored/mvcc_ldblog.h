@@ -14,6 +14,7 @@
 typedef struct {
     uint64_t good;     /* the prefix: bytes up to the end of the last whole record */
     uint64_t records;  /* whole logical records in it */
+    uint64_t first_seq; /* the sequence of the first whole record (when records > 0) */
     uint64_t next_seq; /* the sequence the next batch must carry (0: none seen yet) */
     int damaged;       /* 1 once something other than a clean end was found */
     int eof_in_record; /* the input ended inside a record (a writer that died mid-record) */
@@ -33,12 +34,16 @@ int cairn_ldblog_scan_block(cairn_ldblog_scan_t *s, const uint8_t *blk, size_t n
 /* Ends the scan (after the last block); sets eof_in_record. */
 void cairn_ldblog_scan_end(cairn_ldblog_scan_t *s);
 
-/* Scans every LevelDB log (NNNNNN.log) of dir, oldest first. The first damaged one is cut at
- * the end of its last whole record and every newer log is moved aside (their batches come
- * after the damage); copies of the logs as they were go to <dir>.torn-<time>/. The logs are
+/* Scans every LevelDB log (NNNNNN.log) of dir, oldest first. The first damaged one (or one
+ * cut short or empty while newer ones follow, or a log whose first batch does not follow the
+ * older log's last) is cut at the end of its last whole record and every newer log is moved
+ * aside (their batches come after the damage); they and a copy of the cut log as it was go to
+ * <dir>.torn-<time>-XXXXXX/. The logs are
  * checked under LevelDB's LOCK (held by no one else; a held lock skips the check, the open
  * will then fail on it). Returns how many logs were cut or moved (0: all whole), or a
  * negative error code with errbuf set. */
 int cairn_ldblog_repair(const char *dir, char *errbuf, size_t errlen);
+/* Makes <dir>.torn-<time>-XXXXXX (unique), durable in its parent; 0 or -errno. */
+int cairn_ldblog_aside_dir(const char *dir, char *aside, size_t cap);
 
 #endif

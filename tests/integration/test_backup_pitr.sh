@@ -273,5 +273,6 @@ FIRST_SEG=$(ls "$BK" | sed -n 's/^changes-\([0-9]*\)\.seg$/\1/p' | sort -n | hea
   t_fail "segments from $FIRST_SEG, oldest snapshot $OLDEST, backup began after $R_PRE: $(ls "$BK" | tr '\n' ' ')"
 restore_check "from a pruned backup (revision $R_RET)" "$R_RET" --to-revision "$R_RET"
 out=$($CTL restore --dir "$BK" --to-revision "$((OLDEST - 1))" --data-dir "$T_TMP/never" 2>&1 || true)
-t_contains "a revision before the oldest snapshot kept is refused" "older than the backup" "$out"
+t_contains "a revision before the oldest snapshot kept is refused" "older than the" "$out"
+echo "# $out"
 t_done

@@ -241,6 +241,32 @@ Test(ldblog, newer_logs_are_moved_aside)
     cr_assert_eq(system(cmd), 0, "%s", cmd);
 }
 
+/* across logs: a newer log whose first batch does not follow the older one's last (here a
+ * copy of the older one: its sequences start again) holds batches after a lost stretch */
+Test(ldblog, a_newer_log_that_does_not_follow)
+{
+    char newer[600], cmd[1400];
+    snprintf(newer, sizeof newer, "%s/999999.log", dir);
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", logpath, newer);
+    cr_assert_eq(system(cmd), 0);
+    cr_assert_eq(cairn_ldblog_repair(dir, NULL, 0), 1);
+    cr_assert_eq(fsize(logpath), NREC * REC, "the older log is whole and stays");
+    cr_assert_eq(fsize(newer), 0, "the newer log's batches were dropped (a copy is aside)");
+    cr_assert_eq(cairn_ldblog_repair(dir, NULL, 0), 0, "a second repair finds nothing");
+}
+
+/* an older log with no whole record while a newer one has some: the newer one goes */
+Test(ldblog, an_empty_older_log_before_a_newer_one)
+{
+    char older[600];
+    snprintf(older, sizeof older, "%s/000001.log", dir);
+    FILE *f = fopen(older, "w");
+    fclose(f);
+    cr_assert_eq(cairn_ldblog_repair(dir, NULL, 0), 1);
+    cr_assert_eq(fsize(logpath), -1, "the newer log was moved aside");
+    cr_assert_eq(fsize(older), 0);
+}
+
 Test(ldblog, the_newest_logs_tail_is_left_to_leveldb)
 {
     /* zeroes after the last record (a size that reached the disk before the pages) */
