@@ -38,9 +38,11 @@
  * at its prefix, and every newer one is moved aside - a newer log only holds batches written
  * after the damaged stretch. Across logs, a log cut short or with no whole record while newer
  * ones follow, or a newer log whose first batch does not follow the older one's last, is a
- * lost stretch too. Not seen: an older log that lost every byte while a newer one kept some
- * is a hole only LevelDB's MANIFEST could show (an empty older log is taken as one; one whose
- * size went back to the last sync before its first batch is not). What this drops is never lost: a log only holds writes since
+ * lost stretch too (an older log whose size went back to its last sync is caught by the
+ * sequence check, an empty one by the second rule). Not seen: an older log whose directory
+ * entry was lost whole while a newer one survived, with no log before it - only LevelDB's
+ * MANIFEST could show that hole. A leftover log LevelDB had already flushed can only cost a
+ * needless cut and WAL replay, never data. What this drops is never lost: a log only holds writes since
  * LevelDB's last memtable flush, which stored's checkpoint forces before it releases WAL
  * segments (cairn_mvcc_sync), so the WAL replay from the store's "Mapplied" brings them back.
  * A log older than LevelDB's current one that lingers after a crash (its memtable already
