@@ -1421,6 +1421,61 @@ static int move_logs_aside(const char *dir)
     return moved;
 }
 
+/* The stores this process has open, by real path. LevelDB refuses a second open of one in the
+ * same process anyway, but only after cairn_ldblog_repair has taken and released the POSIX
+ * lock on its LOCK file - and closing any descriptor of a file drops every POSIX lock this
+ * process holds on it, LevelDB's included. So a second open is refused here, first. */
+static pthread_mutex_t g_open_mu = PTHREAD_MUTEX_INITIALIZER;
+static char **g_open;
+static size_t g_open_n, g_open_cap;
+
+/* 0 and *key set (free it with open_unregister), CAIRN_ESTATE if open already, or an error */
+static int open_register(const char *dir, char **key)
+{
+    /* LevelDB would create the directory (not its parents); made here so it has a real path */
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return errno == ENOENT ? CAIRN_ENOTFOUND : CAIRN_EIO;
+    *key = realpath(dir, NULL);
+    if (!*key)
+        return CAIRN_EIO;
+    int rc = 0;
+    pthread_mutex_lock(&g_open_mu);
+    for (size_t i = 0; i < g_open_n; i++)
+        if (strcmp(g_open[i], *key) == 0)
+            rc = CAIRN_ESTATE;
+    if (rc == 0 && g_open_n == g_open_cap) {
+        size_t nc = g_open_cap ? g_open_cap * 2 : 8;
+        char **nv = realloc(g_open, nc * sizeof *nv);
+        if (nv)
+            g_open = nv, g_open_cap = nc;
+        else
+            rc = CAIRN_ENOMEM;
+    }
+    if (rc == 0)
+        g_open[g_open_n++] = *key;
+    pthread_mutex_unlock(&g_open_mu);
+    if (rc) {
+        free(*key);
+        *key = NULL;
+    }
+    return rc;
+}
+
+static void open_unregister(char **key)
+{
+    if (!*key)
+        return;
+    pthread_mutex_lock(&g_open_mu);
+    for (size_t i = 0; i < g_open_n; i++)
+        if (g_open[i] == *key) {
+            g_open[i] = g_open[--g_open_n];
+            break;
+        }
+    pthread_mutex_unlock(&g_open_mu);
+    free(*key);
+    *key = NULL;
+}
+
 cairn_mvcc_t *cairn_mvcc_open(const char *dir, int *err, char *errbuf, size_t errlen)
 {
     if (err)
@@ -1458,6 +1513,13 @@ cairn_mvcc_t *cairn_mvcc_open(const char *dir, int *err, char *errbuf, size_t er
     /* Our own check of LevelDB's logs first: it also finds the damage LevelDB's reader
      * skips without a word (mvcc_ldblog.c). */
     char lberr[512];
+    int orc = open_register(dir, &m->open_key);
+    if (orc) {
+        mvcc_set_err(err, errbuf, errlen, orc, "opening %s: %s", dir,
+                     orc == CAIRN_ESTATE ? "this process has it open already" : cairn_strerror(orc));
+        cairn_mvcc_destroy(&m);
+        return NULL;
+    }
     if (cairn_ldblog_repair(dir, lberr, sizeof lberr) < 0) {
         mvcc_set_err(err, errbuf, errlen, CAIRN_EIO, "opening %s: %s", dir, lberr);
         cairn_mvcc_destroy(&m);
@@ -1529,6 +1591,7 @@ void cairn_mvcc_destroy(cairn_mvcc_t **self_p)
     ov_fini(&m->ov);
     cairn_arena_free(&m->req_arena);
     free(m->scratch);
+    open_unregister(&m->open_key); /* after leveldb_close: the lock is released by then */
     free(m->dir);
     free(m);
     *self_p = NULL;

@@ -184,6 +184,7 @@ struct cairn_mvcc_t {
     leveldb_writeoptions_t *wo;
     leveldb_writebatch_t *wb;
     char *dir;
+    char *open_key; /* this store in the process's list of open stores (mvcc.c) */
 
     meta_t c;   /* committed: what LevelDB holds */
     meta_t p;   /* pending: c plus the open batch */

@@ -2,6 +2,8 @@
  * atomicity, views, leases, hash. The LevelDB underneath is inspected directly where the
  * test is about what is (not) on disk. */
 #include <criterion/criterion.h>
+#include <sys/wait.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <leveldb/c.h>
 #include <stdio.h>
@@ -176,6 +178,36 @@ Test(mvcc, fresh_store)
     cairn_mvcc_destroy(&m);
     cr_assert_null(m);
     cairn_mvcc_destroy(&m);   /* idempotent */
+}
+
+/* A second open of a store this process has open is refused before anything touches its
+ * files (the log check's LOCK probe would drop LevelDB's POSIX lock of the first handle), and
+ * the first handle keeps working - and keeps its lock: another process cannot take it. */
+Test(mvcc, a_second_open_in_one_process_is_refused)
+{
+    cairn_mvcc_t *m = open_store();
+    int err = 0;
+    char eb[256], path[300];
+    snprintf(path, sizeof path, "%s/mvcc/.", g_dir); /* another spelling of the same directory */
+    cairn_mvcc_t *m2 = cairn_mvcc_open(path, &err, eb, sizeof eb);
+    cr_assert_null(m2);
+    cr_assert_eq(err, CAIRN_ESTATE);
+    cr_assert(strstr(eb, "this process has it open already"), "%s", eb);
+    put(m, "still", "works", 0);
+    char lock[320];
+    snprintf(lock, sizeof lock, "%s/mvcc/LOCK", g_dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(lock, O_RDWR);
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+        _exit(fd >= 0 && fcntl(fd, F_SETLK, &fl) == 0 ? 1 : 0); /* 0: the lock is still held */
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "another process could take the store's lock");
+    cairn_mvcc_destroy(&m);
+    m = open_store(); /* closed, it opens again */
+    cairn_mvcc_destroy(&m);
 }
 
 Test(mvcc, revisions_create_mod_version)
