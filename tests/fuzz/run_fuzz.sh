@@ -5,7 +5,7 @@
 # leaks, times out or runs out of memory, and prints how to reproduce the input.
 #
 #   tests/fuzz/run_fuzz.sh <build dir> [target ...]
-#   CAIRN_FUZZ_SECONDS  seconds per target (default 15: the 7 targets take about 2 minutes)
+#   CAIRN_FUZZ_SECONDS  seconds per target (default 15: the 8 targets take about 2 minutes)
 #
 # The seed corpora are only read: what a run finds new goes to a temporary directory (so CI
 # never writes into the source tree), and a crashing input to $CAIRN_FUZZ_ARTIFACTS (default
