@@ -47,9 +47,9 @@
  *
  *     1 BATCH      len 21: u64 offset of this record in the file | u64 body bytes |
  *                  u32 record count
- *     2 ENTRY      len 18 + n: u64 index | u64 term | u8 entry type | n bytes of data
+ *     2 ENTRY      len 18 + n: u64 index (1 .. 2^63 - 1) | u64 term | u8 entry type | n bytes of data
  *     3 HARDSTATE  len 25: u64 term | u64 vote | u64 commit
- *     4 SNAPSHOT   len 17: u64 index | u64 term
+ *     4 SNAPSHOT   len 17: u64 index (below 2^63) | u64 term
  *                  A Raft snapshot (index, term) was installed: the state machine now holds
  *                  every entry up to at least index, and the log before it is gone. Written
  *                  by stored once the new state machine is built and synced, and it is the
@@ -69,8 +69,8 @@
  *
  * Valid. A batch at offset p is valid when its BATCH record has len 21, a matching CRC,
  * offset == p, a body that fits in the file and is a multiple of 8, and its body holds
- * exactly "record count" records, each with a matching CRC, a known type and the payload
- * size of that type. Replay delivers a batch only once the whole of it has been checked, so
+ * exactly "record count" records, each with a matching CRC, a known type, the payload
+ * size of that type and an index in range. Replay delivers a batch only once the whole of it has been checked, so
  * a batch is all or nothing.
  *
  * RECOVERY
@@ -335,6 +335,13 @@ static int check_batch(cairn_freader_t *r, uint64_t pos, batch_info_t *bi)
                 snprintf(bi->why, sizeof bi->why, "entry record too short (length %u)", rlen);
                 return B_FATAL;
             }
+            if (cairn_get_le64(q + 9) == 0 || cairn_get_le64(q + 9) >= WAL_NUM_LIMIT) {
+                /* Raft numbers entries from 1 by one; the next segment would be named after
+                 * index + 1 (fuzz_wal: an entry at 0x9b...04 made one the next open refused) */
+                snprintf(bi->why, sizeof bi->why, "entry index %llu is 0 or 2^63 or more",
+                         (unsigned long long)cairn_get_le64(q + 9));
+                return B_FATAL;
+            }
         } else if (type == REC_HARDSTATE) {
             if (rlen != HS_LEN) {
                 snprintf(bi->why, sizeof bi->why, "hard state record has length %u", rlen);
@@ -343,6 +350,11 @@ static int check_batch(cairn_freader_t *r, uint64_t pos, batch_info_t *bi)
         } else if (type == REC_SNAPSHOT) {
             if (rlen != SNAP_LEN) {
                 snprintf(bi->why, sizeof bi->why, "snapshot record has length %u", rlen);
+                return B_FATAL;
+            }
+            if (cairn_get_le64(q + 9) >= WAL_NUM_LIMIT) {
+                snprintf(bi->why, sizeof bi->why, "snapshot index %llu is 2^63 or more",
+                         (unsigned long long)cairn_get_le64(q + 9));
                 return B_FATAL;
             }
         } else {
@@ -959,7 +971,7 @@ int cairn_wal_append_entry(cairn_wal_t *self, const cairn_wal_entry_t *e)
         return CAIRN_EINVAL;
     if (self->failed)
         return CAIRN_ESTATE;
-    if (!e || (e->len && !e->data) || e->index == 0)
+    if (!e || (e->len && !e->data) || e->index == 0 || e->index >= WAL_NUM_LIMIT)
         return append_failed(self, CAIRN_EINVAL, "entry");
     if (e->len > CAIRN_WAL_MAX_ENTRY_BYTES)
         return append_failed(self, CAIRN_ETOOBIG, "entry");
@@ -1010,7 +1022,7 @@ int cairn_wal_append_snapshot(cairn_wal_t *self, uint64_t index, uint64_t term)
         return CAIRN_EINVAL;
     if (self->failed)
         return CAIRN_ESTATE;
-    if (index == 0)
+    if (index == 0 || index >= WAL_NUM_LIMIT)
         return append_failed(self, CAIRN_EINVAL, "snapshot");
     int rc = reserve(self, SNAP_SIZE);
     if (rc)

@@ -782,8 +782,9 @@ Test(wal, callback_error_stops_open)
  * ack for a batch with a record missing). */
 Test(wal, append_rejects_bad_input)
 {
-    static const char *why[] = {"index 0", "data NULL with len", "too big", "hard state NULL", "snapshot index 0"};
-    for (int k = 0; k < 5; k++) {
+    static const char *why[] = {"index 0",         "data NULL with len",     "too big", "hard state NULL",
+                                "snapshot index 0", "index 2^63 (it would wrap)", "snapshot index 2^63"};
+    for (int k = 0; k < 7; k++) {
         model_t m = {0};
         char dir[512];
         snprintf(dir, sizeof dir, "%s-%d", wal_dir(), k);
@@ -802,7 +803,9 @@ Test(wal, append_rejects_bad_input)
             rc = cairn_wal_append_entry(w, &e);
             break;
         case 3: rc = cairn_wal_append_hardstate(w, NULL); break;
-        default: rc = cairn_wal_append_snapshot(w, 0, 1); break;
+        case 4: rc = cairn_wal_append_snapshot(w, 0, 1); break;
+        case 5: e.index = 1ull << 63; rc = cairn_wal_append_entry(w, &e); break;
+        default: rc = cairn_wal_append_snapshot(w, 1ull << 63, 1); break;
         }
         cr_assert_eq(rc, k == 2 ? CAIRN_ETOOBIG : CAIRN_EINVAL, "%s", why[k]);
         cr_assert_eq(cairn_wal_pending_bytes(w), 0, "%s: the batch is dropped", why[k]);
