@@ -14,8 +14,8 @@
  * The reader is static in cairnctl_backup.c, so this file includes it; cairnctl_snapshot
  * (cairnctl_snapshot.c, which restore hands its result to) is never reached from here. */
 #include "../../tools/cairnctl_backup.c"
+#include "fuzz_common.h"
 
-size_t LLVMFuzzerMutate(uint8_t *data, size_t size, size_t max_size);
 
 int cairnctl_snapshot(int argc, char **argv)
 {
@@ -39,23 +39,14 @@ static void fix_crcs(uint8_t *d, size_t n)
     }
 }
 
-size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size, unsigned int seed)
-{
-    size = LLVMFuzzerMutate(data, size, max_size);
-    if (seed & 1)
-        fix_crcs(data, size);
-    return size;
-}
+CAIRN_FUZZ_CRC_MUTATOR(fix_crcs)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
     cairn_log_set_level(CAIRN_LOG_FATAL);
-    const char *tmp = getenv("TMPDIR");
     char dir[256];
-    snprintf(dir, sizeof dir, "%s/cairn-fuzz-backup-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(dir))
-        abort();
+    cairn_fuzz_tmpdir("backup", dir, sizeof dir);
     snprintf(g_path, sizeof g_path, "%s/changes-1.seg", dir);
     return 0;
 }

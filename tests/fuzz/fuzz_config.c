@@ -16,6 +16,7 @@
 #include "cairn_config.h"
 #include "cairn_log.h"
 #include "cairn_yaml.h"
+#include "fuzz_common.h"
 
 static char g_file[300];
 
@@ -23,11 +24,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
     cairn_log_set_level(CAIRN_LOG_FATAL);
-    const char *tmp = getenv("TMPDIR");
     char dir[256];
-    snprintf(dir, sizeof dir, "%s/cairn-fuzz-config-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(dir))
-        abort();
+    cairn_fuzz_tmpdir("config", dir, sizeof dir);
     snprintf(g_file, sizeof g_file, "%s/conf.yml", dir);
     /* the environment is an input of cairn_config_load too: keep it out of the way */
     extern char **environ;

@@ -18,9 +18,9 @@
 
 #include "cairn_crc32c.h"
 #include "cairn_log.h"
+#include "fuzz_common.h"
 #include "mvcc_ldblog.h"
 
-size_t LLVMFuzzerMutate(uint8_t *data, size_t size, size_t max_size);
 
 static char g_dir[256], g_log[300];
 
@@ -42,22 +42,13 @@ static void fix_crcs(uint8_t *d, size_t n)
     }
 }
 
-size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size, unsigned int seed)
-{
-    size = LLVMFuzzerMutate(data, size, max_size);
-    if (seed & 1)
-        fix_crcs(data, size);
-    return size;
-}
+CAIRN_FUZZ_CRC_MUTATOR(fix_crcs)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
     cairn_log_set_level(CAIRN_LOG_FATAL);
-    const char *tmp = getenv("TMPDIR");
-    snprintf(g_dir, sizeof g_dir, "%s/cairn-fuzz-ldblog-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(g_dir))
-        abort();
+    cairn_fuzz_tmpdir("ldblog", g_dir, sizeof g_dir);
     snprintf(g_log, sizeof g_log, "%s/000005.log", g_dir);
     char lock[300];
     snprintf(lock, sizeof lock, "%s/LOCK", g_dir);

@@ -20,6 +20,7 @@
 #include "cairn_log.h"
 #include "mvcc_etcd.h"
 #include "snapshot.h"
+#include "fuzz_common.h"
 
 static char g_dir[256], g_file[300], g_store[300];
 
@@ -27,10 +28,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
     cairn_log_set_level(CAIRN_LOG_FATAL);
-    const char *tmp = getenv("TMPDIR");
-    snprintf(g_dir, sizeof g_dir, "%s/cairn-fuzz-snap-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(g_dir))
-        abort();
+    cairn_fuzz_tmpdir("snap", g_dir, sizeof g_dir);
     snprintf(g_file, sizeof g_file, "%s/in.db", g_dir);
     snprintf(g_store, sizeof g_store, "%s/store", g_dir);
     return 0;

@@ -21,9 +21,9 @@
 
 #include "cairn_crc32c.h"
 #include "cairn_log.h"
+#include "fuzz_common.h"
 #include "wal.h"
 
-size_t LLVMFuzzerMutate(uint8_t *data, size_t size, size_t max_size);
 
 static char g_dir[256];
 
@@ -119,33 +119,29 @@ static void fix_segment(uint8_t *d, size_t n)
     }
 }
 
-/* libFuzzer's mutations, then, for half of them, every CRC made right again: a random byte
- * change almost always breaks a CRC, which only ever tests the torn-tail/corruption checks;
- * with the CRCs fixed the mutated lengths, types, offsets and counts reach the batch
- * validation and replay behind them. The input format stays the directory's raw bytes. */
-size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size, unsigned int seed)
+/* The mutator (fuzz_common.h) makes every CRC right again for half the mutations: a random
+ * byte change almost always breaks a CRC, which only ever tests the torn-tail/corruption
+ * checks; with the CRCs fixed the mutated lengths, types, offsets and counts reach the batch
+ * validation and replay behind them. The input format stays the directory's raw bytes. Every
+ * segment's CRCs: the input is split at each "CAIRNWAL", as LLVMFuzzerTestOneInput does. */
+static void fix_all(uint8_t *data, size_t size)
 {
-    size = LLVMFuzzerMutate(data, size, max_size);
-    if (seed & 1) {
-        size_t start = 0;
-        for (size_t i = 1; i + 8 <= size; i++)
-            if (memcmp(data + i, "CAIRNWAL", 8) == 0) {
-                fix_segment(data + start, i - start);
-                start = i;
-            }
-        fix_segment(data + start, size - start);
-    }
-    return size;
+    size_t start = 0;
+    for (size_t i = 1; i + 8 <= size; i++)
+        if (memcmp(data + i, "CAIRNWAL", 8) == 0) {
+            fix_segment(data + start, i - start);
+            start = i;
+        }
+    fix_segment(data + start, size - start);
 }
+
+CAIRN_FUZZ_CRC_MUTATOR(fix_all)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
     cairn_log_set_level(CAIRN_LOG_FATAL);
-    const char *tmp = getenv("TMPDIR");
-    snprintf(g_dir, sizeof g_dir, "%s/cairn-fuzz-wal-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(g_dir))
-        abort();
+    cairn_fuzz_tmpdir("wal", g_dir, sizeof g_dir);
     return 0;
 }
 
