@@ -19,6 +19,7 @@
 # Environment:
 #   BUILD=dir                 build directory (default <repo>/build-release)
 #   MAINT_SYSTEMS="etcd cairn" MAINT_GIB=1 MAINT_VAL=65536 MAINT_CLIENTS=8 MAINT_SECONDS=15
+#   MAINT_SNAPSHOT_COUNT=N    --snapshot-count for both (default: each system's own)
 #   BENCH_TMPDIR=dir          where the data dirs go (default /var/tmp; needs ~4 x MAINT_GIB free)
 #   BENCH_NO_BUILD=1          use what is in $BUILD;  ETCD=etcd: the etcd binary
 # Only processes this script started are stopped (by PID, also on failure or Ctrl-C).
@@ -38,6 +39,9 @@ export ETCDCTL_API=3
 
 # the store is written twice over: past etcd's default 2 GiB quota at 1 GiB (both systems get it)
 NODE_EXTRA_FLAGS="--quota-backend-bytes=$(awk -v g="$GIB" 'BEGIN { printf "%.0f", (g * 4 + 1) * 1073741824 }')"
+# both systems take --snapshot-count; a small one (MAINT_SNAPSHOT_COUNT=1000) puts Cairn's
+# checkpoint inside the defrag for sure (bench/README: the checkpoint that waited for it)
+[ -n "${MAINT_SNAPSHOT_COUNT:-}" ] && NODE_EXTRA_FLAGS+=" --snapshot-count=$MAINT_SNAPSHOT_COUNT"
 BENCH_NAME=maint.sh
 . "$SRC/bench/lib.sh"
 . "$SRC/bench/node_lib.sh"

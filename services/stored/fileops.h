@@ -4,8 +4,9 @@
  * written, sent and received, their renames, listings and removals), so tests can swap the
  * real POSIX layer for a crash layer that keeps unsynced writes in memory and, on a
  * simulated power loss, drops or garbles them (SQLite's crash test is the model). Outside it:
- * LevelDB's own files (mvcc/, behind LevelDB's Env) and the removal of a whole store
- * directory (cairn_snap_rmtree).
+ * what LevelDB itself writes (mvcc/, behind LevelDB's Env; stored's check and cut of LevelDB's
+ * logs before LevelDB opens them, mvcc_ldblog.c, does go through it) and the removal of a
+ * whole store directory (cairn_snap_rmtree).
  *
  * Conventions: every function returns 0 (or a non-negative count / fd) on success and a
  * NEGATIVE errno (-ENOSPC, -EIO, ...) on failure - raw errno, not CAIRN_E*, so the caller

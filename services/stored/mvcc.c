@@ -1390,37 +1390,6 @@ int cairn_mvcc_conf_get(cairn_mvcc_t *m, uint64_t upto, uint8_t **blob, size_t *
     return rc;
 }
 
-/* Moves LevelDB's write-ahead logs (NNNNNN.log; not "LOG", its info log) of dir into
- * <dir>.torn-<time>-XXXXXX/, kept for a post-mortem. Returns how many were moved, or -1. */
-static int move_logs_aside(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return -1;
-    char aside[PATH_MAX];
-    if (cairn_ldblog_aside_dir(dir, aside, sizeof aside) != 0) {
-        closedir(d);
-        return -1;
-    }
-    int moved = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        const char *n = de->d_name;
-        size_t len = strlen(n), digits = strspn(n, "0123456789");
-        if (digits == 0 || len != digits + 4 || strcmp(n + digits, ".log") != 0)
-            continue;
-        char from[PATH_MAX + 300], to[PATH_MAX + 300];
-        snprintf(from, sizeof from, "%s/%s", dir, n);
-        snprintf(to, sizeof to, "%s/%s", aside, n);
-        if (rename(from, to) == 0)
-            moved++;
-    }
-    closedir(d);
-    if (moved == 0)
-        rmdir(aside);
-    return moved;
-}
-
 /* The stores this process has open, by real path. LevelDB refuses a second open of one in the
  * same process anyway, but only after cairn_ldblog_repair has taken and released the POSIX
  * lock on its LOCK file - and closing any descriptor of a file drops every POSIX lock this
@@ -1528,7 +1497,7 @@ cairn_mvcc_t *cairn_mvcc_open(const char *dir, int *err, char *errbuf, size_t er
     char *lerr = NULL;
     m->db = leveldb_open(m->opts, dir, &lerr);
     if (lerr && strstr(lerr, "Corruption")) {
-        int moved = move_logs_aside(dir);
+        int moved = cairn_ldblog_move_aside(dir);
         if (moved > 0) {
             cairn_warn("the store's unsynced log is damaged (a power loss?); it was moved aside and the store "
                        "reopened at its last flushed state - the WAL replay brings it forward",

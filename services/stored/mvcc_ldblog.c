@@ -61,9 +61,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cairn_bytes.h"
 #include "cairn_crc32c.h"
 #include "cairn_err.h"
 #include "cairn_log.h"
+#include "fileops.h"
 
 #define HDR 7
 enum { T_ZERO = 0, T_FULL = 1, T_FIRST = 2, T_MIDDLE = 3, T_LAST = 4 };
@@ -72,14 +74,6 @@ static uint32_t unmask(uint32_t m)
 {
     uint32_t r = m - 0xa282ead8u;
     return (r >> 17) | (r << 15);
-}
-
-static uint64_t le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
 }
 
 void cairn_ldblog_scan_init(cairn_ldblog_scan_t *s)
@@ -100,9 +94,8 @@ static int record_done(cairn_ldblog_scan_t *s, uint64_t end, uint64_t start)
 {
     if (s->hdr_have < 12)
         return damage(s, start, "a batch shorter than its header");
-    uint64_t seq = le64(s->hdr);
-    uint32_t count = (uint32_t)s->hdr[8] | (uint32_t)s->hdr[9] << 8 | (uint32_t)s->hdr[10] << 16 |
-                     (uint32_t)s->hdr[11] << 24;
+    uint64_t seq = cairn_get_le64(s->hdr);
+    uint32_t count = cairn_get_le32(s->hdr + 8);
     if (s->next_seq != 0 && seq != s->next_seq)
         return damage(s, start, "a batch whose sequence does not follow the one before");
     if (s->records == 0)
@@ -123,7 +116,7 @@ int cairn_ldblog_scan_block(cairn_ldblog_scan_t *s, const uint8_t *blk, size_t n
     size_t p = 0;
     while (n - p >= HDR) {
         const uint8_t *h = blk + p;
-        uint32_t crc = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+        uint32_t crc = cairn_get_le32(h);
         size_t len = (size_t)h[4] | (size_t)h[5] << 8;
         uint8_t type = h[6];
         uint64_t at = base + p;
@@ -186,77 +179,62 @@ static int cmp_log(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* LevelDB's logs of dir ("NNNNNN.log"; not "LOG", its info log), oldest first. */
-static int list_logs(const char *dir, logname_t **out, size_t *count)
+typedef struct {
+    logname_t *v;
+    size_t n, cap;
+} loglist_t;
+
+static int on_log_name(void *arg, const char *n)
 {
-    *out = NULL;
-    *count = 0;
-    DIR *d = opendir(dir);
-    if (!d)
-        return errno == ENOENT ? 0 : -errno;
-    size_t cap = 0;
-    struct dirent *de;
-    int rc = 0;
-    while ((de = readdir(d)) != NULL) {
-        const char *n = de->d_name;
-        size_t len = strlen(n), digits = strspn(n, "0123456789");
-        if (digits == 0 || digits > 20 || len != digits + 4 || strcmp(n + digits, ".log") != 0)
-            continue;
-        if (*count == cap) {
-            cap = cap ? cap * 2 : 8;
-            logname_t *nl = realloc(*out, cap * sizeof *nl);
-            if (!nl) {
-                rc = -ENOMEM;
-                break;
-            }
-            *out = nl;
-        }
-        (*out)[*count].num = strtoull(n, NULL, 10);
-        snprintf((*out)[*count].name, sizeof (*out)[*count].name, "%s", n);
-        (*count)++;
+    loglist_t *l = arg;
+    size_t len = strlen(n), digits = strspn(n, "0123456789");
+    if (digits == 0 || digits > 20 || len != digits + 4 || strcmp(n + digits, ".log") != 0)
+        return 0; /* not a log ("LOG" is LevelDB's info log) */
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 8;
+        logname_t *nv = realloc(l->v, nc * sizeof *nv);
+        if (!nv)
+            return -ENOMEM;
+        l->v = nv, l->cap = nc;
     }
-    closedir(d);
-    if (rc) {
-        free(*out);
-        *out = NULL;
-        *count = 0;
-        return rc;
-    }
-    if (*count > 1)
-        qsort(*out, *count, sizeof **out, cmp_log);
+    l->v[l->n].num = strtoull(n, NULL, 10);
+    snprintf(l->v[l->n].name, sizeof l->v[l->n].name, "%s", n);
+    l->n++;
     return 0;
 }
 
-static ssize_t pread_full(int fd, uint8_t *buf, size_t len, uint64_t off)
+/* LevelDB's logs of dir ("NNNNNN.log"), oldest first. 0 or -errno. */
+static int list_logs(const cairn_fileops_t *ops, const char *dir, logname_t **out, size_t *count)
 {
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = pread(fd, buf + got, len - got, (off_t)(off + got));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -errno;
-        if (r == 0)
-            break;
-        got += (size_t)r;
+    loglist_t l = {0};
+    int rc = ops->list(ops->ctx, dir, on_log_name, &l);
+    if (rc == -ENOENT)
+        rc = 0;
+    if (rc) {
+        free(l.v);
+        l.v = NULL, l.n = 0;
+    } else if (l.n > 1) {
+        qsort(l.v, l.n, sizeof *l.v, cmp_log);
     }
-    return (ssize_t)got;
+    *out = l.v;
+    *count = l.n;
+    return rc;
 }
 
 /* Scans one log; *zero_tail: every byte from the prefix's end to the end of the file is 0. */
-static int scan_file(const char *path, cairn_ldblog_scan_t *s, uint64_t *size, int *zero_tail)
+static int scan_file(const cairn_fileops_t *ops, const char *path, cairn_ldblog_scan_t *s, uint64_t *size,
+                     int *zero_tail)
 {
     cairn_ldblog_scan_init(s);
     *size = 0;
     *zero_tail = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = ops->open(ops->ctx, path, O_RDONLY, 0);
     if (fd < 0)
-        return -errno;
+        return fd;
     uint8_t *buf = malloc(CAIRN_LDBLOG_BLOCK);
-    int rc = buf ? 0 : -ENOMEM;
-    uint64_t off = 0;
-    while (rc == 0) {
-        ssize_t r = pread_full(fd, buf, CAIRN_LDBLOG_BLOCK, off);
+    int rc = buf ? ops->size(ops->ctx, fd, size) : -ENOMEM;
+    for (uint64_t off = 0; rc == 0;) {
+        ssize_t r = cairn_fileops_pread_full(ops, fd, buf, CAIRN_LDBLOG_BLOCK, off);
         if (r < 0) {
             rc = (int)r;
             break;
@@ -267,87 +245,73 @@ static int scan_file(const char *path, cairn_ldblog_scan_t *s, uint64_t *size, i
     }
     if (rc == 0) {
         cairn_ldblog_scan_end(s);
-        struct stat st;
-        if (fstat(fd, &st) != 0)
-            rc = -errno;
-        else
-            *size = (uint64_t)st.st_size;
-    }
-    if (rc == 0) { /* is what follows the prefix all zeroes? */
-        int zeros = 1;
+        int zeros = 1; /* is what follows the prefix all zeroes? */
         for (uint64_t o = s->good; zeros && o < *size;) {
-            ssize_t r = pread_full(fd, buf, CAIRN_LDBLOG_BLOCK, o);
+            ssize_t r = cairn_fileops_pread_full(ops, fd, buf, CAIRN_LDBLOG_BLOCK, o);
             if (r <= 0) {
                 rc = r < 0 ? (int)r : 0;
                 break;
             }
-            for (ssize_t i = 0; i < r; i++)
-                if (buf[i]) {
-                    zeros = 0;
-                    break;
-                }
+            for (ssize_t i = 0; i < r && zeros; i++)
+                zeros = buf[i] == 0;
             o += (uint64_t)r;
         }
         *zero_tail = zeros;
     }
     free(buf);
-    close(fd);
+    ops->close(ops->ctx, fd);
     return rc;
 }
 
-static int copy_file(const char *from, const char *to)
+/* A durable copy of from at to (to must not exist). 0 or -errno. */
+static int copy_file(const cairn_fileops_t *ops, const char *from, const char *to)
 {
-    int in = open(from, O_RDONLY | O_CLOEXEC), out = -1, rc = 0;
+    int in = ops->open(ops->ctx, from, O_RDONLY, 0);
     if (in < 0)
-        return -errno;
-    out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        return in;
+    int out = ops->open(ops->ctx, to, O_RDWR | O_CREAT | O_EXCL, 0600), rc = 0;
     uint8_t *buf = malloc(CAIRN_LDBLOG_BLOCK);
     if (out < 0 || !buf)
-        rc = out < 0 ? -errno : -ENOMEM;
+        rc = out < 0 ? out : -ENOMEM;
     for (uint64_t off = 0; rc == 0;) {
-        ssize_t r = pread_full(in, buf, CAIRN_LDBLOG_BLOCK, off);
+        ssize_t r = cairn_fileops_pread_full(ops, in, buf, CAIRN_LDBLOG_BLOCK, off);
         if (r <= 0) {
             rc = (int)r;
             break;
         }
-        for (ssize_t w = 0; w < r;) {
-            ssize_t k = write(out, buf + w, (size_t)(r - w));
-            if (k < 0 && errno == EINTR)
-                continue;
-            if (k < 0) {
-                rc = -errno;
-                break;
-            }
-            w += k;
-        }
+        rc = cairn_fileops_pwrite_full(ops, out, buf, (size_t)r, off);
         off += (uint64_t)r;
     }
-    if (rc == 0 && fsync(out) != 0)
-        rc = -errno;
+    if (rc == 0)
+        rc = ops->fsync(ops->ctx, out);
     free(buf);
     if (out >= 0)
-        close(out);
-    close(in);
+        ops->close(ops->ctx, out);
+    ops->close(ops->ctx, in);
     return rc;
 }
 
-static int fsync_path(const char *path)
+/* Cuts path at len, durably. 0 or -errno. */
+static int cut_file(const cairn_fileops_t *ops, const char *path, uint64_t len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = ops->open(ops->ctx, path, O_RDWR, 0);
     if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) == 0 ? 0 : -errno;
-    close(fd);
+        return fd;
+    int rc = ops->ftruncate(ops->ctx, fd, len);
+    if (rc == 0)
+        rc = ops->fsync(ops->ctx, fd);
+    ops->close(ops->ctx, fd);
     return rc;
 }
 
 /* The directory that receives what a repair moves or copies: <dir>.torn-<time>-XXXXXX (unique:
  * two repairs in one second, or this one and mvcc.c's fallback, never share one), made
  * durable in its parent before anything goes into it. */
-int cairn_ldblog_aside_dir(const char *dir, char *aside, size_t cap)
+static int aside_dir(const char *dir, char *aside, size_t cap)
 {
+    const cairn_fileops_t *ops = cairn_fileops_default();
     snprintf(aside, cap, "%s.torn-%lld-XXXXXX", dir, (long long)time(NULL));
-    if (!mkdtemp(aside))
+    if (!mkdtemp(aside)) /* the one call the table has no twin of: a unique name */
         return -errno;
     char parent[PATH_MAX];
     snprintf(parent, sizeof parent, "%s", aside);
@@ -358,11 +322,12 @@ int cairn_ldblog_aside_dir(const char *dir, char *aside, size_t cap)
         *slash = 0;
     else
         snprintf(parent, sizeof parent, ".");
-    return fsync_path(parent);
+    return ops->fsync_dir(ops->ctx, parent);
 }
 
 int cairn_ldblog_repair(const char *dir, char *errbuf, size_t errlen)
 {
+    const cairn_fileops_t *ops = cairn_fileops_default();
     char path[PATH_MAX], aside[PATH_MAX], to[PATH_MAX + 64];
     if (errbuf && errlen)
         errbuf[0] = 0;
@@ -377,7 +342,7 @@ int cairn_ldblog_repair(const char *dir, char *errbuf, size_t errlen)
     }
     logname_t *logs = NULL;
     size_t n = 0;
-    int rc = list_logs(dir, &logs, &n), changed = 0;
+    int rc = list_logs(ops, dir, &logs, &n), changed = 0;
     if (rc)
         cairn_errbuf_set(errbuf, errlen, "listing %s: %s", dir, strerror(-rc));
     size_t cut_at = n; /* index of the log where the prefix ends */
@@ -387,7 +352,7 @@ int cairn_ldblog_repair(const char *dir, char *errbuf, size_t errlen)
     for (size_t i = 0; rc == 0 && i < n; i++) {
         int zero_tail;
         snprintf(path, sizeof path, "%s/%s", dir, logs[i].name);
-        rc = scan_file(path, &s, &size, &zero_tail);
+        rc = scan_file(ops, path, &s, &size, &zero_tail);
         if (rc) {
             cairn_errbuf_set(errbuf, errlen, "reading %s: %s", path, strerror(-rc));
             break;
@@ -422,35 +387,32 @@ int cairn_ldblog_repair(const char *dir, char *errbuf, size_t errlen)
         /* Order matters for a crash in the middle: the newer logs go first (durably), then the
          * damaged one is cut. A repair cut short is then found again at the next start; the
          * other order could leave a clean-looking cut log in front of intact newer ones. */
-        if ((rc = cairn_ldblog_aside_dir(dir, aside, sizeof aside)) != 0)
+        if ((rc = aside_dir(dir, aside, sizeof aside)) != 0)
             cairn_errbuf_set(errbuf, errlen, "creating %s: %s", aside, strerror(-rc));
         for (size_t i = cut_at + 1; rc == 0 && i < n; i++) {
             snprintf(path, sizeof path, "%s/%s", dir, logs[i].name);
             snprintf(to, sizeof to, "%s/%s", aside, logs[i].name);
-            if (rename(path, to) != 0) {
-                rc = -errno;
-                cairn_errbuf_set(errbuf, errlen, "moving %s aside: %s", path, strerror(errno));
+            if ((rc = ops->rename(ops->ctx, path, to)) != 0) {
+                cairn_errbuf_set(errbuf, errlen, "moving %s aside: %s", path, strerror(-rc));
                 break;
             }
             changed++;
             cairn_warn("a newer log of the store moved aside: its batches follow the damaged stretch",
                        "file=%s moved_to=%s", path, to);
         }
-        if (rc == 0 && ((rc = fsync_path(dir)) != 0 || (rc = fsync_path(aside)) != 0))
+        if (rc == 0 && ((rc = ops->fsync_dir(ops->ctx, dir)) != 0 || (rc = ops->fsync_dir(ops->ctx, aside)) != 0))
             cairn_errbuf_set(errbuf, errlen, "syncing %s: %s", dir, strerror(-rc));
         /* the damaged log: a copy aside, then cut at its prefix */
         snprintf(path, sizeof path, "%s/%s", dir, logs[cut_at].name);
         snprintf(to, sizeof to, "%s/%s", aside, logs[cut_at].name);
         if (rc == 0 && good < size) {
-            if ((rc = copy_file(path, to)) != 0)
+            if ((rc = copy_file(ops, path, to)) != 0)
                 cairn_errbuf_set(errbuf, errlen, "copying %s to %s: %s", path, to, strerror(-rc));
-            else if ((rc = fsync_path(aside)) != 0)
+            else if ((rc = ops->fsync_dir(ops->ctx, aside)) != 0)
                 cairn_errbuf_set(errbuf, errlen, "syncing %s: %s", aside, strerror(-rc));
-            else if (truncate(path, (off_t)good) != 0 || (rc = fsync_path(path)) != 0) {
-                rc = rc ? rc : -errno;
+            else if ((rc = cut_file(ops, path, good)) != 0)
                 cairn_errbuf_set(errbuf, errlen, "cutting %s at %llu: %s", path, (unsigned long long)good,
                                  strerror(-rc));
-            }
             if (rc == 0)
                 changed++;
         }
@@ -464,4 +426,27 @@ int cairn_ldblog_repair(const char *dir, char *errbuf, size_t errlen)
     free(logs);
     close(lfd); /* releases the lock; LevelDB takes its own */
     return rc ? CAIRN_EIO : changed;
+}
+
+int cairn_ldblog_move_aside(const char *dir)
+{
+    const cairn_fileops_t *ops = cairn_fileops_default();
+    logname_t *logs = NULL;
+    size_t n = 0;
+    char aside[PATH_MAX], from[PATH_MAX], to[PATH_MAX + 64];
+    if (list_logs(ops, dir, &logs, &n) != 0 || n == 0 || aside_dir(dir, aside, sizeof aside) != 0) {
+        free(logs);
+        return n == 0 ? 0 : -1;
+    }
+    int moved = 0;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(from, sizeof from, "%s/%s", dir, logs[i].name);
+        snprintf(to, sizeof to, "%s/%s", aside, logs[i].name);
+        if (ops->rename(ops->ctx, from, to) == 0)
+            moved++;
+    }
+    free(logs);
+    ops->fsync_dir(ops->ctx, dir);
+    ops->fsync_dir(ops->ctx, aside);
+    return moved;
 }

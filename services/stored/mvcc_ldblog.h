@@ -43,7 +43,8 @@ void cairn_ldblog_scan_end(cairn_ldblog_scan_t *s);
  * will then fail on it). Returns how many logs were cut or moved (0: all whole), or a
  * negative error code with errbuf set. */
 int cairn_ldblog_repair(const char *dir, char *errbuf, size_t errlen);
-/* Makes <dir>.torn-<time>-XXXXXX (unique), durable in its parent; 0 or -errno. */
-int cairn_ldblog_aside_dir(const char *dir, char *aside, size_t cap);
+/* Moves every LevelDB log of dir into a new <dir>.torn-<time>-XXXXXX/ (the fallback when
+ * LevelDB still finds its logs corrupt): how many were moved, or -1. */
+int cairn_ldblog_move_aside(const char *dir);
 
 #endif

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cairn_bytes.h"
 #include "cairn_crc32c.h"
 #include "cairn_log.h"
 #include "fuzz_common.h"
@@ -35,8 +36,7 @@ static void fix_crcs(uint8_t *d, size_t n)
             uint8_t type = d[p + 6];
             uint32_t c = cairn_crc32c_extend(cairn_crc32c(&type, 1), d + p + 7, len);
             c = ((c >> 15) | (c << 17)) + 0xa282ead8u;
-            for (int i = 0; i < 4; i++)
-                d[p + i] = (uint8_t)(c >> (8 * i));
+            cairn_put_le32(d + p, c);
             p += 7 + len;
         }
     }

@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cairn_bytes.h"
 #include "cairn_crc32c.h"
 #include "mvcc_ldblog.h"
 #include "tmpdir.h"
@@ -216,7 +217,7 @@ Test(ldblog, a_sequence_that_does_not_follow)
     uint8_t type = rec[6];
     uint32_t c = cairn_crc32c_extend(cairn_crc32c(&type, 1), rec + 7, REC - 7);
     c = ((c >> 15) | (c << 17)) + 0xa282ead8u;
-    rec[0] = (uint8_t)c, rec[1] = (uint8_t)(c >> 8), rec[2] = (uint8_t)(c >> 16), rec[3] = (uint8_t)(c >> 24);
+    cairn_put_le32(rec, c);
     cr_assert_eq(pwrite(fd, rec, REC, off), REC);
     close(fd);
     cairn_ldblog_scan_t s = scan_path(logpath);
