@@ -91,8 +91,8 @@ static void on_signal(int sig) { g_stop = 1; }
  */
 enum { DF_WAL = 1, DF_MVCC = 2 };
 /* The reserve (CockroachDB's "ballast"): a preallocated file in member/ that is removed the
- * moment a write fails, so that LevelDB finds the room to apply what is already committed
- * and durable in the WAL (and to be reopened if it failed): without it the commit index
+ * moment a LevelDB write fails, so that LevelDB finds the room to be reopened and to apply
+ * what is already committed and durable in the WAL: without it the commit index
  * stays above the applied one and every linearizable read waits for the disk. Recreated
  * before writes resume. CAIRN_DISK_RESERVE_BYTES sets its size (0: none). */
 #define DF_RESERVE_DEFAULT ((uint64_t)16 << 20)
@@ -371,7 +371,13 @@ static void df_enter(stored_t *s, int what, int rc)
     g_df.broken |= what;
     g_df.local_alarm = 1;
     g_df.next_propose = now;
-    df_reserve_release();
+    /* The reserve is released only for LevelDB, and only the moment it failed: its repair
+     * below takes the room at once. Released when the WAL failed, the room was anyone's
+     * until LevelDB met the full disk too (another writer on the filesystem could take it
+     * first, and the reopen then had no room: linearizable reads waited for the disk). The WAL needs no
+     * reserve: it recovers once the filesystem has a segment's room. */
+    if (what & DF_MVCC)
+        df_reserve_release();
     if (what & DF_WAL) {
         /* the dropped batch: its entries are not durable, so they leave the log (a restart
          * would not have them either); their writers are told only if nothing of them can be
@@ -440,7 +446,7 @@ static void df_try_recover(stored_t *s, int64_t now)
     char waldir[4096], mvccdir[4096];
     df_dirs(s, waldir, sizeof waldir, mvccdir, sizeof mvccdir);
     /* room for a rollover of the WAL (and LevelDB's reopen): trying sooner only fails again */
-    uint64_t need_wal = (uint64_t)cairn_wal_segment_bytes(s->wal) + (1u << 20) + g_df.reserve_bytes;
+    uint64_t need_wal = (uint64_t)cairn_wal_segment_bytes(s->wal) + (1u << 20) + (g_df.have_reserve ? 0 : g_df.reserve_bytes);
     uint64_t need_ldb = (g_df.broken & DF_MVCC) ? 2 * df_ldb_log_bytes(mvccdir) + (4u << 20) : (1u << 20);
     uint64_t fw = df_free_bytes(waldir), fm = df_free_bytes(mvccdir);
     if (fw < need_wal || fm < need_ldb || (fw == fm && fw < need_wal + need_ldb))

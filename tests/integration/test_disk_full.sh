@@ -45,10 +45,25 @@ mount_small() {
   mount -t tmpfs -o "size=$2" tmpfs "$1"
   MNTS+=("$1")
 }
-# fill DIR: a filler file takes every byte left on DIR's filesystem
+# fill DIR [SLACK]: a filler file takes every byte left on DIR's filesystem, or all but SLACK
+# bytes of it, which the write load then takes: then stored alone meets the full disk, and
+# the room it frees (its reserve) is not raced for by a filler still running (a disk other
+# writers fill too is another case: the reserve is then released and used at once)
 fill() {
+  if [ -n "${2:-}" ]; then
+    local avail; avail=$(df -B1 --output=avail "$1" | tail -1 | tr -d ' ')
+    [ "$avail" -gt "$2" ] && fallocate -l $((avail - $2)) "$1/filler"
+    return 0
+  fi
   dd if=/dev/zero of="$1/filler" bs=1M >/dev/null 2>&1 || true
   dd if=/dev/zero of="$1/filler2" bs=4k >/dev/null 2>&1 || true
+}
+# what stored said of the disk, and the filesystem: after a check that failed
+df_diag() {
+  echo "  --- $1: stored's log on the full disk; df" >&2
+  grep -E 'storage|reserve|reopen|apply failed' "$2" | tail -12 | sed 's/^/  /' >&2 || true
+  [ -n "${3:-}" ] && df -k "$3" | sed 's/^/  /' >&2
+  return 0
 }
 unfill() { rm -f "$1/filler" "$1/filler2"; }
 V=$(head -c 2000 /dev/zero | tr '\0' v)
@@ -80,7 +95,8 @@ count_ok() { local n=0; [ -f "$1" ] && n=$(grep -c '^OK' "$1" || true); echo "${
 # value_of EP KEY [FLAGS]: "ok" when KEY holds the value the writer put there, else what came back
 value_of() {
   local got; got=$(etcdctl --endpoints="$1" --command-timeout=3s get "$2" --print-value-only "${@:3}" 2>&1 || true)
-  if [ "$got" = "$V-$2" ]; then echo ok; else echo "${got:0:200}"; fi
+  # else the last line: etcdctl's error (its retry warnings come first)
+  if [ "$got" = "$V-$2" ]; then echo ok; else got=$(tail -1 <<<"$got"); echo "${got:0:300}"; fi
 }
 health_of() { curl -s -m 3 "http://$1/health" || true; }
 
@@ -104,8 +120,8 @@ single() {
   writer "$EP" "$W" "$name" & local WPID=$!
   T_PIDS+=("$WPID")
   t_wait_until 20 eval '[ "$(count_ok "$W")" -ge 20 ]' || t_fail "$name: the load never got going"
-  if [ -n "$fault" ]; then touch "$fault"; else fill "$dir"; fi
-  t_wait_until 30 eval "grep -q 'ERR.*space exceeded' '$W'" || true
+  if [ -n "$fault" ]; then touch "$fault"; else fill "$dir" $((512 << 10)); fi
+  t_wait_until 30 eval "grep -qs 'ERR.*space exceeded' '$W'" || true
   sleep 1
   t_contains "$name: writes on a full disk fail with etcd's error" "$NOSPACE" "$(etcdctl --endpoints="$EP" --command-timeout=3s put full-1 x 2>&1 || true)"
   t_eq "$name: stored is still the same process" 1 "$(kill -0 "$STORED_PID" 2>/dev/null && echo 1 || echo 0)"
@@ -113,7 +129,9 @@ single() {
   local first last
   first=$(awk '$1 == "OK" {print $2; exit}' "$W")
   last=$(awk '$1 == "OK" {k = $2} END {print k}' "$W")
-  t_eq "$name: a linearizable read answers" ok "$(value_of "$EP" "$first")"
+  local lin; lin=$(value_of "$EP" "$first")
+  t_eq "$name: a linearizable read answers" ok "$lin"
+  [ "$lin" = ok ] || df_diag "$name" "$C_LOG" "$dir"
   t_eq "$name: a linearizable read of the last acknowledged write answers" ok "$(value_of "$EP" "$last")"
   t_eq "$name: a serializable read answers" ok "$(value_of "$EP" "$first" --consistency=s)"
   t_contains "$name: alarm list shows NOSPACE" "alarm:NOSPACE" "$(etcdctl --endpoints="$EP" --command-timeout=3s alarm list 2>&1)"
@@ -149,7 +167,7 @@ single() {
       t_fail "$name: no serializable read after a restart on a full disk"
     writer "$C_EP" "$W2" "$name-r" & WPID=$!
     T_PIDS+=("$WPID")
-    t_wait_until 30 eval "grep -q 'ERR.*space exceeded' '$W2'" || t_fail "$name: writes after a restart on a full disk never refused"
+    t_wait_until 30 eval "grep -qs 'ERR.*space exceeded' '$W2'" || t_fail "$name: writes after a restart on a full disk never refused"
     sleep 1
     t_eq "$name: restarted on a full disk, stored stays up" 1 "$(kill -0 "$C_STORED" 2>/dev/null && echo 1 || echo 0)"
     t_eq "$name: restarted on a full disk, a serializable read answers" ok "$(value_of "$C_EP" "$first" --consistency=s)"
@@ -178,7 +196,7 @@ if [ "${DISK_FULL_CLUSTER:-1}" = 1 ]; then
   T_PIDS+=("$WPID")
   t_wait_until 20 eval '[ "$(count_ok "$W3")" -ge 20 ]' || t_fail "cluster: the load never got going"
   S2=${C_STOREDS[2]}
-  fill "$MNT3"
+  fill "$MNT3" $((512 << 10))
   t_wait_until 30 eval "grep -q 'storage is full or failing' '${C_LOGS[2]}'" || t_fail "cluster: m2 never met the full disk"
   t_wait_until 20 eval "etcdctl --endpoints=${C_EPS[0]} --command-timeout=2s alarm list 2>/dev/null | grep -q NOSPACE" ||
     t_fail "cluster: the full member's NOSPACE alarm never reached the cluster"
