@@ -92,9 +92,15 @@ check_acked() {
   t_eq "$name: every acknowledged write ($n) reads back" 0 "$bad"
 }
 count_ok() { local n=0; [ -f "$1" ] && n=$(grep -c '^OK' "$1" || true); echo "${n:-0}"; }
-# value_of EP KEY [FLAGS]: "ok" when KEY holds the value the writer put there, else what came back
+# value_of EP KEY [FLAGS]: "ok" when KEY holds the value the writer put there, else what came
+# back. A timed-out request is asked again, twice (a busy sanitizer build can be slow; a read
+# that waits for the disk times out every time)
 value_of() {
-  local got; got=$(etcdctl --endpoints="$1" --command-timeout=3s get "$2" --print-value-only "${@:3}" 2>&1 || true)
+  local got i
+  for i in 1 2 3; do
+    got=$(etcdctl --endpoints="$1" --command-timeout=3s get "$2" --print-value-only "${@:3}" 2>&1 || true)
+    case $got in *"timed out"* | *"deadline exceeded"* | *DeadlineExceeded*) ;; *) break ;; esac
+  done
   # else the last line: etcdctl's error (its retry warnings come first)
   if [ "$got" = "$V-$2" ]; then echo ok; else got=$(tail -1 <<<"$got"); echo "${got:0:300}"; fi
 }
