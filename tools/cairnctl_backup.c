@@ -25,6 +25,11 @@
  * =====================================================================
  *
  *   LOCK                  flock()ed by the running backup: two backups never share D.
+ *   READ.lock             empty. flock()ed shared by a restore (and --list) while it reads D,
+ *                         exclusively by a backup while it prunes (--retain-snapshots): a prune
+ *                         never removes a file a restore listed and has yet to read; it waits
+ *                         for the next snapshot instead. Made by a backup with
+ *                         --retain-snapshots when it starts; a restore never creates it.
  *   snap-<rev>.db         the bytes of one Maintenance/Snapshot stream, unchanged: an etcd 3.4
  *                         backend (bbolt) file, then the SHA-256 of it (32 bytes). <rev> (decimal)
  *                         is the store revision it holds: the highest main revision of its "key"
@@ -1087,16 +1092,45 @@ static int max_rec_rev(void *arg, const char *path, uint64_t off, const rec_t *r
     return 0;
 }
 
+/* D/READ.lock, opened (created when create: the backup's side; a restore never writes to D)
+ * and flock()ed with how (LOCK_SH, LOCK_EX | LOCK_NB...); the fd, or -1 with errno
+ * (EWOULDBLOCK: held the other way). */
+static int read_lock(const char *dir, int create, int how)
+{
+    char p[4200];
+    snprintf(p, sizeof p, "%s/READ.lock", dir);
+    int fd = open(p, O_RDONLY | O_CLOEXEC | (create ? O_CREAT : 0), 0600); /* flock needs no write */
+    if (fd < 0)
+        return -1;
+    if (flock(fd, how) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
 static void backup_prune(backup_t *bk)
 {
     if (bk->retain <= 0)
         return;
+    int lk = read_lock(bk->dir, 1, LOCK_EX | LOCK_NB);
+    if (lk < 0) {
+        if (errno == EWOULDBLOCK)
+            cairn_info("backup: a restore is reading the directory; pruning waits for the next snapshot", "dir=%s",
+                       bk->dir);
+        else
+            cairn_warn("backup: cannot lock the directory to prune it", "dir=%s err=\"%s\"", bk->dir, strerror(errno));
+        return;
+    }
     dent_t *snaps = NULL, *segs = NULL;
     size_t ns = 0, ng = 0;
     if (list_dir(bk->dir, 's', &snaps, &ns) != 0 || list_dir(bk->dir, 'c', &segs, &ng) != 0) {
         cairn_warn("backup: cannot list the directory to prune it", "dir=%s err=\"%s\"", bk->dir, strerror(errno));
         free(snaps);
         free(segs);
+        close(lk);
         return;
     }
     if (ns > (size_t)bk->retain) {
@@ -1134,6 +1168,7 @@ static void backup_prune(backup_t *bk)
     }
     free(snaps);
     free(segs);
+    close(lk);
 }
 
 static void start_snapshot(backup_t *bk, int forced)
@@ -1700,6 +1735,11 @@ int cairnctl_backup(int argc, char **argv)
         rc = 1;
     } else if (backup_resume(bk) != 0) {
         rc = 1;
+    } else if (bk->retain > 0) {
+        /* made before the first prune: a restore that starts earlier finds it and holds it */
+        int lk = read_lock(bk->dir, 1, LOCK_SH | LOCK_NB);
+        if (lk >= 0)
+            close(lk);
     }
     struct sigaction sa = {0};
     sa.sa_handler = on_stop;
@@ -2284,6 +2324,7 @@ int cairnctl_restore(int argc, char **argv)
     dent_t *segd = NULL;
     size_t ng = 0;
     segr_t *segs = NULL;
+    int rlock = -1;
     rs.ttl_any = cairn_u64map_new();
     char tmp[4200] = "", snap_path[4200] = "";
     struct stat dsb;
@@ -2292,6 +2333,9 @@ int cairnctl_restore(int argc, char **argv)
         rc = 1;
         goto out;
     }
+    /* a running backup's prune waits until we are done (READ.lock); a directory without the
+     * file (no backup with --retain-snapshots has run there) has no pruner to wait for */
+    rlock = read_lock(dir, 0, LOCK_SH);
     /* pass 1: every segment checked; runs of revisions, lease records, the time target */
     if (list_dir(dir, 's', &rs.snaps, &rs.n_snaps) != 0 || list_dir(dir, 'c', &segd, &ng) != 0) {
         fprintf(stderr, "Error: cannot read the backup directory %s: %s\n", dir, strerror(errno));
@@ -2491,6 +2535,8 @@ int cairnctl_restore(int argc, char **argv)
         rc = cairnctl_snapshot(np, pass);
     }
 out:
+    if (rlock >= 0)
+        close(rlock);
     if (tmp[0])
         unlink(tmp);
     for (int i = 2; i < np; i++)

@@ -11,7 +11,8 @@
 # segment is truncated by the next start, and a compaction that overtakes a stopped backup
 # makes it take a fresh snapshot, after which a restore into the hole is refused by name.
 # Last, --retain-snapshots: a backup that keeps its two newest snapshots and the segments they
-# need still restores, and refuses a revision older than what it kept.
+# need still restores, and refuses a revision older than what it kept; while a restore reads the
+# directory (READ.lock) its prunes wait, and a restore waits for a prune in progress.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 CTL=$CAIRN_BIN/cairnctl
@@ -262,8 +263,43 @@ done
 record; R_RET=$R
 t_wait_until 15 saved_ge "$R_RET" || t_fail "the retaining backup did not save $R_RET"
 t_wait_until 15 test -e "$BK/snap-$R_RET.db" || t_fail "no snapshot at $R_RET: $(ls "$BK")"
+# a restore reading the directory holds READ.lock shared (flock(1) stands in for it here, for
+# as long as the test likes): the prunes wait, the snapshots go on; once it is let go, the
+# next snapshot's prune removes what it may
+nsnaps() { ls "$BK" | grep -c '^snap-.*\.db$'; }
+flock -s -o "$BK/READ.lock" sleep 40 & # -o: the lock is flock's own, let go when its sleep ends
+FL_PID=$!
+T_PIDS+=("$FL_PID")
+sleep 0.5
+for round in 1 2 3; do
+  $E put "r/held-$round" "$round-$BIG" >/dev/null
+  R0=$(cur_rev)
+  t_wait_until 15 test -e "$BK/snap-$R0.db" || t_fail "no snapshot at $R0 while a restore reads: $(ls "$BK")"
+done
+t_eq "while a restore reads, nothing is pruned (2 snapshots and 3 more)" 5 "$(nsnaps)"
+t_contains "the backup says its prune waits" "pruning waits" "$(grep -F 'pruning waits' "$BLOG" | tail -n 1)"
+pkill -P "$FL_PID" sleep 2>/dev/null; wait "$FL_PID" 2>/dev/null || true
+$E put "r/after-held" "x-$BIG" >/dev/null
+record; R_RET=$R
+t_wait_until 15 saved_ge "$R_RET" || t_fail "the retaining backup did not save $R_RET"
+t_wait_until 15 eval '[ "$(nsnaps)" = 2 ] && test -e "$BK/snap-$R_RET.db"' ||
+  t_fail "the prune did not resume once the restore was done: $(ls "$BK" | tr '\n' ' ')"
 t_stop "$BK_PID"
 t_eq "two snapshots kept" "2" "$(ls "$BK" | grep -c '^snap-.*\.db$')"
+# and a restore takes that lock: while a prune holds it (flock -x here), the restore waits
+flock -x -o "$BK/READ.lock" sleep 40 &
+FL_PID=$!
+T_PIDS+=("$FL_PID")
+sleep 0.3
+$CTL restore --dir "$BK" --list >"$T_TMP/list-held.out" 2>&1 &
+LS_PID=$!
+T_PIDS+=("$LS_PID")
+sleep 1.5
+t_eq "a restore waits while a prune holds the directory" 1 "$(kill -0 "$LS_PID" 2>/dev/null && echo 1 || echo 0)"
+pkill -P "$FL_PID" sleep 2>/dev/null; wait "$FL_PID" 2>/dev/null || true
+t_wait_until 10 eval '! kill -0 "$LS_PID" 2>/dev/null' || t_fail "the restore did not go on once the prune was done"
+wait "$LS_PID" 2>/dev/null || true
+t_contains "then it reads the directory" "last_revision=" "$(cat "$T_TMP/list-held.out")"
 t_contains "old snapshots and segments removed, and said so" "segments_removed=" \
   "$(grep -F 'backup: pruned' "$BLOG" | grep -v 'segments_removed=0' | tail -n 1)"
 OLDEST=$(ls "$BK" | sed -n 's/^snap-\([0-9]*\)\.db$/\1/p' | sort -n | head -1)
