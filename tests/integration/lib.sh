@@ -11,17 +11,33 @@ T_TMP=$(mktemp -d "${TMPDIR:-/var/tmp}/cairn-it.XXXXXX")
 T_FAILS=0
 T_PASSES=0
 
+# Every process a test starts carries this in its environment. The cleanup signals a recorded
+# PID only while it is still this test's (its child, or a process carrying the marker): pid_max
+# is 32768 here and the suite starts tens of thousands of processes (an etcdctl per request),
+# so the PID of a process a test stopped early is soon given to another, and a cleanup that
+# killed every recorded PID could kill a process of the test running beside it (ctest -j2;
+# a clean-clone CI run lost a restarted member's gateway that way, most likely).
+export CAIRN_TEST_OWNER="$$.${EPOCHREALTIME:-$RANDOM}"
+# t_ours PID: true while PID is a process this test started
+t_ours() {
+  local st rest
+  [ -n "$1" ] && read -r st 2>/dev/null <"/proc/$1/stat" || return 1
+  rest=${st##*) } # after "(comm) ": state ppid ...
+  rest=${rest#* }
+  [ "${rest%% *}" = "$$" ] && return 0
+  grep -qzxF "CAIRN_TEST_OWNER=$CAIRN_TEST_OWNER" "/proc/$1/environ" 2>/dev/null
+}
+# t_signal_ours SIGNAL PID...: signals those of PID... that are still this test's
+t_signal_ours() {
+  local sig=$1 p; shift
+  for p in "$@"; do t_ours "$p" && kill "-$sig" "$p" 2>/dev/null; done
+  return 0
+}
+
 t_cleanup() {
-  local p
-  for p in "${T_PIDS[@]:-}"; do
-    [ -n "$p" ] || continue
-    kill -TERM "$p" 2>/dev/null || true
-  done
+  t_signal_ours TERM "${T_PIDS[@]:-}"
   sleep 0.3
-  for p in "${T_PIDS[@]:-}"; do
-    [ -n "$p" ] || continue
-    kill -KILL "$p" 2>/dev/null || true
-  done
+  t_signal_ours KILL "${T_PIDS[@]:-}"
   if [ "${KEEP_TMP:-0}" = 1 ]; then echo "kept $T_TMP"; else rm -rf "$T_TMP"; fi
 }
 trap t_cleanup EXIT

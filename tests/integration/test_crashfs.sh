@@ -20,7 +20,7 @@ cf_cleanup() {
   local p m
   # the daemons first (they hold files on the mounts), then the mounts, then lib.sh's cleanup
   for p in "${T_PIDS[@]:-}"; do
-    if [ -n "$p" ] && [[ " ${LZ_PIDS[*]:-} " != *" $p "* ]]; then kill -KILL "$p" 2>/dev/null || true; fi
+    if [ -n "$p" ] && [[ " ${LZ_PIDS[*]:-} " != *" $p "* ]]; then t_signal_ours KILL "$p"; fi
   done
   for m in "${MOUNTS[@]:-}"; do
     [ -n "$m" ] || continue

@@ -27,7 +27,7 @@ NOSPACE="etcdserver: mvcc: database space exceeded"
 MNTS=()
 dfull_cleanup() {
   local p m
-  for p in "${T_PIDS[@]:-}"; do [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true; done
+  t_signal_ours KILL "${T_PIDS[@]:-}"
   for p in "${T_PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
   for m in "${MNTS[@]:-}"; do
     [ -n "$m" ] || continue

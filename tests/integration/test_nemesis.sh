@@ -66,7 +66,7 @@ nem_cleanup() {
   local p f m
   for f in "$T_TMP"/nem*/pids; do
     [ -f "$f" ] || continue
-    while read -r p; do kill -KILL "$p" 2>/dev/null || true; done <"$f"
+    while read -r p; do t_signal_ours KILL "$p"; done <"$f"
   done
   for m in "${MOUNTS[@]:-}"; do
     [ -n "$m" ] || continue

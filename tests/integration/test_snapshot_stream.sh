@@ -70,7 +70,7 @@ if [ "$(id -u)" = 0 ]; then
   mkdir -p "$SMALL" && mount -t tmpfs -o size=48m tmpfs "$SMALL"
   small_cleanup() {
     local p
-    for p in "${T_PIDS[@]:-}"; do [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true; done
+    t_signal_ours KILL "${T_PIDS[@]:-}"
     for p in "${T_PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
     umount "$SMALL" 2>/dev/null || umount -l "$SMALL" 2>/dev/null || true
     t_cleanup

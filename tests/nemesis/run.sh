@@ -15,7 +15,7 @@ MOUNTS=()
 nem_cleanup() {
   local p m
   if [ -f "$T_TMP/run/pids" ]; then
-    while read -r p; do kill -KILL "$p" 2>/dev/null || true; done <"$T_TMP/run/pids"
+    while read -r p; do t_signal_ours KILL "$p"; done <"$T_TMP/run/pids"
   fi
   # the daemons are gone (they held files on the mounts): unmount, lazily if still busy
   for m in "${MOUNTS[@]:-}"; do
