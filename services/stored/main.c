@@ -518,8 +518,14 @@ static void df_tick(stored_t *s, int64_t now)
         return;
     /* Seen applied once in this episode: the cluster's alarm now, which stays until an
      * operator disarms it; never proposed again in this episode (a disarm must stick). */
-    if (!g_df.alarm_seen && df_alarm_applied(s))
+    if (!g_df.alarm_seen && df_alarm_applied(s)) {
         g_df.alarm_seen = 1;
+        /* said because a single member can only propose it once its disk takes writes again:
+         * a disarm made before this line is overtaken by it (an operator, or a test, waits
+         * for it before disarming) */
+        cairn_info("the NOSPACE alarm for the full disk is in the cluster's alarm table; it stays until an alarm disarm",
+                   "member_id=%016llx disk_full=%d", (unsigned long long)cairn_config_member_id(s->cfg), g_df.active);
+    }
     if (g_df.alarm_seen) {
         if (!g_df.active)
             g_df.local_alarm = 0;

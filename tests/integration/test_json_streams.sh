@@ -298,7 +298,19 @@ PY
 timeout 120 python3 "$T_TMP/jstreams.py" "$E_EP" >"$T_TMP/etcd.out" 2>"$T_TMP/etcd.err" || t_fail "the script failed against etcd: $(tail -3 "$T_TMP/etcd.err")"
 timeout 120 python3 "$T_TMP/jstreams.py" "$C_EP" >"$T_TMP/cairn.out" 2>"$T_TMP/cairn.err" || t_fail "the script failed against cairn: $(tail -3 "$T_TMP/cairn.err")"
 [ -s "$T_TMP/etcd.out" ] || t_fail "no answers from etcd"
-
+# etcd's own answers vary under load: a clean-clone CI run once saw etcd not send, within the
+# script's wait, its answer to watch-chunked's second create (the progress answer after it came). Where
+# Cairn's differ, the script runs once more against a fresh etcd, and Cairn is compared with
+# that run: a difference that is Cairn's shows in both.
+if ! cmp -s "$T_TMP/etcd.out" "$T_TMP/cairn.out"; then
+  echo "# Cairn's answers differ from etcd's first run here:" >&2
+  diff "$T_TMP/etcd.out" "$T_TMP/cairn.out" | head -8 | sed 's/^/#   /' >&2 || true
+  t_stop "$E_PID"
+  t_start_etcd s2 "$(t_port)" "$(t_port)"
+  t_wait_healthy "$E_EP" || t_fail "the second etcd is not healthy"
+  mv "$T_TMP/etcd.out" "$T_TMP/etcd-first.out"
+  timeout 120 python3 "$T_TMP/jstreams.py" "$E_EP" >"$T_TMP/etcd.out" 2>"$T_TMP/etcd.err" || t_fail "the script failed against the second etcd: $(tail -3 "$T_TMP/etcd.err")"
+fi
 while IFS= read -r e && IFS= read -r c <&3; do
   t_eq "$(cut -f1,2 <<<"$e")" "$e" "$c"
 done <"$T_TMP/etcd.out" 3<"$T_TMP/cairn.out"
