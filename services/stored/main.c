@@ -374,8 +374,8 @@ static void df_enter(stored_t *s, int what, int rc)
     /* The reserve is released only for LevelDB, and only the moment it failed: its repair
      * below takes the room at once. Released when the WAL failed, the room was anyone's
      * until LevelDB met the full disk too (another writer on the filesystem could take it
-     * first, and the reopen then had no room: linearizable reads waited for the disk). The WAL needs no
-     * reserve: it recovers once the filesystem has a segment's room. */
+     * first, and the reopen then had no room: linearizable reads waited for the disk). The
+     * WAL needs no reserve: it recovers once the filesystem has a segment's room. */
     if (what & DF_MVCC)
         df_reserve_release();
     if (what & DF_WAL) {
