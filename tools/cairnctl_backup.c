@@ -2335,7 +2335,11 @@ int cairnctl_restore(int argc, char **argv)
     }
     /* a running backup's prune waits until we are done (READ.lock); a directory without the
      * file (no backup with --retain-snapshots has run there) has no pruner to wait for */
-    rlock = read_lock(dir, 0, LOCK_SH);
+    if ((rlock = read_lock(dir, 0, LOCK_SH | LOCK_NB)) < 0 && errno == EWOULDBLOCK) {
+        /* a prune holds it for a moment; anything longer is someone's lock, and said so */
+        fprintf(stderr, "note: %s/READ.lock is held (a backup pruning the directory); waiting for it\n", dir);
+        rlock = read_lock(dir, 0, LOCK_SH);
+    }
     /* pass 1: every segment checked; runs of revisions, lease records, the time target */
     if (list_dir(dir, 's', &rs.snaps, &rs.n_snaps) != 0 || list_dir(dir, 'c', &segd, &ng) != 0) {
         fprintf(stderr, "Error: cannot read the backup directory %s: %s\n", dir, strerror(errno));

@@ -300,6 +300,7 @@ pkill -P "$FL_PID" sleep 2>/dev/null; wait "$FL_PID" 2>/dev/null || true
 t_wait_until 10 eval '! kill -0 "$LS_PID" 2>/dev/null' || t_fail "the restore did not go on once the prune was done"
 wait "$LS_PID" 2>/dev/null || true
 t_contains "then it reads the directory" "last_revision=" "$(cat "$T_TMP/list-held.out")"
+t_contains "and it said why it waited" "READ.lock is held" "$(cat "$T_TMP/list-held.out")"
 t_contains "old snapshots and segments removed, and said so" "segments_removed=" \
   "$(grep -F 'backup: pruned' "$BLOG" | grep -v 'segments_removed=0' | tail -n 1)"
 OLDEST=$(ls "$BK" | sed -n 's/^snap-\([0-9]*\)\.db$/\1/p' | sort -n | head -1)
